@@ -1,0 +1,53 @@
+# regsandbox developer tasks. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SANDBOXCTL := $(VENV)/bin/sandboxctl
+DEV_DIR ?= .regsandbox/dev
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools up down test test-unit lint fmt bench clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(PY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(PY)
+
+venv: $(PY) ## Create .venv with regsandbox and its development tools
+
+tools: $(PY) ## Build the pinned Go tools that are missing from the cache
+	$(SANDBOXCTL) dev tools --build
+
+up: tools ## Start the local control plane in the foreground (Ctrl-C stops it)
+	$(SANDBOXCTL) dev up --dir $(DEV_DIR) --foreground
+
+down: $(PY) ## Stop the local control plane
+	$(SANDBOXCTL) dev down --dir $(DEV_DIR)
+
+test: tools ## Run every test, integration tests included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(PY) ## Run the tests that need no servers
+	$(PY) -m pytest -m "not integration and not opa and not s3" $(PYTEST_ARGS)
+
+lint: $(PY) ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(PY) ## Format and auto-fix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: tools ## Run the benchmarks (see BENCHMARKS.md)
+	$(PY) bench/devenv_up.py
+
+clean: down ## Stop the control plane and remove local state
+	rm -rf $(DEV_DIR)

@@ -1,0 +1,5 @@
+"""``python -m sandbox.cli`` runs ``sandboxctl``."""
+
+from sandbox.cli import main
+
+main()

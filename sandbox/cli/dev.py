@@ -1,0 +1,141 @@
+"""``sandboxctl dev``: a real local control plane for development and tests."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandbox.cli.output import OutputFormat, err_console, fail, print_data, print_rows
+from sandbox.devenv.controlplane import DEFAULT_DIR, ControlPlane
+from sandbox.devenv.toolchain import TOOLS, bin_dir, build_tools
+from sandbox.errors import SandboxError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Run a local control plane (etcd, kube-apiserver, controllers).", no_args_is_help=True
+)
+
+DirOption = Annotated[
+    Path, typer.Option("--dir", help="Directory for state, certificates, data and logs.")
+]
+
+
+def _progress(message: str) -> None:
+    err_console.print(f"[dim]•[/dim] {message}", highlight=False)
+
+
+@app.command("up")
+def up(
+    directory: DirOption = DEFAULT_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 90.0,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Stay attached; Ctrl-C stops everything.")
+    ] = False,
+    durable_etcd: Annotated[
+        bool,
+        typer.Option("--durable-etcd", help="Keep etcd's fsyncs (slower, survives power loss)."),
+    ] = False,
+) -> None:
+    """Start etcd, kube-apiserver and kube-controller-manager and wait until ready."""
+    plane = ControlPlane(directory, durable_etcd=durable_etcd)
+    try:
+        state = plane.up(timeout=timeout, progress=_progress)
+    except SandboxError as exc:
+        fail(str(exc))
+    kubeconfig = plane.admin_kubeconfig
+    typer.echo(f"control plane ready at {state.server}")
+    typer.echo(f"  export KUBECONFIG={kubeconfig}")
+    typer.echo(f"  {bin_dir() / TOOLS['kubectl'].filename} get namespaces")
+    typer.echo(f"  sandboxctl dev user alice --group tenant-a --dir {directory}")
+    if foreground:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        err_console.print("running in the foreground; press Ctrl-C to stop")
+        stop.wait()
+        stopped = plane.down()
+        typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command("down")
+def down(directory: DirOption = DEFAULT_DIR) -> None:
+    """Stop every process the control plane in DIR started (idempotent)."""
+    try:
+        stopped = ControlPlane(directory).down()
+    except SandboxError as exc:
+        fail(str(exc))
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command("status")
+def status(
+    directory: DirOption = DEFAULT_DIR,
+    output: Annotated[OutputFormat, typer.Option("-o", "--output")] = OutputFormat.table,
+) -> None:
+    """Show whether the control plane in DIR is running and ready (exit 1 if not)."""
+    info = ControlPlane(directory).status()
+    if output in (OutputFormat.json, OutputFormat.yaml):
+        print_data(info, output)
+    else:
+        rows = [
+            {"server": name, "pid": s["pid"], "running": s["running"]}
+            for name, s in info["servers"].items()
+        ]
+        if rows:
+            print_rows(rows, ["server", "pid", "running"], output, name_key="server")
+            typer.echo(f"api: {info['server']} ready={info['ready']}")
+        else:
+            typer.echo(f"no control plane in {info['directory']}")
+    if not info.get("ready"):
+        raise typer.Exit(1)
+
+
+@app.command("user")
+def user(
+    name: Annotated[str, typer.Argument(help="User name (the certificate's CN).")],
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Group (repeatable).")
+    ] = None,
+    directory: DirOption = DEFAULT_DIR,
+) -> None:
+    """Write DIR/users/NAME.kubeconfig with a client certificate for NAME and groups."""
+    try:
+        path = ControlPlane(directory).add_user(name, group or [])
+    except SandboxError as exc:
+        fail(str(exc))
+    typer.echo(str(path))
+
+
+@app.command("tools")
+def tools(
+    build: Annotated[bool, typer.Option("--build", help="Build the missing tools.")] = False,
+    name: Annotated[list[str] | None, typer.Option("--name", help="Only this tool.")] = None,
+    tools_dir: Annotated[
+        Path | None, typer.Option(help="The repository's tools/ directory.")
+    ] = None,
+) -> None:
+    """List the pinned tools and where they are cached; --build builds missing ones."""
+    if build:
+        try:
+            build_tools(name, tools_dir=tools_dir, progress=_progress)
+        except SandboxError as exc:
+            fail(str(exc))
+    rows = []
+    for tool in TOOLS.values():
+        if name and tool.name not in name:
+            continue
+        path = bin_dir() / tool.filename
+        rows.append(
+            {
+                "name": tool.name,
+                "version": tool.version,
+                "cached": path.is_file(),
+                "path": str(path),
+            }
+        )
+    print_rows(rows, ["name", "version", "cached"], OutputFormat.wide, wide_columns=["path"])

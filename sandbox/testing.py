@@ -1,0 +1,40 @@
+"""Helpers for testing code against a real local control plane.
+
+Used by regsandbox's own test suite and available to anyone who writes policies,
+examples or extensions and wants to test them the same way::
+
+    with running_control_plane(tmp_path) as plane:
+        api = api_client(plane.admin_kubeconfig)
+        alice = api_client(plane.add_user("alice", ["tenant-a"]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kubernetes import client, config
+
+from sandbox.devenv.controlplane import ControlPlane
+
+__all__ = ["api_client", "running_control_plane"]
+
+
+@contextmanager
+def running_control_plane(directory: Path, timeout: float = 120.0) -> Iterator[ControlPlane]:
+    """Start a control plane in ``directory`` for the duration of the block."""
+    plane = ControlPlane(directory)
+    plane.up(timeout=timeout)
+    try:
+        yield plane
+    finally:
+        plane.down()
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    """A kubernetes ApiClient authenticated by the kubeconfig's client certificate."""
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
+    return api
