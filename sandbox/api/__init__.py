@@ -1,0 +1,68 @@
+"""The regsandbox API (group ``regsandbox.io``, version ``v1alpha1``) as pydantic models.
+
+CRDs are generated from these models by :mod:`sandbox.api.crd`; never hand-edit them.
+"""
+
+from sandbox.api.conditions import find_condition, is_true, set_condition
+from sandbox.api.dataset import DatasetLocation, DatasetSpec, DatasetStatus, PersonalData
+from sandbox.api.meta import API_GROUP, API_VERSION, Condition, parse_duration
+from sandbox.api.resources import RESOURCES, Resource, resource
+from sandbox.api.sandbox import (
+    DatasetRequest,
+    EgressRule,
+    Lifetime,
+    PublicInterest,
+    SandboxResources,
+    SandboxSpec,
+    SandboxStatus,
+)
+from sandbox.api.sandboxpolicy import Enforcement, SandboxPolicySpec, SandboxPolicyStatus
+from sandbox.api.tenant import (
+    Attestations,
+    DataPermit,
+    EthicsApproval,
+    Member,
+    Role,
+    Sector,
+    SupervisoryAuthority,
+    TenantQuota,
+    TenantSpec,
+    TenantStatus,
+)
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "RESOURCES",
+    "Attestations",
+    "Condition",
+    "DataPermit",
+    "DatasetLocation",
+    "DatasetRequest",
+    "DatasetSpec",
+    "DatasetStatus",
+    "EgressRule",
+    "Enforcement",
+    "EthicsApproval",
+    "Lifetime",
+    "Member",
+    "PersonalData",
+    "PublicInterest",
+    "Resource",
+    "Role",
+    "SandboxPolicySpec",
+    "SandboxPolicyStatus",
+    "SandboxResources",
+    "SandboxSpec",
+    "SandboxStatus",
+    "Sector",
+    "SupervisoryAuthority",
+    "TenantQuota",
+    "TenantSpec",
+    "TenantStatus",
+    "find_condition",
+    "is_true",
+    "parse_duration",
+    "resource",
+    "set_condition",
+]

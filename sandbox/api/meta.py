@@ -1,0 +1,111 @@
+"""Building blocks shared by every regsandbox API type.
+
+Models use camelCase on the wire (as Kubernetes does) and snake_case in Python;
+attribute docstrings become the field descriptions of the generated CRD schemas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "Condition",
+    "ConditionStatus",
+    "Duration",
+    "Quantity",
+    "WireModel",
+    "parse_duration",
+]
+
+API_GROUP = "regsandbox.io"
+"""The API group of every regsandbox resource."""
+
+API_VERSION = "v1alpha1"
+"""The served and stored version."""
+
+
+class WireModel(BaseModel):
+    """Base for API models: camelCase aliases, attribute docstrings as descriptions."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        extra="forbid",
+        frozen=False,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as it goes to the API server: camelCase, no unset optionals."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+_QUANTITY_PATTERN = rf"^{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+
+
+def _quantity_text(value: object) -> object:
+    """Kubernetes sends whole quantities as integers; keep them as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    Field(pattern=_QUANTITY_PATTERN),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": _QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": [
+                {"rule": "type(self) != int || self >= 0", "message": "must not be negative"}
+            ],
+        }
+    ),
+]
+"""A non-negative Kubernetes resource quantity such as ``500m``, ``4``, ``16Gi``."""
+
+_DURATION_PATTERN = r"^([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+_DURATION_RE = re.compile(r"([0-9]+)([wdhms])")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+Duration = Annotated[str, Field(pattern=_DURATION_PATTERN, min_length=2)]
+"""A duration such as ``30d``, ``12h`` or ``1w2d``: weeks, days, hours, minutes, seconds."""
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse a :data:`Duration` string; raises ValueError for anything else."""
+    if not text or not re.fullmatch(_DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use e.g. 30d, 12h, 1w2d")
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
+    return dt.timedelta(seconds=seconds)
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(WireModel):
+    """A ``metav1.Condition``: one aspect of the observed state."""
+
+    type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=316)
+    """CamelCase condition type, e.g. ``Ready`` or ``PolicyCompliant``."""
+    status: ConditionStatus
+    """``True``, ``False`` or ``Unknown``."""
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    """CamelCase machine-readable reason for the last transition."""
+    message: str = Field(default="", max_length=32768)
+    """Human-readable details: what happened and what to do about it."""
+    observed_generation: int = Field(default=0, ge=0)
+    """The ``metadata.generation`` this condition was computed from."""
+    last_transition_time: dt.datetime
+    """When ``status`` last changed."""

@@ -1,0 +1,177 @@
+"""Sandbox: an isolated, encrypted, policy-checked environment (namespaced, tenant members)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import ConfigDict, Field, model_validator
+
+from sandbox.api.meta import Condition, Duration, Quantity, WireModel
+
+__all__ = [
+    "DatasetGrant",
+    "DatasetRequest",
+    "EgressRule",
+    "Lifetime",
+    "PolicyOutcome",
+    "PublicInterest",
+    "SandboxResources",
+    "SandboxSpec",
+    "SandboxStatus",
+    "Violation",
+]
+
+
+class Lifetime(WireModel):
+    """When the sandbox ends: a ttl from creation or a fixed instant (exactly one)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.ttl) != has(self.expiresAt)",
+                    "message": "set exactly one of lifetime.ttl or lifetime.expiresAt",
+                }
+            ]
+        }
+    )
+
+    ttl: Duration | None = None
+    """Lifetime from creation, e.g. ``30d``."""
+    expires_at: dt.datetime | None = None
+    """Fixed end instant (RFC 3339)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Lifetime:
+        if (self.ttl is None) == (self.expires_at is None):
+            raise ValueError("lifetime needs exactly one of ttl or expiresAt")
+        return self
+
+
+class SandboxResources(WireModel):
+    """Compute and storage the sandbox may use; capped by the tenant's ceilings."""
+
+    cpu: Quantity = "4"
+    """Total CPU requests and limits, e.g. ``8``."""
+    memory: Quantity = "16Gi"
+    """Total memory, e.g. ``32Gi``."""
+    gpu: Quantity = "0"
+    """GPUs (``nvidia.com/gpu``)."""
+    storage: Quantity = "50Gi"
+    """Size of the encrypted ``workspace`` volume."""
+
+
+class DatasetRequest(WireModel):
+    """A dataset the sandbox asks to read, and why."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of a Dataset object."""
+    purpose: str = Field(min_length=1)
+    """Purpose of the processing; must be one of the dataset's allowed purposes."""
+
+
+class EgressRule(WireModel):
+    """A destination workloads may reach beyond DNS and the dataset gateway."""
+
+    cidr: str = Field(min_length=1)
+    """IPv4 or IPv6 CIDR, e.g. ``198.51.100.0/24``."""
+    ports: list[int] = Field(default_factory=list)
+    """TCP ports; empty means all."""
+    region: str | None = None
+    """Region id of the destination from the policy region catalogue."""
+    description: str = ""
+    """Why the destination is needed."""
+
+
+class PublicInterest(WireModel):
+    """What an AI Act Art. 59 sandbox states about personal-data processing."""
+
+    area: str | None = None
+    """Public-interest area, Art. 59(1)(a) (e.g. ``public-health``)."""
+    why_not_anonymised: str | None = None
+    """Why anonymised or synthetic data will not do, Art. 59(1)(b)."""
+
+
+class SandboxSpec(WireModel):
+    """Desired state of a Sandbox: what the tenant claims and asks for."""
+
+    purpose: str = Field(min_length=1)
+    """Purpose of the processing (matched against dataset purposes and data permits)."""
+    region: str = Field(min_length=1)
+    """Region id where the sandbox must run; must be the cluster's region."""
+    lifetime: Lifetime
+    """When the sandbox and its key are destroyed."""
+    resources: SandboxResources = Field(
+        default_factory=SandboxResources, json_schema_extra={"default": {}}
+    )
+    """Quota for the sandbox namespace."""
+    datasets: list[DatasetRequest] = Field(default_factory=list)
+    """Datasets to be granted."""
+    egress: list[EgressRule] = Field(default_factory=list)
+    """Extra egress destinations; empty by default."""
+    public_interest: PublicInterest | None = None
+    """AI Act Art. 59 statements (public sector)."""
+
+
+class Violation(WireModel):
+    """A policy violation, as the decision reported it."""
+
+    code: str
+    """Stable code, e.g. ``RESIDENCY_DATASET_OUTSIDE_EEA``."""
+    msg: str
+    """What is wrong, for a person."""
+    regulation: str = ""
+    """The rule enforced."""
+    subject: str = ""
+    """What the violation is about, e.g. ``dataset/claims-2024``."""
+
+
+class PolicyOutcome(WireModel):
+    """The last policy decision for the sandbox."""
+
+    allowed: bool
+    """Whether the decision allowed the action."""
+    digest: str = ""
+    """Digest of the policy set that decided."""
+    violations: list[Violation] = Field(default_factory=list)
+    """Why not, if denied."""
+
+
+class DatasetGrant(WireModel):
+    """Whether one requested dataset was granted."""
+
+    name: str
+    """Dataset name."""
+    granted: bool
+    """True when policy granted it."""
+    violations: list[str] = Field(default_factory=list)
+    """Violation codes when denied."""
+
+
+class SandboxStatus(WireModel):
+    """Observed state of a Sandbox."""
+
+    namespace: str | None = None
+    """The sandbox namespace ``sbx-<tenant>-<name>``."""
+    tenant: str | None = None
+    """Owning tenant."""
+    sector: str | None = None
+    """The tenant's sector."""
+    region: str | None = None
+    """Region the sandbox runs in."""
+    ready: str | None = None
+    """Mirror of the Ready condition's status, for the printer column."""
+    expires_at: dt.datetime | None = None
+    """When the sandbox ends."""
+    key_id: str | None = None
+    """Identifier of the per-sandbox key (never key material)."""
+    storage_class: str | None = None
+    """Encrypted StorageClass of the workspace."""
+    policy: PolicyOutcome | None = None
+    """Last policy decision."""
+    datasets: list[DatasetGrant] = Field(default_factory=list)
+    """Per-dataset grant outcomes."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """``Ready``, ``PolicyCompliant``, ``Isolated``, ``StorageEncrypted``."""
+    observed_generation: int | None = None
+    """Generation last reconciled."""

@@ -1,0 +1,145 @@
+"""Tenant: an organisation admitted to the platform (cluster-scoped, platform engineers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from sandbox.api.meta import Condition, Duration, Quantity, WireModel
+
+__all__ = [
+    "Attestations",
+    "DataPermit",
+    "EthicsApproval",
+    "Member",
+    "Role",
+    "Sector",
+    "SupervisoryAuthority",
+    "TenantQuota",
+    "TenantSpec",
+    "TenantStatus",
+]
+
+
+class Sector(StrEnum):
+    """The regulatory sector a tenant or dataset belongs to."""
+
+    finance = "finance"
+    health = "health"
+    public = "public"
+    space = "space"
+    manufacturing = "manufacturing"
+    research = "research"
+
+
+class Role(StrEnum):
+    """What a member may do in the tenant's home namespace."""
+
+    owner = "owner"
+    member = "member"
+    reviewer = "reviewer"
+
+
+class Member(WireModel):
+    """A user or group of the tenant and its role."""
+
+    kind: Literal["User", "Group"] = "User"
+    """Whether ``name`` is a user name or a group, as the API server authenticates them."""
+    name: str = Field(min_length=1, max_length=253)
+    """User or group name exactly as authenticated (for example a certificate CN or OIDC claim)."""
+    role: Role
+    """owner and member manage Sandboxes and ModelExports; reviewer manages ExportReviews."""
+
+
+class TenantQuota(WireModel):
+    """Ceilings over all of the tenant's sandboxes; each sandbox's quota is capped by them."""
+
+    max_sandboxes: int | None = Field(default=None, ge=0)
+    """How many sandboxes may exist at once."""
+    cpu: Quantity | None = None
+    """CPU ceiling per sandbox, e.g. ``16``."""
+    memory: Quantity | None = None
+    """Memory ceiling per sandbox, e.g. ``64Gi``."""
+    gpu: Quantity | None = None
+    """GPU ceiling per sandbox (``nvidia.com/gpu``)."""
+    storage: Quantity | None = None
+    """Workspace storage ceiling per sandbox, e.g. ``500Gi``."""
+    max_lifetime: Duration | None = None
+    """Longest lifetime a sandbox may ask for, e.g. ``90d``."""
+
+
+class SupervisoryAuthority(WireModel):
+    """The financial supervisor that has the tenant on record (verified by the platform)."""
+
+    name: str = Field(min_length=1)
+    """Authority, e.g. ``CSSF`` or ``BaFin``."""
+    reference: str = Field(min_length=1)
+    """Register or licence number."""
+
+
+class EthicsApproval(WireModel):
+    """An ethics committee approval (verified by the platform)."""
+
+    reference: str = Field(min_length=1)
+    """Approval reference."""
+    committee: str | None = None
+    """The committee that granted it."""
+    expires: dt.date | None = None
+    """Last day the approval is valid."""
+
+
+class DataPermit(WireModel):
+    """A health data permit from a health data access body (EHDS Art. 68)."""
+
+    reference: str = Field(min_length=1)
+    """Permit reference."""
+    issued_by: str | None = None
+    """The health data access body."""
+    purposes: list[str] = Field(default_factory=list)
+    """Purposes the permit covers; a sandbox's purpose must be one of them."""
+    expires: dt.date | None = None
+    """Last day of the permit; a sandbox may not outlive it."""
+
+
+class Attestations(WireModel):
+    """Facts the platform has verified about the tenant; the tenant cannot set these."""
+
+    supervisory_authority: SupervisoryAuthority | None = None
+    """Financial supervisor on record (required for finance tenants)."""
+    dpia_reference: str | None = None
+    """Reference of the data protection impact assessment (GDPR Art. 35)."""
+    ethics_approval: EthicsApproval | None = None
+    """Ethics committee approval."""
+    data_permit: DataPermit | None = None
+    """Health data permit."""
+
+
+class TenantSpec(WireModel):
+    """Desired state of a Tenant."""
+
+    organisation: str = Field(min_length=1, max_length=256)
+    """Legal name of the organisation."""
+    sector: Sector
+    """Regulatory sector; selects the sector policies."""
+    jurisdiction: str = Field(pattern=r"^[A-Z]{2}$")
+    """ISO 3166-1 alpha-2 country whose law governs the tenant, e.g. ``LU``."""
+    members: list[Member] = Field(default_factory=list)
+    """Users and groups with their roles."""
+    quota: TenantQuota = Field(default_factory=TenantQuota)
+    """Ceilings for the tenant's sandboxes."""
+    attestations: Attestations = Field(default_factory=Attestations)
+    """Platform-verified facts used by policy."""
+
+
+class TenantStatus(WireModel):
+    """Observed state of a Tenant."""
+
+    namespace: str | None = None
+    """The tenant's home namespace."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """``Ready``."""
+    observed_generation: int | None = None
+    """Generation last reconciled."""
