@@ -34,7 +34,5 @@ def running_control_plane(directory: Path, timeout: float = 120.0) -> Iterator[C
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
     """A kubernetes ApiClient authenticated by the kubeconfig's client certificate."""
-    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig)
-    )
+    api: client.ApiClient = config.new_client_from_config(config_file=str(kubeconfig))
     return api

@@ -1,0 +1,12 @@
+"""Thin helpers over the official kubernetes client: server-side apply, reads, deletes."""
+
+from sandbox.kube.apply import (
+    KINDS,
+    KindInfo,
+    apply,
+    delete,
+    get,
+    object_path,
+)
+
+__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "object_path"]

@@ -1,0 +1,305 @@
+"""What the operator applies for an allowed Sandbox: an isolated namespace.
+
+Pure functions from the Sandbox spec, the Tenant and a few platform settings to the
+manifests, in apply order. Storage (StorageClass, PVC) and keys come from
+:mod:`sandbox.storage` and :mod:`sandbox.keys`; this module does the isolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from sandbox.api.sandbox import EgressRule, SandboxSpec
+from sandbox.api.tenant import Role, TenantQuota, TenantSpec
+from sandbox.provision.names import managed_labels, sandbox_namespace
+from sandbox.provision.tenant_plan import member_subjects
+
+__all__ = [
+    "WORKLOAD_ROLE",
+    "WORKLOAD_SERVICE_ACCOUNT",
+    "EffectiveQuota",
+    "IsolationSettings",
+    "effective_quota",
+    "isolation_objects",
+    "quarantine_policy",
+]
+
+WORKLOAD_ROLE = "regsandbox-workloads"
+"""Role that lets tenant members run workloads in the sandbox namespace."""
+WORKLOAD_SERVICE_ACCOUNT = "workload"
+"""ServiceAccount for sandbox pods; its projected token authenticates to the gateway."""
+
+
+@dataclass(frozen=True)
+class IsolationSettings:
+    """Platform facts the isolation depends on."""
+
+    gateway_namespace: str = "regsandbox-system"
+    """Namespace of the dataset gateway."""
+    gateway_pod_labels: tuple[tuple[str, str], ...] = (
+        ("app.kubernetes.io/name", "regsandbox"),
+        ("app.kubernetes.io/component", "gateway"),
+    )
+    """Labels selecting the gateway pods."""
+    gateway_port: int = 8443
+    """Port the gateway listens on."""
+    dns_namespace: str = "kube-system"
+    """Namespace of the cluster DNS."""
+    dns_pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
+    """Labels selecting the DNS pods."""
+
+
+@dataclass(frozen=True)
+class EffectiveQuota:
+    """The sandbox's quota after capping by the tenant's ceilings."""
+
+    cpu: str
+    memory: str
+    gpu: str
+    storage: str
+    capped: tuple[str, ...]
+    """Resources whose request exceeded the tenant's ceiling and were lowered."""
+
+
+def _amount(quantity: str) -> Decimal:
+    value: Decimal = parse_quantity(quantity)
+    return value
+
+
+def _cap(requested: str, ceiling: str | None) -> tuple[str, bool]:
+    if ceiling is None:
+        return requested, False
+    if _amount(requested) > _amount(ceiling):
+        return ceiling, True
+    return requested, False
+
+
+def effective_quota(spec: SandboxSpec, ceilings: TenantQuota) -> EffectiveQuota:
+    """The sandbox's requested resources, each capped by the tenant's ceiling."""
+    res = spec.resources
+    values: dict[str, str] = {}
+    capped: list[str] = []
+    for name in ("cpu", "memory", "gpu", "storage"):
+        value, was_capped = _cap(getattr(res, name), getattr(ceilings, name))
+        values[name] = value
+        if was_capped:
+            capped.append(name)
+    return EffectiveQuota(capped=tuple(capped), **values)
+
+
+def _netpol(name: str, ns: str, labels: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": spec,
+    }
+
+
+def _egress_rule(rule: EgressRule) -> dict[str, Any]:
+    out: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}
+    if rule.ports:
+        out["ports"] = [{"protocol": "TCP", "port": p} for p in rule.ports]
+    return out
+
+
+def network_policies(
+    ns: str, labels: dict[str, str], egress: list[EgressRule], settings: IsolationSettings
+) -> list[dict[str, Any]]:
+    """Default deny, DNS, the dataset gateway, and the accepted egress entries."""
+    policies = [
+        _netpol(
+            "default-deny", ns, labels, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+        ),
+        _netpol(
+            "allow-dns",
+            ns,
+            labels,
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {
+                                        "kubernetes.io/metadata.name": settings.dns_namespace
+                                    }
+                                },
+                                "podSelector": {"matchLabels": dict(settings.dns_pod_labels)},
+                            }
+                        ],
+                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                    }
+                ],
+            },
+        ),
+        _netpol(
+            "allow-dataset-gateway",
+            ns,
+            labels,
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {
+                                        "kubernetes.io/metadata.name": settings.gateway_namespace
+                                    }
+                                },
+                                "podSelector": {"matchLabels": dict(settings.gateway_pod_labels)},
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": settings.gateway_port}],
+                    }
+                ],
+            },
+        ),
+    ]
+    if egress:
+        policies.append(
+            _netpol(
+                "allow-egress-allowlist",
+                ns,
+                labels,
+                {
+                    "podSelector": {},
+                    "policyTypes": ["Egress"],
+                    "egress": [_egress_rule(r) for r in egress],
+                },
+            )
+        )
+    return policies
+
+
+def quarantine_policy(ns: str, labels: dict[str, str]) -> dict[str, Any]:
+    """A deny-all policy; the allow policies must be removed beside it to cut traffic."""
+    return _netpol(
+        "quarantine", ns, labels, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    )
+
+
+def _workload_rules() -> list[dict[str, Any]]:
+    run = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+    read = ["get", "list", "watch"]
+    return [
+        {"apiGroups": [""], "resources": ["pods", "services", "configmaps"], "verbs": run},
+        {"apiGroups": [""], "resources": ["pods/log", "pods/status"], "verbs": read},
+        {"apiGroups": [""], "resources": ["pods/exec", "pods/attach"], "verbs": ["create", "get"]},
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "statefulsets", "replicasets"],
+            "verbs": run,
+        },
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": run},
+        # Read-only: members see their limits but cannot change isolation or storage.
+        {
+            "apiGroups": [""],
+            "resources": ["persistentvolumeclaims", "resourcequotas", "limitranges", "events"],
+            "verbs": read,
+        },
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+    ]
+
+
+def isolation_objects(
+    name: str,
+    tenant: str,
+    tenant_spec: TenantSpec,
+    spec: SandboxSpec,
+    quota: EffectiveQuota,
+    egress: list[EgressRule],
+    settings: IsolationSettings | None = None,
+) -> list[dict[str, Any]]:
+    """Namespace, NetworkPolicies, quota, LimitRange, ServiceAccount and RBAC, in apply order.
+
+    ``egress`` is the allow-list that policy accepted (a subset of ``spec.egress``).
+    Secrets are deliberately absent from the members' Role: the namespace may hold
+    volume-encryption material.
+    """
+    settings = settings or IsolationSettings()
+    ns = sandbox_namespace(tenant, name)
+    labels = managed_labels(tenant=tenant, sandbox=name, sector=tenant_spec.sector.value)
+    gpu = {"requests.nvidia.com/gpu": quota.gpu} if _amount(quota.gpu) > 0 else {}
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                "labels": {
+                    **labels,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            },
+        },
+        *network_policies(ns, labels, egress, settings),
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "sandbox", "namespace": ns, "labels": labels},
+            "spec": {
+                "hard": {
+                    "requests.cpu": quota.cpu,
+                    "limits.cpu": quota.cpu,
+                    "requests.memory": quota.memory,
+                    "limits.memory": quota.memory,
+                    "requests.storage": quota.storage,
+                    "persistentvolumeclaims": "1",
+                    "services.loadbalancers": "0",
+                    "services.nodeports": "0",
+                    **gpu,
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "defaults", "namespace": ns, "labels": labels},
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "default": {"cpu": "1", "memory": "1Gi"},
+                        "defaultRequest": {"cpu": "250m", "memory": "256Mi"},
+                        "max": {"cpu": quota.cpu, "memory": quota.memory},
+                    }
+                ]
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": WORKLOAD_SERVICE_ACCOUNT, "namespace": ns, "labels": labels},
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": WORKLOAD_ROLE, "namespace": ns, "labels": labels},
+            "rules": _workload_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": WORKLOAD_ROLE, "namespace": ns, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": WORKLOAD_ROLE,
+            },
+            "subjects": member_subjects(tenant_spec.members, {Role.owner, Role.member}),
+        },
+    ]
+    return objects
