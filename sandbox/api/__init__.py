@@ -4,7 +4,13 @@ CRDs are generated from these models by :mod:`sandbox.api.crd`; never hand-edit 
 """
 
 from sandbox.api.conditions import find_condition, is_true, set_condition
-from sandbox.api.dataset import DatasetLocation, DatasetSpec, DatasetStatus, PersonalData
+from sandbox.api.dataset import (
+    DatasetLocation,
+    DatasetSpec,
+    DatasetStatus,
+    PersonalData,
+    Retention,
+)
 from sandbox.api.meta import API_GROUP, API_VERSION, Condition, parse_duration
 from sandbox.api.resources import RESOURCES, Resource, resource
 from sandbox.api.sandbox import (
@@ -20,11 +26,9 @@ from sandbox.api.sandboxpolicy import Enforcement, SandboxPolicySpec, SandboxPol
 from sandbox.api.tenant import (
     Attestations,
     DataPermit,
-    EthicsApproval,
     Member,
     Role,
     Sector,
-    SupervisoryAuthority,
     TenantQuota,
     TenantSpec,
     TenantStatus,
@@ -43,12 +47,12 @@ __all__ = [
     "DatasetStatus",
     "EgressRule",
     "Enforcement",
-    "EthicsApproval",
     "Lifetime",
     "Member",
     "PersonalData",
     "PublicInterest",
     "Resource",
+    "Retention",
     "Role",
     "SandboxPolicySpec",
     "SandboxPolicyStatus",
@@ -56,7 +60,6 @@ __all__ = [
     "SandboxSpec",
     "SandboxStatus",
     "Sector",
-    "SupervisoryAuthority",
     "TenantQuota",
     "TenantSpec",
     "TenantStatus",

@@ -6,10 +6,10 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from sandbox.api.meta import Condition, Duration, WireModel
+from sandbox.api.meta import Condition, WireModel
 from sandbox.api.tenant import Sector
 
-__all__ = ["DatasetLocation", "DatasetSpec", "DatasetStatus", "PersonalData"]
+__all__ = ["DatasetLocation", "DatasetSpec", "DatasetStatus", "PersonalData", "Retention"]
 
 
 class PersonalData(StrEnum):
@@ -35,6 +35,13 @@ class DatasetLocation(WireModel):
     """S3 endpoint URL when not AWS (e.g. an on-premise object store)."""
 
 
+class Retention(WireModel):
+    """A retention period."""
+
+    days: int | None = Field(default=None, ge=1)
+    """Days; unset means the platform default."""
+
+
 class DatasetSpec(WireModel):
     """Desired state of a Dataset."""
 
@@ -50,8 +57,8 @@ class DatasetSpec(WireModel):
     """Class of personal data held."""
     allowed_purposes: list[str] = Field(default_factory=list)
     """Purposes a sandbox may state to be granted this dataset."""
-    retention: Duration | None = None
-    """How long derived copies and access logs must be kept."""
+    retention: Retention = Field(default_factory=lambda: Retention())
+    """How long the data and its access records may be kept."""
 
 
 class DatasetStatus(WireModel):

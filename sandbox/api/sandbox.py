@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -40,6 +41,8 @@ class Lifetime(WireModel):
     """Lifetime from creation, e.g. ``30d``."""
     expires_at: dt.datetime | None = None
     """Fixed end instant (RFC 3339)."""
+    on_expiry: Literal["delete", "retain"] = "delete"
+    """delete: tear down and destroy the key at expiry; retain: cut access, keep until deleted."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Lifetime:

@@ -13,11 +13,9 @@ from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 __all__ = [
     "Attestations",
     "DataPermit",
-    "EthicsApproval",
     "Member",
     "Role",
     "Sector",
-    "SupervisoryAuthority",
     "TenantQuota",
     "TenantSpec",
     "TenantStatus",
@@ -71,48 +69,28 @@ class TenantQuota(WireModel):
     """Longest lifetime a sandbox may ask for, e.g. ``90d``."""
 
 
-class SupervisoryAuthority(WireModel):
-    """The financial supervisor that has the tenant on record (verified by the platform)."""
-
-    name: str = Field(min_length=1)
-    """Authority, e.g. ``CSSF`` or ``BaFin``."""
-    reference: str = Field(min_length=1)
-    """Register or licence number."""
-
-
-class EthicsApproval(WireModel):
-    """An ethics committee approval (verified by the platform)."""
-
-    reference: str = Field(min_length=1)
-    """Approval reference."""
-    committee: str | None = None
-    """The committee that granted it."""
-    expires: dt.date | None = None
-    """Last day the approval is valid."""
-
-
 class DataPermit(WireModel):
     """A health data permit from a health data access body (EHDS Art. 68)."""
 
-    reference: str = Field(min_length=1)
+    id: str = Field(min_length=1)
     """Permit reference."""
     issued_by: str | None = None
     """The health data access body."""
     purposes: list[str] = Field(default_factory=list)
     """Purposes the permit covers; a sandbox's purpose must be one of them."""
-    expires: dt.date | None = None
-    """Last day of the permit; a sandbox may not outlive it."""
+    valid_until: dt.datetime
+    """End of the permit (RFC 3339); a sandbox may not outlive it."""
 
 
 class Attestations(WireModel):
     """Facts the platform has verified about the tenant; the tenant cannot set these."""
 
-    supervisory_authority: SupervisoryAuthority | None = None
-    """Financial supervisor on record (required for finance tenants)."""
-    dpia_reference: str | None = None
+    supervisory_authority: str | None = Field(default=None, min_length=1)
+    """Financial supervisor that has the tenant on record, e.g. ``CSSF`` (finance)."""
+    dpia_reference: str | None = Field(default=None, min_length=1)
     """Reference of the data protection impact assessment (GDPR Art. 35)."""
-    ethics_approval: EthicsApproval | None = None
-    """Ethics committee approval."""
+    ethics_approval: str | None = Field(default=None, min_length=1)
+    """Reference of an ethics committee approval."""
     data_permit: DataPermit | None = None
     """Health data permit."""
 

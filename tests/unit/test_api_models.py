@@ -51,7 +51,7 @@ def test_sandbox_spec_wire_round_trip() -> None:
     )
     assert spec.resources.cpu == "8"
     wire = spec.wire()
-    assert wire["lifetime"] == {"ttl": "30d"}
+    assert wire["lifetime"] == {"ttl": "30d", "onExpiry": "delete"}
     assert wire["datasets"][0]["purpose"] == "credit-risk-model"
     assert SandboxSpec.model_validate(wire) == spec
 
