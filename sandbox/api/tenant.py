@@ -6,7 +6,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 
@@ -42,14 +42,41 @@ class Role(StrEnum):
 
 
 class Member(WireModel):
-    """A user or group of the tenant and its role."""
+    """A user or a group of the tenant, and its role (exactly one of user or group)."""
 
-    kind: Literal["User", "Group"] = "User"
-    """Whether ``name`` is a user name or a group, as the API server authenticates them."""
-    name: str = Field(min_length=1, max_length=253)
-    """User or group name exactly as authenticated (for example a certificate CN or OIDC claim)."""
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.user) != has(self.group)",
+                    "message": "set exactly one of user or group",
+                }
+            ]
+        }
+    )
+
+    user: str | None = Field(default=None, min_length=1, max_length=253)
+    """User name exactly as the API server authenticates it (certificate CN, OIDC claim)."""
+    group: str | None = Field(default=None, min_length=1, max_length=253)
+    """Group name exactly as the API server authenticates it."""
     role: Role
     """owner and member manage Sandboxes and ModelExports; reviewer manages ExportReviews."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Member:
+        if (self.user is None) == (self.group is None):
+            raise ValueError("a member needs exactly one of user or group")
+        return self
+
+    @property
+    def kind(self) -> Literal["User", "Group"]:
+        """RBAC subject kind."""
+        return "User" if self.user is not None else "Group"
+
+    @property
+    def name(self) -> str:
+        """RBAC subject name."""
+        return self.user or self.group or ""
 
 
 class TenantQuota(WireModel):

@@ -6,7 +6,8 @@ from sandbox.kube.apply import (
     apply,
     delete,
     get,
+    list_objects,
     object_path,
 )
 
-__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "object_path"]
+__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "list_objects", "object_path"]

@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from sandbox.provision.names import FIELD_MANAGER
 
-__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "object_path"]
+__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "list_objects", "object_path"]
 
 
 @dataclass(frozen=True)
@@ -132,3 +132,12 @@ def delete(api: client.ApiClient, kind: str, name: str, namespace: str | None = 
             return False
         raise
     return True
+
+
+def list_objects(
+    api: client.ApiClient, kind: str, namespace: str | None = None, label_selector: str = ""
+) -> list[dict[str, Any]]:
+    """Every object of ``kind`` (in ``namespace``), optionally filtered by labels."""
+    query = [("labelSelector", label_selector)] if label_selector else []
+    result = _call(api, "GET", object_path(kind, None, namespace), query=query)
+    return [dict(item) for item in result.get("items") or []]

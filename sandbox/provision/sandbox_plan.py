@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 WORKLOAD_ROLE = "regsandbox-workloads"
-"""Role that lets tenant members run workloads in the sandbox namespace."""
+"""RoleBinding that lets tenant members run workloads in the sandbox namespace."""
 WORKLOAD_SERVICE_ACCOUNT = "workload"
 """ServiceAccount for sandbox pods; its projected token authenticates to the gateway."""
 
@@ -187,29 +187,6 @@ def quarantine_policy(ns: str, labels: dict[str, str]) -> dict[str, Any]:
     )
 
 
-def _workload_rules() -> list[dict[str, Any]]:
-    run = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
-    read = ["get", "list", "watch"]
-    return [
-        {"apiGroups": [""], "resources": ["pods", "services", "configmaps"], "verbs": run},
-        {"apiGroups": [""], "resources": ["pods/log", "pods/status"], "verbs": read},
-        {"apiGroups": [""], "resources": ["pods/exec", "pods/attach"], "verbs": ["create", "get"]},
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments", "statefulsets", "replicasets"],
-            "verbs": run,
-        },
-        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": run},
-        # Read-only: members see their limits but cannot change isolation or storage.
-        {
-            "apiGroups": [""],
-            "resources": ["persistentvolumeclaims", "resourcequotas", "limitranges", "events"],
-            "verbs": read,
-        },
-        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
-    ]
-
-
 def isolation_objects(
     name: str,
     tenant: str,
@@ -222,8 +199,8 @@ def isolation_objects(
     """Namespace, NetworkPolicies, quota, LimitRange, ServiceAccount and RBAC, in apply order.
 
     ``egress`` is the allow-list that policy accepted (a subset of ``spec.egress``).
-    Secrets are deliberately absent from the members' Role: the namespace may hold
-    volume-encryption material.
+    Members' rights come from the shipped ClusterRole, which leaves out Secrets: the
+    namespace may hold volume-encryption material.
     """
     settings = settings or IsolationSettings()
     ns = sandbox_namespace(tenant, name)
@@ -283,12 +260,6 @@ def isolation_objects(
             "kind": "ServiceAccount",
             "metadata": {"name": WORKLOAD_SERVICE_ACCOUNT, "namespace": ns, "labels": labels},
             "automountServiceAccountToken": False,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": WORKLOAD_ROLE, "namespace": ns, "labels": labels},
-            "rules": _workload_rules(),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.api.meta import API_GROUP
 from sandbox.api.tenant import Member, Role, TenantSpec
 from sandbox.provision.names import managed_labels, tenant_namespace
+from sandbox.provision.rbac import MEMBER_CLUSTER_ROLE, REVIEWER_CLUSTER_ROLE
 
 __all__ = ["MEMBER_ROLE", "REVIEWER_ROLE", "member_subjects", "tenant_objects"]
 
-MEMBER_ROLE = "regsandbox-tenant-member"
-"""Role in the home namespace for owners and members."""
-REVIEWER_ROLE = "regsandbox-tenant-reviewer"
-"""Role in the home namespace for reviewers."""
-
-_READ = ["get", "list", "watch"]
-_WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+MEMBER_ROLE = MEMBER_CLUSTER_ROLE
+"""ClusterRole bound in the home namespace for owners and members."""
+REVIEWER_ROLE = REVIEWER_CLUSTER_ROLE
+"""ClusterRole bound in the home namespace for reviewers."""
 
 
 def member_subjects(members: list[Member], roles: set[Role]) -> list[dict[str, str]]:
@@ -32,17 +29,6 @@ def member_subjects(members: list[Member], roles: set[Role]) -> list[dict[str, s
     return sorted(subjects, key=lambda s: (s["kind"], s["name"]))
 
 
-def _role(
-    name: str, namespace: str, labels: dict[str, str], rules: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "rules": rules,
-    }
-
-
 def _binding(
     name: str, namespace: str, labels: dict[str, str], subjects: list[dict[str, str]]
 ) -> dict[str, Any]:
@@ -50,41 +36,19 @@ def _binding(
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": subjects,
     }
 
 
 def tenant_objects(name: str, spec: TenantSpec) -> list[dict[str, Any]]:
-    """Namespace, Roles and RoleBindings of a tenant's home, in apply order.
+    """Namespace and RoleBindings (to the shipped ClusterRoles) of a tenant's home.
 
     Owners and members manage Sandboxes and ModelExports; reviewers manage
     ExportReviews and read the rest; nobody gets anything else in the namespace.
     """
     ns = tenant_namespace(name)
     labels = managed_labels(tenant=name, sector=spec.sector.value)
-    member_rules = [
-        {"apiGroups": [API_GROUP], "resources": ["sandboxes", "modelexports"], "verbs": _WRITE},
-        {
-            "apiGroups": [API_GROUP],
-            "resources": ["sandboxes/status", "modelexports/status", "exportreviews"],
-            "verbs": _READ,
-        },
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": _READ},
-    ]
-    reviewer_rules = [
-        {
-            "apiGroups": [API_GROUP],
-            "resources": ["exportreviews"],
-            "verbs": ["get", "list", "watch", "create"],
-        },
-        {
-            "apiGroups": [API_GROUP],
-            "resources": ["sandboxes", "sandboxes/status", "modelexports", "modelexports/status"],
-            "verbs": _READ,
-        },
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": _READ},
-    ]
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -98,8 +62,6 @@ def tenant_objects(name: str, spec: TenantSpec) -> list[dict[str, Any]]:
                 },
             },
         },
-        _role(MEMBER_ROLE, ns, labels, member_rules),
-        _role(REVIEWER_ROLE, ns, labels, reviewer_rules),
     ]
     members = member_subjects(spec.members, {Role.owner, Role.member})
     reviewers = member_subjects(spec.members, {Role.reviewer})

@@ -8,36 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sandbox.api import API_GROUP, API_VERSION, RESOURCES
+from sandbox.api import API_GROUP, API_VERSION
+from sandbox.testing import install_crds
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def crds_installed(admin_api: client.ApiClient, repo_root: Path) -> None:
-    ext = client.ApiextensionsV1Api(admin_api)
-    for path in sorted((repo_root / "charts/regsandbox/crds").glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    deadline = time.monotonic() + 30
-    pending = {r.crd_name for r in RESOURCES}
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            crd = ext.read_custom_resource_definition(name)
-            if any(
-                c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-            ):
-                pending.discard(name)
-        time.sleep(0.2)
-    assert not pending, f"CRDs not established: {pending}"
+    install_crds(admin_api, repo_root / "charts/regsandbox/crds")
 
 
 def _sandbox(spec: dict[str, Any]) -> dict[str, Any]:

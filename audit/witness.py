@@ -1,0 +1,515 @@
+"""A C2SP transparency-log witness (c2sp.org/tlog-witness, c2sp.org/tlog-cosignature).
+
+An outside auditor runs a witness to make sure the log never forks or shrinks: for each
+log it trusts, the witness keeps the latest checkpoint it cosigned and cosigns a new one
+only if a consistency proof shows it extends that one.
+
+The module has three layers, each usable on its own:
+
+- pure functions and types, no I/O: :class:`Cosigner` / :class:`CosignatureVerifier`
+  (Ed25519 ``cosignature/v1``, key type ``0x04``), :func:`parse_add_checkpoint` and
+  :func:`check_add_checkpoint`, which decide an ``add-checkpoint`` request and raise a
+  :class:`WitnessRefusedError` carrying the HTTP status the specification prescribes;
+- :class:`FileWitnessState`, durable per-origin state (one file per log, replaced
+  atomically) and :class:`Witness`, which checks and persists under one lock;
+- :func:`witness_app`, a Starlette application serving ``POST /add-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import structlog
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from audit.checkpoint import Checkpoint
+from audit.errors import AuditError, MalformedError, StorageError, VerificationError
+from audit.merkle import HASH_SIZE, verify_consistency
+from audit.note import (
+    Note,
+    NoteSignature,
+    Verifier,
+    b64decode,
+    b64encode,
+    check_key_name,
+    open_note,
+)
+
+__all__ = [
+    "COSIGNATURE_V1",
+    "MAX_BODY_BYTES",
+    "MAX_PROOF_LINES",
+    "SIZE_CONTENT_TYPE",
+    "AddCheckpointRequest",
+    "CosignatureVerifier",
+    "Cosigner",
+    "FileWitnessState",
+    "Witness",
+    "WitnessRefusedError",
+    "WitnessState",
+    "check_add_checkpoint",
+    "parse_add_checkpoint",
+    "witness_app",
+]
+
+COSIGNATURE_V1 = 0x04
+"""Signature type byte of Ed25519 ``cosignature/v1`` keys (key IDs and vkeys)."""
+
+MAX_PROOF_LINES = 63
+"""Most consistency-proof lines a request may carry."""
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest ``add-checkpoint`` body accepted (a checkpoint plus 63 hashes is far smaller)."""
+
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
+"""Content type of a 409 response, whose body is the witness's tree size."""
+
+_PRIVATE_PREFIX = "PRIVATE+KEY+"
+_log = structlog.get_logger("audit.witness")
+_HEADER = "cosignature/v1\n"
+_MAX_TIMESTAMP = 2**63 - 1
+
+
+def _cosigner_key_id(name: str, public_key: bytes) -> int:
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([COSIGNATURE_V1]) + public_key).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _signed_message(checkpoint_text: str, timestamp: int) -> bytes:
+    return f"{_HEADER}time {timestamp}\n{checkpoint_text}".encode()
+
+
+def _parse_key(text: str, what: str) -> tuple[str, int, bytes]:
+    parts = text.split("+", 2)  # base64 may contain "+"; names and key IDs cannot
+    if len(parts) != 3:
+        raise MalformedError(f"{what} must look like name+keyid+base64key")
+    name, hex_id, key64 = parts
+    check_key_name(name)
+    if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
+        raise MalformedError(f"{what} key ID {hex_id!r} is not 8 lowercase hex digits")
+    key = b64decode(key64, f"{what} key")
+    if len(key) != 33 or key[0] != COSIGNATURE_V1:
+        raise MalformedError(f"{what} is not an Ed25519 cosignature/v1 key (type 0x04)")
+    return name, int(hex_id, 16), key[1:]
+
+
+@dataclass(frozen=True)
+class CosignatureVerifier:
+    """A witness's public key: checks its Ed25519 ``cosignature/v1`` signatures."""
+
+    name: str
+    """The witness's name, a schema-less URL such as ``witness.example.org/w1``."""
+    public_key: bytes
+    """32-byte Ed25519 public key."""
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name)
+        if len(self.public_key) != 32:
+            raise MalformedError("an Ed25519 public key is 32 bytes")
+
+    @property
+    def key_id(self) -> int:
+        """Key ID: ``SHA-256(name || 0x0A || 0x04 || key)[:4]``."""
+        return _cosigner_key_id(self.name, self.public_key)
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key string ``name+keyid+base64(0x04 || key)``."""
+        blob = b64encode(bytes([COSIGNATURE_V1]) + self.public_key)
+        return f"{self.name}+{self.key_id:08x}+{blob}"
+
+    @classmethod
+    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
+        """Parse a cosigner vkey; the key ID must match name and key."""
+        name, kid, public = _parse_key(vkey.strip(), "cosigner verifier key")
+        verifier = cls(name, public)
+        if verifier.key_id != kid:
+            raise MalformedError(f"cosigner key {name}: key ID {kid:08x} does not match the key")
+        return verifier
+
+    def verify(self, checkpoint_text: str, signature: NoteSignature) -> int:
+        """Check one cosignature on ``checkpoint_text``; return its timestamp.
+
+        Raises :class:`~audit.errors.VerificationError` if the line is not this witness's
+        or does not verify.
+        """
+        if signature.name != self.name or signature.key_id != self.key_id:
+            raise VerificationError(f"signature is not by cosigner {self.name}")
+        if len(signature.signature) != 8 + 64:
+            raise VerificationError("a cosignature/v1 signature is 72 bytes")
+        timestamp = int.from_bytes(signature.signature[:8], "big")
+        if timestamp > _MAX_TIMESTAMP:
+            raise VerificationError("cosignature timestamp is out of range")
+        message = _signed_message(checkpoint_text, timestamp)
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(
+                signature.signature[8:], message
+            )
+        except InvalidSignature:
+            raise VerificationError(f"bad cosignature by {self.name}") from None
+        return timestamp
+
+    def verify_note(self, note: bytes) -> int:
+        """Find and check this witness's cosignature on a signed checkpoint note.
+
+        Returns the cosignature's timestamp; raises
+        :class:`~audit.errors.VerificationError` if there is none or it is bad.
+        """
+        parsed = Note.parse(note)
+        for sig in parsed.signatures:
+            if sig.name == self.name and sig.key_id == self.key_id:
+                return self.verify(parsed.text, sig)
+        raise VerificationError(f"checkpoint carries no cosignature by {self.name}")
+
+
+class Cosigner:
+    """A witness's Ed25519 private key: makes ``cosignature/v1`` signature lines."""
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        check_key_name(name)
+        self.name = name
+        """The witness's name."""
+        self._key = private_key
+        public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.verifier = CosignatureVerifier(name, public)
+        """The matching public key."""
+
+    def __repr__(self) -> str:
+        return f"Cosigner({self.verifier.vkey!r})"
+
+    @classmethod
+    def generate(cls, name: str) -> Cosigner:
+        """A new random witness key."""
+        return cls(name, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_private_key(cls, text: str) -> Cosigner:
+        """Parse ``PRIVATE+KEY+name+keyid+base64(0x04 || seed)``."""
+        text = text.strip()
+        if not text.startswith(_PRIVATE_PREFIX):
+            raise MalformedError("witness key must start with PRIVATE+KEY+")
+        name, kid, seed = _parse_key(text[len(_PRIVATE_PREFIX) :], "witness key")
+        cosigner = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+        if cosigner.verifier.key_id != kid:
+            raise MalformedError(f"witness key {name}: key ID {kid:08x} does not match the key")
+        return cosigner
+
+    @property
+    def private_key(self) -> str:
+        """The key as ``PRIVATE+KEY+name+keyid+base64`` text. Keep it secret."""
+        blob = b64encode(bytes([COSIGNATURE_V1]) + self._key.private_bytes_raw())
+        return f"{_PRIVATE_PREFIX}{self.name}+{self.verifier.key_id:08x}+{blob}"
+
+    def cosign(self, checkpoint: Checkpoint, timestamp: int) -> NoteSignature:
+        """Cosign ``checkpoint`` as of ``timestamp`` (POSIX seconds)."""
+        if not 0 <= timestamp <= _MAX_TIMESTAMP:
+            raise ValueError(f"timestamp {timestamp} is out of range")
+        signature = self._key.sign(_signed_message(checkpoint.text(), timestamp))
+        return NoteSignature(
+            self.name, self.verifier.key_id, timestamp.to_bytes(8, "big") + signature
+        )
+
+
+class WitnessRefusedError(AuditError):
+    """The witness refuses an ``add-checkpoint`` request; ``status`` is the HTTP code.
+
+    ``body`` and ``content_type`` are the response to send (for 409 the witness's current
+    tree size, as the specification requires).
+    """
+
+    def __init__(
+        self, status: int, message: str, *, body: str | None = None, content_type: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body if body is not None else message + "\n"
+        self.content_type = content_type or "text/plain; charset=utf-8"
+
+    @classmethod
+    def conflict(cls, message: str, current_size: int) -> WitnessRefusedError:
+        """A 409 Conflict whose body is ``current_size`` in decimal and a newline."""
+        return cls(409, message, body=f"{current_size}\n", content_type=SIZE_CONTENT_TYPE)
+
+
+@dataclass(frozen=True)
+class AddCheckpointRequest:
+    """A parsed ``add-checkpoint`` body (the checkpoint is not yet verified)."""
+
+    old_size: int
+    """Size of the checkpoint the client believes the witness last cosigned."""
+    proof: tuple[bytes, ...]
+    """Consistency proof from ``old_size`` to the checkpoint's size."""
+    checkpoint: bytes
+    """The signed checkpoint note, verbatim."""
+
+
+def _decimal(text: str, what: str) -> int:
+    if not text.isascii() or not text.isdigit() or text != str(int(text)):
+        raise WitnessRefusedError(400, f"{what} {text!r} is not a decimal without leading zeroes")
+    value = int(text)
+    if value >= 2**63:
+        raise WitnessRefusedError(400, f"{what} is too large")
+    return value
+
+
+def parse_add_checkpoint(body: bytes) -> AddCheckpointRequest:
+    """Parse an ``add-checkpoint`` body; raise a 400 :class:`WitnessRefusedError` if malformed."""
+    if len(body) > MAX_BODY_BYTES:
+        raise WitnessRefusedError(400, f"request body is over {MAX_BODY_BYTES} bytes")
+    split = body.find(b"\n\n")
+    if split < 0:
+        raise WitnessRefusedError(400, "request has no empty line before the checkpoint")
+    try:
+        head = body[:split].decode("ascii")
+    except UnicodeDecodeError:
+        raise WitnessRefusedError(400, "request header lines are not ASCII") from None
+    lines = head.split("\n")
+    if not lines[0].startswith("old "):
+        raise WitnessRefusedError(400, "request does not start with an 'old <size>' line")
+    old_size = _decimal(lines[0][4:], "old size")
+    if len(lines) - 1 > MAX_PROOF_LINES:
+        raise WitnessRefusedError(400, f"more than {MAX_PROOF_LINES} consistency proof lines")
+    proof: list[bytes] = []
+    for line in lines[1:]:
+        try:
+            digest = b64decode(line, "consistency proof hash")
+        except MalformedError as exc:
+            raise WitnessRefusedError(400, str(exc)) from None
+        if len(digest) != HASH_SIZE:
+            raise WitnessRefusedError(400, f"consistency proof hashes must be {HASH_SIZE} bytes")
+        proof.append(digest)
+    return AddCheckpointRequest(old_size, tuple(proof), body[split + 2 :])
+
+
+def _parse_checkpoint_note(data: bytes) -> tuple[Note, Checkpoint]:
+    try:
+        note = Note.parse(data)
+        return note, Checkpoint.from_text(note.text)
+    except MalformedError as exc:
+        raise WitnessRefusedError(400, f"malformed checkpoint: {exc}") from None
+
+
+def check_add_checkpoint(
+    request: AddCheckpointRequest,
+    logs: Mapping[str, Sequence[Verifier]],
+    latest: Checkpoint | None,
+) -> Checkpoint:
+    """Decide an ``add-checkpoint`` request; pure, no I/O.
+
+    ``logs`` maps each trusted origin to its keys; ``latest`` is the checkpoint this
+    witness last cosigned for the request's origin (``None`` if never). Returns the new
+    checkpoint to record and cosign, or raises :class:`WitnessRefusedError` with the status
+    the specification prescribes: 400 malformed, 404 unknown origin, 403 no trusted
+    signature, 409 old size is not the witness's size or an equal-size fork (body: the
+    witness's size), 422 the consistency proof does not verify.
+    """
+    _, parsed = _parse_checkpoint_note(request.checkpoint)
+    verifiers = logs.get(parsed.origin)
+    if verifiers is None:
+        raise WitnessRefusedError(404, f"unknown log origin {parsed.origin!r}")
+    try:
+        open_note(request.checkpoint, verifiers)
+    except (VerificationError, MalformedError) as exc:
+        raise WitnessRefusedError(403, f"checkpoint signature does not verify: {exc}") from None
+    if latest is not None and latest.origin != parsed.origin:
+        raise ValueError("latest checkpoint is for another origin")
+    if request.old_size > parsed.size:
+        raise WitnessRefusedError(
+            400, f"old size {request.old_size} is larger than checkpoint size {parsed.size}"
+        )
+    current = latest.size if latest is not None else 0
+    if request.old_size != current:
+        raise WitnessRefusedError.conflict(
+            f"old size {request.old_size} is not the witness's size {current}", current
+        )
+    if latest is None or latest.size == 0:
+        if request.proof:
+            raise WitnessRefusedError(400, "the consistency proof must be empty from size zero")
+        if latest is not None and parsed.size == 0 and parsed.root != latest.root:
+            raise WitnessRefusedError.conflict("two different roots for size 0", current)
+        return parsed
+    if parsed.size == latest.size:
+        if parsed.root != latest.root:
+            raise WitnessRefusedError.conflict(
+                f"fork: a different root for size {parsed.size} than the one cosigned", current
+            )
+        if request.proof:
+            raise WitnessRefusedError(422, "sizes are equal but the consistency proof is not empty")
+        return parsed
+    try:
+        verify_consistency(latest.size, parsed.size, request.proof, latest.root, parsed.root)
+    except VerificationError as exc:
+        raise WitnessRefusedError(422, f"consistency proof does not verify: {exc}") from None
+    return parsed
+
+
+class WitnessState:
+    """Where a witness keeps the latest cosigned checkpoint of each log (an interface)."""
+
+    def load(self, origin: str) -> bytes | None:
+        """The signed checkpoint last stored for ``origin``, or ``None``."""
+        raise NotImplementedError
+
+    def store(self, origin: str, checkpoint: bytes) -> None:
+        """Durably record ``checkpoint`` for ``origin``; return only once it is on disk."""
+        raise NotImplementedError
+
+
+class FileWitnessState(WitnessState):
+    """Per-origin state files in a directory, each replaced atomically and fsynced.
+
+    The file for an origin is named by the SHA-256 of the origin (origins contain
+    slashes). The directory is locked so that two witness processes cannot share it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        """The state directory."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file: IO[bytes] | None = (directory / "LOCK").open("ab")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise StorageError(
+                f"witness state {directory} is in use by another witness process"
+            ) from None
+
+    def close(self) -> None:
+        """Release the directory lock."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _path(self, origin: str) -> Path:
+        return self.directory / (hashlib.sha256(origin.encode()).hexdigest() + ".checkpoint")
+
+    def load(self, origin: str) -> bytes | None:
+        """The signed checkpoint last stored for ``origin``, or ``None``."""
+        try:
+            return self._path(origin).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def store(self, origin: str, checkpoint: bytes) -> None:
+        """Write to a temporary file, fsync, rename over the old one, fsync the directory."""
+        target = self._path(origin)
+        partial = target.with_suffix(".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(checkpoint)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        partial.replace(target)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class Witness:
+    """A witness: checks ``add-checkpoint`` requests and persists before cosigning.
+
+    Checking against the stored checkpoint and storing the new one happen under one lock,
+    so two concurrent requests can never roll the witness back.
+    """
+
+    def __init__(
+        self,
+        cosigner: Cosigner,
+        logs: Mapping[str, Sequence[Verifier]],
+        state: WitnessState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cosigner = cosigner
+        """The witness key."""
+        self.logs = {origin: tuple(keys) for origin, keys in logs.items()}
+        """Trusted logs: origin to verifier keys."""
+        self.state = state
+        """Durable per-origin state."""
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_vkeys(cls, cosigner: Cosigner, vkeys: Iterable[str], state: WitnessState) -> Witness:
+        """A witness trusting logs given as vkeys; a log's origin is its key name."""
+        logs: dict[str, list[Verifier]] = {}
+        for vkey in vkeys:
+            verifier = Verifier.from_vkey(vkey)
+            logs.setdefault(verifier.name, []).append(verifier)
+        return cls(cosigner, logs, state)
+
+    def latest(self, origin: str) -> Checkpoint | None:
+        """The checkpoint last cosigned for ``origin``, or ``None``."""
+        data = self.state.load(origin)
+        if data is None:
+            return None
+        try:
+            checkpoint = Checkpoint.from_text(Note.parse(data).text)
+        except MalformedError as exc:
+            raise StorageError(f"witness state for {origin!r} is damaged: {exc}") from exc
+        if checkpoint.origin != origin:
+            raise StorageError(f"witness state for {origin!r} holds another log's checkpoint")
+        return checkpoint
+
+    def add_checkpoint(self, body: bytes) -> bytes:
+        """Handle an ``add-checkpoint`` body; return the cosignature line(s) to send.
+
+        Raises :class:`WitnessRefusedError` for every refusal the specification names.
+        """
+        request = parse_add_checkpoint(body)
+        _, parsed = _parse_checkpoint_note(request.checkpoint)
+        with self._lock:
+            latest = self.latest(parsed.origin) if parsed.origin in self.logs else None
+            checkpoint = check_add_checkpoint(request, self.logs, latest)
+            if latest is None or checkpoint.size > latest.size:
+                self.state.store(checkpoint.origin, request.checkpoint)
+            timestamp = int(self._clock())
+        return self.cosigner.cosign(checkpoint, timestamp).line().encode()
+
+
+def witness_app(witness: Witness) -> Starlette:
+    """An ASGI app serving ``POST /add-checkpoint`` for ``witness``.
+
+    The blocking check-and-store runs in a worker thread. Storage failures answer 503
+    and cosign nothing.
+    """
+
+    async def add_checkpoint(request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return PlainTextResponse(f"request body is over {MAX_BODY_BYTES} bytes\n", 400)
+        body = await request.body()
+        try:
+            lines = await run_in_threadpool(witness.add_checkpoint, body)
+        except WitnessRefusedError as refusal:
+            if refusal.status in (409, 422):  # possible evidence of a misbehaving log
+                _log.warning("checkpoint refused", status=refusal.status, reason=str(refusal))
+            return Response(refusal.body, refusal.status, media_type=refusal.content_type)
+        except (StorageError, OSError) as exc:
+            _log.error("witness state cannot be written", error=str(exc))
+            return PlainTextResponse("witness state cannot be written\n", 503)
+        return Response(lines, 200, media_type="text/plain; charset=utf-8")
+
+    return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])

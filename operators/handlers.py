@@ -1,0 +1,133 @@
+"""kopf handlers: thin glue from Kubernetes events to :mod:`sandbox.lifecycle`.
+
+Imported by ``sandbox-operator run`` after :func:`operators.runtime.configure`, since
+the timer interval comes from the settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from operators import runtime
+from operators.metrics import RECONCILE_FAILURES, RECONCILES
+from operators.wiring import build_platform
+from sandbox.api.conditions import find_condition, is_true
+from sandbox.api.meta import API_GROUP, API_VERSION
+from sandbox.api.sandbox import SandboxSpec
+from sandbox.lifecycle import (
+    StepResult,
+    correct_drift,
+    expire_sandbox,
+    expires_at,
+    provision_sandbox,
+    reconcile_tenant,
+    teardown_sandbox,
+)
+
+__all__: list[str] = []
+
+_SETTINGS = runtime.settings()
+_FINALIZER = "regsandbox.io/finalizer"
+
+
+@kopf.on.startup()
+def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+    settings.persistence.finalizer = _FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="regsandbox.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="regsandbox.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 120
+    settings.networking.request_timeout = 30
+    if _SETTINGS.kubeconfig:
+        # kopf's own client reads the same kubeconfig as ours.
+        os.environ["KUBECONFIG"] = str(_SETTINGS.kubeconfig)
+    runtime.configure(_SETTINGS, build_platform(_SETTINGS))
+    if _SETTINGS.metrics_port:
+        start_http_server(_SETTINGS.metrics_port, addr=_SETTINGS.metrics_host)
+    logger.info("regsandbox operator started")
+
+
+@kopf.on.login()
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    if _SETTINGS.kubeconfig:
+        os.environ["KUBECONFIG"] = str(_SETTINGS.kubeconfig)
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+def _finish(result: StepResult, body: kopf.Body, patch: kopf.Patch, kind: str, step: str) -> None:
+    """Write status, annotations and events; raise to retry if the step is unfinished."""
+    for key, value in result.status.items():
+        patch.status[key] = value
+    for key, value in result.annotations.items():
+        patch.metadata.annotations[key] = value
+    for note in result.events:
+        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+    RECONCILES.labels(kind, step).inc()
+    if result.retry_after is not None:
+        RECONCILE_FAILURES.labels(kind, step, result.retry_reason[:60]).inc()
+        raise kopf.TemporaryError(result.retry_reason, delay=result.retry_after)
+
+
+# -- Tenant -------------------------------------------------------------------------
+
+
+@kopf.on.create(API_GROUP, API_VERSION, "tenants")
+@kopf.on.update(API_GROUP, API_VERSION, "tenants", field="spec")
+@kopf.on.resume(API_GROUP, API_VERSION, "tenants")
+def tenant_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Apply the tenant's home namespace and member RBAC."""
+    _finish(reconcile_tenant(runtime.platform(), body), body, patch, "Tenant", "reconcile")
+
+
+# -- Sandbox ------------------------------------------------------------------------
+
+
+@kopf.on.create(API_GROUP, API_VERSION, "sandboxes")
+@kopf.on.update(API_GROUP, API_VERSION, "sandboxes", field="spec")
+@kopf.on.resume(API_GROUP, API_VERSION, "sandboxes")
+def sandbox_provision(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Decide, then provision (or re-converge) the sandbox."""
+    _finish(provision_sandbox(runtime.platform(), body), body, patch, "Sandbox", "provision")
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, "sandboxes")
+def sandbox_delete(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Tear down and destroy the key before the finalizer is released."""
+    _finish(teardown_sandbox(runtime.platform(), body), body, patch, "Sandbox", "delete")
+
+
+def _expired(body: kopf.Body) -> bool:
+    try:
+        spec = SandboxSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        return False
+    return dt.datetime.now(dt.UTC) >= expires_at(body, spec)
+
+
+@kopf.timer(API_GROUP, API_VERSION, "sandboxes", interval=_SETTINGS.resync_seconds, idle=1)
+def sandbox_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Expire at end of life; otherwise restore drifted objects and re-check policy."""
+    conditions = (body.get("status") or {}).get("conditions")
+    platform = runtime.platform()
+    if _expired(body):
+        ready = find_condition(conditions, "Ready")
+        if ready is None or ready.get("reason") not in ("Expired", "ExpiredRetained"):
+            _finish(expire_sandbox(platform, body), body, patch, "Sandbox", "expire")
+        return
+    if not is_true(conditions, "Ready"):
+        return
+    policy = (body.get("status") or {}).get("policy") or {}
+    if policy.get("digest") != platform.engine.policy_digest:
+        # The policy set changed since the last decision: decide again.
+        _finish(provision_sandbox(platform, body), body, patch, "Sandbox", "reevaluate")
+        return
+    _finish(correct_drift(platform, body), body, patch, "Sandbox", "drift")

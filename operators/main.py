@@ -1,0 +1,54 @@
+"""``sandbox-operator``: run the regsandbox operator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from operators import runtime
+from operators.logs import configure_logging
+from operators.settings import OperatorSettings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="The regsandbox operator.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """The regsandbox operator."""
+
+
+@app.command("run")
+def run(
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubeconfig (default: in-cluster).", envvar="REGSANDBOX_KUBECONFIG"),
+    ] = None,
+    liveness: Annotated[
+        str | None, typer.Option(help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    ] = None,
+) -> None:
+    """Run the operator until interrupted; settings come from REGSANDBOX_* variables."""
+    import kopf
+
+    settings = OperatorSettings(kubeconfig=kubeconfig)
+    configure_logging(settings.log_level)
+    runtime.configure(settings)
+    import operators.handlers  # noqa: F401 - registers the handlers with kopf
+
+    asyncio.run(
+        kopf.operator(
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

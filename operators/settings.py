@@ -1,0 +1,73 @@
+"""Operator settings, read once at start-up from flags or ``REGSANDBOX_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandbox.policy.policyset import DEFAULT_POLICY_DIR
+from sandbox.storage.profiles import LonghornProfile, StorageProfile
+
+__all__ = ["OperatorSettings"]
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator needs to know about its platform.
+
+    Each field can be set as ``REGSANDBOX_<FIELD>`` (upper case), for example
+    ``REGSANDBOX_CLUSTER_REGION=onprem:lu-national-1``; nested values are JSON.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGSANDBOX_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    kubeconfig: Path | None = None
+    """Kubeconfig to use; unset means in-cluster configuration."""
+    namespace: str = "regsandbox-system"
+    """The operator's own namespace (key-encryption key and wrapped keys live here)."""
+    cluster_region: str = Field(min_length=1)
+    """Region-catalogue id of this cluster, e.g. ``onprem:lu-national-1`` (attested to policy)."""
+    cluster_jurisdiction: str = Field(pattern=r"^[A-Z]{2}$")
+    """ISO country of the cluster's region."""
+    policy_engine: Literal["embedded", "opa"] = "embedded"
+    """Which engine evaluates policies."""
+    opa_url: str | None = None
+    """OPA server URL when ``policy_engine`` is ``opa``."""
+    policy_dir: Path = DEFAULT_POLICY_DIR
+    """Directory of the built-in Rego policies and data."""
+    audit_log_dir: Path | None = None
+    """Local audit log directory (in-process writer); exclusive with ``audit_url``."""
+    audit_signing_key: Path | None = None
+    """Ed25519 signing key file for the local audit log."""
+    audit_url: str | None = None
+    """URL of the audit service."""
+    audit_token_file: Path | None = None
+    """File holding the bearer token for the audit service."""
+    audit_retention_days: int = Field(default=3650, ge=1)
+    """Days the platform keeps audit records (attested to policy)."""
+    key_provider: Literal["local", "aws-kms"] = "local"
+    """Where per-sandbox keys are made."""
+    kms_endpoint_url: str | None = None
+    """KMS endpoint override (sovereign clouds, tests)."""
+    kms_regions: list[str] = Field(default_factory=list)
+    """AWS regions keys may live in (default: the cluster's region without its provider prefix)."""
+    kms_pending_window_days: int = Field(default=7, ge=7, le=30)
+    """Days between ScheduleKeyDeletion and the key being gone."""
+    storage_profile: StorageProfile = Field(default_factory=LonghornProfile)
+    """How encrypted volumes are requested from the CSI driver."""
+    gateway_namespace: str = "regsandbox-system"
+    """Namespace of the dataset gateway (sandboxes may reach it)."""
+    resync_seconds: float = Field(default=30.0, gt=0)
+    """How often each sandbox is checked for drift and expiry."""
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Prometheus metrics port on 127.0.0.1 (0 disables)."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics server binds."""
+    log_level: str = "INFO"
+    """Log level for the operator and kopf."""
+    actor: str = "system:serviceaccount:regsandbox-system:regsandbox-operator"
+    """Identity recorded in audit entries for the operator's own actions."""

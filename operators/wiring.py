@@ -1,0 +1,84 @@
+"""Build the :class:`~sandbox.lifecycle.Platform` from the operator's settings."""
+
+from __future__ import annotations
+
+from kubernetes import client, config
+
+from audit.client import AuditClient, AuditSink, LocalAuditSink
+from audit.entry import Actor
+from audit.signing import load_signer
+from operators.metrics import DECISION_SECONDS
+from operators.settings import OperatorSettings
+from sandbox.errors import ConfigurationError
+from sandbox.keys.base import KeyProvider
+from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
+from sandbox.keys.local import LocalKeyProvider
+from sandbox.keys.secret_store import SecretWrappedKeyStore, load_or_create_kek
+from sandbox.lifecycle.platform import Platform
+from sandbox.policy.embedded import EmbeddedEngine
+from sandbox.policy.engine import PolicyEngine
+from sandbox.policy.opa import OpaEngine
+from sandbox.policy.policyset import PolicySet
+from sandbox.provision.sandbox_plan import IsolationSettings
+
+__all__ = ["api_client", "build_platform"]
+
+
+def api_client(settings: OperatorSettings) -> client.ApiClient:
+    """The operator's own API client: kubeconfig if set, else in-cluster."""
+    if settings.kubeconfig:
+        return config.new_client_from_config(config_file=str(settings.kubeconfig))
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def _engine(settings: OperatorSettings) -> PolicyEngine:
+    policies = PolicySet.from_directory(settings.policy_dir)
+    if settings.policy_engine == "opa":
+        if not settings.opa_url:
+            raise ConfigurationError("policy_engine=opa needs REGSANDBOX_OPA_URL")
+        return OpaEngine(settings.opa_url, policies)
+    return EmbeddedEngine(policies)
+
+
+def _audit(settings: OperatorSettings) -> AuditSink:
+    if settings.audit_url:
+        token = settings.audit_token_file.read_text().strip() if settings.audit_token_file else None
+        return AuditClient(settings.audit_url, token)
+    if settings.audit_log_dir and settings.audit_signing_key:
+        return LocalAuditSink(settings.audit_log_dir, load_signer(settings.audit_signing_key))
+    raise ConfigurationError(
+        "no audit sink: set REGSANDBOX_AUDIT_URL, or REGSANDBOX_AUDIT_LOG_DIR with "
+        "REGSANDBOX_AUDIT_SIGNING_KEY"
+    )
+
+
+def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
+    if settings.key_provider == "aws-kms":
+        return AwsKmsKeyProvider(
+            AwsKmsSettings(
+                regions=tuple(settings.kms_regions) or (settings.cluster_region.split(":", 1)[-1],),
+                endpoint_url=settings.kms_endpoint_url,
+                pending_window_days=settings.kms_pending_window_days,
+            )
+        )
+    store = SecretWrappedKeyStore(api, settings.namespace)
+    return LocalKeyProvider(load_or_create_kek(api, settings.namespace), store)
+
+
+def build_platform(settings: OperatorSettings) -> Platform:
+    """Connect to the API server, load policies, open the audit sink, set up keys."""
+    api = api_client(settings)
+    return Platform(
+        api=api,
+        engine=_engine(settings),
+        audit=_audit(settings),
+        keys=_keys(settings, api),
+        storage=settings.storage_profile,
+        cluster_region=settings.cluster_region,
+        cluster_jurisdiction=settings.cluster_jurisdiction,
+        audit_retention_days=settings.audit_retention_days,
+        isolation=IsolationSettings(gateway_namespace=settings.gateway_namespace),
+        actor=Actor(user=settings.actor),
+        on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),
+    )

@@ -1,0 +1,157 @@
+"""``sandboxctl audit serve`` and ``sandboxctl audit witness …``: the audit servers.
+
+- ``serve`` runs the audit log's HTTP API (:mod:`audit.service`) over a log directory;
+- ``witness serve`` runs a C2SP tlog-witness (:mod:`audit.witness`) for outside auditors;
+- ``witness keygen`` makes a witness key and prints its verifier key.
+
+:func:`register` adds them to the ``sandboxctl audit`` Typer app.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from starlette.applications import Starlette
+
+from audit.errors import AuditError
+from audit.log import KEY_FILE, AuditLog
+from audit.service import AccessPolicy, create_app, load_tokens
+from audit.signing import load_signer
+from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
+from sandbox.cli.output import EXIT_USAGE, fail
+
+__all__ = ["register"]
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--listen {value!r}: want HOST:PORT, e.g. 127.0.0.1:8080", EXIT_USAGE)
+    return host.strip("[]"), int(port)
+
+
+def _run(app: Starlette, listen: str) -> None:
+    host, port = _listen(listen)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # request lines carry nothing we need and may carry tokens
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def serve(
+    log: Annotated[Path, typer.Option("--log", help="Log directory (made by `audit init`).")],
+    writers: Annotated[
+        Path, typer.Option("--writers", help="Token file of components allowed to append.")
+    ],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = (
+        "127.0.0.1:8080"
+    ),
+    readers: Annotated[
+        Path | None, typer.Option("--readers", help="Token file of read-only clients.")
+    ] = None,
+    open_reads: Annotated[
+        bool, typer.Option("--open-reads", help="Let anyone read without a token.")
+    ] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Signing key file (default: the log's own log.key)."),
+    ] = None,
+) -> None:
+    """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
+
+    Token files hold one '<sha256 hex of token> <identity>' line per token.
+    """
+    _listen(listen)
+    try:
+        policy = AccessPolicy(
+            writers=load_tokens(writers),
+            readers=load_tokens(readers) if readers else {},
+            open_reads=open_reads,
+        )
+        signer = load_signer(key or log / KEY_FILE)
+        audit_log = AuditLog(log, signer)
+    except AuditError as exc:
+        fail(str(exc))
+    try:
+        _run(create_app(audit_log, policy), listen)
+    finally:
+        audit_log.close()
+
+
+def _vkey_arg(value: str) -> str:
+    path = Path(value)
+    if "+" not in value and path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    return value
+
+
+def witness_serve(
+    state: Annotated[
+        Path, typer.Option("--state", help="Directory of the witness's per-log state.")
+    ],
+    vkey: Annotated[
+        list[str],
+        typer.Option("--vkey", help="Verifier key of a log to witness (or a file); repeat."),
+    ],
+    key: Annotated[Path, typer.Option("--key", help="The witness's private key file.")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = (
+        "127.0.0.1:8081"
+    ),
+) -> None:
+    """Run a C2SP tlog-witness: POST /add-checkpoint cosigns consistent checkpoints only."""
+    _listen(listen)
+    try:
+        cosigner = Cosigner.from_private_key(key.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read witness key {key}: {exc.strerror}")
+    except AuditError as exc:
+        fail(f"witness key {key}: {exc}")
+    try:
+        store = FileWitnessState(state)
+        witness = Witness.from_vkeys(cosigner, [_vkey_arg(v) for v in vkey], store)
+    except (AuditError, OSError) as exc:
+        fail(str(exc))
+    try:
+        _run(witness_app(witness), listen)
+    finally:
+        store.close()
+
+
+def witness_keygen(
+    name: Annotated[str, typer.Option("--name", help="Witness name, e.g. witness.example/w1.")],
+    key: Annotated[Path, typer.Option("--key", help="New private key file (mode 0600).")],
+) -> None:
+    """Create a witness key and print its verifier key (give that to log operators)."""
+    try:
+        cosigner = Cosigner.generate(name)
+    except AuditError as exc:
+        fail(str(exc), EXIT_USAGE)
+    try:
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fail(f"{key} already exists; refusing to overwrite a key")
+    except OSError as exc:
+        fail(f"cannot create {key}: {exc.strerror}")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(cosigner.private_key + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    typer.echo(cosigner.verifier.vkey)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and the ``witness`` group to ``app`` (the ``sandboxctl audit`` app)."""
+    app.command("serve")(serve)
+    witness = typer.Typer(help="Run a C2SP tlog-witness for this log.", no_args_is_help=True)
+    witness.command("serve")(witness_serve)
+    witness.command("keygen")(witness_keygen)
+    app.add_typer(witness, name="witness")

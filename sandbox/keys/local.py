@@ -1,0 +1,554 @@
+"""The ``local`` key provider: per-sandbox data keys wrapped under an operator-held KEK.
+
+Each sandbox gets a 32-byte random data key. It is stored only wrapped: AES-256-GCM under
+the key-encryption key (KEK) with a fresh 96-bit nonce, and with the sandbox id and key id
+as associated data, so a wrapped key copied to another sandbox's slot fails to unwrap.
+
+Destroying a key deletes its wrapped form (crypto-shredding: without it the data key
+cannot be recovered) and overwrites this process's cached copy. Python cannot promise
+that no other copy of a ``bytes`` object survives in memory; the guarantee rests on the
+wrapped key being gone.
+
+Wrapped keys live behind :class:`WrappedKeyStore`, a byte-oriented interface so the
+operator can back it with Kubernetes Secrets; :class:`MemoryWrappedKeyStore` and
+:class:`FileWrappedKeyStore` are here for tests and single-node use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sandbox.keys.base import (
+    KeyDestruction,
+    KeyIntegrityError,
+    KeyNotFoundError,
+    KeyProviderError,
+    KeyRef,
+    KeyStateError,
+    validate_sandbox_id,
+)
+
+__all__ = [
+    "DATA_KEY_BYTES",
+    "KEK_BYTES",
+    "PROVIDER_NAME",
+    "FileWrappedKeyStore",
+    "KekRotation",
+    "LocalKeyProvider",
+    "MemoryWrappedKeyStore",
+    "WrappedKeyStore",
+    "generate_kek",
+    "kek_id",
+]
+
+PROVIDER_NAME = "local"
+"""The name this provider is configured by."""
+
+KEK_BYTES = 32
+"""Length of the key-encryption key (AES-256)."""
+
+DATA_KEY_BYTES = 32
+"""Length of each per-sandbox data key."""
+
+_NONCE_BYTES = 12
+_RECORD_VERSION = 1
+_AAD_LABEL = "regsandbox.io/local-key/v1"
+
+_log = structlog.get_logger("sandbox.keys.local")
+
+
+def generate_kek() -> bytes:
+    """A fresh random key-encryption key, for the operator to keep in its Secret."""
+    return secrets.token_bytes(KEK_BYTES)
+
+
+def kek_id(kek: bytes) -> str:
+    """A short, public fingerprint of a KEK, recorded beside each wrapped key.
+
+    It tells which KEK wrapped a key (for rotation and for a clear "wrong KEK" error);
+    a truncated SHA-256 of a 256-bit random key reveals nothing usable about it.
+    """
+    _check_kek(kek)
+    digest = hashlib.sha256(b"regsandbox.io/kek-id\x00" + kek).hexdigest()
+    return f"kek-{digest[:16]}"
+
+
+def _check_kek(kek: bytes) -> None:
+    if not isinstance(kek, bytes | bytearray) or len(kek) != KEK_BYTES:
+        raise KeyProviderError(f"the local KEK must be exactly {KEK_BYTES} bytes")
+
+
+@runtime_checkable
+class WrappedKeyStore(Protocol):
+    """Where wrapped keys are kept, one opaque byte string per sandbox id.
+
+    ``put`` without ``replace`` is create-if-absent and returns whatever is stored
+    afterwards, so two racing creators agree on one key. A Kubernetes-Secret store maps
+    it to create (409 → read the existing Secret); ``replace=True`` to an update.
+    """
+
+    def get(self, sandbox_id: str) -> bytes | None:
+        """The stored bytes, or ``None``."""
+        ...
+
+    def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
+        """Store ``blob`` (only if absent unless ``replace``); return what is stored now."""
+        ...
+
+    def delete(self, sandbox_id: str) -> bool:
+        """Remove the entry; ``True`` if there was one."""
+        ...
+
+    def ids(self) -> list[str]:
+        """Every sandbox id with an entry (used by KEK rotation)."""
+        ...
+
+
+class MemoryWrappedKeyStore:
+    """A :class:`WrappedKeyStore` in a dict, for tests and ephemeral use."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryWrappedKeyStore(entries={len(self._items)})"
+
+    def get(self, sandbox_id: str) -> bytes | None:
+        """The stored bytes, or ``None``."""
+        with self._lock:
+            return self._items.get(sandbox_id)
+
+    def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
+        """Store ``blob`` (only if absent unless ``replace``); return what is stored now."""
+        with self._lock:
+            if replace or sandbox_id not in self._items:
+                self._items[sandbox_id] = bytes(blob)
+            return self._items[sandbox_id]
+
+    def delete(self, sandbox_id: str) -> bool:
+        """Remove the entry; ``True`` if there was one."""
+        with self._lock:
+            return self._items.pop(sandbox_id, None) is not None
+
+    def ids(self) -> list[str]:
+        """Every sandbox id with an entry."""
+        with self._lock:
+            return sorted(self._items)
+
+
+class FileWrappedKeyStore:
+    """A :class:`WrappedKeyStore` with one ``<sandbox-id>.key`` file (mode 0600) per sandbox.
+
+    Writes go to a temporary file that is fsynced and renamed into place, so a crash
+    leaves either the old entry or the new one, never half of one.
+    """
+
+    _SUFFIX = ".key"
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FileWrappedKeyStore(directory={str(self._directory)!r})"
+
+    def _path(self, sandbox_id: str) -> Path:
+        return self._directory / f"{validate_sandbox_id(sandbox_id)}{self._SUFFIX}"
+
+    def get(self, sandbox_id: str) -> bytes | None:
+        """The stored bytes, or ``None``."""
+        try:
+            return self._path(sandbox_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
+        """Store ``blob`` (only if absent unless ``replace``); return what is stored now."""
+        path = self._path(sandbox_id)
+        with self._lock:
+            if not replace:
+                existing = self.get(sandbox_id)
+                if existing is not None:
+                    return existing
+            descriptor, temporary = tempfile.mkstemp(dir=self._directory, prefix=".tmp-")
+            try:
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(blob)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if replace:
+                    Path(temporary).replace(path)
+                else:
+                    # link() fails if the name exists: create-if-absent across processes.
+                    with contextlib.suppress(FileExistsError):
+                        os.link(temporary, path)
+                    Path(temporary).unlink()
+                self._sync_directory()
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(temporary).unlink()
+                raise
+            stored = self.get(sandbox_id)
+            if stored is None:  # pragma: no cover - removed by someone else meanwhile
+                raise KeyProviderError(f"wrapped key for sandbox {sandbox_id!r} vanished")
+            return stored
+
+    def delete(self, sandbox_id: str) -> bool:
+        """Remove the entry; ``True`` if there was one."""
+        try:
+            self._path(sandbox_id).unlink()
+        except FileNotFoundError:
+            return False
+        self._sync_directory()
+        return True
+
+    def ids(self) -> list[str]:
+        """Every sandbox id with an entry."""
+        return sorted(
+            path.name.removesuffix(self._SUFFIX)
+            for path in self._directory.iterdir()
+            if path.name.endswith(self._SUFFIX) and not path.name.startswith(".")
+        )
+
+    def _sync_directory(self) -> None:
+        descriptor = os.open(self._directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One wrapped data key with the metadata needed to show and unwrap it."""
+
+    sandbox_id: str
+    key_id: str
+    region: str
+    created_at: dt.datetime
+    kek_id: str
+    nonce: bytes
+    wrapped: bytes
+    tags: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"_Record(sandbox_id={self.sandbox_id!r}, key_id={self.key_id!r})"
+
+    def to_bytes(self) -> bytes:
+        document = {
+            "v": _RECORD_VERSION,
+            "sandboxId": self.sandbox_id,
+            "keyId": self.key_id,
+            "region": self.region,
+            "createdAt": self.created_at.isoformat(),
+            "kekId": self.kek_id,
+            "nonce": base64.b64encode(self.nonce).decode("ascii"),
+            "wrapped": base64.b64encode(self.wrapped).decode("ascii"),
+            "tags": self.tags,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, sandbox_id: str, blob: bytes) -> _Record:
+        try:
+            document: dict[str, Any] = json.loads(blob)
+            if document.get("v") != _RECORD_VERSION:
+                raise ValueError(f"unsupported record version {document.get('v')!r}")
+            return cls(
+                sandbox_id=str(document["sandboxId"]),
+                key_id=str(document["keyId"]),
+                region=str(document["region"]),
+                created_at=dt.datetime.fromisoformat(document["createdAt"]),
+                kek_id=str(document["kekId"]),
+                nonce=base64.b64decode(document["nonce"], validate=True),
+                wrapped=base64.b64decode(document["wrapped"], validate=True),
+                tags={str(k): str(v) for k, v in document.get("tags", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error) as error:
+            # The reason is about structure only; it never quotes the stored bytes.
+            raise KeyIntegrityError(
+                f"stored key for sandbox {sandbox_id!r} is unreadable "
+                f"({type(error).__name__}); restore it from backup or destroy the sandbox"
+            ) from None
+
+    def ref(self) -> KeyRef:
+        return KeyRef(
+            sandbox_id=self.sandbox_id,
+            key_id=self.key_id,
+            provider=PROVIDER_NAME,
+            region=self.region,
+            created_at=self.created_at,
+        )
+
+
+def _aad(sandbox_id: str, key_id: str) -> bytes:
+    """Associated data binding a wrapped key to its sandbox and key id (unambiguous JSON)."""
+    return json.dumps([_AAD_LABEL, sandbox_id, key_id], separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class KekRotation:
+    """What :meth:`LocalKeyProvider.rotate_kek` did."""
+
+    old_kek_id: str
+    """Fingerprint of the KEK in use before the rotation."""
+    new_kek_id: str
+    """Fingerprint of the KEK every key is now wrapped under."""
+    rewrapped: int
+    """Keys rewrapped by this call."""
+    already_current: int
+    """Keys already under the new KEK (an earlier, interrupted rotation)."""
+
+
+class LocalKeyProvider:
+    """The ``local`` :class:`~sandbox.keys.base.KeyProvider`.
+
+    ``kek`` is the current key-encryption key; ``previous_keks`` are older KEKs still
+    accepted for unwrapping, so an interrupted :meth:`rotate_kek` can be resumed after a
+    restart by passing the new KEK as ``kek`` and the old one in ``previous_keks``.
+    """
+
+    def __init__(
+        self,
+        kek: bytes,
+        store: WrappedKeyStore,
+        *,
+        previous_keks: Iterable[bytes] = (),
+    ) -> None:
+        _check_kek(kek)
+        self._kek = bytes(kek)
+        self._keks: dict[str, bytes] = {}
+        for old in previous_keks:
+            _check_kek(old)
+            self._keks[kek_id(old)] = bytes(old)
+        self._keks[kek_id(kek)] = self._kek
+        self._store = store
+        self._cache: dict[str, tuple[str, bytearray]] = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"LocalKeyProvider(kek_id={self.kek_id!r}, store={self._store!r})"
+
+    @property
+    def name(self) -> str:
+        """``local``."""
+        return PROVIDER_NAME
+
+    @property
+    def kek_id(self) -> str:
+        """Fingerprint of the current KEK (safe to show)."""
+        return kek_id(self._kek)
+
+    def create(self, sandbox_id: str, region: str, tags: dict[str, str]) -> KeyRef:
+        """Make the sandbox's data key, or return the existing one.
+
+        Raises :class:`KeyStateError` when a key exists for the sandbox in another region.
+        """
+        validate_sandbox_id(sandbox_id)
+        if not region:
+            raise KeyProviderError(f"a region is needed to create the key of {sandbox_id!r}")
+        with self._lock:
+            existing = self._load(sandbox_id)
+            if existing is None:
+                key_id = f"local-{secrets.token_hex(16)}"
+                data_key = bytearray(secrets.token_bytes(DATA_KEY_BYTES))
+                candidate = self._wrap(
+                    sandbox_id=sandbox_id,
+                    key_id=key_id,
+                    region=region,
+                    created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+                    tags=dict(tags),
+                    data_key=bytes(data_key),
+                )
+                stored = _Record.from_bytes(
+                    sandbox_id, self._store.put(sandbox_id, candidate.to_bytes())
+                )
+                if stored.key_id == key_id:
+                    self._cache[sandbox_id] = (key_id, data_key)
+                    _log.info(
+                        "key.created", sandbox=sandbox_id, key_id=key_id, provider=PROVIDER_NAME
+                    )
+                else:  # another creator won the race; ours was never stored
+                    _zero(data_key)
+                existing = stored
+            if existing.region != region:
+                raise KeyStateError(
+                    f"sandbox {sandbox_id!r} already has key {existing.key_id} in region "
+                    f"{existing.region!r}, not {region!r}; destroy it before moving the sandbox"
+                )
+            return existing.ref()
+
+    def get(self, sandbox_id: str) -> KeyRef | None:
+        """The sandbox's key, or ``None`` when it has none (or it was destroyed)."""
+        record = self._load(validate_sandbox_id(sandbox_id))
+        return None if record is None else record.ref()
+
+    def data_key(self, sandbox_id: str) -> bytes:
+        """The plaintext data key, for the storage profile's Secret. Never log it.
+
+        Raises :class:`KeyNotFoundError` if the sandbox has no key (or it was destroyed)
+        and :class:`KeyIntegrityError` if the wrapped key does not authenticate.
+        """
+        validate_sandbox_id(sandbox_id)
+        with self._lock:
+            record = self._load(sandbox_id)
+            if record is None:
+                self._forget(sandbox_id)
+                raise KeyNotFoundError(
+                    f"sandbox {sandbox_id!r} has no local key (never created, or destroyed)"
+                )
+            cached = self._cache.get(sandbox_id)
+            if cached is not None and cached[0] == record.key_id:
+                return bytes(cached[1])
+            self._forget(sandbox_id)
+            plaintext = self._unwrap(record)
+            self._cache[sandbox_id] = (record.key_id, bytearray(plaintext))
+            return plaintext
+
+    def destroy(self, sandbox_id: str) -> KeyDestruction:
+        """Delete the wrapped key and overwrite the cached plaintext (crypto-shredding)."""
+        validate_sandbox_id(sandbox_id)
+        with self._lock:
+            record = self._load_quietly(sandbox_id)
+            existed = self._store.delete(sandbox_id)
+            self._forget(sandbox_id)
+        if not existed:
+            return KeyDestruction(sandbox_id=sandbox_id, provider=PROVIDER_NAME, outcome="absent")
+        key_id = record.key_id if record is not None else None
+        _log.info("key.destroyed", sandbox=sandbox_id, key_id=key_id, provider=PROVIDER_NAME)
+        return KeyDestruction(
+            sandbox_id=sandbox_id, provider=PROVIDER_NAME, outcome="destroyed", key_id=key_id
+        )
+
+    def rotate_kek(self, new_kek: bytes) -> KekRotation:
+        """Rewrap every data key under ``new_kek`` and make it the current KEK.
+
+        Resumable: keys already under ``new_kek`` are skipped. Keep the old KEK (as a
+        ``previous_keks`` entry) until this returns; then it can be discarded.
+        """
+        _check_kek(new_kek)
+        new_id = kek_id(new_kek)
+        with self._lock:
+            old_id = self.kek_id
+            self._keks[new_id] = bytes(new_kek)
+            rewrapped = already = 0
+            for sandbox_id in self._store.ids():
+                record = self._load(sandbox_id)
+                if record is None:
+                    continue
+                if record.kek_id == new_id:
+                    already += 1
+                    continue
+                plaintext = self._unwrap(record)
+                fresh = self._wrap(
+                    sandbox_id=record.sandbox_id,
+                    key_id=record.key_id,
+                    region=record.region,
+                    created_at=record.created_at,
+                    tags=record.tags,
+                    data_key=plaintext,
+                    kek=bytes(new_kek),
+                )
+                self._store.put(sandbox_id, fresh.to_bytes(), replace=True)
+                rewrapped += 1
+            self._kek = bytes(new_kek)
+        _log.info("kek.rotated", old_kek_id=old_id, new_kek_id=new_id, rewrapped=rewrapped)
+        return KekRotation(
+            old_kek_id=old_id, new_kek_id=new_id, rewrapped=rewrapped, already_current=already
+        )
+
+    def _wrap(
+        self,
+        *,
+        sandbox_id: str,
+        key_id: str,
+        region: str,
+        created_at: dt.datetime,
+        tags: dict[str, str],
+        data_key: bytes,
+        kek: bytes | None = None,
+    ) -> _Record:
+        kek = self._kek if kek is None else kek
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        wrapped = AESGCM(kek).encrypt(nonce, data_key, _aad(sandbox_id, key_id))
+        return _Record(
+            sandbox_id=sandbox_id,
+            key_id=key_id,
+            region=region,
+            created_at=created_at,
+            kek_id=kek_id(kek),
+            nonce=nonce,
+            wrapped=wrapped,
+            tags=tags,
+        )
+
+    def _unwrap(self, record: _Record) -> bytes:
+        kek = self._keks.get(record.kek_id)
+        if kek is None:
+            raise KeyIntegrityError(
+                f"key {record.key_id} of sandbox {record.sandbox_id!r} is wrapped under "
+                f"{record.kek_id}, but this operator holds {self.kek_id}; configure the KEK "
+                "it was wrapped with (as the current or a previous KEK)"
+            )
+        try:
+            plaintext = AESGCM(kek).decrypt(
+                record.nonce, record.wrapped, _aad(record.sandbox_id, record.key_id)
+            )
+        except InvalidTag:
+            raise KeyIntegrityError(
+                f"key {record.key_id} of sandbox {record.sandbox_id!r} failed authentication "
+                f"under {record.kek_id}: the stored key was altered or moved from another "
+                "sandbox; do not use it"
+            ) from None
+        if len(plaintext) != DATA_KEY_BYTES:  # pragma: no cover - AEAD makes this unreachable
+            raise KeyIntegrityError(f"key {record.key_id} has the wrong length")
+        return plaintext
+
+    def _load(self, sandbox_id: str) -> _Record | None:
+        blob = self._store.get(sandbox_id)
+        if blob is None:
+            return None
+        record = _Record.from_bytes(sandbox_id, blob)
+        if record.sandbox_id != sandbox_id:
+            raise KeyIntegrityError(
+                f"the key stored for sandbox {sandbox_id!r} belongs to sandbox "
+                f"{record.sandbox_id!r}; it was moved and must not be used"
+            )
+        return record
+
+    def _load_quietly(self, sandbox_id: str) -> _Record | None:
+        """Like :meth:`_load`, but an unreadable record does not stop its destruction."""
+        try:
+            return self._load(sandbox_id)
+        except KeyIntegrityError:
+            return None
+
+    def _forget(self, sandbox_id: str) -> None:
+        cached = self._cache.pop(sandbox_id, None)
+        if cached is not None:
+            _zero(cached[1])
+
+
+def _zero(buffer: bytearray) -> None:
+    """Overwrite a cached key in place."""
+    for index in range(len(buffer)):
+        buffer[index] = 0

@@ -1,0 +1,134 @@
+"""Wrapped sandbox keys and the key-encryption key, kept in Kubernetes Secrets.
+
+One Secret per sandbox (``regsandbox-key-<sandbox id>``) in the operator's own
+namespace holds the AES-GCM-wrapped data key; deleting it is the crypto-shredding
+step of the ``local`` provider. The KEK lives in ``regsandbox-kek`` in the same
+namespace, created on first start.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from sandbox.keys.local import generate_kek
+from sandbox.provision.names import managed_labels
+
+__all__ = ["KEK_SECRET", "SecretWrappedKeyStore", "load_or_create_kek"]
+
+KEK_SECRET = "regsandbox-kek"  # noqa: S105 - a Secret's name, not a secret
+"""Name of the Secret holding the key-encryption key."""
+
+_PREFIX = "regsandbox-key-"
+
+
+def _secret_name(sandbox_id: str) -> str:
+    name = f"{_PREFIX}{sandbox_id}"
+    if len(name) <= 253:
+        return name
+    return f"{_PREFIX}{hashlib.sha256(sandbox_id.encode()).hexdigest()}"
+
+
+def _read(core: client.CoreV1Api, namespace: str, name: str) -> bytes | None:
+    try:
+        secret = core.read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    data = (secret.data or {}).get("value")
+    return base64.b64decode(data) if data else None
+
+
+class SecretWrappedKeyStore:
+    """A ``WrappedKeyStore`` backed by one Secret per sandbox."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        """Keep wrapped keys in ``namespace`` (the operator's own)."""
+        self._core = client.CoreV1Api(api)
+        self._namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"SecretWrappedKeyStore(namespace={self._namespace!r})"
+
+    def get(self, sandbox_id: str) -> bytes | None:
+        """The wrapped key of ``sandbox_id``, or None."""
+        return _read(self._core, self._namespace, _secret_name(sandbox_id))
+
+    def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
+        """Create (or with ``replace`` overwrite) the Secret; return what is stored."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=_secret_name(sandbox_id),
+                labels=managed_labels(key="wrapped-data-key"),
+                annotations={"regsandbox.io/sandbox-id": sandbox_id},
+            ),
+            type="Opaque",
+            data={"value": base64.b64encode(blob).decode("ascii")},
+        )
+        if replace:
+            try:
+                self._core.replace_namespaced_secret(
+                    _secret_name(sandbox_id), self._namespace, body
+                )
+                return blob
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        try:
+            self._core.create_namespaced_secret(self._namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            stored = self.get(sandbox_id)
+            if stored is None:
+                raise
+            return stored
+        return blob
+
+    def delete(self, sandbox_id: str) -> bool:
+        """Delete the Secret; True if it existed."""
+        try:
+            self._core.delete_namespaced_secret(_secret_name(sandbox_id), self._namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def ids(self) -> list[str]:
+        """Sandbox ids with a stored key."""
+        secrets = self._core.list_namespaced_secret(
+            self._namespace, label_selector="regsandbox.io/key=wrapped-data-key"
+        )
+        return sorted(
+            str((s.metadata.annotations or {}).get("regsandbox.io/sandbox-id"))
+            for s in secrets.items
+            if (s.metadata.annotations or {}).get("regsandbox.io/sandbox-id")
+        )
+
+
+def load_or_create_kek(api: client.ApiClient, namespace: str) -> bytes:
+    """The KEK from ``regsandbox-kek``; made (once, race-safe) when absent."""
+    core = client.CoreV1Api(api)
+    existing = _read(core, namespace, KEK_SECRET)
+    if existing is not None:
+        return existing
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=KEK_SECRET, labels=managed_labels(key="kek")),
+        type="Opaque",
+        immutable=True,
+        data={"value": base64.b64encode(generate_kek()).decode("ascii")},
+    )
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    stored = _read(core, namespace, KEK_SECRET)
+    if stored is None:
+        raise RuntimeError(f"{namespace}/{KEK_SECRET} vanished right after it was created")
+    return stored

@@ -1,0 +1,84 @@
+"""Everything a reconcile needs from the platform, gathered in one object."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kubernetes import client
+
+from audit.client import AuditSink
+from audit.entry import Actor, Decision, Event, Resource
+from sandbox.keys.base import KeyProvider
+from sandbox.policy.engine import PolicyEngine
+from sandbox.policy.model import Decision as PolicyDecision
+from sandbox.policy.model import PolicyInput
+from sandbox.provision.sandbox_plan import IsolationSettings
+from sandbox.storage.profiles import StorageProfile
+
+__all__ = ["Platform"]
+
+
+@dataclass
+class Platform:
+    """The operator's view of the platform: API access, policy, audit, keys, storage."""
+
+    api: client.ApiClient
+    """Client acting as the operator's own identity."""
+    engine: PolicyEngine
+    """Policy engine with the active policy set."""
+    audit: AuditSink
+    """Where lifecycle events are recorded; a failing sink stops provisioning."""
+    keys: KeyProvider
+    """Per-sandbox keys."""
+    storage: StorageProfile
+    """Turns the sandbox key into an encrypted StorageClass (and key Secret, if any)."""
+    cluster_region: str
+    """Region-catalogue id of this cluster (attested by configuration)."""
+    cluster_jurisdiction: str
+    """Country of the cluster's region."""
+    audit_retention_days: int = 3650
+    """How long the platform keeps audit records (attested to policy)."""
+    isolation: IsolationSettings = field(default_factory=IsolationSettings)
+    """Where DNS and the dataset gateway live."""
+    actor: Actor = field(
+        default_factory=lambda: Actor(service_account="regsandbox-system:regsandbox-operator")
+    )
+    """Identity recorded in audit entries for what the operator does."""
+
+    on_decision: Callable[[str, float], None] | None = None
+    """Called with the action and the seconds each decision took (metrics)."""
+
+    def decide(self, policy_input: PolicyInput) -> PolicyDecision:
+        """Ask the policy engine; the engine itself turns any failure into a deny."""
+        started = time.perf_counter()
+        decision = self.engine.decide(policy_input)
+        if self.on_decision is not None:
+            self.on_decision(policy_input.action, time.perf_counter() - started)
+        return decision
+
+    def record(
+        self,
+        action: str,
+        resource: Resource,
+        outcome: Literal["success", "failure", "denied"],
+        *,
+        decision: Decision | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one event durably and return its index; raises when the log cannot."""
+        event = Event(
+            actor=self.actor,
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            decision=decision,
+            details=details or {},
+        )
+        return self.record_many([event])[0]
+
+    def record_many(self, events: Sequence[Event]) -> list[int]:
+        """Append a batch of events durably."""
+        return self.audit.append(events)

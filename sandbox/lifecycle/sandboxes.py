@@ -1,0 +1,463 @@
+"""The life of a Sandbox: decide, provision, keep isolated, expire, tear down.
+
+Each function takes the Sandbox object as the API server sent it and returns a
+:class:`StepResult`; none of them holds state between calls, so a crash at any point
+is recovered by calling the same function again (every write is a server-side apply
+or an idempotent delete, and keys are created and destroyed idempotently).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from audit.entry import Decision as AuditDecision
+from audit.entry import Resource
+from audit.errors import AuditError
+from sandbox.api.conditions import is_true, set_condition
+from sandbox.api.meta import parse_duration
+from sandbox.api.sandbox import SandboxSpec
+from sandbox.api.tenant import TenantSpec
+from sandbox.errors import SandboxError
+from sandbox.keys.base import KeyProviderError
+from sandbox.kube.apply import apply, delete, get, list_objects
+from sandbox.lifecycle.facts import provision_input
+from sandbox.lifecycle.platform import Platform
+from sandbox.lifecycle.result import StepResult
+from sandbox.policy.model import Decision
+from sandbox.provision.names import sandbox_id, sandbox_namespace, tenant_namespace
+from sandbox.provision.sandbox_plan import (
+    WORKLOAD_ROLE,
+    effective_quota,
+    isolation_objects,
+    quarantine_policy,
+)
+from sandbox.storage.profiles import (
+    StorageProfileError,
+    assert_encrypted,
+    storage_class_name,
+    workspace_pvc,
+)
+
+__all__ = [
+    "ANNOTATION_KEY_AUDITED",
+    "correct_drift",
+    "desired_objects",
+    "expire_sandbox",
+    "expires_at",
+    "provision_sandbox",
+    "teardown_sandbox",
+]
+
+ANNOTATION_KEY_AUDITED = "regsandbox.io/key-destruction-audited"
+"""Set once ``key.destroyed`` is in the audit log, so a retry does not log it again."""
+
+_TENANT_PREFIX = "tenant-"
+_AUDIT_DOWN = (AuditError, OSError)
+_ENGINE_CODES = ("POLICY_ENGINE_", "POLICY_DECISION_")
+
+
+def _meta(body: Mapping[str, Any]) -> tuple[str, str, int]:
+    meta = body["metadata"]
+    return str(meta["name"]), str(meta["namespace"]), int(meta.get("generation") or 0)
+
+
+def _conditions(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((body.get("status") or {}).get("conditions") or [])
+
+
+def _resource(body: Mapping[str, Any], tenant: str | None) -> Resource:
+    name, namespace, _ = _meta(body)
+    return Resource(kind="Sandbox", name=name, namespace=namespace, tenant=tenant, sandbox=name)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def expires_at(body: Mapping[str, Any], spec: SandboxSpec) -> dt.datetime:
+    """End of the sandbox: creation time plus ttl, or the fixed ``expiresAt``."""
+    if spec.lifetime.expires_at is not None:
+        return spec.lifetime.expires_at.astimezone(dt.UTC)
+    created = _parse_time(str(body["metadata"]["creationTimestamp"]))
+    return created + parse_duration(spec.lifetime.ttl or "0s")
+
+
+def tenant_of(namespace: str) -> str | None:
+    """The tenant whose home is ``namespace``, by naming convention."""
+    if namespace.startswith(_TENANT_PREFIX) and len(namespace) > len(_TENANT_PREFIX):
+        return namespace[len(_TENANT_PREFIX) :]
+    return None
+
+
+def _fail(
+    body: Mapping[str, Any],
+    conds: list[dict[str, Any]],
+    reason: str,
+    message: str,
+    *,
+    retry: float | None = None,
+    policy: dict[str, Any] | None = None,
+) -> StepResult:
+    """Ready=False with a reason a person can act on; nothing is provisioned."""
+    _, _, gen = _meta(body)
+    conds = set_condition(conds, "Ready", False, reason, message, generation=gen)
+    status: dict[str, Any] = {"conditions": conds, "ready": "False", "observedGeneration": gen}
+    if policy is not None:
+        status["policy"] = policy
+    result = StepResult(status=status)
+    result.note("Warning", reason, message)
+    if retry is not None:
+        result.retry(retry, message)
+    return result
+
+
+def _load(
+    platform: Platform, body: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], TenantSpec, SandboxSpec] | StepResult:
+    """Find the tenant and validate both specs, or explain why not."""
+    _, namespace, _ = _meta(body)
+    conds = _conditions(body)
+    tenant = tenant_of(namespace)
+    tenant_obj = get(platform.api, "Tenant", tenant) if tenant else None
+    if tenant is None or tenant_obj is None or tenant_namespace(tenant) != namespace:
+        return _fail(
+            body,
+            conds,
+            "TenantNotFound",
+            f"namespace {namespace!r} is not the home namespace of any Tenant; create the "
+            "Sandbox in tenant-<tenant name>, or ask a platform engineer to register the tenant",
+            retry=30,
+        )
+    try:
+        tenant_spec = TenantSpec.model_validate(tenant_obj.get("spec") or {})
+        spec = SandboxSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _fail(body, conds, "InvalidSpec", f"fix the spec: {problems}")
+    return tenant, tenant_obj, tenant_spec, spec
+
+
+def _policy_status(decision: Decision) -> dict[str, Any]:
+    return {
+        "allowed": decision.allow,
+        "digest": decision.policy_digest,
+        "violations": [
+            {"code": v.code, "msg": v.msg, "regulation": v.regulation, "subject": v.subject}
+            for v in decision.violations
+        ],
+    }
+
+
+def _audit_decision(decision: Decision) -> AuditDecision:
+    return AuditDecision(
+        allow=decision.allow,
+        policy_digest=decision.policy_digest or None,
+        codes=tuple(v.code for v in decision.violations),
+    )
+
+
+def desired_objects(
+    platform: Platform,
+    body: Mapping[str, Any],
+    tenant: str,
+    tenant_spec: TenantSpec,
+    spec: SandboxSpec,
+    key_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every object of an allowed sandbox, in apply order (the key must exist)."""
+    name, _, _ = _meta(body)
+    sid = sandbox_id(tenant, name)
+    ns = sandbox_namespace(tenant, name)
+    quota = effective_quota(spec, tenant_spec.quota)
+    objects = isolation_objects(
+        name, tenant, tenant_spec, spec, quota, spec.egress, platform.isolation
+    )
+    key = platform.keys.get(sid)
+    if key is None:
+        raise KeyProviderError(f"sandbox {sid!r} has no key")
+    data_key = None
+    if getattr(platform.storage, "kind", "") == "longhorn":
+        data_key = platform.keys.data_key(sid)  # type: ignore[attr-defined]
+    storage = platform.storage.render(key, ns, data_key)
+    assert_encrypted(storage.storage_class)
+    objects.insert(1, storage.storage_class)
+    objects.extend(storage.secrets)
+    objects.append(workspace_pvc(sid, ns, quota.storage, storage_class_name(sid)))
+    return objects
+
+
+def provision_sandbox(
+    platform: Platform, body: Mapping[str, Any], now: dt.datetime | None = None
+) -> StepResult:
+    """Decide, then (if allowed) provision or re-converge the sandbox."""
+    now = now or dt.datetime.now(dt.UTC)
+    loaded = _load(platform, body)
+    if isinstance(loaded, StepResult):
+        return loaded
+    tenant, tenant_obj, tenant_spec, spec = loaded
+    name, _, gen = _meta(body)
+    conds = _conditions(body)
+    resource = _resource(body, tenant)
+    end = expires_at(body, spec)
+    base_status: dict[str, Any] = {
+        "tenant": tenant,
+        "sector": tenant_spec.sector.value,
+        "region": spec.region,
+        "expiresAt": _rfc3339(end),
+        "observedGeneration": gen,
+    }
+    created = _parse_time(str(body["metadata"]["creationTimestamp"]))
+    maximum = tenant_spec.quota.max_lifetime
+    if maximum and end - created > parse_duration(maximum):
+        result = _fail(
+            body,
+            conds,
+            "LifetimeExceedsTenantMaximum",
+            f"the lifetime ends {_rfc3339(end)}, beyond the tenant's maximum of {maximum} "
+            "from creation; shorten spec.lifetime",
+        )
+        result.status.update(base_status)
+        return result
+    if now >= end:
+        return expire_sandbox(platform, body, now)
+
+    datasets = [d for d in (get(platform.api, "Dataset", r.name) for r in spec.datasets) if d]
+    claimed = {
+        **dict(body),
+        "spec": {**dict(body["spec"]), "lifetime": {"expiresAt": _rfc3339(end)}},
+    }
+    try:
+        policy_input = provision_input(platform, tenant_obj, claimed, datasets, now=now)
+    except (SandboxError, ValueError) as exc:  # an input that cannot be built is a deny
+        decision = Decision.deny("POLICY_INPUT_INVALID", f"the policy input is invalid: {exc}")
+    else:
+        decision = platform.decide(policy_input)
+    policy = _policy_status(decision)
+    if not decision.allow:
+        engine_down = any(v.code.startswith(_ENGINE_CODES) for v in decision.violations)
+        reason = "PolicyEngineUnavailable" if engine_down else "PolicyDenied"
+        message = "; ".join(f"{v.code}: {v.msg}" for v in decision.violations)
+        conds = set_condition(conds, "PolicyCompliant", False, reason, message, generation=gen)
+        already_denied = (body.get("status") or {}).get("policy") == policy
+        result = _fail(
+            body, conds, reason, message, retry=15 if engine_down else None, policy=policy
+        )
+        result.status.update(base_status)
+        if not already_denied:
+            try:
+                platform.record(
+                    "sandbox.denied", resource, "denied", decision=_audit_decision(decision)
+                )
+            except _AUDIT_DOWN as exc:  # report and retry; nothing was provisioned
+                return result.retry(15, f"the audit log is unavailable: {exc}")
+        return result
+
+    conds = set_condition(conds, "PolicyCompliant", True, "PolicyAllowed", "", generation=gen)
+    was_ready = is_true(conds, "Ready")
+    sid = sandbox_id(tenant, name)
+    ns = sandbox_namespace(tenant, name)
+    if not was_ready:
+        # Fail closed: nothing is created unless the log has taken the decision first.
+        try:
+            platform.record(
+                "sandbox.provisioning", resource, "success", decision=_audit_decision(decision)
+            )
+        except _AUDIT_DOWN as exc:
+            message = f"the audit log is unavailable, nothing was provisioned: {exc}"
+            result = _fail(body, conds, "AuditLogUnavailable", message, retry=15, policy=policy)
+            result.status.update(base_status)
+            return result
+    try:
+        # Region-catalogue ids are "provider:region"; key stores want the bare region.
+        key = platform.keys.create(
+            sid,
+            spec.region.split(":", 1)[-1],
+            {"regsandbox.io/tenant": tenant, "regsandbox.io/sandbox": name},
+        )
+        objects = desired_objects(platform, body, tenant, tenant_spec, spec)
+        for obj in objects:
+            apply(platform.api, obj)
+    except (KeyProviderError, StorageProfileError) as exc:
+        result = _fail(body, conds, "ProvisioningFailed", str(exc), retry=30, policy=policy)
+        result.status.update(base_status)
+        return result
+
+    quota = effective_quota(spec, tenant_spec.quota)
+    capped = (
+        f"; quota capped by the tenant's ceilings for {', '.join(quota.capped)}"
+        if quota.capped
+        else ""
+    )
+    conds = set_condition(
+        conds,
+        "Isolated",
+        True,
+        "IsolationApplied",
+        "restricted Pod Security, default-deny NetworkPolicies, quota and RBAC applied" + capped,
+        generation=gen,
+    )
+    conds = set_condition(
+        conds,
+        "StorageEncrypted",
+        True,
+        "EncryptedStorageClass",
+        f"workspace uses StorageClass {storage_class_name(sid)} encrypted with key {key.key_id}",
+        generation=gen,
+    )
+    conds = set_condition(
+        conds, "Ready", True, "Provisioned", f"namespace {ns} is ready", generation=gen
+    )
+    result = StepResult(
+        status={
+            **base_status,
+            "namespace": ns,
+            "keyId": key.key_id,
+            "storageClass": storage_class_name(sid),
+            "policy": policy,
+            "conditions": conds,
+            "ready": "True",
+        }
+    )
+    if not was_ready:
+        platform.record(
+            "sandbox.provisioned",
+            resource,
+            "success",
+            decision=_audit_decision(decision),
+            details={"namespace": ns, "keyId": key.key_id, "storageClass": storage_class_name(sid)},
+        )
+        result.note("Normal", "Provisioned", f"namespace {ns} provisioned with key {key.key_id}")
+    return result
+
+
+def _revoke_access(platform: Platform, ns: str) -> None:
+    delete(platform.api, "RoleBinding", WORKLOAD_ROLE, ns)
+
+
+def teardown_sandbox(
+    platform: Platform, body: Mapping[str, Any], *, action: str = "sandbox.deleted"
+) -> StepResult:
+    """Remove access, delete the namespace (and wait), destroy the key, record it all.
+
+    Returns with ``retry_after`` while the namespace is still terminating.
+    """
+    name, namespace, _ = _meta(body)
+    tenant = tenant_of(namespace) or "unknown"
+    ns = sandbox_namespace(tenant, name)
+    sid = sandbox_id(tenant, name)
+    resource = _resource(body, tenant)
+    result = StepResult()
+    if get(platform.api, "Namespace", ns) is not None:
+        _revoke_access(platform, ns)
+        delete(platform.api, "Namespace", ns)
+        if get(platform.api, "Namespace", ns) is not None:
+            return result.retry(1.0, f"waiting for namespace {ns} to be deleted")
+    delete(platform.api, "StorageClass", storage_class_name(sid))
+    destruction = platform.keys.destroy(sid)
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    if ANNOTATION_KEY_AUDITED not in annotations:
+        index = platform.record(
+            "key.destroyed",
+            resource,
+            "success",
+            details={
+                "keyId": destruction.key_id,
+                "provider": destruction.provider,
+                "outcome": destruction.outcome,
+            },
+        )
+        platform.record(action, resource, "success", details={"namespace": ns})
+        result.annotations[ANNOTATION_KEY_AUDITED] = str(index)
+        result.note(
+            "Normal", "KeyDestroyed", f"key {destruction.key_id or '(none)'} {destruction.outcome}"
+        )
+    return result
+
+
+def expire_sandbox(
+    platform: Platform, body: Mapping[str, Any], now: dt.datetime | None = None
+) -> StepResult:
+    """At the end of its lifetime: tear down (onExpiry=delete) or cut all access (retain)."""
+    name, namespace, gen = _meta(body)
+    tenant = tenant_of(namespace) or "unknown"
+    ns = sandbox_namespace(tenant, name)
+    conds = _conditions(body)
+    spec = SandboxSpec.model_validate(body.get("spec") or {})
+    if spec.lifetime.on_expiry == "retain":
+        if get(platform.api, "Namespace", ns) is not None:
+            labels = {"regsandbox.io/tenant": tenant, "regsandbox.io/sandbox": name}
+            apply(platform.api, quarantine_policy(ns, labels))
+            _revoke_access(platform, ns)
+            for policy in ("allow-dns", "allow-dataset-gateway", "allow-egress-allowlist"):
+                delete(platform.api, "NetworkPolicy", policy, ns)
+        result = StepResult()
+        reason, message = "ExpiredRetained", "lifetime ended; access cut, data kept until deletion"
+    else:
+        result = teardown_sandbox(platform, body, action="sandbox.expired")
+        if result.retry_after is not None:
+            return result
+        reason, message = "Expired", "lifetime ended; namespace deleted and key destroyed"
+    already = not is_true(conds, "Ready") and any(
+        c.get("reason") in ("Expired", "ExpiredRetained") for c in conds
+    )
+    conds = set_condition(conds, "Ready", False, reason, message, generation=gen)
+    result.status.update({"conditions": conds, "ready": "False"})
+    if not already:
+        result.note("Normal", reason, message)
+    return result
+
+
+_GUARDED_KINDS = ("NetworkPolicy", "Role", "RoleBinding")
+"""Kinds whose extra objects in a sandbox namespace would weaken isolation."""
+
+
+def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
+    """Re-apply every managed object of a Ready sandbox and remove foreign RBAC/policies.
+
+    An object that was missing, or whose managed fields had been edited, is restored
+    (server-side apply bumps its resourceVersion only when something changed); any
+    NetworkPolicy, Role or RoleBinding the operator did not make is deleted. Each
+    correction is recorded in the audit log and announced with a Warning event.
+    """
+    loaded = _load(platform, body)
+    if isinstance(loaded, StepResult):
+        return loaded
+    tenant, _, tenant_spec, spec = loaded
+    name, _, _ = _meta(body)
+    ns = sandbox_namespace(tenant, name)
+    desired = desired_objects(platform, body, tenant, tenant_spec, spec)
+    corrected: list[str] = []
+    for obj in desired:
+        meta = obj["metadata"]
+        live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
+        applied = apply(platform.api, obj)
+        if live is None:
+            corrected.append(f"{obj['kind']}/{meta['name']} recreated")
+        elif live["metadata"]["resourceVersion"] != applied["metadata"]["resourceVersion"]:
+            corrected.append(f"{obj['kind']}/{meta['name']} restored")
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for kind in _GUARDED_KINDS:
+        for live in list_objects(platform.api, kind, ns):
+            live_name = live["metadata"]["name"]
+            if (kind, live_name) not in wanted and delete(platform.api, kind, live_name, ns):
+                corrected.append(f"{kind}/{live_name} removed")
+    result = StepResult()
+    if corrected:
+        platform.record(
+            "sandbox.drift.corrected",
+            _resource(body, tenant),
+            "success",
+            details={"namespace": ns, "corrections": corrected},
+        )
+        result.note("Warning", "DriftCorrected", "; ".join(corrected))
+    return result

@@ -1,0 +1,185 @@
+"""The ClusterRoles regsandbox ships, and the operator's own least-privilege RBAC.
+
+Tenant members and sandbox workloads get their rights through RoleBindings (made by
+the operator, per namespace) to the ClusterRoles below. The operator holds ``bind``
+on exactly these ClusterRoles, so it can hand them out without holding the rights
+itself. The chart's RBAC is generated from this module (``python -m
+sandbox.provision.rbac``) and a test fails when the committed file is stale.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sandbox.api.meta import API_GROUP
+
+__all__ = [
+    "MEMBER_CLUSTER_ROLE",
+    "OPERATOR_CLUSTER_ROLE",
+    "OPERATOR_SERVICE_ACCOUNT",
+    "REVIEWER_CLUSTER_ROLE",
+    "WORKLOAD_CLUSTER_ROLE",
+    "cluster_roles",
+    "operator_rbac",
+    "render_rbac",
+]
+
+MEMBER_CLUSTER_ROLE = "regsandbox-tenant-member"
+"""Owners and members in the tenant's home namespace."""
+REVIEWER_CLUSTER_ROLE = "regsandbox-tenant-reviewer"
+"""Reviewers in the tenant's home namespace."""
+WORKLOAD_CLUSTER_ROLE = "regsandbox-sandbox-workloads"
+"""Owners and members in a sandbox namespace: run workloads, change nothing else."""
+OPERATOR_CLUSTER_ROLE = "regsandbox-operator"
+"""The operator's own rights."""
+OPERATOR_SERVICE_ACCOUNT = "regsandbox-operator"
+"""The operator's ServiceAccount, in the release namespace."""
+
+_READ = ["get", "list", "watch"]
+_MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+_RUN = [*_MANAGE, "deletecollection"]
+_LABELS = {"app.kubernetes.io/name": "regsandbox", "app.kubernetes.io/part-of": "regsandbox"}
+
+
+def _rule(
+    groups: list[str], resources: list[str], verbs: list[str], **extra: Any
+) -> dict[str, Any]:
+    return {"apiGroups": groups, "resources": resources, "verbs": verbs, **extra}
+
+
+def cluster_roles() -> list[dict[str, Any]]:
+    """The three ClusterRoles that RoleBindings made by the operator refer to."""
+    events = _rule(["", "events.k8s.io"], ["events"], _READ)
+    member = [
+        _rule([API_GROUP], ["sandboxes", "modelexports"], _MANAGE),
+        _rule([API_GROUP], ["sandboxes/status", "modelexports/status", "exportreviews"], _READ),
+        events,
+    ]
+    reviewer = [
+        _rule([API_GROUP], ["exportreviews"], ["get", "list", "watch", "create"]),
+        _rule(
+            [API_GROUP],
+            ["sandboxes", "sandboxes/status", "modelexports", "modelexports/status"],
+            _READ,
+        ),
+        events,
+    ]
+    workloads = [
+        _rule([""], ["pods", "services", "configmaps"], _RUN),
+        _rule([""], ["pods/log", "pods/status"], _READ),
+        _rule([""], ["pods/exec", "pods/attach"], ["create", "get"]),
+        _rule(["apps"], ["deployments", "statefulsets", "replicasets"], _RUN),
+        _rule(["batch"], ["jobs", "cronjobs"], _RUN),
+        # Read-only: members see their limits but change neither isolation nor storage,
+        # and Secrets (which may hold volume keys) are out of reach.
+        _rule([""], ["persistentvolumeclaims", "resourcequotas", "limitranges", "events"], _READ),
+        _rule(["networking.k8s.io"], ["networkpolicies"], _READ),
+    ]
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": _LABELS},
+            "rules": rules,
+        }
+        for name, rules in (
+            (MEMBER_CLUSTER_ROLE, member),
+            (REVIEWER_CLUSTER_ROLE, reviewer),
+            (WORKLOAD_CLUSTER_ROLE, workloads),
+        )
+    ]
+
+
+def operator_rules() -> list[dict[str, Any]]:
+    """Exactly what the operator needs, cluster-wide."""
+    ours = ["tenants", "sandboxes", "datasets", "sandboxpolicies", "modelexports", "exportreviews"]
+    return [
+        _rule([API_GROUP], ours, ["get", "list", "watch", "patch", "update"]),
+        _rule([API_GROUP], [f"{r}/status" for r in ours], ["get", "patch", "update"]),
+        _rule(["", "events.k8s.io"], ["events"], ["create", "patch"]),
+        _rule([""], ["namespaces"], ["get", "list", "watch", "create", "patch", "delete"]),
+        _rule(
+            [""],
+            [
+                "serviceaccounts",
+                "resourcequotas",
+                "limitranges",
+                "persistentvolumeclaims",
+                "secrets",
+            ],
+            ["get", "list", "create", "patch", "delete"],
+        ),
+        _rule(
+            ["networking.k8s.io"], ["networkpolicies"], ["get", "list", "create", "patch", "delete"]
+        ),
+        _rule(
+            ["rbac.authorization.k8s.io"],
+            ["roles", "rolebindings"],
+            ["get", "list", "create", "patch", "delete"],
+        ),
+        _rule(
+            ["rbac.authorization.k8s.io"],
+            ["clusterroles"],
+            ["bind"],
+            resourceNames=[MEMBER_CLUSTER_ROLE, REVIEWER_CLUSTER_ROLE, WORKLOAD_CLUSTER_ROLE],
+        ),
+        _rule(["storage.k8s.io"], ["storageclasses"], ["get", "create", "patch", "delete"]),
+    ]
+
+
+def operator_rbac(namespace: str) -> list[dict[str, Any]]:
+    """ServiceAccount, ClusterRole and ClusterRoleBinding of the operator in ``namespace``."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": OPERATOR_SERVICE_ACCOUNT,
+                "namespace": namespace,
+                "labels": _LABELS,
+            },
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": OPERATOR_CLUSTER_ROLE, "labels": _LABELS},
+            "rules": operator_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": OPERATOR_CLUSTER_ROLE, "labels": _LABELS},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": OPERATOR_CLUSTER_ROLE,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": namespace}
+            ],
+        },
+    ]
+
+
+def render_rbac(namespace: str = "regsandbox-system") -> str:
+    """Every RBAC object above as one multi-document YAML."""
+    docs = [*cluster_roles(), *operator_rbac(namespace)]
+    header = "# Generated by `python -m sandbox.provision.rbac` from sandbox/provision/rbac.py.\n"
+    return header + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+
+
+def main() -> None:
+    """``python -m sandbox.provision.rbac [FILE]`` writes the RBAC YAML (default: stdout)."""
+    text = render_rbac()
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

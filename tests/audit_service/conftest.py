@@ -1,0 +1,177 @@
+"""Fixtures for the audit service, client, witness and archive tests.
+
+Servers listen on 127.0.0.1 free ports only and every wait is a bounded loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from audit.entry import Actor, Event, Resource
+from audit.log import AuditLog
+from audit.note import Signer
+
+ORIGIN = "audit.regsandbox.test/log"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``check`` until it is true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200."""
+    return httpx.get(url, timeout=1.0).status_code == 200
+
+
+@contextlib.contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread; yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def make_event(n: int = 0, *, action: str = "dataset.read") -> Event:
+    """A small valid event."""
+    return Event(
+        actor=Actor(service_account="sbx-acme-a/workload", pod="sbx-acme-a/train-0"),
+        action=action,
+        resource=Resource(kind="Dataset", name=f"claims-{n}", tenant="acme"),
+        outcome="success",
+        details={"n": n},
+    )
+
+
+Serve = Callable[[Starlette], contextlib.AbstractContextManager[str]]
+
+
+@pytest.fixture
+def serve() -> Serve:
+    """``with serve(app) as url:`` runs ``app`` on a free local port."""
+    return serving
+
+
+@pytest.fixture
+def event() -> Callable[..., Event]:
+    """``event(n)`` makes a small valid event."""
+    return make_event
+
+
+@pytest.fixture
+def signer() -> Signer:
+    """A fresh log key named after :data:`ORIGIN`."""
+    return Signer.generate(ORIGIN)
+
+
+@pytest.fixture
+def audit_log(tmp_path: Path, signer: Signer) -> Iterator[AuditLog]:
+    """A new, empty log open for writing."""
+    log = AuditLog.create(tmp_path / "log", ORIGIN, signer, checkpoint_interval=0.05)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3-compatible server."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real MinIO server built by tools/, on free local ports; fails if not built."""
+    from sandbox.devenv.toolchain import tool_path
+    from sandbox.errors import SandboxError
+
+    try:
+        binary = tool_path("minio")
+    except SandboxError as exc:
+        pytest.fail(f"MinIO is needed for the s3 tests: {exc}")
+    data = tmp_path_factory.mktemp("minio")
+    port, console = free_port(), free_port()
+    user, password = "regsandbox", secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "MINIO_ROOT_USER": user,
+        "MINIO_ROOT_PASSWORD": password,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+    }
+    log = (data.parent / "minio.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "server",
+            str(data),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--console-address",
+            f"127.0.0.1:{console}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: proc.poll() is None and http_ok(f"{endpoint}/minio/health/ready"),
+            "MinIO to become ready",
+            timeout=60,
+        )
+        if proc.poll() is not None:
+            pytest.fail(f"MinIO exited with {proc.returncode}; see {log.name}")
+        yield S3Server(endpoint, user, password)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
