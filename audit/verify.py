@@ -1,0 +1,239 @@
+"""Offline verification of a whole log directory, streamed in O(log n) memory.
+
+:func:`verify_log` re-reads every record (length, CRC32C), re-hashes every entry,
+rebuilds the tree and compares every stored hash and offset with what it recomputes, so
+a change anywhere in the entry, hash or offset files is reported at the first entry it
+affects. It then checks the checkpoint's signature and root, and, for each trusted older
+checkpoint the caller saved, that the log still extends it (no rollback, no fork).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit.checkpoint import Checkpoint, open_checkpoint
+from audit.entry import Entry, entry_index_hint
+from audit.errors import AuditError, MalformedError, StorageError, VerificationError
+from audit.log import (
+    CHECKPOINT_FILE,
+    ENTRIES_FILE,
+    HASHES_FILE,
+    KEY_FILE,
+    LOCK_FILE,
+    OFFSETS_FILE,
+    VKEY_FILE,
+    read_origin,
+)
+from audit.merkle import HASH_SIZE, node_hash, stored_hash_count
+from audit.note import Verifier, open_note
+from audit.signing import load_signer, load_verifier
+from audit.wal import MAGIC, RecordDamageError, read_records
+
+__all__ = ["VerifyReport", "verify_log"]
+
+_BUFFER = 1 << 20
+_END = (b",", b"}")
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What a successful verification established."""
+
+    origin: str
+    """The log's origin."""
+    entries: int
+    """Entries read and re-hashed."""
+    checkpoint: Checkpoint
+    """The verified latest checkpoint."""
+    verified_by: tuple[str, ...]
+    """Verifier keys whose signatures on the checkpoint checked out."""
+    extends: tuple[int, ...] = field(default=())
+    """Sizes of trusted older checkpoints the log was shown to extend."""
+
+    @property
+    def unpublished(self) -> int:
+        """Entries after the latest checkpoint (appended since it was signed)."""
+        return self.entries - self.checkpoint.size
+
+
+def _writer_active(path: Path) -> bool:
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _check_keys(path: Path, verifiers: Sequence[Verifier] | None) -> Sequence[Verifier]:
+    try:
+        own = load_verifier(path / VKEY_FILE) if (path / VKEY_FILE).exists() else None
+        if (path / KEY_FILE).exists():
+            signer = load_signer(path / KEY_FILE)
+            if own is not None and signer.verifier != own:
+                raise VerificationError(f"{KEY_FILE} does not match {VKEY_FILE}")
+    except (MalformedError, StorageError) as exc:
+        raise VerificationError(str(exc)) from exc
+    if verifiers:
+        return verifiers
+    if own is None:
+        raise VerificationError(f"no verifier key given and {path / VKEY_FILE} is missing")
+    return [own]
+
+
+def verify_log(
+    path: Path | str,
+    verifiers: Sequence[Verifier] | None = None,
+    *,
+    trusted: Sequence[bytes] = (),
+    deep: bool = False,
+) -> VerifyReport:
+    """Verify the log at ``path``; raise :class:`~audit.errors.VerificationError` if bad.
+
+    ``verifiers`` are the trusted log keys (default: the directory's own ``log.vkey``,
+    which only proves self-consistency). ``trusted`` are signed checkpoints saved
+    earlier: the log must still contain each of them. ``deep`` also parses every entry
+    against the schema (slower).
+    """
+    path = Path(path)
+    try:
+        origin = read_origin(path)
+    except (MalformedError, StorageError) as exc:
+        raise VerificationError(str(exc)) from exc
+    keys = _check_keys(path, verifiers)
+    try:
+        note, verified = open_note((path / CHECKPOINT_FILE).read_bytes(), keys)
+        checkpoint = Checkpoint.from_text(note.text)
+        if checkpoint.origin != origin:
+            raise VerificationError(f"it is for {checkpoint.origin!r}, the log is {origin!r}")
+        saved = [open_checkpoint(t, keys, origin=origin) for t in trusted]
+    except (MalformedError, OSError) as exc:
+        raise VerificationError(f"checkpoint: {exc}") from exc
+    except VerificationError as exc:
+        raise VerificationError(f"checkpoint: {exc}") from exc
+    roots = {checkpoint.size: checkpoint.root}
+    for old in saved:
+        if roots.setdefault(old.size, old.root) != old.root:
+            raise VerificationError(
+                f"fork: two checkpoints of size {old.size} with different roots"
+            )
+    entries = _stream(path, roots, deep, quiescent=not _writer_active(path))
+    if entries < max(roots):
+        missing = entries
+        raise VerificationError(
+            f"the log holds {entries} entries but a checkpoint covers {max(roots)}: "
+            f"entries from index {missing} on are missing (truncation or rollback)",
+            index=missing,
+        )
+    return VerifyReport(
+        origin=origin,
+        entries=entries,
+        checkpoint=checkpoint,
+        verified_by=tuple(v.vkey for v in verified),
+        extends=tuple(sorted(o.size for o in saved)),
+    )
+
+
+def _fold(stack: list[bytes]) -> bytes:
+    h = stack[-1]
+    for left in reversed(stack[:-1]):
+        h = node_hash(left, h)
+    return h
+
+
+def _stream(path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool) -> int:
+    """Re-hash every entry, comparing stored hashes, offsets and checkpoint roots.
+
+    The tree's right edge is kept inline (as in :class:`~audit.merkle.CompactRange`): this
+    loop runs once per entry and is what sets the verification speed. Returns the number
+    of entries.
+    """
+    sha256 = hashlib.sha256
+    stack: list[bytes] = []
+    size = 0
+    wal = os.open(path / ENTRIES_FILE, os.O_RDONLY)
+    with contextlib.ExitStack() as ctx:
+        ctx.callback(os.close, wal)
+        hashes = ctx.enter_context((path / HASHES_FILE).open("rb", buffering=_BUFFER))
+        offsets = ctx.enter_context((path / OFFSETS_FILE).open("rb", buffering=_BUFFER))
+        if os.pread(wal, len(MAGIC), 0) != MAGIC:
+            raise VerificationError(f"{ENTRIES_FILE} does not start with the entry-file header")
+        read_hash, read_offset = hashes.read, offsets.read
+        try:
+            for pos, data in read_records(wal, len(MAGIC), 0):
+                if read_offset(8) != pos.to_bytes(8, "big"):
+                    raise VerificationError(
+                        f"entry {size}: {OFFSETS_FILE} does not match the entry file",
+                        index=size,
+                    )
+                h = sha256(b"\x00" + data).digest()
+                if read_hash(HASH_SIZE) != h:
+                    raise _hash_mismatch(size)
+                n = size
+                while n & 1:
+                    h = sha256(b"\x01" + stack.pop() + h).digest()
+                    if read_hash(HASH_SIZE) != h:
+                        raise _hash_mismatch(size)
+                    n >>= 1
+                stack.append(h)
+                expected = b'"index":%d' % size
+                at = data.rfind(b'"index":')
+                after = at + len(expected)
+                if not data.startswith(expected, at) or data[after : after + 1] not in _END:
+                    raise VerificationError(
+                        f"entry {size} says it is entry {entry_index_hint(data)}: "
+                        "entries were reordered, inserted or removed",
+                        index=size,
+                    )
+                if deep:
+                    _deep_check(size, data)
+                size += 1
+                root = roots.get(size)
+                if root is not None and _fold(stack) != root:
+                    raise VerificationError(
+                        f"the first {size} entries do not hash to the checkpoint root "
+                        f"of size {size}",
+                        index=size - 1,
+                    )
+        except RecordDamageError as damage:
+            raise VerificationError(
+                f"{ENTRIES_FILE}: {damage} (a torn write is repaired when the log is next "
+                "opened for writing; anything else is tampering or disk damage)",
+                index=damage.index,
+            ) from damage
+        if quiescent:
+            if hashes.read(1) or os.fstat(hashes.fileno()).st_size != (
+                stored_hash_count(size) * HASH_SIZE
+            ):
+                raise VerificationError(f"{HASHES_FILE} has extra data", index=size)
+            if offsets.read(1):
+                raise VerificationError(f"{OFFSETS_FILE} has extra data", index=size)
+    return size
+
+
+def _hash_mismatch(index: int) -> VerificationError:
+    return VerificationError(
+        f"entry {index}: {HASHES_FILE} does not match the re-hashed entries "
+        "(entry or stored hash altered)",
+        index=index,
+    )
+
+
+def _deep_check(index: int, data: bytes) -> None:
+    try:
+        entry = Entry.from_bytes(data)
+    except AuditError as exc:
+        raise VerificationError(f"entry {index}: {exc}", index=index) from exc
+    if entry.index != index:
+        raise VerificationError(f"entry {index} says it is entry {entry.index}", index=index)

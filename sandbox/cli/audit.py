@@ -1,0 +1,414 @@
+"""``sandboxctl audit``: create, append to, inspect and verify an audit log offline.
+
+Read-only commands open the log without taking the writer lock and see it as of its
+latest checkpoint. Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from audit.checkpoint import open_checkpoint
+from audit.entry import Entry, Event
+from audit.errors import AuditError, MalformedError, VerificationError
+from audit.log import KEY_FILE, VKEY_FILE, AuditLog, LogReader
+from audit.merkle import verify_consistency
+from audit.note import Signer, Verifier, b64encode
+from audit.proof import verify_tlog_proof
+from audit.signing import generate_key_file, load_signer, load_verifier
+from audit.verify import verify_log
+from sandbox.cli import audit_serve
+from sandbox.cli.output import (
+    EXIT_ERROR,
+    EXIT_VERIFY_FAILED,
+    OutputFormat,
+    err_console,
+    fail,
+    print_data,
+    print_rows,
+)
+
+__all__ = ["ExportFormat", "app"]
+
+app = typer.Typer(help="The audit log: append, inspect, prove and verify.", no_args_is_help=True)
+audit_serve.register(app)
+
+LogDir = Annotated[Path, typer.Option("--log", help="Log directory.", show_default=False)]
+KeyFile = Annotated[
+    Path | None, typer.Option("--key", help="Signer key file (default: DIR/log.key).")
+]
+VKeyOpt = Annotated[
+    str | None,
+    typer.Option("--vkey", help="Trusted verifier key: a file, or the name+id+key text."),
+]
+Output = Annotated[OutputFormat, typer.Option("-o", "--output", help="Output format.")]
+
+_COLUMNS = ["index", "time", "action", "actor", "tenant", "sandbox", "resource", "outcome"]
+_WIDE = ["allow", "event_id", "request_id"]
+
+
+class ExportFormat(StrEnum):
+    """Formats of ``audit export``."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _error(exc: AuditError) -> NoReturn:
+    code = EXIT_VERIFY_FAILED if isinstance(exc, VerificationError) else EXIT_ERROR
+    fail(str(exc), code)
+
+
+def _signer(log: Path, key: Path | None) -> Signer:
+    try:
+        return load_signer(key or log / KEY_FILE)
+    except AuditError as exc:
+        _error(exc)
+
+
+def _verifiers(vkey: str | None, log: Path | None = None) -> list[Verifier]:
+    try:
+        if vkey is None:
+            if log is None:
+                fail("--vkey is required", EXIT_ERROR)
+            err_console.print(
+                f"warning: trusting the log's own {VKEY_FILE}; pass --vkey to check against "
+                "a key you obtained independently",
+                highlight=False,
+            )
+            return [load_verifier(log / VKEY_FILE)]
+        if Path(vkey).is_file():
+            return [load_verifier(Path(vkey))]
+        return [Verifier.from_vkey(vkey)]
+    except AuditError as exc:
+        _error(exc)
+
+
+def _reader(log: Path) -> LogReader:
+    try:
+        return LogReader(log)
+    except (AuditError, OSError) as exc:
+        fail(f"cannot open log {log}: {exc}")
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+
+
+@app.command("init")
+def init(
+    log: LogDir,
+    origin: Annotated[str, typer.Option(help="Log origin and key name: audit.example/prod.")],
+    key: KeyFile = None,
+) -> None:
+    """Create a log (and a signing key in DIR/log.key if none is given)."""
+    try:
+        if key is not None:
+            signer = load_signer(key)
+        else:
+            log.mkdir(parents=True, exist_ok=True)
+            if (log / "log.json").exists():
+                fail(f"{log} already holds an audit log")
+            signer = generate_key_file(log / KEY_FILE, origin)
+        AuditLog.create(log, origin, signer).close()
+    except AuditError as exc:
+        _error(exc)
+    typer.echo(f"log/{origin} created")
+    err_console.print(f"verifier key: {signer.verifier.vkey}", highlight=False)
+
+
+@app.command("append")
+def append(log: LogDir, key: KeyFile = None) -> None:
+    """Append JSON events read one per line from stdin, as one batch; print their indices."""
+    events: list[Event] = []
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(Event.model_validate_json(line))
+        except ValidationError as exc:
+            fail(f"stdin line {number}: not a valid event; nothing was appended:\n{exc}")
+    if not events:
+        fail("no events on stdin; nothing was appended")
+    try:
+        with AuditLog(log, _signer(log, key)) as writer:
+            indices = writer.append_batch(events)
+    except AuditError as exc:
+        _error(exc)
+    for index in indices:
+        typer.echo(index)
+
+
+@app.command("verify")
+def verify(
+    log: LogDir,
+    vkey: VKeyOpt = None,
+    trusted: Annotated[
+        list[Path] | None,
+        typer.Option("--trusted", help="A checkpoint saved earlier; the log must extend it."),
+    ] = None,
+    deep: Annotated[bool, typer.Option(help="Also parse every entry against the schema.")] = False,
+    output: Output = OutputFormat.table,
+) -> None:
+    """Re-hash every entry, rebuild the tree and check the checkpoint signature."""
+    verifiers = _verifiers(vkey, log)
+    saved = [_read_file(p) for p in trusted or []]
+    try:
+        report = verify_log(log, verifiers, trusted=saved, deep=deep)
+    except VerificationError as exc:
+        where = f"entry {exc.index}: " if exc.index is not None else ""
+        fail(f"verification failed: {where}{exc}", EXIT_VERIFY_FAILED)
+    except AuditError as exc:
+        _error(exc)
+    row = {
+        "origin": report.origin,
+        "entries": report.entries,
+        "checkpoint_size": report.checkpoint.size,
+        "root": b64encode(report.checkpoint.root),
+        "unpublished": report.unpublished,
+        "extends": ",".join(map(str, report.extends)),
+    }
+    if output is OutputFormat.table:
+        typer.echo(
+            f"ok: {report.entries} entries verified; checkpoint {report.checkpoint.size} "
+            f"signed by {', '.join(report.verified_by)}"
+        )
+    else:
+        print_rows([row], list(row), output, name_key="origin")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no time zone (add Z for UTC)")
+    return parsed
+
+
+def _entries(
+    log: Path,
+    tenant: str | None,
+    sandbox: str | None,
+    action: str | None,
+    actor: str | None,
+    since: str | None,
+    until: str | None,
+) -> Iterator[Entry]:
+    start, end = _parse_time(since), _parse_time(until)
+    with _reader(log) as reader:
+        try:
+            for _, data in reader.iter_entries():
+                entry = Entry.from_bytes(data)
+                if tenant is not None and entry.resource.tenant != tenant:
+                    continue
+                if sandbox is not None and entry.resource.sandbox != sandbox:
+                    continue
+                if action is not None and not (
+                    entry.action == action or entry.action.startswith(action + ".")
+                ):
+                    continue
+                who = entry.actor
+                if actor is not None and actor not in (who.user, who.service_account, who.pod):
+                    continue
+                if start is not None and entry.time < start:
+                    continue
+                if end is not None and entry.time >= end:
+                    continue
+                yield entry
+        except AuditError as exc:
+            _error(exc)
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    who = entry.actor
+    res = entry.resource
+    return {
+        "index": entry.index,
+        "time": entry.model_dump(mode="json")["time"],
+        "action": entry.action,
+        "actor": who.user or who.service_account or who.pod or "",
+        "tenant": res.tenant,
+        "sandbox": res.sandbox,
+        "resource": f"{res.kind}/{res.namespace + '/' if res.namespace else ''}{res.name}",
+        "outcome": entry.outcome,
+        "allow": None if entry.decision is None else entry.decision.allow,
+        "event_id": entry.event_id,
+        "request_id": entry.request_id,
+    }
+
+
+TenantOpt = Annotated[str | None, typer.Option(help="Only this tenant.")]
+SandboxOpt = Annotated[str | None, typer.Option(help="Only this sandbox.")]
+ActionOpt = Annotated[str | None, typer.Option(help="Only this action (or prefix: dataset).")]
+ActorOpt = Annotated[str | None, typer.Option(help="Only this user, service account or pod.")]
+SinceOpt = Annotated[str | None, typer.Option(help="From this time (ISO 8601, inclusive).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Until this time (ISO 8601, exclusive).")]
+
+
+@app.command("log")
+def log_command(
+    log: LogDir,
+    tenant: TenantOpt = None,
+    sandbox: SandboxOpt = None,
+    action: ActionOpt = None,
+    actor: ActorOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    output: Output = OutputFormat.table,
+) -> None:
+    """List entries, filtered; ``-o table|wide|json|yaml|csv``."""
+    entries = _entries(log, tenant, sandbox, action, actor, since, until)
+    if output in (OutputFormat.json, OutputFormat.yaml):
+        print_data([e.model_dump(mode="json") for e in entries], output)
+        return
+    print_rows([_row(e) for e in entries], _COLUMNS, output, wide_columns=_WIDE,
+               name_key="event_id")
+
+
+@app.command("show")
+def show(
+    log: LogDir,
+    tenant: TenantOpt = None,
+    sandbox: SandboxOpt = None,
+    action: ActionOpt = None,
+    actor: ActorOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    output: Output = OutputFormat.yaml,
+) -> None:
+    """Show whole entries, filtered like ``log`` (default ``-o yaml``)."""
+    log_command(log, tenant, sandbox, action, actor, since, until, output)
+
+
+@app.command("checkpoint")
+def checkpoint(log: LogDir) -> None:
+    """Print the latest signed checkpoint."""
+    with _reader(log) as reader:
+        sys.stdout.write(reader.checkpoint_note.decode())
+
+
+@app.command("vkey")
+def vkey_command(log: LogDir, key: KeyFile = None) -> None:
+    """Print the log's verifier key (from --key if given)."""
+    if key is not None:
+        typer.echo(_signer(log, key).verifier.vkey)
+        return
+    try:
+        typer.echo(load_verifier(log / VKEY_FILE).vkey)
+    except AuditError as exc:
+        _error(exc)
+
+
+@app.command("entry")
+def entry_command(
+    log: LogDir,
+    index: Annotated[int, typer.Option(help="Entry index.")],
+    raw: Annotated[bool, typer.Option(help="Exactly the hashed bytes.")] = False,
+    output: Output = OutputFormat.json,
+) -> None:
+    """Print one entry."""
+    with _reader(log) as reader:
+        try:
+            data = reader.entry_bytes(index)
+        except IndexError as exc:
+            fail(str(exc))
+        except AuditError as exc:
+            _error(exc)
+    if raw:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    print_data(json.loads(data), output)
+
+
+@app.command("prove")
+def prove(log: LogDir, index: Annotated[int, typer.Option(help="Entry index.")]) -> None:
+    """Print a C2SP tlog-proof receipt for an entry, against the latest checkpoint."""
+    with _reader(log) as reader:
+        try:
+            receipt = reader.receipt(index)
+        except IndexError as exc:
+            fail(str(exc))
+    sys.stdout.write(receipt.to_bytes().decode())
+
+
+@app.command("verify-proof")
+def verify_proof(
+    proof: Annotated[Path, typer.Option("--proof", help="tlog-proof file.")],
+    entry: Annotated[Path, typer.Option("--entry", help="The entry's exact bytes (entry --raw).")],
+    vkey: Annotated[str, typer.Option("--vkey", help="Trusted verifier key (file or text).")],
+) -> None:
+    """Check a receipt offline: the entry is in the log the key signs for."""
+    verifiers = _verifiers(vkey)
+    try:
+        checkpoint = verify_tlog_proof(_read_file(proof), _read_file(entry), verifiers)
+    except (VerificationError, MalformedError) as exc:
+        fail(f"proof does not verify: {exc}", EXIT_VERIFY_FAILED)
+    typer.echo(f"ok: entry is in {checkpoint.origin} at size {checkpoint.size}")
+
+
+@app.command("consistency")
+def consistency(
+    log: LogDir,
+    old: Annotated[Path, typer.Option("--old", help="A checkpoint saved earlier.")],
+    vkey: VKeyOpt = None,
+) -> None:
+    """Prove that the current checkpoint extends an older one; print the proof."""
+    verifiers = _verifiers(vkey, log)
+    with _reader(log) as reader:
+        try:
+            before = open_checkpoint(_read_file(old), verifiers, origin=reader.origin)
+            now = open_checkpoint(reader.checkpoint_note, verifiers, origin=reader.origin)
+            if before.size > now.size:
+                raise VerificationError(
+                    f"the log shrank: the old checkpoint has {before.size} entries, "
+                    f"the current one {now.size} (rollback)"
+                )
+            proof = reader.consistency_proof(before.size) if before.size else []
+            if before.size:
+                verify_consistency(before.size, now.size, proof, before.root, now.root)
+        except (VerificationError, MalformedError) as exc:
+            fail(f"not consistent: {exc}", EXIT_VERIFY_FAILED)
+    for h in proof:
+        typer.echo(b64encode(h))
+    err_console.print(f"ok: size {now.size} extends size {before.size}", highlight=False)
+
+
+@app.command("export")
+def export(
+    log: LogDir,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="jsonl or csv.")] = (
+        ExportFormat.jsonl
+    ),
+) -> None:
+    """Export every entry for a supervisor (jsonl: the exact entry bytes, one per line)."""
+    with _reader(log) as reader:
+        if fmt is ExportFormat.jsonl:
+            out = sys.stdout.buffer
+            for _, data in reader.iter_entries():
+                out.write(data + b"\n")
+            out.flush()
+            return
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        columns = _COLUMNS + _WIDE
+        writer.writerow(columns)
+        for _, data in reader.iter_entries():
+            row = _row(Entry.from_bytes(data))
+            writer.writerow(["" if row[c] is None else row[c] for c in columns])
