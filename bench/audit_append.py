@@ -26,15 +26,21 @@ def make_event(rng: random.Random) -> Event:
     """A dataset read of typical size (~700 bytes canonical)."""
     n = rng.randrange(10**9)
     return Event(
-        actor=Actor(user=f"user{n % 50}@bank.example", groups=("bank-a:members",),
-                    pod="sbx-bank-a-fraud/trainer-0"),
+        actor=Actor(
+            user=f"user{n % 50}@bank.example",
+            groups=("bank-a:members",),
+            pod="sbx-bank-a-fraud/trainer-0",
+        ),
         action="dataset.read",
         resource=Resource(kind="Dataset", name="claims-2024", tenant="bank-a", sandbox="fraud"),
         decision=Decision(allow=True, policy_digest="sha256:" + "ab" * 32),
         outcome="success",
         request_id=f"req-{n}",
-        details={"object": f"claims/part-{n % 1000:05d}.parquet", "bytes": n,
-                 "sha256": f"{n:064x}"},
+        details={
+            "object": f"claims/part-{n % 1000:05d}.parquet",
+            "bytes": n,
+            "sha256": f"{n:064x}",
+        },
     )
 
 
@@ -71,8 +77,10 @@ def main() -> None:
     print(f"appended {appended} entries in batches of {args.batch} (log now {total})")
     print(f"durable appends/s (append_batch time): {appended / inside:,.0f}")
     print(f"durable appends/s (wall, incl. building events): {appended / wall:,.0f}")
-    print(f"append_batch latency ms: p50 {q[49] * 1e3:.2f}  p99 {q[98] * 1e3:.2f}  "
-          f"max {max(latencies) * 1e3:.2f}")
+    print(
+        f"append_batch latency ms: p50 {q[49] * 1e3:.2f}  p99 {q[98] * 1e3:.2f}  "
+        f"max {max(latencies) * 1e3:.2f}"
+    )
     size = sum(p.stat().st_size for p in args.log.iterdir())
     print(f"log directory: {size / 2**20:,.0f} MiB")
 

@@ -19,8 +19,10 @@ from audit import LogReader, leaf_hash, verify_inclusion
 
 def _report(name: str, samples: list[float]) -> None:
     q = statistics.quantiles(samples, n=100, method="inclusive")
-    print(f"{name}: p50 {q[49] * 1e3:.3f} ms  p99 {q[98] * 1e3:.3f} ms  "
-          f"max {max(samples) * 1e3:.3f} ms  ({len(samples)} proofs)")
+    print(
+        f"{name}: p50 {q[49] * 1e3:.3f} ms  p99 {q[98] * 1e3:.3f} ms  "
+        f"max {max(samples) * 1e3:.3f} ms  ({len(samples)} proofs)"
+    )
 
 
 def main() -> None:

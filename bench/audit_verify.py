@@ -27,12 +27,17 @@ def main() -> None:
     report = verify_log(args.log, [verifier], deep=args.deep)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"verified {report.entries} entries in {elapsed:.2f} s: "
-          f"{report.entries / elapsed:,.0f} entries/s")
-    print(f"CPU time {cpu:.2f} s: {report.entries / cpu:,.0f} entries per CPU-second "
-          "(what one uncontended core gives)")
-    print(f"peak RSS {peak / 1024:.0f} MiB (after imports, before verifying: "
-          f"{before / 1024:.0f} MiB)")
+    print(
+        f"verified {report.entries} entries in {elapsed:.2f} s: "
+        f"{report.entries / elapsed:,.0f} entries/s"
+    )
+    print(
+        f"CPU time {cpu:.2f} s: {report.entries / cpu:,.0f} entries per CPU-second "
+        "(what one uncontended core gives)"
+    )
+    print(
+        f"peak RSS {peak / 1024:.0f} MiB (after imports, before verifying: {before / 1024:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

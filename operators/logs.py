@@ -10,6 +10,14 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+class _QuietTimers(logging.Filter):
+    """Drop kopf's per-tick "Timer '…' succeeded." lines; failures still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("succeeded."))
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stderr, for our logs and for kopf's alike."""
     shared: list[structlog.types.Processor] = [
@@ -35,6 +43,7 @@ def configure_logging(level: str = "INFO") -> None:
             ],
         )
     )
+    handler.addFilter(_QuietTimers())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

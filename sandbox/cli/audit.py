@@ -278,8 +278,9 @@ def log_command(
     if output in (OutputFormat.json, OutputFormat.yaml):
         print_data([e.model_dump(mode="json") for e in entries], output)
         return
-    print_rows([_row(e) for e in entries], _COLUMNS, output, wide_columns=_WIDE,
-               name_key="event_id")
+    print_rows(
+        [_row(e) for e in entries], _COLUMNS, output, wide_columns=_WIDE, name_key="event_id"
+    )
 
 
 @app.command("show")

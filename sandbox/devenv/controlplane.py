@@ -54,6 +54,8 @@ _CONTROLLERS = ",".join(
         "serviceaccount-token-controller",
         "clusterrole-aggregation-controller",
         "root-ca-certificate-publisher-controller",
+        "persistentvolumeclaim-protection-controller",
+        "persistentvolume-protection-controller",
     )
 )
 

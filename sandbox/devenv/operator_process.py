@@ -89,7 +89,14 @@ class OperatorProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "operators.main", "run", "--kubeconfig", str(self.kubeconfig)],
+                [
+                    sys.executable,
+                    "-m",
+                    "operators.main",
+                    "run",
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                ],
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -128,6 +128,8 @@ def operator_rules() -> list[dict[str, Any]]:
             resourceNames=[MEMBER_CLUSTER_ROLE, REVIEWER_CLUSTER_ROLE, WORKLOAD_CLUSTER_ROLE],
         ),
         _rule(["storage.k8s.io"], ["storageclasses"], ["get", "create", "patch", "delete"]),
+        # kopf discovers and watches the regsandbox resources through their CRDs.
+        _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
     ]
 
 

@@ -16,6 +16,7 @@ from kubernetes.utils import parse_quantity
 from sandbox.api.sandbox import EgressRule, SandboxSpec
 from sandbox.api.tenant import Role, TenantQuota, TenantSpec
 from sandbox.provision.names import managed_labels, sandbox_namespace
+from sandbox.provision.rbac import WORKLOAD_CLUSTER_ROLE
 from sandbox.provision.tenant_plan import member_subjects
 
 __all__ = [
@@ -267,8 +268,8 @@ def isolation_objects(
             "metadata": {"name": WORKLOAD_ROLE, "namespace": ns, "labels": labels},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": WORKLOAD_ROLE,
+                "kind": "ClusterRole",
+                "name": WORKLOAD_CLUSTER_ROLE,
             },
             "subjects": member_subjects(tenant_spec.members, {Role.owner, Role.member}),
         },

@@ -56,8 +56,9 @@ def test_bad_input_is_refused_and_changes_nothing(log: Path) -> None:
     code, _, err = run("append", "--log", str(log), stdin=json.dumps(big) + "\n")
     assert code == 1
     assert "65536-byte limit" in err
-    code, _, err = run("append", "--log", str(log), "--key", str(log / "log.vkey"),
-                       stdin=_events(1))
+    code, _, err = run(
+        "append", "--log", str(log), "--key", str(log / "log.vkey"), stdin=_events(1)
+    )
     assert code == 1
     assert (log / "entries.wal").read_bytes() == before
 
@@ -89,8 +90,17 @@ def test_log_filters_and_formats(log: Path) -> None:
     code, out, _ = run("log", "--log", str(log), "--tenant", "clinic", "-o", "json")
     assert code == 0
     assert [e["index"] for e in json.loads(out)] == [5, 6, 7]
-    code, out, _ = run("log", "--log", str(log), "--action", "dataset", "--actor",
-                       "user1@bank.example", "-o", "csv")
+    code, out, _ = run(
+        "log",
+        "--log",
+        str(log),
+        "--action",
+        "dataset",
+        "--actor",
+        "user1@bank.example",
+        "-o",
+        "csv",
+    )
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("index,time,action,actor")
@@ -111,8 +121,15 @@ def test_entry_prove_and_verify_proof(log: Path, tmp_path: Path) -> None:
     (tmp_path / "entry").write_text(raw)
     (tmp_path / "proof").write_text(proof)
     vkey = str(log / "log.vkey")
-    args = ["verify-proof", "--proof", str(tmp_path / "proof"), "--entry",
-            str(tmp_path / "entry"), "--vkey", vkey]
+    args = [
+        "verify-proof",
+        "--proof",
+        str(tmp_path / "proof"),
+        "--entry",
+        str(tmp_path / "entry"),
+        "--vkey",
+        vkey,
+    ]
     code, out, _ = run(*args)
     assert code == 0, out
     (tmp_path / "entry").write_text(raw.replace('"index":3', '"index":4'))
@@ -132,17 +149,38 @@ def test_consistency_with_an_older_checkpoint(log: Path, tmp_path: Path) -> None
     backup = tmp_path / "backup"
     shutil.copytree(log, backup)
     run("append", "--log", str(log), stdin=_events(4, 8))
-    code, out, err = run("consistency", "--log", str(log), "--old", str(tmp_path / "old"),
-                         "--vkey", str(log / "log.vkey"))
+    code, out, err = run(
+        "consistency",
+        "--log",
+        str(log),
+        "--old",
+        str(tmp_path / "old"),
+        "--vkey",
+        str(log / "log.vkey"),
+    )
     assert code == 0, err
     assert out.strip()  # the proof hashes
     (tmp_path / "new").write_text(run("checkpoint", "--log", str(log))[1])
-    code, _, err = run("consistency", "--log", str(backup), "--old", str(tmp_path / "new"),
-                       "--vkey", str(log / "log.vkey"))
+    code, _, err = run(
+        "consistency",
+        "--log",
+        str(backup),
+        "--old",
+        str(tmp_path / "new"),
+        "--vkey",
+        str(log / "log.vkey"),
+    )
     assert code == 3
     assert "rollback" in err
-    code, _, err = run("verify", "--log", str(backup), "--vkey", str(log / "log.vkey"),
-                       "--trusted", str(tmp_path / "new"))
+    code, _, err = run(
+        "verify",
+        "--log",
+        str(backup),
+        "--vkey",
+        str(log / "log.vkey"),
+        "--trusted",
+        str(tmp_path / "new"),
+    )
     assert code == 3
     assert "entry 8" in err
 

@@ -30,8 +30,7 @@ def event(**overrides: Any) -> Event:
     fields: dict[str, Any] = {
         "actor": Actor(user="alice@bank.example", groups=("bank-a:members",)),
         "action": "dataset.read",
-        "resource": Resource(kind="Dataset", name="claims-2024", tenant="bank-a",
-                             sandbox="fraud"),
+        "resource": Resource(kind="Dataset", name="claims-2024", tenant="bank-a", sandbox="fraud"),
         "decision": Decision(allow=True, policy_digest="sha256:" + "a" * 64),
         "outcome": "success",
         "details": {"bytes": 1024, "sha256": "b" * 64, "object": "claims/part-0.parquet"},
@@ -104,10 +103,14 @@ def test_index_hint_ignores_index_keys_inside_details() -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.text()
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -37,7 +37,12 @@ def run_go_interop(fixture: dict[str, object], workdir: Path) -> None:
     env = {**os.environ, "REGSANDBOX_INTEROP_FIXTURE": str(path), "GOFLAGS": "-mod=mod"}
     result = subprocess.run(
         [_go(), "test", "-count=1", "-run", "TestCheckpointAndReceipts", "-v", "./..."],
-        cwd=INTEROP, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=INTEROP,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -49,9 +54,13 @@ def test_go_verifies_our_formats(tmp_path: Path) -> None:
     signer = Signer.generate(origin)
     entries = [
         encode_entry(
-            Event(actor=Actor(user=f"user{i}"), action="dataset.read",
-                  resource=Resource(kind="Dataset", name=f"d{i}"), outcome="success",
-                  details={"n": i, "text": "é ü \u2014"}),
+            Event(
+                actor=Actor(user=f"user{i}"),
+                action="dataset.read",
+                resource=Resource(kind="Dataset", name=f"d{i}"),
+                outcome="success",
+                details={"n": i, "text": "é ü \u2014"},
+            ),
             i,
         )
         for i in range(37)
@@ -63,8 +72,11 @@ def test_go_verifies_our_formats(tmp_path: Path) -> None:
     receipts = [
         {
             "entry_b64": base64.b64encode(entries[i]).decode(),
-            "proof": TlogProof(i, tuple(inclusion_proof(store, i, size)), checkpoint,
-                               b"extra" if i == 5 else None).to_bytes().decode(),
+            "proof": TlogProof(
+                i, tuple(inclusion_proof(store, i, size)), checkpoint, b"extra" if i == 5 else None
+            )
+            .to_bytes()
+            .decode(),
         }
         for i in (0, 1, 5, 16, 31, 32, 36)
     ]
@@ -72,10 +84,12 @@ def test_go_verifies_our_formats(tmp_path: Path) -> None:
     for old in (1, 2, 7, 16, 20, 36, 37):
         old_store = MemoryHashStore(leaf_hash(e) for e in entries[:old])
         old_cp = sign_checkpoint(Checkpoint(origin, old, old_store.root()), [signer])
-        consistency.append({
-            "old_checkpoint": old_cp.decode(),
-            "proof": [b64encode(h) for h in consistency_proof(store, old, size)],
-        })
+        consistency.append(
+            {
+                "old_checkpoint": old_cp.decode(),
+                "proof": [b64encode(h) for h in consistency_proof(store, old, size)],
+            }
+        )
     run_go_interop(
         {
             "origin": origin,
@@ -104,13 +118,17 @@ def test_go_verifies_a_log_directory(tmp_path: Path) -> None:
             olds.append(log.publish_checkpoint())
     with LogReader(path) as reader:
         receipts = [
-            {"entry_b64": base64.b64encode(reader.entry_bytes(i)).decode(),
-             "proof": reader.receipt(i).to_bytes().decode()}
+            {
+                "entry_b64": base64.b64encode(reader.entry_bytes(i)).decode(),
+                "proof": reader.receipt(i).to_bytes().decode(),
+            }
             for i in (0, 8, 9, 31, 44)
         ]
         consistency = [
-            {"old_checkpoint": old.decode(),
-             "proof": [b64encode(h) for h in reader.consistency_proof(int(old.split(b"\n")[1]))]}
+            {
+                "old_checkpoint": old.decode(),
+                "proof": [b64encode(h) for h in reader.consistency_proof(int(old.split(b"\n")[1]))],
+            }
             for old in olds[:-1]
         ]
         run_go_interop(

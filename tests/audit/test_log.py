@@ -79,8 +79,9 @@ def test_checkpoints_are_signed_consistent_and_prove_inclusion(tmp_path: Path) -
         assert (first.size, second.size) == (7, 30)
         verify_consistency(7, 30, log.consistency_proof(7), first.root, second.root)
         for i in (0, 6, 29):
-            verify_inclusion(leaf_hash(log.entry_bytes(i)), i, 30, log.inclusion_proof(i),
-                             second.root)
+            verify_inclusion(
+                leaf_hash(log.entry_bytes(i)), i, 30, log.inclusion_proof(i), second.root
+            )
         receipt = log.receipt(12).to_bytes()
         verify_tlog_proof(receipt, log.entry_bytes(12), [signer.verifier], origin=ORIGIN)
 

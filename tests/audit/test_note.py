@@ -63,8 +63,10 @@ def test_unknown_signatures_are_ignored_but_a_bad_known_one_rejects() -> None:
     with pytest.raises(VerificationError, match="not signed by any trusted key"):
         open_note(note, [Signer.generate("log.example").verifier])
     parsed = Note.parse(note)
-    forged = Note(parsed.text, (parsed.signatures[0], parsed.signatures[0].__class__(
-        log.name, log.key_id, bytes(64))))
+    forged = Note(
+        parsed.text,
+        (parsed.signatures[0], parsed.signatures[0].__class__(log.name, log.key_id, bytes(64))),
+    )
     with pytest.raises(VerificationError, match="bad signature"):
         open_note(forged.to_bytes(), [log.verifier])
 
@@ -108,9 +110,7 @@ def test_malformed_verifier_keys_are_refused(vkey: str) -> None:
 
 
 def test_checkpoint_text_is_byte_exact_to_the_spec_example() -> None:
-    text = (
-        "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
-    )
+    text = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
     checkpoint = Checkpoint.from_text(text)
     assert checkpoint.origin == "example.com/behind-the-sofa"
     assert checkpoint.size == 20852163

@@ -1,0 +1,76 @@
+# METADATA
+# title: Model export review
+# description: |
+#   Every model export is reviewed before release. The number of distinct reviewers
+#   is set per sector in policies/data/sectors (exportReviewers); the requester never
+#   reviews their own export. At submission (no approvals yet) the policy returns
+#   the obligations; at release (approvals present) it checks them.
+package export
+
+import data.data.sectors
+import data.lib
+
+default required_reviewers := 1
+
+required_reviewers := sectors.exportReviewers[lib.sector]
+
+_requester := object.get(input, ["export", "requester"], "")
+
+_export_subject := concat("", ["export/", object.get(input, ["export", "name"], "")])
+
+# Obligation: the export needs this many distinct approving reviewers.
+obligations contains o if {
+	lib.exporting
+	o := lib.obligation(
+		"EXPORT_REVIEWS_REQUIRED",
+		required_reviewers,
+		"AI Act Art. 14 human oversight; four-eyes principle (simplified)",
+	)
+}
+
+# Obligation: no reviewer may be the requester.
+obligations contains o if {
+	lib.exporting
+	o := lib.obligation("EXPORT_REVIEWER_NOT_REQUESTER", true, "four-eyes principle")
+}
+
+# METADATA
+# title: No self-review
+# description: The requester of an export may not approve it.
+# custom:
+#   code: EXPORT_SELF_REVIEW
+#   regulation: four-eyes principle
+violations contains v if {
+	lib.exporting
+	_requester in object.get(input.export, "approvals", [])
+	v := lib.violation(
+		"EXPORT_SELF_REVIEW",
+		concat("", ["requester '", _requester, "' approved their own export"]),
+		"four-eyes principle",
+		_export_subject,
+	)
+}
+
+# METADATA
+# title: Enough distinct reviewers
+# description: |
+#   Once approvals are recorded, the number of distinct approvers other than the
+#   requester must reach the sector's requirement (finance 2, health 1, others 1).
+# custom:
+#   code: EXPORT_INSUFFICIENT_REVIEWS
+#   regulation: AI Act Art. 14 human oversight; four-eyes principle (simplified)
+violations contains v if {
+	lib.exporting
+	approvals := input.export.approvals
+	distinct := {a |
+		some a in approvals
+		a != _requester
+	}
+	count(distinct) < required_reviewers
+	v := lib.violation(
+		"EXPORT_INSUFFICIENT_REVIEWS",
+		concat("", [format_int(count(distinct), 10), " distinct reviewer(s) approved; ", format_int(required_reviewers, 10), " required"]),
+		"AI Act Art. 14 human oversight; four-eyes principle (simplified)",
+		_export_subject,
+	)
+}

@@ -1,0 +1,35 @@
+package main_test
+
+import data.main
+
+test_unknown_action_is_denied if {
+	d := main.decision with input.action as "sandbox.delete"
+	d.allow == false
+	some v in d.violations
+	v.code == "POLICY_UNKNOWN_ACTION"
+}
+
+test_empty_input_is_denied if {
+	main.decision.allow == false
+}
+
+test_decision_has_the_design_shape if {
+	d := main.decision with input.action as "model.export"
+		with input.tenant as {"name": "r", "sector": "research", "jurisdiction": "LU"}
+		with input.export as {"name": "e1", "requester": "a", "destination": {"region": "onprem:lu-national-1"}}
+	object.keys(d) == {"allow", "violations", "obligations"}
+	d.allow == true
+	count(d.obligations) == 2
+}
+
+test_violations_from_every_package_deny if {
+	d := main.decision with input.action as "sandbox.provision"
+		with input.cluster as {"region": "aws:us-east-1"}
+		with input.tenant as {"name": "b", "sector": "finance", "jurisdiction": "LU"}
+		with input.sandbox as {"name": "s", "datasets": [{"name": "ghost"}]}
+	d.allow == false
+	codes := {v.code | some v in d.violations}
+	"RESIDENCY_CLUSTER_OUTSIDE_AREA" in codes
+	"DATASET_NOT_REGISTERED" in codes
+	"FINANCE_SUPERVISOR_ATTESTATION_MISSING" in codes
+}

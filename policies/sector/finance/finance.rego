@@ -1,0 +1,111 @@
+# METADATA
+# title: Finance sector
+# description: |
+#   Rules for tenants supervised as financial entities (banks, investment firms):
+#   a supervisory authority on record, a key per sandbox, five years of audit
+#   records, no egress outside the EEA. Export reviewer counts live in the export
+#   package (policies/data/sectors exportReviewers.finance = 2).
+package sector.finance
+
+import data.data.retention
+import data.lib
+
+_applies if lib.sector == "finance"
+
+# METADATA
+# title: Supervisory authority attested
+# description: |
+#   A finance tenant must carry a platform-verified attestation naming its
+#   supervisory authority (for example CSSF), so the supervisor of the sandbox is
+#   known. Simplified: the attestation stands for the outsourcing notification
+#   the entity owes its supervisor.
+# custom:
+#   code: FINANCE_SUPERVISOR_ATTESTATION_MISSING
+#   regulation: DORA Art. 28(3); CSSF Circular 22/806 (simplified)
+violations contains v if {
+	_applies
+	lib.data_access
+	not lib.attested("supervisoryAuthority")
+	v := lib.violation(
+		"FINANCE_SUPERVISOR_ATTESTATION_MISSING",
+		"finance tenant has no attested supervisory authority",
+		"DORA Art. 28(3); CSSF Circular 22/806 (simplified)",
+		concat("", ["tenant/", lib.tenant_name]),
+	)
+}
+
+# METADATA
+# title: Per-sandbox encryption key
+# description: |
+#   A finance sandbox must be encrypted with a key of its own, so that destroying
+#   the key erases the sandbox's data and nothing else.
+# custom:
+#   code: FINANCE_PER_SANDBOX_KEY_REQUIRED
+#   regulation: DORA Art. 9; Delegated Regulation (EU) 2024/1774 Art. 6-7 (simplified)
+violations contains v if {
+	_applies
+	lib.provisioning
+	not object.get(input.cluster, ["keys", "perSandbox"], false) == true
+	v := lib.violation(
+		"FINANCE_PER_SANDBOX_KEY_REQUIRED",
+		"the cluster's key provider does not issue a key per sandbox",
+		"DORA Art. 9; Delegated Regulation (EU) 2024/1774 Art. 6-7 (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+# METADATA
+# title: Audit records kept five years
+# description: |
+#   The platform's audit log must keep records at least as long as the finance
+#   retention value in policies/data/retention (five years).
+# custom:
+#   code: FINANCE_AUDIT_RETENTION_TOO_SHORT
+#   regulation: MiFID II Art. 16(6); Delegated Regulation (EU) 2017/565 Art. 72 (simplified)
+violations contains v if {
+	_applies
+	lib.provisioning
+	days := object.get(input.cluster, ["audit", "retentionDays"], 0)
+	days < retention.finance.auditLogDays
+	v := lib.violation(
+		"FINANCE_AUDIT_RETENTION_TOO_SHORT",
+		concat("", ["audit log keeps records ", format_int(days, 10), " days; finance needs at least ", format_int(retention.finance.auditLogDays, 10)]),
+		"MiFID II Art. 16(6); Delegated Regulation (EU) 2017/565 Art. 72 (simplified)",
+		concat("", ["cluster/", lib.cluster_region]),
+	)
+}
+
+# METADATA
+# title: No egress outside the EEA
+# description: |
+#   Every egress allow-list entry of a finance sandbox must point at a catalogued
+#   region inside the EEA. Simplified: an entry's location is the region it names.
+# custom:
+#   code: FINANCE_EGRESS_OUTSIDE_EEA
+#   regulation: DORA Art. 28; EBA/GL/2019/02 (simplified)
+violations contains v if {
+	_applies
+	lib.provisioning
+	some entry in object.get(input.sandbox, "egress", [])
+	region := object.get(entry, "region", "")
+	not _in_eea(region)
+	v := lib.violation(
+		"FINANCE_EGRESS_OUTSIDE_EEA",
+		concat("", ["egress to '", object.get(entry, "cidr", ""), "' in region '", region, "' is unknown or outside the EEA"]),
+		"DORA Art. 28; EBA/GL/2019/02 (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+_in_eea(region) if lib.eea_country(lib.country(region))
+
+# Obligation: the audit log must keep records for the finance retention period.
+obligations contains o if {
+	_applies
+	lib.provisioning
+	o := lib.obligation(
+		"AUDIT_RETENTION_MIN_DAYS",
+		retention.finance.auditLogDays,
+		"MiFID II Art. 16(6); Delegated Regulation (EU) 2017/565 Art. 72 (simplified)",
+	)
+}

@@ -1,0 +1,155 @@
+# METADATA
+# title: Health sector
+# description: |
+#   Rules for secondary use of electronic health data in the spirit of the European
+#   Health Data Space: pseudonymised data unless an ethics approval and a data permit
+#   are on record, a permit that covers the sandbox's purpose and lifetime, only
+#   models or aggregates leave, and access logs are kept at least a year.
+package sector.health
+
+import data.data.retention
+import data.data.sectors
+import data.lib
+
+_applies if lib.sector == "health"
+
+_identifying := {"personal", "special-category"}
+
+_permit := lib.attestations.dataPermit
+
+_health_datasets contains d if {
+	some d in lib.datasets
+	d.sector == "health"
+}
+
+# METADATA
+# title: Health data is pseudonymised
+# description: |
+#   Directly identifying health data (personal or special-category) may be used only
+#   if the tenant carries both an ethics approval and a data permit; otherwise the
+#   dataset must be pseudonymised or anonymised. Applies to any tenant that reads a
+#   health dataset. Simplified: the EHDS rules on when identifying data may be
+#   provided are reduced to these two attestations.
+# custom:
+#   code: HEALTH_DATA_NOT_PSEUDONYMISED
+#   regulation: EHDS Art. 66; GDPR Art. 89(1) (simplified)
+violations contains v if {
+	lib.data_access
+	some d in _health_datasets
+	d.personalData in _identifying
+	not _may_identify
+	v := lib.violation(
+		"HEALTH_DATA_NOT_PSEUDONYMISED",
+		concat("", ["health dataset '", d.name, "' holds ", d.personalData, " data; it must be pseudonymised unless the tenant has an ethics approval and a data permit"]),
+		"EHDS Art. 66; GDPR Art. 89(1) (simplified)",
+		concat("", ["dataset/", d.name]),
+	)
+}
+
+_may_identify if {
+	lib.attested("ethicsApproval")
+	lib.attested("dataPermit")
+}
+
+# METADATA
+# title: Data permit covers the sandbox purpose
+# description: |
+#   When a health tenant works under a data permit, the sandbox's stated purpose must
+#   be one of the purposes the permit grants.
+# custom:
+#   code: HEALTH_PERMIT_PURPOSE_NOT_COVERED
+#   regulation: EHDS Art. 68 (simplified)
+violations contains v if {
+	_applies
+	lib.data_access
+	lib.attested("dataPermit")
+	count(_health_datasets) > 0
+	purpose := object.get(input.sandbox, "purpose", "")
+	not purpose in object.get(_permit, "purposes", [])
+	v := lib.violation(
+		"HEALTH_PERMIT_PURPOSE_NOT_COVERED",
+		concat("", ["data permit '", object.get(_permit, "id", ""), "' does not cover purpose '", purpose, "'"]),
+		"EHDS Art. 68 (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+# METADATA
+# title: Data permit covers the sandbox lifetime
+# description: |
+#   A sandbox working under a data permit must end no later than the permit. A
+#   sandbox without an end date outlives any permit. Timestamps are UTC RFC 3339
+#   strings normalised by the platform ("YYYY-MM-DDTHH:MM:SSZ"), so they compare
+#   as strings.
+# custom:
+#   code: HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX
+#   regulation: EHDS Art. 68 (simplified)
+violations contains v if {
+	_applies
+	lib.provisioning
+	lib.attested("dataPermit")
+	count(_health_datasets) > 0
+	ends := object.get(input.sandbox, ["lifetime", "expiresAt"], "")
+	valid_until := object.get(_permit, "validUntil", "")
+	_outlives(ends, valid_until)
+	v := lib.violation(
+		"HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX",
+		concat("", ["sandbox ends at '", ends, "' but data permit '", object.get(_permit, "id", ""), "' is valid until '", valid_until, "'"]),
+		"EHDS Art. 68 (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+_outlives(ends, _) if ends == ""
+
+_outlives(ends, valid_until) if ends > valid_until
+
+# METADATA
+# title: Only models or aggregates leave
+# description: |
+#   From a health sandbox only artifacts of the kinds in policies/data/sectors
+#   (model, aggregate) may be exported. Simplified: the artifact's declared kind is
+#   trusted; its content is not inspected.
+# custom:
+#   code: HEALTH_EXPORT_ARTIFACT_NOT_ALLOWED
+#   regulation: EHDS Art. 73(3) (simplified)
+violations contains v if {
+	_applies
+	lib.exporting
+	kind := object.get(input, ["export", "artifact", "kind"], "")
+	not kind in sectors.health.exportArtifactKinds
+	v := lib.violation(
+		"HEALTH_EXPORT_ARTIFACT_NOT_ALLOWED",
+		concat("", ["artifact kind '", kind, "' may not leave a health sandbox; only model or aggregate"]),
+		"EHDS Art. 73(3) (simplified)",
+		concat("", ["export/", object.get(input, ["export", "name"], "")]),
+	)
+}
+
+# METADATA
+# title: Access logs kept one year
+# description: |
+#   The audit log, which records every dataset access, must keep records at least
+#   the health retention value in policies/data/retention (one year).
+# custom:
+#   code: HEALTH_ACCESS_LOG_RETENTION_TOO_SHORT
+#   regulation: EHDS Art. 73
+violations contains v if {
+	_applies
+	lib.provisioning
+	days := object.get(input.cluster, ["audit", "retentionDays"], 0)
+	days < retention.health.accessLogDays
+	v := lib.violation(
+		"HEALTH_ACCESS_LOG_RETENTION_TOO_SHORT",
+		concat("", ["audit log keeps records ", format_int(days, 10), " days; health needs at least ", format_int(retention.health.accessLogDays, 10)]),
+		"EHDS Art. 73",
+		concat("", ["cluster/", lib.cluster_region]),
+	)
+}
+
+# Obligation: keep access logs for the health retention period.
+obligations contains o if {
+	_applies
+	lib.provisioning
+	o := lib.obligation("AUDIT_RETENTION_MIN_DAYS", retention.health.accessLogDays, "EHDS Art. 73")
+}

@@ -1,0 +1,88 @@
+package sector.health_test
+
+import data.sector.health
+
+# Fixtures are bound to local variables, one per line, before `with`: regopy 1.5
+# ignores `with input.x as <rule reference>` (opa applies it).
+
+_permit := {"id": "P-1", "purposes": ["sepsis"], "validUntil": "2035-12-31T23:59:59Z"}
+
+_tenant := {"name": "hosp", "sector": "health", "jurisdiction": "LU", "attestations": {"ethicsApproval": "E-1", "dataPermit": _permit}}
+
+_records := {"name": "icu", "sector": "health", "personalData": "special-category"}
+
+_sandbox := {"name": "s1", "purpose": "sepsis", "lifetime": {"expiresAt": "2030-01-01T00:00:00Z"}}
+
+_codes(violations) := {v.code | some v in violations}
+
+test_permitted_identifying_data_passes if {
+	tenant := _tenant
+	records := _records
+	sandbox := _sandbox
+	count(health.violations) == 0 with input.action as "sandbox.provision"
+		with input.cluster as {"audit": {"retentionDays": 365}}
+		with input.tenant as tenant
+		with input.datasets as [records]
+		with input.sandbox as sandbox
+}
+
+test_identifying_data_without_permit_is_denied if {
+	records := _records
+	sandbox := _sandbox
+	codes := _codes(health.violations) with input.action as "dataset.grant"
+		with input.tenant as {"name": "lab", "sector": "research", "attestations": {"ethicsApproval": "E-1"}}
+		with input.datasets as [records]
+		with input.sandbox as sandbox
+	codes == {"HEALTH_DATA_NOT_PSEUDONYMISED"}
+}
+
+test_pseudonymised_data_needs_no_permit if {
+	sandbox := _sandbox
+	count(health.violations) == 0 with input.action as "dataset.grant"
+		with input.tenant as {"name": "hosp", "sector": "health"}
+		with input.datasets as [{"name": "icu", "sector": "health", "personalData": "pseudonymised"}]
+		with input.sandbox as sandbox
+}
+
+test_permit_must_cover_purpose_and_lifetime if {
+	tenant := _tenant
+	records := _records
+	codes := _codes(health.violations) with input.action as "sandbox.provision"
+		with input.cluster as {"audit": {"retentionDays": 365}}
+		with input.tenant as tenant
+		with input.datasets as [records]
+		with input.sandbox as {"name": "s1", "purpose": "billing", "lifetime": {"expiresAt": "2036-01-01T00:00:00Z"}}
+	codes == {"HEALTH_PERMIT_PURPOSE_NOT_COVERED", "HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX"}
+}
+
+test_unbounded_sandbox_outlives_permit if {
+	tenant := _tenant
+	records := _records
+	codes := _codes(health.violations) with input.action as "sandbox.provision"
+		with input.cluster as {"audit": {"retentionDays": 365}}
+		with input.tenant as tenant
+		with input.datasets as [records]
+		with input.sandbox as {"name": "s1", "purpose": "sepsis"}
+	codes == {"HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX"}
+}
+
+test_short_access_log_retention_is_denied if {
+	tenant := _tenant
+	sandbox := _sandbox
+	codes := _codes(health.violations) with input.action as "sandbox.provision"
+		with input.cluster as {"audit": {"retentionDays": 364}}
+		with input.tenant as tenant
+		with input.sandbox as sandbox
+	codes == {"HEALTH_ACCESS_LOG_RETENTION_TOO_SHORT"}
+}
+
+test_only_models_and_aggregates_leave if {
+	tenant := _tenant
+	count(health.violations) == 0 with input.action as "model.export"
+		with input.tenant as tenant
+		with input.export as {"name": "e1", "artifact": {"kind": "aggregate"}}
+	codes := _codes(health.violations) with input.action as "model.export"
+		with input.tenant as tenant
+		with input.export as {"name": "e1", "artifact": {"kind": "dataset"}}
+	codes == {"HEALTH_EXPORT_ARTIFACT_NOT_ALLOWED"}
+}

@@ -1,0 +1,126 @@
+# METADATA
+# title: Public sector (AI Act regulatory sandbox)
+# description: |
+#   A public-sector sandbox that processes personal data for developing AI in the
+#   public interest follows AI Act Art. 59: it states its public-interest area and
+#   why anonymised or synthetic data will not do, has a DPIA on record, has a
+#   bounded lifetime and deletes its data at the end.
+package sector.public
+
+import data.data.sectors
+import data.lib
+
+_applies if {
+	lib.sector == "public"
+	lib.provisioning
+	lib.processes_personal_data
+}
+
+_public_interest := object.get(input.sandbox, "publicInterest", {})
+
+# METADATA
+# title: Public-interest area stated
+# description: |
+#   The sandbox must name one of the public-interest areas of Art. 59(1)(a), as
+#   listed in policies/data/sectors (public.publicInterestAreas).
+# custom:
+#   code: PUBLIC_INTEREST_AREA_MISSING
+#   regulation: AI Act Art. 59(1)(a)
+violations contains v if {
+	_applies
+	area := object.get(_public_interest, "area", "")
+	not area in sectors.public.publicInterestAreas
+	v := lib.violation(
+		"PUBLIC_INTEREST_AREA_MISSING",
+		concat("", ["public-interest area '", area, "' is missing or not one of the areas of AI Act Art. 59(1)(a)"]),
+		"AI Act Art. 59(1)(a)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+# METADATA
+# title: Why anonymised or synthetic data will not do
+# description: |
+#   The sandbox must say why the requirements cannot be met with anonymised,
+#   synthetic or other non-personal data. Simplified: a non-empty justification is
+#   accepted; its merit is for the supervisor to judge.
+# custom:
+#   code: PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING
+#   regulation: AI Act Art. 59(1)(b) (simplified)
+violations contains v if {
+	_applies
+	object.get(_public_interest, "whyNotAnonymised", "") == ""
+	v := lib.violation(
+		"PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING",
+		"the sandbox does not say why anonymised or synthetic data will not do",
+		"AI Act Art. 59(1)(b) (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+# METADATA
+# title: DPIA on record
+# description: |
+#   The tenant must carry a platform-verified reference to a data protection impact
+#   assessment. Simplified: the reference is checked for presence, not content.
+# custom:
+#   code: PUBLIC_DPIA_MISSING
+#   regulation: AI Act Art. 59(1)(c); GDPR Art. 35 (simplified)
+violations contains v if {
+	_applies
+	not lib.attested("dpiaReference")
+	v := lib.violation(
+		"PUBLIC_DPIA_MISSING",
+		"the tenant has no attested DPIA reference",
+		"AI Act Art. 59(1)(c); GDPR Art. 35 (simplified)",
+		concat("", ["tenant/", lib.tenant_name]),
+	)
+}
+
+_max_seconds := sectors.public.maxLifetimeDays * 86400
+
+# METADATA
+# title: Lifetime is bounded
+# description: |
+#   The sandbox must end: a ttl or expiry no longer than public.maxLifetimeDays in
+#   policies/data/sectors. Simplified: the AI Act leaves sandbox duration to
+#   implementing acts; the bound here is the platform's.
+# custom:
+#   code: PUBLIC_LIFETIME_UNBOUNDED
+#   regulation: AI Act Art. 58(2), Art. 59(1) (simplified)
+violations contains v if {
+	_applies
+	not _bounded
+	v := lib.violation(
+		"PUBLIC_LIFETIME_UNBOUNDED",
+		concat("", ["the sandbox has no lifetime or one longer than ", format_int(sectors.public.maxLifetimeDays, 10), " days"]),
+		"AI Act Art. 58(2), Art. 59(1) (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+_bounded if {
+	seconds := object.get(input.sandbox, ["lifetime", "seconds"], null)
+	is_number(seconds)
+	seconds <= _max_seconds
+}
+
+# METADATA
+# title: Data deleted at the end
+# description: |
+#   Personal data processed in the sandbox must be deleted when the sandbox ends;
+#   the sandbox may not ask to retain it.
+# custom:
+#   code: PUBLIC_DATA_NOT_DELETED_AT_END
+#   regulation: AI Act Art. 59(1)(g)
+violations contains v if {
+	_applies
+	on_expiry := object.get(input.sandbox, ["lifetime", "onExpiry"], "delete")
+	on_expiry != "delete"
+	v := lib.violation(
+		"PUBLIC_DATA_NOT_DELETED_AT_END",
+		concat("", ["the sandbox asks to '", on_expiry, "' its data at the end instead of deleting it"]),
+		"AI Act Art. 59(1)(g)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}

@@ -1,0 +1,231 @@
+"""The embedded engine: regopy (rego-cpp) in-process, no server.
+
+A policy set is compiled once into a regopy bundle with the single entry point
+``main/decision``; decisions reuse that bundle and one interpreter, and the set is
+recompiled only when its digest changes.
+
+At load time the engine refuses a set that:
+
+* does not parse or compile (the error names the file and line);
+* calls a function that is neither defined in the set nor a builtin regopy
+  implements (regopy would otherwise leave every rule that calls it undefined);
+* leaves ``data.main.decision`` undefined for an empty input.
+
+Results are read through regopy's C API rather than :class:`regopy.Output`: regopy
+1.5 writes strings into its JSON output without escaping them, so a string holding a
+quote, backslash or newline makes that JSON invalid. The engine parses the JSON when
+it is valid and otherwise walks the result nodes (:func:`node_value`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import regopy
+from regopy import rego_shared as _capi
+from regopy.rego_shared import NodeKind
+
+from sandbox.policy.engine import CODE_ENGINE_ERROR, DEFAULT_TIMEOUT, EvaluationError, PolicyEngine
+from sandbox.policy.policyset import (
+    PolicyLoadError,
+    PolicySet,
+    SourceProblem,
+    find_calls,
+)
+
+__all__ = [
+    "ENTRYPOINT",
+    "EmbeddedEngine",
+    "compile_problems",
+    "new_interpreter",
+    "node_value",
+    "query_entrypoint",
+    "unsupported_calls",
+]
+
+ENTRYPOINT = "main/decision"
+"""The bundle entry point matching :data:`~sandbox.policy.policyset.DECISION_QUERY`."""
+
+_ERROR = re.compile(
+    r"\(error \d+:(?P<path>[^|\s]+)\|(?P<offset>\d+)\|\d+\s*"
+    r"\(errormsg \d+:(?P<message>[^\n]*?)\)\s*$",
+    re.MULTILINE,
+)
+
+
+def compile_problems(
+    error: Exception, sources: Mapping[str, str], fallback_path: str
+) -> list[SourceProblem]:
+    """Turn a regopy compile error into problems naming file and line.
+
+    regopy raises its error tree as text, each error as
+    ``(error <n>:<path>|<byte offset>|<length> (errormsg <n>:<message>) ...)``; the
+    byte offset is turned into a line of ``sources[path]``. Without a location the
+    whole text is attributed to ``fallback_path`` line 1.
+    """
+    problems: list[SourceProblem] = []
+    for match in _ERROR.finditer(str(error)):
+        path = match["path"]
+        source = sources.get(path, "").encode()
+        line = source[: int(match["offset"])].count(b"\n") + 1
+        problem = SourceProblem(path, line, match["message"].strip())
+        if problem not in problems:
+            problems.append(problem)
+    if not problems:
+        first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "error")
+        problems.append(SourceProblem(fallback_path, 1, first))
+    return problems
+
+
+def new_interpreter(modules: Mapping[str, str], data: Mapping[str, Any]) -> regopy.Interpreter:
+    """An interpreter holding ``data`` and ``modules``.
+
+    Raises:
+        PolicyLoadError: if a module does not parse or compile.
+    """
+    interpreter = regopy.Interpreter()
+    interpreter.add_data_json(json.dumps(data))
+    for path in sorted(modules):
+        try:
+            interpreter.add_module(path, modules[path])
+        except regopy.RegoError as exc:
+            raise PolicyLoadError(
+                "policy does not compile", compile_problems(exc, modules, path)
+            ) from exc
+    return interpreter
+
+
+def unsupported_calls(
+    interpreter: regopy.Interpreter, modules: Mapping[str, str]
+) -> list[SourceProblem]:
+    """Calls to functions neither defined in ``modules`` nor built into regopy."""
+    return [
+        SourceProblem(
+            path,
+            line,
+            f"calls {name}(), which the embedded engine (regopy {regopy.__version__}) "
+            "does not implement; rules calling it would be undefined",
+        )
+        for path, line, name in find_calls(modules)
+        if not interpreter.is_builtin(name)
+    ]
+
+
+class EmbeddedEngine(PolicyEngine):
+    """Evaluate decisions in-process with regopy.
+
+    Example::
+
+        engine = EmbeddedEngine(PolicySet.from_directory("policies"))
+        decision = engine.decide(policy_input)
+    """
+
+    name = "embedded"
+
+    def __init__(
+        self, policy_set: PolicySet | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        super().__init__(timeout=timeout)
+        self._bundle: regopy.Bundle | None = None
+        self._runner: regopy.Interpreter | None = None
+        if policy_set is not None:
+            self.load(policy_set)
+
+    def _install(self, policy_set: PolicySet) -> None:
+        interpreter = new_interpreter(policy_set.modules, policy_set.data)
+        problems = unsupported_calls(interpreter, policy_set.modules)
+        if problems:
+            raise PolicyLoadError("policy uses builtins the embedded engine lacks", problems)
+        try:
+            bundle = interpreter.build(None, [ENTRYPOINT])
+        except regopy.RegoError as exc:
+            raise PolicyLoadError(
+                "policy does not compile",
+                compile_problems(exc, policy_set.modules, "main/main.rego"),
+            ) from exc
+        if not bundle.ok():
+            raise PolicyLoadError(
+                "policy does not compile",
+                [SourceProblem("main/main.rego", 1, "bundle for main/decision failed to build")],
+            )
+        runner = regopy.Interpreter()
+        runner.set_input_term("{}")
+        try:
+            probe = query_entrypoint(runner, bundle, ENTRYPOINT)
+        except EvaluationError:
+            probe = None
+        if probe is None:
+            raise PolicyLoadError(
+                "policy has no decision",
+                [SourceProblem("main/main.rego", 1, "data.main.decision is undefined")],
+            )
+        self._bundle, self._runner = bundle, runner
+
+    def _evaluate(self, document: dict[str, Any]) -> Any:
+        runner, bundle = self._runner, self._bundle
+        if runner is None or bundle is None:  # pragma: no cover - guarded by decide()
+            raise EvaluationError(CODE_ENGINE_ERROR, "no compiled bundle")
+        runner.set_input(regopy.Input(document))
+        return query_entrypoint(runner, bundle, ENTRYPOINT)
+
+
+def query_entrypoint(runner: regopy.Interpreter, bundle: regopy.Bundle, entrypoint: str) -> Any:
+    """Evaluate ``entrypoint`` of ``bundle``; its value, or ``None`` when undefined.
+
+    Raises:
+        EvaluationError: if regopy reports an evaluation error.
+    """
+    impl = _capi.rego_bundle_query_entrypoint(runner._impl, bundle._impl, entrypoint)
+    try:
+        if not _capi.rego_output_ok(impl):
+            raise EvaluationError(CODE_ENGINE_ERROR, f"evaluating {entrypoint} failed")
+        text = _capi.rego_output_string(impl)
+        if text == "undefined":
+            return None
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            return node_value(_capi.rego_output_expressions_at_index(impl, 0))
+        if isinstance(parsed, list):
+            parsed = parsed[0] if parsed else {}
+        expressions = parsed.get("expressions") or [None]
+        return expressions[0]
+    finally:
+        _capi.rego_free_output(impl)
+
+
+def node_value(impl: Any) -> Any:
+    """Convert a regopy result node (and its children) to a Python value.
+
+    Sets become lists. A string node holds either the raw text or, for strings the
+    engine built itself, the text wrapped in double quotes; the wrapping quotes are
+    removed, so a raw string that itself starts and ends with ``"`` loses them too.
+    """
+    kind = _capi.rego_node_type(impl)
+    size = _capi.rego_node_size(impl)
+    children = [_capi.rego_node_get(impl, i) for i in range(size)]
+    if kind in (NodeKind.Terms, NodeKind.Term, NodeKind.Scalar, NodeKind.Results, NodeKind.Result):
+        return node_value(children[0]) if children else None
+    if kind == NodeKind.Object:
+        items = {}
+        for item in children:
+            key = node_value(_capi.rego_node_get(item, 0))
+            items[key] = node_value(_capi.rego_node_get(item, 1))
+        return items
+    if kind in (NodeKind.Array, NodeKind.Set):
+        return [node_value(child) for child in children]
+    text = _capi.rego_node_value(impl)
+    if kind == NodeKind.Int:
+        return int(text)
+    if kind == NodeKind.Float:
+        return float(text)
+    if kind in (NodeKind.Boolean, NodeKind.True_, NodeKind.False_):
+        return text == "true"
+    if kind == NodeKind.Null:
+        return None
+    if kind == NodeKind.String:
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+    raise EvaluationError(CODE_ENGINE_ERROR, f"unexpected result node {kind}")

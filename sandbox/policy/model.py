@@ -1,0 +1,421 @@
+"""The policy input and decision models.
+
+Input fields (JSON names, camelCase as in the manifests). *Attested* parts come from
+objects only the platform writes (Tenant, Dataset, cluster configuration, export
+reviews); *claimed* parts come from what a tenant member wrote (Sandbox, ModelExport
+spec), so a tenant cannot talk itself into a permission.
+
+``action``
+    ``sandbox.provision`` | ``dataset.grant`` | ``model.export``.
+``cluster`` (attested: operator configuration)
+    ``region`` (region-catalogue id, e.g. ``onprem:lu-national-1``), ``jurisdiction``,
+    ``keys.{provider, region, perSandbox}``, ``audit.retentionDays``.
+``tenant`` (attested: Tenant)
+    ``name`` (metadata.name), ``sector``, ``jurisdiction``,
+    ``attestations.{supervisoryAuthority, dpiaReference, ethicsApproval,
+    dataPermit.{id, purposes, validUntil}}``.
+``datasets[]`` (attested: Dataset objects the sandbox refers to)
+    ``name``, ``sector``, ``jurisdiction``,
+    ``location.{bucket, prefix, region, endpoint}``, ``personalData`` (none |
+    anonymised | pseudonymised | personal | special-category), ``allowedPurposes[]``,
+    ``retention.{days}``.
+``sandbox`` (claimed: Sandbox)
+    ``name``, ``purpose``, ``region``, ``lifetime.{ttl, expiresAt, onExpiry}``
+    plus ``lifetime.seconds`` (derived by the platform from ttl or expiresAt),
+    ``resources.{cpu, memory, gpu, storage}``, ``datasets[].{name, purpose}``,
+    ``egress[].{cidr, ports, region}``, ``publicInterest.{area, whyNotAnonymised}``.
+``export`` (model.export only; ``artifact``, ``destination``, ``justification``
+claimed from ModelExport, ``requester`` and ``approvals`` attested by the operator)
+    ``name``, ``sandbox``, ``artifact.{path, kind, sha256}``,
+    ``destination.{region, uri}``, ``justification``, ``requester``,
+    ``approvals[]`` (absent until reviews exist).
+
+Timestamps are normalised to UTC ``YYYY-MM-DDTHH:MM:SSZ`` so policies compare them
+as strings (and so the embedded engine never has to parse them).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ACTIONS",
+    "Artifact",
+    "Attestations",
+    "AuditFacts",
+    "ClusterFacts",
+    "DataPermit",
+    "DatasetFacts",
+    "DatasetLocation",
+    "DatasetRequest",
+    "Decision",
+    "Destination",
+    "EgressRule",
+    "ExportRequest",
+    "KeyFacts",
+    "Lifetime",
+    "Obligation",
+    "PersonalData",
+    "PolicyInput",
+    "PublicInterest",
+    "Resources",
+    "Retention",
+    "SandboxClaim",
+    "TenantFacts",
+    "Timestamp",
+    "Violation",
+    "format_timestamp",
+    "parse_duration",
+]
+
+ACTIONS: tuple[str, ...] = ("sandbox.provision", "dataset.grant", "model.export")
+"""The actions a decision can be asked for."""
+
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Format ``value`` the way policies see timestamps: UTC, ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _to_utc(value).strftime(_TIMESTAMP_FORMAT)
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(format_timestamp, return_type=str),
+]
+"""A datetime normalised to UTC seconds and serialised as ``YYYY-MM-DDTHH:MM:SSZ``."""
+
+_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a duration such as ``720h``, ``90d`` or ``1w2d12h`` (units w, d, h, m, s).
+
+    Raises:
+        ValueError: if ``text`` is empty or not made only of number-unit pairs.
+    """
+    text = text.strip()
+    pos, seconds = 0, 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"invalid duration {text!r}: use number-unit pairs like 720h or 90d")
+    return timedelta(seconds=seconds)
+
+
+class _Model(BaseModel):
+    """Base of every input model: camelCase JSON names.
+
+    Unknown fields are ignored, so whole manifest specs (members, quotas, ...) can be
+    validated; a misspelt field therefore reads as absent, which every policy treats
+    as the stricter case.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+class PersonalData(StrEnum):
+    """Personal-data class of a dataset, least to most sensitive."""
+
+    none = "none"
+    anonymised = "anonymised"
+    pseudonymised = "pseudonymised"
+    personal = "personal"
+    special_category = "special-category"
+
+
+class KeyFacts(_Model):
+    """Where the cluster's key provider keeps sandbox keys (attested)."""
+
+    provider: str = "local"
+    """Key provider name: ``local`` or ``aws-kms``."""
+    region: str = ""
+    """Region-catalogue id of the key store."""
+    per_sandbox: bool = True
+    """Whether every sandbox gets a key of its own."""
+
+
+class AuditFacts(_Model):
+    """How the platform's audit log is kept (attested)."""
+
+    retention_days: int = Field(default=0, ge=0)
+    """Days audit records are kept before they may be deleted."""
+
+
+class ClusterFacts(_Model):
+    """The cluster the sandbox would run on (attested by the operator)."""
+
+    region: str
+    """Region-catalogue id, e.g. ``onprem:lu-national-1``."""
+    jurisdiction: str = ""
+    """ISO 3166-1 alpha-2 country of the region."""
+    keys: KeyFacts = KeyFacts()
+    audit: AuditFacts = AuditFacts()
+
+
+class DataPermit(_Model):
+    """A data permit granted by a health data access body (attested)."""
+
+    id: str
+    purposes: list[str] = []
+    valid_until: Timestamp
+
+
+class Attestations(_Model):
+    """Facts about a tenant that the platform verified (Tenant spec.attestations)."""
+
+    supervisory_authority: str | None = None
+    dpia_reference: str | None = None
+    ethics_approval: str | None = None
+    data_permit: DataPermit | None = None
+
+
+class TenantFacts(_Model):
+    """The tenant asking (attested: Tenant)."""
+
+    name: str
+    sector: str
+    jurisdiction: str
+    attestations: Attestations = Attestations()
+
+
+class DatasetLocation(_Model):
+    """Where a dataset's objects are stored."""
+
+    bucket: str = ""
+    prefix: str = ""
+    region: str = ""
+    endpoint: str = ""
+
+
+class Retention(_Model):
+    """How long a dataset may be kept."""
+
+    days: int | None = None
+
+
+class DatasetFacts(_Model):
+    """A registered dataset (attested: Dataset)."""
+
+    name: str
+    sector: str = ""
+    jurisdiction: str = ""
+    location: DatasetLocation = DatasetLocation()
+    personal_data: PersonalData = PersonalData.personal
+    allowed_purposes: list[str] = []
+    retention: Retention = Retention()
+
+
+class Lifetime(_Model):
+    """How long a sandbox lives (claimed), with ``seconds`` derived by the platform."""
+
+    ttl: str | None = None
+    expires_at: Timestamp | None = None
+    on_expiry: Literal["delete", "retain"] = "delete"
+    seconds: int | None = None
+    """Lifetime in seconds from the decision time; ``None`` when unbounded."""
+
+    def resolved(self, now: datetime) -> Lifetime:
+        """Return a copy with ``expiresAt`` and ``seconds`` computed relative to ``now``.
+
+        A ``ttl`` wins over an explicit ``expiresAt`` when both are given; the earlier
+        of the two ends would be stricter, but the CRD allows only one of them.
+        """
+        now = _to_utc(now)
+        end = now + parse_duration(self.ttl) if self.ttl else self.expires_at
+        if end is None:
+            return self.model_copy(update={"seconds": None})
+        seconds = max(0, int((end - now).total_seconds()))
+        return self.model_copy(update={"expires_at": end, "seconds": seconds})
+
+
+class Resources(_Model):
+    """Compute and storage a sandbox asks for (claimed)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int | None = None
+    storage: str | None = None
+
+
+class DatasetRequest(_Model):
+    """One dataset a sandbox asks for, and why (claimed)."""
+
+    name: str
+    purpose: str = ""
+
+
+class EgressRule(_Model):
+    """One entry of a sandbox's egress allow-list (claimed)."""
+
+    cidr: str
+    ports: list[int] = []
+    region: str = ""
+    """Region-catalogue id of the destination; unknown regions are denied."""
+
+
+class PublicInterest(_Model):
+    """AI Act Art. 59(1)(a)/(b) statements of a public-sector sandbox (claimed)."""
+
+    area: str = ""
+    why_not_anonymised: str = ""
+
+
+class SandboxClaim(_Model):
+    """What the tenant asks for (claimed: Sandbox spec)."""
+
+    name: str
+    purpose: str = ""
+    region: str = ""
+    lifetime: Lifetime = Lifetime()
+    resources: Resources = Resources()
+    datasets: list[DatasetRequest] = []
+    egress: list[EgressRule] = []
+    public_interest: PublicInterest | None = None
+
+
+class Artifact(_Model):
+    """The object a model export wants to release."""
+
+    path: str = ""
+    kind: str = "model"
+    """``model`` | ``aggregate`` | ``dataset`` | ``other``."""
+    sha256: str | None = None
+
+
+class Destination(_Model):
+    """Where an exported artifact goes."""
+
+    region: str = ""
+    uri: str = ""
+
+
+class ExportRequest(_Model):
+    """A model export (ModelExport spec plus operator-attested review state)."""
+
+    name: str
+    sandbox: str = ""
+    artifact: Artifact = Artifact()
+    destination: Destination = Destination()
+    justification: str = ""
+    requester: str = ""
+    approvals: list[str] | None = None
+    """Distinct approving reviewers so far; ``None`` before any review exists."""
+
+
+class PolicyInput(_Model):
+    """The whole input document of a decision (``input`` in Rego)."""
+
+    action: str
+    cluster: ClusterFacts
+    tenant: TenantFacts
+    datasets: list[DatasetFacts] = []
+    sandbox: SandboxClaim
+    export: ExportRequest | None = None
+
+    def to_rego(self) -> dict[str, Any]:
+        """The JSON document the engines receive: camelCase names, no ``null`` fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Violation(BaseModel):
+    """One reason a decision denies."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    msg: str
+    regulation: str = ""
+    subject: str = ""
+
+
+class Obligation(BaseModel):
+    """Something that must happen for an allowed action to stay compliant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    value: Any = None
+    regulation: str = ""
+
+
+class Decision(BaseModel):
+    """The one decision shape of DESIGN.md.
+
+    Violations and obligations are sorted, so two engines that agree produce equal
+    decisions.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    allow: bool
+    violations: list[Violation] = []
+    obligations: list[Obligation] = []
+    policy_digest: str = ""
+
+    @classmethod
+    def from_rego(cls, value: Any, policy_digest: str) -> Decision:
+        """Build a decision from the value of ``data.main.decision``.
+
+        ``allow`` is forced to false when any violation is present, whatever the
+        policy said.
+
+        Raises:
+            pydantic.ValidationError: if ``value`` does not have the decision shape.
+        """
+        raw = _RegoDecision.model_validate(value)
+        violations = sorted(raw.violations, key=lambda v: (v.code, v.subject, v.msg))
+        obligations = sorted(raw.obligations, key=lambda o: (o.code, repr(o.value), o.regulation))
+        return cls(
+            allow=raw.allow and not violations,
+            violations=violations,
+            obligations=obligations,
+            policy_digest=policy_digest,
+        )
+
+    @classmethod
+    def deny(cls, code: str, msg: str, policy_digest: str = "") -> Decision:
+        """A fail-closed deny carrying one violation that says why."""
+        return cls(
+            allow=False,
+            violations=[Violation(code=code, msg=msg, regulation="regsandbox fail-closed rule")],
+            policy_digest=policy_digest,
+        )
+
+
+class _RegoDecision(BaseModel):
+    """Shape check of the raw decision returned by either engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: bool
+    violations: list[Violation]
+    obligations: list[Obligation]

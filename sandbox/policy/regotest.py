@@ -1,0 +1,138 @@
+"""Run Rego unit tests (``test_*`` rules) with the embedded engine, no OPA needed.
+
+regopy has no test runner, so every ``test_*`` rule of the ``*_test.rego`` modules is
+compiled, with the policies, into one bundle whose entry points are the tests, and each
+entry point is evaluated: ``true`` passes, undefined or any other value fails, an
+engine error is reported as an error. ``todo_test_*`` rules are
+skipped, as ``opa test`` does.
+
+Known regopy 1.5 limitations, which ``opa test`` does not have:
+
+* ``with input as <object>`` crashes the process (segmentation fault) when the
+  replaced input reaches an arithmetic or comparison builtin; replace fields with
+  ``with input.<field> as ...`` instead;
+* ``with input.<field> as <rule reference>`` is ignored; bind the rule to a local
+  variable first (``cluster := _cluster``), one binding per line.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+import regopy
+
+from sandbox.policy.embedded import (
+    compile_problems,
+    new_interpreter,
+    query_entrypoint,
+    unsupported_calls,
+)
+from sandbox.policy.policyset import PolicyLoadError, PolicySet
+
+__all__ = ["Outcome", "TestResult", "discover_tests", "run_tests"]
+
+_PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
+_TEST_RULE = re.compile(r"^((?:todo_)?test_\w+)\b", re.MULTILINE)
+
+
+class Outcome(StrEnum):
+    """How one test ended."""
+
+    passed = "PASS"
+    failed = "FAIL"
+    error = "ERROR"
+    skipped = "SKIP"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The result of one ``test_*`` rule."""
+
+    __test__ = False  # not a pytest test class
+
+    path: str
+    package: str
+    name: str
+    outcome: Outcome
+    duration: float
+    message: str = ""
+
+    @property
+    def query(self) -> str:
+        """The query the test was run as."""
+        return f"data.{self.package}.{self.name}"
+
+
+def discover_tests(policy_set: PolicySet) -> Iterator[tuple[str, str, str]]:
+    """Yield ``(path, package, rule)`` for every test rule, in file order, once each."""
+    for path in sorted(policy_set.tests):
+        source = policy_set.tests[path]
+        match = _PACKAGE.search(source)
+        if not match:
+            continue
+        seen: set[str] = set()
+        for rule in _TEST_RULE.findall(source):
+            if rule not in seen:
+                seen.add(rule)
+                yield path, match.group(1), rule
+
+
+def run_tests(policy_set: PolicySet, *, pattern: str | None = None) -> list[TestResult]:
+    """Run every test rule of ``policy_set`` whose name matches ``pattern``.
+
+    Raises:
+        PolicyLoadError: if the modules or tests do not compile or call builtins the
+            embedded engine lacks.
+    """
+    modules = {**policy_set.modules, **policy_set.tests}
+    interpreter = new_interpreter(modules, policy_set.data)
+    problems = unsupported_calls(interpreter, modules)
+    if problems:
+        raise PolicyLoadError("policy uses builtins the embedded engine lacks", problems)
+    selector = re.compile(pattern) if pattern else None
+    selected = [
+        test
+        for test in discover_tests(policy_set)
+        if not selector or selector.search(f"{test[1]}.{test[2]}")
+    ]
+    runnable = [t for t in selected if not t[2].startswith("todo_")]
+    bundle = None
+    if runnable:
+        try:
+            bundle = interpreter.build(None, [_entrypoint(p, r) for _, p, r in runnable])
+        except regopy.RegoError as exc:
+            raise PolicyLoadError(
+                "tests do not compile", compile_problems(exc, modules, runnable[0][0])
+            ) from exc
+    runner = regopy.Interpreter()
+    results: list[TestResult] = []
+    for path, package, rule in selected:
+        if bundle is None or rule.startswith("todo_"):
+            results.append(TestResult(path, package, rule, Outcome.skipped, 0.0))
+        else:
+            results.append(_run_one(runner, bundle, path, package, rule))
+    return results
+
+
+def _entrypoint(package: str, rule: str) -> str:
+    return f"{package.replace('.', '/')}/{rule}"
+
+
+def _run_one(
+    runner: regopy.Interpreter, bundle: regopy.Bundle, path: str, package: str, rule: str
+) -> TestResult:
+    started = time.perf_counter()
+    try:
+        value = query_entrypoint(runner, bundle, _entrypoint(package, rule))
+    except Exception as exc:  # report any engine failure as a test error
+        elapsed = time.perf_counter() - started
+        return TestResult(path, package, rule, Outcome.error, elapsed, str(exc))
+    elapsed = time.perf_counter() - started
+    if value is True:
+        return TestResult(path, package, rule, Outcome.passed, elapsed)
+    shown = "undefined" if value is None else repr(value)
+    return TestResult(path, package, rule, Outcome.failed, elapsed, f"evaluated to {shown}")

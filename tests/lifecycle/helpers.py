@@ -1,0 +1,62 @@
+"""Helpers shared by the lifecycle tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from sandbox.kube.apply import get
+
+SYSTEM_NS = "regsandbox-system"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:5]}"
+
+
+def sandbox_body(name: str, tenant: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": {"name": name, "namespace": f"tenant-{tenant}"},
+        "spec": {
+            "purpose": "fraud-detection",
+            "region": "onprem:lu-national-1",
+            "lifetime": {"ttl": "7d"},
+            "resources": {"cpu": "2", "memory": "4Gi", "storage": "10Gi"},
+            **spec,
+        },
+    }
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def wait_namespace(api: client.ApiClient, name: str) -> Callable[[], bool]:
+    return lambda: get(api, "Namespace", name) is not None
+
+
+def ready_sandbox(
+    api: client.ApiClient, operator: Any, tenant: str, **spec: Any
+) -> tuple[str, str]:
+    """Apply a compliant Sandbox for ``tenant`` and wait until Ready; (name, namespace)."""
+    from sandbox.kube.apply import apply
+
+    home = f"tenant-{tenant}"
+    operator.wait_until(lambda: get(api, "Namespace", home), 30, f"namespace {home}")
+    name = unique("sbx")
+    apply(api, sandbox_body(name, tenant, **spec))
+
+    def ready() -> bool:
+        cond = condition(get(api, "Sandbox", name, home), "Ready")
+        return bool(cond and cond["status"] == "True")
+
+    operator.wait_until(ready, 60, f"sandbox {name} to be Ready")
+    return name, f"sbx-{tenant}-{name}"

@@ -1,0 +1,165 @@
+"""Tenants cannot see each other, and members cannot loosen their own sandbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from sandbox.devenv.operator_process import OperatorProcess
+
+from .helpers import ready_sandbox, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _status(call: Callable[[], Any]) -> int:
+    try:
+        call()
+    except ApiException as exc:
+        return int(exc.status)
+    return 200
+
+
+def _eventually_status(call: Callable[[], Any], expected: int, timeout: float = 10.0) -> int:
+    """RBAC bindings reach the authorizer's cache within moments; poll briefly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _status(call)
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def two_tenants(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    user_api: Callable[..., client.ApiClient],
+) -> dict[str, Any]:
+    from sandbox.kube.apply import apply
+
+    out: dict[str, Any] = {}
+    for label in ("a", "b"):
+        tenant = unique(f"iso{label}")
+        member = unique(f"user{label}")
+        apply(
+            admin_api,
+            {
+                "apiVersion": "regsandbox.io/v1alpha1",
+                "kind": "Tenant",
+                "metadata": {"name": tenant},
+                "spec": {
+                    "organisation": tenant,
+                    "sector": "finance",
+                    "jurisdiction": "LU",
+                    "members": [{"user": member, "role": "member"}],
+                    "attestations": {"supervisoryAuthority": "CSSF"},
+                    "quota": {"cpu": "2", "memory": "4Gi"},
+                },
+            },
+        )
+        name, ns = ready_sandbox(admin_api, operator, tenant)
+        out[label] = {
+            "tenant": tenant,
+            "home": f"tenant-{tenant}",
+            "sandbox": name,
+            "ns": ns,
+            "api": user_api(member),
+        }
+    return out
+
+
+def test_member_of_a_is_forbidden_everything_of_b(two_tenants: dict[str, Any]) -> None:
+    a, b = two_tenants["a"], two_tenants["b"]
+    core = client.CoreV1Api(a["api"])
+    for ns in (b["home"], b["ns"]):
+        for reader in (
+            core.list_namespaced_pod,
+            core.list_namespaced_secret,
+            core.list_namespaced_config_map,
+            core.list_namespaced_persistent_volume_claim,
+        ):
+            assert _status(lambda r=reader, n=ns: r(n)) == 403, (reader.__name__, ns)
+    assert _status(core.list_namespace) == 403
+    custom = client.CustomObjectsApi(a["api"])
+    assert (
+        _status(
+            lambda: custom.list_namespaced_custom_object(
+                "regsandbox.io", "v1alpha1", b["home"], "sandboxes"
+            )
+        )
+        == 403
+    )
+    # The same member does reach its own tenant (the test can tell the difference).
+    assert (
+        _eventually_status(
+            lambda: custom.list_namespaced_custom_object(
+                "regsandbox.io", "v1alpha1", a["home"], "sandboxes"
+            ),
+            200,
+        )
+        == 200
+    )
+
+
+def _pod(name: str, **container: Any) -> dict[str, Any]:
+    sec = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "c",
+                "image": "registry.example/train:1",
+                "securityContext": sec,
+                "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}},
+                **container,
+            }
+        ]
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_member_runs_workloads_but_cannot_loosen_isolation(two_tenants: dict[str, Any]) -> None:
+    a = two_tenants["a"]
+    ns = a["ns"]
+    core = client.CoreV1Api(a["api"])
+    net = client.NetworkingV1Api(a["api"])
+    rbac = client.RbacAuthorizationV1Api(a["api"])
+    assert _eventually_status(lambda: core.create_namespaced_pod(ns, _pod("ok")), 200) == 200
+    privileged = _pod("priv", securityContext={"privileged": True})
+    assert _status(lambda: core.create_namespaced_pod(ns, privileged)) == 403
+    host_path = _pod("hp")
+    host_path["spec"]["volumes"] = [{"name": "h", "hostPath": {"path": "/etc"}}]
+    assert _status(lambda: core.create_namespaced_pod(ns, host_path)) == 403
+    greedy = _pod("greedy", resources={"limits": {"cpu": "8", "memory": "512Mi"}})
+    assert _status(lambda: core.create_namespaced_pod(ns, greedy)) == 403
+
+    patch = {"metadata": {"labels": {"x": "y"}}}
+    assert _status(lambda: net.patch_namespaced_network_policy("default-deny", ns, patch)) == 403
+    assert _status(lambda: net.delete_namespaced_network_policy("default-deny", ns)) == 403
+    assert _status(lambda: core.patch_namespaced_resource_quota("sandbox", ns, patch)) == 403
+    assert _status(lambda: rbac.delete_namespaced_role_binding("regsandbox-workloads", ns)) == 403
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "sneaky"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "admin",
+        },
+        "subjects": [{"kind": "User", "name": "x", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    assert _status(lambda: rbac.create_namespaced_role_binding(ns, binding)) == 403
+    relabel = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    assert _status(lambda: core.patch_namespace(ns, relabel)) == 403
+    assert _status(lambda: core.read_namespaced_secret("regsandbox-volume-key", ns)) == 403

@@ -1,0 +1,253 @@
+"""``sandboxctl policy check`` on the examples, and ``sandboxctl policy test``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sandbox.cli.output import EXIT_ERROR, EXIT_OK, EXIT_VERIFY_FAILED
+from sandbox.cli.policy import app
+
+from .conftest import EXAMPLES, POLICY_DIR
+
+runner = CliRunner()
+
+FINANCE = ["finance/tenant.yaml", "finance/datasets.yaml"]
+HEALTH = ["health/tenant.yaml", "health/datasets.yaml"]
+PUBLIC = ["public/tenant.yaml", "public/datasets.yaml"]
+
+# (files, extra flags, exit code, exact violation codes)
+CASES = [
+    (
+        [*FINANCE, "finance/sandbox-fraud-model.yaml"],
+        [],
+        EXIT_OK,
+        [],
+    ),
+    (
+        [*FINANCE, "finance/sandbox-violating.yaml"],
+        [],
+        EXIT_VERIFY_FAILED,
+        [
+            "DATASET_NOT_REGISTERED",
+            "DATASET_PURPOSE_NOT_ALLOWED",
+            "FINANCE_EGRESS_OUTSIDE_EEA",
+            "RESIDENCY_DATASET_OUTSIDE_AREA",
+            "RESIDENCY_DATASET_OUTSIDE_EEA",
+        ],
+    ),
+    (
+        [
+            "finance/tenant-unattested.yaml",
+            "finance/datasets.yaml",
+            "finance/sandbox-fraud-model.yaml",
+        ],
+        [],
+        EXIT_VERIFY_FAILED,
+        ["FINANCE_SUPERVISOR_ATTESTATION_MISSING"],
+    ),
+    (
+        [*FINANCE, "finance/sandbox-fraud-model.yaml"],
+        ["--cluster-region", "aws:us-east-1", "--audit-retention-days", "365"],
+        EXIT_VERIFY_FAILED,
+        [
+            "FINANCE_AUDIT_RETENTION_TOO_SHORT",
+            "RESIDENCY_CLUSTER_OUTSIDE_AREA",
+            "RESIDENCY_KEY_OUTSIDE_AREA",
+            "RESIDENCY_PROCESSING_OUTSIDE_EEA",
+            "RESIDENCY_SANDBOX_REGION_MISMATCH",
+        ],
+    ),
+    (
+        [*HEALTH, "health/sandbox-sepsis-model.yaml"],
+        [],
+        EXIT_OK,
+        [],
+    ),
+    (
+        [*HEALTH, "health/sandbox-violating.yaml"],
+        [],
+        EXIT_VERIFY_FAILED,
+        ["HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX", "HEALTH_PERMIT_PURPOSE_NOT_COVERED"],
+    ),
+    (
+        [
+            "health/tenant-no-permit.yaml",
+            "health/datasets.yaml",
+            "health/sandbox-sepsis-model.yaml",
+        ],
+        [],
+        EXIT_VERIFY_FAILED,
+        ["HEALTH_DATA_NOT_PSEUDONYMISED"],
+    ),
+    (
+        [*HEALTH, "health/sandbox-sepsis-model.yaml", "health/export-model.yaml"],
+        [],
+        EXIT_OK,
+        [],
+    ),
+    (
+        [*HEALTH, "health/sandbox-sepsis-model.yaml", "health/export-violating.yaml"],
+        [],
+        EXIT_VERIFY_FAILED,
+        [
+            "EXPORT_INSUFFICIENT_REVIEWS",
+            "EXPORT_SELF_REVIEW",
+            "HEALTH_EXPORT_ARTIFACT_NOT_ALLOWED",
+            "RESIDENCY_EXPORT_OUTSIDE_EEA",
+        ],
+    ),
+    (
+        [*PUBLIC, "public/sandbox-claim-triage.yaml"],
+        [],
+        EXIT_OK,
+        [],
+    ),
+    (
+        [*PUBLIC, "public/sandbox-violating.yaml"],
+        [],
+        EXIT_VERIFY_FAILED,
+        [
+            "PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING",
+            "PUBLIC_DATA_NOT_DELETED_AT_END",
+            "PUBLIC_INTEREST_AREA_MISSING",
+            "PUBLIC_LIFETIME_UNBOUNDED",
+            "RESIDENCY_CLUSTER_OUTSIDE_AREA",
+            "RESIDENCY_KEY_OUTSIDE_AREA",
+        ],
+    ),
+    (
+        ["public/tenant-no-dpia.yaml", "public/datasets.yaml", "public/sandbox-claim-triage.yaml"],
+        [],
+        EXIT_VERIFY_FAILED,
+        ["PUBLIC_DPIA_MISSING"],
+    ),
+]
+
+
+def _check(files: list[str], *flags: str) -> tuple[int, dict[str, object], str]:
+    args = ["check", "-o", "json", *flags]
+    for name in files:
+        args += ["-f", str(EXAMPLES / name)]
+    result = runner.invoke(app, args)
+    return result.exit_code, json.loads(result.stdout) if result.stdout else {}, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "flags", "exit_code", "codes"),
+    CASES,
+    ids=[f"{c[0][-1]}{'+' + c[1][1] if c[1] else ''}" for c in CASES],
+)
+def test_examples_give_exact_codes(
+    files: list[str], flags: list[str], exit_code: int, codes: list[str]
+) -> None:
+    code, decision, stderr = _check(files, *flags)
+    assert code == exit_code, stderr
+    assert sorted(v["code"] for v in decision["violations"]) == codes  # type: ignore[union-attr]
+    assert str(decision["policy_digest"]).startswith("sha256:")
+
+
+def test_every_example_is_exercised() -> None:
+    used = {name for files, *_ in CASES for name in files}
+    shipped = {p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.yaml")}
+    assert shipped == used
+
+
+def test_multi_document_file_is_accepted(tmp_path: Path) -> None:
+    bundle = tmp_path / "all.yaml"
+    bundle.write_text(
+        "\n---\n".join(
+            (EXAMPLES / name).read_text() for name in [*FINANCE, "finance/sandbox-fraud-model.yaml"]
+        )
+    )
+    code, decision, _ = _check([str(bundle)])
+    assert code == EXIT_OK
+    assert decision["allow"] is True
+
+
+def test_table_output_lists_violations() -> None:
+    args = ["check"]
+    for name in [*HEALTH, "health/sandbox-violating.yaml"]:
+        args += ["-f", str(EXAMPLES / name)]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == EXIT_VERIFY_FAILED
+    assert "HEALTH_PERMIT_PURPOSE_NOT_COVERED" in result.stdout
+    assert "denied (2 violation(s))" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("kind: [unclosed\n", "invalid YAML"),
+        ("apiVersion: regsandbox.io/v1alpha1\nkind: Widget\nmetadata: {name: w}\n", "unknown kind"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", "exactly one Tenant"),
+    ],
+)
+def test_bad_manifests_exit_1(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = runner.invoke(app, ["check", "-f", str(path), "--cluster-region", "x"])
+    assert result.exit_code == EXIT_ERROR
+    assert message in result.stderr
+
+
+def test_unknown_action_flag_exits_1() -> None:
+    result = runner.invoke(
+        app, ["check", "-f", str(EXAMPLES / FINANCE[0]), "--action", "sandbox.delete"]
+    )
+    assert result.exit_code == EXIT_ERROR
+
+
+def test_broken_policy_dir_exits_1_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "main.rego").write_text("package main\n\ndecision if {\n\t1 ==\n}\n")
+    args = ["check", "--policy-dir", str(tmp_path)]
+    for name in [*FINANCE, "finance/sandbox-fraud-model.yaml"]:
+        args += ["-f", str(EXAMPLES / name)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_ERROR
+    assert "main/main.rego:4" in result.stderr
+
+
+@pytest.mark.opa
+def test_check_with_the_opa_engine(opa_url: str) -> None:
+    code, decision, stderr = _check(
+        [*PUBLIC, "public/sandbox-violating.yaml"], "--engine", "opa", "--opa-url", opa_url
+    )
+    assert code == EXIT_VERIFY_FAILED, stderr
+    assert len(decision["violations"]) == 6  # type: ignore[arg-type]
+    assert "by the opa engine" in stderr
+
+
+def test_policy_test_runs_the_shipped_rego_tests() -> None:
+    result = runner.invoke(app, ["test", str(POLICY_DIR), "-o", "json"])
+    assert result.exit_code == EXIT_OK, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) >= 40
+    assert {r["result"] for r in rows} == {"PASS"}
+
+
+def test_policy_test_reports_failures_with_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "p.rego").write_text("package p\n\nanswer := 42\n")
+    (tmp_path / "p_test.rego").write_text(
+        "package p_test\n\nimport data.p\n\ntest_right if p.answer == 42\n\n"
+        "test_wrong if p.answer == 41\n\ntodo_test_later if false\n"
+    )
+    result = runner.invoke(app, ["test", str(tmp_path), "-o", "json"])
+    assert result.exit_code == EXIT_VERIFY_FAILED
+    outcomes = {r["test"]: r["result"] for r in json.loads(result.stdout)}
+    assert outcomes == {
+        "data.p_test.test_right": "PASS",
+        "data.p_test.test_wrong": "FAIL",
+        "data.p_test.todo_test_later": "SKIP",
+    }
+    assert "1/3 passed, 1 failed" in result.stderr
+
+
+def test_policy_test_filters_by_name() -> None:
+    result = runner.invoke(app, ["test", str(POLICY_DIR), "-r", "finance", "-o", "json"])
+    assert result.exit_code == EXIT_OK
+    assert all("finance" in r["test"] for r in json.loads(result.stdout))

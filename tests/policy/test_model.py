@@ -1,0 +1,82 @@
+"""The input model: names, durations, timestamps and lifetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from sandbox.policy import Decision, PolicyInput
+from sandbox.policy.model import Lifetime, parse_duration
+
+from .inputs import baseline
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("720h", timedelta(hours=720)),
+        ("90d", timedelta(days=90)),
+        ("1w2d3h4m5s", timedelta(weeks=1, days=2, hours=3, minutes=4, seconds=5)),
+    ],
+)
+def test_durations_parse(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "10", "h", "10x", "10h junk", "-5h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_ttl_resolves_to_expiry_and_seconds() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    lifetime = Lifetime(ttl="48h").resolved(now)
+    assert lifetime.seconds == 172800
+    assert lifetime.model_dump(mode="json", by_alias=True)["expiresAt"] == "2026-01-03T00:00:00Z"
+
+
+def test_expiry_is_normalised_to_utc_seconds() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    plus_two = timezone(timedelta(hours=2))
+    lifetime = Lifetime(expiresAt=datetime(2026, 1, 2, 2, 0, 0, 999, tzinfo=plus_two)).resolved(now)
+    assert lifetime.seconds == 86400
+    assert lifetime.model_dump(mode="json", by_alias=True)["expiresAt"] == "2026-01-02T00:00:00Z"
+
+
+def test_no_lifetime_is_unbounded() -> None:
+    assert Lifetime().resolved(datetime.now(UTC)).seconds is None
+
+
+def test_input_round_trips_in_camel_case_without_nulls() -> None:
+    document = baseline()
+    model = PolicyInput.model_validate(document)
+    rego = model.to_rego()
+    assert rego["tenant"]["attestations"] == {"supervisoryAuthority": "CSSF"}
+    assert rego["cluster"]["keys"]["perSandbox"] is True
+    assert rego["datasets"][0]["allowedPurposes"] == ["fraud"]
+    assert "export" not in rego
+
+
+def test_unknown_dataset_class_is_refused() -> None:
+    document = baseline()
+    document["datasets"][0]["personalData"] = "secret"
+    with pytest.raises(ValueError, match="personalData"):
+        PolicyInput.model_validate(document)
+
+
+def test_decision_sorts_and_forces_deny_on_violation() -> None:
+    decision = Decision.from_rego(
+        {
+            "allow": True,
+            "violations": [
+                {"code": "B", "msg": "m", "regulation": "r", "subject": "s"},
+                {"code": "A", "msg": "m", "regulation": "r", "subject": "s"},
+            ],
+            "obligations": [],
+        },
+        "sha256:x",
+    )
+    assert decision.allow is False
+    assert [v.code for v in decision.violations] == ["A", "B"]
