@@ -32,13 +32,14 @@ def api_client(settings: OperatorSettings) -> client.ApiClient:
     return client.ApiClient()
 
 
-def _engine(settings: OperatorSettings) -> PolicyEngine:
+def _engine(settings: OperatorSettings) -> tuple[PolicyEngine, PolicySet]:
+    """The engine, and the policy set it must hold (loaded on first use if it is down)."""
     policies = PolicySet.from_directory(settings.policy_dir)
     if settings.policy_engine == "opa":
         if not settings.opa_url:
             raise ConfigurationError("policy_engine=opa needs REGSANDBOX_OPA_URL")
-        return OpaEngine(settings.opa_url, policies)
-    return EmbeddedEngine(policies)
+        return OpaEngine(settings.opa_url), policies
+    return EmbeddedEngine(), policies
 
 
 def _audit(settings: OperatorSettings) -> AuditSink:
@@ -69,9 +70,11 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
 def build_platform(settings: OperatorSettings) -> Platform:
     """Connect to the API server, load policies, open the audit sink, set up keys."""
     api = api_client(settings)
-    return Platform(
+    engine, policies = _engine(settings)
+    platform = Platform(
         api=api,
-        engine=_engine(settings),
+        engine=engine,
+        policies=policies,
         audit=_audit(settings),
         keys=_keys(settings, api),
         storage=settings.storage_profile,
@@ -82,3 +85,5 @@ def build_platform(settings: OperatorSettings) -> Platform:
         actor=Actor(user=settings.actor),
         on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),
     )
+    platform.ensure_policies()
+    return platform

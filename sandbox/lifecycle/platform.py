@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from sandbox.keys.base import KeyProvider
 from sandbox.policy.engine import PolicyEngine
 from sandbox.policy.model import Decision as PolicyDecision
 from sandbox.policy.model import PolicyInput
+from sandbox.policy.policyset import PolicySet
 from sandbox.provision.sandbox_plan import IsolationSettings
 from sandbox.storage.profiles import StorageProfile
 
@@ -51,8 +53,28 @@ class Platform:
     on_decision: Callable[[str, float], None] | None = None
     """Called with the action and the seconds each decision took (metrics)."""
 
+    policies: PolicySet | None = None
+    """The policy set the engine should hold; loaded lazily when the engine was down."""
+    _next_load: float = 0.0
+
+    def ensure_policies(self) -> None:
+        """(Re)load :attr:`policies` into the engine if it does not hold them yet.
+
+        An engine that was unreachable at start-up is retried at most every 5 seconds;
+        until it takes the policies, every decision is a deny that says why.
+        """
+        if self.policies is None or self.engine.policy_digest == self.policies.digest:
+            return
+        now = time.monotonic()
+        if now < self._next_load:
+            return
+        self._next_load = now + 5.0
+        with contextlib.suppress(Exception):  # the engine records why; decide() reports it
+            self.engine.load(self.policies)
+
     def decide(self, policy_input: PolicyInput) -> PolicyDecision:
         """Ask the policy engine; the engine itself turns any failure into a deny."""
+        self.ensure_policies()
         started = time.perf_counter()
         decision = self.engine.decide(policy_input)
         if self.on_decision is not None:

@@ -126,3 +126,34 @@ def tenant_factory(admin_api: client.ApiClient) -> Iterator[Callable[..., str]]:
     yield make
     for name in made:
         delete(admin_api, "Tenant", name)
+
+
+@pytest.fixture
+def swap_operator(
+    operator: OperatorProcess,
+    operator_kubeconfig: Path,
+    audit_dir: tuple[Path, Path],
+    tmp_path: Path,
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Replace the session's operator by one with other settings for one test.
+
+    Two operators must never act on the same objects, so the session's one is stopped
+    first and restarted afterwards.
+    """
+    started: list[OperatorProcess] = []
+
+    def swap(**env: str) -> OperatorProcess:
+        operator.stop()
+        proc = OperatorProcess(
+            operator_kubeconfig,
+            operator_env(audit_dir, **env),
+            tmp_path / f"operator-{len(started)}.log",
+        ).start()
+        started.append(proc)
+        return proc
+
+    yield swap
+    for proc in started:
+        proc.stop()
+    if not operator.alive():
+        operator.start()

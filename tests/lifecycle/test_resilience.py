@@ -1,0 +1,242 @@
+"""Drift is corrected, lifetimes end, crashes converge, and failures fail closed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from sandbox.devenv.operator_process import OperatorProcess
+from sandbox.kube.apply import apply, delete, get, list_objects
+
+from .helpers import SYSTEM_NS, condition, ready_sandbox, sandbox_body, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _audit_has(
+    audit_actions: Callable[[], list[dict[str, Any]]], sandbox: str, action: str
+) -> Callable[[], list[dict[str, Any]]]:
+    def check() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in audit_actions()
+            if e["action"] == action and e["resource"].get("sandbox") == sandbox
+        ]
+
+    return check
+
+
+def test_hand_edits_are_reverted_and_audited(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tenant = tenant_factory(members=[{"user": "dora", "role": "member"}])
+    name, ns = ready_sandbox(admin_api, operator, tenant)
+    delete(admin_api, "NetworkPolicy", "default-deny", ns)
+    quota = get(admin_api, "ResourceQuota", "sandbox", ns)
+    assert quota is not None
+    client.CoreV1Api(admin_api).patch_namespaced_resource_quota(
+        "sandbox", ns, {"spec": {"hard": {"limits.cpu": "64"}}}
+    )
+    apply(
+        admin_api,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-everything", "namespace": ns},
+            "spec": {"podSelector": {}, "egress": [{}], "policyTypes": ["Egress"]},
+        },
+    )
+
+    def healed() -> bool:
+        q = get(admin_api, "ResourceQuota", "sandbox", ns) or {}
+        names = {p["metadata"]["name"] for p in list_objects(admin_api, "NetworkPolicy", ns)}
+        return (
+            "default-deny" in names
+            and "allow-everything" not in names
+            and q.get("spec", {}).get("hard", {}).get("limits.cpu") == "2"
+        )
+
+    operator.wait_until(healed, 30, "the drift to be corrected")
+    entries = operator.wait_until(
+        _audit_has(audit_actions, name, "sandbox.drift.corrected"), 15, "the drift audit entry"
+    )
+    corrections = " ".join(c for e in entries for c in e["details"]["corrections"])
+    assert "NetworkPolicy/default-deny recreated" in corrections
+    assert "NetworkPolicy/allow-everything removed" in corrections
+
+
+def test_expiry_destroys_namespace_and_key(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tenant = tenant_factory()
+    home = f"tenant-{tenant}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    name = unique("brief")
+    apply(admin_api, sandbox_body(name, tenant, lifetime={"ttl": "6s"}))
+    ns = f"sbx-{tenant}-{name}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", ns), 30, "provisioning")
+
+    def expired() -> dict[str, Any] | None:
+        obj = get(admin_api, "Sandbox", name, home)
+        cond = condition(obj, "Ready")
+        return obj if cond and cond["reason"] == "Expired" else None
+
+    operator.wait_until(expired, 60, "the sandbox to expire")
+    assert get(admin_api, "Namespace", ns) is None
+    assert get(admin_api, "StorageClass", f"regsandbox-{ns}") is None
+    keys = list_objects(admin_api, "Secret", SYSTEM_NS, "regsandbox.io/key=wrapped-data-key")
+    assert not any(k["metadata"]["annotations"]["regsandbox.io/sandbox-id"] == ns for k in keys)
+    operator.wait_until(_audit_has(audit_actions, name, "key.destroyed"), 10, "key.destroyed")
+    operator.wait_until(_audit_has(audit_actions, name, "sandbox.expired"), 10, "sandbox.expired")
+    delete(admin_api, "Sandbox", name, home)
+    operator.wait_until(lambda: get(admin_api, "Sandbox", name, home) is None, 30, "deletion")
+
+
+def test_sigkill_mid_provisioning_converges_without_duplicates(
+    admin_api: client.ApiClient, operator: OperatorProcess, tenant_factory: Callable[..., str]
+) -> None:
+    tenant = tenant_factory(members=[{"user": "eve", "role": "owner"}])
+    home = f"tenant-{tenant}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    name = unique("crash")
+    ns = f"sbx-{tenant}-{name}"
+    apply(admin_api, sandbox_body(name, tenant))
+    operator.wait_until(lambda: get(admin_api, "Namespace", ns), 30, "provisioning to start")
+    operator.kill()
+    operator.start()
+
+    def ready() -> bool:
+        cond = condition(get(admin_api, "Sandbox", name, home), "Ready")
+        return bool(cond and cond["status"] == "True")
+
+    operator.wait_until(ready, 60, "convergence after the crash")
+    keys = [
+        k
+        for k in list_objects(admin_api, "Secret", SYSTEM_NS, "regsandbox.io/key=wrapped-data-key")
+        if k["metadata"]["annotations"]["regsandbox.io/sandbox-id"] == ns
+    ]
+    assert len(keys) == 1
+    classes = list_objects(admin_api, "StorageClass", None, f"regsandbox.io/sandbox={ns}")
+    assert len(classes) == 1
+    policies = sorted(p["metadata"]["name"] for p in list_objects(admin_api, "NetworkPolicy", ns))
+    assert policies == ["allow-dataset-gateway", "allow-dns", "default-deny"]
+    assert [b["metadata"]["name"] for b in list_objects(admin_api, "RoleBinding", ns)] == [
+        "regsandbox-workloads"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tenant_spec", "sandbox_spec", "reason", "hint"),
+    [
+        (
+            {"quota": {"maxLifetime": "30d"}},
+            {"lifetime": {"ttl": "60d"}},
+            "LifetimeExceedsTenantMaximum",
+            "shorten spec.lifetime",
+        ),
+        ({}, {"region": "mars:olympus-1"}, "PolicyDenied", "RESIDENCY_SANDBOX_REGION_MISMATCH"),
+    ],
+)
+def test_bad_specs_end_in_a_condition_that_says_what_to_change(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    tenant_spec: dict[str, Any],
+    sandbox_spec: dict[str, Any],
+    reason: str,
+    hint: str,
+) -> None:
+    tenant = tenant_factory(**tenant_spec)
+    home = f"tenant-{tenant}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    name = unique("bad")
+    apply(admin_api, sandbox_body(name, tenant, **sandbox_spec))
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(get(admin_api, "Sandbox", name, home), "Ready")
+        return cond if cond and cond["reason"] == reason else None
+
+    cond = operator.wait_until(refused, 30, f"Ready=False/{reason}")
+    assert cond["status"] == "False"
+    assert hint in cond["message"]
+    assert get(admin_api, "Namespace", f"sbx-{tenant}-{name}") is None
+    delete(admin_api, "Sandbox", name, home)
+
+
+def test_sandbox_outside_a_tenant_home_is_refused(
+    admin_api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    ns = unique("stray")
+    apply(admin_api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    body = sandbox_body("lost", "x")
+    body["metadata"]["namespace"] = ns
+    apply(admin_api, body)
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(get(admin_api, "Sandbox", "lost", ns), "Ready")
+        return cond if cond and cond["reason"] == "TenantNotFound" else None
+
+    cond = operator.wait_until(refused, 30, "Ready=False/TenantNotFound")
+    assert "tenant-<tenant name>" in cond["message"]
+    delete(admin_api, "Sandbox", "lost", ns)
+    delete(admin_api, "Namespace", ns)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"REGSANDBOX_AUDIT_URL": "http://127.0.0.1:{port}"}, "AuditLogUnavailable"),
+        (
+            {"REGSANDBOX_POLICY_ENGINE": "opa", "REGSANDBOX_OPA_URL": "http://127.0.0.1:{port}"},
+            "PolicyEngineUnavailable",
+        ),
+    ],
+)
+def test_audit_log_or_policy_engine_down_provisions_nothing(
+    admin_api: client.ApiClient,
+    swap_operator: Callable[..., OperatorProcess],
+    tenant_factory: Callable[..., str],
+    env: dict[str, str],
+    reason: str,
+) -> None:
+    port = _closed_port()
+    proc = swap_operator(**{k: v.format(port=port) for k, v in env.items()})
+    tenant = tenant_factory()
+    home = f"tenant-{tenant}"
+    if reason == "AuditLogUnavailable":
+        # Tenant RBAC is a grant, so it waits for the audit log too: make the home by hand.
+        apply(admin_api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": home}})
+    proc.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    name = unique("closed")
+    apply(admin_api, sandbox_body(name, tenant))
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(get(admin_api, "Sandbox", name, home), "Ready")
+        return cond if cond and cond["reason"] == reason else None
+
+    cond = proc.wait_until(refused, 45, f"Ready=False/{reason}")
+    assert cond["status"] == "False"
+    time.sleep(1.0)
+    assert get(admin_api, "Namespace", f"sbx-{tenant}-{name}") is None
+    delete(admin_api, "Sandbox", name, home)
+    if reason == "AuditLogUnavailable":
+        # The finalizer cannot be released without logging the teardown: it waits.
+        time.sleep(2.0)
+        assert get(admin_api, "Sandbox", name, home) is not None
