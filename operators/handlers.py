@@ -123,11 +123,12 @@ def sandbox_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if ready is None or ready.get("reason") not in ("Expired", "ExpiredRetained"):
             _finish(expire_sandbox(platform, body), body, patch, "Sandbox", "expire")
         return
-    if not is_true(conditions, "Ready"):
-        return
     policy = (body.get("status") or {}).get("policy") or {}
-    if policy.get("digest") != platform.engine.policy_digest:
-        # The policy set changed since the last decision: decide again.
+    digest = platform.engine.policy_digest
+    if policy and digest and policy.get("digest") != digest:
+        # The policy set changed since the last decision: decide again (this may
+        # quarantine a running sandbox, or provision one that was denied before).
         _finish(provision_sandbox(platform, body), body, patch, "Sandbox", "reevaluate")
         return
-    _finish(correct_drift(platform, body), body, patch, "Sandbox", "drift")
+    if is_true(conditions, "Ready"):
+        _finish(correct_drift(platform, body), body, patch, "Sandbox", "drift")

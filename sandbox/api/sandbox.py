@@ -149,6 +149,10 @@ class DatasetGrant(WireModel):
     """True when policy granted it."""
     violations: list[str] = Field(default_factory=list)
     """Violation codes when denied."""
+    message: str = ""
+    """Why not, for a person."""
+    generation: int | None = None
+    """The Dataset's ``metadata.generation`` the decision was made on."""
 
 
 class SandboxStatus(WireModel):

@@ -25,10 +25,16 @@ from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError
 from sandbox.kube.apply import apply, delete, get, list_objects
 from sandbox.lifecycle.facts import provision_input
+from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
 from sandbox.policy.model import Decision
-from sandbox.provision.names import sandbox_id, sandbox_namespace, tenant_namespace
+from sandbox.provision.names import (
+    managed_labels,
+    sandbox_id,
+    sandbox_namespace,
+    tenant_namespace,
+)
 from sandbox.provision.sandbox_plan import (
     WORKLOAD_ROLE,
     effective_quota,
@@ -49,6 +55,8 @@ __all__ = [
     "expire_sandbox",
     "expires_at",
     "provision_sandbox",
+    "quarantine",
+    "refresh_grants",
     "teardown_sandbox",
 ]
 
@@ -247,18 +255,38 @@ def provision_sandbox(
         engine_down = any(v.code.startswith(_ENGINE_CODES) for v in decision.violations)
         reason = "PolicyEngineUnavailable" if engine_down else "PolicyDenied"
         message = "; ".join(f"{v.code}: {v.msg}" for v in decision.violations)
+        ns = sandbox_namespace(tenant, name)
+        # A sandbox that already runs and is now denied (a policy changed) is cut off.
+        # An unreachable engine is no verdict: a running sandbox is left as it is.
+        provisioned = not engine_down and get(platform.api, "Namespace", ns) is not None
+        if provisioned:
+            reason = "NonCompliant"
+            quarantine(platform, ns, tenant, name)
         conds = set_condition(conds, "PolicyCompliant", False, reason, message, generation=gen)
+        grants: list[dict[str, Any]] = []
+        if not engine_down:
+            grants = evaluate_grants(platform, tenant_obj, body, spec, end, now)
+            conds = grant_condition(conds, grants, gen)
         already_denied = (body.get("status") or {}).get("policy") == policy
         result = _fail(
             body, conds, reason, message, retry=15 if engine_down else None, policy=policy
         )
         result.status.update(base_status)
-        if not already_denied:
+        if grants:
+            # Shown for the person who fixes the spec; a sandbox that is not Ready
+            # reads nothing, whatever its grants say.
+            result.status["datasets"] = grants
+        if provisioned and not already_denied:
+            result.note("Warning", "Quarantined", f"all traffic of {ns} is cut: {message}")
+        if not already_denied and not engine_down:
             try:
                 platform.record(
-                    "sandbox.denied", resource, "denied", decision=_audit_decision(decision)
+                    "sandbox.quarantined" if provisioned else "sandbox.denied",
+                    resource,
+                    "denied",
+                    decision=_audit_decision(decision),
                 )
-            except _AUDIT_DOWN as exc:  # report and retry; nothing was provisioned
+            except _AUDIT_DOWN as exc:  # report and retry
                 return result.retry(15, f"the audit log is unavailable: {exc}")
         return result
 
@@ -287,11 +315,15 @@ def provision_sandbox(
         objects = desired_objects(platform, body, tenant, tenant_spec, spec)
         for obj in objects:
             apply(platform.api, obj)
+        delete(platform.api, "NetworkPolicy", "quarantine", ns)  # compliant again, if it was
     except (KeyProviderError, StorageProfileError) as exc:
         result = _fail(body, conds, "ProvisioningFailed", str(exc), retry=30, policy=policy)
         result.status.update(base_status)
         return result
 
+    grants = evaluate_grants(platform, tenant_obj, body, spec, end, now)
+    conds = grant_condition(conds, grants, gen)
+    previous_grants = list((body.get("status") or {}).get("datasets") or [])
     quota = effective_quota(spec, tenant_spec.quota)
     capped = (
         f"; quota capped by the tenant's ceilings for {', '.join(quota.capped)}"
@@ -324,10 +356,20 @@ def provision_sandbox(
             "keyId": key.key_id,
             "storageClass": storage_class_name(sid),
             "policy": policy,
+            "datasets": grants,
             "conditions": conds,
             "ready": "True",
         }
     )
+    # Grants become usable when this status is written: log them first.
+    changes = grant_events(platform, resource, previous_grants, grants, decision.policy_digest)
+    if changes:
+        try:
+            platform.record_many(changes)
+        except _AUDIT_DOWN as exc:
+            return _fail(
+                body, conds, "AuditLogUnavailable", f"grants not recorded: {exc}", retry=15
+            )
     if not was_ready:
         platform.record(
             "sandbox.provisioned",
@@ -338,6 +380,19 @@ def provision_sandbox(
         )
         result.note("Normal", "Provisioned", f"namespace {ns} provisioned with key {key.key_id}")
     return result
+
+
+def quarantine(platform: Platform, ns: str, tenant: str, name: str) -> None:
+    """Cut all traffic of a sandbox namespace: a deny-all policy and no allow policies.
+
+    NetworkPolicies add up, so a deny-all policy alone would not cut anything: every
+    policy that allows traffic is deleted beside it.
+    """
+    labels = managed_labels(tenant=tenant, sandbox=name)
+    apply(platform.api, quarantine_policy(ns, labels))
+    for live in list_objects(platform.api, "NetworkPolicy", ns):
+        if live["metadata"]["name"] != "quarantine":
+            delete(platform.api, "NetworkPolicy", live["metadata"]["name"], ns)
 
 
 def _revoke_access(platform: Platform, ns: str) -> None:
@@ -366,6 +421,9 @@ def teardown_sandbox(
     destruction = platform.keys.destroy(sid)
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     if ANNOTATION_KEY_AUDITED not in annotations:
+        granted = list((body.get("status") or {}).get("datasets") or [])
+        platform.record_many(revoke_all(platform, resource, granted, action))
+        result.status["datasets"] = []
         index = platform.record(
             "key.destroyed",
             resource,
@@ -395,11 +453,8 @@ def expire_sandbox(
     spec = SandboxSpec.model_validate(body.get("spec") or {})
     if spec.lifetime.on_expiry == "retain":
         if get(platform.api, "Namespace", ns) is not None:
-            labels = {"regsandbox.io/tenant": tenant, "regsandbox.io/sandbox": name}
-            apply(platform.api, quarantine_policy(ns, labels))
+            quarantine(platform, ns, tenant, name)
             _revoke_access(platform, ns)
-            for policy in ("allow-dns", "allow-dataset-gateway", "allow-egress-allowlist"):
-                delete(platform.api, "NetworkPolicy", policy, ns)
         result = StepResult()
         reason, message = "ExpiredRetained", "lifetime ended; access cut, data kept until deletion"
     else:
@@ -432,7 +487,7 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
     loaded = _load(platform, body)
     if isinstance(loaded, StepResult):
         return loaded
-    tenant, _, tenant_spec, spec = loaded
+    tenant, tenant_obj, tenant_spec, spec = loaded
     name, _, _ = _meta(body)
     ns = sandbox_namespace(tenant, name)
     desired = desired_objects(platform, body, tenant, tenant_spec, spec)
@@ -451,7 +506,7 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
             live_name = live["metadata"]["name"]
             if (kind, live_name) not in wanted and delete(platform.api, kind, live_name, ns):
                 corrected.append(f"{kind}/{live_name} removed")
-    result = StepResult()
+    result = refresh_grants(platform, body, tenant_obj, spec)
     if corrected:
         platform.record(
             "sandbox.drift.corrected",
@@ -460,4 +515,53 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
             details={"namespace": ns, "corrections": corrected},
         )
         result.note("Warning", "DriftCorrected", "; ".join(corrected))
+    return result
+
+
+def _datasets_changed(
+    platform: Platform, spec: SandboxSpec, recorded: list[dict[str, Any]]
+) -> bool:
+    by_name = {o.get("name"): o for o in recorded}
+    for request in spec.datasets:
+        live = get(platform.api, "Dataset", request.name)
+        seen = by_name.get(request.name)
+        live_generation = int(live["metadata"].get("generation") or 0) if live else None
+        if seen is None or seen.get("generation") != live_generation:
+            return True
+    return False
+
+
+def refresh_grants(
+    platform: Platform,
+    body: Mapping[str, Any],
+    tenant_obj: Mapping[str, Any],
+    spec: SandboxSpec,
+    now: dt.datetime | None = None,
+) -> StepResult:
+    """Decide the grants again when a requested Dataset changed or disappeared.
+
+    A grant that no longer holds is revoked: recorded in the audit log, then removed
+    from the status the gateway reads.
+    """
+    status = body.get("status") or {}
+    recorded = list(status.get("datasets") or [])
+    result = StepResult()
+    if not _datasets_changed(platform, spec, recorded):
+        return result
+    now = now or dt.datetime.now(dt.UTC)
+    _, _, gen = _meta(body)
+    tenant = str(tenant_obj["metadata"]["name"])
+    grants = evaluate_grants(platform, tenant_obj, body, spec, expires_at(body, spec), now)
+    changes = grant_events(
+        platform, _resource(body, tenant), recorded, grants, platform.engine.policy_digest
+    )
+    if changes:
+        platform.record_many(changes)
+        revoked = [e.details["dataset"] for e in changes if e.action == "dataset.revoked"]
+        if revoked:
+            result.note(
+                "Warning", "GrantRevoked", f"access revoked to {', '.join(map(str, revoked))}"
+            )
+    result.status["datasets"] = grants
+    result.status["conditions"] = grant_condition(_conditions(body), grants, gen)
     return result

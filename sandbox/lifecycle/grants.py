@@ -1,0 +1,170 @@
+"""Dataset grants: one ``dataset.grant`` decision per requested dataset.
+
+The outcome goes to ``status.datasets`` (granted, or denied with violation codes) and
+the ``DatasetsGranted`` condition; the dataset gateway reads exactly that. Every change
+of a grant — granted, denied, revoked — is recorded in the audit log before the
+status that the gateway trusts is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from audit.entry import Decision as AuditDecision
+from audit.entry import Event, Resource
+from sandbox.api.conditions import set_condition
+from sandbox.api.sandbox import SandboxSpec
+from sandbox.errors import SandboxError
+from sandbox.kube.apply import get
+from sandbox.lifecycle.facts import provision_input
+from sandbox.lifecycle.platform import Platform
+from sandbox.policy.model import Decision
+
+__all__ = [
+    "CODE_NOT_REGISTERED",
+    "evaluate_grants",
+    "grant_condition",
+    "grant_events",
+    "revoke_all",
+]
+
+CODE_NOT_REGISTERED = "DATASET_NOT_REGISTERED"
+"""A requested dataset has no Dataset object."""
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def evaluate_grants(
+    platform: Platform,
+    tenant: Mapping[str, Any],
+    body: Mapping[str, Any],
+    spec: SandboxSpec,
+    end: dt.datetime,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The grant outcome of every dataset the sandbox asks for, in request order."""
+    outcomes: list[dict[str, Any]] = []
+    for request in spec.datasets:
+        dataset = get(platform.api, "Dataset", request.name)
+        if dataset is None:
+            outcomes.append(
+                {
+                    "name": request.name,
+                    "granted": False,
+                    "violations": [CODE_NOT_REGISTERED],
+                    "message": f"no Dataset named {request.name!r} is registered",
+                }
+            )
+            continue
+        claimed = {
+            **dict(body),
+            "spec": {
+                **dict(body["spec"]),
+                "lifetime": {"expiresAt": _rfc3339(end)},
+                "datasets": [request.wire()],
+            },
+        }
+        try:
+            policy_input = provision_input(
+                platform, tenant, claimed, [dataset], action="dataset.grant", now=now
+            )
+        except (SandboxError, ValueError) as exc:
+            decision = Decision.deny("POLICY_INPUT_INVALID", f"the policy input is invalid: {exc}")
+        else:
+            decision = platform.decide(policy_input)
+        outcomes.append(
+            {
+                "name": request.name,
+                "granted": decision.allow,
+                "violations": [v.code for v in decision.violations],
+                "message": "; ".join(f"{v.code}: {v.msg}" for v in decision.violations),
+                "generation": int(dataset["metadata"].get("generation") or 0),
+            }
+        )
+    return outcomes
+
+
+def grant_condition(
+    conds: list[dict[str, Any]], outcomes: list[dict[str, Any]], generation: int
+) -> list[dict[str, Any]]:
+    """``DatasetsGranted``: True when every requested dataset is granted."""
+    denied = [o for o in outcomes if not o["granted"]]
+    if not denied:
+        message = f"{len(outcomes)} dataset(s) granted" if outcomes else "no datasets requested"
+        return set_condition(
+            conds, "DatasetsGranted", True, "AllGranted", message, generation=generation
+        )
+    message = "; ".join(f"{o['name']}: {o['message']}" for o in denied)
+    return set_condition(
+        conds, "DatasetsGranted", False, "GrantDenied", message, generation=generation
+    )
+
+
+def grant_events(
+    platform: Platform,
+    resource: Resource,
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    policy_digest: str,
+) -> list[Event]:
+    """Audit events for every grant that changed between two ``status.datasets`` lists."""
+    previous = {o["name"]: o for o in before}
+    events = []
+    for outcome in after:
+        old = previous.pop(outcome["name"], None)
+        if old is not None and old.get("granted") == outcome["granted"]:
+            continue
+        result: Literal["success", "denied"] = "success"
+        if outcome["granted"]:
+            action = "dataset.granted"
+        elif old is not None and old.get("granted"):
+            action = "dataset.revoked"
+        else:
+            action, result = "dataset.denied", "denied"
+        events.append(
+            Event(
+                actor=platform.actor,
+                action=action,
+                resource=resource,
+                outcome=result,
+                decision=AuditDecision(
+                    allow=outcome["granted"],
+                    policy_digest=policy_digest or None,
+                    codes=tuple(outcome["violations"]),
+                ),
+                details={"dataset": outcome["name"]},
+            )
+        )
+    for name, old in previous.items():  # no longer requested
+        if old.get("granted"):
+            events.append(
+                Event(
+                    actor=platform.actor,
+                    action="dataset.revoked",
+                    resource=resource,
+                    outcome="success",
+                    details={"dataset": name, "why": "no longer requested"},
+                )
+            )
+    return events
+
+
+def revoke_all(
+    platform: Platform, resource: Resource, before: list[dict[str, Any]], why: str
+) -> list[Event]:
+    """Audit events revoking every granted dataset (the sandbox ends)."""
+    return [
+        Event(
+            actor=platform.actor,
+            action="dataset.revoked",
+            resource=resource,
+            outcome="success",
+            details={"dataset": o["name"], "why": why},
+        )
+        for o in before
+        if o.get("granted")
+    ]
