@@ -46,6 +46,8 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 120
     settings.networking.request_timeout = 30
+    # Handlers are synchronous and mostly wait on the API server: run many at once.
+    settings.execution.max_workers = _SETTINGS.workers
     if _SETTINGS.kubeconfig:
         # kopf's own client reads the same kubeconfig as ours.
         os.environ["KUBECONFIG"] = str(_SETTINGS.kubeconfig)

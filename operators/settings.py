@@ -63,6 +63,8 @@ class OperatorSettings(BaseSettings):
     """Namespace of the dataset gateway (sandboxes may reach it)."""
     resync_seconds: float = Field(default=30.0, gt=0)
     """How often each sandbox is checked for drift and expiry."""
+    workers: int = Field(default=16, ge=1, le=128)
+    """Handlers run at once (threads); API calls dominate, so more than the cores."""
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """Prometheus metrics port on 127.0.0.1 (0 disables)."""
     metrics_host: str = "127.0.0.1"

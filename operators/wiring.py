@@ -27,9 +27,13 @@ __all__ = ["api_client", "build_platform"]
 def api_client(settings: OperatorSettings) -> client.ApiClient:
     """The operator's own API client: kubeconfig if set, else in-cluster."""
     if settings.kubeconfig:
-        return config.new_client_from_config(config_file=str(settings.kubeconfig))
-    config.load_incluster_config()
-    return client.ApiClient()
+        api = config.new_client_from_config(config_file=str(settings.kubeconfig))
+    else:
+        config.load_incluster_config()
+        api = client.ApiClient()
+    # One pooled connection per handler thread, so threads do not queue for sockets.
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = settings.workers
+    return api
 
 
 def _engine(settings: OperatorSettings) -> tuple[PolicyEngine, PolicySet]:

@@ -22,7 +22,7 @@ from sandbox.api.meta import parse_duration
 from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
-from sandbox.keys.base import KeyProviderError
+from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import apply, delete, get, list_objects
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
@@ -180,7 +180,7 @@ def desired_objects(
     tenant: str,
     tenant_spec: TenantSpec,
     spec: SandboxSpec,
-    key_id: str | None = None,
+    key: KeyRef | None = None,
 ) -> list[dict[str, Any]]:
     """Every object of an allowed sandbox, in apply order (the key must exist)."""
     name, _, _ = _meta(body)
@@ -190,7 +190,7 @@ def desired_objects(
     objects = isolation_objects(
         name, tenant, tenant_spec, spec, quota, spec.egress, platform.isolation
     )
-    key = platform.keys.get(sid)
+    key = key or platform.keys.get(sid)
     if key is None:
         raise KeyProviderError(f"sandbox {sid!r} has no key")
     data_key = None
@@ -312,7 +312,7 @@ def provision_sandbox(
             spec.region.split(":", 1)[-1],
             {"regsandbox.io/tenant": tenant, "regsandbox.io/sandbox": name},
         )
-        objects = desired_objects(platform, body, tenant, tenant_spec, spec)
+        objects = desired_objects(platform, body, tenant, tenant_spec, spec, key)
         for obj in objects:
             apply(platform.api, obj)
         delete(platform.api, "NetworkPolicy", "quarantine", ns)  # compliant again, if it was

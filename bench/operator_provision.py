@@ -1,0 +1,179 @@
+"""Benchmark the operator on the real local control plane.
+
+    .venv/bin/python bench/operator_provision.py [--single 20] [--batch 200]
+
+1. one Sandbox from apply to Ready, ``--single`` times in a row: p50 and p99;
+2. ``--batch`` Sandboxes applied at once with ``kubectl apply --server-side``: the time
+   until all are Ready divided by the time kubectl needed to apply them (same run);
+3. the operator's peak RSS (VmHWM) after the batch.
+
+The operator runs as a separate process under the chart's RBAC with the embedded
+policy engine and a local audit log, exactly as in the integration tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audit.log import AuditLog
+from audit.signing import generate_key_file
+from sandbox.devenv.controlplane import ControlPlane
+from sandbox.devenv.operator_process import (
+    OperatorProcess,
+    install_operator_rbac,
+    service_account_kubeconfig,
+)
+from sandbox.devenv.processes import free_port
+from sandbox.devenv.toolchain import tool_path
+from sandbox.kube.apply import apply, get, list_objects
+from sandbox.testing import api_client, install_crds
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sandbox(name: str, tenant: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": {"name": name, "namespace": f"tenant-{tenant}"},
+        "spec": {
+            "purpose": "fraud-detection",
+            "region": "onprem:lu-national-1",
+            "lifetime": {"ttl": "7d"},
+            "resources": {"cpu": "2", "memory": "4Gi", "storage": "10Gi"},
+        },
+    }
+
+
+def _ready(obj: dict[str, Any] | None) -> bool:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    """Run the three measurements and print Markdown rows."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--single", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        plane = ControlPlane(tmp / "cp")
+        plane.up()
+        proc: OperatorProcess | None = None
+        try:
+            admin = api_client(plane.admin_kubeconfig)
+            install_crds(admin, REPO / "charts/regsandbox/crds")
+            install_operator_rbac(admin, "regsandbox-system")
+            kubeconfig = service_account_kubeconfig(
+                admin, "regsandbox-system", tmp / "sa.kubeconfig"
+            )
+            signer = generate_key_file(tmp / "audit.key", "bench.regsandbox/audit")
+            AuditLog.create(tmp / "audit", "bench.regsandbox/audit", signer).close()
+            env = {
+                "REGSANDBOX_CLUSTER_REGION": "onprem:lu-national-1",
+                "REGSANDBOX_CLUSTER_JURISDICTION": "LU",
+                "REGSANDBOX_AUDIT_LOG_DIR": str(tmp / "audit"),
+                "REGSANDBOX_AUDIT_SIGNING_KEY": str(tmp / "audit.key"),
+                "REGSANDBOX_METRICS_PORT": str(free_port()),
+                "REGSANDBOX_LOG_LEVEL": "WARNING",
+            }
+            proc = OperatorProcess(kubeconfig, env, tmp / "operator.log").start()
+            tenant = "benchbank"
+            apply(
+                admin,
+                {
+                    "apiVersion": "regsandbox.io/v1alpha1",
+                    "kind": "Tenant",
+                    "metadata": {"name": tenant},
+                    "spec": {
+                        "organisation": "Bench Bank",
+                        "sector": "finance",
+                        "jurisdiction": "LU",
+                        "members": [{"user": "bench", "role": "member"}],
+                        "attestations": {"supervisoryAuthority": "CSSF"},
+                    },
+                },
+            )
+            proc.wait_until(lambda: get(admin, "Namespace", f"tenant-{tenant}"), 60, "tenant")
+
+            single: list[float] = []
+            for i in range(args.single):
+                body = _sandbox(f"single-{i}", tenant)
+                started = time.monotonic()
+                apply(admin, body)
+                proc.wait_until(
+                    lambda b=body: _ready(
+                        get(admin, "Sandbox", b["metadata"]["name"], f"tenant-{tenant}")
+                    ),
+                    60,
+                    "single sandbox",
+                )
+                single.append(time.monotonic() - started)
+            p50, p99 = statistics.median(single), _percentile(single, 0.99)
+            print(
+                f"| one Sandbox apply → Ready ({args.single} runs) "
+                f"| p50 {p50:.2f} s, p99 {p99:.2f} s |"
+            )
+
+            manifest = tmp / "batch.yaml"
+            manifest.write_text(
+                yaml.safe_dump_all([_sandbox(f"batch-{i}", tenant) for i in range(args.batch)])
+            )
+            kubectl = [str(tool_path("kubectl")), "--kubeconfig", str(plane.admin_kubeconfig)]
+            started = time.monotonic()
+            subprocess.run(
+                [*kubectl, "apply", "--server-side", "-f", str(manifest)],
+                check=True,
+                capture_output=True,
+            )
+            applied = time.monotonic() - started
+
+            def all_ready() -> bool:
+                items = list_objects(admin, "Sandbox", f"tenant-{tenant}")
+                return (
+                    sum(
+                        1 for o in items if o["metadata"]["name"].startswith("batch-") and _ready(o)
+                    )
+                    == args.batch
+                )
+
+            proc.wait_until(all_ready, 600, "the batch")
+            ready = time.monotonic() - started
+            print(
+                f"| {args.batch} Sandboxes: all Ready / kubectl apply --server-side | "
+                f"{ready:.1f} s / {applied:.1f} s = {ready / applied:.2f} |"
+            )
+            assert proc.proc is not None
+            rss = _rss_mb(proc.proc.pid)
+            print(f"| operator peak RSS with {args.batch + args.single} sandboxes | {rss:.0f} MB |")
+        finally:
+            if proc is not None:
+                proc.stop()
+            plane.down()
+
+
+if __name__ == "__main__":
+    main()
