@@ -29,6 +29,7 @@ from sandbox.lifecycle import (
     reconcile_tenant,
     teardown_sandbox,
 )
+from sandbox.lifecycle.policies import reconcile_sandbox_policy, remove_sandbox_policy
 
 __all__: list[str] = []
 
@@ -134,3 +135,21 @@ def sandbox_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         return
     if is_true(conditions, "Ready"):
         _finish(correct_drift(platform, body), body, patch, "Sandbox", "drift")
+
+
+# -- SandboxPolicy ------------------------------------------------------------------
+
+
+@kopf.on.create(API_GROUP, API_VERSION, "sandboxpolicies")
+@kopf.on.update(API_GROUP, API_VERSION, "sandboxpolicies", field="spec")
+@kopf.on.resume(API_GROUP, API_VERSION, "sandboxpolicies")
+def sandbox_policy_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Load the custom policy, or keep the previous set and say why."""
+    result = reconcile_sandbox_policy(runtime.platform(), body)
+    _finish(result, body, patch, "SandboxPolicy", "load")
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, "sandboxpolicies")
+def sandbox_policy_delete(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Drop the custom policy from the active set."""
+    _finish(remove_sandbox_policy(runtime.platform(), body), body, patch, "SandboxPolicy", "remove")

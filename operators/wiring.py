@@ -79,6 +79,7 @@ def build_platform(settings: OperatorSettings) -> Platform:
         api=api,
         engine=engine,
         policies=policies,
+        base_policies=policies,
         audit=_audit(settings),
         keys=_keys(settings, api),
         storage=settings.storage_profile,

@@ -138,6 +138,8 @@ class PolicyOutcome(WireModel):
     """Digest of the policy set that decided."""
     violations: list[Violation] = Field(default_factory=list)
     """Why not, if denied."""
+    warnings: list[Violation] = Field(default_factory=list)
+    """Findings of SandboxPolicies in ``warn`` or ``dryrun`` mode."""
 
 
 class DatasetGrant(WireModel):

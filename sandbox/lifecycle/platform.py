@@ -55,6 +55,8 @@ class Platform:
 
     policies: PolicySet | None = None
     """The policy set the engine should hold; loaded lazily when the engine was down."""
+    base_policies: PolicySet | None = None
+    """The built-in policies, to which SandboxPolicies are added."""
     _next_load: float = 0.0
 
     def ensure_policies(self) -> None:

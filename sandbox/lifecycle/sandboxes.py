@@ -163,6 +163,10 @@ def _policy_status(decision: Decision) -> dict[str, Any]:
             {"code": v.code, "msg": v.msg, "regulation": v.regulation, "subject": v.subject}
             for v in decision.violations
         ],
+        "warnings": [
+            {"code": w.code, "msg": w.msg, "regulation": w.regulation, "subject": w.subject}
+            for w in decision.warnings
+        ],
     }
 
 
@@ -290,7 +294,15 @@ def provision_sandbox(
                 return result.retry(15, f"the audit log is unavailable: {exc}")
         return result
 
-    conds = set_condition(conds, "PolicyCompliant", True, "PolicyAllowed", "", generation=gen)
+    warned = [w for w in decision.warnings if w.enforcement == "warn"]
+    if warned:
+        text = "; ".join(f"{w.code}: {w.msg} (SandboxPolicy {w.policy})" for w in warned)
+        conds = set_condition(
+            conds, "PolicyCompliant", True, "AllowedWithWarnings", text, generation=gen
+        )
+    else:
+        conds = set_condition(conds, "PolicyCompliant", True, "PolicyAllowed", "", generation=gen)
+    previous_digest = ((body.get("status") or {}).get("policy") or {}).get("digest")
     was_ready = is_true(conds, "Ready")
     sid = sandbox_id(tenant, name)
     ns = sandbox_namespace(tenant, name)
@@ -370,6 +382,8 @@ def provision_sandbox(
             return _fail(
                 body, conds, "AuditLogUnavailable", f"grants not recorded: {exc}", retry=15
             )
+    if warned and previous_digest != decision.policy_digest:
+        result.note("Warning", "PolicyWarning", text)
     if not was_ready:
         platform.record(
             "sandbox.provisioned",
