@@ -1,0 +1,36 @@
+"""The dataset gateway: sandbox workloads read granted datasets through it, and only it.
+
+Pods authenticate with a projected ServiceAccount token (audience
+``regsandbox-gateway``) checked by TokenReview; the token's namespace names the sandbox,
+whose Sandbox status says whether it is Ready, unexpired and granted the dataset. The
+gateway streams the object from S3 with credentials only it holds, and records every
+request in the audit log before the response completes.
+
+Modules: :mod:`~sandbox.gateway.app` (HTTP API), :mod:`~sandbox.gateway.auth`
+(TokenReview), :mod:`~sandbox.gateway.authz` (grants), :mod:`~sandbox.gateway.keys`
+(object-key validation), :mod:`~sandbox.gateway.storage` (S3),
+:mod:`~sandbox.gateway.records` (audit events), :mod:`~sandbox.gateway.settings`,
+:mod:`~sandbox.gateway.build` and :mod:`~sandbox.gateway.rbac`.
+"""
+
+from sandbox.gateway.app import Gateway, create_app
+from sandbox.gateway.auth import Identity, TokenReviewer
+from sandbox.gateway.authz import Grant, GrantResolver
+from sandbox.gateway.build import build_gateway
+from sandbox.gateway.rbac import gateway_rbac
+from sandbox.gateway.settings import AUDIENCE, GatewaySettings
+from sandbox.gateway.storage import Storage
+
+__all__ = [
+    "AUDIENCE",
+    "Gateway",
+    "GatewaySettings",
+    "Grant",
+    "GrantResolver",
+    "Identity",
+    "Storage",
+    "TokenReviewer",
+    "build_gateway",
+    "create_app",
+    "gateway_rbac",
+]

@@ -1,0 +1,635 @@
+"""The gateway's HTTP API (FastAPI), published at ``/openapi.json``.
+
+- ``GET  /v1/datasets/{dataset}/objects``        list objects (``prefix``, ``after``, ``limit``)
+- ``HEAD /v1/datasets/{dataset}/objects/{key}``  object metadata
+- ``GET  /v1/datasets/{dataset}/objects/{key}``  object bytes, streamed, one ``Range``
+- ``GET  /healthz``                              liveness
+
+Every dataset request, allowed or not, is logged in the audit log before its response
+completes (see :mod:`sandbox.gateway.records` for the entry shape):
+
+- refusals (401, 400, 403, 404, 416, 502, 503) are logged, then answered;
+- HEAD, listings and reads that fit in one chunk are logged in one record written
+  before any byte is sent;
+- larger reads write a ``started`` record before the first byte and a ``completed``
+  record (bytes, SHA-256) after the last chunk has been read from storage but before it
+  is sent. If that final append fails the gateway aborts the connection, so the client
+  sees a body shorter than its Content-Length and never a complete, unlogged response.
+
+If the audit log refuses any record written before the response starts, the answer is
+503 and no data is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import structlog
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from starlette.types import Receive, Scope, Send
+
+from audit.client import AuditSink, AuditUnavailable
+from sandbox import __version__
+from sandbox.errors import SandboxError
+from sandbox.gateway.auth import ReviewUnavailable, TokenReviewer, Unauthenticated
+from sandbox.gateway.authz import Forbidden, Grant, GrantResolver, LookupUnavailable
+from sandbox.gateway.keys import (
+    InvalidKey,
+    check_raw_path,
+    dataset_prefix,
+    storage_key,
+    validate_key,
+    validate_listing_prefix,
+)
+from sandbox.gateway.records import Outcome, RequestRecord
+from sandbox.gateway.storage import (
+    ObjectNotFound,
+    ObjectStream,
+    RangeNotSatisfiable,
+    Storage,
+    StorageUnavailable,
+    parse_range,
+)
+
+__all__ = ["ErrorBody", "Gateway", "ObjectEntry", "ObjectList", "StreamAborted", "create_app"]
+
+_log = structlog.get_logger("regsandbox.gateway")
+_T = TypeVar("_T")
+_bearer = HTTPBearer(auto_error=False, description="Projected ServiceAccount token.")
+Token = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+DatasetName = Annotated[str, Path(description="Dataset name.", max_length=253)]
+_DATASET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass
+class Gateway:
+    """What the HTTP layer needs: the checks, the storage and the audit log."""
+
+    reviewer: TokenReviewer
+    """Authenticates bearer tokens."""
+    grants: GrantResolver
+    """Decides whether the token's sandbox may read a dataset."""
+    storage: Storage
+    """Reads objects."""
+    audit: AuditSink
+    """Where every request is recorded, durably."""
+    chunk_bytes: int = 1024 * 1024
+    """Streaming chunk size; reads up to this size are logged in one record."""
+    list_max_keys: int = 1000
+    """Largest listing page."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ErrorBody(_Wire):
+    """Why a request was refused."""
+
+    detail: str
+    """What went wrong, for a person."""
+    reason: str
+    """CamelCase code, e.g. ``DatasetNotGranted``."""
+    request_id: str
+    """Id of the request in the audit log and the gateway's logs."""
+
+
+class ObjectEntry(_Wire):
+    """One object of a listing."""
+
+    key: str
+    """Key relative to the dataset."""
+    size: int
+    """Size in bytes."""
+    etag: str
+    """S3 ETag."""
+    last_modified: datetime | None = None
+    """When the object was last written."""
+
+
+class ObjectList(_Wire):
+    """One page of a dataset listing."""
+
+    dataset: str
+    """Dataset name."""
+    prefix: str
+    """The filter that was applied, relative to the dataset."""
+    objects: list[ObjectEntry]
+    """Objects in key order."""
+    truncated: bool
+    """Whether more objects follow; ask again with ``after=nextAfter``."""
+    next_after: str | None = None
+    """Key to pass as ``after`` for the next page."""
+
+
+class StreamAborted(SandboxError):  # noqa: N818 - what happened to the stream
+    """A streamed read was cut off (storage failed or the audit log refused the record)."""
+
+
+# Refusal -> (HTTP status, outcome, whether authorisation had allowed the request).
+def _classify(exc: Exception) -> tuple[int, Outcome, str, bool | None]:
+    if isinstance(exc, Unauthenticated):
+        return 401, "denied", exc.reason, False
+    if isinstance(exc, InvalidKey):
+        return 400, "denied", "InvalidKey", False
+    if isinstance(exc, Forbidden):
+        return 403, "denied", exc.reason, False
+    if isinstance(exc, ObjectNotFound):
+        return 404, "failure", "ObjectNotFound", True
+    if isinstance(exc, RangeNotSatisfiable):
+        return 416, "failure", "RangeNotSatisfiable", True
+    if isinstance(exc, StorageUnavailable):
+        return 502, "failure", "StorageUnavailable", True
+    if isinstance(exc, ReviewUnavailable | LookupUnavailable):
+        return 503, "failure", "KubernetesUnavailable", None
+    raise exc
+
+
+_REFUSALS: tuple[type[Exception], ...] = (
+    Unauthenticated,
+    InvalidKey,
+    Forbidden,
+    ObjectNotFound,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+    ReviewUnavailable,
+    LookupUnavailable,
+)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "Invalid object key, prefix or dataset name."),
+        (401, "Missing, malformed or unacceptable token."),
+        (403, "Sandbox not Ready, expired, or dataset not granted."),
+        (502, "Object storage failed."),
+        (503, "Kubernetes or the audit log unavailable; nothing was sent."),
+    )
+}
+
+
+def _http_date(value: datetime | None) -> str | None:
+    if value is None or value.tzinfo is None:
+        return None
+    return email.utils.format_datetime(value.astimezone(UTC), usegmt=True)
+
+
+def _object_headers(
+    stream_or_size: ObjectStream | int, etag: str, modified: datetime | None
+) -> dict[str, str]:
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag:
+        headers["ETag"] = etag
+    date = _http_date(modified)
+    if date:
+        headers["Last-Modified"] = date
+    if isinstance(stream_or_size, ObjectStream):
+        headers["Content-Length"] = str(stream_or_size.length)
+        if stream_or_size.content_range:
+            headers["Content-Range"] = stream_or_size.content_range
+    else:
+        headers["Content-Length"] = str(stream_or_size)
+    return headers
+
+
+class _AuditedStream(Response):
+    """Streams an object, holding back the last chunk until the final record is durable."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        record: RequestRecord,
+        stream: ObjectStream,
+        headers: dict[str, str],
+        status_code: int,
+        whole: bool,
+    ) -> None:
+        super().__init__(
+            status_code=status_code, headers=headers, media_type="application/octet-stream"
+        )
+        self._gw = gateway
+        self._record = record
+        self._stream = stream
+        self._whole = whole
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = anyio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch)
+                try:
+                    await self._send_body(send, gone)
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            self._stream.close()
+
+    async def _finish(
+        self, outcome: Outcome, status: int, reason: str | None, sent: int, digest: str | None
+    ) -> None:
+        details: dict[str, Any] = {
+            "bytes": sent,
+            "whole_object": self._whole,
+            "object_size": self._stream.size,
+        }
+        if digest is not None:
+            details["sha256"] = digest
+        event = self._record.event(
+            outcome, "completed", status=status, reason=reason, allow=True, **details
+        )
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._gw.audit.append, [event])
+
+    async def _send_body(self, send: Send, gone: anyio.Event) -> None:
+        stream, chunk_bytes = self._stream, self._gw.chunk_bytes
+        hasher = hashlib.sha256()
+        total, sent = stream.length, 0
+
+        def read() -> bytes:
+            data = stream.read(min(chunk_bytes, total - sent))
+            hasher.update(data)
+            return data
+
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(read)
+                if not chunk:
+                    raise StorageUnavailable(
+                        f"storage ended the object after {sent} of {total} bytes"
+                    )
+                last = sent + len(chunk) >= total
+                if gone.is_set():
+                    break
+                if last:
+                    try:
+                        await self._finish(
+                            "success", self.status_code, None, total, hasher.hexdigest()
+                        )
+                    except AuditUnavailable as exc:
+                        _log.error(
+                            "audit append failed; aborting stream",
+                            request_id=self._record.request_id,
+                            error=str(exc),
+                        )
+                        raise StreamAborted("the audit log refused the completion record") from None
+                try:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                except OSError:
+                    gone.set()
+                    break
+                sent += len(chunk)
+                if last:
+                    return
+        except StorageUnavailable as exc:
+            _log.warning(
+                "storage failed mid-stream", request_id=self._record.request_id, error=str(exc)
+            )
+            await self._finish_quietly("failure", 502, "StorageUnavailable", sent)
+            raise StreamAborted(str(exc)) from None
+        except BaseException:
+            if sent < total:  # cancelled, or a bug: still record what was sent
+                await self._finish_quietly("failure", self.status_code, "Aborted", sent)
+            raise
+        await self._finish_quietly("failure", self.status_code, "ClientDisconnected", sent)
+
+    async def _finish_quietly(self, outcome: Outcome, status: int, reason: str, sent: int) -> None:
+        try:
+            await self._finish(outcome, status, reason, sent, None)
+        except AuditUnavailable as exc:
+            _log.error("audit append failed", request_id=self._record.request_id, error=str(exc))
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The gateway's FastAPI application."""
+    app = FastAPI(
+        title="regsandbox dataset gateway",
+        version=__version__,
+        description=(
+            "Read granted datasets from inside a sandbox. Authenticate with a projected "
+            "ServiceAccount token whose audience is the gateway's; every request is "
+            "recorded in the audit log before its response completes."
+        ),
+    )
+
+    async def thread(func: Callable[..., _T], *args: Any) -> _T:
+        return await anyio.to_thread.run_sync(func, *args)
+
+    def headers_for(record: RequestRecord, status: int) -> dict[str, str]:
+        headers = {"X-Request-Id": record.request_id, "Cache-Control": "no-store"}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="regsandbox-gateway"'
+        return headers
+
+    def unavailable(record: RequestRecord) -> JSONResponse:
+        body = ErrorBody(
+            detail="the audit log is unavailable; nothing was sent",
+            reason="AuditUnavailable",
+            request_id=record.request_id,
+        )
+        return JSONResponse(body.model_dump(by_alias=True), 503, headers=headers_for(record, 503))
+
+    async def refuse(record: RequestRecord, exc: Exception) -> Response:
+        status, outcome, reason, allow = _classify(exc)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
+            extra["object_size"] = exc.size
+        event = record.event(outcome, "refused", status=status, reason=reason, allow=allow, **extra)
+        _log.info("refused", request_id=record.request_id, status=status, reason=reason)
+        try:
+            await thread(gateway.audit.append, [event])
+        except AuditUnavailable as err:
+            _log.error("audit append failed", request_id=record.request_id, error=str(err))
+            return unavailable(record)
+        body = ErrorBody(detail=str(exc), reason=reason, request_id=record.request_id)
+        headers = headers_for(record, status)
+        if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
+            headers["Content-Range"] = f"bytes */{exc.size}"
+        return JSONResponse(body.model_dump(by_alias=True), status, headers=headers)
+
+    async def log_then(
+        record: RequestRecord, event_args: dict[str, Any], respond: Callable[[], Response]
+    ) -> Response:
+        event = record.event(**event_args)
+        try:
+            await thread(gateway.audit.append, [event])
+        except AuditUnavailable as err:
+            _log.error("audit append failed", request_id=record.request_id, error=str(err))
+            return unavailable(record)
+        return respond()
+
+    async def admit(
+        record: RequestRecord, request: Request, token: HTTPAuthorizationCredentials | None
+    ) -> Grant:
+        identity = await thread(gateway.reviewer.review, token.credentials if token else None)
+        record.identity = identity
+        check_raw_path(request.scope.get("raw_path") or b"")
+        if len(record.dataset) > 253 or not _DATASET_NAME.match(record.dataset):
+            raise InvalidKey("invalid dataset name")
+        try:
+            grant = await thread(gateway.grants.authorize, identity.namespace, record.dataset)
+        except Forbidden as exc:
+            record.sandbox = exc.sandbox
+            raise
+        record.sandbox = grant.sandbox
+        return grant
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        params = request.scope.get("path_params") or {}
+        dataset = params.get("dataset")
+        if isinstance(dataset, str) and request.url.path.startswith("/v1/datasets/"):
+            key = params.get("key")
+            record = RequestRecord(
+                "dataset.list" if key is None else "dataset.read",
+                request.method,
+                dataset,
+                key=key if isinstance(key, str) else None,
+            )
+            auth = request.headers.get("authorization", "")
+            token = auth[7:] if auth[:7].lower() == "bearer " else None
+            with contextlib.suppress(Unauthenticated, ReviewUnavailable):
+                record.identity = await thread(gateway.reviewer.review, token)
+            event = record.event(
+                "denied", "refused", status=422, reason="InvalidRequest", allow=False
+            )
+            try:
+                await thread(gateway.audit.append, [event])
+            except AuditUnavailable:
+                return unavailable(record)
+        return await request_validation_exception_handler(request, exc)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/v1/datasets/{dataset}/objects",
+        response_model=ObjectList,
+        responses=_ERRORS,
+        summary="List the objects of a granted dataset",
+        operation_id="listObjects",
+    )
+    async def list_objects(
+        request: Request,
+        dataset: DatasetName,
+        token: Token,
+        prefix: Annotated[
+            str, Query(max_length=1024, description="Only keys starting with this.")
+        ] = "",
+        after: Annotated[
+            str | None, Query(max_length=1024, description="Start after this key.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most objects to return.")] = 1000,
+    ) -> Response:
+        """List objects in key order, relative to the dataset, a page at a time."""
+        record = RequestRecord("dataset.list", "GET", dataset, key=prefix)
+        try:
+            grant = await admit(record, request, token)
+            validate_listing_prefix(prefix)
+            if after is not None:
+                validate_key(after)
+            base = dataset_prefix(grant.location.prefix)
+            rows, truncated = await thread(
+                gateway.storage.list,
+                grant.location,
+                base + prefix,
+                base + after if after else None,
+                min(limit, gateway.list_max_keys),
+            )
+        except _REFUSALS as exc:
+            return await refuse(record, exc)
+        objects = [
+            ObjectEntry(
+                key=str(r["Key"])[len(base) :],
+                size=int(r.get("Size", 0)),
+                etag=str(r.get("ETag", "")),
+                last_modified=r.get("LastModified"),
+            )
+            for r in rows
+            if str(r.get("Key", "")).startswith(base)
+        ]
+        page = ObjectList(
+            dataset=dataset,
+            prefix=prefix,
+            objects=objects,
+            truncated=truncated,
+            next_after=objects[-1].key if truncated and objects else None,
+        )
+        return await log_then(
+            record,
+            {
+                "outcome": "success",
+                "phase": "list",
+                "status": 200,
+                "allow": True,
+                "count": len(objects),
+                "truncated": truncated,
+            },
+            lambda: JSONResponse(
+                page.model_dump(mode="json", by_alias=True), headers=headers_for(record, 200)
+            ),
+        )
+
+    object_path = "/v1/datasets/{dataset}/objects/{key:path}"
+
+    @app.head(object_path, responses=_ERRORS, summary="Object metadata", operation_id="headObject")
+    async def head_object(
+        request: Request, dataset: DatasetName, key: str, token: Token
+    ) -> Response:
+        """Size, ETag and Last-Modified of an object, with no body."""
+        record = RequestRecord("dataset.read", "HEAD", dataset, key=key)
+        try:
+            grant = await admit(record, request, token)
+            full = storage_key(grant.location.prefix, key)
+            info = await thread(gateway.storage.head, grant.location, full)
+        except _REFUSALS as exc:
+            return await refuse(record, exc)
+        headers = {
+            **headers_for(record, 200),
+            **_object_headers(info.size, info.etag, info.last_modified),
+        }
+        return await log_then(
+            record,
+            {
+                "outcome": "success",
+                "phase": "head",
+                "status": 200,
+                "allow": True,
+                "bytes": 0,
+                "object_size": info.size,
+            },
+            lambda: Response(
+                status_code=200, headers=headers, media_type="application/octet-stream"
+            ),
+        )
+
+    @app.get(
+        object_path,
+        responses={
+            200: {
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+                "description": "The object.",
+            },
+            206: {
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+                "description": "The requested range.",
+            },
+            404: {"model": ErrorBody, "description": "No such object."},
+            416: {
+                "model": ErrorBody,
+                "description": "Range not satisfiable, or more than one range.",
+            },
+            **_ERRORS,
+        },
+        response_class=Response,
+        summary="Read an object (streamed; one byte range)",
+        operation_id="getObject",
+    )
+    async def get_object(
+        request: Request,
+        dataset: DatasetName,
+        key: str,
+        token: Token,
+        range_: Annotated[
+            str | None,
+            Header(alias="Range", max_length=64, description="bytes=a-b, bytes=a- or bytes=-n"),
+        ] = None,
+    ) -> Response:
+        """The object's bytes; logged with byte count and SHA-256 before the response completes."""
+        record = RequestRecord("dataset.read", "GET", dataset, key=key, byte_range=range_)
+        try:
+            grant = await admit(record, request, token)
+            full = storage_key(grant.location.prefix, key)
+            byte_range = parse_range(range_)
+            stream = await thread(gateway.storage.open, grant.location, full, byte_range)
+        except _REFUSALS as exc:
+            return await refuse(record, exc)
+        status = 206 if stream.content_range else 200
+        headers = {
+            **headers_for(record, status),
+            **_object_headers(stream, stream.etag, stream.last_modified),
+        }
+        whole = byte_range is None
+        if stream.length <= gateway.chunk_bytes:
+            return await _small(record, stream, headers, status, whole)
+        started = record.event(
+            "success",
+            "started",
+            status=status,
+            allow=True,
+            object_size=stream.size,
+            length=stream.length,
+            etag=stream.etag,
+        )
+        try:
+            await thread(gateway.audit.append, [started])
+        except AuditUnavailable as err:
+            stream.close()
+            _log.error("audit append failed", request_id=record.request_id, error=str(err))
+            return unavailable(record)
+        return _AuditedStream(gateway, record, stream, headers, status, whole)
+
+    async def _small(
+        record: RequestRecord,
+        stream: ObjectStream,
+        headers: dict[str, str],
+        status: int,
+        whole: bool,
+    ) -> Response:
+        try:
+            data = await thread(stream.read, stream.length)
+            if len(data) != stream.length:
+                raise StorageUnavailable(f"storage sent {len(data)} of {stream.length} bytes")
+        except StorageUnavailable as exc:
+            return await refuse(record, exc)
+        finally:
+            stream.close()
+        details = {
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "whole_object": whole,
+            "object_size": stream.size,
+            "etag": stream.etag,
+        }
+        return await log_then(
+            record,
+            {"outcome": "success", "phase": "read", "status": status, "allow": True, **details},
+            lambda: Response(
+                data, status_code=status, headers=headers, media_type="application/octet-stream"
+            ),
+        )
+
+    return app

@@ -1,0 +1,202 @@
+"""Authorisation: is this workload's sandbox usable, and is the dataset granted to it?
+
+The operator owns the answer and publishes it on the Sandbox object; the gateway only
+reads it (the contract):
+
+- the token's namespace is a sandbox namespace: it carries the ``regsandbox.io/tenant``
+  and ``regsandbox.io/sandbox`` labels, and its name is ``sbx-<tenant>-<sandbox>``;
+- that Sandbox (in ``tenant-<tenant>``) has condition ``Ready=True``, a
+  ``status.expiresAt`` in the future, and is not being deleted;
+- ``status.datasets`` lists the dataset with ``granted: true``;
+- the Dataset object exists and has a valid S3 location.
+
+Objects are read with GET (the gateway's RBAC allows nothing else) and reused for at
+most ``cache_seconds``; expiry is evaluated on every request. Any doubt is a refusal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from sandbox.api.conditions import is_true
+from sandbox.api.dataset import DatasetLocation
+from sandbox.errors import SandboxError
+from sandbox.kube.apply import object_path
+from sandbox.provision.names import (
+    LABEL_SANDBOX,
+    LABEL_TENANT,
+    sandbox_namespace,
+    tenant_namespace,
+)
+
+__all__ = ["Forbidden", "Grant", "GrantResolver", "LookupUnavailable", "SandboxRef"]
+
+
+@dataclass(frozen=True)
+class SandboxRef:
+    """The sandbox a namespace belongs to."""
+
+    tenant: str
+    """Owning tenant."""
+    sandbox: str
+    """Sandbox name (in the tenant's home namespace)."""
+    namespace: str
+    """The sandbox namespace."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Permission for one sandbox to read one dataset, as of the time it was checked."""
+
+    sandbox: SandboxRef
+    """Who may read."""
+    dataset: str
+    """Dataset name."""
+    location: DatasetLocation
+    """Where its objects are."""
+    expires_at: dt.datetime
+    """When the sandbox (and so the grant) ends."""
+
+
+class Forbidden(SandboxError):  # noqa: N818 - the HTTP meaning, 403
+    """Access refused; ``reason`` is a CamelCase code, ``sandbox`` what we learnt."""
+
+    def __init__(self, reason: str, message: str, sandbox: SandboxRef | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.sandbox = sandbox
+
+
+class LookupUnavailable(SandboxError):  # noqa: N818 - the HTTP meaning, 503
+    """The API server could not be asked, or answered nonsense; fail closed."""
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+class GrantResolver:
+    """Reads Namespaces, Sandboxes and Datasets to decide grants; thread-safe."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        cache_seconds: float = 1.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._api = api
+        self._ttl = cache_seconds
+        self._timeout = timeout
+        self._clock = clock
+        self._now = now
+        self._cache: dict[str, tuple[dict[str, Any] | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"GrantResolver(cache_seconds={self._ttl})"
+
+    def _get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        path = object_path(kind, name, namespace)
+        now = self._clock()
+        if self._ttl > 0:
+            with self._lock:
+                hit = self._cache.get(path)
+            if hit is not None and hit[1] > now:
+                return hit[0]
+        try:
+            result = self._api.call_api(
+                path,
+                "GET",
+                header_params={"Accept": "application/json"},
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise LookupUnavailable(
+                    f"reading {kind} {name} failed: HTTP {exc.status}"
+                ) from None
+            result = None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise LookupUnavailable(f"reading {kind} {name} failed: {type(exc).__name__}") from None
+        if result is not None and not isinstance(result, dict):
+            raise LookupUnavailable(f"reading {kind} {name} gave a malformed answer")
+        if self._ttl > 0:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[path] = (result, now + self._ttl)
+        return result
+
+    def sandbox_of(self, namespace: str) -> SandboxRef:
+        """The sandbox whose namespace is ``namespace``; Forbidden if it is none."""
+        ns = self._get("Namespace", namespace)
+        labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+        tenant, sandbox = labels.get(LABEL_TENANT), labels.get(LABEL_SANDBOX)
+        if (
+            not isinstance(tenant, str)
+            or not isinstance(sandbox, str)
+            or sandbox_namespace(tenant, sandbox) != namespace
+        ):
+            raise Forbidden("NotASandbox", f"namespace {namespace} is not a sandbox namespace")
+        return SandboxRef(tenant, sandbox, namespace)
+
+    def authorize(self, namespace: str, dataset: str) -> Grant:
+        """The grant for the sandbox of ``namespace`` to read ``dataset``, or Forbidden."""
+        ref = self.sandbox_of(namespace)
+        obj = self._get("Sandbox", ref.sandbox, tenant_namespace(ref.tenant))
+        if obj is None:
+            raise Forbidden("SandboxNotFound", f"sandbox {ref.sandbox} does not exist", ref)
+        status = obj.get("status") or {}
+        if status.get("namespace") not in (None, namespace):
+            raise Forbidden("NotASandbox", f"namespace {namespace} is not this sandbox's", ref)
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            raise Forbidden("SandboxTerminating", f"sandbox {ref.sandbox} is being deleted", ref)
+        if not is_true(status.get("conditions"), "Ready"):
+            raise Forbidden("SandboxNotReady", f"sandbox {ref.sandbox} is not Ready", ref)
+        expires = _parse_time(status.get("expiresAt"))
+        if expires is None or expires <= self._now():
+            raise Forbidden("SandboxExpired", f"sandbox {ref.sandbox} has expired", ref)
+        grants = status.get("datasets") or []
+        if not any(
+            isinstance(g, dict) and g.get("name") == dataset and g.get("granted") is True
+            for g in grants
+        ):
+            raise Forbidden(
+                "DatasetNotGranted", f"dataset {dataset} is not granted to this sandbox", ref
+            )
+        data = self._get("Dataset", dataset)
+        if data is None or (data.get("metadata") or {}).get("deletionTimestamp"):
+            raise Forbidden("DatasetNotFound", f"dataset {dataset} does not exist", ref)
+        try:
+            location = DatasetLocation.model_validate((data.get("spec") or {}).get("location"))
+        except ValidationError:
+            raise LookupUnavailable(f"dataset {dataset} has no valid location") from None
+        return Grant(ref, dataset, location, expires)
+
+    def forget(self) -> None:
+        """Drop every cached object."""
+        with self._lock:
+            self._cache.clear()

@@ -1,0 +1,112 @@
+"""The audit events the gateway writes: one shape for every dataset request.
+
+Each request gets a :class:`RequestRecord` as it is handled; :meth:`RequestRecord.event`
+turns what is known so far into an :class:`~audit.entry.Event`:
+
+- ``action``: ``dataset.read`` (GET and HEAD of an object) or ``dataset.list``;
+- ``actor``: the ServiceAccount and pod the API server vouched for (empty if none);
+- ``resource``: kind ``Dataset``, the dataset name, the sandbox, its tenant and namespace;
+- ``decision``: allow, or deny with the CamelCase reason as code (absent if no decision
+  was reached, e.g. the API server was down);
+- ``outcome``: ``success``, ``denied`` or ``failure``;
+- ``details``: ``phase`` (``refused``, ``head``, ``list``, ``read`` for a read logged in
+  one record, ``started``/``completed`` for a streamed one), ``method``, ``status``,
+  ``reason``, ``key``, ``range``, ``bytes`` sent, ``sha256`` of the bytes sent,
+  ``whole_object``, ``object_size``, ``etag``.
+
+A streamed read has two records with the same ``request_id``: ``started`` (written
+before the first byte) and ``completed`` (written before the last chunk).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import JsonValue
+
+from audit.entry import Actor, Decision, Event, Resource
+from sandbox.gateway.auth import Identity
+from sandbox.gateway.authz import SandboxRef
+
+__all__ = ["Action", "Outcome", "RequestRecord"]
+
+Action = Literal["dataset.read", "dataset.list"]
+Outcome = Literal["success", "failure", "denied"]
+
+_MAX_TEXT = 1024
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
+
+
+@dataclass
+class RequestRecord:
+    """What the gateway knows about one request, growing as it is handled."""
+
+    action: Action
+    """Audit action."""
+    method: str
+    """HTTP method."""
+    dataset: str
+    """Dataset named in the path (as sent, clipped)."""
+    key: str | None = None
+    """Object key or listing prefix, relative to the dataset (as sent, clipped)."""
+    byte_range: str | None = None
+    """The Range header, if any (clipped)."""
+    identity: Identity | None = None
+    """Who, once authenticated."""
+    sandbox: SandboxRef | None = None
+    """Which sandbox, once known."""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Correlates the audit records, the response header and the gateway's own logs."""
+
+    def event(
+        self,
+        outcome: Outcome,
+        phase: str,
+        *,
+        status: int,
+        reason: str | None = None,
+        allow: bool | None = None,
+        **details: JsonValue,
+    ) -> Event:
+        """The audit event for this request at ``phase``."""
+        actor = (
+            Actor(
+                service_account=self.identity.service_account_ref,
+                pod=self.identity.pod_ref,
+            )
+            if self.identity
+            else Actor()
+        )
+        ref = self.sandbox
+        resource = Resource(
+            kind="Dataset",
+            name=_clip(self.dataset) or "-",
+            namespace=ref.namespace if ref else None,
+            tenant=ref.tenant if ref else None,
+            sandbox=ref.sandbox if ref else None,
+        )
+        decision = None
+        if allow is not None:
+            decision = Decision(allow=allow, codes=(reason,) if reason and not allow else ())
+        facts: dict[str, JsonValue] = {"phase": phase, "method": self.method, "status": status}
+        if reason:
+            facts["reason"] = reason
+        if self.key is not None:
+            facts["key"] = _clip(self.key)
+        if self.byte_range is not None:
+            facts["range"] = _clip(self.byte_range)
+        facts.update(details)
+        return Event(
+            request_id=self.request_id,
+            actor=actor,
+            action=self.action,
+            resource=resource,
+            decision=decision,
+            outcome=outcome,
+            details=facts,
+        )

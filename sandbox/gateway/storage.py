@@ -1,0 +1,240 @@
+"""Storage: read dataset objects from S3 with credentials only the gateway holds.
+
+One boto3 client per (endpoint, region), shared by every request (boto3 clients are
+thread-safe). Reads are streamed: :meth:`Storage.open` returns an :class:`ObjectStream`
+whose body is pulled chunk by chunk, so memory stays flat whatever the object size.
+Only single byte ranges are served (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import SecretStr
+
+from sandbox.api.dataset import DatasetLocation
+from sandbox.errors import SandboxError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = [
+    "ByteRange",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStream",
+    "RangeNotSatisfiable",
+    "Storage",
+    "StorageUnavailable",
+    "parse_range",
+]
+
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+
+
+class StorageUnavailable(SandboxError):  # noqa: N818 - the HTTP meaning, 502
+    """S3 failed or refused the gateway; the message never carries credentials."""
+
+
+class ObjectNotFound(SandboxError):  # noqa: N818 - the HTTP meaning, 404
+    """No such object in the dataset."""
+
+
+class RangeNotSatisfiable(SandboxError):  # noqa: N818 - the HTTP meaning, 416
+    """The Range header is malformed, has several ranges, or lies outside the object."""
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """One byte range as the client asked: ``start-end`` (inclusive), ``start-``, ``-suffix``."""
+
+    start: int | None
+    end: int | None
+
+    def header(self) -> str:
+        """The range as an HTTP ``Range`` value."""
+        first = "" if self.start is None else str(self.start)
+        last = "" if self.end is None else str(self.end)
+        return f"bytes={first}-{last}"
+
+
+def parse_range(value: str | None) -> ByteRange | None:
+    """Parse a ``Range`` header; None when absent; RangeNotSatisfiable when not one range."""
+    if value is None:
+        return None
+    match = _RANGE.match(value.strip())
+    if not match:
+        raise RangeNotSatisfiable("only one byte range of the form bytes=a-b is supported")
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        raise RangeNotSatisfiable("empty byte range")
+    if not first:
+        if int(last) == 0:
+            raise RangeNotSatisfiable("a suffix range of zero bytes")
+        return ByteRange(None, int(last))
+    start, end = int(first), int(last) if last else None
+    if end is not None and end < start:
+        raise RangeNotSatisfiable("range end before its start")
+    return ByteRange(start, end)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Metadata of an object."""
+
+    size: int
+    """Size of the whole object in bytes."""
+    etag: str
+    """S3 ETag, quoted."""
+    last_modified: datetime | None
+    """When the object was last written."""
+
+
+class ObjectStream:
+    """An object (or a range of it) being read; close it when done."""
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        self._body = response["Body"]
+        self.length: int = int(response["ContentLength"])
+        """Bytes this stream will produce."""
+        self.content_range: str | None = response.get("ContentRange")
+        """``bytes a-b/size`` for a range read, else None."""
+        self.etag: str = response.get("ETag", "")
+        """S3 ETag of the whole object."""
+        self.last_modified: datetime | None = response.get("LastModified")
+        """When the object was last written."""
+
+    @property
+    def size(self) -> int:
+        """Size of the whole object."""
+        if self.content_range and "/" in self.content_range:
+            total = self.content_range.rsplit("/", 1)[1]
+            if total.isdigit():
+                return int(total)
+        return self.length
+
+    def read(self, amount: int) -> bytes:
+        """Up to ``amount`` bytes (fewer only at the end); StorageUnavailable on failure."""
+        try:
+            data: bytes = self._body.read(amount)
+        except (BotoCoreError, OSError) as exc:
+            raise StorageUnavailable(f"reading from S3 failed: {type(exc).__name__}") from None
+        return data
+
+    def close(self) -> None:
+        """Release the connection (dropping it if the body was not read to the end)."""
+        with contextlib.suppress(BotoCoreError, OSError):  # closing is best effort
+            self._body.close()
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class Storage:
+    """S3 access for the gateway."""
+
+    def __init__(
+        self,
+        access_key_id: SecretStr | None = None,
+        secret_access_key: SecretStr | None = None,
+        *,
+        max_connections: int = 64,
+        timeout: float = 30.0,
+    ) -> None:
+        self._keys = (access_key_id, secret_access_key)
+        self._config = Config(
+            max_pool_connections=max_connections,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._clients: dict[tuple[str | None, str], S3Client] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Storage(endpoints={len(self._clients)})"  # never the keys
+
+    def client(self, location: DatasetLocation) -> S3Client:
+        """The (shared) S3 client for ``location``'s endpoint and region."""
+        key = (location.endpoint, location.region)
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                access, secret = self._keys
+                found = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=location.endpoint,
+                    region_name=location.region,
+                    aws_access_key_id=access.get_secret_value() if access else None,
+                    aws_secret_access_key=secret.get_secret_value() if secret else None,
+                    config=self._config,
+                )
+                self._clients[key] = found
+            return found
+
+    def head(self, location: DatasetLocation, key: str) -> ObjectInfo:
+        """Metadata of object ``key`` (a full S3 key)."""
+        try:
+            r = self.client(location).head_object(Bucket=location.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFound("no such object") from None
+            raise StorageUnavailable(f"S3 HEAD failed: {_code(exc) or 'error'}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 HEAD failed: {type(exc).__name__}") from None
+        return ObjectInfo(int(r["ContentLength"]), r.get("ETag", ""), r.get("LastModified"))
+
+    def open(
+        self, location: DatasetLocation, key: str, byte_range: ByteRange | None
+    ) -> ObjectStream:
+        """Start reading object ``key`` (a full S3 key), or one range of it."""
+        kwargs: dict[str, Any] = {"Bucket": location.bucket, "Key": key}
+        if byte_range is not None:
+            kwargs["Range"] = byte_range.header()
+        try:
+            response = self.client(location).get_object(**kwargs)
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFound("no such object") from None
+            if code == "InvalidRange":
+                size = None
+                with contextlib.suppress(SandboxError):
+                    size = self.head(location, key).size
+                raise RangeNotSatisfiable("range outside the object", size) from None
+            raise StorageUnavailable(f"S3 GET failed: {code or 'error'}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 GET failed: {type(exc).__name__}") from None
+        return ObjectStream(dict(response))
+
+    def list(
+        self, location: DatasetLocation, prefix: str, after: str | None, max_keys: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``max_keys`` objects under full S3 ``prefix`` after full key ``after``."""
+        kwargs: dict[str, Any] = {"Bucket": location.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if after:
+            kwargs["StartAfter"] = after
+        try:
+            r = self.client(location).list_objects_v2(**kwargs)
+        except ClientError as exc:
+            raise StorageUnavailable(f"S3 LIST failed: {_code(exc) or 'error'}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 LIST failed: {type(exc).__name__}") from None
+        return [dict(o) for o in r.get("Contents", [])], bool(r.get("IsTruncated"))
