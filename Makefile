@@ -9,7 +9,7 @@ SANDBOXCTL := $(VENV)/bin/sandboxctl
 DEV_DIR ?= .regsandbox/dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools up down test test-unit lint fmt bench clean
+.PHONY: help venv tools up cluster down test test-unit lint fmt bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,10 @@ venv: $(PY) ## Create .venv with regsandbox and its development tools
 tools: $(PY) ## Build the pinned Go tools that are missing from the cache
 	$(SANDBOXCTL) dev tools --build
 
-up: tools ## Start the local control plane in the foreground (Ctrl-C stops it)
+up: tools ## Run everything locally in the foreground: control plane, MinIO, audit, gateway, operator (Ctrl-C stops it)
+	$(SANDBOXCTL) dev stack --dir .regsandbox/stack
+
+cluster: tools ## Only the control plane, in the foreground (Ctrl-C stops it)
 	$(SANDBOXCTL) dev up --dir $(DEV_DIR) --foreground
 
 down: $(PY) ## Stop the local control plane

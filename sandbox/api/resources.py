@@ -91,7 +91,8 @@ RESOURCES: tuple[Resource, ...] = (
             PrinterColumn("Sector", ".status.sector"),
             PrinterColumn("Region", ".spec.region"),
             _ready(),
-            PrinterColumn("Expires", ".status.expiresAt", "date"),
+            # A string, not a date: kubectl prints dates as ages and future ones as <invalid>.
+            PrinterColumn("Expires", ".status.expiresAt"),
             PrinterColumn("Namespace", ".status.namespace", priority=1),
             PrinterColumn("Purpose", ".spec.purpose", priority=1),
             _AGE,

@@ -139,3 +139,46 @@ def tools(
             }
         )
     print_rows(rows, ["name", "version", "cached"], OutputFormat.wide, wide_columns=["path"])
+
+
+@app.command("stack")
+def stack(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Directory for all state and logs.")
+    ] = Path(".regsandbox/stack"),
+    repo: Annotated[
+        Path, typer.Option(help="The regsandbox checkout (examples, policies).")
+    ] = Path(),
+) -> None:
+    """Run everything locally — control plane, MinIO, audit service, gateway, operator.
+
+    Stays in the foreground; Ctrl-C stops every process it started.
+    """
+    from sandbox.devenv.stack import StackSettings, running_stack
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    settings = StackSettings(directory=directory, repo=repo.resolve(), progress=_progress)
+    try:
+        with running_stack(settings) as running:
+            kubeconfig = running.plane.admin_kubeconfig
+            kubectl = bin_dir() / TOOLS["kubectl"].filename
+            typer.echo("regsandbox is running. In another terminal:")
+            typer.echo(f"  export KUBECONFIG={kubeconfig}")
+            typer.echo(f"  {kubectl} get tenants,datasets")
+            typer.echo(f"  {kubectl} apply -f examples/finance/sandbox-fraud-model.yaml")
+            typer.echo(f"  {kubectl} get sandboxes -A -o wide")
+            typer.echo(f"  {kubectl} apply -f examples/finance/sandbox-violating.yaml")
+            typer.echo(
+                f"  {kubectl} get sandbox -n tenant-lux-bank marketing-model "
+                "-o jsonpath='{.status.conditions}'"
+            )
+            typer.echo(f"  sandboxctl audit log --log {running.audit_log}")
+            typer.echo(f"audit service: {running.audit_url}   gateway: {running.gateway_url}")
+            typer.echo("press Ctrl-C to stop everything")
+            while not stop.wait(1.0):
+                running.check()
+    except SandboxError as exc:
+        fail(str(exc))
+    typer.echo("stopped")

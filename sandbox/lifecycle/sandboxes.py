@@ -54,6 +54,7 @@ __all__ = [
     "desired_objects",
     "expire_sandbox",
     "expires_at",
+    "holds",
     "provision_sandbox",
     "quarantine",
     "refresh_grants",
@@ -486,6 +487,25 @@ def expire_sandbox(
     return result
 
 
+def holds(desired: Any, live: Any) -> bool:
+    """Whether every field the operator sets has its value in the live object.
+
+    Fields the API server or controllers add (defaults, finalizers, status) are
+    ignored; lists must match element by element.
+    """
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and holds(value, live[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(holds(d, v) for d, v in zip(desired, live, strict=True))
+        )
+    return bool(desired == live)
+
+
 _GUARDED_KINDS = ("NetworkPolicy", "Role", "RoleBinding")
 """Kinds whose extra objects in a sandbox namespace would weaken isolation."""
 
@@ -509,10 +529,11 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
     for obj in desired:
         meta = obj["metadata"]
         live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
-        applied = apply(platform.api, obj)
         if live is None:
+            apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} recreated")
-        elif live["metadata"]["resourceVersion"] != applied["metadata"]["resourceVersion"]:
+        elif not holds(obj, live):
+            apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} restored")
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind in _GUARDED_KINDS:
