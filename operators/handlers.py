@@ -44,7 +44,8 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="regsandbox.io", key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Our own Events are posted explicitly; kopf's per-handler chatter is not.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
     settings.networking.request_timeout = 30
     # Handlers are synchronous and mostly wait on the API server: run many at once.

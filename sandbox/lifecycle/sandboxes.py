@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from audit.entry import Decision as AuditDecision
-from audit.entry import Resource
+from audit.entry import Event, Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import is_true, set_condition
 from sandbox.api.meta import parse_duration
@@ -328,7 +328,8 @@ def provision_sandbox(
         objects = desired_objects(platform, body, tenant, tenant_spec, spec, key)
         for obj in objects:
             apply(platform.api, obj)
-        delete(platform.api, "NetworkPolicy", "quarantine", ns)  # compliant again, if it was
+        if _was_quarantined(body):
+            delete(platform.api, "NetworkPolicy", "quarantine", ns)
     except (KeyProviderError, StorageProfileError) as exc:
         result = _fail(body, conds, "ProvisioningFailed", str(exc), retry=30, policy=policy)
         result.status.update(base_status)
@@ -374,27 +375,38 @@ def provision_sandbox(
             "ready": "True",
         }
     )
-    # Grants become usable when this status is written: log them first.
-    changes = grant_events(platform, resource, previous_grants, grants, decision.policy_digest)
-    if changes:
-        try:
-            platform.record_many(changes)
-        except _AUDIT_DOWN as exc:
-            return _fail(
-                body, conds, "AuditLogUnavailable", f"grants not recorded: {exc}", retry=15
-            )
-    if warned and previous_digest != decision.policy_digest:
-        result.note("Warning", "PolicyWarning", text)
+    # Grants become usable when this status is written: log them (and the provisioning)
+    # first, as one durable batch.
+    events = grant_events(platform, resource, previous_grants, grants, decision.policy_digest)
     if not was_ready:
-        platform.record(
-            "sandbox.provisioned",
-            resource,
-            "success",
-            decision=_audit_decision(decision),
-            details={"namespace": ns, "keyId": key.key_id, "storageClass": storage_class_name(sid)},
+        events.append(
+            Event(
+                actor=platform.actor,
+                action="sandbox.provisioned",
+                resource=resource,
+                outcome="success",
+                decision=_audit_decision(decision),
+                details={
+                    "namespace": ns,
+                    "keyId": key.key_id,
+                    "storageClass": storage_class_name(sid),
+                },
+            )
         )
         result.note("Normal", "Provisioned", f"namespace {ns} provisioned with key {key.key_id}")
+    if events:
+        try:
+            platform.record_many(events)
+        except _AUDIT_DOWN as exc:
+            return _fail(body, conds, "AuditLogUnavailable", f"not recorded: {exc}", retry=15)
+    if warned and previous_digest != decision.policy_digest:
+        result.note("Warning", "PolicyWarning", text)
     return result
+
+
+def _was_quarantined(body: Mapping[str, Any]) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("reason") in ("NonCompliant", "ExpiredRetained") for c in conditions)
 
 
 def quarantine(platform: Platform, ns: str, tenant: str, name: str) -> None:
