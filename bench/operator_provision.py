@@ -14,6 +14,7 @@ policy engine and a local audit log, exactly as in the integration tests.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
@@ -70,6 +71,12 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def main() -> None:
@@ -167,6 +174,18 @@ def main() -> None:
                 f"{ready:.1f} s / {applied:.1f} s = {ready / applied:.2f} |"
             )
             assert proc.proc is not None
+            state = plane.load_state()
+            assert state is not None
+            cpu = {
+                "operator": _cpu_seconds(proc.proc.pid),
+                "kube-apiserver": _cpu_seconds(state.pids["kube-apiserver"]),
+                "etcd": _cpu_seconds(state.pids["etcd"]),
+            }
+            print(
+                "| CPU seconds used during the whole run | "
+                + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                + " |"
+            )
             rss = _rss_mb(proc.proc.pid)
             print(f"| operator peak RSS with {args.batch + args.single} sandboxes | {rss:.0f} MB |")
         finally:
