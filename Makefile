@@ -9,7 +9,7 @@ SANDBOXCTL := $(VENV)/bin/sandboxctl
 DEV_DIR ?= .regsandbox/dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools up cluster down test test-unit lint fmt bench clean
+.PHONY: help venv tools up cluster down test test-unit lint fmt demo bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: $(PY) ## ruff (lint + format check) and mypy --strict
 fmt: $(PY) ## Format and auto-fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+demo: tools ## A non-interactive tour on a fresh local stack (fails if any step misbehaves)
+	$(SANDBOXCTL) dev demo --dir .regsandbox/demo
 
 bench: tools ## Run the benchmarks (see BENCHMARKS.md)
 	$(PY) bench/devenv_up.py

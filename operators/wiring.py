@@ -9,6 +9,7 @@ from audit.entry import Actor
 from audit.signing import load_signer
 from operators.metrics import DECISION_SECONDS
 from operators.settings import OperatorSettings
+from sandbox.api.meta import provider_region
 from sandbox.errors import ConfigurationError
 from sandbox.keys.base import KeyProvider
 from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
@@ -62,7 +63,7 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
     if settings.key_provider == "aws-kms":
         return AwsKmsKeyProvider(
             AwsKmsSettings(
-                regions=tuple(settings.kms_regions) or (settings.cluster_region.split(":", 1)[-1],),
+                regions=tuple(settings.kms_regions) or (provider_region(settings.cluster_region),),
                 endpoint_url=settings.kms_endpoint_url,
                 pending_window_days=settings.kms_pending_window_days,
             )

@@ -22,6 +22,7 @@ __all__ = [
     "Quantity",
     "WireModel",
     "parse_duration",
+    "provider_region",
 ]
 
 API_GROUP = "regsandbox.io"
@@ -109,3 +110,11 @@ class Condition(WireModel):
     """The ``metadata.generation`` this condition was computed from."""
     last_transition_time: dt.datetime
     """When ``status`` last changed."""
+
+
+def provider_region(region: str) -> str:
+    """The provider's own name of a region-catalogue id: ``aws:eu-central-1`` → ``eu-central-1``.
+
+    Catalogue ids are ``provider:region``; SDKs (S3, KMS) want the bare region.
+    """
+    return region.split(":", 1)[-1]

@@ -182,3 +182,20 @@ def stack(
     except SandboxError as exc:
         fail(str(exc))
     typer.echo("stopped")
+
+
+@app.command("demo")
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Scratch directory (wiped first).")
+    ] = Path(".regsandbox/demo"),
+    repo: Annotated[Path, typer.Option(help="The regsandbox checkout.")] = Path(),
+) -> None:
+    """A non-interactive tour on a fresh stack; exit 1 if any step misbehaves."""
+    import shutil
+
+    from sandbox.devenv.demo import run_demo
+
+    shutil.rmtree(directory, ignore_errors=True)
+    if not run_demo(repo.resolve(), directory):
+        raise typer.Exit(1)

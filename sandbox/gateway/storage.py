@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
 from sandbox.api.dataset import DatasetLocation
+from sandbox.api.meta import provider_region
 from sandbox.errors import SandboxError
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class Storage:
                 found = boto3.session.Session().client(
                     "s3",
                     endpoint_url=location.endpoint,
-                    region_name=location.region,
+                    region_name=provider_region(location.region),
                     aws_access_key_id=access.get_secret_value() if access else None,
                     aws_secret_access_key=secret.get_secret_value() if secret else None,
                     config=self._config,

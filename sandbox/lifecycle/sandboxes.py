@@ -18,7 +18,7 @@ from audit.entry import Decision as AuditDecision
 from audit.entry import Event, Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import is_true, set_condition
-from sandbox.api.meta import parse_duration
+from sandbox.api.meta import parse_duration, provider_region
 from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
@@ -322,7 +322,7 @@ def provision_sandbox(
         # Region-catalogue ids are "provider:region"; key stores want the bare region.
         key = platform.keys.create(
             sid,
-            spec.region.split(":", 1)[-1],
+            provider_region(spec.region),
             {"regsandbox.io/tenant": tenant, "regsandbox.io/sandbox": name},
         )
         objects = desired_objects(platform, body, tenant, tenant_spec, spec, key)

@@ -1,0 +1,283 @@
+"""``make demo``: a non-interactive tour of regsandbox on a fresh local stack.
+
+Each step checks what it shows; any step that misbehaves makes the tour fail (exit 1).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client
+from rich.console import Console
+from rich.table import Table
+
+from sandbox.devenv.stack import Stack, StackSettings, running_stack
+from sandbox.kube.apply import apply, get
+
+__all__ = ["DemoStep", "run_demo"]
+
+HOME = "tenant-lux-bank"
+
+
+@dataclass
+class DemoStep:
+    """One line of the summary."""
+
+    who: str
+    what: str
+    ok: bool
+    detail: str
+
+
+class DemoStepError(Exception):
+    """A step did not behave as the tour expects."""
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise DemoStepError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _workload_token(api: client.ApiClient, namespace: str) -> str:
+    """A gateway token for the sandbox's workload identity, bound to a (never running) pod."""
+    core = client.CoreV1Api(api)
+    pod = core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "trainer"},
+            "spec": {
+                "serviceAccountName": "workload",
+                "containers": [
+                    {
+                        "name": "train",
+                        "image": "registry.example/fraud-trainer:1",
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                    }
+                ],
+            },
+        },
+    )
+    ref = client.V1BoundObjectReference(
+        kind="Pod", api_version="v1", name="trainer", uid=pod.metadata.uid
+    )
+    spec = client.V1TokenRequestSpec(
+        audiences=["regsandbox-gateway"], expiration_seconds=3600, bound_object_ref=ref
+    )
+    token = core.create_namespaced_service_account_token(
+        "workload", namespace, client.AuthenticationV1TokenRequest(spec=spec)
+    )
+    return str(token.status.token)
+
+
+def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> None:
+    api = stack.admin
+
+    def step(who: str, what: str, detail: str) -> None:
+        steps.append(DemoStep(who, what, True, detail))
+        console.print(f"[green]✔[/green] [bold]{who}[/bold]: {what}\n    [dim]{detail}[/dim]")
+
+    # 1 — the platform engineer's objects (applied by the stack from examples/).
+    _wait(
+        lambda: _condition(get(api, "Tenant", "lux-bank"), "Ready").get("status") == "True",
+        60,
+        "the bank tenant",
+    )
+    _wait(lambda: get(api, "Namespace", "tenant-lux-hospital"), 60, "the hospital tenant")
+    eu = get(api, "Dataset", "lux-bank-transactions")
+    us = get(api, "Dataset", "lux-bank-customers-us-copy")
+    if not (eu and us):
+        raise DemoStepError("the example datasets are missing")
+    step(
+        "platform engineer",
+        "registered tenants (a Luxembourg bank, a hospital) and datasets",
+        f"lux-bank-transactions in {eu['spec']['location']['region']}, "
+        f"lux-bank-customers-us-copy in {us['spec']['location']['region']}; "
+        "built-in policies loaded",
+    )
+
+    # 2 — the bank asks for a compliant sandbox and for one that breaks residency rules.
+    [fraud] = _load(repo / "examples/finance/sandbox-fraud-model.yaml")
+    fraud["spec"]["lifetime"] = {"ttl": "25s"}  # short, so the tour can watch it expire
+    apply(api, fraud)
+    ready = _wait(
+        lambda: (
+            (o := get(api, "Sandbox", "fraud-model", HOME))
+            and _condition(o, "Ready").get("status") == "True"
+            and o
+        ),
+        60,
+        "the compliant sandbox",
+    )
+    namespace = ready["status"]["namespace"]
+    step(
+        "bank data scientist",
+        "requested a compliant sandbox: provisioned",
+        f"namespace {namespace}, key {ready['status']['keyId']}, "
+        f"StorageClass {ready['status']['storageClass']} (encrypted)",
+    )
+    [bad] = _load(repo / "examples/finance/sandbox-violating.yaml")
+    apply(api, bad)
+    refused = _wait(
+        lambda: (
+            _condition(get(api, "Sandbox", bad["metadata"]["name"], HOME), "PolicyCompliant")
+            if _condition(
+                get(api, "Sandbox", bad["metadata"]["name"], HOME), "PolicyCompliant"
+            ).get("status")
+            == "False"
+            else None
+        ),
+        60,
+        "the violating sandbox to be refused",
+    )
+    if get(api, "Namespace", f"sbx-lux-bank-{bad['metadata']['name']}") is not None:
+        raise DemoStepError("the violating sandbox got a namespace")
+    first = refused["message"].split("; ")
+    step(
+        "bank data scientist",
+        "requested a sandbox that breaks residency rules: refused, nothing created",
+        "\n    ".join(first[:3]) + (f"\n    … and {len(first) - 3} more" if len(first) > 3 else ""),
+    )
+
+    # 3 — a workload in the sandbox reads a granted dataset through the gateway.
+    token = _workload_token(api, namespace)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=30) as gw:
+        listing = gw.get("/v1/datasets/lux-bank-transactions/objects")
+        if listing.status_code != 200:
+            raise DemoStepError(
+                f"listing a granted dataset gave {listing.status_code}: {listing.text}"
+            )
+        body = gw.get("/v1/datasets/lux-bank-transactions/objects/part-0001.csv")
+        if body.status_code != 200 or not body.content.startswith(b"txn_id"):
+            raise DemoStepError(f"reading a granted object gave {body.status_code}")
+        denied = gw.get("/v1/datasets/lux-bank-customers-us-copy/objects")
+        if denied.status_code != 403:
+            raise DemoStepError(f"an ungranted dataset gave {denied.status_code}, not 403")
+    step(
+        "workload (pod trainer)",
+        "read a granted dataset through the gateway; an ungranted one was refused",
+        f"GET part-0001.csv → 200 ({len(body.content)} bytes); "
+        f"lux-bank-customers-us-copy → 403; every request is in the audit log",
+    )
+
+    # 5 — the sandbox reaches the end of its lifetime.
+    expired = _wait(
+        lambda: (
+            (o := get(api, "Sandbox", "fraud-model", HOME))
+            and _condition(o, "Ready").get("reason") == "Expired"
+            and o
+        ),
+        120,
+        "the sandbox to expire",
+    )
+    if get(api, "Namespace", namespace) is not None:
+        raise DemoStepError("the expired sandbox's namespace is still there")
+    step(
+        "operator",
+        "the sandbox expired: namespace deleted, key destroyed (crypto-shredding)",
+        f"key {expired['status']['keyId']} destroyed; recorded as key.destroyed",
+    )
+
+    # 6 — the compliance officer verifies the log offline and checks a receipt.
+    verify = _cli("audit", "verify", "--log", str(stack.audit_log))
+    if verify.returncode != 0:
+        raise DemoStepError(f"audit verify failed: {verify.stdout}{verify.stderr}")
+    log = _cli("audit", "log", "--log", str(stack.audit_log), "-o", "json")
+    entries = yaml.safe_load(log.stdout) or []
+    destroyed = [e for e in entries if e.get("action") == "key.destroyed"]
+    if not destroyed:
+        raise DemoStepError("no key.destroyed entry in the log")
+    index = str(destroyed[-1]["index"])
+    workdir = stack.audit_log.parent
+    proof = _cli("audit", "prove", "--log", str(stack.audit_log), "--index", index)
+    raw = _cli("audit", "entry", "--log", str(stack.audit_log), "--index", index, "--raw")
+    (workdir / "receipt.tlog-proof").write_text(proof.stdout)
+    (workdir / "entry.json").write_text(raw.stdout)
+    checked = _cli(
+        "audit",
+        "verify-proof",
+        "--proof",
+        str(workdir / "receipt.tlog-proof"),
+        "--entry",
+        str(workdir / "entry.json"),
+        "--vkey",
+        str(stack.audit_log / "log.vkey"),
+    )
+    if checked.returncode != 0:
+        raise DemoStepError(f"the receipt did not verify: {checked.stdout}{checked.stderr}")
+    step(
+        "compliance officer",
+        "verified the whole log and a receipt offline",
+        f"{len(entries)} entries re-hashed, checkpoint signature checked; "
+        f"receipt of entry {index} (key.destroyed) verifies against log.vkey",
+    )
+
+
+def run_demo(repo: Path, directory: Path, console: Console | None = None) -> bool:
+    """Run the tour on a fresh stack in ``directory``; True when every step behaved."""
+    console = console or Console()
+    steps: list[DemoStep] = []
+    ok = True
+    settings = StackSettings(
+        directory=directory,
+        repo=repo,
+        resync_seconds=1.0,
+        progress=lambda m: console.print(f"[dim]• {m}[/dim]"),
+    )
+    try:
+        with running_stack(settings) as stack:
+            _tour(stack, repo, console, steps)
+    except DemoStepError as exc:
+        ok = False
+        console.print(f"[red]✘ {exc}[/red]")
+    table = Table(title="regsandbox tour")
+    for column in ("who", "what", "result"):
+        table.add_column(column)
+    for s in steps:
+        table.add_row(s.who, s.what, "[green]ok[/green]" if s.ok else "[red]failed[/red]")
+    if not ok:
+        table.add_row("—", "tour stopped", "[red]failed[/red]")
+    console.print(table)
+    return ok

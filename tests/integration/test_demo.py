@@ -1,0 +1,26 @@
+"""`make demo` runs the whole story on a fresh stack and succeeds."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_make_demo_succeeds(repo_root: Path) -> None:
+    result = subprocess.run(
+        ["make", "-s", "demo"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    for who in ("platform engineer", "bank data scientist", "workload", "compliance officer"):
+        assert who in output
+    assert "failed" not in output.split("regsandbox tour", 1)[-1]
