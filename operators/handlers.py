@@ -20,6 +20,7 @@ from operators.wiring import build_platform
 from sandbox.api.conditions import find_condition, is_true
 from sandbox.api.meta import API_GROUP, API_VERSION
 from sandbox.api.sandbox import SandboxSpec
+from sandbox.exports.outbox import ArtifactStore
 from sandbox.lifecycle import (
     StepResult,
     correct_drift,
@@ -29,6 +30,7 @@ from sandbox.lifecycle import (
     reconcile_tenant,
     teardown_sandbox,
 )
+from sandbox.lifecycle.exports import reconcile_export, review_status
 from sandbox.lifecycle.policies import reconcile_sandbox_policy, remove_sandbox_policy
 
 __all__: list[str] = []
@@ -53,7 +55,8 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     if _SETTINGS.kubeconfig:
         # kopf's own client reads the same kubeconfig as ours.
         os.environ["KUBECONFIG"] = str(_SETTINGS.kubeconfig)
-    runtime.configure(_SETTINGS, build_platform(_SETTINGS))
+    store = ArtifactStore(_SETTINGS.export_outbox) if _SETTINGS.export_outbox else None
+    runtime.configure(_SETTINGS, build_platform(_SETTINGS), store)
     if _SETTINGS.metrics_port:
         start_http_server(_SETTINGS.metrics_port, addr=_SETTINGS.metrics_host)
     logger.info("regsandbox operator started")
@@ -154,3 +157,25 @@ def sandbox_policy_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> No
 def sandbox_policy_delete(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Drop the custom policy from the active set."""
     _finish(remove_sandbox_policy(runtime.platform(), body), body, patch, "SandboxPolicy", "remove")
+
+
+# -- ModelExport and ExportReview ---------------------------------------------------
+
+
+@kopf.timer(API_GROUP, API_VERSION, "modelexports", interval=_SETTINGS.export_resync_seconds)
+def export_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Move the export along: policy, reviews, release, revocation (level-triggered)."""
+    store = runtime.artifact_store()
+    if store is None:
+        # Fail closed and say nothing: without an outbox nothing can be checked or released.
+        raise kopf.TemporaryError("exports are not configured (REGSANDBOX_EXPORT_OUTBOX)", delay=60)
+    _finish(
+        reconcile_export(runtime.platform(), store, body), body, patch, "ModelExport", "reconcile"
+    )
+
+
+@kopf.on.create(API_GROUP, API_VERSION, "exportreviews")
+@kopf.on.resume(API_GROUP, API_VERSION, "exportreviews")
+def export_review_judge(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Say on the review whether it counts (the export's reconcile audits it)."""
+    _finish(review_status(runtime.platform(), body), body, patch, "ExportReview", "judge")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sandbox.exports.outbox import OutboxSettings
 from sandbox.policy.policyset import DEFAULT_POLICY_DIR
 from sandbox.storage.profiles import LonghornProfile, StorageProfile
 
@@ -59,6 +60,11 @@ class OperatorSettings(BaseSettings):
     """Days between ScheduleKeyDeletion and the key being gone."""
     storage_profile: StorageProfile = Field(default_factory=LonghornProfile)
     """How encrypted volumes are requested from the CSI driver."""
+    export_outbox: OutboxSettings | None = None
+    """Where sandboxes leave artifacts for export and where they may go (JSON); unset
+    means no export is ever released."""
+    export_resync_seconds: float = Field(default=10.0, gt=0)
+    """How often each ModelExport is moved along (policy, reviews, release)."""
     gateway_namespace: str = "regsandbox-system"
     """Namespace of the dataset gateway (sandboxes may reach it)."""
     resync_seconds: float = Field(default=30.0, gt=0)

@@ -13,6 +13,7 @@ import datetime as dt
 from enum import StrEnum
 
 from pydantic import Field, field_validator
+from pydantic.config import JsonDict
 
 from sandbox.api.meta import Condition, WireModel
 from sandbox.api.sandbox import Violation
@@ -43,7 +44,7 @@ EXPORT_CONDITIONS = (
 """The condition types of a ModelExport, in lifecycle order."""
 
 _KEY_PATTERN = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"
-_NO_DOTDOT = {
+_NO_DOTDOT: JsonDict = {
     "rule": "!self.matches('(^|/)[.][.]?(/|$)')",
     "message": "must not contain '.' or '..' path segments",
 }
@@ -70,8 +71,7 @@ class ExportArtifact(WireModel):
         min_length=1,
         max_length=900,
         pattern=_KEY_PATTERN,
-        json_schema_extra={
-"x-kubernetes-validations": [_NO_DOTDOT]},
+        json_schema_extra={"x-kubernetes-validations": [_NO_DOTDOT]},
     )
     """Object key relative to the sandbox outbox (``<sandbox id>/outbox/``), e.g. ``model.onnx``."""
     type: ArtifactType = ArtifactType.model

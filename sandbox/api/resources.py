@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sandbox.api.dataset import DatasetSpec, DatasetStatus
+from sandbox.api.export import (
+    ExportReviewSpec,
+    ExportReviewStatus,
+    ModelExportSpec,
+    ModelExportStatus,
+)
 from sandbox.api.meta import API_GROUP, API_VERSION, WireModel
 from sandbox.api.sandbox import SandboxSpec, SandboxStatus
 from sandbox.api.sandboxpolicy import SandboxPolicySpec, SandboxPolicyStatus
@@ -59,6 +65,55 @@ def _ready(path: str = ".status.conditions[?(@.type=='Ready')].status") -> Print
 
 
 _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+
+
+def _cond(type_: str) -> str:
+    return f".status.conditions[?(@.type=='{type_}')].status"
+
+
+_EXPORTS = (
+    Resource(
+        kind="ModelExport",
+        plural="modelexports",
+        scope="Namespaced",
+        spec=ModelExportSpec,
+        status=ModelExportStatus,
+        description="A reviewed, audited release of an artifact from a sandbox's outbox.",
+        short_names=("mexp",),
+        columns=(
+            PrinterColumn("Sandbox", ".spec.sandbox"),
+            PrinterColumn("Type", ".spec.artifact.type"),
+            PrinterColumn("Approvals", ".status.approvalCount", "integer"),
+            PrinterColumn("Required", ".status.requiredApprovals", "integer"),
+            PrinterColumn("Approved", _cond("Approved")),
+            PrinterColumn("Released", _cond("Released")),
+            PrinterColumn("Rejected", _cond("Rejected")),
+            PrinterColumn("Revoked", _cond("Revoked")),
+            PrinterColumn("Requester", ".spec.requestedBy", priority=1),
+            PrinterColumn("Destination", ".status.destinationUri", priority=1),
+            PrinterColumn("SHA256", ".status.sha256", priority=1),
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="ExportReview",
+        plural="exportreviews",
+        scope="Namespaced",
+        spec=ExportReviewSpec,
+        status=ExportReviewStatus,
+        description="A reviewer's approve, reject or revoke decision on a ModelExport.",
+        short_names=("xrev",),
+        columns=(
+            PrinterColumn("Export", ".spec.export"),
+            PrinterColumn("Decision", ".spec.decision"),
+            PrinterColumn("Reviewer", ".spec.reviewer"),
+            PrinterColumn("Accepted", _cond("Accepted")),
+            PrinterColumn("Reason", ".status.conditions[?(@.type=='Accepted')].reason", priority=1),
+            _AGE,
+        ),
+    ),
+)
+
 
 RESOURCES: tuple[Resource, ...] = (
     Resource(
@@ -130,6 +185,7 @@ RESOURCES: tuple[Resource, ...] = (
             _AGE,
         ),
     ),
+    *_EXPORTS,
 )
 """Every resource served by the regsandbox CRDs."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from sandbox import __version__
-from sandbox.cli import audit, dev, gateway, policy
+from sandbox.cli import audit, dev, export, gateway, policy
 
 __all__ = ["app", "main"]
 
@@ -23,6 +23,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(export.app, name="export")
 
 
 @app.command("version")

@@ -1,0 +1,28 @@
+"""The chart's admission policies are exactly what sandbox.exports.admission makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sandbox.exports.admission import CHART_FILE, admission_policies, render
+
+
+def test_chart_file_is_in_step_with_the_python(repo_root: Path) -> None:
+    text = (repo_root / CHART_FILE).read_text()
+    assert list(yaml.safe_load_all(text)) == admission_policies()
+    assert text == render(), "regenerate: python -m sandbox.exports.admission"
+
+
+def test_no_one_is_exempt() -> None:
+    for obj in admission_policies():
+        spec = obj["spec"]
+        assert "matchConditions" not in spec
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            assert spec["validationActions"] == ["Deny"]
+            assert "matchResources" not in spec
+        else:
+            assert spec["failurePolicy"] == "Fail"
+            rules = spec["matchConstraints"]["resourceRules"]
+            assert all("/" not in r for rule in rules for r in rule["resources"])
