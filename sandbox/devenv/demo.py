@@ -19,8 +19,16 @@ from kubernetes import client
 from rich.console import Console
 from rich.table import Table
 
-from sandbox.devenv.stack import Stack, StackSettings, running_stack
+from sandbox.devenv.stack import (
+    EXPORT_BUCKET,
+    OUTBOX_BUCKET,
+    Stack,
+    StackSettings,
+    running_stack,
+)
+from sandbox.exports.outbox import outbox_prefix
 from sandbox.kube.apply import apply, get
+from sandbox.testing import api_client
 
 __all__ = ["DemoStep", "run_demo"]
 
@@ -109,6 +117,77 @@ def _workload_token(api: client.ApiClient, namespace: str) -> str:
         "workload", namespace, client.AuthenticationV1TokenRequest(spec=spec)
     )
     return str(token.status.token)
+
+
+def _export(
+    stack: Stack, api: client.ApiClient, namespace: str, step: Callable[[str, str, str], None]
+) -> str:
+    """Request an export, show that self-approval fails, approve twice, wait for release."""
+    users = {u: stack.plane.add_user(u) for u in ("anna.schmit", "claire.muller", "paul.hoffmann")}
+    artifact = b"ONNX\x00fraud-detector-v1" + bytes(range(64))
+    stack.minio.client().put_object(
+        Bucket=OUTBOX_BUCKET, Key=outbox_prefix(namespace) + "fraud-detector.onnx", Body=artifact
+    )
+    body = {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "ModelExport",
+        "metadata": {"name": "fraud-detector-v1", "namespace": HOME},
+        "spec": {
+            "sandbox": "fraud-model",
+            "artifact": {"path": "fraud-detector.onnx", "type": "model"},
+            "destination": {
+                "bucket": EXPORT_BUCKET,
+                "prefix": "fraud/",
+                "region": "aws:eu-central-1",
+            },
+            "justification": "fraud model for the production scoring service",
+            "requestedBy": "anna.schmit",
+        },
+    }
+    anna = api_client(users["anna.schmit"])
+    client.CustomObjectsApi(anna).create_namespaced_custom_object(
+        "regsandbox.io", "v1alpha1", HOME, "modelexports", body
+    )
+    self_approval = _cli(
+        "export",
+        "approve",
+        "fraud-detector-v1",
+        "-n",
+        HOME,
+        "--kubeconfig",
+        str(users["anna.schmit"]),
+        "-m",
+        "looks good to me",
+    )
+    if self_approval.returncode == 0:
+        raise DemoStepError("the requester could approve her own export")
+    for reviewer in ("claire.muller", "paul.hoffmann"):
+        approved = _cli(
+            "export",
+            "approve",
+            "fraud-detector-v1",
+            "-n",
+            HOME,
+            "--kubeconfig",
+            str(users[reviewer]),
+            "-m",
+            "validated on hold-out data",
+        )
+        if approved.returncode != 0:
+            raise DemoStepError(f"{reviewer} could not approve: {approved.stdout}{approved.stderr}")
+
+    def released() -> dict[str, Any] | None:
+        obj = get(api, "ModelExport", "fraud-detector-v1", HOME)
+        return obj if _condition(obj, "Released").get("status") == "True" else None
+
+    done = _wait(released, 90, "the export to be released")
+    step(
+        "bank data scientist + reviewers",
+        "requested a model export; self-approval refused; two reviewers approved; released",
+        f"sha256 {done['status']['sha256'][:16]}… copied to s3://{EXPORT_BUCKET}/fraud/ "
+        f"with a signed receipt (audit entry {done['status'].get('releaseIndex', '?')})",
+    )
+    return "fraud-detector-v1"
 
 
 def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> None:
@@ -202,6 +281,9 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
         f"lux-bank-customers-us-copy → 403; every request is in the audit log",
     )
 
+    # 4 — a model leaves through the airlock: self-approval refused, two reviewers approve.
+    export_name = _export(stack, api, namespace, step)
+
     # 5 — the sandbox reaches the end of its lifetime.
     expired = _wait(
         lambda: (
@@ -247,11 +329,44 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     )
     if checked.returncode != 0:
         raise DemoStepError(f"the receipt did not verify: {checked.stdout}{checked.stderr}")
+    receipt = _cli(
+        "export",
+        "receipt",
+        export_name,
+        "-n",
+        HOME,
+        "--kubeconfig",
+        str(stack.plane.admin_kubeconfig),
+    )
+    released = [e for e in entries if e.get("action") == "model.export.released"]
+    if receipt.returncode != 0 or not released:
+        raise DemoStepError(f"no release receipt: {receipt.stderr}")
+    released_index = str(released[-1]["index"])
+    (workdir / "release.tlog-proof").write_text(receipt.stdout)
+    raw_release = _cli(
+        "audit", "entry", "--log", str(stack.audit_log), "--index", released_index, "--raw"
+    )
+    (workdir / "release.json").write_text(raw_release.stdout)
+    release_ok = _cli(
+        "audit",
+        "verify-proof",
+        "--proof",
+        str(workdir / "release.tlog-proof"),
+        "--entry",
+        str(workdir / "release.json"),
+        "--vkey",
+        str(stack.audit_log / "log.vkey"),
+    )
+    if release_ok.returncode != 0:
+        raise DemoStepError(
+            f"the release receipt did not verify: {release_ok.stdout}{release_ok.stderr}"
+        )
     step(
         "compliance officer",
-        "verified the whole log and a receipt offline",
+        "verified the whole log and two receipts offline",
         f"{len(entries)} entries re-hashed, checkpoint signature checked; "
-        f"receipt of entry {index} (key.destroyed) verifies against log.vkey",
+        f"receipts of entry {released_index} (model.export.released) and {index} "
+        "(key.destroyed) verify against log.vkey",
     )
 
 

@@ -8,6 +8,7 @@ loopback, each under the identity the chart would give it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import signal
@@ -35,6 +36,7 @@ from sandbox.devenv.operator_process import (
 )
 from sandbox.devenv.processes import free_port, log_tail
 from sandbox.errors import ControlPlaneError
+from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.kube.apply import apply
 from sandbox.testing import api_client, install_crds
@@ -44,6 +46,10 @@ __all__ = ["Stack", "StackSettings", "running_stack"]
 SYSTEM_NS = "regsandbox-system"
 AUDIT_ORIGIN = "audit.regsandbox.local/log"
 REGION = "onprem:lu-national-1"
+OUTBOX_BUCKET = "regsandbox-outbox"
+"""Where sandboxes leave artifacts for export (prefix ``<sandbox id>/outbox/``)."""
+EXPORT_BUCKET = "lux-bank-models-eu"
+"""A registered export destination, in an EEA region."""
 
 _SAMPLES: dict[str, dict[str, bytes]] = {
     "lux-bank-datasets": {
@@ -169,12 +175,15 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         say("installing CRDs and RBAC")
         install_crds(admin, settings.repo / "charts/regsandbox/crds")
         install_operator_rbac(admin, SYSTEM_NS)
+        apply_admission_policies(admin)
         for obj in gateway_rbac(SYSTEM_NS):
             apply(admin, obj)
 
         say("starting MinIO with sample datasets")
         minio = stack.enter_context(running_minio(base / "minio"))
         s3 = minio.client()
+        for bucket in (OUTBOX_BUCKET, EXPORT_BUCKET):
+            s3.create_bucket(Bucket=bucket)
         for bucket, objects in _SAMPLES.items():
             s3.create_bucket(Bucket=bucket)
             for object_key, body in objects.items():
@@ -270,6 +279,16 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 "REGSANDBOX_RESYNC_SECONDS": str(settings.resync_seconds),
                 "REGSANDBOX_METRICS_PORT": str(free_port()),
                 "REGSANDBOX_POLICY_DIR": str(settings.repo / "policies"),
+                "REGSANDBOX_EXPORT_RESYNC_SECONDS": str(settings.resync_seconds),
+                "REGSANDBOX_EXPORT_OUTBOX": json.dumps(
+                    {
+                        "bucket": OUTBOX_BUCKET,
+                        "endpoint": minio.endpoint,
+                        "access_key_id": minio.access_key,
+                        "secret_access_key": minio.secret_key,
+                        "destinations": {EXPORT_BUCKET: {"region": "aws:eu-central-1"}},
+                    }
+                ),
             },
             logs / "operator.log",
         ).start()

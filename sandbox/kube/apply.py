@@ -55,6 +55,8 @@ KINDS: dict[str, KindInfo] = {
     "Sandbox": KindInfo("regsandbox.io/v1alpha1", "sandboxes", True),
     "Dataset": KindInfo("regsandbox.io/v1alpha1", "datasets", False),
     "SandboxPolicy": KindInfo("regsandbox.io/v1alpha1", "sandboxpolicies", False),
+    "ModelExport": KindInfo("regsandbox.io/v1alpha1", "modelexports", True),
+    "ExportReview": KindInfo("regsandbox.io/v1alpha1", "exportreviews", True),
 }
 """The kinds regsandbox reads and writes."""
 
