@@ -7,6 +7,7 @@ package lib
 
 import data.data.adequacy
 import data.data.areas
+import data.data.regionfacts
 import data.data.regions
 import data.data.sectors
 
@@ -60,6 +61,40 @@ in_area(r, sector, _) if {
 	area_name(sector) == "eea-adequate"
 	eea_or_adequate(country(r))
 }
+
+# --- precomputed lookups -------------------------------------------------------------
+# The functions above read three data documents per call. Decisions use these instead:
+# one lookup in policies/data/regionfacts per region (derived from regions, areas and
+# adequacy; lib_test.rego checks it still matches them), and rules rather than
+# functions for what every decision needs, so each is computed once per decision.
+
+# region_facts(r) is {"country", "eea", "eeaOrAdequate"} for region r, {} when unknown.
+region_facts(r) := object.get(regionfacts, r, {})
+
+# facts_in_area(f, area, jurisdiction) is in_area for a region whose facts are f and an
+# area name as returned by area_name.
+facts_in_area(f, "national", jurisdiction) if f.country == jurisdiction
+
+facts_in_area(f, "eea", _) if f.eea
+
+facts_in_area(f, "eea-adequate", _) if f.eeaOrAdequate
+
+# tenant_area is the residency area of the tenant's sector.
+tenant_area := area_name(sector)
+
+# cluster_facts are the region facts of the cluster.
+cluster_facts := region_facts(cluster_region)
+
+# cluster_country is the cluster's country, "" when its region is unknown.
+cluster_country := object.get(cluster_facts, "country", "")
+
+default key_region := ""
+
+# key_region is where the sandbox keys are held.
+key_region := input.cluster.keys.region
+
+# key_facts are the region facts of the key store.
+key_facts := region_facts(key_region)
 
 # violation builds the one violation shape every policy returns.
 violation(code, msg, regulation, subject) := {

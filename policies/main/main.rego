@@ -1,9 +1,17 @@
 # METADATA
-# title: Decision entry point
+# title: Decision entry points
 # description: |
-#   The one place regsandbox queries: data.main.decision. It gathers the violations
-#   and obligations of every policy package and answers with the decision shape of
-#   DESIGN.md (the engine adds policy_digest). Allowed only when nothing is violated.
+#   Where regsandbox queries. data.main.decision answers any action with the decision
+#   shape of DESIGN.md (the engine adds policy_digest); data.main.sandbox_provision,
+#   data.main.dataset_grant and data.main.model_export answer one action each and
+#   evaluate only the packages that can apply to it, which is what the engines query.
+#   A decision is allowed only when nothing is violated.
+#
+#   Custom policies (SandboxPolicy resources) are modules under package custom.<id>
+#   defining violations; data.custom_policies[<name>] says how each one is enforced
+#   ({"package": <id>, "enforcement": "deny" | "warn" | "dryrun", "sectors": [...]})
+#   and data.custom_data[<name>] holds its own data. Deny violations join
+#   violations; warn and dryrun ones become warnings.
 # entrypoint: true
 package main
 
@@ -18,6 +26,32 @@ import data.sector.public
 # The actions a decision can be asked for.
 actions := {"sandbox.provision", "dataset.grant", "model.export"}
 
+# decision dispatches to the entry point of the input's action.
+decision := sandbox_provision if lib.action == "sandbox.provision"
+
+decision := dataset_grant if lib.action == "dataset.grant"
+
+decision := model_export if lib.action == "model.export"
+
+decision := unknown_action if not lib.action in actions
+
+# --- one entry point per action ------------------------------------------------------
+
+sandbox_provision := _decision(
+	((((residency.violations | dataset.violations) | finance.violations) | health.violations) | public.violations),
+	finance.obligations | health.obligations,
+)
+
+dataset_grant := _decision(
+	(((residency.violations | dataset.violations) | finance.violations) | health.violations),
+	set(),
+)
+
+model_export := _decision(
+	((residency.violations | health.violations) | export.violations),
+	export.obligations,
+)
+
 # METADATA
 # title: Known action
 # description: |
@@ -26,40 +60,60 @@ actions := {"sandbox.provision", "dataset.grant", "model.export"}
 # custom:
 #   code: POLICY_UNKNOWN_ACTION
 #   regulation: regsandbox fail-closed rule
-violations contains v if {
-	not lib.action in actions
-	v := lib.violation(
+unknown_action := _decision(
+	{lib.violation(
 		"POLICY_UNKNOWN_ACTION",
 		concat("", ["action '", lib.action, "' is not one of sandbox.provision, dataset.grant, model.export"]),
 		"regsandbox fail-closed rule",
 		"action",
-	)
+	)},
+	set(),
+)
+
+_decision(violations, obligations) := {
+	"allow": count(found) == 0,
+	"violations": found,
+	"obligations": obligations,
+	"warnings": custom_warnings,
+} if {
+	found := violations | custom_violations
 }
 
-violations contains v if some v in residency.violations
+# --- custom policies -----------------------------------------------------------------
 
-violations contains v if some v in dataset.violations
+# _custom contains [name, enforcement, violation] for every violation of a custom
+# policy whose scope includes the tenant's sector.
+_custom contains [name, policy.enforcement, v] if {
+	some name, policy in data.custom_policies
+	_in_scope(policy.sectors)
+	some v in data.custom[policy["package"]].violations
+}
 
-violations contains v if some v in finance.violations
+_in_scope(sectors) if count(sectors) == 0
 
-violations contains v if some v in health.violations
+_in_scope(sectors) if lib.sector in sectors
 
-violations contains v if some v in public.violations
+# custom_violations are the violations of in-scope custom policies enforced with deny.
+custom_violations contains lib.violation(
+	object.get(v, "code", "CUSTOM_POLICY_VIOLATION"),
+	object.get(v, "msg", ""),
+	object.get(v, "regulation", ""),
+	object.get(v, "subject", ""),
+) if {
+	some [_, "deny", v] in _custom
+}
 
-violations contains v if some v in export.violations
-
-obligations contains o if some o in finance.obligations
-
-obligations contains o if some o in health.obligations
-
-obligations contains o if some o in export.obligations
-
-default allow := false
-
-allow if count(violations) == 0
-
-decision := {
-	"allow": allow,
-	"violations": violations,
-	"obligations": obligations,
+# custom_warnings are the violations of in-scope custom policies enforced with warn
+# or dryrun, with the SandboxPolicy name and the enforcement.
+custom_warnings contains w if {
+	some [name, enforcement, v] in _custom
+	enforcement != "deny"
+	w := {
+		"code": object.get(v, "code", "CUSTOM_POLICY_VIOLATION"),
+		"msg": object.get(v, "msg", ""),
+		"regulation": object.get(v, "regulation", ""),
+		"subject": object.get(v, "subject", ""),
+		"policy": name,
+		"enforcement": enforcement,
+	}
 }

@@ -17,7 +17,7 @@ test_decision_has_the_design_shape if {
 	d := main.decision with input.action as "model.export"
 		with input.tenant as {"name": "r", "sector": "research", "jurisdiction": "LU"}
 		with input.export as {"name": "e1", "requester": "a", "destination": {"region": "onprem:lu-national-1"}}
-	object.keys(d) == {"allow", "violations", "obligations"}
+	object.keys(d) == {"allow", "violations", "obligations", "warnings"}
 	d.allow == true
 	count(d.obligations) == 2
 }
@@ -32,4 +32,39 @@ test_violations_from_every_package_deny if {
 	"RESIDENCY_CLUSTER_OUTSIDE_AREA" in codes
 	"DATASET_NOT_REGISTERED" in codes
 	"FINANCE_SUPERVISOR_ATTESTATION_MISSING" in codes
+}
+
+test_provision_entry_point_matches_decision if {
+	d := main.decision with input.action as "sandbox.provision"
+	e := main.sandbox_provision with input.action as "sandbox.provision"
+	d == e
+}
+
+test_grant_entry_point_matches_decision if {
+	d := main.decision with input.action as "dataset.grant"
+	e := main.dataset_grant with input.action as "dataset.grant"
+	d == e
+}
+
+test_export_entry_point_matches_decision if {
+	d := main.decision with input.action as "model.export"
+	e := main.model_export with input.action as "model.export"
+	d == e
+}
+
+test_custom_policies_deny_warn_and_dry_run if {
+	policies := {
+		"deny-all": {"package": "probe", "enforcement": "deny", "sectors": []},
+		"warn-research": {"package": "probe", "enforcement": "warn", "sectors": ["research"]},
+		"dry-finance": {"package": "probe", "enforcement": "dryrun", "sectors": ["finance"]},
+	}
+	found := {{"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s"}}
+	d := main.decision with input.action as "model.export"
+		with input.tenant as {"name": "r", "sector": "research", "jurisdiction": "LU"}
+		with input.export as {"name": "e1", "requester": "a", "destination": {"region": "onprem:lu-national-1"}}
+		with data.custom_policies as policies
+		with data.custom.probe.violations as found
+	d.allow == false
+	d.violations == {{"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s"}}
+	d.warnings == {{"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s", "policy": "warn-research", "enforcement": "warn"}}
 }

@@ -21,7 +21,7 @@ _personal_regulation := "GDPR Art. 44"
 #   regulation: GDPR Art. 44
 violations contains v if {
 	lib.provisioning
-	not lib.known_region(lib.cluster_region)
+	lib.cluster_country == ""
 	v := lib.violation(
 		"RESIDENCY_UNKNOWN_REGION",
 		concat("", ["cluster region '", lib.cluster_region, "' is not in the region catalogue"]),
@@ -42,11 +42,11 @@ violations contains v if {
 #   regulation: GDPR Art. 44; sector residency rules (simplified)
 violations contains v if {
 	lib.provisioning
-	lib.known_region(lib.cluster_region)
-	not lib.in_area(lib.cluster_region, lib.sector, lib.jurisdiction)
+	lib.cluster_country != ""
+	not lib.facts_in_area(lib.cluster_facts, lib.tenant_area, lib.jurisdiction)
 	v := lib.violation(
 		"RESIDENCY_CLUSTER_OUTSIDE_AREA",
-		concat("", ["cluster region '", lib.cluster_region, "' (", lib.country(lib.cluster_region), ") is outside the '", lib.area_name(lib.sector), "' area allowed for a ", lib.sector, " tenant of ", lib.jurisdiction]),
+		concat("", ["cluster region '", lib.cluster_region, "' (", lib.cluster_country, ") is outside the '", lib.tenant_area, "' area allowed for a ", lib.sector, " tenant of ", lib.jurisdiction]),
 		"GDPR Art. 44; sector residency rules (simplified)",
 		concat("", ["cluster/", lib.cluster_region]),
 	)
@@ -85,11 +85,10 @@ violations contains v if {
 #   regulation: GDPR Art. 32, Art. 44 (simplified)
 violations contains v if {
 	lib.provisioning
-	key_region := object.get(input.cluster, ["keys", "region"], "")
-	not lib.in_area(key_region, lib.sector, lib.jurisdiction)
+	not lib.facts_in_area(lib.key_facts, lib.tenant_area, lib.jurisdiction)
 	v := lib.violation(
 		"RESIDENCY_KEY_OUTSIDE_AREA",
-		concat("", ["sandbox key region '", key_region, "' is unknown or outside the '", lib.area_name(lib.sector), "' area"]),
+		concat("", ["sandbox key region '", lib.key_region, "' is unknown or outside the '", lib.tenant_area, "' area"]),
 		"GDPR Art. 32, Art. 44 (simplified)",
 		concat("", ["sandbox/", lib.sandbox_name]),
 	)
@@ -103,9 +102,9 @@ violations contains v if {
 #   regulation: GDPR Art. 44
 violations contains v if {
 	lib.data_access
-	some d in lib.datasets
+	some i, d in lib.datasets
+	not _dataset_facts[i].country
 	region := object.get(d, ["location", "region"], "")
-	not lib.known_region(region)
 	v := lib.violation(
 		"RESIDENCY_UNKNOWN_REGION",
 		concat("", ["dataset region '", region, "' is not in the region catalogue"]),
@@ -124,13 +123,14 @@ violations contains v if {
 #   regulation: GDPR Art. 44; sector residency rules (simplified)
 violations contains v if {
 	lib.data_access
-	some d in lib.datasets
+	some i, d in lib.datasets
+	facts := _dataset_facts[i]
+	facts.country
+	not lib.facts_in_area(facts, lib.area_name(object.get(d, "sector", "")), object.get(d, "jurisdiction", ""))
 	region := object.get(d, ["location", "region"], "")
-	lib.known_region(region)
-	not lib.in_area(region, object.get(d, "sector", ""), object.get(d, "jurisdiction", ""))
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_AREA",
-		concat("", ["dataset is stored in '", region, "' (", lib.country(region), "), outside the area allowed for its jurisdiction ", object.get(d, "jurisdiction", "")]),
+		concat("", ["dataset is stored in '", region, "' (", facts.country, "), outside the area allowed for its jurisdiction ", object.get(d, "jurisdiction", "")]),
 		"GDPR Art. 44; sector residency rules (simplified)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -147,14 +147,14 @@ violations contains v if {
 #   regulation: GDPR Art. 44, Art. 45 (simplified)
 violations contains v if {
 	lib.data_access
-	some d in lib.datasets
-	lib.personal(d)
+	some i, d in lib.datasets
+	d.personalData in lib.personal_classes
+	facts := _dataset_facts[i]
+	facts.eeaOrAdequate == false
 	region := object.get(d, ["location", "region"], "")
-	lib.known_region(region)
-	not lib.eea_or_adequate(lib.country(region))
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_EEA",
-		concat("", [d.personalData, " data is stored in '", region, "' (", lib.country(region), "), outside the EEA and adequacy countries"]),
+		concat("", [d.personalData, " data is stored in '", region, "' (", facts.country, "), outside the EEA and adequacy countries"]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -170,13 +170,12 @@ violations contains v if {
 #   regulation: GDPR Art. 44, Art. 45 (simplified)
 violations contains v if {
 	lib.data_access
+	lib.cluster_facts.eeaOrAdequate == false
 	some d in lib.datasets
-	lib.personal(d)
-	lib.known_region(lib.cluster_region)
-	not lib.eea_or_adequate(lib.country(lib.cluster_region))
+	d.personalData in lib.personal_classes
 	v := lib.violation(
 		"RESIDENCY_PROCESSING_OUTSIDE_EEA",
-		concat("", [d.personalData, " data would be processed in '", lib.cluster_region, "' (", lib.country(lib.cluster_region), "), outside the EEA and adequacy countries"]),
+		concat("", [d.personalData, " data would be processed in '", lib.cluster_region, "' (", lib.cluster_country, "), outside the EEA and adequacy countries"]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -193,17 +192,17 @@ violations contains v if {
 #   regulation: GDPR Art. 9, Art. 44 (stricter than the law)
 violations contains v if {
 	lib.data_access
-	some d in lib.datasets
+	some i, d in lib.datasets
 	d.personalData == "special-category"
-	some place, region in {
-		"stored": object.get(d, ["location", "region"], ""),
-		"processed": lib.cluster_region,
+	some place, where in {
+		"stored": [object.get(d, ["location", "region"], ""), _dataset_facts[i]],
+		"processed": [lib.cluster_region, lib.cluster_facts],
 	}
-	lib.known_region(region)
-	not lib.eea_country(lib.country(region))
+	[region, facts] := where
+	facts.eea == false
 	v := lib.violation(
 		"RESIDENCY_SPECIAL_CATEGORY_OUTSIDE_EEA",
-		concat("", ["special-category data would be ", place, " in '", region, "' (", lib.country(region), "), outside the EEA"]),
+		concat("", ["special-category data would be ", place, " in '", region, "' (", facts.country, "), outside the EEA"]),
 		"GDPR Art. 9, Art. 44 (stricter than the law)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -217,8 +216,8 @@ violations contains v if {
 #   regulation: GDPR Art. 44
 violations contains v if {
 	lib.exporting
-	region := object.get(input, ["export", "destination", "region"], "")
-	not lib.known_region(region)
+	not _destination_facts.country
+	region := _destination_region
 	v := lib.violation(
 		"RESIDENCY_UNKNOWN_REGION",
 		concat("", ["export destination region '", region, "' is not in the region catalogue"]),
@@ -239,26 +238,34 @@ violations contains v if {
 #   regulation: GDPR Art. 44, Art. 45 (simplified)
 violations contains v if {
 	lib.exporting
-	region := object.get(input, ["export", "destination", "region"], "")
-	lib.known_region(region)
+	facts := _destination_facts
+	facts.country
 	some d in lib.datasets
-	lib.personal(d)
-	not _may_receive(d, lib.country(region))
+	d.personalData in lib.personal_classes
+	not _may_receive(d, facts)
 	v := lib.violation(
 		"RESIDENCY_EXPORT_OUTSIDE_EEA",
-		concat("", ["artifact derived from ", d.personalData, " dataset '", d.name, "' cannot go to '", region, "' (", lib.country(region), ")"]),
+		concat("", ["artifact derived from ", d.personalData, " dataset '", d.name, "' cannot go to '", _destination_region, "' (", facts.country, ")"]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["export/", object.get(input, ["export", "name"], "")]),
 	)
 }
 
-# _may_receive(d, c) is true when an artifact derived from dataset d may go to country c.
-_may_receive(d, c) if {
+# _may_receive(d, f) is true when an artifact derived from dataset d may go to a
+# region with facts f.
+_may_receive(d, f) if {
 	d.personalData == "special-category"
-	lib.eea_country(c)
+	f.eea
 }
 
-_may_receive(d, c) if {
+_may_receive(d, f) if {
 	d.personalData != "special-category"
-	lib.eea_or_adequate(c)
+	f.eeaOrAdequate
 }
+
+# _dataset_facts[i] are the region facts of the i-th dataset's storage region.
+_dataset_facts[i] := lib.region_facts(object.get(d, ["location", "region"], "")) if some i, d in lib.datasets
+
+_destination_region := object.get(input, ["export", "destination", "region"], "")
+
+_destination_facts := lib.region_facts(_destination_region)

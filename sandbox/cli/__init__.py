@@ -14,7 +14,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="sandboxctl",
-    help="Operate and inspect regsandbox: policies, the audit log, exports, the gateway, a local stack.",
+    help="Operate and inspect regsandbox: policies, audit log, exports, gateway, local stack.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -33,7 +33,9 @@ from sandbox.policy.regotest import Outcome, run_tests
 
 __all__ = ["EngineChoice", "app"]
 
-app = typer.Typer(help="The policy subsystem.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check manifests against the policies; run Rego tests.", no_args_is_help=True
+)
 
 DEFAULT_AUDIT_RETENTION_DAYS = 1826
 """Audit retention assumed by ``policy check`` unless told otherwise (five years)."""
@@ -79,6 +81,16 @@ def _decision_rows(decision: Decision) -> list[dict[str, Any]]:
             "regulation": o.regulation,
         }
         for o in decision.obligations
+    ]
+    rows += [
+        {
+            "kind": f"warning ({w.enforcement}, {w.policy})",
+            "code": w.code,
+            "subject": w.subject,
+            "detail": w.msg,
+            "regulation": w.regulation,
+        }
+        for w in decision.warnings
     ]
     return rows
 

@@ -34,13 +34,16 @@ from sandbox.policy.model import (
     ExportRequest,
     Obligation,
     PolicyInput,
+    PolicyWarning,
     SandboxClaim,
     TenantFacts,
     Violation,
 )
 from sandbox.policy.opa import OpaEngine
 from sandbox.policy.policyset import (
+    ACTION_RULES,
     DEFAULT_POLICY_DIR,
+    CustomPolicy,
     PolicyLoadError,
     PolicySet,
     SourceProblem,
@@ -49,6 +52,7 @@ from sandbox.policy.regotest import Outcome, TestResult, run_tests
 
 __all__ = [
     "ACTIONS",
+    "ACTION_RULES",
     "CODE_DECISION_MALFORMED",
     "CODE_DECISION_UNDEFINED",
     "CODE_ENGINE_ERROR",
@@ -56,6 +60,7 @@ __all__ = [
     "CODE_ENGINE_UNAVAILABLE",
     "DEFAULT_POLICY_DIR",
     "ClusterFacts",
+    "CustomPolicy",
     "DatasetFacts",
     "Decision",
     "EmbeddedEngine",
@@ -68,6 +73,7 @@ __all__ = [
     "PolicyInput",
     "PolicyLoadError",
     "PolicySet",
+    "PolicyWarning",
     "SandboxClaim",
     "SourceProblem",
     "TenantFacts",

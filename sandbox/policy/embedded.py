@@ -1,8 +1,11 @@
 """The embedded engine: regopy (rego-cpp) in-process, no server.
 
-A policy set is compiled once into a regopy bundle with the single entry point
-``main/decision``; decisions reuse that bundle and one interpreter, and the set is
-recompiled only when its digest changes.
+A policy set is compiled once into a regopy bundle whose entry points are
+``main/decision`` and the per-action rules (``main/sandbox_provision``, ...; see
+:data:`~sandbox.policy.policyset.ACTION_RULES`); a decision queries the entry point
+of its action, so only the packages that can apply to it are evaluated. Decisions
+reuse that bundle and one interpreter, and the set is recompiled only when its
+digest changes. The converted input of the last few distinct documents is cached.
 
 At load time the engine refuses a set that:
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +44,7 @@ __all__ = [
     "ENTRYPOINT",
     "EmbeddedEngine",
     "compile_problems",
+    "make_input",
     "new_interpreter",
     "node_value",
     "query_entrypoint",
@@ -126,11 +131,18 @@ class EmbeddedEngine(PolicyEngine):
     name = "embedded"
 
     def __init__(
-        self, policy_set: PolicySet | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        policy_set: PolicySet | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input_cache: int = 64,
     ) -> None:
         super().__init__(timeout=timeout)
         self._bundle: regopy.Bundle | None = None
         self._runner: regopy.Interpreter | None = None
+        self._entrypoints: Mapping[str, str] = {}
+        self._input_cache_size = input_cache
+        self._inputs: OrderedDict[str, regopy.Input] = OrderedDict()
         if policy_set is not None:
             self.load(policy_set)
 
@@ -139,8 +151,9 @@ class EmbeddedEngine(PolicyEngine):
         problems = unsupported_calls(interpreter, policy_set.modules)
         if problems:
             raise PolicyLoadError("policy uses builtins the embedded engine lacks", problems)
+        entrypoints = dict(policy_set.action_entrypoints)
         try:
-            bundle = interpreter.build(None, [ENTRYPOINT])
+            bundle = interpreter.build(None, [ENTRYPOINT, *sorted(set(entrypoints.values()))])
         except regopy.RegoError as exc:
             raise PolicyLoadError(
                 "policy does not compile",
@@ -162,14 +175,87 @@ class EmbeddedEngine(PolicyEngine):
                 "policy has no decision",
                 [SourceProblem("main/main.rego", 1, "data.main.decision is undefined")],
             )
-        self._bundle, self._runner = bundle, runner
+        self._bundle, self._runner, self._entrypoints = bundle, runner, entrypoints
 
     def _evaluate(self, document: dict[str, Any]) -> Any:
         runner, bundle = self._runner, self._bundle
         if runner is None or bundle is None:  # pragma: no cover - guarded by decide()
             raise EvaluationError(CODE_ENGINE_ERROR, "no compiled bundle")
-        runner.set_input(regopy.Input(document))
-        return query_entrypoint(runner, bundle, ENTRYPOINT)
+        runner.set_input(self._input(document))
+        return query_entrypoint(
+            runner, bundle, self._entrypoints.get(str(document.get("action", "")), ENTRYPOINT)
+        )
+
+    def _input(self, document: dict[str, Any]) -> regopy.Input:
+        """``document`` converted for regopy, from a small LRU cache keyed by its JSON."""
+        if self._input_cache_size <= 0:
+            return make_input(document)
+        key = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        cached = self._inputs.get(key)
+        if cached is not None:
+            self._inputs.move_to_end(key)
+            return cached
+        converted = make_input(document)
+        self._inputs[key] = converted
+        if len(self._inputs) > self._input_cache_size:
+            self._inputs.popitem(last=False)
+        return converted
+
+
+_C = _capi.rego
+
+
+def make_input(value: Any) -> regopy.Input:
+    """``regopy.Input(value)`` for JSON values, about twice as fast.
+
+    regopy builds the input with one Python-level wrapper call (and one string buffer
+    copy) per node; this calls the C functions directly. Only JSON types are accepted
+    (dict with string keys, list, str, int, float, bool, None).
+
+    Raises:
+        ValueError: if ``value`` holds something that is not JSON.
+        regopy.RegoError: if regopy refuses a node.
+    """
+    impl = _capi.rego_new_input()
+    string, integer, number = _C.regoInputString, _C.regoInputInt, _C.regoInputFloat
+    boolean, null, item = _C.regoInputBoolean, _C.regoInputNull, _C.regoInputObjectItem
+    obj, array = _C.regoInputObject, _C.regoInputArray
+
+    def add(node: Any) -> int:
+        kind = type(node)
+        if kind is str:
+            return int(string(impl, node.encode()))
+        if kind is dict:
+            for key, child in node.items():
+                if type(key) is not str:
+                    raise ValueError(f"input object key {key!r} is not a string")
+                if string(impl, key.encode()) or add(child) or item(impl):
+                    return 1
+            return int(obj(impl, len(node)))
+        if kind is list or kind is tuple:
+            for child in node:
+                if add(child):
+                    return 1
+            return int(array(impl, len(node)))
+        if kind is bool:
+            return int(boolean(impl, node))
+        if kind is int:
+            return int(integer(impl, node))
+        if kind is float:
+            return int(number(impl, node))
+        if node is None:
+            return int(null(impl))
+        raise ValueError(f"cannot pass {kind.__name__} to the policy engine")
+
+    try:
+        if add(value):
+            raise regopy.RegoError("unable to create input")
+    except BaseException:
+        _capi.rego_free_input(impl)
+        raise
+    converted: regopy.Input = regopy.Input.__new__(regopy.Input)
+    converted._impl = impl
+    return converted
 
 
 def query_entrypoint(runner: regopy.Interpreter, bundle: regopy.Bundle, entrypoint: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sandbox.policy.model import Decision, PolicyInput
-from sandbox.policy.policyset import PolicyLoadError, PolicySet
+from sandbox.policy.policyset import CUSTOM_MODULE_DIR, PolicyLoadError, PolicySet
 
 __all__ = [
     "CODE_DECISION_MALFORMED",
@@ -54,6 +54,22 @@ class EvaluationError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _name_custom_policies(error: PolicyLoadError) -> PolicyLoadError:
+    """``error`` with the SandboxPolicies whose modules it points at named first."""
+    prefix = CUSTOM_MODULE_DIR + "/"
+    names = sorted(
+        {
+            p.path.removeprefix(prefix).removesuffix(".rego")
+            for p in error.problems
+            if p.path.startswith(prefix)
+        }
+    )
+    if not names:
+        return error
+    message = str(error).split("\n", 1)[0]
+    return PolicyLoadError(f"SandboxPolicy {', '.join(names)}: {message}", error.problems)
 
 
 class PolicyEngine(ABC):
@@ -100,8 +116,9 @@ class PolicyEngine(ABC):
             try:
                 self._install(policy_set)
             except PolicyLoadError as exc:
+                exc = _name_custom_policies(exc)
                 self._load_error = str(exc)
-                raise
+                raise exc from exc.__cause__
             self._policy, self._digest, self._load_error = policy_set, digest, None
 
     def decide(self, policy_input: PolicyInput | dict[str, Any]) -> Decision:

@@ -69,6 +69,7 @@ __all__ = [
     "Obligation",
     "PersonalData",
     "PolicyInput",
+    "PolicyWarning",
     "PublicInterest",
     "Resources",
     "Retention",
@@ -367,11 +368,28 @@ class Obligation(BaseModel):
     regulation: str = ""
 
 
-class Decision(BaseModel):
-    """The one decision shape of DESIGN.md.
+class PolicyWarning(BaseModel):
+    """A violation of a custom policy (SandboxPolicy) that does not deny.
 
-    Violations and obligations are sorted, so two engines that agree produce equal
-    decisions.
+    ``enforcement`` is ``warn`` (the operator raises a Warning event) or ``dryrun``
+    (the operator only logs it); ``policy`` is the SandboxPolicy's name.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    msg: str
+    regulation: str = ""
+    subject: str = ""
+    policy: str
+    enforcement: Literal["warn", "dryrun"]
+
+
+class Decision(BaseModel):
+    """The one decision shape of DESIGN.md, plus the warnings of custom policies.
+
+    Violations, obligations and warnings are sorted, so two engines that agree
+    produce equal decisions. Warnings never deny.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -379,6 +397,7 @@ class Decision(BaseModel):
     allow: bool
     violations: list[Violation] = []
     obligations: list[Obligation] = []
+    warnings: list[PolicyWarning] = []
     policy_digest: str = ""
 
     @classmethod
@@ -394,10 +413,14 @@ class Decision(BaseModel):
         raw = _RegoDecision.model_validate(value)
         violations = sorted(raw.violations, key=lambda v: (v.code, v.subject, v.msg))
         obligations = sorted(raw.obligations, key=lambda o: (o.code, repr(o.value), o.regulation))
+        warnings = sorted(
+            raw.warnings, key=lambda w: (w.policy, w.enforcement, w.code, w.subject, w.msg)
+        )
         return cls(
             allow=raw.allow and not violations,
             violations=violations,
             obligations=obligations,
+            warnings=warnings,
             policy_digest=policy_digest,
         )
 
@@ -419,3 +442,4 @@ class _RegoDecision(BaseModel):
     allow: bool
     violations: list[Violation]
     obligations: list[Obligation]
+    warnings: list[PolicyWarning] = []

@@ -1,15 +1,24 @@
-"""The OPA engine: an OPA server or sidecar reached through ``opa-python-client``.
+"""The OPA engine: an OPA server or sidecar.
 
-At load the engine checks the server's health, pushes the data documents
-(``PUT /v1/data/<key>``) and every module (``PUT /v1/policies/regsandbox/<path>``),
-then reads each decision with ``POST /v1/data/main/decision``. If the server rejects
-the new set, the modules and data it replaced are put back, so a bad policy set never
-replaces a good one. If the server restarted and lost the policies, they are pushed
-again before the decision is retried once.
+Loading goes through ``opa-python-client``: the engine checks the server's health,
+pushes the data documents (``PUT /v1/data/<key>``, removing top-level keys the
+previous set had and this one lacks) and every module
+(``PUT /v1/policies/regsandbox/<path>``). If the server rejects the new set, the
+modules and data it replaced are put back, so a bad policy set never replaces a good
+one.
+
+Decisions go through one persistent :class:`http.client.HTTPConnection` (HTTP/1.1
+keep-alive, reopened once if the server closed it), which costs about half of an
+``httpx`` and a third of a ``requests`` round trip: ``POST /v1/data/main/<rule>`` for the
+per-action rule of the input's action (``main/decision`` for other actions or when
+the set defines no per-action rules). If the server restarted and lost the policies,
+they are pushed again before the decision is retried once.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,10 +37,13 @@ from sandbox.policy.engine import (
 )
 from sandbox.policy.policyset import PolicyLoadError, PolicySet, SourceProblem
 
-__all__ = ["DEFAULT_OPA_URL", "POLICY_ID_PREFIX", "OpaEngine"]
+__all__ = ["DECISION_PATH", "DEFAULT_OPA_URL", "POLICY_ID_PREFIX", "OpaEngine"]
 
 DEFAULT_OPA_URL = "http://127.0.0.1:8181"
 """Where an OPA sidecar listens by default."""
+
+DECISION_PATH = "/v1/data/main/decision"
+"""Where ``data.main.decision`` is read."""
 
 POLICY_ID_PREFIX = "regsandbox/"
 """Prefix of the policy ids this engine owns on the server."""
@@ -60,7 +72,14 @@ class OpaEngine(PolicyEngine):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid OPA URL {url!r}: expected http(s)://host:port")
-        self.url = url
+        self.url = url.rstrip("/")
+        self._https = parts.scheme == "https"
+        self._address = (parts.hostname, parts.port or (443 if self._https else 8181))
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._connection: http.client.HTTPConnection | None = None
+        self._paths: Mapping[str, str] = {}
         self._client = OpaClient(
             host=parts.hostname,
             port=parts.port or (443 if parts.scheme == "https" else 8181),
@@ -77,7 +96,10 @@ class OpaEngine(PolicyEngine):
         return bool(self._client.check_health())
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP connections."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         self._client.close_connection()
 
     # --- loading ---------------------------------------------------------------------
@@ -91,11 +113,18 @@ class OpaEngine(PolicyEngine):
             raise PolicyLoadError(f"OPA server at {self.url} failed: {exc}") from exc
         try:
             self._push(policy_set.modules, policy_set.data, previous[0])
+            for key in previous[1]:
+                if key not in policy_set.data:
+                    self._client.delete_data(key)
         except (PolicyLoadError, requests.RequestException) as exc:
             self._restore(*previous)
             if isinstance(exc, PolicyLoadError):
                 raise
             raise PolicyLoadError(f"OPA server at {self.url} failed: {exc}") from exc
+        self._paths = {
+            action: "/v1/data/" + entrypoint
+            for action, entrypoint in policy_set.action_entrypoints.items()
+        }
 
     def _server_state(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Our modules and data currently on the server, to restore on failure."""
@@ -168,17 +197,47 @@ class OpaEngine(PolicyEngine):
         return result
 
     def _query(self, document: dict[str, Any]) -> Any:
+        path = self._paths.get(str(document.get("action", "")), DECISION_PATH)
+        body = b'{"input":' + json.dumps(document, separators=(",", ":")).encode() + b"}"
         try:
-            response = self._client.query_rule(document, "main", "decision")
-        except requests.Timeout as exc:
+            status, content = self._post(path, body)
+        except TimeoutError as exc:
             raise EvaluationError(
                 CODE_ENGINE_TIMEOUT, f"no answer from {self.url} within {self.timeout}s"
             ) from exc
-        except requests.ConnectionError as exc:
-            raise EvaluationError(CODE_ENGINE_UNAVAILABLE, f"cannot reach {self.url}") from exc
-        except requests.HTTPError as exc:
-            raise EvaluationError(CODE_ENGINE_ERROR, f"{self.url} answered {exc}") from exc
-        return response.get("result")
+        except (OSError, http.client.HTTPException) as exc:
+            raise EvaluationError(
+                CODE_ENGINE_UNAVAILABLE, f"cannot reach {self.url}: {exc}"
+            ) from exc
+        if status != 200:
+            raise EvaluationError(
+                CODE_ENGINE_ERROR, f"{self.url} answered {status}: {content[:200]!r}"
+            )
+        return json.loads(content).get("result")
+
+    def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST on the kept-alive connection, reconnecting once if it went stale."""
+        for attempt in (1, 2):
+            connection = self._connection
+            if connection is None:
+                host, port = self._address
+                factory = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+                connection = factory(str(host), port, timeout=self.timeout)
+                self._connection = connection
+            try:
+                connection.request("POST", path, body=body, headers=self._headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                self._connection = None
+                if attempt == 2:
+                    raise
+            except BaseException:
+                connection.close()
+                self._connection = None
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _policies_present(self) -> bool:
         try:

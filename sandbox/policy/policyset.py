@@ -5,6 +5,15 @@ module, every ``data.json`` / ``data.yaml`` file is a data document placed at it
 directory's path below the root (``policies/data/regions/data.json`` becomes
 ``data.data.regions``). ``*_test.rego`` files are tests, kept apart from the modules
 that decide and left out of the digest.
+
+Custom policies (the SandboxPolicy resource) are added with :meth:`PolicySet.with_custom`.
+Each becomes the module ``sandboxpolicy/<name>.rego``, which must declare a package
+``custom.<id>`` and define ``violations`` as a set of objects with ``code``, ``msg``,
+``regulation`` and ``subject``. Its data is placed at ``data.custom_data["<name>"]``
+(read it as ``data.custom_data["no-gpu"].limit``), and how it is enforced at
+``data.custom_policies["<name>"] = {"package": "<id>", "enforcement": "deny" | "warn" |
+"dryrun", "sectors": [...]}``, so the digest covers modules, data, enforcement and
+scope alike.
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import rfc8785
 import yaml
@@ -23,8 +33,14 @@ import yaml
 from sandbox.errors import SandboxError
 
 __all__ = [
+    "ACTION_RULES",
+    "CUSTOM_DATA_KEY",
+    "CUSTOM_MODULE_DIR",
+    "CUSTOM_POLICIES_KEY",
     "DECISION_QUERY",
     "DEFAULT_POLICY_DIR",
+    "CustomPolicy",
+    "Enforcement",
     "PolicyLoadError",
     "PolicySet",
     "SourceProblem",
@@ -36,7 +52,29 @@ DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 """The policies shipped in the repository."""
 
 DECISION_QUERY = "data.main.decision"
-"""The one entry point every decision is read from."""
+"""The entry point answering every action (what users and ``opa eval`` query)."""
+
+ACTION_RULES: Mapping[str, str] = {
+    "sandbox.provision": "sandbox_provision",
+    "dataset.grant": "dataset_grant",
+    "model.export": "model_export",
+}
+"""Action → rule of package ``main`` answering only that action.
+
+``data.main.<rule>`` equals ``data.main.decision`` for an input of that action but
+evaluates only the packages that can apply to it; the engines query it when the
+policy set defines it.
+"""
+
+CUSTOM_MODULE_DIR = "sandboxpolicy"
+"""Module paths of custom policies: ``sandboxpolicy/<name>.rego``."""
+CUSTOM_DATA_KEY = "custom_data"
+"""Top-level data key holding each custom policy's data by SandboxPolicy name."""
+CUSTOM_POLICIES_KEY = "custom_policies"
+"""Top-level data key holding each custom policy's package, enforcement and scope."""
+
+Enforcement = Literal["deny", "warn", "dryrun"]
+"""How a custom policy's violations count: deny, warn, or only logged (dryrun)."""
 
 _DATA_FILES = ("data.json", "data.yaml", "data.yml")
 
@@ -78,6 +116,95 @@ def policy_digest(modules: Mapping[str, str], data: Mapping[str, Any]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_CUSTOM_PACKAGE = re.compile(r"^custom\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class CustomPolicy:
+    """One SandboxPolicy as the policy layer sees it.
+
+    Example::
+
+        CustomPolicy(
+            name="no-gpu",
+            rego='''package custom.no_gpu
+
+        violations contains {"code": "NO_GPU", "msg": "GPUs are not allowed",
+            "regulation": "internal", "subject": "sandbox/x"} if input.sandbox.resources.gpu > 0
+        ''',
+            enforcement="warn",
+            sectors=["finance"],
+        )
+    """
+
+    name: str
+    """The SandboxPolicy's metadata.name."""
+    rego: str
+    """Module text; declares ``package custom.<id>`` and defines ``violations``."""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """Placed at ``data.custom_data["<name>"]``."""
+    enforcement: Enforcement = "deny"
+    """``deny``: violations deny; ``warn``/``dryrun``: they become decision warnings."""
+    sectors: Sequence[str] = ()
+    """Tenant sectors the policy applies to; empty means every sector."""
+
+    @property
+    def module_path(self) -> str:
+        """Path of the module inside the policy set."""
+        return f"{CUSTOM_MODULE_DIR}/{self.name}.rego"
+
+    def package(self) -> str:
+        """The ``<id>`` of ``package custom.<id>``.
+
+        Raises:
+            PolicyLoadError: naming the SandboxPolicy and the line, if the name is not
+                a Kubernetes object name, the enforcement is unknown, or the module
+                does not declare one package directly under ``custom.``.
+        """
+        where = self.module_path
+        if not _NAME.match(self.name):
+            raise PolicyLoadError(
+                f"SandboxPolicy {self.name!r}: invalid name",
+                [SourceProblem(where, 1, "the name must be a lowercase Kubernetes object name")],
+            )
+        if self.enforcement not in get_args(Enforcement):
+            raise PolicyLoadError(
+                f"SandboxPolicy {self.name}: invalid enforcement",
+                [
+                    SourceProblem(
+                        where, 1, f"enforcement {self.enforcement!r} is not deny, warn or dryrun"
+                    )
+                ],
+            )
+        text = _STRING_OR_COMMENT.sub(_blank, self.rego)
+        match = _PACKAGE.search(text)
+        if match is None:
+            raise PolicyLoadError(
+                f"SandboxPolicy {self.name}: module has no package",
+                [
+                    SourceProblem(
+                        where, 1, "declare a package under custom., e.g. package custom.no_gpu"
+                    )
+                ],
+            )
+        line = text.count("\n", 0, match.start()) + 1
+        package = _CUSTOM_PACKAGE.match(match.group(1))
+        if package is None:
+            raise PolicyLoadError(
+                f"SandboxPolicy {self.name}: wrong package",
+                [
+                    SourceProblem(
+                        where,
+                        line,
+                        f"package {match.group(1)} is not directly under "
+                        "custom.; use e.g. package custom.no_gpu",
+                    )
+                ],
+            )
+        return package.group(1)
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """Modules, tests and data of one policy directory, with their digest."""
@@ -90,11 +217,88 @@ class PolicySet:
     """Test module path → Rego source (``*_test.rego``)."""
     root: Path | None = None
     """The directory the set was read from, if any."""
+    custom: tuple[CustomPolicy, ...] = ()
+    """The custom policies added by :meth:`with_custom`."""
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """The policy digest carried by every decision made with this set."""
         return policy_digest(self.modules, self.data)
+
+    @cached_property
+    def action_entrypoints(self) -> Mapping[str, str]:
+        """Action → ``main/<rule>`` for the per-action rules package ``main`` defines."""
+        found: dict[str, str] = {}
+        for source in self.modules.values():
+            text = _STRING_OR_COMMENT.sub(_blank, source)
+            match = _PACKAGE.search(text)
+            if match is None or match.group(1) != "main":
+                continue
+            for action, rule in ACTION_RULES.items():
+                if re.search(rf"^{rule}\s*(?::=|=|if\b|\{{)", text, re.MULTILINE):
+                    found[action] = f"main/{rule}"
+        return found
+
+    def with_custom(self, policies: Sequence[CustomPolicy]) -> PolicySet:
+        """This set with exactly ``policies`` as its custom policies.
+
+        Custom policies added before are replaced, so the operator passes every
+        SandboxPolicy it holds. Whether a module compiles is checked when an engine
+        loads the set (both engines refuse it with the compiler's message and line,
+        and keep the set they had).
+
+        Raises:
+            PolicyLoadError: naming the SandboxPolicy and the line, if a name is
+                invalid or used twice, an enforcement is unknown, a module does not
+                declare a package directly under ``custom.``, or two policies declare
+                the same package.
+        """
+        modules = {
+            path: source
+            for path, source in self.modules.items()
+            if not path.startswith(CUSTOM_MODULE_DIR + "/")
+        }
+        data = {
+            k: v for k, v in self.data.items() if k not in (CUSTOM_DATA_KEY, CUSTOM_POLICIES_KEY)
+        }
+        config: dict[str, Any] = {}
+        custom_data: dict[str, Any] = {}
+        packages: dict[str, str] = {}
+        for policy in policies:
+            package = policy.package()
+            if policy.name in config:
+                raise PolicyLoadError(
+                    f"SandboxPolicy {policy.name}: name used twice",
+                    [SourceProblem(policy.module_path, 1, "two custom policies share a name")],
+                )
+            if package in packages:
+                raise PolicyLoadError(
+                    f"SandboxPolicy {policy.name}: package custom.{package} is already "
+                    f"declared by SandboxPolicy {packages[package]}",
+                    [
+                        SourceProblem(
+                            policy.module_path, 1, "each SandboxPolicy needs its own package"
+                        )
+                    ],
+                )
+            packages[package] = policy.name
+            modules[policy.module_path] = policy.rego
+            custom_data[policy.name] = dict(policy.data)
+            config[policy.name] = {
+                "package": package,
+                "enforcement": policy.enforcement,
+                "sectors": sorted(set(policy.sectors)),
+            }
+        if policies:
+            data[CUSTOM_DATA_KEY] = custom_data
+            data[CUSTOM_POLICIES_KEY] = config
+        return PolicySet(
+            modules=modules,
+            data=data,
+            tests=self.tests,
+            root=self.root,
+            custom=tuple(policies),
+        )
 
     @classmethod
     def from_directory(cls, root: Path | str = DEFAULT_POLICY_DIR) -> PolicySet:
@@ -161,7 +365,7 @@ _PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
 _IMPORT = re.compile(r"^import\s+([\w.]+)(?:\s+as\s+(\w+))?", re.MULTILINE)
 _FUNCTION_HEAD = re.compile(r"^([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 _KEYWORDS = frozenset(
-    {"if", "else", "not", "some", "every", "in", "contains", "with", "as", "default"}
+    {"if", "else", "not", "some", "every", "in", "contains", "with", "as", "default", "set"}
 )
 
 

@@ -212,9 +212,26 @@ def _dataset(name: str, prefix: str, endpoint: str) -> dict[str, Any]:
     }
 
 
+def _no_operator_running() -> None:
+    """These tests write Sandbox status themselves; a running operator would overwrite it."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"operators.main" in argv and b"run" in argv:
+            pytest.fail(
+                "an operator process is running beside the gateway tests; run them alone or "
+                "in the default order (tests/gateway before tests/lifecycle)"
+            )
+
+
 @pytest.fixture(scope="session")
 def world(admin_api: client.ApiClient, repo_root: Path, s3: MinioServer) -> World:
     """Tenant, sandboxes, datasets, objects and tokens (see the module docstring)."""
+    _no_operator_running()
     install_crds(admin_api, repo_root / "charts/regsandbox/crds")
     tenant = f"gw{secrets.token_hex(3)}"
     w = World(tenant, f"{tenant}-claims", f"{tenant}-other", {}, admin=admin_api)

@@ -45,6 +45,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def opa_url(opa_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OPA server on a free loopback port, for the whole session."""
+    yield from run_opa(opa_binary, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def own_opa_url(opa_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OPA server for one test module, for tests that change what it holds."""
+    yield from run_opa(opa_binary, tmp_path_factory)
+
+
+def run_opa(opa_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start ``opa run --server`` on a free loopback port, yield its URL, stop it."""
     port = _free_port()
     log = (tmp_path_factory.mktemp("opa") / "opa.log").open("wb")
     process = subprocess.Popen(

@@ -146,7 +146,7 @@ def test_examples_give_exact_codes(
 ) -> None:
     code, decision, stderr = _check(files, *flags)
     assert code == exit_code, stderr
-    assert sorted(v["code"] for v in decision["violations"]) == codes  # type: ignore[union-attr]
+    assert sorted(v["code"] for v in decision["violations"]) == codes  # type: ignore[attr-defined]
     assert str(decision["policy_digest"]).startswith("sha256:")
 
 

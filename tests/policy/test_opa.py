@@ -91,7 +91,7 @@ def test_opa_rejects_a_bad_set_and_keeps_the_good_one(opa_url: str, policy_set: 
     engine = OpaEngine(opa_url, policy_set)
     modules = dict(policy_set.modules)
     modules["main/main.rego"] = modules["main/main.rego"].replace(
-        "default allow := false", "default allow := undefined_function(1)"
+        "actions := {", "actions := undefined_function(1) | {"
     )
     with pytest.raises(PolicyLoadError, match=r"main/main.rego:\d+"):
         engine.load(PolicySet(modules, policy_set.data))

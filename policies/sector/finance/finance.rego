@@ -88,7 +88,7 @@ violations contains v if {
 	lib.provisioning
 	some entry in object.get(input.sandbox, "egress", [])
 	region := object.get(entry, "region", "")
-	not _in_eea(region)
+	not lib.region_facts(region).eea
 	v := lib.violation(
 		"FINANCE_EGRESS_OUTSIDE_EEA",
 		concat("", ["egress to '", object.get(entry, "cidr", ""), "' in region '", region, "' is unknown or outside the EEA"]),
@@ -96,8 +96,6 @@ violations contains v if {
 		concat("", ["sandbox/", lib.sandbox_name]),
 	)
 }
-
-_in_eea(region) if lib.eea_country(lib.country(region))
 
 # Obligation: the audit log must keep records for the finance retention period.
 obligations contains o if {

@@ -1,0 +1,138 @@
+"""SandboxPolicies: custom Rego is validated, enforced on running sandboxes, and audited."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from sandbox.devenv.operator_process import OperatorProcess
+from sandbox.kube.apply import apply, delete, get, list_objects
+
+from .helpers import condition, ready_sandbox, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _rego(package: str, sandbox: str, code: str) -> str:
+    return f"""package custom.{package}
+
+violations contains v if {{
+	input.sandbox.name == "{sandbox}"
+	v := {{"code": "{code}", "msg": "this sandbox is paused by the platform",
+		"regulation": "internal rule", "subject": "sandbox/{sandbox}"}}
+}}
+"""
+
+
+@pytest.fixture
+def policy_factory(admin_api: client.ApiClient) -> Iterator[Callable[..., str]]:
+    made: list[str] = []
+
+    def make(rego: str, enforcement: str = "deny") -> str:
+        name = unique("pol")
+        apply(
+            admin_api,
+            {
+                "apiVersion": "regsandbox.io/v1alpha1",
+                "kind": "SandboxPolicy",
+                "metadata": {"name": name},
+                "spec": {"rego": rego, "enforcement": enforcement},
+            },
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        delete(admin_api, "SandboxPolicy", name)
+
+
+def _accepted(api: client.ApiClient, name: str) -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        cond = condition(get(api, "SandboxPolicy", name), "Accepted")
+        return cond if cond and cond.get("observedGeneration") else None
+
+    return check
+
+
+def test_invalid_rego_is_refused_and_the_previous_set_stays(
+    admin_api: client.ApiClient, operator: OperatorProcess, policy_factory: Callable[..., str]
+) -> None:
+    name = policy_factory("package custom.broken\n\nviolations contains v if {\n  v := \n}\n")
+    cond = operator.wait_until(_accepted(admin_api, name), 30, "the policy to be checked")
+    assert cond["status"] == "False"
+    assert cond["reason"] == "InvalidPolicy"
+    assert "previous policy set stays in force" in cond["message"]
+    wrong_package = policy_factory("package sneaky\n\nallow := true\n")
+    cond = operator.wait_until(_accepted(admin_api, wrong_package), 30, "the policy to be checked")
+    assert cond["status"] == "False"
+    assert "custom." in cond["message"]
+
+
+def test_deny_policy_quarantines_a_running_sandbox_until_removed(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    policy_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tenant = tenant_factory()
+    sandbox, ns = ready_sandbox(admin_api, operator, tenant)
+    home = f"tenant-{tenant}"
+    pol = policy_factory(_rego(unique("pause").replace("-", "_"), sandbox, "CUSTOM_PAUSED"))
+    cond = operator.wait_until(_accepted(admin_api, pol), 30, "the policy to load")
+    assert cond["status"] == "True", cond
+
+    def quarantined() -> bool:
+        compliant = condition(get(admin_api, "Sandbox", sandbox, home), "PolicyCompliant")
+        names = {p["metadata"]["name"] for p in list_objects(admin_api, "NetworkPolicy", ns)}
+        return bool(compliant and compliant["status"] == "False") and names == {"quarantine"}
+
+    operator.wait_until(quarantined, 30, "the sandbox to be quarantined")
+    obj = get(admin_api, "Sandbox", sandbox, home)
+    assert "CUSTOM_PAUSED" in condition(obj, "PolicyCompliant")["message"]  # type: ignore[index]
+    assert condition(obj, "Ready")["reason"] == "NonCompliant"  # type: ignore[index]
+    actions = [e["action"] for e in audit_actions()]
+    assert "policy.changed" in actions
+    assert any(
+        e["action"] == "sandbox.quarantined" and e["resource"].get("sandbox") == sandbox
+        for e in audit_actions()
+    )
+
+    delete(admin_api, "SandboxPolicy", pol)
+
+    def restored() -> bool:
+        ready = condition(get(admin_api, "Sandbox", sandbox, home), "Ready")
+        names = {p["metadata"]["name"] for p in list_objects(admin_api, "NetworkPolicy", ns)}
+        return bool(ready and ready["status"] == "True") and "quarantine" not in names
+
+    operator.wait_until(restored, 30, "the sandbox to be compliant again")
+
+
+def test_warn_policy_keeps_the_sandbox_ready_with_a_warning(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    policy_factory: Callable[..., str],
+) -> None:
+    tenant = tenant_factory()
+    sandbox, _ = ready_sandbox(admin_api, operator, tenant)
+    home = f"tenant-{tenant}"
+    pol = policy_factory(
+        _rego(unique("note").replace("-", "_"), sandbox, "CUSTOM_NOTE"), enforcement="warn"
+    )
+    operator.wait_until(_accepted(admin_api, pol), 30, "the policy to load")
+
+    def warned() -> dict[str, Any] | None:
+        cond = condition(get(admin_api, "Sandbox", sandbox, home), "PolicyCompliant")
+        return cond if cond and cond["reason"] == "AllowedWithWarnings" else None
+
+    cond = operator.wait_until(warned, 30, "the warning")
+    assert cond["status"] == "True"
+    assert "CUSTOM_NOTE" in cond["message"]
+    ready = condition(get(admin_api, "Sandbox", sandbox, home), "Ready")
+    assert ready is not None
+    assert ready["status"] == "True"
