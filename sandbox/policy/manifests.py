@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sandbox.api.dataset import DatasetSpec
+from sandbox.api.export import ModelExportSpec
 from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.errors import ConfigurationError
@@ -136,6 +137,32 @@ def _check_schema(obj: Mapping[str, Any], model: type[BaseModel]) -> None:
         ) from exc
 
 
+def _export_claim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy view of a ModelExport.
+
+    A manifest in the CRD's shape (``requestedBy``, ``artifact.type``, a destination
+    bucket) is translated; the operator passes the policy shape directly, with the
+    artifact digest and the destination's registered region it attested itself.
+    """
+    spec = _spec(obj)
+    if "requestedBy" not in spec:
+        return spec
+    _check_schema(obj, ModelExportSpec)
+    artifact = dict(spec.get("artifact") or {})
+    destination = dict(spec.get("destination") or {})
+    where = destination.get("key") or destination.get("prefix") or ""
+    return {
+        "sandbox": spec.get("sandbox", ""),
+        "artifact": {"path": artifact.get("path", ""), "kind": artifact.get("type", "model")},
+        "destination": {
+            "region": destination.get("region", ""),
+            "uri": f"s3://{destination.get('bucket', '')}/{where}",
+        },
+        "justification": spec.get("justification", ""),
+        "requester": spec["requestedBy"],
+    }
+
+
 def build_input(
     manifests: Manifests,
     cluster: ClusterFacts,
@@ -177,7 +204,7 @@ def build_input(
             obj = _one(manifests.exports, "ModelExport")
             status = obj.get("status") or {}
             export = ExportRequest.model_validate(
-                {"name": _name(obj), **_spec(obj), "approvals": status.get("approvals")}
+                {"name": _name(obj), **_export_claim(obj), "approvals": status.get("approvals")}
             )
         return PolicyInput(
             action=action,

@@ -95,12 +95,16 @@ def test_deny_policy_quarantines_a_running_sandbox_until_removed(
     obj = get(admin_api, "Sandbox", sandbox, home)
     assert "CUSTOM_PAUSED" in condition(obj, "PolicyCompliant")["message"]  # type: ignore[index]
     assert condition(obj, "Ready")["reason"] == "NonCompliant"  # type: ignore[index]
-    actions = [e["action"] for e in audit_actions()]
-    assert "policy.changed" in actions
-    assert any(
-        e["action"] == "sandbox.quarantined" and e["resource"].get("sandbox") == sandbox
-        for e in audit_actions()
+    # The log is read as of its latest checkpoint, published within a second.
+    operator.wait_until(
+        lambda: any(
+            e["action"] == "sandbox.quarantined" and e["resource"].get("sandbox") == sandbox
+            for e in audit_actions()
+        ),
+        10,
+        "the quarantine audit entry",
     )
+    assert "policy.changed" in [e["action"] for e in audit_actions()]
 
     delete(admin_api, "SandboxPolicy", pol)
 
