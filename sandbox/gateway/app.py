@@ -267,48 +267,83 @@ class _AuditedStream(Response):
             await anyio.to_thread.run_sync(self._gw.audit.append, [event])
 
     async def _send_body(self, send: Send, gone: anyio.Event) -> None:
+        """Stream the body, reading (and hashing) the next chunk while this one is sent.
+
+        A reader task fills a one-slot channel, so at most three chunks are in memory
+        (one being read, one waiting, one being sent): memory stays flat, and storage
+        reads and hashing overlap with the network.
+        """
         stream, chunk_bytes = self._stream, self._gw.chunk_bytes
         hasher = hashlib.sha256()
         total, sent = stream.length, 0
+        failure: list[BaseException] = []
+        aborted = False
 
-        def read() -> bytes:
-            data = stream.read(min(chunk_bytes, total - sent))
-            hasher.update(data)
+        def read(size: int) -> bytes:
+            data = stream.read(size)
+            hasher.update(data)  # hashlib releases the GIL on large buffers
             return data
+
+        chunks_in, chunks_out = anyio.create_memory_object_stream[bytes](max_buffer_size=1)
+
+        async def reader() -> None:
+            got = 0
+            async with chunks_in:
+                try:
+                    while got < total:
+                        chunk = await anyio.to_thread.run_sync(read, min(chunk_bytes, total - got))
+                        if not chunk:
+                            raise StorageUnavailable(
+                                f"storage ended the object after {got} of {total} bytes"
+                            )
+                        got += len(chunk)
+                        await chunks_in.send(chunk)
+                except (
+                    StorageUnavailable,
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                ) as exc:
+                    failure.append(exc)
 
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         try:
-            while True:
-                chunk = await anyio.to_thread.run_sync(read)
-                if not chunk:
-                    raise StorageUnavailable(
-                        f"storage ended the object after {sent} of {total} bytes"
-                    )
-                last = sent + len(chunk) >= total
-                if gone.is_set():
-                    break
-                if last:
+            async with anyio.create_task_group() as tasks, chunks_out:
+                tasks.start_soon(reader)
+                async for chunk in chunks_out:
+                    last = sent + len(chunk) >= total
+                    if gone.is_set():
+                        break
+                    if last:
+                        try:
+                            await self._finish(
+                                "success", self.status_code, None, total, hasher.hexdigest()
+                            )
+                        except AuditUnavailable as exc:
+                            _log.error(
+                                "audit append failed; aborting stream",
+                                request_id=self._record.request_id,
+                                error=str(exc),
+                            )
+                            aborted = True
+                            break
                     try:
-                        await self._finish(
-                            "success", self.status_code, None, total, hasher.hexdigest()
+                        await send(
+                            {"type": "http.response.body", "body": chunk, "more_body": not last}
                         )
-                    except AuditUnavailable as exc:
-                        _log.error(
-                            "audit append failed; aborting stream",
-                            request_id=self._record.request_id,
-                            error=str(exc),
-                        )
-                        raise StreamAborted("the audit log refused the completion record") from None
-                try:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-                except OSError:
-                    gone.set()
-                    break
-                sent += len(chunk)
-                if last:
-                    return
+                    except OSError:
+                        gone.set()
+                        break
+                    sent += len(chunk)
+                    if last:
+                        return
+                tasks.cancel_scope.cancel()
+            if aborted:  # raised outside the task group, so it is not wrapped in a group
+                raise StreamAborted("the audit log refused the completion record")
+            storage_failed = [f for f in failure if isinstance(f, StorageUnavailable)]
+            if storage_failed and not gone.is_set():
+                raise storage_failed[0]
         except StorageUnavailable as exc:
             _log.warning(
                 "storage failed mid-stream", request_id=self._record.request_id, error=str(exc)
