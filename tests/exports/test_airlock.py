@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from typer.testing import CliRunner
 
 from audit.errors import MalformedError, VerificationError
 from audit.log import LogReader
-from audit.note import Verifier
-from audit.proof import verify_tlog_proof
+from audit.merkle import stored_hash_count
+from audit.note import Verifier, b64encode
+from audit.proof import TlogProof, verify_tlog_proof
 from audit.signing import load_verifier
 from sandbox.cli.audit import app as audit_app
 from sandbox.cli.export import app as export_app
@@ -302,6 +304,47 @@ def test_finance_export_needs_two_distinct_reviewers_and_carries_a_receipt(
     )
     assert bad.exit_code == 3, bad.output
     _verify_all_tampering(proof, entry, [load_verifier(vkey)])
+    _verified_by_go(export_audit, proof, entry, tmp_path)
+
+
+def _verified_by_go(
+    export_audit: tuple[Path, Path], proof: bytes, entry: bytes, tmp_path: Path
+) -> None:
+    """The release receipt, checked with golang.org/x/mod/sumdb (tools/interop)."""
+    from audit.log import HASHES_FILE
+    from audit.signing import load_signer
+    from tests.audit.test_interop_go import run_go_interop
+
+    log, key = export_audit
+    signer = load_signer(key)
+    go_dir = tmp_path / "go"
+    go_dir.mkdir()
+    receipt = TlogProof.parse(proof)
+    old_size = int(receipt.checkpoint.split(b"\n")[1])
+    with LogReader(log) as reader:
+        checkpoint = reader.checkpoint_note
+        size = reader.size
+        consistency = [
+            {
+                "old_checkpoint": receipt.checkpoint.decode(),
+                "proof": [b64encode(h) for h in reader.consistency_proof(old_size)],
+            }
+        ]
+    (go_dir / "hashes").write_bytes(
+        (log / HASHES_FILE).read_bytes()[: stored_hash_count(size) * 32]
+    )
+    run_go_interop(
+        {
+            "origin": signer.name,
+            "vkey": signer.verifier.vkey,
+            "skey": signer.private_key,
+            "checkpoint": checkpoint.decode(),
+            "hashes_file": "hashes",
+            "receipts": [{"entry_b64": base64.b64encode(entry).decode(), "proof": proof.decode()}],
+            "consistency": consistency,
+        },
+        go_dir,
+    )
 
 
 def _health_tenant(tenant: Any, admin_api: client.ApiClient, op: ExportOperator) -> tuple[str, str]:
