@@ -33,6 +33,7 @@ from audit.client import AuditUnavailable, LocalAuditSink
 from audit.entry import Entry, Event
 from audit.log import AuditLog
 from audit.note import Signer
+from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.operator_process import service_account_kubeconfig
 from sandbox.devenv.processes import free_port
@@ -212,8 +213,10 @@ def _dataset(name: str, prefix: str, endpoint: str) -> dict[str, Any]:
     }
 
 
-def _no_operator_running() -> None:
-    """These tests write Sandbox status themselves; a running operator would overwrite it."""
+def _no_operator_running(directory: Path) -> None:
+    """These tests write Sandbox status themselves; an operator on the same control plane
+    (its kubeconfig lives under the control plane's directory) would overwrite it."""
+    marker = str(directory).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -221,7 +224,7 @@ def _no_operator_running() -> None:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"operators.main" in argv and b"run" in argv:
+        if b"operators.main" in argv and any(marker in arg for arg in argv):
             pytest.fail(
                 "an operator process is running beside the gateway tests; run them alone or "
                 "in the default order (tests/gateway before tests/lifecycle)"
@@ -229,9 +232,11 @@ def _no_operator_running() -> None:
 
 
 @pytest.fixture(scope="session")
-def world(admin_api: client.ApiClient, repo_root: Path, s3: MinioServer) -> World:
+def world(
+    admin_api: client.ApiClient, repo_root: Path, s3: MinioServer, control_plane: ControlPlane
+) -> World:
     """Tenant, sandboxes, datasets, objects and tokens (see the module docstring)."""
-    _no_operator_running()
+    _no_operator_running(control_plane.directory)
     install_crds(admin_api, repo_root / "charts/regsandbox/crds")
     tenant = f"gw{secrets.token_hex(3)}"
     w = World(tenant, f"{tenant}-claims", f"{tenant}-other", {}, admin=admin_api)
