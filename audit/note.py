@@ -36,6 +36,7 @@ __all__ = [
     "check_key_name",
     "key_id",
     "open_note",
+    "parse_key_fields",
     "sign_note",
 ]
 
@@ -79,8 +80,15 @@ def key_id(name: str, public_key: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _parse_key_fields(text: str, what: str) -> tuple[str, int, bytes]:
-    parts = text.split("+", 2)
+def parse_key_fields(
+    text: str, what: str, key_type: int = ED25519, kind: str = "an Ed25519 key (type 0x01)"
+) -> tuple[str, int, bytes]:
+    """Split ``name+keyid+base64(type || key)`` into name, key ID and the 32 key bytes.
+
+    ``key_type`` is the expected first byte (0x01 for note keys, 0x04 for witness
+    cosignature keys); anything else is refused naming ``kind``.
+    """
+    parts = text.split("+", 2)  # base64 may contain "+"; names and key IDs cannot
     if len(parts) != 3:
         raise MalformedError(f"{what} must look like name+keyid+base64key")
     name, hex_id, key64 = parts
@@ -88,8 +96,8 @@ def _parse_key_fields(text: str, what: str) -> tuple[str, int, bytes]:
     if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
         raise MalformedError(f"{what} key ID {hex_id!r} is not 8 lowercase hex digits")
     key = b64decode(key64, f"{what} key")
-    if len(key) != 33 or key[0] != ED25519:
-        raise MalformedError(f"{what} is not an Ed25519 key (type 0x01, 32 bytes)")
+    if len(key) != 33 or key[0] != key_type:
+        raise MalformedError(f"{what} is not {kind}, 32 bytes")
     return name, int(hex_id, 16), key[1:]
 
 
@@ -120,7 +128,7 @@ class Verifier:
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
         """Parse a verifier key string; the key ID must match name and key."""
-        name, kid, public = _parse_key_fields(vkey.strip(), "verifier key")
+        name, kid, public = parse_key_fields(vkey.strip(), "verifier key")
         verifier = cls(name, public)
         if verifier.key_id != kid:
             raise MalformedError(f"verifier key {name}: key ID {kid:08x} does not match the key")
@@ -161,7 +169,7 @@ class Signer:
         text = text.strip()
         if not text.startswith(_PRIVATE_PREFIX):
             raise MalformedError("signer key must start with PRIVATE+KEY+")
-        name, kid, seed = _parse_key_fields(text[len(_PRIVATE_PREFIX) :], "signer key")
+        name, kid, seed = parse_key_fields(text[len(_PRIVATE_PREFIX) :], "signer key")
         signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
         if signer.key_id != kid:
             raise MalformedError(f"signer key {name}: key ID {kid:08x} does not match the key")

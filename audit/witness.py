@@ -48,6 +48,7 @@ from audit.note import (
     b64encode,
     check_key_name,
     open_note,
+    parse_key_fields,
 )
 
 __all__ = [
@@ -95,17 +96,7 @@ def _signed_message(checkpoint_text: str, timestamp: int) -> bytes:
 
 
 def _parse_key(text: str, what: str) -> tuple[str, int, bytes]:
-    parts = text.split("+", 2)  # base64 may contain "+"; names and key IDs cannot
-    if len(parts) != 3:
-        raise MalformedError(f"{what} must look like name+keyid+base64key")
-    name, hex_id, key64 = parts
-    check_key_name(name)
-    if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
-        raise MalformedError(f"{what} key ID {hex_id!r} is not 8 lowercase hex digits")
-    key = b64decode(key64, f"{what} key")
-    if len(key) != 33 or key[0] != COSIGNATURE_V1:
-        raise MalformedError(f"{what} is not an Ed25519 cosignature/v1 key (type 0x04)")
-    return name, int(hex_id, 16), key[1:]
+    return parse_key_fields(text, what, COSIGNATURE_V1, "an Ed25519 cosignature/v1 key (type 0x04)")
 
 
 @dataclass(frozen=True)
