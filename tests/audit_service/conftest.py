@@ -6,10 +6,7 @@ Servers listen on 127.0.0.1 free ports only and every wait is a bounded loop.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,53 +122,13 @@ class S3Server:
 @pytest.fixture(scope="session")
 def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real MinIO server built by tools/, on free local ports; fails if not built."""
+    from sandbox.devenv.minio import running_minio
     from sandbox.devenv.toolchain import tool_path
     from sandbox.errors import SandboxError
 
     try:
-        binary = tool_path("minio")
+        tool_path("minio")
     except SandboxError as exc:
         pytest.fail(f"MinIO is needed for the s3 tests: {exc}")
-    data = tmp_path_factory.mktemp("minio")
-    port, console = free_port(), free_port()
-    user, password = "regsandbox", secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "MINIO_ROOT_USER": user,
-        "MINIO_ROOT_PASSWORD": password,
-        "MINIO_BROWSER": "off",
-        "MINIO_UPDATE": "off",
-    }
-    log = (data.parent / "minio.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "server",
-            str(data),
-            "--address",
-            f"127.0.0.1:{port}",
-            "--console-address",
-            f"127.0.0.1:{console}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(
-            lambda: proc.poll() is None and http_ok(f"{endpoint}/minio/health/ready"),
-            "MinIO to become ready",
-            timeout=60,
-        )
-        if proc.poll() is not None:
-            pytest.fail(f"MinIO exited with {proc.returncode}; see {log.name}")
-        yield S3Server(endpoint, user, password)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+    with running_minio(tmp_path_factory.mktemp("minio")) as server:
+        yield S3Server(server.endpoint, server.access_key, server.secret_key)
