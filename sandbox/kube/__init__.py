@@ -4,10 +4,20 @@ from sandbox.kube.apply import (
     KINDS,
     KindInfo,
     apply,
+    create_or_apply,
     delete,
     get,
     list_objects,
     object_path,
 )
 
-__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "list_objects", "object_path"]
+__all__ = [
+    "KINDS",
+    "KindInfo",
+    "apply",
+    "create_or_apply",
+    "delete",
+    "get",
+    "list_objects",
+    "object_path",
+]

@@ -16,7 +16,16 @@ from kubernetes.client.rest import ApiException
 
 from sandbox.provision.names import FIELD_MANAGER
 
-__all__ = ["KINDS", "KindInfo", "apply", "delete", "get", "list_objects", "object_path"]
+__all__ = [
+    "KINDS",
+    "KindInfo",
+    "apply",
+    "create_or_apply",
+    "delete",
+    "get",
+    "list_objects",
+    "object_path",
+]
 
 
 @dataclass(frozen=True)
@@ -146,3 +155,19 @@ def list_objects(
     query = [("labelSelector", label_selector)] if label_selector else []
     result = _call(api, "GET", object_path(kind, None, namespace), query=query)
     return [dict(item) for item in result.get("items") or []]
+
+
+def create_or_apply(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Create ``obj`` (cheaper for the API server than an apply); apply it if it exists.
+
+    Used when the objects are expected to be new (first provisioning). Later server-side
+    applies by the same field manager take the created fields over.
+    """
+    meta = obj["metadata"]
+    collection = object_path(obj["kind"], None, meta.get("namespace"))
+    try:
+        return _call(api, "POST", collection, body=obj, query=[("fieldManager", FIELD_MANAGER)])
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return apply(api, obj)

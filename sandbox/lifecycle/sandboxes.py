@@ -23,7 +23,7 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
-from sandbox.kube.apply import apply, delete, get, list_objects
+from sandbox.kube.apply import apply, create_or_apply, delete, get, list_objects
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
 from sandbox.lifecycle.platform import Platform
@@ -326,8 +326,10 @@ def provision_sandbox(
             {"regsandbox.io/tenant": tenant, "regsandbox.io/sandbox": name},
         )
         objects = desired_objects(platform, body, tenant, tenant_spec, spec, key)
+        # A first provisioning creates (cheaper for the API server); a re-converge applies.
+        write = create_or_apply if not was_ready and not _was_quarantined(body) else apply
         for obj in objects:
-            apply(platform.api, obj)
+            write(platform.api, obj)
         if _was_quarantined(body):
             delete(platform.api, "NetworkPolicy", "quarantine", ns)
     except (KeyProviderError, StorageProfileError) as exc:
