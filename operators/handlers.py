@@ -120,7 +120,13 @@ def _expired(body: kopf.Body) -> bool:
     return dt.datetime.now(dt.UTC) >= expires_at(body, spec)
 
 
-@kopf.timer(API_GROUP, API_VERSION, "sandboxes", interval=_SETTINGS.resync_seconds, idle=1)
+@kopf.timer(
+    API_GROUP,
+    API_VERSION,
+    "sandboxes",
+    interval=_SETTINGS.resync_seconds,
+    initial_delay=_SETTINGS.resync_seconds,  # a fresh sandbox was just reconciled
+)
 def sandbox_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Expire at end of life; otherwise restore drifted objects and re-check policy."""
     conditions = (body.get("status") or {}).get("conditions")
