@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
+import time
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -46,17 +48,40 @@ def _read(core: client.CoreV1Api, namespace: str, name: str) -> bytes | None:
 class SecretWrappedKeyStore:
     """A ``WrappedKeyStore`` backed by one Secret per sandbox."""
 
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        """Keep wrapped keys in ``namespace`` (the operator's own)."""
+    def __init__(self, api: client.ApiClient, namespace: str, cache_seconds: float = 60.0) -> None:
+        """Keep wrapped keys in ``namespace`` (the operator's own).
+
+        Wrapped keys read or written are remembered for ``cache_seconds``: they are
+        ciphertext, and every reconcile needs them, so this saves an API read per
+        sandbox per resync. A destroy forgets at once.
+        """
         self._core = client.CoreV1Api(api)
         self._namespace = namespace
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def _remember(self, sandbox_id: str, blob: bytes) -> None:
+        with self._lock:
+            self._cache[sandbox_id] = (time.monotonic() + self._cache_seconds, blob)
+
+    def _forget(self, sandbox_id: str) -> None:
+        with self._lock:
+            self._cache.pop(sandbox_id, None)
 
     def __repr__(self) -> str:
         return f"SecretWrappedKeyStore(namespace={self._namespace!r})"
 
     def get(self, sandbox_id: str) -> bytes | None:
         """The wrapped key of ``sandbox_id``, or None."""
-        return _read(self._core, self._namespace, _secret_name(sandbox_id))
+        with self._lock:
+            cached = self._cache.get(sandbox_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        blob = _read(self._core, self._namespace, _secret_name(sandbox_id))
+        if blob is not None:
+            self._remember(sandbox_id, blob)
+        return blob
 
     def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
         """Create (or with ``replace`` overwrite) the Secret; return what is stored."""
@@ -74,6 +99,7 @@ class SecretWrappedKeyStore:
                 self._core.replace_namespaced_secret(
                     _secret_name(sandbox_id), self._namespace, body
                 )
+                self._remember(sandbox_id, blob)
                 return blob
             except ApiException as exc:
                 if exc.status != 404:
@@ -83,14 +109,17 @@ class SecretWrappedKeyStore:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            self._forget(sandbox_id)
             stored = self.get(sandbox_id)
             if stored is None:
                 raise
             return stored
+        self._remember(sandbox_id, blob)
         return blob
 
     def delete(self, sandbox_id: str) -> bool:
         """Delete the Secret; True if it existed."""
+        self._forget(sandbox_id)
         try:
             self._core.delete_namespaced_secret(_secret_name(sandbox_id), self._namespace)
         except ApiException as exc:
