@@ -18,6 +18,7 @@ from sandbox.devenv.operator_process import (
     install_operator_rbac,
     service_account_kubeconfig,
 )
+from sandbox.devenv.processes import free_port
 from sandbox.kube.apply import apply, delete
 from sandbox.testing import install_crds
 
@@ -65,6 +66,10 @@ def operator_env(audit: tuple[Path, Path], **extra: str) -> dict[str, str]:
     }
 
 
+METRICS_PORT = free_port()
+"""Where the session's operator serves Prometheus metrics (127.0.0.1)."""
+
+
 @pytest.fixture(scope="session")
 def operator(
     operator_kubeconfig: Path,
@@ -73,7 +78,8 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """The operator, running for the whole session (tests that kill it restart it)."""
     log = tmp_path_factory.mktemp("operator-logs") / "operator.log"
-    proc = OperatorProcess(operator_kubeconfig, operator_env(audit_dir), log).start()
+    env = operator_env(audit_dir, REGSANDBOX_METRICS_PORT=str(METRICS_PORT))
+    proc = OperatorProcess(operator_kubeconfig, env, log).start()
     try:
         yield proc
     finally:

@@ -1,0 +1,32 @@
+"""The operator serves Prometheus metrics: reconciles, failures and decision latency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from kubernetes import client
+
+from sandbox.devenv.operator_process import OperatorProcess
+
+from .conftest import METRICS_PORT
+from .helpers import ready_sandbox
+
+pytestmark = pytest.mark.integration
+
+
+def test_metrics_count_reconciles_and_time_decisions(
+    admin_api: client.ApiClient, operator: OperatorProcess, tenant_factory: Callable[..., str]
+) -> None:
+    ready_sandbox(admin_api, operator, tenant_factory())
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).text
+    reconciles = [
+        line
+        for line in text.splitlines()
+        if line.startswith('regsandbox_reconciles_total{kind="Sandbox",step="provision"}')
+    ]
+    assert reconciles, text[:2000]
+    assert float(reconciles[0].split()[-1]) >= 1
+    assert 'regsandbox_policy_decision_seconds_count{action="sandbox.provision"}' in text
+    assert "regsandbox_reconcile_failures_total" in text
