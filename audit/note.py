@@ -37,6 +37,7 @@ __all__ = [
     "key_id",
     "open_note",
     "parse_key_fields",
+    "parse_private_key",
     "sign_note",
 ]
 
@@ -143,6 +144,16 @@ class Verifier:
         return True
 
 
+def parse_private_key(
+    text: str, what: str, key_type: int = ED25519, kind: str = "an Ed25519 key (type 0x01)"
+) -> tuple[str, int, bytes]:
+    """Split ``PRIVATE+KEY+name+keyid+base64(type || seed)`` into name, key ID and seed."""
+    text = text.strip()
+    if not text.startswith(_PRIVATE_PREFIX):
+        raise MalformedError(f"{what} must start with PRIVATE+KEY+")
+    return parse_key_fields(text[len(_PRIVATE_PREFIX) :], what, key_type, kind)
+
+
 class Signer:
     """An Ed25519 private key with its key name; signs notes."""
 
@@ -166,10 +177,7 @@ class Signer:
     @classmethod
     def from_private_key(cls, text: str) -> Signer:
         """Parse ``PRIVATE+KEY+name+keyid+base64`` (the Go note signer format)."""
-        text = text.strip()
-        if not text.startswith(_PRIVATE_PREFIX):
-            raise MalformedError("signer key must start with PRIVATE+KEY+")
-        name, kid, seed = parse_key_fields(text[len(_PRIVATE_PREFIX) :], "signer key")
+        name, kid, seed = parse_private_key(text, "signer key")
         signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
         if signer.key_id != kid:
             raise MalformedError(f"signer key {name}: key ID {kid:08x} does not match the key")

@@ -49,6 +49,7 @@ from audit.note import (
     check_key_name,
     open_note,
     parse_key_fields,
+    parse_private_key,
 )
 
 __all__ = [
@@ -95,8 +96,11 @@ def _signed_message(checkpoint_text: str, timestamp: int) -> bytes:
     return f"{_HEADER}time {timestamp}\n{checkpoint_text}".encode()
 
 
+_COSIGNER_KIND = "an Ed25519 cosignature/v1 key (type 0x04)"
+
+
 def _parse_key(text: str, what: str) -> tuple[str, int, bytes]:
-    return parse_key_fields(text, what, COSIGNATURE_V1, "an Ed25519 cosignature/v1 key (type 0x04)")
+    return parse_key_fields(text, what, COSIGNATURE_V1, _COSIGNER_KIND)
 
 
 @dataclass(frozen=True)
@@ -191,10 +195,7 @@ class Cosigner:
     @classmethod
     def from_private_key(cls, text: str) -> Cosigner:
         """Parse ``PRIVATE+KEY+name+keyid+base64(0x04 || seed)``."""
-        text = text.strip()
-        if not text.startswith(_PRIVATE_PREFIX):
-            raise MalformedError("witness key must start with PRIVATE+KEY+")
-        name, kid, seed = _parse_key(text[len(_PRIVATE_PREFIX) :], "witness key")
+        name, kid, seed = parse_private_key(text, "witness key", COSIGNATURE_V1, _COSIGNER_KIND)
         cosigner = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
         if cosigner.verifier.key_id != kid:
             raise MalformedError(f"witness key {name}: key ID {kid:08x} does not match the key")

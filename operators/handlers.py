@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -52,9 +51,6 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     settings.networking.request_timeout = 30
     # Handlers are synchronous and mostly wait on the API server: run many at once.
     settings.execution.max_workers = _SETTINGS.workers
-    if _SETTINGS.kubeconfig:
-        # kopf's own client reads the same kubeconfig as ours.
-        os.environ["KUBECONFIG"] = str(_SETTINGS.kubeconfig)
     store = ArtifactStore(_SETTINGS.export_outbox) if _SETTINGS.export_outbox else None
     runtime.configure(_SETTINGS, build_platform(_SETTINGS), store)
     if _SETTINGS.metrics_port:
@@ -64,8 +60,7 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
 
 @kopf.on.login()
 def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    if _SETTINGS.kubeconfig:
-        os.environ["KUBECONFIG"] = str(_SETTINGS.kubeconfig)
+    if _SETTINGS.kubeconfig:  # `sandbox-operator run` exported it as KUBECONFIG
         return kopf.login_with_kubeconfig(**kwargs)
     return kopf.login_with_service_account(**kwargs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,9 @@ def run(
 
     settings = OperatorSettings(kubeconfig=kubeconfig)
     configure_logging(settings.log_level)
+    if settings.kubeconfig:
+        # kopf's own client reads the same kubeconfig as ours.
+        os.environ["KUBECONFIG"] = str(settings.kubeconfig)
     runtime.configure(settings)
     import operators.handlers  # noqa: F401 - registers the handlers with kopf
 

@@ -11,13 +11,13 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sandbox.api.meta import ConditionStatus
+from sandbox.api.meta import ConditionStatus, rfc3339
 
 __all__ = ["find_condition", "is_true", "set_condition"]
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(dt.datetime.now(dt.UTC))
 
 
 def set_condition(

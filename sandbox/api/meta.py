@@ -23,6 +23,7 @@ __all__ = [
     "WireModel",
     "parse_duration",
     "provider_region",
+    "rfc3339",
 ]
 
 API_GROUP = "regsandbox.io"
@@ -118,3 +119,8 @@ def provider_region(region: str) -> str:
     Catalogue ids are ``provider:region``; SDKs (S3, KMS) want the bare region.
     """
     return region.split(":", 1)[-1]
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """``when`` in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, as Kubernetes writes timestamps."""
+    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -19,6 +19,7 @@ from kubernetes import client
 from rich.console import Console
 from rich.table import Table
 
+from sandbox.api.conditions import find_condition
 from sandbox.devenv.stack import (
     EXPORT_BUCKET,
     OUTBOX_BUCKET,
@@ -60,10 +61,8 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return {}
+    """The condition of ``type_`` on ``obj``, or ``{}``."""
+    return dict(find_condition(((obj or {}).get("status") or {}).get("conditions"), type_) or {})
 
 
 def _load(path: Path) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from sandbox.api.export import (
     ModelExportSpec,
     ReviewDecision,
 )
-from sandbox.api.meta import API_GROUP, API_VERSION, ConditionStatus
+from sandbox.api.meta import API_GROUP, API_VERSION, ConditionStatus, rfc3339
 from sandbox.api.tenant import Role, TenantSpec
 from sandbox.errors import SandboxError
 from sandbox.exports.outbox import (
@@ -85,10 +85,6 @@ _Outcome = Literal["success", "failure", "denied"]
 def _meta(body: Mapping[str, Any]) -> tuple[str, str, int]:
     meta = body["metadata"]
     return str(meta["name"]), str(meta["namespace"]), int(meta.get("generation") or 0)
-
-
-def _rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:
@@ -745,7 +741,7 @@ def _release(
     index = indices[-1]
     step.status.update(
         {
-            "releasedAt": _rfc3339(now),
+            "releasedAt": rfc3339(now),
             "releaseIndex": index,
             "destinationUri": destination,
         }
@@ -806,7 +802,7 @@ def _after_release(
         {
             "revokedBy": revoke["reviewer"],
             "revokedReason": comment,
-            "revokedAt": _rfc3339(now),
+            "revokedAt": rfc3339(now),
         }
     )
     step.cond("Released", False, "Revoked", message)

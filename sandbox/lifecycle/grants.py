@@ -15,6 +15,7 @@ from typing import Any, Literal
 from audit.entry import Decision as AuditDecision
 from audit.entry import Event, Resource
 from sandbox.api.conditions import set_condition
+from sandbox.api.meta import rfc3339
 from sandbox.api.sandbox import SandboxSpec
 from sandbox.errors import SandboxError
 from sandbox.kube.apply import get
@@ -32,10 +33,6 @@ __all__ = [
 
 CODE_NOT_REGISTERED = "DATASET_NOT_REGISTERED"
 """A requested dataset has no Dataset object."""
-
-
-def _rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def evaluate_grants(
@@ -64,7 +61,7 @@ def evaluate_grants(
             **dict(body),
             "spec": {
                 **dict(body["spec"]),
-                "lifetime": {"expiresAt": _rfc3339(end)},
+                "lifetime": {"expiresAt": rfc3339(end)},
                 "datasets": [request.wire()],
             },
         }

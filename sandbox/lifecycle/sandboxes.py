@@ -18,7 +18,7 @@ from audit.entry import Decision as AuditDecision
 from audit.entry import Event, Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import is_true, set_condition
-from sandbox.api.meta import parse_duration, provider_region
+from sandbox.api.meta import parse_duration, provider_region, rfc3339
 from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
@@ -85,10 +85,6 @@ def _resource(body: Mapping[str, Any], tenant: str | None) -> Resource:
 
 def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def expires_at(body: Mapping[str, Any], spec: SandboxSpec) -> dt.datetime:
@@ -226,7 +222,7 @@ def provision_sandbox(
         "tenant": tenant,
         "sector": tenant_spec.sector.value,
         "region": spec.region,
-        "expiresAt": _rfc3339(end),
+        "expiresAt": rfc3339(end),
         "observedGeneration": gen,
     }
     created = _parse_time(str(body["metadata"]["creationTimestamp"]))
@@ -236,7 +232,7 @@ def provision_sandbox(
             body,
             conds,
             "LifetimeExceedsTenantMaximum",
-            f"the lifetime ends {_rfc3339(end)}, beyond the tenant's maximum of {maximum} "
+            f"the lifetime ends {rfc3339(end)}, beyond the tenant's maximum of {maximum} "
             "from creation; shorten spec.lifetime",
         )
         result.status.update(base_status)
@@ -247,7 +243,7 @@ def provision_sandbox(
     datasets = [d for d in (get(platform.api, "Dataset", r.name) for r in spec.datasets) if d]
     claimed = {
         **dict(body),
-        "spec": {**dict(body["spec"]), "lifetime": {"expiresAt": _rfc3339(end)}},
+        "spec": {**dict(body["spec"]), "lifetime": {"expiresAt": rfc3339(end)}},
     }
     try:
         policy_input = provision_input(platform, tenant_obj, claimed, datasets, now=now)
