@@ -140,11 +140,24 @@ def check(
     policy_dir: Annotated[
         Path, typer.Option("--policy-dir", help="Policy directory.", file_okay=False)
     ] = DEFAULT_POLICY_DIR,
+    default_policies: Annotated[
+        bool,
+        typer.Option(
+            "--default-policies/--no-default-policies",
+            help="Also apply the default SandboxPolicies of the policy directory "
+            "(sandboxpolicy/), as the chart installs them.",
+        ),
+    ] = True,
     output: Annotated[
         OutputFormat, typer.Option("-o", "--output", help="table or json.")
     ] = OutputFormat.table,
 ) -> None:
-    """Evaluate the policies for manifests; exit 0 allowed, 3 denied, 1 error."""
+    """Evaluate the policies for manifests; exit 0 allowed, 3 denied, 1 error.
+
+    The default SandboxPolicies found in the policy directory count as installed
+    unless ``--no-default-policies`` is given: deny ones can deny, warn and dryrun
+    ones are shown as warnings.
+    """
     if action is not None and action not in ACTIONS:
         fail(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     try:
@@ -155,6 +168,8 @@ def check(
         if cluster_region is None:
             raise ConfigurationError("no --cluster-region given and no Sandbox spec.region")
         policy_set = _load_policy_set(policy_dir)
+        if default_policies and policy_set.defaults:
+            policy_set = policy_set.with_custom(policy_set.defaults)
         jurisdiction = str(
             policy_set.data.get("data", {})
             .get("regions", {})

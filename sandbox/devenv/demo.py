@@ -29,6 +29,7 @@ from sandbox.devenv.stack import (
 )
 from sandbox.exports.outbox import outbox_prefix
 from sandbox.kube.apply import apply, get
+from sandbox.policy.defaults import default_policies
 from sandbox.testing import api_client
 
 __all__ = ["DemoStep", "run_demo"]
@@ -203,6 +204,15 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
         "the bank tenant",
     )
     _wait(lambda: get(api, "Namespace", "tenant-lux-hospital"), 60, "the hospital tenant")
+    policy_names = [policy.name for policy in default_policies(repo / "policies")]
+    _wait(
+        lambda: all(
+            _condition(get(api, "SandboxPolicy", name), "Accepted").get("status") == "True"
+            for name in policy_names
+        ),
+        60,
+        "the default SandboxPolicies to be accepted",
+    )
     eu = get(api, "Dataset", "lux-bank-transactions")
     us = get(api, "Dataset", "lux-bank-customers-us-copy")
     if not (eu and us):
@@ -212,7 +222,8 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
         "registered tenants (a Luxembourg bank, a hospital) and datasets",
         f"lux-bank-transactions in {eu['spec']['location']['region']}, "
         f"lux-bank-customers-us-copy in {us['spec']['location']['region']}; "
-        "built-in policies loaded",
+        f"built-in policies and the default SandboxPolicies in force "
+        f"({', '.join(policy_names)})",
     )
 
     # 2 — the bank asks for a compliant sandbox and for one that breaks residency rules.

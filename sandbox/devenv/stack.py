@@ -39,6 +39,7 @@ from sandbox.errors import ControlPlaneError
 from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.kube.apply import apply
+from sandbox.policy.defaults import default_policies, manifest
 from sandbox.testing import api_client, install_crds
 
 __all__ = ["Stack", "StackSettings", "running_stack"]
@@ -294,7 +295,9 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         ).start()
         stack.callback(operator.stop)
 
-        say("applying the example tenants and datasets")
+        say("applying the default SandboxPolicies and the example tenants and datasets")
+        for policy in default_policies(settings.repo / "policies"):
+            apply(admin, manifest(policy))
         for doc in _examples(settings.repo, settings.examples, minio):
             apply(admin, doc)
         yield Stack(

@@ -14,6 +14,24 @@ Each becomes the module ``sandboxpolicy/<name>.rego``, which must declare a pack
 ``data.custom_policies["<name>"] = {"package": "<id>", "enforcement": "deny" | "warn" |
 "dryrun", "sectors": [...]}``, so the digest covers modules, data, enforcement and
 scope alike.
+
+Default SandboxPolicies live beside the built-in packages, one module per policy in
+``<root>/sandboxpolicy/<name>.rego`` (with its ``_test.rego``). They are not part of
+the built-in set: :meth:`PolicySet.from_directory` reads them into
+:attr:`PolicySet.defaults`, each described by its package's ``# METADATA`` block::
+
+    # METADATA
+    # title: Egress is HTTPS
+    # custom:
+    #   sandboxPolicy:
+    #     name: egress-https-only      # must equal the file name
+    #     enforcement: warn            # deny | warn | dryrun
+    #     sectors: []                  # empty: every sector
+    #     data: {}                     # optional, becomes the SandboxPolicy's spec.data
+    package custom.egress_https_only
+
+The chart installs them as SandboxPolicy objects (``python -m sandbox.policy.defaults``
+renders them), so they can be changed or deleted like any other.
 """
 
 from __future__ import annotations
@@ -46,6 +64,7 @@ __all__ = [
     "SourceProblem",
     "find_calls",
     "policy_digest",
+    "read_default_policy",
 ]
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -219,6 +238,8 @@ class PolicySet:
     """The directory the set was read from, if any."""
     custom: tuple[CustomPolicy, ...] = ()
     """The custom policies added by :meth:`with_custom`."""
+    defaults: tuple[CustomPolicy, ...] = ()
+    """Default SandboxPolicies found in ``sandboxpolicy/`` (not in force by themselves)."""
 
     @cached_property
     def digest(self) -> str:
@@ -298,15 +319,19 @@ class PolicySet:
             tests=self.tests,
             root=self.root,
             custom=tuple(policies),
+            defaults=self.defaults,
         )
 
     @classmethod
     def from_directory(cls, root: Path | str = DEFAULT_POLICY_DIR) -> PolicySet:
         """Read every module, test and data file below ``root``.
 
+        Modules in ``sandboxpolicy/`` become :attr:`defaults`, not built-in modules.
+
         Raises:
-            PolicyLoadError: if ``root`` holds no module or a data file is not an
-                object of valid JSON/YAML.
+            PolicyLoadError: if ``root`` holds no module, a data file is not an
+                object of valid JSON/YAML, or a default SandboxPolicy's metadata is
+                missing or invalid.
         """
         root = Path(root)
         if not root.is_dir():
@@ -314,18 +339,100 @@ class PolicySet:
         modules: dict[str, str] = {}
         tests: dict[str, str] = {}
         data: dict[str, Any] = {}
+        defaults: list[CustomPolicy] = []
         for path in sorted(root.rglob("*")):
             if not path.is_file() or any(part.startswith(".") for part in path.parts):
                 continue
             rel = path.relative_to(root).as_posix()
             if path.suffix == ".rego":
-                target = tests if path.name.endswith("_test.rego") else modules
-                target[rel] = path.read_text(encoding="utf-8")
+                source = path.read_text(encoding="utf-8")
+                if path.name.endswith("_test.rego"):
+                    tests[rel] = source
+                elif rel.startswith(CUSTOM_MODULE_DIR + "/"):
+                    defaults.append(read_default_policy(rel, source))
+                else:
+                    modules[rel] = source
             elif path.name in _DATA_FILES:
                 _merge(data, path.parent.relative_to(root).parts, _read_data(path, rel))
-        if not modules and not tests:
+        if not modules and not tests and not defaults:
             raise PolicyLoadError(f"no .rego files below {root}")
-        return cls(modules=modules, data=data, tests=tests, root=root)
+        return cls(modules=modules, data=data, tests=tests, root=root, defaults=tuple(defaults))
+
+
+_METADATA_LINE = re.compile(r"^#( |$)")
+
+
+def read_default_policy(path: str, source: str) -> CustomPolicy:
+    """The default SandboxPolicy in module ``source`` at ``path`` (``sandboxpolicy/<name>.rego``).
+
+    Its name, enforcement, sectors and data come from ``custom.sandboxPolicy`` in the
+    ``# METADATA`` block just above the ``package`` line.
+
+    Raises:
+        PolicyLoadError: naming the file, if the block is missing or malformed, the
+            name differs from the file name, or the module's package is not under
+            ``custom.``.
+    """
+    name = path.rsplit("/", 1)[-1].removesuffix(".rego")
+    lines = source.splitlines()
+    package_line = next((i for i, ln in enumerate(lines) if ln.startswith("package ")), 0)
+    start = package_line
+    while start and lines[start - 1].startswith("#"):
+        start -= 1
+    block = lines[start:package_line]
+    if not block or block[0].strip() != "# METADATA":
+        raise PolicyLoadError(
+            "default SandboxPolicy has no metadata",
+            [
+                SourceProblem(
+                    path, 1, "add a # METADATA block with custom.sandboxPolicy above the package"
+                )
+            ],
+        )
+    try:
+        annotation = yaml.safe_load("\n".join(_METADATA_LINE.sub("", ln) for ln in block[1:]))
+    except yaml.YAMLError as exc:
+        raise PolicyLoadError(
+            "default SandboxPolicy metadata is not YAML", [SourceProblem(path, start + 1, str(exc))]
+        ) from exc
+    spec = ((annotation or {}).get("custom") or {}).get("sandboxPolicy")
+    where = SourceProblem(path, start + 1, "")
+    if not isinstance(spec, dict):
+        raise PolicyLoadError(
+            "default SandboxPolicy metadata lacks custom.sandboxPolicy",
+            [
+                SourceProblem(
+                    where.path,
+                    where.line,
+                    "expected custom.sandboxPolicy: {name, enforcement, sectors}",
+                )
+            ],
+        )
+    if spec.get("name") != name:
+        raise PolicyLoadError(
+            "default SandboxPolicy name does not match its file",
+            [SourceProblem(where.path, where.line, f"custom.sandboxPolicy.name must be {name!r}")],
+        )
+    sectors, data = spec.get("sectors") or [], spec.get("data") or {}
+    if not isinstance(sectors, list) or not all(isinstance(x, str) for x in sectors):
+        raise PolicyLoadError(
+            "default SandboxPolicy sectors invalid",
+            [SourceProblem(where.path, where.line, "sectors must be a list of sector names")],
+        )
+    if not isinstance(data, dict):
+        raise PolicyLoadError(
+            "default SandboxPolicy data invalid",
+            [SourceProblem(where.path, where.line, "data must be an object")],
+        )
+    policy = CustomPolicy(
+        name=name,
+        rego=source,
+        data=data,
+        enforcement=spec.get("enforcement", "deny"),
+        sectors=tuple(sectors),
+    )
+    policy.package()  # name, enforcement and package checked here
+    return policy
 
 
 def _read_data(path: Path, rel: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from sandbox.policy.embedded import (
     query_entrypoint,
     unsupported_calls,
 )
-from sandbox.policy.policyset import PolicyLoadError, PolicySet
+from sandbox.policy.policyset import CUSTOM_MODULE_DIR, PolicyLoadError, PolicySet
 
 __all__ = ["Outcome", "TestResult", "discover_tests", "run_tests"]
 
@@ -84,21 +84,46 @@ def discover_tests(policy_set: PolicySet) -> Iterator[tuple[str, str, str]]:
 def run_tests(policy_set: PolicySet, *, pattern: str | None = None) -> list[TestResult]:
     """Run every test rule of ``policy_set`` whose name matches ``pattern``.
 
+    Tests of the default SandboxPolicies (``sandboxpolicy/*_test.rego``) are compiled
+    with those policies' modules; every other test without them, as the built-in
+    packages are evaluated (regopy ignores a ``with data.custom...`` replacement when
+    a ``custom`` package exists).
+
     Raises:
         PolicyLoadError: if the modules or tests do not compile or call builtins the
             embedded engine lacks.
     """
-    modules = {**policy_set.modules, **policy_set.tests}
-    interpreter = new_interpreter(modules, policy_set.data)
-    problems = unsupported_calls(interpreter, modules)
-    if problems:
-        raise PolicyLoadError("policy uses builtins the embedded engine lacks", problems)
     selector = re.compile(pattern) if pattern else None
     selected = [
         test
         for test in discover_tests(policy_set)
         if not selector or selector.search(f"{test[1]}.{test[2]}")
     ]
+    defaults = {policy.module_path: policy.rego for policy in policy_set.defaults}
+    prefix = CUSTOM_MODULE_DIR + "/"
+    outcomes: dict[tuple[str, str], TestResult] = {}
+    for with_defaults in (False, True):
+        group = [t for t in selected if t[0].startswith(prefix) is with_defaults]
+        tests = {
+            path: source
+            for path, source in policy_set.tests.items()
+            if path.startswith(prefix) is with_defaults
+        }
+        if not tests:
+            continue
+        modules = {**policy_set.modules, **(defaults if with_defaults else {}), **tests}
+        for test in _run_group(policy_set, modules, group):
+            outcomes[test.path, test.name] = test
+    return [outcomes[path, rule] for path, _, rule in selected]
+
+
+def _run_group(
+    policy_set: PolicySet, modules: dict[str, str], selected: list[tuple[str, str, str]]
+) -> list[TestResult]:
+    interpreter = new_interpreter(modules, policy_set.data)
+    problems = unsupported_calls(interpreter, modules)
+    if problems:
+        raise PolicyLoadError("policy uses builtins the embedded engine lacks", problems)
     runnable = [t for t in selected if not t[2].startswith("todo_")]
     bundle = None
     if runnable:

@@ -69,6 +69,31 @@ def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> Non
     ).stdout
     assert "REGSANDBOX_OPA_URL" in opa
     assert '\\"kind\\":\\"aws-ebs\\"' in opa
+    policies = {d["metadata"]["name"]: d for d in default if d and d["kind"] == "SandboxPolicy"}
+    assert sorted(policies) == ["egress-https-only", "egress-narrow-cidr", "lifetime-review"]
+    assert policies["egress-https-only"]["spec"]["enforcement"] == "warn"
+    assert policies["egress-narrow-cidr"]["spec"]["data"]["minPrefixIPv4"] == 24
+    assert policies["lifetime-review"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == (
+        "regsandbox"
+    )
+    tuned = helm(
+        chart,
+        "template",
+        "rs",
+        str(chart),
+        "--set",
+        "defaultPolicies.enforcement.egress-https-only=deny",
+        "--set",
+        "defaultPolicies.exclude={lifetime-review}",
+    ).stdout
+    tuned_policies = {
+        d["metadata"]["name"]: d["spec"]["enforcement"]
+        for d in yaml.safe_load_all(tuned)
+        if d and d["kind"] == "SandboxPolicy"
+    }
+    assert tuned_policies == {"egress-https-only": "deny", "egress-narrow-cidr": "deny"}
+    off = helm(chart, "template", "rs", str(chart), "--set", "defaultPolicies.enabled=false")
+    assert "kind: SandboxPolicy" not in off.stdout
     bad = helm(
         chart, "template", "rs", str(chart), "--set", "cluster.jurisdiction=lux", check=False
     )
@@ -89,6 +114,13 @@ def chart_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPla
 def _ready(obj: dict[str, Any] | None) -> bool:
     for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
         if cond["type"] == "Ready":
+            return bool(cond["status"] == "True")
+    return False
+
+
+def _accepted(obj: dict[str, Any] | None) -> bool:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == "Accepted":
             return bool(cond["status"] == "True")
     return False
 
@@ -154,6 +186,13 @@ def test_install_then_operator_as_chart_identity_reconciles_and_needs_every_rule
             60,
             "the example sandbox",
         )
+        # The chart's default SandboxPolicies compile and are in force.
+        for policy in ("egress-https-only", "egress-narrow-cidr", "lifetime-review"):
+            proc.wait_until(
+                lambda policy=policy: _accepted(get(admin, "SandboxPolicy", policy)),
+                30,
+                f"SandboxPolicy {policy} accepted",
+            )
     finally:
         proc.stop()
 
