@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,25 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _requests(api: Any) -> Counter[tuple[str, str]]:
+    """``apiserver_request_total`` summed by (verb, resource), excluding watches."""
+    response = api.call_api(
+        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
+    )[0]
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in response.data.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if labels.get("verb") in ("WATCH", "CONNECT"):
+            continue
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[(labels.get("verb", ""), resource)] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -84,6 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--single", type=int, default=20)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument(
+        "--requests",
+        action="store_true",
+        help="also print API requests per batch sandbox by verb and resource "
+        "(scraped before the batch and after it is Ready, outside the timed window)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -150,6 +177,7 @@ def main() -> None:
                 yaml.safe_dump_all([_sandbox(f"batch-{i}", tenant) for i in range(args.batch)])
             )
             kubectl = [str(tool_path("kubectl")), "--kubeconfig", str(plane.admin_kubeconfig)]
+            before = _requests(admin) if args.requests else Counter()
             started = time.monotonic()
             subprocess.run(
                 [*kubectl, "apply", "--server-side", "-f", str(manifest)],
@@ -169,6 +197,14 @@ def main() -> None:
 
             proc.wait_until(all_ready, 600, "the batch")
             ready = time.monotonic() - started
+            if args.requests:
+                delta = _requests(admin)
+                delta.subtract(before)
+                total = sum(delta.values())
+                print(f"| API requests per batch sandbox | {total / args.batch:.1f} |")
+                for (verb, resource), count in delta.most_common():
+                    if count > 0:
+                        print(f"|   {verb} {resource} | {count / args.batch:.2f} |")
             print(
                 f"| {args.batch} Sandboxes: all Ready / kubectl apply --server-side | "
                 f"{ready:.1f} s / {applied:.1f} s = {ready / applied:.2f} |"
