@@ -82,6 +82,14 @@ def _finish(result: StepResult, body: kopf.Body, patch: kopf.Patch, kind: str, s
 # -- Tenant -------------------------------------------------------------------------
 
 
+@kopf.on.event(API_GROUP, API_VERSION, "tenants")
+@kopf.on.event(API_GROUP, API_VERSION, "datasets")
+async def _watched(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> None:
+    """Keep the platform's copies of Tenants and Datasets current (read per reconcile)."""
+    kind = "Tenant" if resource.plural == "tenants" else "Dataset"
+    runtime.platform().watched[kind].observe(event.get("type"), event["object"])
+
+
 @kopf.on.create(API_GROUP, API_VERSION, "tenants")
 @kopf.on.update(API_GROUP, API_VERSION, "tenants", field="spec")
 @kopf.on.resume(API_GROUP, API_VERSION, "tenants")

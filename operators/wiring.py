@@ -7,6 +7,7 @@ from kubernetes import client, config
 from audit.client import AuditClient, AuditSink, LocalAuditSink
 from audit.entry import Actor
 from audit.signing import load_signer
+from operators.keyshards import DEFAULT_SHARDS, ShardedLocalKeys
 from operators.metrics import DECISION_SECONDS
 from operators.settings import OperatorSettings
 from sandbox.api.meta import provider_region
@@ -15,6 +16,7 @@ from sandbox.keys.base import KeyProvider
 from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
 from sandbox.keys.local import LocalKeyProvider
 from sandbox.keys.secret_store import SecretWrappedKeyStore, load_or_create_kek
+from sandbox.kube.cache import WatchedObjects
 from sandbox.lifecycle.platform import Platform
 from sandbox.policy.embedded import EmbeddedEngine
 from sandbox.policy.engine import PolicyEngine
@@ -69,7 +71,9 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
             )
         )
     store = SecretWrappedKeyStore(api, settings.namespace)
-    return LocalKeyProvider(load_or_create_kek(api, settings.namespace), store)
+    kek = load_or_create_kek(api, settings.namespace)
+    # Independent providers over one store, so new sandboxes do not queue for one lock.
+    return ShardedLocalKeys([LocalKeyProvider(kek, store) for _ in range(DEFAULT_SHARDS)])
 
 
 def build_platform(settings: OperatorSettings) -> Platform:
@@ -90,6 +94,7 @@ def build_platform(settings: OperatorSettings) -> Platform:
         isolation=IsolationSettings(gateway_namespace=settings.gateway_namespace),
         actor=Actor(user=settings.actor),
         on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),
+        watched={kind: WatchedObjects(kind) for kind in ("Tenant", "Dataset")},
     )
     platform.ensure_policies()
     return platform

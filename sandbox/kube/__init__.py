@@ -10,10 +10,12 @@ from sandbox.kube.apply import (
     list_objects,
     object_path,
 )
+from sandbox.kube.cache import WatchedObjects
 
 __all__ = [
     "KINDS",
     "KindInfo",
+    "WatchedObjects",
     "apply",
     "create_or_apply",
     "delete",

@@ -18,7 +18,6 @@ from sandbox.api.conditions import set_condition
 from sandbox.api.meta import rfc3339
 from sandbox.api.sandbox import SandboxSpec
 from sandbox.errors import SandboxError
-from sandbox.kube.apply import get
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.platform import Platform
 from sandbox.policy.model import Decision
@@ -46,7 +45,7 @@ def evaluate_grants(
     """The grant outcome of every dataset the sandbox asks for, in request order."""
     outcomes: list[dict[str, Any]] = []
     for request in spec.datasets:
-        dataset = get(platform.api, "Dataset", request.name)
+        dataset = platform.read("Dataset", request.name)
         if dataset is None:
             outcomes.append(
                 {

@@ -13,6 +13,8 @@ from kubernetes import client
 from audit.client import AuditSink
 from audit.entry import Actor, Decision, Event, Resource
 from sandbox.keys.base import KeyProvider
+from sandbox.kube.apply import get
+from sandbox.kube.cache import WatchedObjects
 from sandbox.policy.engine import PolicyEngine
 from sandbox.policy.model import Decision as PolicyDecision
 from sandbox.policy.model import PolicyInput
@@ -53,6 +55,9 @@ class Platform:
     on_decision: Callable[[str, float], None] | None = None
     """Called with the action and the seconds each decision took (metrics)."""
 
+    watched: dict[str, WatchedObjects] = field(default_factory=dict)
+    """Cluster-scoped kinds the operator watches (Tenant, Dataset), read from the watch."""
+
     policies: PolicySet | None = None
     """The policy set the engine should hold; loaded lazily when the engine was down."""
     base_policies: PolicySet | None = None
@@ -73,6 +78,14 @@ class Platform:
         self._next_load = now + 5.0
         with contextlib.suppress(Exception):  # the engine records why; decide() reports it
             self.engine.load(self.policies)
+
+    def read(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A cluster-scoped object: as last watched when :attr:`watched` has the kind,
+        else (and for anything not seen lately) from the API server."""
+        cache = self.watched.get(kind)
+        if cache is None:
+            return get(self.api, kind, name)
+        return cache.read(self.api, name)
 
     def decide(self, policy_input: PolicyInput) -> PolicyDecision:
         """Ask the policy engine; the engine itself turns any failure into a deny."""

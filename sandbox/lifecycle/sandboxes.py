@@ -131,7 +131,7 @@ def _load(
     _, namespace, _ = _meta(body)
     conds = _conditions(body)
     tenant = tenant_of(namespace)
-    tenant_obj = get(platform.api, "Tenant", tenant) if tenant else None
+    tenant_obj = platform.read("Tenant", tenant) if tenant else None
     if tenant is None or tenant_obj is None or tenant_namespace(tenant) != namespace:
         return _fail(
             body,
@@ -175,6 +175,34 @@ def _audit_decision(decision: Decision) -> AuditDecision:
     )
 
 
+_APPLY_ORDER = {
+    kind: rank
+    for rank, kind in enumerate(
+        (
+            "Namespace",
+            "StorageClass",
+            "LimitRange",
+            "NetworkPolicy",
+            "Secret",
+            "PersistentVolumeClaim",
+            "ResourceQuota",
+            "ServiceAccount",
+            "RoleBinding",
+        )
+    )
+}
+"""The order a sandbox's objects are written in.
+
+The members' RoleBinding comes last, so nobody can act in the namespace before its
+isolation, limits and quota are in place. The workspace claim comes before the
+ResourceQuota: quota admission then has nothing to charge the claim to, and the quota
+controller counts it when it first computes the quota's usage — one quota status
+write per sandbox instead of two. The LimitRange comes early so that admission of the
+claim finds it without a live lookup.
+"""
+_APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
+
+
 def desired_objects(
     platform: Platform,
     body: Mapping[str, Any],
@@ -199,10 +227,11 @@ def desired_objects(
         data_key = platform.keys.data_key(sid)  # type: ignore[attr-defined]
     storage = platform.storage.render(key, ns, data_key)
     assert_encrypted(storage.storage_class)
-    objects.insert(1, storage.storage_class)
+    objects.append(storage.storage_class)
     objects.extend(storage.secrets)
     objects.append(workspace_pvc(sid, ns, quota.storage, storage_class_name(sid)))
-    return objects
+    # sorted() is stable: objects of one kind (the NetworkPolicies) keep their order.
+    return sorted(objects, key=lambda obj: _APPLY_ORDER.get(obj["kind"], _APPLY_LATE))
 
 
 def provision_sandbox(
@@ -240,7 +269,7 @@ def provision_sandbox(
     if now >= end:
         return expire_sandbox(platform, body, now)
 
-    datasets = [d for d in (get(platform.api, "Dataset", r.name) for r in spec.datasets) if d]
+    datasets = [d for d in (platform.read("Dataset", r.name) for r in spec.datasets) if d]
     claimed = {
         **dict(body),
         "spec": {**dict(body["spec"]), "lifetime": {"expiresAt": rfc3339(end)}},
@@ -568,7 +597,7 @@ def _datasets_changed(
 ) -> bool:
     by_name = {o.get("name"): o for o in recorded}
     for request in spec.datasets:
-        live = get(platform.api, "Dataset", request.name)
+        live = platform.read("Dataset", request.name)
         seen = by_name.get(request.name)
         live_generation = int(live["metadata"].get("generation") or 0) if live else None
         if seen is None or seen.get("generation") != live_generation:

@@ -1,0 +1,175 @@
+"""What lets the operator provision many sandboxes at once, without a control plane."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import sandbox.kube.cache as cache_module
+from operators.keyshards import ShardedLocalKeys
+from sandbox.api.sandbox import SandboxSpec
+from sandbox.api.tenant import TenantSpec
+from sandbox.keys.local import LocalKeyProvider, MemoryWrappedKeyStore, generate_kek
+from sandbox.kube.cache import WatchedObjects
+from sandbox.lifecycle.platform import Platform
+from sandbox.lifecycle.sandboxes import desired_objects
+from sandbox.storage.profiles import LonghornProfile
+
+from .helpers import sandbox_body
+
+
+class _SlowStore(MemoryWrappedKeyStore):
+    """A wrapped-key store whose writes take as long as an API round trip under load."""
+
+    def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
+        time.sleep(0.2)
+        return super().put(sandbox_id, blob, replace=replace)
+
+
+def _shards(store: MemoryWrappedKeyStore, count: int = 64) -> ShardedLocalKeys:
+    kek = generate_kek()
+    return ShardedLocalKeys([LocalKeyProvider(kek, store) for _ in range(count)])
+
+
+def test_one_sandbox_always_gets_the_same_key_and_loses_it_on_destroy() -> None:
+    keys = _shards(MemoryWrappedKeyStore())
+    first = keys.create("sbx-bank-a", "lu-national-1", {})
+    assert keys.create("sbx-bank-a", "lu-national-1", {}) == first
+    assert keys.get("sbx-bank-a") == first
+    plaintext = keys.data_key("sbx-bank-a")
+    assert keys.data_key("sbx-bank-a") == plaintext
+    assert keys.destroy("sbx-bank-a").outcome == "destroyed"
+    assert keys.get("sbx-bank-a") is None
+    assert keys.destroy("sbx-bank-a").outcome == "absent"
+
+
+def test_keys_do_not_depend_on_the_shard_count() -> None:
+    store = MemoryWrappedKeyStore()
+    kek = generate_kek()
+    made = ShardedLocalKeys([LocalKeyProvider(kek, store) for _ in range(64)]).create(
+        "sbx-bank-b", "lu-national-1", {}
+    )
+    # A restart with another shard count, or a single provider, finds the same key.
+    assert (
+        ShardedLocalKeys([LocalKeyProvider(kek, store) for _ in range(7)]).get("sbx-bank-b") == made
+    )
+    assert LocalKeyProvider(kek, store).get("sbx-bank-b") == made
+
+
+def test_shards_must_share_the_kek() -> None:
+    store = MemoryWrappedKeyStore()
+    with pytest.raises(ValueError, match="same KEK"):
+        ShardedLocalKeys([LocalKeyProvider(generate_kek(), store) for _ in range(2)])
+
+
+def test_new_keys_for_different_sandboxes_are_made_in_parallel() -> None:
+    keys = _shards(_SlowStore())
+    names = [f"sbx-bank-p{i}" for i in range(8)]
+    threads = [
+        threading.Thread(target=keys.create, args=(name, "lu-national-1", {})) for name in names
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # One lock for all sandboxes would take 8 x 0.2 s.
+    assert time.monotonic() - started < 0.8
+    assert all(keys.get(name) is not None for name in names)
+
+
+def _tenant(name: str, generation: int = 1) -> dict[str, Any]:
+    return {"metadata": {"name": name, "generation": generation}, "spec": {"sector": "finance"}}
+
+
+def test_watched_objects_are_read_without_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    monkeypatch.setattr(cache_module, "get", lambda api, kind, name: reads.append(name))
+    watched = WatchedObjects("Tenant")
+    watched.observe(None, _tenant("bank"))
+    watched.observe("MODIFIED", _tenant("bank", generation=2))
+    found = watched.read(None, "bank")
+    assert found is not None
+    assert found["metadata"]["generation"] == 2
+    found["spec"]["sector"] = "health"  # a copy: the cache is not changed through it
+    assert watched.read(None, "bank") == _tenant("bank", generation=2)
+    assert reads == []
+
+
+def test_deleted_unknown_or_stale_objects_are_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    live: dict[str, dict[str, Any]] = {"bank": _tenant("bank", generation=3)}
+    reads: list[str] = []
+
+    def read(api: Any, kind: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return live.get(name)
+
+    monkeypatch.setattr(cache_module, "get", read)
+    watched = WatchedObjects("Tenant", ttl=0.05)
+    watched.observe("ADDED", _tenant("bank"))
+    watched.observe("DELETED", _tenant("bank"))
+    assert watched.read(None, "bank") == live["bank"]  # deleted: asked again
+    assert watched.read(None, "other") is None  # never seen
+    assert reads == ["bank", "other"]
+    assert watched.read(None, "bank") == live["bank"]  # the read was remembered
+    assert reads == ["bank", "other"]
+    time.sleep(0.1)
+    watched.read(None, "bank")  # too old to trust: a watch may have missed a delete
+    assert reads == ["bank", "other", "bank"]
+
+
+def test_a_read_racing_an_event_does_not_overwrite_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    watched = WatchedObjects("Tenant")
+
+    def read(api: Any, kind: str, name: str) -> dict[str, Any] | None:
+        watched.observe("DELETED", _tenant(name))  # arrives while the read is under way
+        return _tenant(name)
+
+    monkeypatch.setattr(cache_module, "get", read)
+    watched.read(None, "bank")
+    monkeypatch.setattr(cache_module, "get", lambda api, kind, name: None)
+    assert watched.read(None, "bank") is None
+
+
+def test_members_get_access_last_and_the_claim_precedes_the_quota() -> None:
+    keys = _shards(MemoryWrappedKeyStore(), count=1)
+    platform = Platform(
+        api=None,  # type: ignore[arg-type]  # desired_objects makes no request
+        engine=None,  # type: ignore[arg-type]
+        audit=None,  # type: ignore[arg-type]
+        keys=keys,
+        storage=LonghornProfile(),
+        cluster_region="onprem:lu-national-1",
+        cluster_jurisdiction="LU",
+    )
+    body = sandbox_body("order", "bank", egress=[{"cidr": "10.0.0.0/8", "ports": [443]}])
+    tenant = TenantSpec.model_validate(
+        {
+            "organisation": "Bank",
+            "sector": "finance",
+            "jurisdiction": "LU",
+            "members": [{"user": "ada", "role": "member"}],
+        }
+    )
+    spec = SandboxSpec.model_validate(body["spec"])
+    key = keys.create("sbx-bank-order", "lu-national-1", {})
+    kinds = [o["kind"] for o in desired_objects(platform, body, "bank", tenant, spec, key)]
+    assert kinds[0] == "Namespace"
+    assert kinds[-1] == "RoleBinding"
+    assert kinds.index("LimitRange") < kinds.index("PersistentVolumeClaim")
+    assert kinds.index("Secret") < kinds.index("PersistentVolumeClaim")
+    assert kinds.index("PersistentVolumeClaim") < kinds.index("ResourceQuota")
+    names = [
+        o["metadata"]["name"]
+        for o in desired_objects(platform, body, "bank", tenant, spec, key)
+        if o["kind"] == "NetworkPolicy"
+    ]
+    assert names == [
+        "default-deny",
+        "allow-dns",
+        "allow-dataset-gateway",
+        "allow-egress-allowlist",
+    ]
