@@ -2,8 +2,10 @@
 
 The REST paths come from a small table instead of API discovery: the operator touches
 a fixed set of kinds, and a table is faster and fails loudly on anything unexpected.
-Every write is a server-side apply with field manager ``regsandbox`` and ``force``, so
-the operator owns exactly the fields it sets and takes them back from hand edits.
+Writes are server-side applies with field manager ``regsandbox`` and ``force``, so the
+operator owns exactly the fields it sets and takes them back from hand edits; objects
+expected to be new are created instead (:func:`create_or_apply`), with the same field
+manager. Requests go straight to the client's connection pool (see :func:`_pool`).
 """
 
 from __future__ import annotations
@@ -90,14 +92,15 @@ def object_path(kind: str, name: str | None = None, namespace: str | None = None
     return f"{path}/{name}" if name else path
 
 
-_POOLS: weakref.WeakKeyDictionary[client.ApiClient, urllib3.HTTPConnectionPool] = (
+_POOLS: weakref.WeakKeyDictionary[client.ApiClient, tuple[urllib3.HTTPConnectionPool, str]] = (
     weakref.WeakKeyDictionary()
 )
 _POOLS_LOCK = threading.Lock()
 
 
-def _pool(api: client.ApiClient) -> urllib3.HTTPConnectionPool | None:
-    """The client's connection pool to its API server, or None to go through ``call_api``.
+def _pool(api: client.ApiClient) -> tuple[urllib3.HTTPConnectionPool, str] | None:
+    """The client's connection pool to its API server and the server's path prefix (empty
+    unless the server sits behind a path), or None to go through ``call_api``.
 
     Requests are sent on this pool directly: the generated client's generic path
     (parameter sanitising, a pool lookup by URL per request, model deserialisation)
@@ -107,11 +110,13 @@ def _pool(api: client.ApiClient) -> urllib3.HTTPConnectionPool | None:
     if type(manager) is not urllib3.PoolManager:  # a ProxyManager routes differently
         return None
     with _POOLS_LOCK:
-        pool = _POOLS.get(api)
-        if pool is None or pool.pool is None:  # never made, or closed
-            pool = manager.connection_from_url(api.configuration.host)
-            _POOLS[api] = pool
-        return pool
+        known = _POOLS.get(api)
+        if known is None or known[0].pool is None:  # never made, or closed
+            host = api.configuration.host
+            prefix = (urllib3.util.parse_url(host).path or "").rstrip("/")
+            known = (manager.connection_from_url(host), prefix)
+            _POOLS[api] = known
+        return known
 
 
 def _call(
@@ -124,8 +129,8 @@ def _call(
     content_type: str = "application/json",
 ) -> dict[str, Any]:
     """One JSON request; raises :class:`ApiException` for any status outside 2xx."""
-    pool = _pool(api)
-    if pool is None:
+    route = _pool(api)
+    if route is None:
         result = api.call_api(
             path,
             method,
@@ -143,7 +148,8 @@ def _call(
         headers["Cookie"] = api.cookie
     params = list(query or [])
     api.update_params_for_auth(headers, params, ["BearerToken"])
-    url = f"{path}?{urlencode(params)}" if params else path
+    pool, prefix = route
+    url = f"{prefix}{path}?{urlencode(params)}" if params else f"{prefix}{path}"
     payload = None if body is None else json.dumps(body).encode()
     try:
         response = pool.urlopen(method, url, body=payload, headers=headers)
