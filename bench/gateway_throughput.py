@@ -10,7 +10,10 @@ Targets (issue 6):
 
 Everything is real and local: a control plane (etcd, kube-apiserver, controllers), a
 MinIO, and the gateway started through ``sandboxctl gateway serve`` in its own process
-as its least-privilege ServiceAccount, writing an fsync'ing audit log.
+as its least-privilege ServiceAccount, writing an fsync'ing audit log. Next to the
+throughputs it prints the CPU each process (MinIO, gateway, this client) spent per MiB on
+each side, and the load average: all three share the same cores, so where the cycles go
+decides the ratio.
 
     .venv/bin/python bench/gateway_throughput.py [--big-mib 256] [--small N] [--rounds 3]
 """
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,33 @@ BUCKET = "bench"
 TENANT = "bench"
 NS = "sbx-bench-run"
 CHUNK = 4 * 1024 * 1024
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pid(name: str) -> int:
+    """Pid of this process's child whose command line mentions ``name``."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat[1] == me and name.encode() in cmdline:
+            return int(entry.name)
+    raise SystemExit(f"no child process named {name}")
+
+
+def _load() -> str:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def _rss(pid: int) -> int:
@@ -277,16 +308,27 @@ def main() -> int:
 
                 sampler = threading.Thread(target=sample, daemon=True)
                 sampler.start()
-                direct_s, gw_s = [], []
+                # CPU per process tells where the cycles go: the three share the same cores.
+                pids = {"minio": _child_pid("minio"), "gateway": proc.pid, "client": os.getpid()}
+                load_before = _load()
+                direct_s: list[float] = []
+                gw_s: list[float] = []
+                cpu = {side: dict.fromkeys(pids, 0.0) for side in ("direct", "gateway")}
+
+                def timed(
+                    side: str, read: Callable[[], tuple[int, str]], into: list[float]
+                ) -> None:
+                    before = {name: _cpu(pid) for name, pid in pids.items()}
+                    t = time.perf_counter()
+                    got = read()
+                    into.append(time.perf_counter() - t)
+                    for name, pid in pids.items():
+                        cpu[side][name] += _cpu(pid) - before[name]
+                    assert got == (args.big_mib * 2**20, expected)
+
                 for _ in range(args.rounds):
-                    t = time.perf_counter()
-                    size, digest = _direct_read(s3c, "data/big.bin")
-                    direct_s.append(time.perf_counter() - t)
-                    assert (size, digest) == (args.big_mib * 2**20, expected)
-                    t = time.perf_counter()
-                    size, digest = _gateway_read(pool, big_url, token)
-                    gw_s.append(time.perf_counter() - t)
-                    assert (size, digest) == (args.big_mib * 2**20, expected)
+                    timed("direct", lambda: _direct_read(s3c, "data/big.bin"), direct_s)
+                    timed("gateway", lambda: _gateway_read(pool, big_url, token), gw_s)
                 stop.set()
                 sampler.join()
                 rss_after = _rss(proc.pid)
@@ -298,6 +340,20 @@ def main() -> int:
                 print(f"  direct boto3 GET : {direct_tp:8.1f} MiB/s  (runs {runs_d})")
                 print(f"  through gateway  : {gw_tp:8.1f} MiB/s  (runs {runs_g})")
                 print(f"  ratio            : {gw_tp / direct_tp:8.2f}   (target >= 0.70)")
+                paired = sorted(d / g for d, g in zip(direct_s, gw_s, strict=True))
+                print(
+                    f"  ratio per round  : median {statistics.median(paired):.2f}, "
+                    f"range {paired[0]:.2f}-{paired[-1]:.2f}   (same-round pairs; context only)"
+                )
+                for side, walls in (("direct", direct_s), ("gateway", gw_s)):
+                    used = cpu[side]
+                    per = ", ".join(
+                        f"{name} {1000 * secs / (mib * args.rounds):.2f}"
+                        for name, secs in used.items()
+                    )
+                    busy = sum(used.values()) / sum(walls)
+                    print(f"  CPU ms per MiB, {side:7s}: {per}; cores busy {busy:.2f}")
+                print(f"  load average     : {load_before} before, {_load()} after")
                 print(
                     f"gateway RSS: idle {rss_idle / 2**20:.1f} MiB, peak while streaming "
                     f"{peak[0] / 2**20:.1f} MiB, after {rss_after / 2**20:.1f} MiB"
