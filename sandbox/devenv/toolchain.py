@@ -99,6 +99,13 @@ TOOLS: dict[str, Tool] = {
             "v1.22.3",
         ),
         Tool(
+            "regal",
+            "regal",
+            "github.com/styrainc/regal",
+            "github.com/styrainc/regal",
+            "v0.35.1",
+        ),
+        Tool(
             "helm",
             "helm",
             "helm.sh/helm/v4/cmd/helm",
