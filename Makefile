@@ -9,7 +9,7 @@ SANDBOXCTL := $(VENV)/bin/sandboxctl
 DEV_DIR ?= .regsandbox/dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools up cluster down test test-unit lint fmt demo bench clean
+.PHONY: help venv tools up cluster down test test-unit lint lint-rego fmt demo bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,10 +40,20 @@ test: tools ## Run every test, integration tests included
 test-unit: $(PY) ## Run the tests that need no servers
 	$(PY) -m pytest -m "not integration and not opa and not s3" $(PYTEST_ARGS)
 
-lint: $(PY) ## ruff (lint + format check) and mypy --strict
+lint: $(PY) lint-rego ## ruff (lint + format check), mypy --strict, and lint-rego
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The cached path of a pinned tool binary (built by `sandboxctl dev tools --build`).
+TOOL_PATH = $(PY) -c 'import sys; from sandbox.devenv.toolchain import tool_path; print(tool_path(sys.argv[1]))'
+
+lint-rego: $(PY) ## policies/: opa fmt --list --fail, opa check --strict, Regal lint (.regal/config.yaml)
+	$(SANDBOXCTL) dev tools --build --name opa --name regal > /dev/null
+	opa="$$($(TOOL_PATH) opa)" && regal="$$($(TOOL_PATH) regal)" && \
+		"$$opa" fmt --list --fail policies && \
+		"$$opa" check --strict policies && \
+		"$$regal" lint --config-file .regal/config.yaml policies
 
 fmt: $(PY) ## Format and auto-fix
 	$(VENV)/bin/ruff format .

@@ -7,7 +7,8 @@ package dataset
 
 import data.lib
 
-_registered := {d.name | some d in lib.datasets}
+# _registered holds the names of the registered datasets.
+_registered contains d.name if some d in lib.datasets
 
 # METADATA
 # title: Requested dataset is registered

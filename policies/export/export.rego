@@ -69,7 +69,10 @@ violations contains v if {
 	count(distinct) < required_reviewers
 	v := lib.violation(
 		"EXPORT_INSUFFICIENT_REVIEWS",
-		concat("", [format_int(count(distinct), 10), " distinct reviewer(s) approved; ", format_int(required_reviewers, 10), " required"]),
+		concat("", [
+			format_int(count(distinct), 10), " distinct reviewer(s) approved; ",
+			format_int(required_reviewers, 10), " required",
+		]),
 		"AI Act Art. 14 human oversight; four-eyes principle (simplified)",
 		_export_subject,
 	)

@@ -9,7 +9,11 @@ test_submission_returns_reviewer_obligations if {
 		with input.tenant as {"name": "b", "sector": "finance"}
 		with input.export as {"name": "e1", "requester": "alice"}
 	obligations == {
-		{"code": "EXPORT_REVIEWS_REQUIRED", "value": 2, "regulation": "AI Act Art. 14 human oversight; four-eyes principle (simplified)"},
+		{
+			"code": "EXPORT_REVIEWS_REQUIRED",
+			"value": 2,
+			"regulation": "AI Act Art. 14 human oversight; four-eyes principle (simplified)",
+		},
 		{"code": "EXPORT_REVIEWER_NOT_REQUESTER", "value": true, "regulation": "four-eyes principle"},
 	}
 	count(export.violations) == 0 with input.action as "model.export"

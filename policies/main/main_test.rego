@@ -66,5 +66,8 @@ test_custom_policies_deny_warn_and_dry_run if {
 		with data.custom.probe.violations as found
 	d.allow == false
 	d.violations == {{"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s"}}
-	d.warnings == {{"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s", "policy": "warn-research", "enforcement": "warn"}}
+	d.warnings == {{
+		"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s",
+		"policy": "warn-research", "enforcement": "warn",
+	}}
 }

@@ -46,7 +46,11 @@ violations contains v if {
 	not lib.facts_in_area(lib.cluster_facts, lib.tenant_area, lib.jurisdiction)
 	v := lib.violation(
 		"RESIDENCY_CLUSTER_OUTSIDE_AREA",
-		concat("", ["cluster region '", lib.cluster_region, "' (", lib.cluster_country, ") is outside the '", lib.tenant_area, "' area allowed for a ", lib.sector, " tenant of ", lib.jurisdiction]),
+		concat("", [
+			"cluster region '", lib.cluster_region, "' (", lib.cluster_country,
+			") is outside the '", lib.tenant_area, "' area allowed for a ", lib.sector,
+			" tenant of ", lib.jurisdiction,
+		]),
 		"GDPR Art. 44; sector residency rules (simplified)",
 		concat("", ["cluster/", lib.cluster_region]),
 	)
@@ -130,7 +134,10 @@ violations contains v if {
 	region := object.get(d, ["location", "region"], "")
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_AREA",
-		concat("", ["dataset is stored in '", region, "' (", facts.country, "), outside the area allowed for its jurisdiction ", object.get(d, "jurisdiction", "")]),
+		concat("", [
+			"dataset is stored in '", region, "' (", facts.country,
+			"), outside the area allowed for its jurisdiction ", object.get(d, "jurisdiction", ""),
+		]),
 		"GDPR Art. 44; sector residency rules (simplified)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -154,7 +161,10 @@ violations contains v if {
 	region := object.get(d, ["location", "region"], "")
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_EEA",
-		concat("", [d.personalData, " data is stored in '", region, "' (", facts.country, "), outside the EEA and adequacy countries"]),
+		concat("", [
+			d.personalData, " data is stored in '", region, "' (", facts.country,
+			"), outside the EEA and adequacy countries",
+		]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -175,7 +185,10 @@ violations contains v if {
 	d.personalData in lib.personal_classes
 	v := lib.violation(
 		"RESIDENCY_PROCESSING_OUTSIDE_EEA",
-		concat("", [d.personalData, " data would be processed in '", lib.cluster_region, "' (", lib.cluster_country, "), outside the EEA and adequacy countries"]),
+		concat("", [
+			d.personalData, " data would be processed in '", lib.cluster_region, "' (",
+			lib.cluster_country, "), outside the EEA and adequacy countries",
+		]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["dataset/", d.name]),
 	)
@@ -217,10 +230,9 @@ violations contains v if {
 violations contains v if {
 	lib.exporting
 	not _destination_facts.country
-	region := _destination_region
 	v := lib.violation(
 		"RESIDENCY_UNKNOWN_REGION",
-		concat("", ["export destination region '", region, "' is not in the region catalogue"]),
+		concat("", ["export destination region '", _destination_region, "' is not in the region catalogue"]),
 		_personal_regulation,
 		concat("", ["export/", object.get(input, ["export", "name"], "")]),
 	)
@@ -238,14 +250,16 @@ violations contains v if {
 #   regulation: GDPR Art. 44, Art. 45 (simplified)
 violations contains v if {
 	lib.exporting
-	facts := _destination_facts
-	facts.country
+	_destination_facts.country
 	some d in lib.datasets
 	d.personalData in lib.personal_classes
-	not _may_receive(d, facts)
+	not _may_receive(d, _destination_facts)
 	v := lib.violation(
 		"RESIDENCY_EXPORT_OUTSIDE_EEA",
-		concat("", ["artifact derived from ", d.personalData, " dataset '", d.name, "' cannot go to '", _destination_region, "' (", facts.country, ")"]),
+		concat("", [
+			"artifact derived from ", d.personalData, " dataset '", d.name, "' cannot go to '",
+			_destination_region, "' (", _destination_facts.country, ")",
+		]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["export/", object.get(input, ["export", "name"], "")]),
 	)

@@ -9,7 +9,12 @@ _cluster := {
 	"audit": {"retentionDays": 1826},
 }
 
-_tenant := {"name": "lux-bank", "sector": "finance", "jurisdiction": "LU", "attestations": {"supervisoryAuthority": "CSSF"}}
+_tenant := {
+	"name": "lux-bank",
+	"sector": "finance",
+	"jurisdiction": "LU",
+	"attestations": {"supervisoryAuthority": "CSSF"},
+}
 
 _dataset := {
 	"name": "tx",
@@ -20,7 +25,12 @@ _dataset := {
 	"allowedPurposes": ["fraud"],
 }
 
-_sandbox := {"name": "s1", "purpose": "fraud", "region": "onprem:lu-national-1", "datasets": [{"name": "tx", "purpose": "fraud"}]}
+_sandbox := {
+	"name": "s1",
+	"purpose": "fraud",
+	"region": "onprem:lu-national-1",
+	"datasets": [{"name": "tx", "purpose": "fraud"}],
+}
 
 _codes(violations) := {v.code | some v in violations}
 
@@ -60,7 +70,10 @@ test_us_cluster_is_outside_finance_area if {
 
 test_public_sector_stays_national if {
 	codes := _codes(residency.violations) with input.action as "sandbox.provision"
-		with input.cluster as object.union(_cluster, {"region": "gcp:europe-west3", "keys": {"region": "gcp:europe-west3", "perSandbox": true}})
+		with input.cluster as object.union(_cluster, {
+			"region": "gcp:europe-west3",
+			"keys": {"region": "gcp:europe-west3", "perSandbox": true},
+		})
 		with input.tenant as object.union(_tenant, {"sector": "public"})
 		with input.sandbox as object.union(_sandbox, {"region": ""})
 	codes == {"RESIDENCY_CLUSTER_OUTSIDE_AREA", "RESIDENCY_KEY_OUTSIDE_AREA"}
@@ -95,7 +108,10 @@ test_anonymised_dataset_in_adequacy_country_only_breaks_area if {
 	codes := _codes(residency.violations) with input.action as "dataset.grant"
 		with input.cluster as cluster
 		with input.tenant as tenant
-		with input.datasets as [object.union(_dataset, {"personalData": "anonymised", "location": {"region": "aws:eu-central-2"}})]
+		with input.datasets as [object.union(_dataset, {
+			"personalData": "anonymised",
+			"location": {"region": "aws:eu-central-2"},
+		})]
 		with input.sandbox as sandbox
 	codes == {"RESIDENCY_DATASET_OUTSIDE_AREA"}
 }
@@ -114,7 +130,10 @@ test_partial_adequacy_does_not_count if {
 
 test_special_category_stays_in_eea_even_with_adequacy if {
 	codes := _codes(residency.violations) with input.action as "sandbox.provision"
-		with input.cluster as object.union(_cluster, {"region": "azure:switzerlandnorth", "keys": {"region": "azure:switzerlandnorth", "perSandbox": true}})
+		with input.cluster as object.union(_cluster, {
+			"region": "azure:switzerlandnorth",
+			"keys": {"region": "azure:switzerlandnorth", "perSandbox": true},
+		})
 		with input.tenant as object.union(_tenant, {"sector": "research", "jurisdiction": "CH"})
 		with input.datasets as [object.union(_dataset, {"sector": "research", "personalData": "special-category"})]
 		with input.sandbox as object.union(_sandbox, {"region": ""})

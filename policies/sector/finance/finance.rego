@@ -69,7 +69,10 @@ violations contains v if {
 	days < retention.finance.auditLogDays
 	v := lib.violation(
 		"FINANCE_AUDIT_RETENTION_TOO_SHORT",
-		concat("", ["audit log keeps records ", format_int(days, 10), " days; finance needs at least ", format_int(retention.finance.auditLogDays, 10)]),
+		concat("", [
+			"audit log keeps records ", format_int(days, 10), " days; finance needs at least ",
+			format_int(retention.finance.auditLogDays, 10),
+		]),
 		"MiFID II Art. 16(6); Delegated Regulation (EU) 2017/565 Art. 72 (simplified)",
 		concat("", ["cluster/", lib.cluster_region]),
 	)
@@ -91,7 +94,10 @@ violations contains v if {
 	not lib.region_facts(region).eea
 	v := lib.violation(
 		"FINANCE_EGRESS_OUTSIDE_EEA",
-		concat("", ["egress to '", object.get(entry, "cidr", ""), "' in region '", region, "' is unknown or outside the EEA"]),
+		concat("", [
+			"egress to '", object.get(entry, "cidr", ""), "' in region '", region,
+			"' is unknown or outside the EEA",
+		]),
 		"DORA Art. 28; EBA/GL/2019/02 (simplified)",
 		concat("", ["sandbox/", lib.sandbox_name]),
 	)

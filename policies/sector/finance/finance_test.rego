@@ -11,7 +11,12 @@ _cluster := {
 	"audit": {"retentionDays": 1826},
 }
 
-_tenant := {"name": "lux-bank", "sector": "finance", "jurisdiction": "LU", "attestations": {"supervisoryAuthority": "CSSF"}}
+_tenant := {
+	"name": "lux-bank",
+	"sector": "finance",
+	"jurisdiction": "LU",
+	"attestations": {"supervisoryAuthority": "CSSF"},
+}
 
 _sandbox := {"name": "s1", "egress": [{"cidr": "198.51.100.10/32", "region": "onprem:lu-national-1"}]}
 
@@ -48,7 +53,11 @@ test_shared_key_and_short_retention_are_denied if {
 	tenant := _tenant
 	sandbox := _sandbox
 	codes := _codes(finance.violations) with input.action as "sandbox.provision"
-		with input.cluster as {"region": "onprem:lu-national-1", "keys": {"perSandbox": false}, "audit": {"retentionDays": 1825}}
+		with input.cluster as {
+			"region": "onprem:lu-national-1",
+			"keys": {"perSandbox": false},
+			"audit": {"retentionDays": 1825},
+		}
 		with input.tenant as tenant
 		with input.sandbox as sandbox
 	codes == {"FINANCE_PER_SANDBOX_KEY_REQUIRED", "FINANCE_AUDIT_RETENTION_TOO_SHORT"}
@@ -57,15 +66,19 @@ test_shared_key_and_short_retention_are_denied if {
 test_egress_outside_eea_is_denied if {
 	cluster := _cluster
 	tenant := _tenant
+	sandbox := {"name": "s1", "egress": [
+		{"cidr": "203.0.113.0/24", "region": "aws:us-east-1"},
+		{"cidr": "192.0.2.0/28", "region": "gcp:europe-west6"},
+	]}
 	codes := _codes(finance.violations) with input.action as "sandbox.provision"
 		with input.cluster as cluster
 		with input.tenant as tenant
-		with input.sandbox as {"name": "s1", "egress": [{"cidr": "203.0.113.0/24", "region": "aws:us-east-1"}, {"cidr": "192.0.2.0/28", "region": "gcp:europe-west6"}]}
+		with input.sandbox as sandbox
 	codes == {"FINANCE_EGRESS_OUTSIDE_EEA"}
 	violations := finance.violations with input.action as "sandbox.provision"
 		with input.cluster as cluster
 		with input.tenant as tenant
-		with input.sandbox as {"name": "s1", "egress": [{"cidr": "203.0.113.0/24", "region": "aws:us-east-1"}, {"cidr": "192.0.2.0/28", "region": "gcp:europe-west6"}]}
+		with input.sandbox as sandbox
 	count(violations) == 2
 }
 

@@ -7,7 +7,12 @@ import data.sector.health
 
 _permit := {"id": "P-1", "purposes": ["sepsis"], "validUntil": "2035-12-31T23:59:59Z"}
 
-_tenant := {"name": "hosp", "sector": "health", "jurisdiction": "LU", "attestations": {"ethicsApproval": "E-1", "dataPermit": _permit}}
+_tenant := {
+	"name": "hosp",
+	"sector": "health",
+	"jurisdiction": "LU",
+	"attestations": {"ethicsApproval": "E-1", "dataPermit": _permit},
+}
 
 _records := {"name": "icu", "sector": "health", "personalData": "special-category"}
 

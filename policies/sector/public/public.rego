@@ -18,6 +18,15 @@ _applies if {
 
 _public_interest := object.get(input.sandbox, "publicInterest", {})
 
+_max_seconds := sectors.public.maxLifetimeDays * 86400
+
+# _bounded is true when the sandbox has a ttl no longer than public.maxLifetimeDays.
+_bounded if {
+	seconds := object.get(input.sandbox, ["lifetime", "seconds"], null)
+	is_number(seconds)
+	seconds <= _max_seconds
+}
+
 # METADATA
 # title: Public-interest area stated
 # description: |
@@ -77,8 +86,6 @@ violations contains v if {
 	)
 }
 
-_max_seconds := sectors.public.maxLifetimeDays * 86400
-
 # METADATA
 # title: Lifetime is bounded
 # description: |
@@ -93,16 +100,13 @@ violations contains v if {
 	not _bounded
 	v := lib.violation(
 		"PUBLIC_LIFETIME_UNBOUNDED",
-		concat("", ["the sandbox has no lifetime or one longer than ", format_int(sectors.public.maxLifetimeDays, 10), " days"]),
+		concat("", [
+			"the sandbox has no lifetime or one longer than ",
+			format_int(sectors.public.maxLifetimeDays, 10), " days",
+		]),
 		"AI Act Art. 58(2), Art. 59(1) (simplified)",
 		concat("", ["sandbox/", lib.sandbox_name]),
 	)
-}
-
-_bounded if {
-	seconds := object.get(input.sandbox, ["lifetime", "seconds"], null)
-	is_number(seconds)
-	seconds <= _max_seconds
 }
 
 # METADATA
