@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from sandbox.keys.base import KeyDestruction, KeyRef
 from sandbox.keys.local import LocalKeyProvider
 
-__all__ = ["DEFAULT_SHARDS", "ShardedLocalKeys"]
+__all__ = ["SHARDS_PER_WORKER", "ShardedLocalKeys"]
 
-DEFAULT_SHARDS = 64
-"""Shards the operator uses: enough that concurrent handlers rarely share one."""
+SHARDS_PER_WORKER = 4
+"""Shards per handler thread, so that handlers running at once rarely share one."""
 
 
 class ShardedLocalKeys:
