@@ -54,7 +54,10 @@ violations contains v if {
 	_prefix(cidr) < _minimum(cidr)
 	v := {
 		"code": "CUSTOM_EGRESS_CIDR_TOO_WIDE",
-		"msg": sprintf("egress entry %s opens more than a /%d; list the hosts the sandbox needs instead", [cidr, _minimum(cidr)]),
+		"msg": sprintf(
+			"egress entry %s opens more than a /%d; list the hosts the sandbox needs instead",
+			[cidr, _minimum(cidr)],
+		),
 		"regulation": "GDPR Art. 32 (security of processing; platform isolation guardrail)",
 		"subject": concat("", ["sandbox/", object.get(input, ["sandbox", "name"], "")]),
 	}

@@ -31,7 +31,10 @@ violations contains v if {
 	seconds > _max_days * 86400
 	v := {
 		"code": "CUSTOM_LIFETIME_LONG",
-		"msg": sprintf("the sandbox asks to live %d days, more than the %d days this platform allows without review", [ceil(seconds / 86400), _max_days]),
+		"msg": sprintf(
+			"the sandbox asks to live %d days, more than the %d days this platform allows without review",
+			[ceil(seconds / 86400), _max_days],
+		),
 		"regulation": "GDPR Art. 5(1)(e) (storage limitation; platform threshold)",
 		"subject": concat("", ["sandbox/", object.get(input, ["sandbox", "name"], "")]),
 	}

@@ -104,6 +104,7 @@ TOOLS: dict[str, Tool] = {
             "github.com/styrainc/regal",
             "github.com/styrainc/regal",
             "v0.35.1",
+            ("-X github.com/styrainc/regal/pkg/version.Version=v0.35.1",),
         ),
         Tool(
             "helm",
