@@ -61,6 +61,9 @@ class WatchedObjects:
         live = get(api, self.kind, name)
         with self._lock:
             # An event that arrived during the read may be newer than what was read.
-            if live is not None and self._events == events:
-                self._objects[name] = (time.monotonic() + self._ttl, copy.deepcopy(live))
+            if self._events == events:
+                if live is None:
+                    self._objects.pop(name, None)
+                else:
+                    self._objects[name] = (time.monotonic() + self._ttl, copy.deepcopy(live))
         return live
