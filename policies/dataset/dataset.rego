@@ -42,14 +42,17 @@ violations contains v if {
 violations contains v if {
 	lib.data_access
 	some req in lib.requested_datasets
-	some d in lib.datasets
-	d.name == req.name
+	allowed := _allowed_purposes[req.name]
 	purpose := object.get(req, "purpose", "")
-	not purpose in object.get(d, "allowedPurposes", [])
+	not purpose in allowed
 	v := lib.violation(
 		"DATASET_PURPOSE_NOT_ALLOWED",
-		concat("", ["purpose '", purpose, "' is not among the purposes allowed for dataset '", d.name, "'"]),
+		concat("", ["purpose '", purpose, "' is not among the purposes allowed for dataset '", req.name, "'"]),
 		"GDPR Art. 5(1)(b) (simplified)",
-		concat("", ["dataset/", d.name]),
+		concat("", ["dataset/", req.name]),
 	)
 }
+
+# _allowed_purposes maps each input dataset's name to its allowed purposes (dataset
+# names are unique: Datasets are cluster-scoped objects).
+_allowed_purposes[d.name] := object.get(d, "allowedPurposes", []) if some d in lib.datasets

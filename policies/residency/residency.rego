@@ -106,14 +106,13 @@ violations contains v if {
 #   regulation: GDPR Art. 44
 violations contains v if {
 	lib.data_access
-	some i, d in lib.datasets
-	not _dataset_facts[i].country
-	region := object.get(d, ["location", "region"], "")
+	some s in _stored
+	not s.facts.country
 	v := lib.violation(
 		"RESIDENCY_UNKNOWN_REGION",
-		concat("", ["dataset region '", region, "' is not in the region catalogue"]),
+		concat("", ["dataset region '", s.region, "' is not in the region catalogue"]),
 		_personal_regulation,
-		concat("", ["dataset/", d.name]),
+		concat("", ["dataset/", s.name]),
 	)
 }
 
@@ -127,19 +126,17 @@ violations contains v if {
 #   regulation: GDPR Art. 44; sector residency rules (simplified)
 violations contains v if {
 	lib.data_access
-	some i, d in lib.datasets
-	facts := _dataset_facts[i]
-	facts.country
-	not lib.facts_in_area(facts, lib.area_name(object.get(d, "sector", "")), object.get(d, "jurisdiction", ""))
-	region := object.get(d, ["location", "region"], "")
+	some s in _stored
+	s.facts.country
+	not lib.facts_in_area(s.facts, lib.area_name(s.sector), s.jurisdiction)
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_AREA",
 		concat("", [
-			"dataset is stored in '", region, "' (", facts.country,
-			"), outside the area allowed for its jurisdiction ", object.get(d, "jurisdiction", ""),
+			"dataset is stored in '", s.region, "' (", s.facts.country,
+			"), outside the area allowed for its jurisdiction ", s.jurisdiction,
 		]),
 		"GDPR Art. 44; sector residency rules (simplified)",
-		concat("", ["dataset/", d.name]),
+		concat("", ["dataset/", s.name]),
 	)
 }
 
@@ -154,19 +151,17 @@ violations contains v if {
 #   regulation: GDPR Art. 44, Art. 45 (simplified)
 violations contains v if {
 	lib.data_access
-	some i, d in lib.datasets
-	d.personalData in lib.personal_classes
-	facts := _dataset_facts[i]
-	facts.eeaOrAdequate == false
-	region := object.get(d, ["location", "region"], "")
+	some s in _stored
+	s.class in lib.personal_classes
+	s.facts.eeaOrAdequate == false
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_EEA",
 		concat("", [
-			d.personalData, " data is stored in '", region, "' (", facts.country,
+			s.class, " data is stored in '", s.region, "' (", s.facts.country,
 			"), outside the EEA and adequacy countries",
 		]),
 		"GDPR Art. 44, Art. 45 (simplified)",
-		concat("", ["dataset/", d.name]),
+		concat("", ["dataset/", s.name]),
 	)
 }
 
@@ -205,10 +200,10 @@ violations contains v if {
 #   regulation: GDPR Art. 9, Art. 44 (stricter than the law)
 violations contains v if {
 	lib.data_access
-	some i, d in lib.datasets
-	d.personalData == "special-category"
+	some s in _stored
+	s.class == "special-category"
 	some place, where in {
-		"stored": [object.get(d, ["location", "region"], ""), _dataset_facts[i]],
+		"stored": [s.region, s.facts],
 		"processed": [lib.cluster_region, lib.cluster_facts],
 	}
 	[region, facts] := where
@@ -217,7 +212,7 @@ violations contains v if {
 		"RESIDENCY_SPECIAL_CATEGORY_OUTSIDE_EEA",
 		concat("", ["special-category data would be ", place, " in '", region, "' (", facts.country, "), outside the EEA"]),
 		"GDPR Art. 9, Art. 44 (stricter than the law)",
-		concat("", ["dataset/", d.name]),
+		concat("", ["dataset/", s.name]),
 	)
 }
 
@@ -277,8 +272,21 @@ _may_receive(d, f) if {
 	f.eeaOrAdequate
 }
 
-# _dataset_facts[i] are the region facts of the i-th dataset's storage region.
-_dataset_facts[i] := lib.region_facts(object.get(d, ["location", "region"], "")) if some i, d in lib.datasets
+# _stored describes where each input dataset is stored: name, region, the region's facts,
+# personal-data class, sector and jurisdiction. Built once per decision (one region
+# lookup per dataset); the dataset rules above only filter it.
+_stored := [s |
+	some d in lib.datasets
+	region := object.get(d, ["location", "region"], "")
+	s := {
+		"name": d.name,
+		"region": region,
+		"facts": lib.region_facts(region),
+		"class": object.get(d, "personalData", ""),
+		"sector": object.get(d, "sector", ""),
+		"jurisdiction": object.get(d, "jurisdiction", ""),
+	}
+]
 
 _destination_region := object.get(input, ["export", "destination", "region"], "")
 
