@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -201,6 +202,7 @@ def _start_gateway(
         "REGSANDBOX_GATEWAY_AUDIT_SIGNING_KEY": str(key),
         "REGSANDBOX_GATEWAY_S3_ACCESS_KEY_ID": s3.access_key,
         "REGSANDBOX_GATEWAY_S3_SECRET_ACCESS_KEY": s3.secret_key,
+        "REGSANDBOX_GATEWAY_S3_ENDPOINTS": json.dumps([s3.endpoint]),
         "REGSANDBOX_GATEWAY_CHUNK_BYTES": str(CHUNK),
     }
     code = "from sandbox.cli.gateway import app; app()"

@@ -261,6 +261,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 "REGSANDBOX_GATEWAY_AUDIT_TOKEN_FILE": str(audit_dir / "gateway.token"),
                 "REGSANDBOX_GATEWAY_S3_ACCESS_KEY_ID": minio.access_key,
                 "REGSANDBOX_GATEWAY_S3_SECRET_ACCESS_KEY": minio.secret_key,
+                "REGSANDBOX_GATEWAY_S3_ENDPOINTS": json.dumps([minio.endpoint]),
             },
             logs / "gateway.log",
         )

@@ -57,6 +57,7 @@ from sandbox.gateway.keys import (
 )
 from sandbox.gateway.records import Outcome, RequestRecord
 from sandbox.gateway.storage import (
+    EndpointNotAllowed,
     ObjectNotFound,
     ObjectStream,
     RangeNotSatisfiable,
@@ -148,6 +149,8 @@ def _classify(exc: Exception) -> tuple[int, Outcome, str, bool | None]:
         return 400, "denied", "InvalidKey", False
     if isinstance(exc, Forbidden):
         return 403, "denied", exc.reason, False
+    if isinstance(exc, EndpointNotAllowed):
+        return 403, "denied", "EndpointNotAllowed", True
     if isinstance(exc, ObjectNotFound):
         return 404, "failure", "ObjectNotFound", True
     if isinstance(exc, RangeNotSatisfiable):
@@ -163,6 +166,7 @@ _REFUSALS: tuple[type[Exception], ...] = (
     Unauthenticated,
     InvalidKey,
     Forbidden,
+    EndpointNotAllowed,
     ObjectNotFound,
     RangeNotSatisfiable,
     StorageUnavailable,
@@ -175,7 +179,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "Invalid object key, prefix or dataset name."),
         (401, "Missing, malformed or unacceptable token."),
-        (403, "Sandbox not Ready, expired, or dataset not granted."),
+        (
+            403,
+            "Sandbox not Ready, expired, or dataset not granted; or the dataset's S3 "
+            "endpoint is not one the gateway may use.",
+        ),
         (502, "Object storage failed."),
         (503, "Kubernetes or the audit log unavailable; nothing was sent."),
     )

@@ -79,6 +79,7 @@ def build_gateway(
             settings.s3_secret_access_key,
             max_connections=settings.s3_max_connections,
             timeout=settings.s3_timeout,
+            allowed_endpoints=settings.s3_endpoints,
         ),
         audit=_audit(settings, stack),
         chunk_bytes=settings.chunk_bytes,

@@ -59,6 +59,10 @@ class GatewaySettings(BaseSettings):
     """Access key of the gateway's storage identity; unset: boto3's default chain."""
     s3_secret_access_key: SecretStr | None = None
     """Secret key matching :attr:`s3_access_key_id`."""
+    s3_endpoints: list[str] = Field(default_factory=list)
+    """S3 endpoint URLs the gateway may send its credentials to (JSON list in the
+    environment). A Dataset without endpoint (AWS) is always allowed; one naming any
+    other endpoint is refused with 403 ``EndpointNotAllowed`` before storage is asked."""
     s3_max_connections: int = Field(default=64, ge=1)
     """Connection pool size per S3 endpoint (bounds concurrent reads per endpoint)."""
     s3_timeout: float = Field(default=30.0, gt=0)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
@@ -29,12 +31,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ByteRange",
+    "EndpointNotAllowed",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStream",
     "RangeNotSatisfiable",
     "Storage",
     "StorageUnavailable",
+    "normalise_endpoint",
     "parse_range",
 ]
 
@@ -43,6 +47,18 @@ _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 class StorageUnavailable(SandboxError):  # noqa: N818 - the HTTP meaning, 502
     """S3 failed or refused the gateway; the message never carries credentials."""
+
+
+class EndpointNotAllowed(SandboxError):  # noqa: N818 - the HTTP meaning, 403
+    """A dataset names an S3 endpoint the gateway may not send its credentials to."""
+
+
+def normalise_endpoint(url: str) -> str:
+    """``url`` with scheme and host lower-cased and no trailing slash, for comparison."""
+    parts = urlsplit(url.strip())
+    return urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, "")
+    )
 
 
 class ObjectNotFound(SandboxError):  # noqa: N818 - the HTTP meaning, 404
@@ -154,8 +170,10 @@ class Storage:
         *,
         max_connections: int = 64,
         timeout: float = 30.0,
+        allowed_endpoints: Iterable[str] = (),
     ) -> None:
         self._keys = (access_key_id, secret_access_key)
+        self._allowed = frozenset(normalise_endpoint(e) for e in allowed_endpoints)
         self._config = Config(
             max_pool_connections=max_connections,
             connect_timeout=timeout,
@@ -173,7 +191,18 @@ class Storage:
         return f"Storage(endpoints={len(self._clients)})"  # never the keys
 
     def client(self, location: DatasetLocation) -> S3Client:
-        """The (shared) S3 client for ``location``'s endpoint and region."""
+        """The (shared) S3 client for ``location``'s endpoint and region.
+
+        Raises:
+            EndpointNotAllowed: if ``location`` names an endpoint outside the allow-list
+                (a location without endpoint means AWS and is always allowed).
+        """
+        if location.endpoint is not None and (
+            normalise_endpoint(location.endpoint) not in self._allowed
+        ):
+            raise EndpointNotAllowed(
+                "the dataset's S3 endpoint is not one the gateway may send its credentials to"
+            )
         key = (location.endpoint, location.region)
         with self._lock:
             found = self._clients.get(key)

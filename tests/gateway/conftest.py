@@ -377,7 +377,9 @@ def gateway(
     return Gateway(
         reviewer=TokenReviewer(gateway_api, AUDIENCE, cache_seconds=10.0),
         grants=GrantResolver(gateway_api, cache_seconds=0.0),
-        storage=SpyStorage(SecretStr(s3.access_key), SecretStr(s3.secret_key)),
+        storage=SpyStorage(
+            SecretStr(s3.access_key), SecretStr(s3.secret_key), allowed_endpoints=[s3.endpoint]
+        ),
         audit=audit_sink,
         chunk_bytes=CHUNK,
     )

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from kubernetes import client
 
 from sandbox.gateway import Gateway
 from sandbox.provision.names import sandbox_namespace
@@ -247,3 +248,46 @@ def test_revoked_grant_is_refused(
             world.admin, world.tenant, "alpha", granted={world.claims: True, world.other: False}
         )
     assert httpx.get(url, headers=auth).status_code == 200
+
+
+def _set_endpoint(world: World, dataset: str, endpoint: str) -> None:
+    client.CustomObjectsApi(world.admin).patch_cluster_custom_object(
+        "regsandbox.io",
+        "v1alpha1",
+        "datasets",
+        dataset,
+        {"spec": {"location": {"endpoint": endpoint}}},
+    )
+
+
+def test_endpoint_outside_the_allow_list_never_gets_the_credentials(
+    gateway_url: str, gateway: Gateway, world: World, audit_sink: SwitchableSink
+) -> None:
+    storage = gateway.storage
+    assert isinstance(storage, SpyStorage)
+    url = f"{gateway_url}/v1/datasets/{world.claims}/objects/small.csv"
+    auth = {"Authorization": f"Bearer {world.token('alpha')}"}
+    original = httpx.get(url, headers=auth)
+    assert original.status_code == 200
+    dataset = client.CustomObjectsApi(world.admin).get_cluster_custom_object(
+        "regsandbox.io", "v1alpha1", "datasets", world.claims
+    )
+    endpoint = dataset["spec"]["location"]["endpoint"]
+    _set_endpoint(world, world.claims, "http://127.0.0.1:9/")
+    try:
+        start, asked = audit_sink.size, len(storage.keys)
+        refused = httpx.get(url, headers=auth)
+        assert refused.status_code == 403
+        assert refused.json()["reason"] == "EndpointNotAllowed"
+        _one_refusal(audit_sink, start, "EndpointNotAllowed")
+        # The spy records the call, but the client is refused before any request is
+        # signed or sent: nothing listens on port 9 and the answer is still a clean 403.
+        assert len(storage.keys) == asked + 1
+    finally:
+        _set_endpoint(world, world.claims, endpoint)
+    # The same endpoint spelt with a trailing slash and an upper-case host is the same.
+    _set_endpoint(world, world.claims, endpoint.upper().replace("HTTP://", "http://") + "/")
+    try:
+        assert httpx.get(url, headers=auth).status_code == 200
+    finally:
+        _set_endpoint(world, world.claims, endpoint)

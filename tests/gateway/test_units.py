@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sandbox.api.dataset import DatasetLocation
 from sandbox.errors import ConfigurationError
 from sandbox.gateway.auth import TokenReviewer, Unauthenticated, token_expiry
 from sandbox.gateway.keys import (
@@ -21,7 +22,13 @@ from sandbox.gateway.keys import (
 )
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.gateway.settings import GatewaySettings
-from sandbox.gateway.storage import ByteRange, RangeNotSatisfiable, parse_range
+from sandbox.gateway.storage import (
+    ByteRange,
+    EndpointNotAllowed,
+    RangeNotSatisfiable,
+    Storage,
+    parse_range,
+)
 
 
 @pytest.mark.parametrize(
@@ -199,3 +206,35 @@ def test_settings_need_one_audit_sink_and_hide_secrets(monkeypatch: pytest.Monke
     settings = GatewaySettings.load()
     assert "very-secret-value" not in repr(settings)
     assert settings.audience == "regsandbox-gateway"
+
+
+def test_endpoint_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGSANDBOX_GATEWAY_AUDIT_URL", "http://127.0.0.1:1")
+    assert GatewaySettings.load().s3_endpoints == []
+    monkeypatch.setenv("REGSANDBOX_GATEWAY_S3_ENDPOINTS", '["https://s3.example.lu"]')
+    assert GatewaySettings.load().s3_endpoints == ["https://s3.example.lu"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "allowed"),
+    [
+        ("https://s3.example.lu", True),
+        ("HTTPS://S3.Example.LU/", True),
+        ("https://s3.example.lu.attacker.test", False),
+        ("http://s3.example.lu", False),
+        ("https://s3.example.lu:8443", False),
+        (None, True),
+    ],
+)
+def test_storage_refuses_endpoints_outside_the_allow_list(
+    endpoint: str | None, allowed: bool
+) -> None:
+    storage = Storage(allowed_endpoints=["https://s3.example.lu/"])
+    location = DatasetLocation(
+        bucket="bucket", prefix="p/", region="aws:eu-west-1", endpoint=endpoint
+    )
+    if allowed:
+        assert storage.client(location) is storage.client(location)
+    else:
+        with pytest.raises(EndpointNotAllowed):
+            storage.client(location)

@@ -66,8 +66,11 @@ def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> Non
         "operator.opaSidecar.enabled=true",
         "--set",
         "operator.storageProfile.kind=aws-ebs",
+        "--set",
+        "gateway.s3Endpoints={https://s3.lu-national-1.example.lu}",
     ).stdout
     assert "REGSANDBOX_OPA_URL" in opa
+    assert '\\"https://s3.lu-national-1.example.lu\\"' in opa
     assert '\\"kind\\":\\"aws-ebs\\"' in opa
     policies = {d["metadata"]["name"]: d for d in default if d and d["kind"] == "SandboxPolicy"}
     assert sorted(policies) == ["egress-https-only", "egress-narrow-cidr", "lifetime-review"]
