@@ -7,7 +7,6 @@ from kubernetes import client, config
 from audit.client import AuditClient, AuditSink, LocalAuditSink
 from audit.entry import Actor
 from audit.signing import load_signer
-from operators.keyshards import SHARDS_PER_WORKER, ShardedLocalKeys
 from operators.metrics import DECISION_SECONDS
 from operators.settings import OperatorSettings
 from sandbox.api.meta import provider_region
@@ -72,9 +71,8 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
         )
     store = SecretWrappedKeyStore(api, settings.namespace)
     kek = load_or_create_kek(api, settings.namespace)
-    # Independent providers over one store, so new sandboxes do not queue for one lock.
-    shards = SHARDS_PER_WORKER * settings.workers
-    return ShardedLocalKeys([LocalKeyProvider(kek, store) for _ in range(shards)])
+    # Per-sandbox lock stripes: new sandboxes do not queue behind each other's API calls.
+    return LocalKeyProvider(kek, store, lock_stripes=4 * settings.workers)
 
 
 def build_platform(settings: OperatorSettings) -> Platform:

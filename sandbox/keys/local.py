@@ -26,6 +26,7 @@ import os
 import secrets
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,6 +326,12 @@ class LocalKeyProvider:
     ``kek`` is the current key-encryption key; ``previous_keks`` are older KEKs still
     accepted for unwrapping, so an interrupted :meth:`rotate_kek` can be resumed after a
     restart by passing the new KEK as ``kek`` and the old one in ``previous_keks``.
+
+    Calls for one sandbox are serialised by one of ``lock_stripes`` locks (chosen by the
+    sandbox id), held across the store's reads and writes, so that a sandbox never gets
+    two keys; calls for other sandboxes proceed in parallel, which matters when the
+    store is a Secret and each call is an API round trip. :meth:`rotate_kek` takes
+    every stripe.
     """
 
     def __init__(
@@ -333,8 +340,11 @@ class LocalKeyProvider:
         store: WrappedKeyStore,
         *,
         previous_keks: Iterable[bytes] = (),
+        lock_stripes: int = 64,
     ) -> None:
         _check_kek(kek)
+        if lock_stripes < 1:
+            raise ValueError("lock_stripes must be at least 1")
         self._kek = bytes(kek)
         self._keks: dict[str, bytes] = {}
         for old in previous_keks:
@@ -343,7 +353,7 @@ class LocalKeyProvider:
         self._keks[kek_id(kek)] = self._kek
         self._store = store
         self._cache: dict[str, tuple[str, bytearray]] = {}
-        self._lock = threading.RLock()
+        self._stripes = tuple(threading.Lock() for _ in range(lock_stripes))
 
     def __repr__(self) -> str:
         return f"LocalKeyProvider(kek_id={self.kek_id!r}, store={self._store!r})"
@@ -366,7 +376,7 @@ class LocalKeyProvider:
         validate_sandbox_id(sandbox_id)
         if not region:
             raise KeyProviderError(f"a region is needed to create the key of {sandbox_id!r}")
-        with self._lock:
+        with self._lock(sandbox_id):
             existing = self._load(sandbox_id)
             if existing is None:
                 key_id = f"local-{secrets.token_hex(16)}"
@@ -409,7 +419,7 @@ class LocalKeyProvider:
         and :class:`KeyIntegrityError` if the wrapped key does not authenticate.
         """
         validate_sandbox_id(sandbox_id)
-        with self._lock:
+        with self._lock(sandbox_id):
             record = self._load(sandbox_id)
             if record is None:
                 self._forget(sandbox_id)
@@ -427,7 +437,7 @@ class LocalKeyProvider:
     def destroy(self, sandbox_id: str) -> KeyDestruction:
         """Delete the wrapped key and overwrite the cached plaintext (crypto-shredding)."""
         validate_sandbox_id(sandbox_id)
-        with self._lock:
+        with self._lock(sandbox_id):
             record = self._load_quietly(sandbox_id)
             existed = self._store.delete(sandbox_id)
             self._forget(sandbox_id)
@@ -447,7 +457,9 @@ class LocalKeyProvider:
         """
         _check_kek(new_kek)
         new_id = kek_id(new_kek)
-        with self._lock:
+        with contextlib.ExitStack() as held:
+            for stripe in self._stripes:  # always in the same order: no deadlock
+                held.enter_context(stripe)
             old_id = self.kek_id
             self._keks[new_id] = bytes(new_kek)
             rewrapped = already = 0
@@ -522,6 +534,10 @@ class LocalKeyProvider:
         if len(plaintext) != DATA_KEY_BYTES:  # pragma: no cover - AEAD makes this unreachable
             raise KeyIntegrityError(f"key {record.key_id} has the wrong length")
         return plaintext
+
+    def _lock(self, sandbox_id: str) -> threading.Lock:
+        """The stripe serialising calls for ``sandbox_id``."""
+        return self._stripes[zlib.crc32(sandbox_id.encode()) % len(self._stripes)]
 
     def _load(self, sandbox_id: str) -> _Record | None:
         blob = self._store.get(sandbox_id)
