@@ -44,9 +44,10 @@ from starlette.types import Receive, Scope, Send
 
 from audit.client import AuditSink, AuditUnavailable
 from sandbox import __version__
+from sandbox.api.dataset import DatasetLocation
 from sandbox.errors import SandboxError
 from sandbox.gateway.auth import ReviewUnavailable, TokenReviewer, Unauthenticated
-from sandbox.gateway.authz import Forbidden, Grant, GrantResolver, LookupUnavailable
+from sandbox.gateway.authz import Forbidden, Grant, GrantResolver, LookupUnavailable, NotCached
 from sandbox.gateway.keys import (
     InvalidKey,
     check_raw_path,
@@ -57,6 +58,7 @@ from sandbox.gateway.keys import (
 )
 from sandbox.gateway.records import Outcome, RequestRecord
 from sandbox.gateway.storage import (
+    ByteRange,
     EndpointNotAllowed,
     ObjectNotFound,
     ObjectStream,
@@ -432,13 +434,23 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def admit(
         record: RequestRecord, request: Request, token: HTTPAuthorizationCredentials | None
     ) -> Grant:
-        identity = await thread(gateway.reviewer.review, token.credentials if token else None)
+        # Cache hits are answered on the event loop; only a real TokenReview or API read
+        # goes to a worker thread (each hop costs latency under load).
+        credentials = token.credentials if token else None
+        identity = gateway.reviewer.cached(credentials)
+        if identity is None:
+            identity = await thread(gateway.reviewer.review, credentials)
         record.identity = identity
         check_raw_path(request.scope.get("raw_path") or b"")
         if len(record.dataset) > 253 or not _DATASET_NAME.match(record.dataset):
             raise InvalidKey("invalid dataset name")
         try:
-            grant = await thread(gateway.grants.authorize, identity.namespace, record.dataset)
+            try:
+                grant = gateway.grants.authorize(
+                    identity.namespace, record.dataset, cached_only=True
+                )
+            except NotCached:
+                grant = await thread(gateway.grants.authorize, identity.namespace, record.dataset)
         except Forbidden as exc:
             record.sandbox = exc.sandbox
             raise
@@ -617,7 +629,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             grant = await admit(record, request, token)
             full = storage_key(grant.location.prefix, key)
             byte_range = parse_range(range_)
-            stream = await thread(gateway.storage.open, grant.location, full, byte_range)
+            stream, small = await thread(open_object, grant.location, full, byte_range)
         except _REFUSALS as exc:
             return await refuse(record, exc)
         status = 206 if stream.content_range else 200
@@ -626,8 +638,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             **_object_headers(stream, stream.etag, stream.last_modified),
         }
         whole = byte_range is None
-        if stream.length <= gateway.chunk_bytes:
-            return await _small(record, stream, headers, status, whole)
+        if small is not None:
+            return await _small(record, stream, small, headers, status, whole)
         started = record.event(
             "success",
             "started",
@@ -645,21 +657,38 @@ def create_app(gateway: Gateway) -> FastAPI:
             return unavailable(record)
         return _AuditedStream(gateway, record, stream, headers, status, whole)
 
+    def open_object(
+        location: DatasetLocation, full: str, byte_range: ByteRange | None
+    ) -> tuple[ObjectStream, bytes | StorageUnavailable | None]:
+        """Open the object; one that fits in a chunk is read (and closed) at once.
+
+        Returns the stream and, for a small object, its bytes or the read's failure
+        (``None`` for an object to be streamed), so a small read is one thread hop.
+        """
+        stream = gateway.storage.open(location, full, byte_range)
+        if stream.length > gateway.chunk_bytes:
+            return stream, None
+        try:
+            data = stream.read(stream.length)
+            if len(data) != stream.length:
+                raise StorageUnavailable(f"storage sent {len(data)} of {stream.length} bytes")
+        except StorageUnavailable as exc:
+            return stream, exc
+        finally:
+            stream.close()
+        return stream, data
+
     async def _small(
         record: RequestRecord,
         stream: ObjectStream,
+        read: bytes | StorageUnavailable,
         headers: dict[str, str],
         status: int,
         whole: bool,
     ) -> Response:
-        try:
-            data = await thread(stream.read, stream.length)
-            if len(data) != stream.length:
-                raise StorageUnavailable(f"storage sent {len(data)} of {stream.length} bytes")
-        except StorageUnavailable as exc:
-            return await refuse(record, exc)
-        finally:
-            stream.close()
+        if isinstance(read, StorageUnavailable):
+            return await refuse(record, read)
+        data = read
         details = {
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),

@@ -137,8 +137,12 @@ class TokenReviewer:
     def __repr__(self) -> str:
         return f"TokenReviewer(audience={self.audience!r}, cached={len(self._cache)})"
 
-    def review(self, token: str | None) -> Identity:
-        """The identity behind ``token``; raises Unauthenticated or ReviewUnavailable."""
+    def cached(self, token: str | None) -> Identity | None:
+        """The identity behind ``token`` if a review of it is cached, else ``None``.
+
+        Makes no request, so it can run on an event loop; raises Unauthenticated for a
+        missing or malformed token, exactly as :meth:`review` would.
+        """
         if not token:
             raise Unauthenticated("MissingToken", "no bearer token; send a projected token")
         if len(token) > _MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
@@ -152,6 +156,16 @@ class TokenReviewer:
                     self._cache.move_to_end(key)
                     return hit[0]
                 del self._cache[key]
+        return None
+
+    def review(self, token: str | None) -> Identity:
+        """The identity behind ``token``; raises Unauthenticated or ReviewUnavailable."""
+        found = self.cached(token)
+        if found is not None:
+            return found
+        token = str(token)  # cached() has refused a missing one
+        key = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
         identity = self._ask(token)
         expiry = token_expiry(token)
         if self._ttl > 0 and expiry is not None and expiry > now:

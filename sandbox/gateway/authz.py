@@ -39,7 +39,7 @@ from sandbox.provision.names import (
     tenant_namespace,
 )
 
-__all__ = ["Forbidden", "Grant", "GrantResolver", "LookupUnavailable", "SandboxRef"]
+__all__ = ["Forbidden", "Grant", "GrantResolver", "LookupUnavailable", "NotCached", "SandboxRef"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,10 @@ class LookupUnavailable(SandboxError):  # noqa: N818 - the HTTP meaning, 503
     """The API server could not be asked, or answered nonsense; fail closed."""
 
 
+class NotCached(SandboxError):  # noqa: N818 - a signal, not a failure
+    """A ``cached_only`` authorisation needs an object that is not cached: ask again."""
+
+
 def _parse_time(value: object) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
@@ -114,7 +118,9 @@ class GrantResolver:
     def __repr__(self) -> str:
         return f"GrantResolver(cache_seconds={self._ttl})"
 
-    def _get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def _get(
+        self, kind: str, name: str, namespace: str | None = None, *, cached_only: bool = False
+    ) -> dict[str, Any] | None:
         path = object_path(kind, name, namespace)
         now = self._clock()
         if self._ttl > 0:
@@ -122,6 +128,8 @@ class GrantResolver:
                 hit = self._cache.get(path)
             if hit is not None and hit[1] > now:
                 return hit[0]
+        if cached_only:
+            raise NotCached(path)
         try:
             result = self._api.call_api(
                 path,
@@ -150,9 +158,9 @@ class GrantResolver:
                 self._cache[path] = (result, now + self._ttl)
         return result
 
-    def sandbox_of(self, namespace: str) -> SandboxRef:
+    def sandbox_of(self, namespace: str, *, cached_only: bool = False) -> SandboxRef:
         """The sandbox whose namespace is ``namespace``; Forbidden if it is none."""
-        ns = self._get("Namespace", namespace)
+        ns = self._get("Namespace", namespace, cached_only=cached_only)
         labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
         tenant, sandbox = labels.get(LABEL_TENANT), labels.get(LABEL_SANDBOX)
         if (
@@ -163,10 +171,16 @@ class GrantResolver:
             raise Forbidden("NotASandbox", f"namespace {namespace} is not a sandbox namespace")
         return SandboxRef(tenant, sandbox, namespace)
 
-    def authorize(self, namespace: str, dataset: str) -> Grant:
-        """The grant for the sandbox of ``namespace`` to read ``dataset``, or Forbidden."""
-        ref = self.sandbox_of(namespace)
-        obj = self._get("Sandbox", ref.sandbox, tenant_namespace(ref.tenant))
+    def authorize(self, namespace: str, dataset: str, *, cached_only: bool = False) -> Grant:
+        """The grant for the sandbox of ``namespace`` to read ``dataset``, or Forbidden.
+
+        With ``cached_only`` no request is made (it can run on an event loop): when an
+        object it needs is not cached, :class:`NotCached` is raised instead.
+        """
+        ref = self.sandbox_of(namespace, cached_only=cached_only)
+        obj = self._get(
+            "Sandbox", ref.sandbox, tenant_namespace(ref.tenant), cached_only=cached_only
+        )
         if obj is None:
             raise Forbidden("SandboxNotFound", f"sandbox {ref.sandbox} does not exist", ref)
         status = obj.get("status") or {}
@@ -187,7 +201,7 @@ class GrantResolver:
             raise Forbidden(
                 "DatasetNotGranted", f"dataset {dataset} is not granted to this sandbox", ref
             )
-        data = self._get("Dataset", dataset)
+        data = self._get("Dataset", dataset, cached_only=cached_only)
         if data is None or (data.get("metadata") or {}).get("deletionTimestamp"):
             raise Forbidden("DatasetNotFound", f"dataset {dataset} does not exist", ref)
         try:
