@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ from kubernetes import client
 from sandbox.api.dataset import DatasetLocation
 from sandbox.errors import ConfigurationError
 from sandbox.gateway.auth import TokenReviewer, Unauthenticated, token_expiry
+from sandbox.gateway.authz import Forbidden, GrantResolver, NotCached
 from sandbox.gateway.keys import (
     InvalidKey,
     check_raw_path,
@@ -29,6 +31,7 @@ from sandbox.gateway.storage import (
     Storage,
     parse_range,
 )
+from sandbox.provision.names import LABEL_SANDBOX, LABEL_TENANT, sandbox_namespace
 
 
 @pytest.mark.parametrize(
@@ -150,6 +153,23 @@ def test_positive_reviews_are_cached_until_ttl_or_expiry() -> None:
     assert all(isinstance(k, bytes) and len(k) == 32 for k in reviewer._cache)
 
 
+def test_cached_answers_only_from_the_cache_and_never_asks() -> None:
+    fake, now = FakeAuthn(), [1000.0]
+    reviewer = _reviewer(fake, now, cache_seconds=10)
+    token = _jwt(exp=1100.0)
+    assert reviewer.cached(token) is None
+    assert fake.calls == 0
+    identity = reviewer.review(token)
+    assert reviewer.cached(token) == identity
+    now[0] = 1010.0  # past the TTL: no longer answered from the cache
+    assert reviewer.cached(token) is None
+    assert fake.calls == 1
+    with pytest.raises(Unauthenticated, match="no bearer token"):
+        reviewer.cached(None)
+    with pytest.raises(Unauthenticated, match="malformed"):
+        reviewer.cached("bad token\n")
+
+
 def test_negative_reviews_and_tokens_without_exp_are_not_cached() -> None:
     now = [1000.0]
     refused = FakeAuthn(authenticated=False)
@@ -238,3 +258,49 @@ def test_storage_refuses_endpoints_outside_the_allow_list(
     else:
         with pytest.raises(EndpointNotAllowed):
             storage.client(location)
+
+
+class FakeObjects:
+    """Stands in for the API client's call_api: objects by kind, counts reads."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.reads: list[str] = []
+
+    def call_api(self, path: str, method: str, **_: Any) -> dict[str, Any] | None:
+        self.reads.append(path)
+        kind = path.rstrip("/").split("/")[-2]
+        return self.objects.get(kind)
+
+
+def test_cached_only_authorisation_never_reads_and_keeps_every_check() -> None:
+    ns = sandbox_namespace("bank", "fraud")
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    fake = FakeObjects(
+        {
+            "namespaces": {"metadata": {"labels": {LABEL_TENANT: "bank", LABEL_SANDBOX: "fraud"}}},
+            "sandboxes": {
+                "metadata": {},
+                "status": {
+                    "namespace": ns,
+                    "expiresAt": expires,
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "datasets": [{"name": "claims", "granted": True}],
+                },
+            },
+            "datasets": {
+                "metadata": {},
+                "spec": {"location": {"bucket": "bucket", "prefix": "p/", "region": "lu-1"}},
+            },
+        }
+    )
+    resolver = GrantResolver(fake, cache_seconds=30)  # type: ignore[arg-type]
+    with pytest.raises(NotCached):
+        resolver.authorize(ns, "claims", cached_only=True)
+    assert fake.reads == []
+    grant = resolver.authorize(ns, "claims")
+    assert len(fake.reads) == 3
+    assert resolver.authorize(ns, "claims", cached_only=True) == grant
+    with pytest.raises(Forbidden, match="not granted"):
+        resolver.authorize(ns, "other", cached_only=True)  # the sandbox is cached
+    assert len(fake.reads) == 3
