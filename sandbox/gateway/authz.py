@@ -20,6 +20,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,13 @@ def _parse_time(value: object) -> dt.datetime | None:
 
 
 class GrantResolver:
-    """Reads Namespaces, Sandboxes and Datasets to decide grants; thread-safe."""
+    """Reads Namespaces, Sandboxes and Datasets to decide grants; thread-safe.
+
+    Objects are cached for ``cache_seconds`` (the longest a revoked grant can still be
+    honoured). An object read again in the second half of that time is refreshed in
+    the background while the cached copy, still within its time, answers; so under
+    steady traffic no request waits for the API server, and the bound is unchanged.
+    """
 
     def __init__(
         self,
@@ -114,9 +121,35 @@ class GrantResolver:
         self._now = now
         self._cache: dict[str, tuple[dict[str, Any] | None, float]] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[str] = set()
+        self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="grant-refresh")
 
     def __repr__(self) -> str:
         return f"GrantResolver(cache_seconds={self._ttl})"
+
+    def close(self) -> None:
+        """Stop the background refreshes (waiting for any under way)."""
+        self._refresher.shutdown(wait=True, cancel_futures=True)
+
+    def _refresh_soon(self, path: str, kind: str, name: str) -> None:
+        with self._lock:
+            if path in self._refreshing:
+                return
+            self._refreshing.add(path)
+        try:
+            self._refresher.submit(self._refresh, path, kind, name)
+        except RuntimeError:  # shut down
+            with self._lock:
+                self._refreshing.discard(path)
+
+    def _refresh(self, path: str, kind: str, name: str) -> None:
+        try:
+            self._fetch(path, kind, name)
+        except LookupUnavailable:
+            pass  # the cached copy expires as usual; the next request reads it itself
+        finally:
+            with self._lock:
+                self._refreshing.discard(path)
 
     def _get(
         self, kind: str, name: str, namespace: str | None = None, *, cached_only: bool = False
@@ -127,9 +160,16 @@ class GrantResolver:
             with self._lock:
                 hit = self._cache.get(path)
             if hit is not None and hit[1] > now:
+                if hit[1] - now < self._ttl / 2:
+                    self._refresh_soon(path, kind, name)
                 return hit[0]
         if cached_only:
             raise NotCached(path)
+        return self._fetch(path, kind, name)
+
+    def _fetch(self, path: str, kind: str, name: str) -> dict[str, Any] | None:
+        """Read ``path`` from the API server and cache the answer (also a 404)."""
+        now = self._clock()
         try:
             result = self._api.call_api(
                 path,

@@ -62,6 +62,10 @@ def build_gateway(
     """A gateway wired as ``settings`` say; resources to close are pushed on ``stack``."""
     api = api or kube_client(settings.kubeconfig)
     stack.callback(api.close)
+    grants = GrantResolver(
+        api, cache_seconds=settings.grant_cache_seconds, timeout=settings.kube_timeout
+    )
+    stack.callback(grants.close)
     return Gateway(
         reviewer=TokenReviewer(
             api,
@@ -71,9 +75,7 @@ def build_gateway(
             timeout=settings.kube_timeout,
             require_pod_binding=settings.require_pod_binding,
         ),
-        grants=GrantResolver(
-            api, cache_seconds=settings.grant_cache_seconds, timeout=settings.kube_timeout
-        ),
+        grants=grants,
         storage=Storage(
             settings.s3_access_key_id,
             settings.s3_secret_access_key,

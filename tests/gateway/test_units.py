@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -304,3 +305,27 @@ def test_cached_only_authorisation_never_reads_and_keeps_every_check() -> None:
     with pytest.raises(Forbidden, match="not granted"):
         resolver.authorize(ns, "other", cached_only=True)  # the sandbox is cached
     assert len(fake.reads) == 3
+
+
+def test_objects_read_late_in_their_time_are_refreshed_in_the_background() -> None:
+    now = [0.0]
+    fake = FakeObjects({"datasets": {"metadata": {}, "spec": {}}})
+    resolver = GrantResolver(fake, cache_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
+    try:
+        resolver._get("Dataset", "claims")
+        now[0] = 3.0  # first half of its time: just answered
+        resolver._get("Dataset", "claims")
+        assert len(fake.reads) == 1
+        now[0] = 7.0  # second half: answered, and read again behind the scenes
+        resolver._get("Dataset", "claims", cached_only=True)
+        deadline = time.monotonic() + 5
+        while len(fake.reads) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.reads) == 2
+        now[0] = 12.0  # past the first read's time, within the refresh's
+        resolver._get("Dataset", "claims", cached_only=True)
+        now[0] = 17.5  # past both: nothing stale is ever answered
+        with pytest.raises(NotCached):
+            resolver._get("Dataset", "claims", cached_only=True)
+    finally:
+        resolver.close()
