@@ -10,7 +10,8 @@ benchmark cycles over a handful of documents, which a cache would always hit).
     .venv/bin/python bench/policy_latency.py [--quick | --iterations N]
         [--input-cache N] [--opa PATH | --opa-url URL | --no-opa]
 
-``--quick`` runs 300 decisions per row (about 10 s with OPA) instead of 2000.
+``--quick`` runs 300 decisions per row (about 10 s with OPA) instead of 2000. The OPA
+server started here runs with the chart sidecar's Go settings (:data:`OPA_SIDECAR_ENV`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sandbox.policy import (
     build_input,
     load_manifests,
 )
+from sandbox.policy.opa import OPA_SIDECAR_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -126,6 +128,7 @@ def start_opa(binary: Path) -> tuple[subprocess.Popen[bytes], str]:
         [str(binary), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **OPA_SIDECAR_ENV},
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

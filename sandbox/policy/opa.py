@@ -37,9 +37,13 @@ from sandbox.policy.engine import (
 )
 from sandbox.policy.policyset import PolicyLoadError, PolicySet, SourceProblem
 
-__all__ = ["DECISION_PATH", "DEFAULT_OPA_URL", "POLICY_ID_PREFIX", "OpaEngine"]
+__all__ = ["DECISION_PATH", "DEFAULT_OPA_URL", "OPA_SIDECAR_ENV", "POLICY_ID_PREFIX", "OpaEngine"]
 
 DEFAULT_OPA_URL = "http://127.0.0.1:8181"
+
+OPA_SIDECAR_ENV: Mapping[str, str] = {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "200MiB"}
+"""Go runtime settings the chart gives the OPA sidecar (one thread for its half-CPU
+limit, a larger GC target bounded by its memory limit); a chart test keeps them equal."""
 """Where an OPA sidecar listens by default."""
 
 DECISION_PATH = "/v1/data/main/decision"

@@ -18,6 +18,7 @@ from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.operator_process import OperatorProcess, service_account_kubeconfig
 from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.apply import apply, get
+from sandbox.policy.opa import OPA_SIDECAR_ENV
 from sandbox.provision.rbac import chart_rules, render_rules
 from sandbox.testing import api_client
 
@@ -70,6 +71,14 @@ def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> Non
         "gateway.s3Endpoints={https://s3.lu-national-1.example.lu}",
     ).stdout
     assert "REGSANDBOX_OPA_URL" in opa
+    sidecar = next(
+        c
+        for d in yaml.safe_load_all(opa)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "opa"
+    )
+    assert {e["name"]: e["value"] for e in sidecar["env"]} == OPA_SIDECAR_ENV
     assert '\\"https://s3.lu-national-1.example.lu\\"' in opa
     assert '\\"kind\\":\\"aws-ebs\\"' in opa
     policies = {d["metadata"]["name"]: d for d in default if d and d["kind"] == "SandboxPolicy"}
