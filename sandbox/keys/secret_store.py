@@ -12,11 +12,14 @@ import base64
 import hashlib
 import threading
 import time
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sandbox.keys.local import generate_kek
+from sandbox.kube.apply import create, delete, get, list_objects
+from sandbox.kube.apply import replace as replace_object
 from sandbox.provision.names import managed_labels
 
 __all__ = ["KEK_SECRET", "SecretWrappedKeyStore", "load_or_create_kek"]
@@ -34,15 +37,20 @@ def _secret_name(sandbox_id: str) -> str:
     return f"{_PREFIX}{hashlib.sha256(sandbox_id.encode()).hexdigest()}"
 
 
-def _read(core: client.CoreV1Api, namespace: str, name: str) -> bytes | None:
-    try:
-        secret = core.read_namespaced_secret(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    data = (secret.data or {}).get("value")
+def _read(api: client.ApiClient, namespace: str, name: str) -> bytes | None:
+    secret = get(api, "Secret", name, namespace)
+    data = ((secret or {}).get("data") or {}).get("value")
     return base64.b64decode(data) if data else None
+
+
+def _secret(name: str, namespace: str, blob: bytes, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "type": "Opaque",
+        "data": {"value": base64.b64encode(blob).decode("ascii")},
+    }
 
 
 class SecretWrappedKeyStore:
@@ -55,7 +63,7 @@ class SecretWrappedKeyStore:
         ciphertext, and every reconcile needs them, so this saves an API read per
         sandbox per resync. A destroy forgets at once.
         """
-        self._core = client.CoreV1Api(api)
+        self._api = api
         self._namespace = namespace
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, bytes]] = {}
@@ -78,34 +86,30 @@ class SecretWrappedKeyStore:
             cached = self._cache.get(sandbox_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        blob = _read(self._core, self._namespace, _secret_name(sandbox_id))
+        blob = _read(self._api, self._namespace, _secret_name(sandbox_id))
         if blob is not None:
             self._remember(sandbox_id, blob)
         return blob
 
     def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
         """Create (or with ``replace`` overwrite) the Secret; return what is stored."""
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(
-                name=_secret_name(sandbox_id),
-                labels=managed_labels(key="wrapped-data-key"),
-                annotations={"regsandbox.io/sandbox-id": sandbox_id},
-            ),
-            type="Opaque",
-            data={"value": base64.b64encode(blob).decode("ascii")},
+        body = _secret(
+            _secret_name(sandbox_id),
+            self._namespace,
+            blob,
+            managed_labels(key="wrapped-data-key"),
         )
+        body["metadata"]["annotations"] = {"regsandbox.io/sandbox-id": sandbox_id}
         if replace:
             try:
-                self._core.replace_namespaced_secret(
-                    _secret_name(sandbox_id), self._namespace, body
-                )
+                replace_object(self._api, body)
                 self._remember(sandbox_id, blob)
                 return blob
             except ApiException as exc:
                 if exc.status != 404:
                     raise
         try:
-            self._core.create_namespaced_secret(self._namespace, body)
+            create(self._api, body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -120,44 +124,40 @@ class SecretWrappedKeyStore:
     def delete(self, sandbox_id: str) -> bool:
         """Delete the Secret; True if it existed."""
         self._forget(sandbox_id)
-        try:
-            self._core.delete_namespaced_secret(_secret_name(sandbox_id), self._namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        # Background: the Secret (the wrapped key) is gone when this returns.
+        return delete(
+            self._api,
+            "Secret",
+            _secret_name(sandbox_id),
+            self._namespace,
+            propagation="Background",
+        )
 
     def ids(self) -> list[str]:
         """Sandbox ids with a stored key."""
-        secrets = self._core.list_namespaced_secret(
-            self._namespace, label_selector="regsandbox.io/key=wrapped-data-key"
+        secrets = list_objects(
+            self._api, "Secret", self._namespace, "regsandbox.io/key=wrapped-data-key"
         )
-        return sorted(
-            str((s.metadata.annotations or {}).get("regsandbox.io/sandbox-id"))
-            for s in secrets.items
-            if (s.metadata.annotations or {}).get("regsandbox.io/sandbox-id")
+        found = (
+            ((s.get("metadata") or {}).get("annotations") or {}).get("regsandbox.io/sandbox-id")
+            for s in secrets
         )
+        return sorted(str(sandbox_id) for sandbox_id in found if sandbox_id)
 
 
 def load_or_create_kek(api: client.ApiClient, namespace: str) -> bytes:
     """The KEK from ``regsandbox-kek``; made (once, race-safe) when absent."""
-    core = client.CoreV1Api(api)
-    existing = _read(core, namespace, KEK_SECRET)
+    existing = _read(api, namespace, KEK_SECRET)
     if existing is not None:
         return existing
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=KEK_SECRET, labels=managed_labels(key="kek")),
-        type="Opaque",
-        immutable=True,
-        data={"value": base64.b64encode(generate_kek()).decode("ascii")},
-    )
+    body = _secret(KEK_SECRET, namespace, generate_kek(), managed_labels(key="kek"))
+    body["immutable"] = True
     try:
-        core.create_namespaced_secret(namespace, body)
+        create(api, body)
     except ApiException as exc:
         if exc.status != 409:
             raise
-    stored = _read(core, namespace, KEK_SECRET)
+    stored = _read(api, namespace, KEK_SECRET)
     if stored is None:
         raise RuntimeError(f"{namespace}/{KEK_SECRET} vanished right after it was created")
     return stored

@@ -27,11 +27,13 @@ __all__ = [
     "KINDS",
     "KindInfo",
     "apply",
+    "create",
     "create_or_apply",
     "delete",
     "get",
     "list_objects",
     "object_path",
+    "replace",
 ]
 
 
@@ -186,14 +188,25 @@ def get(
         raise
 
 
-def delete(api: client.ApiClient, kind: str, name: str, namespace: str | None = None) -> bool:
-    """Delete with foreground propagation; True if it existed, False if it was already gone."""
+def delete(
+    api: client.ApiClient,
+    kind: str,
+    name: str,
+    namespace: str | None = None,
+    *,
+    propagation: str = "Foreground",
+) -> bool:
+    """Delete; True if it existed, False if it was already gone.
+
+    ``Foreground`` (the default) keeps the object, marked for deletion, until its
+    dependents are gone; ``Background`` removes it at once.
+    """
     try:
         _call(
             api,
             "DELETE",
             object_path(kind, name, namespace),
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -211,16 +224,27 @@ def list_objects(
     return [dict(item) for item in result.get("items") or []]
 
 
+def create(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Create ``obj`` (field manager ``regsandbox``); ApiException 409 if it exists."""
+    collection = object_path(obj["kind"], None, obj["metadata"].get("namespace"))
+    return _call(api, "POST", collection, body=obj, query=[("fieldManager", FIELD_MANAGER)])
+
+
+def replace(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``obj`` wholesale (PUT); ApiException 404 if it does not exist."""
+    meta = obj["metadata"]
+    path = object_path(obj["kind"], meta["name"], meta.get("namespace"))
+    return _call(api, "PUT", path, body=obj, query=[("fieldManager", FIELD_MANAGER)])
+
+
 def create_or_apply(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     """Create ``obj`` (cheaper for the API server than an apply); apply it if it exists.
 
     Used when the objects are expected to be new (first provisioning). Later server-side
     applies by the same field manager take the created fields over.
     """
-    meta = obj["metadata"]
-    collection = object_path(obj["kind"], None, meta.get("namespace"))
     try:
-        return _call(api, "POST", collection, body=obj, query=[("fieldManager", FIELD_MANAGER)])
+        return create(api, obj)
     except ApiException as exc:
         if exc.status != 409:
             raise
