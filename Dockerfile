@@ -26,10 +26,14 @@ RUN groupadd --system --gid 10001 regsandbox \
 COPY --from=build /opt/regsandbox /opt/regsandbox
 # The built-in Rego policies and their data, found by the operator at this path.
 COPY policies /opt/regsandbox/policies
+# OPA's compiler, which the embedded engine runs on every policy set before accepting it
+# (REGSANDBOX_OPA_CHECK_BINARY): regopy accepts some rules OPA refuses.
+COPY --from=openpolicyagent/opa:1.22.3-static /opa /usr/local/bin/opa
 ENV PATH=/opt/regsandbox/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    REGSANDBOX_POLICY_DIR=/opt/regsandbox/policies
+    REGSANDBOX_POLICY_DIR=/opt/regsandbox/policies \
+    REGSANDBOX_OPA_CHECK_BINARY=/usr/local/bin/opa
 USER 10001:10001
 ENTRYPOINT []
 CMD ["sandbox-operator", "run"]

@@ -38,6 +38,10 @@ class OperatorSettings(BaseSettings):
     """Which engine evaluates policies."""
     opa_url: str | None = None
     """OPA server URL when ``policy_engine`` is ``opa``."""
+    opa_check_binary: Path | None = None
+    """An ``opa`` binary the embedded engine compiles every policy set with before
+    accepting it (regopy accepts some rules OPA refuses, e.g. unbound variables, which
+    then never match). The image ships ``/usr/local/bin/opa``; the chart sets it."""
     policy_dir: Path = DEFAULT_POLICY_DIR
     """Directory of the built-in Rego policies and data."""
     audit_log_dir: Path | None = None

@@ -45,7 +45,7 @@ def _engine(settings: OperatorSettings) -> tuple[PolicyEngine, PolicySet]:
         if not settings.opa_url:
             raise ConfigurationError("policy_engine=opa needs REGSANDBOX_OPA_URL")
         return OpaEngine(settings.opa_url), policies
-    return EmbeddedEngine(), policies
+    return EmbeddedEngine(opa_check=settings.opa_check_binary), policies
 
 
 def _audit(settings: OperatorSettings) -> AuditSink:

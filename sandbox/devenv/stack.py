@@ -35,6 +35,7 @@ from sandbox.devenv.operator_process import (
     service_account_kubeconfig,
 )
 from sandbox.devenv.processes import free_port, log_tail
+from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ControlPlaneError
 from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
@@ -281,6 +282,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 "REGSANDBOX_RESYNC_SECONDS": str(settings.resync_seconds),
                 "REGSANDBOX_METRICS_PORT": str(free_port()),
                 "REGSANDBOX_POLICY_DIR": str(settings.repo / "policies"),
+                "REGSANDBOX_OPA_CHECK_BINARY": str(tool_path("opa")),
                 "REGSANDBOX_EXPORT_RESYNC_SECONDS": str(settings.resync_seconds),
                 "REGSANDBOX_EXPORT_OUTBOX": json.dumps(
                     {

@@ -26,6 +26,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import regopy
@@ -33,6 +34,7 @@ from regopy import rego_shared as _capi
 from regopy.rego_shared import NodeKind
 
 from sandbox.policy.engine import CODE_ENGINE_ERROR, DEFAULT_TIMEOUT, EvaluationError, PolicyEngine
+from sandbox.policy.opacheck import opa_check
 from sandbox.policy.policyset import (
     PolicyLoadError,
     PolicySet,
@@ -136,8 +138,16 @@ class EmbeddedEngine(PolicyEngine):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         input_cache: int = 64,
+        opa_check: Path | None = None,
     ) -> None:
+        """Load ``policy_set`` if given.
+
+        ``opa_check`` is an ``opa`` binary every policy set is compiled with before it
+        is accepted (see :mod:`sandbox.policy.opacheck`): regopy accepts some rules OPA
+        refuses, such as one using an unbound variable, which would never match.
+        """
         super().__init__(timeout=timeout)
+        self._opa_check = opa_check
         self._bundle: regopy.Bundle | None = None
         self._runner: regopy.Interpreter | None = None
         self._entrypoints: Mapping[str, str] = {}
@@ -147,6 +157,8 @@ class EmbeddedEngine(PolicyEngine):
             self.load(policy_set)
 
     def _install(self, policy_set: PolicySet) -> None:
+        if self._opa_check is not None:
+            opa_check(self._opa_check, policy_set.modules)
         interpreter = new_interpreter(policy_set.modules, policy_set.data)
         problems = unsupported_calls(interpreter, policy_set.modules)
         if problems:

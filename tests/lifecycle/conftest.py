@@ -19,6 +19,7 @@ from sandbox.devenv.operator_process import (
     service_account_kubeconfig,
 )
 from sandbox.devenv.processes import free_port
+from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.apply import apply, delete
 from sandbox.testing import install_crds
 
@@ -62,6 +63,8 @@ def operator_env(audit: tuple[Path, Path], **extra: str) -> dict[str, str]:
         "REGSANDBOX_RESYNC_SECONDS": "1",
         "REGSANDBOX_METRICS_PORT": "0",
         "REGSANDBOX_LOG_LEVEL": "INFO",
+        # As the image does: every policy set is compiled by OPA before regopy takes it.
+        "REGSANDBOX_OPA_CHECK_BINARY": str(tool_path("opa")),
         **extra,
     }
 

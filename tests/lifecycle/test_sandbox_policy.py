@@ -70,6 +70,14 @@ def test_invalid_rego_is_refused_and_the_previous_set_stays(
     cond = operator.wait_until(_accepted(admin_api, wrong_package), 30, "the policy to be checked")
     assert cond["status"] == "False"
     assert "custom." in cond["message"]
+    # Compiles in regopy (and would never match), refused by OPA's compiler.
+    unbound = policy_factory(
+        'package custom.unbound\n\nviolations contains {"code": "X"} if {\n'
+        "\tinput.sandbox.resources.gpu > limit\n}\n"
+    )
+    cond = operator.wait_until(_accepted(admin_api, unbound), 30, "the policy to be checked")
+    assert cond["status"] == "False"
+    assert "var limit is unsafe" in cond["message"]
 
 
 def test_deny_policy_quarantines_a_running_sandbox_until_removed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -246,3 +247,43 @@ def test_parity_with_custom_policies(opa_engine: OpaEngine, policy_set: PolicySe
         assert all(kinds.values()), kinds
     finally:
         opa_engine.load(policy_set)
+
+
+UNBOUND = """package custom.unbound
+
+# `limit` is never bound: OPA refuses this module; regopy loads it and it never matches.
+violations contains {
+	"code": "CUSTOM_UNBOUND",
+	"msg": "too many GPUs",
+	"regulation": "internal",
+	"subject": "sandbox",
+} if {
+	input.sandbox.resources.gpu > limit
+}
+"""
+
+
+def test_unbound_variable_is_refused_when_the_engine_checks_with_opa(
+    opa_binary: Path, policy_set: PolicySet
+) -> None:
+    unbound = CustomPolicy(name="unbound", rego=UNBOUND)
+    candidate = policy_set.with_custom([unbound])
+    # Without the check, regopy accepts the module and the deny rule silently never fires.
+    plain = EmbeddedEngine(candidate)
+    assert plain.decide(gpu_input(8)).allow
+    checked = EmbeddedEngine(policy_set, opa_check=opa_binary)
+    with pytest.raises(PolicyLoadError, match=r"SandboxPolicy unbound") as caught:
+        checked.load(candidate)
+    (problem,) = [p for p in caught.value.problems if p.path == "sandboxpolicy/unbound.rego"]
+    assert problem.line == 10
+    assert "unsafe" in problem.message
+    assert checked.policy_digest == policy_set.digest  # the good set stays
+    checked.load(policy_set.with_custom([no_gpu("deny")]))  # a sound module passes the check
+    assert not checked.decide(gpu_input()).allow
+
+
+def test_a_missing_opa_binary_refuses_the_set(tmp_path: Path, policy_set: PolicySet) -> None:
+    engine = EmbeddedEngine(opa_check=tmp_path / "no-opa")
+    with pytest.raises(PolicyLoadError, match="cannot check the policies"):
+        engine.load(policy_set)
+    assert engine.decide(baseline()).violations[0].code == "POLICY_ENGINE_UNAVAILABLE"
