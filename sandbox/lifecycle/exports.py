@@ -31,7 +31,6 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from audit.entry import Actor, Event, Resource
-from audit.entry import Decision as AuditDecision
 from audit.errors import AuditError
 from sandbox.api.conditions import find_condition, is_true, set_condition
 from sandbox.api.export import (
@@ -51,6 +50,7 @@ from sandbox.exports.outbox import (
     outbox_prefix,
 )
 from sandbox.kube.apply import get
+from sandbox.lifecycle.decisions import audit_decision, policy_status
 from sandbox.lifecycle.facts import cluster_facts
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
@@ -283,7 +283,7 @@ class _Step:
                 action=action,
                 resource=self.resource,
                 outcome=outcome,
-                decision=_audit_decision(policy) if policy is not None else None,
+                decision=audit_decision(policy) if policy is not None else None,
                 details={k: v for k, v in details.items() if v is not None},
             )
         )
@@ -318,25 +318,6 @@ class _Step:
         self.status["conditions"] = self.conds
         self.result.status = self.status
         return self.result
-
-
-def _audit_decision(decision: Decision) -> AuditDecision:
-    return AuditDecision(
-        allow=decision.allow,
-        policy_digest=decision.policy_digest or None,
-        codes=tuple(v.code for v in decision.violations),
-    )
-
-
-def _policy_status(decision: Decision) -> dict[str, Any]:
-    return {
-        "allowed": decision.allow,
-        "digest": decision.policy_digest,
-        "violations": [
-            {"code": v.code, "msg": v.msg, "regulation": v.regulation, "subject": v.subject}
-            for v in decision.violations
-        ],
-    }
 
 
 def _required(decision: Decision) -> int:
@@ -555,7 +536,7 @@ def reconcile_export(
             step.result.retry(30, str(exc))
             return _flush_and_finish(step)
         decision = _decide(platform, store, tenant_obj, sandbox_obj, body, spec, info.sha256, None)
-        step.status["policy"] = _policy_status(decision)
+        step.status["policy"] = policy_status(decision, with_warnings=False)
         if not decision.allow:
             message = "; ".join(f"{v.code}: {v.msg}" for v in decision.violations)
             if any(v.code.startswith(_ENGINE_CODES) for v in decision.violations):
@@ -663,7 +644,7 @@ def _release(
     platform, body = step.platform, step.body
     sha = str(step.status.get("sha256") or "")
     decision = _decide(platform, store, tenant_obj, sandbox_obj, body, spec, sha, approvals)
-    step.status["policy"] = _policy_status(decision)
+    step.status["policy"] = policy_status(decision, with_warnings=False)
     if not decision.allow:
         message = "; ".join(f"{v.code}: {v.msg}" for v in decision.violations)
         if any(v.code.startswith(_ENGINE_CODES) for v in decision.violations):

@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from audit.entry import Decision as AuditDecision
 from audit.entry import Event, Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import is_true, set_condition
@@ -24,6 +23,7 @@ from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import apply, create_or_apply, delete, get, list_objects
+from sandbox.lifecycle.decisions import audit_decision, policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
 from sandbox.lifecycle.platform import Platform
@@ -152,29 +152,6 @@ def _load(
     return tenant, tenant_obj, tenant_spec, spec
 
 
-def _policy_status(decision: Decision) -> dict[str, Any]:
-    return {
-        "allowed": decision.allow,
-        "digest": decision.policy_digest,
-        "violations": [
-            {"code": v.code, "msg": v.msg, "regulation": v.regulation, "subject": v.subject}
-            for v in decision.violations
-        ],
-        "warnings": [
-            {"code": w.code, "msg": w.msg, "regulation": w.regulation, "subject": w.subject}
-            for w in decision.warnings
-        ],
-    }
-
-
-def _audit_decision(decision: Decision) -> AuditDecision:
-    return AuditDecision(
-        allow=decision.allow,
-        policy_digest=decision.policy_digest or None,
-        codes=tuple(v.code for v in decision.violations),
-    )
-
-
 _APPLY_ORDER = {
     kind: rank
     for rank, kind in enumerate(
@@ -280,7 +257,7 @@ def provision_sandbox(
         decision = Decision.deny("POLICY_INPUT_INVALID", f"the policy input is invalid: {exc}")
     else:
         decision = platform.decide(policy_input)
-    policy = _policy_status(decision)
+    policy = policy_status(decision, with_warnings=True)
     if not decision.allow:
         engine_down = any(v.code.startswith(_ENGINE_CODES) for v in decision.violations)
         reason = "PolicyEngineUnavailable" if engine_down else "PolicyDenied"
@@ -314,7 +291,7 @@ def provision_sandbox(
                     "sandbox.quarantined" if provisioned else "sandbox.denied",
                     resource,
                     "denied",
-                    decision=_audit_decision(decision),
+                    decision=audit_decision(decision),
                 )
             except _AUDIT_DOWN as exc:  # report and retry
                 return result.retry(15, f"the audit log is unavailable: {exc}")
@@ -336,7 +313,7 @@ def provision_sandbox(
         # Fail closed: nothing is created unless the log has taken the decision first.
         try:
             platform.record(
-                "sandbox.provisioning", resource, "success", decision=_audit_decision(decision)
+                "sandbox.provisioning", resource, "success", decision=audit_decision(decision)
             )
         except _AUDIT_DOWN as exc:
             message = f"the audit log is unavailable, nothing was provisioned: {exc}"
@@ -412,7 +389,7 @@ def provision_sandbox(
                 action="sandbox.provisioned",
                 resource=resource,
                 outcome="success",
-                decision=_audit_decision(decision),
+                decision=audit_decision(decision),
                 details={
                     "namespace": ns,
                     "keyId": key.key_id,

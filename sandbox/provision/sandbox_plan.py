@@ -7,6 +7,7 @@ manifests, in apply order. Storage (StorageClass, PVC) and keys come from
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -101,6 +102,29 @@ def _netpol(name: str, ns: str, labels: dict[str, str], spec: dict[str, Any]) ->
     }
 
 
+def _egress_to_pods(
+    namespace: str, pod_labels: Iterable[tuple[str, str]], ports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A NetworkPolicy spec letting every pod reach ``ports`` of some pods of ``namespace``."""
+    return {
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                        },
+                        "podSelector": {"matchLabels": dict(pod_labels)},
+                    }
+                ],
+                "ports": ports,
+            }
+        ],
+    }
+
+
 def _egress_rule(rule: EgressRule) -> dict[str, Any]:
     out: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}
     if rule.ports:
@@ -120,49 +144,21 @@ def network_policies(
             "allow-dns",
             ns,
             labels,
-            {
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": settings.dns_namespace
-                                    }
-                                },
-                                "podSelector": {"matchLabels": dict(settings.dns_pod_labels)},
-                            }
-                        ],
-                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                    }
-                ],
-            },
+            _egress_to_pods(
+                settings.dns_namespace,
+                settings.dns_pod_labels,
+                [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            ),
         ),
         _netpol(
             "allow-dataset-gateway",
             ns,
             labels,
-            {
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": settings.gateway_namespace
-                                    }
-                                },
-                                "podSelector": {"matchLabels": dict(settings.gateway_pod_labels)},
-                            }
-                        ],
-                        "ports": [{"protocol": "TCP", "port": settings.gateway_port}],
-                    }
-                ],
-            },
+            _egress_to_pods(
+                settings.gateway_namespace,
+                settings.gateway_pod_labels,
+                [{"protocol": "TCP", "port": settings.gateway_port}],
+            ),
         ),
     ]
     if egress:
