@@ -37,23 +37,15 @@ from sandbox.devenv.operator_process import (
 from sandbox.devenv.processes import free_port
 from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.apply import apply, get, list_objects
-from sandbox.testing import api_client, install_crds
+from sandbox.testing import api_client, install_crds, sandbox_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _sandbox(name: str, tenant: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "regsandbox.io/v1alpha1",
-        "kind": "Sandbox",
-        "metadata": {"name": name, "namespace": f"tenant-{tenant}"},
-        "spec": {
-            "purpose": "fraud-detection",
-            "region": "onprem:lu-national-1",
-            "lifetime": {"ttl": "7d"},
-            "resources": {"cpu": "2", "memory": "4Gi", "storage": "10Gi"},
-        },
-    }
+    return sandbox_manifest(
+        name, tenant, resources={"cpu": "2", "memory": "4Gi", "storage": "10Gi"}
+    )
 
 
 def _ready(obj: dict[str, Any] | None) -> bool:

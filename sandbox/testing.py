@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
+from sandbox.api.meta import API_GROUP, API_VERSION
 from sandbox.devenv.controlplane import ControlPlane
+from sandbox.provision.names import tenant_namespace
 
-__all__ = ["api_client", "install_crds", "running_control_plane"]
+__all__ = ["api_client", "install_crds", "running_control_plane", "sandbox_manifest"]
 
 
 @contextmanager
@@ -69,3 +72,19 @@ def install_crds(api: client.ApiClient, directory: Path, timeout: float = 30.0) 
         if pending and time.monotonic() > deadline:
             raise TimeoutError(f"CRDs not established after {timeout}s: {sorted(pending)}")
         time.sleep(0.1)
+
+
+def sandbox_manifest(name: str, tenant: str, **spec: Any) -> dict[str, Any]:
+    """A Sandbox in ``tenant``'s home namespace: fraud detection on the Luxembourg
+    national cluster for seven days; ``spec`` fields are added or replace those."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "Sandbox",
+        "metadata": {"name": name, "namespace": tenant_namespace(tenant)},
+        "spec": {
+            "purpose": "fraud-detection",
+            "region": "onprem:lu-national-1",
+            "lifetime": {"ttl": "7d"},
+            **spec,
+        },
+    }

@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from sandbox.devenv.minio import MinioServer
 from sandbox.exports.outbox import outbox_prefix
 from sandbox.provision.names import sandbox_id
+from sandbox.testing import sandbox_manifest
 
 from .conftest import DEST_EU, OUTBOX, unique
 
@@ -23,17 +24,7 @@ def objects(api: client.ApiClient) -> client.CustomObjectsApi:
 
 def create_sandbox(api: client.ApiClient, tenant: str, **spec: Any) -> str:
     name = unique("sbx")
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Sandbox",
-        "metadata": {"name": name, "namespace": f"tenant-{tenant}"},
-        "spec": {
-            "purpose": "fraud-detection",
-            "region": "onprem:lu-national-1",
-            "lifetime": {"ttl": "7d"},
-            **spec,
-        },
-    }
+    body = sandbox_manifest(name, tenant, **spec)
     objects(api).create_namespaced_custom_object(
         GROUP, VERSION, f"tenant-{tenant}", "sandboxes", body
     )

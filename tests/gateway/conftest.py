@@ -41,7 +41,7 @@ from sandbox.gateway import AUDIENCE, Gateway, GrantResolver, Storage, TokenRevi
 from sandbox.gateway.rbac import GATEWAY_NAME, gateway_rbac
 from sandbox.kube.apply import apply
 from sandbox.provision.names import LABEL_SANDBOX, LABEL_TENANT, sandbox_namespace
-from sandbox.testing import api_client, install_crds
+from sandbox.testing import api_client, install_crds, sandbox_manifest
 
 ORIGIN = "audit.regsandbox.test/gateway"
 BUCKET = "gateway-datasets"
@@ -276,17 +276,12 @@ def world(
         )
         apply(
             admin_api,
-            {
-                "apiVersion": "regsandbox.io/v1alpha1",
-                "kind": "Sandbox",
-                "metadata": {"name": name, "namespace": f"tenant-{tenant}"},
-                "spec": {
-                    "purpose": "fraud-detection",
-                    "region": "onprem:lu-national-1",
-                    "lifetime": {"ttl": "1h"},
-                    "datasets": [{"name": d, "purpose": "fraud-detection"} for d in granted],
-                },
-            },
+            sandbox_manifest(
+                name,
+                tenant,
+                lifetime={"ttl": "1h"},
+                datasets=[{"name": d, "purpose": "fraud-detection"} for d in granted],
+            ),
         )
         set_sandbox_status(
             admin_api, tenant, name, ready=ready, expires_in=expires, granted=granted

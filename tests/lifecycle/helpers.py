@@ -9,6 +9,10 @@ from typing import Any
 from kubernetes import client
 
 from sandbox.kube.apply import get
+from sandbox.testing import sandbox_manifest
+
+RESOURCES = {"cpu": "2", "memory": "4Gi", "storage": "10Gi"}
+"""The resources :func:`sandbox_body` asks for unless told otherwise."""
 
 SYSTEM_NS = "regsandbox-system"
 
@@ -18,18 +22,7 @@ def unique(prefix: str) -> str:
 
 
 def sandbox_body(name: str, tenant: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "regsandbox.io/v1alpha1",
-        "kind": "Sandbox",
-        "metadata": {"name": name, "namespace": f"tenant-{tenant}"},
-        "spec": {
-            "purpose": "fraud-detection",
-            "region": "onprem:lu-national-1",
-            "lifetime": {"ttl": "7d"},
-            "resources": {"cpu": "2", "memory": "4Gi", "storage": "10Gi"},
-            **spec,
-        },
-    }
+    return sandbox_manifest(name, tenant, **{"resources": RESOURCES, **spec})
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
