@@ -17,6 +17,7 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Protocol, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_SIGNATURES",
     "Note",
     "NoteSignature",
+    "PrivateKey",
     "Signer",
     "Verifier",
     "b64decode",
@@ -154,34 +156,56 @@ def parse_private_key(
     return parse_key_fields(text[len(_PRIVATE_PREFIX) :], what, key_type, kind)
 
 
-class Signer:
-    """An Ed25519 private key with its key name; signs notes."""
+class _PublicKey(Protocol):
+    @property
+    def key_id(self) -> int: ...
+
+    @property
+    def vkey(self) -> str: ...
+
+
+class PrivateKey:
+    """An Ed25519 private key with its key name, in the Go ``PRIVATE+KEY+...`` text form.
+
+    Shared by note signers (type 0x01, :class:`Signer`) and witness cosigners (type
+    0x04, :class:`audit.witness.Cosigner`); a subclass sets the type byte, how its keys
+    are named in errors, and :attr:`verifier` (the matching public key).
+    """
+
+    key_type: ClassVar[int] = ED25519
+    """Signature type byte of the key's text form and key ID."""
+    what: ClassVar[str] = "signer key"
+    """How errors name this kind of key."""
+    kind: ClassVar[str] = "an Ed25519 key (type 0x01)"
+    """What a key of the wrong type is told it should be."""
+    verifier: _PublicKey
+    """The matching public key (set by the subclass)."""
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
         check_key_name(name)
         self.name = name
-        """Key name, usually the log origin."""
+        """Key name (a log origin, or a witness's name)."""
         self._key = private_key
-        public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.verifier = Verifier(name, public)
-        """The matching verifier."""
+
+    def _public_bytes(self) -> bytes:
+        return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
     def __repr__(self) -> str:
-        return f"Signer({self.verifier.vkey!r})"
+        return f"{type(self).__name__}({self.verifier.vkey!r})"
 
     @classmethod
-    def generate(cls, name: str) -> Signer:
+    def generate(cls, name: str) -> Self:
         """A new random key for ``name``."""
         return cls(name, Ed25519PrivateKey.generate())
 
     @classmethod
-    def from_private_key(cls, text: str) -> Signer:
-        """Parse ``PRIVATE+KEY+name+keyid+base64`` (the Go note signer format)."""
-        name, kid, seed = parse_private_key(text, "signer key")
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
-        if signer.key_id != kid:
-            raise MalformedError(f"signer key {name}: key ID {kid:08x} does not match the key")
-        return signer
+    def from_private_key(cls, text: str) -> Self:
+        """Parse ``PRIVATE+KEY+name+keyid+base64(type || seed)`` (the Go note format)."""
+        name, kid, seed = parse_private_key(text, cls.what, cls.key_type, cls.kind)
+        key = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+        if key.key_id != kid:
+            raise MalformedError(f"{cls.what} {name}: key ID {kid:08x} does not match the key")
+        return key
 
     @property
     def key_id(self) -> int:
@@ -191,10 +215,19 @@ class Signer:
     @property
     def private_key(self) -> str:
         """The key as ``PRIVATE+KEY+name+keyid+base64`` text. Keep it secret."""
-        seed = self._key.private_bytes_raw()
-        return (
-            f"{_PRIVATE_PREFIX}{self.name}+{self.key_id:08x}+{b64encode(bytes([ED25519]) + seed)}"
-        )
+        blob = b64encode(bytes([self.key_type]) + self._key.private_bytes_raw())
+        return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id:08x}+{blob}"
+
+
+class Signer(PrivateKey):
+    """An Ed25519 private key with its key name; signs notes."""
+
+    verifier: Verifier
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        super().__init__(name, private_key)
+        self.verifier = Verifier(name, self._public_bytes())
+        """The matching verifier."""
 
     def sign(self, message: bytes) -> NoteSignature:
         """Sign note text, giving a signature line's content."""

@@ -30,7 +30,6 @@ from typing import IO
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -43,13 +42,13 @@ from audit.merkle import HASH_SIZE, verify_consistency
 from audit.note import (
     Note,
     NoteSignature,
+    PrivateKey,
     Verifier,
     b64decode,
     b64encode,
     check_key_name,
     open_note,
     parse_key_fields,
-    parse_private_key,
 )
 
 __all__ = [
@@ -81,7 +80,6 @@ MAX_BODY_BYTES = 64 * 1024
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """Content type of a 409 response, whose body is the witness's tree size."""
 
-_PRIVATE_PREFIX = "PRIVATE+KEY+"
 _log = structlog.get_logger("audit.witness")
 _HEADER = "cosignature/v1\n"
 _MAX_TIMESTAMP = 2**63 - 1
@@ -172,40 +170,18 @@ class CosignatureVerifier:
         raise VerificationError(f"checkpoint carries no cosignature by {self.name}")
 
 
-class Cosigner:
+class Cosigner(PrivateKey):
     """A witness's Ed25519 private key: makes ``cosignature/v1`` signature lines."""
 
+    key_type = COSIGNATURE_V1
+    what = "witness key"
+    kind = _COSIGNER_KIND
+    verifier: CosignatureVerifier
+
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        check_key_name(name)
-        self.name = name
-        """The witness's name."""
-        self._key = private_key
-        public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.verifier = CosignatureVerifier(name, public)
+        super().__init__(name, private_key)
+        self.verifier = CosignatureVerifier(name, self._public_bytes())
         """The matching public key."""
-
-    def __repr__(self) -> str:
-        return f"Cosigner({self.verifier.vkey!r})"
-
-    @classmethod
-    def generate(cls, name: str) -> Cosigner:
-        """A new random witness key."""
-        return cls(name, Ed25519PrivateKey.generate())
-
-    @classmethod
-    def from_private_key(cls, text: str) -> Cosigner:
-        """Parse ``PRIVATE+KEY+name+keyid+base64(0x04 || seed)``."""
-        name, kid, seed = parse_private_key(text, "witness key", COSIGNATURE_V1, _COSIGNER_KIND)
-        cosigner = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
-        if cosigner.verifier.key_id != kid:
-            raise MalformedError(f"witness key {name}: key ID {kid:08x} does not match the key")
-        return cosigner
-
-    @property
-    def private_key(self) -> str:
-        """The key as ``PRIVATE+KEY+name+keyid+base64`` text. Keep it secret."""
-        blob = b64encode(bytes([COSIGNATURE_V1]) + self._key.private_bytes_raw())
-        return f"{_PRIVATE_PREFIX}{self.name}+{self.verifier.key_id:08x}+{blob}"
 
     def cosign(self, checkpoint: Checkpoint, timestamp: int) -> NoteSignature:
         """Cosign ``checkpoint`` as of ``timestamp`` (POSIX seconds)."""
