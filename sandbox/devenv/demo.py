@@ -322,23 +322,8 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     if not destroyed:
         raise DemoStepError("no key.destroyed entry in the log")
     index = str(destroyed[-1]["index"])
-    workdir = stack.audit_log.parent
     proof = _cli("audit", "prove", "--log", str(stack.audit_log), "--index", index)
-    raw = _cli("audit", "entry", "--log", str(stack.audit_log), "--index", index, "--raw")
-    (workdir / "receipt.tlog-proof").write_text(proof.stdout)
-    (workdir / "entry.json").write_text(raw.stdout)
-    checked = _cli(
-        "audit",
-        "verify-proof",
-        "--proof",
-        str(workdir / "receipt.tlog-proof"),
-        "--entry",
-        str(workdir / "entry.json"),
-        "--vkey",
-        str(stack.audit_log / "log.vkey"),
-    )
-    if checked.returncode != 0:
-        raise DemoStepError(f"the receipt did not verify: {checked.stdout}{checked.stderr}")
+    _verify_receipt(stack, "receipt", "entry.json", proof.stdout, index)
     receipt = _cli(
         "export",
         "receipt",
@@ -352,25 +337,7 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     if receipt.returncode != 0 or not released:
         raise DemoStepError(f"no release receipt: {receipt.stderr}")
     released_index = str(released[-1]["index"])
-    (workdir / "release.tlog-proof").write_text(receipt.stdout)
-    raw_release = _cli(
-        "audit", "entry", "--log", str(stack.audit_log), "--index", released_index, "--raw"
-    )
-    (workdir / "release.json").write_text(raw_release.stdout)
-    release_ok = _cli(
-        "audit",
-        "verify-proof",
-        "--proof",
-        str(workdir / "release.tlog-proof"),
-        "--entry",
-        str(workdir / "release.json"),
-        "--vkey",
-        str(stack.audit_log / "log.vkey"),
-    )
-    if release_ok.returncode != 0:
-        raise DemoStepError(
-            f"the release receipt did not verify: {release_ok.stdout}{release_ok.stderr}"
-        )
+    _verify_receipt(stack, "release", "release.json", receipt.stdout, released_index)
     step(
         "compliance officer",
         "verified the whole log and two receipts offline",
@@ -378,6 +345,33 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
         f"receipts of entry {released_index} (model.export.released) and {index} "
         "(key.destroyed) verify against log.vkey",
     )
+
+
+def _verify_receipt(stack: Stack, name: str, entry_file: str, proof: str, index: str) -> None:
+    """Check ``proof`` (a tlog-proof) for entry ``index`` offline, as an auditor would.
+
+    The proof and the entry's raw bytes are written beside the log as ``<name>.tlog-proof``
+    and ``entry_file``, then ``sandboxctl audit verify-proof`` checks them against the
+    log's verifier key.
+    """
+    workdir = stack.audit_log.parent
+    raw = _cli("audit", "entry", "--log", str(stack.audit_log), "--index", index, "--raw")
+    (workdir / f"{name}.tlog-proof").write_text(proof)
+    (workdir / entry_file).write_text(raw.stdout)
+    checked = _cli(
+        "audit",
+        "verify-proof",
+        "--proof",
+        str(workdir / f"{name}.tlog-proof"),
+        "--entry",
+        str(workdir / entry_file),
+        "--vkey",
+        str(stack.audit_log / "log.vkey"),
+    )
+    if checked.returncode != 0:
+        raise DemoStepError(
+            f"the {name} proof of entry {index} did not verify: {checked.stdout}{checked.stderr}"
+        )
 
 
 def run_demo(repo: Path, directory: Path, console: Console | None = None) -> bool:
