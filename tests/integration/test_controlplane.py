@@ -123,31 +123,36 @@ def _has_default_sa(core: client.CoreV1Api, ns: str) -> bool:
 def test_resource_quota_rejects_object_beyond_its_count(admin_api: client.ApiClient) -> None:
     ns = _ns(admin_api)
     core = client.CoreV1Api(admin_api)
+    # Secrets, because nothing else creates one in a new namespace. A configmap count races
+    # the root-CA publisher: when kube-root-ca.crt lands just before the quota, the quota
+    # controller can count from a cache that has not seen it yet and then keeps "0" until
+    # its five-minute full resync (seen in CI).
     core.create_namespaced_resource_quota(
         ns,
         client.V1ResourceQuota(
             metadata=client.V1ObjectMeta(name="q"),
-            spec=client.V1ResourceQuotaSpec(hard={"configmaps": "2"}),
+            spec=client.V1ResourceQuotaSpec(hard={"secrets": "2"}),
         ),
     )
-    # The quota controller first computes usage: kube-root-ca.crt already counts as one.
+    # Admission refuses every secret until the quota controller has computed the usage.
     _eventually(
         lambda: (
-            (core.read_namespaced_resource_quota("q", ns).status.used or {}).get("configmaps")
-            == "1"
+            (core.read_namespaced_resource_quota("q", ns).status.used or {}).get("secrets") == "0"
         ),
         90,  # the quota controller can lag on a loaded two-core machine
         "quota usage to be computed",
     )
-    core.create_namespaced_config_map(
-        ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="second"))
-    )
+    for name in ("first", "second"):
+        core.create_namespaced_secret(
+            ns, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"k": "v"})
+        )
     with pytest.raises(ApiException) as exceeded:
-        core.create_namespaced_config_map(
-            ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="third"))
+        core.create_namespaced_secret(
+            ns, client.V1Secret(metadata=client.V1ObjectMeta(name="third"), string_data={"k": "v"})
         )
     assert exceeded.value.status == 403
     assert "exceeded quota" in exceeded.value.body
+    assert {s.metadata.name for s in core.list_namespaced_secret(ns).items} == {"first", "second"}
 
 
 def test_deleted_namespace_disappears(admin_api: client.ApiClient) -> None:
