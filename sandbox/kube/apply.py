@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -33,7 +35,9 @@ __all__ = [
     "get",
     "list_objects",
     "object_path",
+    "quota_pending",
     "replace",
+    "write_charged",
 ]
 
 
@@ -249,3 +253,40 @@ def create_or_apply(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any
         if exc.status != 409:
             raise
     return apply(api, obj)
+
+
+def quota_pending(exc: ApiException) -> bool:
+    """Whether quota admission refused a write because the quota's usage is not known yet.
+
+    A new ResourceQuota has no status until the quota controller has computed it; until
+    then admission refuses (403) every object the quota would count.
+    """
+    return exc.status == 403 and "status unknown for quota" in str(exc.body or "")
+
+
+def write_charged(
+    write: Callable[[client.ApiClient, dict[str, Any]], dict[str, Any]],
+    api: client.ApiClient,
+    obj: dict[str, Any],
+    *,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Write an object that a ResourceQuota counts, once the quota can charge it.
+
+    Writing such an object after its quota means admission charges it in the same
+    request, so the quota never under-counts it. Writing it before, the quota
+    controller counts it from its watch cache, which may not have seen it yet; the
+    count then stays short until the controller's next full resync (minutes). Retries
+    :func:`quota_pending` refusals with a short backoff for up to ``timeout`` seconds,
+    then raises the last refusal.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return write(api, obj)
+        except ApiException as exc:
+            if not quota_pending(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)

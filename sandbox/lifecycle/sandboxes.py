@@ -9,9 +9,10 @@ or an idempotent delete, and keys are created and destroyed idempotently).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
 from audit.entry import Event, Resource
@@ -22,7 +23,14 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
-from sandbox.kube.apply import apply, create_or_apply, delete, get, list_objects
+from sandbox.kube.apply import (
+    apply,
+    create_or_apply,
+    delete,
+    get,
+    list_objects,
+    write_charged,
+)
 from sandbox.lifecycle.decisions import audit_decision, policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
@@ -160,9 +168,9 @@ _APPLY_ORDER = {
             "StorageClass",
             "LimitRange",
             "NetworkPolicy",
+            "ResourceQuota",
             "Secret",
             "PersistentVolumeClaim",
-            "ResourceQuota",
             "ServiceAccount",
             "RoleBinding",
         )
@@ -171,13 +179,25 @@ _APPLY_ORDER = {
 """The order a sandbox's objects are written in.
 
 The members' RoleBinding comes last, so nobody can act in the namespace before its
-isolation, limits and quota are in place. The workspace claim comes before the
-ResourceQuota: quota admission then has nothing to charge the claim to, and the quota
-controller counts it when it first computes the quota's usage — one quota status
-write per sandbox instead of two. The LimitRange comes early so that admission of the
-claim finds it without a live lookup.
+isolation, limits and quota are in place. The ResourceQuota comes before the workspace
+claim, so quota admission charges the claim as it is created (see
+:func:`~sandbox.kube.apply.write_charged`): a claim written first is counted later
+from the quota controller's cache, which can miss it and leave the namespace's one
+permitted claim (and its storage) free for minutes. The NetworkPolicies and Secrets
+between the two give the quota controller time to compute the quota's usage. The
+LimitRange comes early so that admission of the claim finds it without a live lookup.
 """
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
+
+
+def _write(
+    write: Callable[[ApiClient, dict[str, Any]], Any], api: ApiClient, obj: dict[str, Any]
+) -> None:
+    """Write one managed object; the claim waits until its quota can charge it."""
+    if obj["kind"] == "PersistentVolumeClaim":
+        write_charged(write, api, obj)
+    else:
+        write(api, obj)
 
 
 def desired_objects(
@@ -331,7 +351,7 @@ def provision_sandbox(
         # A first provisioning creates (cheaper for the API server); a re-converge applies.
         write = create_or_apply if not was_ready and not _was_quarantined(body) else apply
         for obj in objects:
-            write(platform.api, obj)
+            _write(write, platform.api, obj)
         if _was_quarantined(body):
             delete(platform.api, "NetworkPolicy", "quarantine", ns)
     except (KeyProviderError, StorageProfileError) as exc:
@@ -546,10 +566,10 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
         meta = obj["metadata"]
         live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
         if live is None:
-            apply(platform.api, obj)
+            _write(apply, platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} recreated")
         elif not holds(obj, live):
-            apply(platform.api, obj)
+            _write(apply, platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} restored")
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind in _GUARDED_KINDS:

@@ -124,7 +124,7 @@ def test_a_read_racing_an_event_does_not_overwrite_it(monkeypatch: pytest.Monkey
     assert watched.read(None, "bank") is None
 
 
-def test_members_get_access_last_and_the_claim_precedes_the_quota() -> None:
+def test_members_get_access_last_and_the_quota_precedes_the_claim() -> None:
     keys = _keys(MemoryWrappedKeyStore(), stripes=1)
     platform = Platform(
         api=None,  # type: ignore[arg-type]  # desired_objects makes no request
@@ -151,7 +151,7 @@ def test_members_get_access_last_and_the_claim_precedes_the_quota() -> None:
     assert kinds[-1] == "RoleBinding"
     assert kinds.index("LimitRange") < kinds.index("PersistentVolumeClaim")
     assert kinds.index("Secret") < kinds.index("PersistentVolumeClaim")
-    assert kinds.index("PersistentVolumeClaim") < kinds.index("ResourceQuota")
+    assert kinds.index("ResourceQuota") < kinds.index("PersistentVolumeClaim")
     names = [
         o["metadata"]["name"]
         for o in desired_objects(platform, body, "bank", tenant, spec, key)

@@ -56,6 +56,11 @@ def test_compliant_sandbox_is_provisioned_isolated_and_encrypted_then_torn_down(
     quota = get(admin_api, "ResourceQuota", "sandbox", ns)
     assert quota is not None
     assert quota["spec"]["hard"]["limits.cpu"] == "2"
+    # Admission charged the workspace claim as it was created: counted at once, not at the
+    # quota controller's next resync, so no second claim can slip in meanwhile.
+    used = quota["status"]["used"]
+    assert used["persistentvolumeclaims"] == "1"
+    assert used["requests.storage"] == quota["spec"]["hard"]["requests.storage"]
     storage_class = get(admin_api, "StorageClass", status["storageClass"])
     assert storage_class is not None
     assert storage_class["parameters"]["encrypted"] == "true"
