@@ -28,6 +28,7 @@ from sandbox.devenv.operator_process import (
 )
 from sandbox.exports.admission import apply_admission_policies
 from sandbox.kube.apply import apply, delete, get
+from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import install_crds
 
 SYSTEM_NS = "regsandbox-system"
@@ -63,6 +64,7 @@ ExportOperator = OperatorProcess
 def export_crds(admin_api: client.ApiClient, repo_root: Path) -> None:
     install_crds(admin_api, repo_root / "charts/regsandbox/crds")
     apply_admission_policies(admin_api)
+    apply_claim_policies(admin_api)
 
 
 def get_crd(ext: client.ApiextensionsV1Api, name: str) -> Any:

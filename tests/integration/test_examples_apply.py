@@ -15,6 +15,7 @@ from sandbox.api.resources import RESOURCES
 from sandbox.exports.admission import apply_admission_policies
 from sandbox.kube.apply import apply
 from sandbox.provision.rbac import MEMBER_CLUSTER_ROLE, cluster_roles
+from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import install_crds
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,7 @@ def test_every_example_is_accepted_by_the_api_server(
 ) -> None:
     install_crds(admin_api, repo_root / "charts/regsandbox/crds")
     apply_admission_policies(admin_api)
+    apply_claim_policies(admin_api)
     for role in cluster_roles():
         apply(admin_api, role)
     served = {r.kind for r in RESOURCES}

@@ -21,6 +21,7 @@ from sandbox.devenv.operator_process import (
 from sandbox.devenv.processes import free_port
 from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.apply import apply, delete
+from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import install_crds
 
 from .helpers import SYSTEM_NS, unique
@@ -31,6 +32,7 @@ ORIGIN = "audit.regsandbox.test/operator"
 @pytest.fixture(scope="session")
 def crds(admin_api: client.ApiClient, repo_root: Path) -> None:
     install_crds(admin_api, repo_root / "charts/regsandbox/crds")
+    apply_claim_policies(admin_api)  # the operator's own claims must pass it
 
 
 @pytest.fixture(scope="session")
