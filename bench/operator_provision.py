@@ -37,6 +37,7 @@ from sandbox.devenv.operator_process import (
 from sandbox.devenv.processes import free_port
 from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.apply import apply, get, list_objects
+from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import api_client, install_crds, sandbox_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +114,7 @@ def main() -> None:
             admin = api_client(plane.admin_kubeconfig)
             install_crds(admin, REPO / "charts/regsandbox/crds")
             install_operator_rbac(admin, "regsandbox-system")
+            apply_claim_policies(admin)  # as the chart installs it
             kubeconfig = service_account_kubeconfig(
                 admin, "regsandbox-system", tmp / "sa.kubeconfig"
             )
