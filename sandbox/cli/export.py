@@ -29,6 +29,7 @@ from sandbox.cli.output import (
     print_data,
     print_rows,
 )
+from sandbox.kube.apply import api_message
 
 __all__ = ["app", "export_state"]
 
@@ -70,15 +71,6 @@ def _objects(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
-def _api_error(exc: ApiException) -> str:
-    import json
-
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
-
-
 def export_state(obj: dict[str, Any]) -> str:
     """One word for where the export is: the latest lifecycle condition that holds."""
     conds = (obj.get("status") or {}).get("conditions")
@@ -113,7 +105,7 @@ def _get(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
             API_GROUP, API_VERSION, namespace, _PLURAL, name
         )
     except ApiException as exc:
-        fail(f"modelexport/{name}: {_api_error(exc)}")
+        fail(f"modelexport/{name}: {api_message(exc)}")
     return dict(found)
 
 
@@ -131,7 +123,7 @@ def list_exports(
             API_GROUP, API_VERSION, namespace or default_ns, _PLURAL
         )
     except ApiException as exc:
-        fail(_api_error(exc))
+        fail(api_message(exc))
     items = sorted(found.get("items", []), key=lambda o: o["metadata"]["name"])
     if output in (OutputFormat.json, OutputFormat.yaml):
         print_data(items, output)
@@ -211,7 +203,7 @@ def _review(
     try:
         user, groups = whoami(api)
     except ApiException as exc:
-        fail(f"cannot tell who you are (SelfSubjectReview): {_api_error(exc)}")
+        fail(f"cannot tell who you are (SelfSubjectReview): {api_message(exc)}")
     body: dict[str, Any] = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "ExportReview",
@@ -231,7 +223,7 @@ def _review(
     try:
         _objects(api).create_namespaced_custom_object(API_GROUP, API_VERSION, ns, _REVIEWS, body)
     except ApiException as exc:
-        fail(f"{decision} refused: {_api_error(exc)}")
+        fail(f"{decision} refused: {api_message(exc)}")
     typer.echo(f"exportreview/{review_name} created")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

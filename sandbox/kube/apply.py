@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -28,6 +26,7 @@ from sandbox.provision.names import FIELD_MANAGER
 __all__ = [
     "KINDS",
     "KindInfo",
+    "api_message",
     "apply",
     "create",
     "create_or_apply",
@@ -35,9 +34,7 @@ __all__ = [
     "get",
     "list_objects",
     "object_path",
-    "quota_pending",
     "replace",
-    "write_charged",
 ]
 
 
@@ -245,48 +242,29 @@ def create_or_apply(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any
     """Create ``obj`` (cheaper for the API server than an apply); apply it if it exists.
 
     Used when the objects are expected to be new (first provisioning). Later server-side
-    applies by the same field manager take the created fields over.
+    applies by the same field manager take the created fields over. Quota admission
+    runs before the store finds a duplicate, so creating an existing object that a full
+    ResourceQuota counts is refused as ``exceeded quota`` (403), not 409: such a refusal
+    is also answered with an apply when the object exists.
     """
     try:
         return create(api, obj)
     except ApiException as exc:
-        if exc.status != 409:
+        duplicate = exc.status == 409 or (
+            exc.status == 403
+            and "exceeded quota" in str(exc.body or "")
+            and get(api, obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            is not None
+        )
+        if not duplicate:
             raise
     return apply(api, obj)
 
 
-def quota_pending(exc: ApiException) -> bool:
-    """Whether quota admission refused a write because the quota's usage is not known yet.
-
-    A new ResourceQuota has no status until the quota controller has computed it; until
-    then admission refuses (403) every object the quota would count.
-    """
-    return exc.status == 403 and "status unknown for quota" in str(exc.body or "")
-
-
-def write_charged(
-    write: Callable[[client.ApiClient, dict[str, Any]], dict[str, Any]],
-    api: client.ApiClient,
-    obj: dict[str, Any],
-    *,
-    timeout: float = 10.0,
-) -> dict[str, Any]:
-    """Write an object that a ResourceQuota counts, once the quota can charge it.
-
-    Writing such an object after its quota means admission charges it in the same
-    request, so the quota never under-counts it. Writing it before, the quota
-    controller counts it from its watch cache, which may not have seen it yet; the
-    count then stays short until the controller's next full resync (minutes). Retries
-    :func:`quota_pending` refusals with a short backoff for up to ``timeout`` seconds,
-    then raises the last refusal.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        try:
-            return write(api, obj)
-        except ApiException as exc:
-            if not quota_pending(exc) or time.monotonic() + delay > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
+def api_message(exc: ApiException) -> str:
+    """The API server's own message from an error response (its reason if it sent none)."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or f"HTTP {exc.status}")

@@ -9,10 +9,11 @@ or an idempotent delete, and keys are created and destroyed idempotently).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from audit.entry import Event, Resource
@@ -24,13 +25,14 @@ from sandbox.api.tenant import TenantSpec
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import (
+    api_message,
     apply,
     create_or_apply,
     delete,
     get,
     list_objects,
-    write_charged,
 )
+from sandbox.kube.quota import QuotaNotSettledError, write_counted
 from sandbox.lifecycle.decisions import audit_decision, policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
@@ -180,8 +182,8 @@ _APPLY_ORDER = {
 
 The members' RoleBinding comes last, so nobody can act in the namespace before its
 isolation, limits and quota are in place. The ResourceQuota comes before the workspace
-claim, so quota admission charges the claim as it is created (see
-:func:`~sandbox.kube.apply.write_charged`): a claim written first is counted later
+claim, which is written once the quota's usage is computed, so that quota admission
+charges it (see :mod:`sandbox.kube.quota`): a claim written first is counted later
 from the quota controller's cache, which can miss it and leave the namespace's one
 permitted claim (and its storage) free for minutes. The NetworkPolicies and Secrets
 between the two give the quota controller time to compute the quota's usage. The
@@ -190,14 +192,39 @@ LimitRange comes early so that admission of the claim finds it without a live lo
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
 
 
-def _write(
-    write: Callable[[ApiClient, dict[str, Any]], Any], api: ApiClient, obj: dict[str, Any]
-) -> None:
-    """Write one managed object; the claim waits until its quota can charge it."""
-    if obj["kind"] == "PersistentVolumeClaim":
-        write_charged(write, api, obj)
-    else:
-        write(api, obj)
+class _WriteRefusedError(Exception):
+    """The API server refused one of the sandbox's objects; says which, and why."""
+
+    def __init__(self, obj: Mapping[str, Any], exc: ApiException) -> None:
+        what = f"{obj['kind']} {obj['metadata']['name']}"
+        super().__init__(f"the API server refused {what}: {api_message(exc)}")
+
+
+def _write_all(
+    api: ApiClient, objects: list[dict[str, Any]], *, first: bool, was_ready: bool
+) -> bool:
+    """Write a sandbox's objects in order; True if its quota had to be recounted.
+
+    On a first provisioning the workspace claim is written so that the quota counts
+    it (:func:`~sandbox.kube.quota.write_counted`): nobody else acts in the namespace
+    yet, as the members' RoleBinding comes last.
+    """
+    write = create_or_apply if first else apply
+    quota = next(o for o in objects if o["kind"] == "ResourceQuota")
+    recounted = False
+    for obj in objects:
+        try:
+            if first and obj["kind"] == "PersistentVolumeClaim":
+                recounted = write_counted(
+                    write, api, obj, quota, resource="persistentvolumeclaims", expected=1
+                )
+            else:
+                write(api, obj)
+        except ApiException as exc:
+            if was_ready:  # re-converging: the sandbox stays as it is; kopf retries
+                raise
+            raise _WriteRefusedError(obj, exc) from exc
+    return recounted
 
 
 def desired_objects(
@@ -349,12 +376,16 @@ def provision_sandbox(
         )
         objects = desired_objects(platform, body, tenant, tenant_spec, spec, key)
         # A first provisioning creates (cheaper for the API server); a re-converge applies.
-        write = create_or_apply if not was_ready and not _was_quarantined(body) else apply
-        for obj in objects:
-            _write(write, platform.api, obj)
+        first = not was_ready and not _was_quarantined(body)
+        recounted = _write_all(platform.api, objects, first=first, was_ready=was_ready)
         if _was_quarantined(body):
             delete(platform.api, "NetworkPolicy", "quarantine", ns)
-    except (KeyProviderError, StorageProfileError) as exc:
+    except (
+        KeyProviderError,
+        StorageProfileError,
+        QuotaNotSettledError,
+        _WriteRefusedError,
+    ) as exc:
         result = _fail(body, conds, "ProvisioningFailed", str(exc), retry=30, policy=policy)
         result.status.update(base_status)
         return result
@@ -418,6 +449,12 @@ def provision_sandbox(
             )
         )
         result.note("Normal", "Provisioned", f"namespace {ns} provisioned with key {key.key_id}")
+    if recounted:
+        result.note(
+            "Normal",
+            "QuotaRecounted",
+            "the ResourceQuota was created again so that it counts the workspace claim",
+        )
     if events:
         try:
             platform.record_many(events)
@@ -566,10 +603,10 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
         meta = obj["metadata"]
         live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
         if live is None:
-            _write(apply, platform.api, obj)
+            apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} recreated")
         elif not holds(obj, live):
-            _write(apply, platform.api, obj)
+            apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} restored")
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind in _GUARDED_KINDS:

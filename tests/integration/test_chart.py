@@ -130,6 +130,13 @@ def _ready(obj: dict[str, Any] | None) -> bool:
     return False
 
 
+def _ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == "Ready":
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
 def _accepted(obj: dict[str, Any] | None) -> bool:
     for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
         if cond["type"] == "Accepted":
@@ -220,6 +227,12 @@ def test_install_then_operator_as_chart_identity_reconciles_and_needs_every_rule
                 lambda: _ready(get(admin, "Sandbox", name, "tenant-lux-bank")), 15, "never"
             )
         assert "forbidden" in proc.log.read_text().lower()
+        # The owner sees why in the Sandbox's status, not only the operator's log.
+        ready = _ready_condition(get(admin, "Sandbox", name, "tenant-lux-bank"))
+        assert ready is not None
+        assert ready["reason"] == "ProvisioningFailed", ready
+        assert "the API server refused NetworkPolicy default-deny" in ready["message"]
+        assert "forbidden" in ready["message"]
     finally:
         proc.stop()
     listing = json.loads(
