@@ -3,21 +3,32 @@
 Two parts of Kubernetes keep a quota's ``status.used``, and neither is synchronous with
 the other:
 
-- the **quota controller** computes a new quota's usage from its watch caches, and
-  after that recounts only when a counted object is deleted (or, for some kinds,
-  changes size), or at its full resync (five minutes by default);
+- the **quota controller** computes a quota's usage from its watch caches when the
+  quota is created or its ``spec.hard`` changes, and after that recounts only when a
+  counted object is deleted (or, for some kinds, changes size), or at its full resync
+  (five minutes by default);
 - **quota admission** charges an object as it is created, but only against a quota
-  whose usage has been computed. Against a quota with no status yet it lets the
-  object in *uncharged*, and reads quotas from the API server's own cache.
+  whose usage has been computed, as the API server's own cache shows it. Against a
+  quota with no usage yet it lets the object in *uncharged*.
 
-So an object written just before its quota, or before the controller has computed the
-quota, or before the API server's cache has seen that computation, can stay uncounted
-for minutes: the namespace then holds one more claim (and more storage) than its quota
-allows. :func:`write_counted` closes each of these gaps in turn.
+So an object written just before its quota, or before the API server has seen the
+quota's usage computed, can stay uncounted until something makes the controller count
+again: the namespace then holds more than its quota allows. The operator writes the
+quota before the objects it counts, so that admission charges them whenever it can
+(:func:`write_admitted` retries the refusals of a quota whose usage is being
+computed), and its periodic drift check asks for a :func:`recount` when a quota counts
+fewer objects than exist.
+
+A recount changes ``spec.hard`` twice — adding :data:`RECOUNT_KEY`, then removing it —
+because a spec change is what makes the controller count afresh. That key limits
+objects of a resource that does not exist, so no limit is lifted or tightened on the
+way (deleting and recreating the quota would leave the namespace unlimited until the
+new quota's usage was computed).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,23 +36,27 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sandbox.kube.apply import create, delete, get
+from sandbox.kube.apply import apply, get
 
 __all__ = [
+    "RECOUNT_KEY",
     "QuotaNotSettledError",
     "counts_at_least",
     "quota_pending",
+    "recount",
     "usage_known",
-    "wait_for_usage",
-    "write_counted",
+    "write_admitted",
 ]
+
+RECOUNT_KEY = "count/recounts.regsandbox.io"
+"""The inert limit a :func:`recount` adds for a moment (no such resource exists)."""
 
 Write = Callable[[client.ApiClient, dict[str, Any]], Any]
 """A write of one object: :func:`~sandbox.kube.apply.create_or_apply` and friends."""
 
 
 class QuotaNotSettledError(Exception):
-    """The quota's usage was not computed, or not right, within the time allowed."""
+    """The quota controller did not act on a quota within the time allowed."""
 
 
 def _backoff(timeout: float) -> Callable[[], bool]:
@@ -80,68 +95,48 @@ def counts_at_least(quota: Mapping[str, Any], resource: str, minimum: int) -> bo
     return used is not None and used.isdigit() and int(used) >= minimum
 
 
-def wait_for_usage(
-    api: client.ApiClient, namespace: str, name: str, timeout: float = 10.0
-) -> dict[str, Any]:
-    """The quota, once the quota controller has computed its usage."""
-    sleep = _backoff(timeout)
-    while True:
-        quota = get(api, "ResourceQuota", name, namespace)
-        if quota is not None and usage_known(quota):
-            return quota
-        if not sleep():
-            state = "does not exist" if quota is None else "has no computed usage"
-            raise QuotaNotSettledError(
-                f"ResourceQuota {namespace}/{name} {state} after {timeout:g}s; "
-                "is kube-controller-manager's resourcequota controller running?"
-            )
-
-
-def write_counted(
-    write: Write,
-    api: client.ApiClient,
-    obj: dict[str, Any],
-    quota: dict[str, Any],
-    *,
-    resource: str,
-    expected: int,
-    timeout: float = 10.0,
-) -> bool:
-    """Write ``obj`` so that ``quota`` (already written, as desired) counts it.
-
-    Waits until the quota controller has computed the quota's usage, writes ``obj``
-    (retrying refusals of :func:`quota_pending`), then checks that the quota counts at
-    least ``expected`` of ``resource``. If it does not — admission let the object in
-    before the API server's cache had seen the computed usage — the quota is deleted
-    and created again, so that the controller counts afresh, and checked again.
-
-    Returns True when such a recount was needed. Use it only while nothing else writes
-    to the namespace: a recreated quota limits nothing until it is computed again.
-    Raises :class:`QuotaNotSettledError` when the count is still short at ``timeout``.
-    """
-    meta = quota["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    wait_for_usage(api, namespace, name, timeout)
+def write_admitted(
+    write: Write, api: client.ApiClient, obj: dict[str, Any], timeout: float = 10.0
+) -> None:
+    """Write ``obj``, retrying refusals of :func:`quota_pending` for up to ``timeout``."""
     sleep = _backoff(timeout)
     while True:
         try:
             write(api, obj)
-            break
+            return
         except ApiException as exc:
             if not quota_pending(exc) or not sleep():
                 raise
-    live = get(api, "ResourceQuota", name, namespace)
-    if live is not None and counts_at_least(live, resource, expected):
-        return False
+
+
+def _await_hard(
+    api: client.ApiClient, namespace: str, name: str, present: bool, timeout: float
+) -> None:
+    """Wait until the controller's ``status.hard`` has (or no longer has) the recount key."""
     sleep = _backoff(timeout)
     while True:
-        delete(api, "ResourceQuota", name, namespace, propagation="Background")
-        create(api, quota)
-        live = wait_for_usage(api, namespace, name, timeout)
-        if counts_at_least(live, resource, expected):
-            return True
+        live = get(api, "ResourceQuota", name, namespace) or {}
+        hard = (live.get("status") or {}).get("hard") or {}
+        if (RECOUNT_KEY in hard) is present:
+            return
         if not sleep():
             raise QuotaNotSettledError(
-                f"ResourceQuota {namespace}/{name} counts fewer than {expected} {resource} "
-                f"after {timeout:g}s of recounting"
+                f"the quota controller did not recount ResourceQuota {namespace}/{name} within "
+                f"{timeout:g}s; is kube-controller-manager's resourcequota controller running?"
             )
+
+
+def recount(api: client.ApiClient, quota: dict[str, Any], timeout: float = 10.0) -> None:
+    """Have the quota controller count ``quota``'s namespace afresh; no limit changes.
+
+    ``quota`` is the desired object (as the operator applies it); it is applied with
+    :data:`RECOUNT_KEY` added, then as it is. Each step waits for the controller.
+    """
+    meta = quota["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    marked = copy.deepcopy(quota)
+    marked["spec"]["hard"][RECOUNT_KEY] = "0"
+    apply(api, marked)
+    _await_hard(api, namespace, name, True, timeout)
+    apply(api, quota)
+    _await_hard(api, namespace, name, False, timeout)

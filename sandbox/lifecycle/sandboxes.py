@@ -32,7 +32,7 @@ from sandbox.kube.apply import (
     get,
     list_objects,
 )
-from sandbox.kube.quota import QuotaNotSettledError, write_counted
+from sandbox.kube.quota import counts_at_least, recount, usage_known, write_admitted
 from sandbox.lifecycle.decisions import audit_decision, policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
@@ -182,12 +182,13 @@ _APPLY_ORDER = {
 
 The members' RoleBinding comes last, so nobody can act in the namespace before its
 isolation, limits and quota are in place. The ResourceQuota comes before the workspace
-claim, which is written once the quota's usage is computed, so that quota admission
-charges it (see :mod:`sandbox.kube.quota`): a claim written first is counted later
+claim: a claim written first is never charged by quota admission, only counted later
 from the quota controller's cache, which can miss it and leave the namespace's one
 permitted claim (and its storage) free for minutes. The NetworkPolicies and Secrets
-between the two give the quota controller time to compute the quota's usage. The
-LimitRange comes early so that admission of the claim finds it without a live lookup.
+between the two give the quota controller time to compute the quota's usage, so that
+admission charges the claim; the drift check recounts a quota that still missed it
+(see :mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
+claim finds it without a live lookup.
 """
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
 
@@ -200,31 +201,20 @@ class _WriteRefusedError(Exception):
         super().__init__(f"the API server refused {what}: {api_message(exc)}")
 
 
-def _write_all(
-    api: ApiClient, objects: list[dict[str, Any]], *, first: bool, was_ready: bool
-) -> bool:
-    """Write a sandbox's objects in order; True if its quota had to be recounted.
+def _write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> None:
+    """Write a sandbox's objects in order: created on a first provisioning, else applied.
 
-    On a first provisioning the workspace claim is written so that the quota counts
-    it (:func:`~sandbox.kube.quota.write_counted`): nobody else acts in the namespace
-    yet, as the members' RoleBinding comes last.
+    A refusal on a first provisioning says which object was refused; while
+    re-converging, the API error is raised as it is (the sandbox stays as it was).
     """
     write = create_or_apply if first else apply
-    quota = next(o for o in objects if o["kind"] == "ResourceQuota")
-    recounted = False
     for obj in objects:
         try:
-            if first and obj["kind"] == "PersistentVolumeClaim":
-                recounted = write_counted(
-                    write, api, obj, quota, resource="persistentvolumeclaims", expected=1
-                )
-            else:
-                write(api, obj)
+            write_admitted(write, api, obj)
         except ApiException as exc:
-            if was_ready:  # re-converging: the sandbox stays as it is; kopf retries
+            if not first:
                 raise
             raise _WriteRefusedError(obj, exc) from exc
-    return recounted
 
 
 def desired_objects(
@@ -377,15 +367,10 @@ def provision_sandbox(
         objects = desired_objects(platform, body, tenant, tenant_spec, spec, key)
         # A first provisioning creates (cheaper for the API server); a re-converge applies.
         first = not was_ready and not _was_quarantined(body)
-        recounted = _write_all(platform.api, objects, first=first, was_ready=was_ready)
+        _write_all(platform.api, objects, first=first)
         if _was_quarantined(body):
             delete(platform.api, "NetworkPolicy", "quarantine", ns)
-    except (
-        KeyProviderError,
-        StorageProfileError,
-        QuotaNotSettledError,
-        _WriteRefusedError,
-    ) as exc:
+    except (KeyProviderError, StorageProfileError, _WriteRefusedError) as exc:
         result = _fail(body, conds, "ProvisioningFailed", str(exc), retry=30, policy=policy)
         result.status.update(base_status)
         return result
@@ -449,12 +434,6 @@ def provision_sandbox(
             )
         )
         result.note("Normal", "Provisioned", f"namespace {ns} provisioned with key {key.key_id}")
-    if recounted:
-        result.note(
-            "Normal",
-            "QuotaRecounted",
-            "the ResourceQuota was created again so that it counts the workspace claim",
-        )
     if events:
         try:
             platform.record_many(events)
@@ -579,6 +558,21 @@ def holds(desired: Any, live: Any) -> bool:
     return bool(desired == live)
 
 
+def _claim_uncounted(seen: Mapping[str, Mapping[str, Any] | None]) -> bool:
+    """Whether the live quota has computed usage, yet counts no claim while the claim exists.
+
+    Quota admission leaves a claim uncharged when it is created before the API server
+    has seen the quota's usage computed; see :mod:`sandbox.kube.quota`.
+    """
+    quota, claim = seen.get("ResourceQuota"), seen.get("PersistentVolumeClaim")
+    return (
+        quota is not None
+        and claim is not None
+        and usage_known(quota)
+        and not counts_at_least(quota, "persistentvolumeclaims", 1)
+    )
+
+
 _GUARDED_KINDS = ("NetworkPolicy", "Role", "RoleBinding")
 """Kinds whose extra objects in a sandbox namespace would weaken isolation."""
 
@@ -599,15 +593,20 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
     ns = sandbox_namespace(tenant, name)
     desired = desired_objects(platform, body, tenant, tenant_spec, spec)
     corrected: list[str] = []
+    seen: dict[str, dict[str, Any] | None] = {}
     for obj in desired:
         meta = obj["metadata"]
         live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
+        seen[obj["kind"]] = live
         if live is None:
             apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} recreated")
         elif not holds(obj, live):
             apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} restored")
+    if _claim_uncounted(seen):
+        recount(platform.api, next(o for o in desired if o["kind"] == "ResourceQuota"))
+        corrected.append("ResourceQuota/sandbox recounted: it did not count the workspace claim")
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind in _GUARDED_KINDS:
         for live in list_objects(platform.api, kind, ns):

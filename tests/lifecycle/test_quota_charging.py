@@ -1,22 +1,25 @@
-"""A claim written under a new quota is counted by it, on the real API server."""
+"""Quota counting on the real API server: admission charges, and a recount mends a miss."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+import sandbox.kube.quota as quota_module
 from sandbox.kube.apply import create, create_or_apply, get
 from sandbox.kube.quota import (
+    RECOUNT_KEY,
     QuotaNotSettledError,
     counts_at_least,
     quota_pending,
+    recount,
     usage_known,
-    wait_for_usage,
-    write_counted,
+    write_admitted,
 )
 from sandbox.storage.profiles import workspace_pvc
 
@@ -49,57 +52,60 @@ def _quota(ns: str) -> dict[str, Any]:
     }
 
 
-def test_a_claim_written_right_after_its_quota_is_counted_at_once(
+def _until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _live(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    return get(api, "ResourceQuota", "sandbox", ns) or {}
+
+
+def test_a_claim_written_after_its_quota_is_charged_and_a_resumed_create_applies(
     admin_api: client.ApiClient,
 ) -> None:
     ns = _namespace(admin_api)
-    quota = _quota(ns)
-    create(admin_api, quota)
-    # No wait in between: write_counted waits for the quota controller itself.
-    recounted = write_counted(
-        create,
-        admin_api,
-        workspace_pvc("t", ns, "5Gi", "encrypted"),
-        quota,
-        resource="persistentvolumeclaims",
-        expected=1,
+    create(admin_api, _quota(ns))
+    _until(lambda: usage_known(_live(admin_api, ns)), "the quota's usage")
+    write_admitted(create, admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    # Charged by admission in the same request, unless the API server's own cache had
+    # not yet seen the computed usage (then the drift check's recount mends it).
+    live = _until(
+        lambda: (
+            (q := _live(admin_api, ns)) and counts_at_least(q, "persistentvolumeclaims", 1) and q
+        ),
+        "the claim to be counted",
     )
-    live = get(admin_api, "ResourceQuota", "sandbox", ns)
-    assert live is not None
     assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
-    assert recounted is False  # admission charged it; nothing had to be redone
-    # A resumed provisioning creates it again: the full quota refuses that create before
-    # the store would call it a duplicate, and create_or_apply still gets it applied.
-    create_or_apply(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
-    again = get(admin_api, "ResourceQuota", "sandbox", ns)
-    assert again is not None
-    assert again["status"]["used"]["persistentvolumeclaims"] == "1"
     second = workspace_pvc("t", ns, "1Gi", "plain")
     second["metadata"]["name"] = "second"
     with pytest.raises(ApiException) as exceeded:
         create(admin_api, second)
     assert exceeded.value.status == 403
     assert "exceeded quota" in str(exceeded.value.body)
+    # A resumed provisioning creates the claim again: the full quota refuses that create
+    # before the store would call it a duplicate, and create_or_apply still applies it.
+    create_or_apply(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    assert _live(admin_api, ns)["status"]["used"]["persistentvolumeclaims"] == "1"
 
 
-def test_a_quota_that_missed_the_claim_is_recounted(admin_api: client.ApiClient) -> None:
-    ns = _namespace(admin_api)
-    quota = _quota(ns)
-    create(admin_api, quota)
-    claim = workspace_pvc("t", ns, "5Gi", "encrypted")
-    create(admin_api, claim)
+def _under_count(api: client.ApiClient, ns: str) -> None:
+    """Make the quota count no claim, as a computation from a stale cache would."""
     # Let the controllers finish with the claim first: the PVC-protection finalizer is an
-    # update that makes the quota controller recount.
-    deadline = time.monotonic() + 30
-    while True:
-        pvc = get(admin_api, "PersistentVolumeClaim", "workspace", ns) or {}
-        live = get(admin_api, "ResourceQuota", "sandbox", ns) or {}
-        if pvc["metadata"].get("finalizers") and counts_at_least(live, "persistentvolumeclaims", 1):
-            break
-        assert time.monotonic() < deadline, "the claim was never counted"
-        time.sleep(0.1)
-    # Now make the quota under-count, as a computation from a stale cache would.
-    core = client.CoreV1Api(admin_api)
+    # update that makes the quota controller count again.
+    _until(
+        lambda: (
+            (get(api, "PersistentVolumeClaim", "workspace", ns) or {})
+            .get("metadata", {})
+            .get("finalizers")
+            and counts_at_least(_live(api, ns), "persistentvolumeclaims", 1)
+        ),
+        "the claim to be counted",
+    )
+    live = _live(api, ns)
     stale = client.V1ResourceQuota(
         metadata=client.V1ObjectMeta(
             name="sandbox", resource_version=live["metadata"]["resourceVersion"]
@@ -109,32 +115,40 @@ def test_a_quota_that_missed_the_claim_is_recounted(admin_api: client.ApiClient)
             hard=dict(_HARD), used={"persistentvolumeclaims": "0", "requests.storage": "0"}
         ),
     )
-    core.replace_namespaced_resource_quota_status("sandbox", ns, stale)
-
-    # The claim is already there: write nothing. (A create would be charged by quota
-    # admission even as it fails as a duplicate, and an apply that changes the claim makes
-    # the quota controller recount; either would mend the count by itself.)
-    recounted = write_counted(
-        lambda api, obj: None,
-        admin_api,
-        claim,
-        quota,
-        resource="persistentvolumeclaims",
-        expected=1,
-    )
-    assert recounted is True
-    live = get(admin_api, "ResourceQuota", "sandbox", ns)
-    assert live is not None
-    assert live["status"]["used"]["persistentvolumeclaims"] == "1"
-    assert live["status"]["used"]["requests.storage"] == "5Gi"
+    client.CoreV1Api(api).replace_namespaced_resource_quota_status("sandbox", ns, stale)
+    time.sleep(0.5)  # nothing recounts by itself
+    assert not counts_at_least(_live(api, ns), "persistentvolumeclaims", 1)
 
 
-def test_a_quota_that_never_settles_is_reported(admin_api: client.ApiClient) -> None:
+def test_a_quota_that_missed_the_claim_is_recounted_without_lifting_a_limit(
+    admin_api: client.ApiClient,
+) -> None:
     ns = _namespace(admin_api)
-    with pytest.raises(QuotaNotSettledError) as never:
-        wait_for_usage(admin_api, ns, "sandbox", timeout=0.1)
-    assert f"ResourceQuota {ns}/sandbox does not exist after 0.1s" in str(never.value)
-    assert "resourcequota controller" in str(never.value)
+    quota = _quota(ns)
+    create(admin_api, quota)
+    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    _under_count(admin_api, ns)
+
+    recount(admin_api, quota)
+    live = _live(admin_api, ns)
+    assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
+    assert live["spec"]["hard"] == _HARD  # the recount key is gone again
+    assert RECOUNT_KEY not in live["status"]["hard"]
+
+
+def test_a_recount_the_controller_never_does_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A quota controller that never acts: stopping the session's one would disturb every
+    # other test, so the API calls are replaced here (and only here).
+    applied: list[dict[str, Any]] = []
+    monkeypatch.setattr(quota_module, "apply", lambda api, obj: applied.append(obj))
+    monkeypatch.setattr(quota_module, "get", lambda api, kind, name, ns: {"status": {}})
+    with pytest.raises(QuotaNotSettledError) as late:
+        recount(None, _quota("sbx-t-a"), timeout=0.05)  # type: ignore[arg-type]
+    assert "did not recount ResourceQuota sbx-t-a/sandbox within 0.05s" in str(late.value)
+    assert "resourcequota controller" in str(late.value)
+    assert [RECOUNT_KEY in obj["spec"]["hard"] for obj in applied] == [True]
 
 
 def test_usage_is_known_only_for_every_limit() -> None:
@@ -153,3 +167,21 @@ def test_only_a_pending_quota_is_retried() -> None:
     assert quota_pending(_refusal(403, _PENDING))
     assert not quota_pending(_refusal(403, '{"message": "exceeded quota: sandbox"}'))
     assert not quota_pending(_refusal(409, _PENDING))
+    calls: list[int] = []
+
+    def write(api: Any, obj: dict[str, Any]) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _refusal(403, _PENDING)
+
+    write_admitted(write, None, {})  # type: ignore[arg-type]
+    assert len(calls) == 3
+
+    def exceeded(api: Any, obj: dict[str, Any]) -> None:
+        calls.append(1)
+        raise _refusal(403, '{"message": "exceeded quota: sandbox"}')
+
+    calls.clear()
+    with pytest.raises(ApiException, match="Forbidden"):
+        write_admitted(exceeded, None, {})  # type: ignore[arg-type]
+    assert len(calls) == 1  # any other refusal is the caller's at once

@@ -73,6 +73,43 @@ def test_hand_edits_are_reverted_and_audited(
     assert "NetworkPolicy/allow-everything removed" in corrections
 
 
+def test_a_quota_that_misses_the_workspace_claim_is_recounted_and_audited(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tenant = tenant_factory(members=[{"user": "fay", "role": "member"}])
+    name, ns = ready_sandbox(admin_api, operator, tenant)
+
+    def quota() -> dict[str, Any]:
+        return get(admin_api, "ResourceQuota", "sandbox", ns) or {}
+
+    def used_claims() -> str | None:
+        return quota().get("status", {}).get("used", {}).get("persistentvolumeclaims")
+
+    operator.wait_until(lambda: used_claims() == "1", 30, "the claim to be counted")
+    # Under-count, as a quota computed from a cache that missed the claim would.
+    live = quota()
+    used = dict.fromkeys(live["status"]["used"], "0")
+    client.CoreV1Api(admin_api).replace_namespaced_resource_quota_status(
+        "sandbox",
+        ns,
+        {
+            "metadata": {"name": "sandbox", "resourceVersion": live["metadata"]["resourceVersion"]},
+            "spec": live["spec"],
+            "status": {"hard": live["status"]["hard"], "used": used},
+        },
+    )
+    operator.wait_until(lambda: used_claims() == "1", 30, "the quota to be recounted")
+    entries = operator.wait_until(
+        _audit_has(audit_actions, name, "sandbox.drift.corrected"), 15, "the drift audit entry"
+    )
+    corrections = " ".join(c for e in entries for c in e["details"]["corrections"])
+    assert "ResourceQuota/sandbox recounted" in corrections
+    assert quota()["spec"]["hard"] == live["spec"]["hard"]
+
+
 def test_expiry_destroys_namespace_and_key(
     admin_api: client.ApiClient,
     operator: OperatorProcess,

