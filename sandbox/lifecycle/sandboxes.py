@@ -32,7 +32,13 @@ from sandbox.kube.apply import (
     get,
     list_objects,
 )
-from sandbox.kube.quota import counts_at_least, recount, usage_known, write_admitted
+from sandbox.kube.quota import (
+    QuotaNotSettledError,
+    counts_at_least,
+    recount,
+    usage_known,
+    write_admitted,
+)
 from sandbox.lifecycle.decisions import audit_decision, policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
@@ -604,9 +610,13 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
         elif not holds(obj, live):
             apply(platform.api, obj)
             corrected.append(f"{obj['kind']}/{meta['name']} restored")
+    not_recounted = None
     if _claim_uncounted(seen):
-        recount(platform.api, next(o for o in desired if o["kind"] == "ResourceQuota"))
-        corrected.append("ResourceQuota/sandbox recounted: it did not count the workspace claim")
+        try:
+            recount(platform.api, next(o for o in desired if o["kind"] == "ResourceQuota"))
+            corrected.append("ResourceQuota/sandbox recounted: it counted no workspace claim")
+        except QuotaNotSettledError as exc:  # tried again at the next check
+            not_recounted = str(exc)
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind in _GUARDED_KINDS:
         for live in list_objects(platform.api, kind, ns):
@@ -614,6 +624,8 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
             if (kind, live_name) not in wanted and delete(platform.api, kind, live_name, ns):
                 corrected.append(f"{kind}/{live_name} removed")
     result = refresh_grants(platform, body, tenant_obj, spec)
+    if not_recounted:
+        result.note("Warning", "QuotaNotRecounted", not_recounted)
     if corrected:
         platform.record(
             "sandbox.drift.corrected",
