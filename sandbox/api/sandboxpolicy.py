@@ -10,7 +10,7 @@ from pydantic import Field
 from sandbox.api.meta import Condition, WireModel
 from sandbox.api.tenant import Sector
 
-__all__ = ["Enforcement", "SandboxPolicySpec", "SandboxPolicyStatus"]
+__all__ = ["AcceptedPolicy", "Enforcement", "SandboxPolicySpec", "SandboxPolicyStatus"]
 
 
 class Enforcement(StrEnum):
@@ -36,9 +36,20 @@ class SandboxPolicySpec(WireModel):
     """Sectors the policy applies to; empty means all."""
 
 
+class AcceptedPolicy(WireModel):
+    """The last version of a SandboxPolicy that was accepted."""
+
+    generation: int
+    """Generation of the object when this spec was accepted."""
+    spec: SandboxPolicySpec
+    """The accepted spec: it stays in force while later edits are refused."""
+
+
 class SandboxPolicyStatus(WireModel):
     """Observed state of a SandboxPolicy."""
 
+    accepted: AcceptedPolicy | None = None
+    """The last accepted version; an invalid edit leaves it in force (fail closed)."""
     digest: str | None = None
     """Digest of the policy set in force after this module was last loaded."""
     conditions: list[Condition] = Field(default_factory=list)

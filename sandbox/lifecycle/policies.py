@@ -22,10 +22,9 @@ from sandbox.policy.policyset import CustomPolicy, PolicyLoadError
 __all__ = ["reconcile_sandbox_policy", "remove_sandbox_policy"]
 
 
-def _custom(obj: Mapping[str, Any]) -> CustomPolicy:
-    spec = obj.get("spec") or {}
+def _custom(name: str, spec: Mapping[str, Any]) -> CustomPolicy:
     return CustomPolicy(
-        name=str(obj["metadata"]["name"]),
+        name=name,
         rego=str(spec.get("rego") or ""),
         data=dict(spec.get("data") or {}),
         enforcement=spec.get("enforcement") or "deny",
@@ -33,18 +32,30 @@ def _custom(obj: Mapping[str, Any]) -> CustomPolicy:
     )
 
 
+def _last_accepted(obj: Mapping[str, Any]) -> CustomPolicy | None:
+    """The version of ``obj`` in force: its spec if accepted as is, else the last accepted."""
+    name = str(obj["metadata"]["name"])
+    status = obj.get("status") or {}
+    conditions = status.get("conditions")
+    accepted = [c for c in conditions or [] if c.get("type") == "Accepted"]
+    generation = obj["metadata"].get("generation")
+    if is_true(conditions, "Accepted") and accepted[0].get("observedGeneration") == generation:
+        return _custom(name, obj.get("spec") or {})
+    snapshot = status.get("accepted") or {}
+    if snapshot.get("spec"):
+        return _custom(name, snapshot["spec"])
+    return None
+
+
 def _accepted_others(platform: Platform, name: str) -> list[CustomPolicy]:
-    """Every other SandboxPolicy whose current generation was accepted."""
+    """Every other SandboxPolicy, each in the version in force (see :func:`_last_accepted`)."""
     others = []
     for obj in list_objects(platform.api, "SandboxPolicy"):
         if obj["metadata"]["name"] == name:
             continue
-        status = obj.get("status") or {}
-        generation = obj["metadata"].get("generation")
-        conditions = status.get("conditions")
-        accepted = [c for c in conditions or [] if c.get("type") == "Accepted"]
-        if is_true(conditions, "Accepted") and accepted[0].get("observedGeneration") == generation:
-            others.append(_custom(obj))
+        policy = _last_accepted(obj)
+        if policy is not None:
+            others.append(policy)
     return others
 
 
@@ -59,20 +70,24 @@ def _load(platform: Platform, policies: list[CustomPolicy]) -> str:
 
 
 def reconcile_sandbox_policy(platform: Platform, body: Mapping[str, Any]) -> StepResult:
-    """Validate and activate one SandboxPolicy; say why not in ``Accepted`` otherwise."""
+    """Validate and activate one SandboxPolicy; say why not in ``Accepted`` otherwise.
+
+    An invalid edit is refused and the last accepted version of the policy stays in
+    force (it is kept in ``status.accepted``), also across operator restarts and the
+    reloads that other policies cause: a bad edit never drops a rule.
+    """
     meta = body["metadata"]
     name, gen = str(meta["name"]), int(meta.get("generation") or 0)
-    conds = list((body.get("status") or {}).get("conditions") or [])
+    status = body.get("status") or {}
+    conds = list(status.get("conditions") or [])
     resource = Resource(kind="SandboxPolicy", name=name)
+    spec = dict(body.get("spec") or {})
+    others = _accepted_others(platform, name)
     try:
-        digest = _load(platform, [*_accepted_others(platform, name), _custom(body)])
+        digest = _load(platform, [*others, _custom(name, spec)])
     except PolicyLoadError as exc:
-        message = f"not loaded, the previous policy set stays in force: {exc}"
-        conds = set_condition(conds, "Accepted", False, "InvalidPolicy", message, generation=gen)
-        result = StepResult(status={"conditions": conds, "observedGeneration": gen})
-        result.note("Warning", "InvalidPolicy", message[:1000])
-        return result
-    enforcement = (body.get("spec") or {}).get("enforcement") or "deny"
+        return _refused(platform, body, others, exc)
+    enforcement = spec.get("enforcement") or "deny"
     platform.record(
         "policy.changed",
         resource,
@@ -82,8 +97,43 @@ def reconcile_sandbox_policy(platform: Platform, body: Mapping[str, Any]) -> Ste
     conds = set_condition(
         conds, "Accepted", True, "Loaded", f"active in policy set {digest}", generation=gen
     )
-    result = StepResult(status={"conditions": conds, "digest": digest, "observedGeneration": gen})
+    result = StepResult(
+        status={
+            "conditions": conds,
+            "digest": digest,
+            "observedGeneration": gen,
+            "accepted": {"generation": gen, "spec": spec},
+        }
+    )
     result.note("Normal", "Loaded", f"policy set is now {digest}")
+    return result
+
+
+def _refused(
+    platform: Platform, body: Mapping[str, Any], others: list[CustomPolicy], exc: Exception
+) -> StepResult:
+    """Say why the new spec was refused, keeping the last accepted version in force."""
+    meta = body["metadata"]
+    name, gen = str(meta["name"]), int(meta.get("generation") or 0)
+    status = body.get("status") or {}
+    snapshot = status.get("accepted") or {}
+    kept = "the previous policy set stays in force"
+    if snapshot.get("spec"):
+        # Make sure the last accepted version is loaded: after a restart, or when another
+        # policy changed since, the engine may not hold it.
+        try:
+            _load(platform, [*others, _custom(name, snapshot["spec"])])
+            kept = (
+                f"generation {snapshot.get('generation')} of this policy, accepted "
+                "earlier, stays in force"
+            )
+        except PolicyLoadError:
+            pass
+    message = f"not loaded, {kept}: {exc}"
+    conds = list(status.get("conditions") or [])
+    conds = set_condition(conds, "Accepted", False, "InvalidPolicy", message, generation=gen)
+    result = StepResult(status={"conditions": conds, "observedGeneration": gen})
+    result.note("Warning", "InvalidPolicy", message[:1000])
     return result
 
 

@@ -148,3 +148,58 @@ def test_warn_policy_keeps_the_sandbox_ready_with_a_warning(
     ready = condition(get(admin_api, "Sandbox", sandbox, home), "Ready")
     assert ready is not None
     assert ready["status"] == "True"
+
+
+def test_an_invalid_edit_keeps_the_last_accepted_version_in_force(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    policy_factory: Callable[..., str],
+) -> None:
+    tenant = tenant_factory()
+    sandbox, ns = ready_sandbox(admin_api, operator, tenant)
+    home = f"tenant-{tenant}"
+    package = unique("hold").replace("-", "_")
+    pol = policy_factory(_rego(package, sandbox, "CUSTOM_HOLD"))
+    operator.wait_until(_accepted(admin_api, pol), 30, "the policy to load")
+
+    def quarantined() -> bool:
+        names = {p["metadata"]["name"] for p in list_objects(admin_api, "NetworkPolicy", ns)}
+        return names == {"quarantine"}
+
+    operator.wait_until(quarantined, 30, "the sandbox to be quarantined")
+
+    # A broken edit is refused; the accepted version stays in force, named as such.
+    obj = get(admin_api, "SandboxPolicy", pol)
+    assert obj is not None
+    assert obj["status"]["accepted"]["generation"] == obj["metadata"]["generation"]
+    broken = f"package custom.{package}\n\nviolations contains v if {{\n  v := \n}}\n"
+    apply(
+        admin_api,
+        {
+            "apiVersion": obj["apiVersion"],
+            "kind": "SandboxPolicy",
+            "metadata": {"name": pol},
+            "spec": {**obj["spec"], "rego": broken},
+        },
+    )
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(get(admin_api, "SandboxPolicy", pol), "Accepted")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = operator.wait_until(refused, 30, "the edit to be refused")
+    assert "generation 1 of this policy, accepted earlier, stays in force" in cond["message"]
+
+    # Another policy reloads the set (as a restart would): the held version is still in it.
+    other = policy_factory(_rego(unique("other").replace("-", "_"), "nobody", "CUSTOM_NONE"))
+    operator.wait_until(_accepted(admin_api, other), 30, "the other policy to load")
+    digest = (get(admin_api, "SandboxPolicy", other) or {})["status"]["digest"]
+
+    def decided_again() -> dict[str, Any] | None:
+        obj = get(admin_api, "Sandbox", sandbox, home) or {}
+        return obj if obj.get("status", {}).get("policy", {}).get("digest") == digest else None
+
+    decided = operator.wait_until(decided_again, 30, "the sandbox to be decided again")
+    assert "CUSTOM_HOLD" in condition(decided, "PolicyCompliant")["message"]  # type: ignore[index]
+    assert quarantined()
