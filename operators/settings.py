@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox.exports.outbox import OutboxSettings
@@ -71,6 +71,8 @@ class OperatorSettings(BaseSettings):
     """How often each ModelExport is moved along (policy, reviews, release)."""
     gateway_namespace: str = "regsandbox-system"
     """Namespace of the dataset gateway (sandboxes may reach it)."""
+    gateway_port: int = Field(default=8443, ge=1, le=65535)
+    """Port the dataset gateway's pods listen on (sandbox NetworkPolicies allow it)."""
     resync_seconds: float = Field(default=30.0, gt=0)
     """How often each sandbox is checked for drift and expiry."""
     workers: int = Field(default=16, ge=1, le=128)
@@ -83,3 +85,18 @@ class OperatorSettings(BaseSettings):
     """Log level for the operator and kopf."""
     actor: str = "system:serviceaccount:regsandbox-system:regsandbox-operator"
     """Identity recorded in audit entries for the operator's own actions."""
+
+    @model_validator(mode="after")
+    def _keys_fit_storage(self) -> OperatorSettings:
+        """Refuse at start-up a key provider the storage profile cannot use."""
+        if self.key_provider == "aws-kms" and self.storage_profile.kind == "longhorn":
+            raise ValueError(
+                "the longhorn storage profile encrypts volumes with a data key from the local "
+                "key provider; with key_provider aws-kms use the aws-ebs storage profile"
+            )
+        if self.key_provider == "local" and self.storage_profile.kind == "aws-ebs":
+            raise ValueError(
+                "the aws-ebs storage profile encrypts volumes with the sandbox's KMS key; "
+                "set key_provider to aws-kms"
+            )
+        return self

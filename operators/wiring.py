@@ -90,7 +90,9 @@ def build_platform(settings: OperatorSettings) -> Platform:
         cluster_region=settings.cluster_region,
         cluster_jurisdiction=settings.cluster_jurisdiction,
         audit_retention_days=settings.audit_retention_days,
-        isolation=IsolationSettings(gateway_namespace=settings.gateway_namespace),
+        isolation=IsolationSettings(
+            gateway_namespace=settings.gateway_namespace, gateway_port=settings.gateway_port
+        ),
         actor=Actor(user=settings.actor),
         on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),
         watched={kind: WatchedObjects(kind) for kind in ("Tenant", "Dataset")},
