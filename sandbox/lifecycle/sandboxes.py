@@ -494,24 +494,39 @@ def teardown_sandbox(
     destruction = platform.keys.destroy(sid)
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     if ANNOTATION_KEY_AUDITED not in annotations:
-        granted = list((body.get("status") or {}).get("datasets") or [])
-        platform.record_many(revoke_all(platform, resource, granted, action))
+        status = body.get("status") or {}
+        # A retry (the log was down, or the operator died, after the key went) finds no
+        # key: the entry still names the key this sandbox had, from its status.
+        key_id = destruction.key_id or status.get("keyId")
+        granted = list(status.get("datasets") or [])
+        events = revoke_all(platform, resource, granted, action)
+        events.append(
+            Event(
+                actor=platform.actor,
+                action="key.destroyed",
+                resource=resource,
+                outcome="success",
+                details={
+                    "keyId": key_id,
+                    "provider": destruction.provider,
+                    "outcome": destruction.outcome,
+                },
+            )
+        )
+        events.append(
+            Event(
+                actor=platform.actor,
+                action=action,
+                resource=resource,
+                outcome="success",
+                details={"namespace": ns},
+            )
+        )
+        # One durable batch: a retry never logs the revocations twice.
+        index = platform.record_many(events)[-2]
         result.status["datasets"] = []
-        index = platform.record(
-            "key.destroyed",
-            resource,
-            "success",
-            details={
-                "keyId": destruction.key_id,
-                "provider": destruction.provider,
-                "outcome": destruction.outcome,
-            },
-        )
-        platform.record(action, resource, "success", details={"namespace": ns})
         result.annotations[ANNOTATION_KEY_AUDITED] = str(index)
-        result.note(
-            "Normal", "KeyDestroyed", f"key {destruction.key_id or '(none)'} {destruction.outcome}"
-        )
+        result.note("Normal", "KeyDestroyed", f"key {key_id or '(none)'} {destruction.outcome}")
     return result
 
 

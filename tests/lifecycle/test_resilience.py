@@ -277,3 +277,43 @@ def test_audit_log_or_policy_engine_down_provisions_nothing(
         # The finalizer cannot be released without logging the teardown: it waits.
         time.sleep(2.0)
         assert get(admin_api, "Sandbox", name, home) is not None
+
+
+def test_a_teardown_retried_after_the_log_was_down_still_names_the_key(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    swap_operator: Callable[..., OperatorProcess],
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tenant = tenant_factory()
+    name, ns = ready_sandbox(admin_api, operator, tenant)
+    home = f"tenant-{tenant}"
+    key_id = (get(admin_api, "Sandbox", name, home) or {})["status"]["keyId"]
+
+    def key_present() -> bool:
+        wrapped = list_objects(admin_api, "Secret", SYSTEM_NS, "regsandbox.io/key=wrapped-data-key")
+        return any(k["metadata"]["annotations"]["regsandbox.io/sandbox-id"] == ns for k in wrapped)
+
+    assert key_present()
+    # An operator whose audit log is down deletes the namespace and destroys the key, then
+    # cannot log that: the finalizer stays.
+    down = swap_operator(REGSANDBOX_AUDIT_URL=f"http://127.0.0.1:{_closed_port()}")
+    delete(admin_api, "Sandbox", name, home)
+    down.wait_until(lambda: get(admin_api, "Namespace", ns) is None, 60, "the namespace to go")
+    down.wait_until(lambda: not key_present(), 30, "the key to be destroyed")
+    time.sleep(1.0)
+    assert get(admin_api, "Sandbox", name, home) is not None
+    down.stop()
+    # With the log back, the retry finds no key left, and still records which key it was.
+    operator.start()
+    operator.wait_until(
+        lambda: get(admin_api, "Sandbox", name, home) is None, 60, "the finalizer to be released"
+    )
+    entries = operator.wait_until(
+        _audit_has(audit_actions, name, "key.destroyed"), 15, "the key destruction entry"
+    )
+    assert len(entries) == 1
+    assert entries[0]["details"]["keyId"] == key_id
+    assert entries[0]["details"]["outcome"] == "absent"
+    assert len(_audit_has(audit_actions, name, "sandbox.deleted")()) == 1
