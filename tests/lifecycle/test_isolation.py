@@ -11,6 +11,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sandbox.devenv.operator_process import OperatorProcess
+from sandbox.kube.apply import get
+from sandbox.kube.quota import usage_known
 
 from .helpers import ready_sandbox, unique
 
@@ -128,10 +130,17 @@ def _pod(name: str, **container: Any) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def test_member_runs_workloads_but_cannot_loosen_isolation(two_tenants: dict[str, Any]) -> None:
+def test_member_runs_workloads_but_cannot_loosen_isolation(
+    two_tenants: dict[str, Any], admin_api: client.ApiClient
+) -> None:
     a = two_tenants["a"]
     ns = a["ns"]
     core = client.CoreV1Api(a["api"])
+    # Quota admission charges pods only once the quota's usage has been computed.
+    deadline = time.monotonic() + 30
+    while not usage_known(get(admin_api, "ResourceQuota", "sandbox", ns) or {}):
+        assert time.monotonic() < deadline, "the sandbox quota's usage was never computed"
+        time.sleep(0.1)
     net = client.NetworkingV1Api(a["api"])
     rbac = client.RbacAuthorizationV1Api(a["api"])
     assert _eventually_status(lambda: core.create_namespaced_pod(ns, _pod("ok")), 200) == 200
@@ -141,7 +150,14 @@ def test_member_runs_workloads_but_cannot_loosen_isolation(two_tenants: dict[str
     host_path["spec"]["volumes"] = [{"name": "h", "hostPath": {"path": "/etc"}}]
     assert _status(lambda: core.create_namespaced_pod(ns, host_path)) == 403
     greedy = _pod("greedy", resources={"limits": {"cpu": "8", "memory": "512Mi"}})
-    assert _status(lambda: core.create_namespaced_pod(ns, greedy)) == 403
+    assert _status(lambda: core.create_namespaced_pod(ns, greedy)) == 403  # LimitRange max
+    # Each pod fits the LimitRange; together they would pass the quota (limits.cpu 2).
+    fits = _pod("fits", resources={"limits": {"cpu": "1500m", "memory": "512Mi"}})
+    assert _status(lambda: core.create_namespaced_pod(ns, fits)) == 200
+    with pytest.raises(ApiException) as exceeded:
+        core.create_namespaced_pod(ns, _pod("over"))
+    assert exceeded.value.status == 403
+    assert "exceeded quota: sandbox" in str(exceeded.value.body)
 
     patch = {"metadata": {"labels": {"x": "y"}}}
     assert _status(lambda: net.patch_namespaced_network_policy("default-deny", ns, patch)) == 403
