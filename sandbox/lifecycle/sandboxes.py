@@ -9,7 +9,10 @@ or an idempotent delete, and keys are created and destroyed idempotently).
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -207,6 +210,19 @@ class _WriteRefusedError(Exception):
         super().__init__(f"the API server refused {what}: {api_message(exc)}")
 
 
+_HALT_BEFORE = os.environ.get("REGSANDBOX_TEST_HALT_BEFORE", "")
+"""Crash tests only: ``Kind:/path/to/marker`` makes a first provisioning stop for good
+just before writing its first object of that kind, after creating the marker file, so
+that a test can SIGKILL the operator at a known point. Unset in every real deployment."""
+
+
+def _halt_here(kind: str) -> None:
+    wanted, _, marker = _HALT_BEFORE.partition(":")
+    if wanted == kind and marker:
+        Path(marker).touch()
+        threading.Event().wait()  # until the process is killed
+
+
 def _write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> None:
     """Write a sandbox's objects in order: created on a first provisioning, else applied.
 
@@ -215,6 +231,8 @@ def _write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) ->
     """
     write = create_or_apply if first else apply
     for obj in objects:
+        if first and _HALT_BEFORE:
+            _halt_here(obj["kind"])
         try:
             write_admitted(write, api, obj)
         except ApiException as exc:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,29 +144,46 @@ def test_expiry_destroys_namespace_and_key(
 
 
 def test_sigkill_mid_provisioning_converges_without_duplicates(
-    admin_api: client.ApiClient, operator: OperatorProcess, tenant_factory: Callable[..., str]
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    swap_operator: Callable[..., OperatorProcess],
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+    tmp_path: Path,
 ) -> None:
     tenant = tenant_factory(members=[{"user": "eve", "role": "owner"}])
     home = f"tenant-{tenant}"
     operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    # An operator that stops for good just before the workspace claim: the namespace,
+    # isolation, quota, key and StorageClass exist; the claim and member access do not.
+    halted = tmp_path / "halted"
+    doomed = swap_operator(REGSANDBOX_TEST_HALT_BEFORE=f"PersistentVolumeClaim:{halted}")
     name = unique("crash")
     ns = f"sbx-{tenant}-{name}"
     apply(admin_api, sandbox_body(name, tenant))
-    operator.wait_until(lambda: get(admin_api, "Namespace", ns), 30, "provisioning to start")
-    operator.kill()
+    doomed.wait_until(halted.exists, 60, "provisioning to reach the claim")
+    assert get(admin_api, "ResourceQuota", "sandbox", ns) is not None
+    assert get(admin_api, "PersistentVolumeClaim", "workspace", ns) is None
+    assert list_objects(admin_api, "RoleBinding", ns) == []
+    ready = condition(get(admin_api, "Sandbox", name, home), "Ready")
+    assert ready is None or ready["status"] != "True"
+    doomed.kill()
     operator.start()
 
-    def ready() -> bool:
-        cond = condition(get(admin_api, "Sandbox", name, home), "Ready")
-        return bool(cond and cond["status"] == "True")
+    def converged() -> dict[str, Any] | None:
+        obj = get(admin_api, "Sandbox", name, home)
+        cond = condition(obj, "Ready")
+        return obj if cond and cond["status"] == "True" else None
 
-    operator.wait_until(ready, 60, "convergence after the crash")
+    obj = operator.wait_until(converged, 60, "convergence after the crash")
     keys = [
         k
         for k in list_objects(admin_api, "Secret", SYSTEM_NS, "regsandbox.io/key=wrapped-data-key")
         if k["metadata"]["annotations"]["regsandbox.io/sandbox-id"] == ns
     ]
     assert len(keys) == 1
+    stored = json.loads(base64.b64decode(keys[0]["data"]["value"]))
+    assert obj["status"]["keyId"] == stored["keyId"]  # the key made before the crash
     classes = list_objects(admin_api, "StorageClass", None, f"regsandbox.io/sandbox={ns}")
     assert len(classes) == 1
     policies = sorted(p["metadata"]["name"] for p in list_objects(admin_api, "NetworkPolicy", ns))
@@ -171,6 +191,11 @@ def test_sigkill_mid_provisioning_converges_without_duplicates(
     assert [b["metadata"]["name"] for b in list_objects(admin_api, "RoleBinding", ns)] == [
         "regsandbox-workloads"
     ]
+    assert get(admin_api, "PersistentVolumeClaim", "workspace", ns) is not None
+    provisioned = operator.wait_until(
+        _audit_has(audit_actions, name, "sandbox.provisioned"), 15, "the provisioned entry"
+    )
+    assert len(provisioned) == 1
 
 
 @pytest.mark.parametrize(
