@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from sandbox.exports.admission import CHART_FILE, admission_policies, render
+from sandbox.kube.admission import CHART_LABELS, load_chart_file
 
 
 def test_chart_file_is_in_step_with_the_python(repo_root: Path) -> None:
     text = (repo_root / CHART_FILE).read_text()
-    assert list(yaml.safe_load_all(text)) == admission_policies()
     assert text == render(), "regenerate: python -m sandbox.exports.admission"
+    # Exactly these objects, each labelled with the chart's standard labels.
+    assert load_chart_file(text) == admission_policies()
+    assert text.count(CHART_LABELS) == len(admission_policies())
 
 
 def test_no_one_is_exempt() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from sandbox.kube.admission import CHART_LABELS, load_chart_file
 from sandbox.kube.apply import create
 from sandbox.provision.names import LABEL_SANDBOX
 from sandbox.storage.admission import (
@@ -25,8 +25,10 @@ from sandbox.storage.profiles import storage_class_name, workspace_pvc
 
 def test_chart_file_is_in_step_with_the_python(repo_root: Path) -> None:
     text = (repo_root / CHART_FILE).read_text()
-    assert list(yaml.safe_load_all(text)) == claim_policies()
     assert text == render(), "regenerate: python -m sandbox.storage.admission"
+    # Exactly these objects, each labelled with the chart's standard labels.
+    assert load_chart_file(text) == claim_policies()
+    assert text.count(CHART_LABELS) == len(claim_policies())
 
 
 def test_the_policy_fails_closed_and_exempts_no_one() -> None:
