@@ -18,6 +18,18 @@ class _QuietTimers(logging.Filter):
         return not (message.startswith("Timer '") and message.endswith("succeeded."))
 
 
+def _kopf_object(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Name the object a kopf log line is about (kopf passes it as ``k8s_ref``)."""
+    ref = getattr(event_dict.get("_record"), "k8s_ref", None)
+    if isinstance(ref, dict):
+        event_dict["object"] = {
+            key: ref[key] for key in ("kind", "namespace", "name") if ref.get(key)
+        }
+    return event_dict
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stderr, for our logs and for kopf's alike."""
     shared: list[structlog.types.Processor] = [
@@ -35,7 +47,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, _kopf_object],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
