@@ -107,7 +107,10 @@ def test_compliant_sandbox_is_provisioned_isolated_and_encrypted_then_torn_down(
 
 
 def test_residency_violation_provisions_nothing(
-    admin_api: client.ApiClient, operator: OperatorProcess, tenant_factory: Callable[..., str]
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
 ) -> None:
     tenant = tenant_factory()
     home = f"tenant-{tenant}"
@@ -124,4 +127,29 @@ def test_residency_violation_provisions_nothing(
     assert "RESIDENCY" in condition(obj, "PolicyCompliant")["message"]  # type: ignore[index]
     assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
     assert get(admin_api, "Namespace", f"sbx-{tenant}-{name}") is None
+    # The denial is in the audit log, by the operator's identity, with the codes.
+    entries = operator.wait_until(
+        lambda: [
+            e
+            for e in audit_actions()
+            if e["action"] == "sandbox.denied" and e["resource"].get("sandbox") == name
+        ],
+        15,
+        "the denial audit entry",
+    )
+    assert len(entries) == 1
+    assert entries[0]["actor"]["user"] == (
+        "system:serviceaccount:regsandbox-system:regsandbox-operator"
+    )
+    assert entries[0]["outcome"] == "denied"
+    assert entries[0]["decision"]["allow"] is False
+    assert any(code.startswith("RESIDENCY") for code in entries[0]["decision"]["codes"])
+    # And the person who applied it sees a Warning event on the Sandbox.
+    core = client.CoreV1Api(admin_api)
+
+    def warned() -> list[Any]:
+        events = core.list_namespaced_event(home, field_selector=f"involvedObject.name={name}")
+        return [e for e in events.items if e.type == "Warning" and e.reason == "PolicyDenied"]
+
+    assert "RESIDENCY" in operator.wait_until(warned, 15, "the Warning event")[0].message
     delete(admin_api, "Sandbox", name, home)
