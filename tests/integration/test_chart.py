@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,16 @@ from kubernetes import client
 
 from audit.log import AuditLog
 from audit.signing import generate_key_file
+from operators.settings import OperatorSettings
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.operator_process import OperatorProcess, service_account_kubeconfig
 from sandbox.devenv.toolchain import tool_path
+from sandbox.exports.admission import admission_policies
+from sandbox.exports.outbox import OutboxSettings, RegisteredDestination
 from sandbox.kube.apply import apply, get
 from sandbox.policy.opa import OPA_SIDECAR_ENV
 from sandbox.provision.rbac import chart_rules, render_rules
+from sandbox.storage.admission import claim_policies
 from sandbox.testing import api_client
 
 pytestmark = pytest.mark.integration
@@ -42,75 +47,206 @@ def test_chart_rbac_files_are_generated_from_the_code(repo_root: Path) -> None:
         )
 
 
+def _template(chart: Path, *assignments: str) -> list[dict[str, Any]]:
+    """The rendered objects of ``helm template rs`` with these ``--set`` assignments."""
+    args = [arg for assignment in assignments for arg in ("--set", assignment)]
+    rendered = helm(chart, "template", "rs", str(chart), *args).stdout
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def _refusal(chart: Path, *assignments: str) -> str:
+    """The error of ``helm template rs`` with these assignments, which must fail."""
+    args = [arg for assignment in assignments for arg in ("--set", assignment)]
+    refused = helm(chart, "template", "rs", str(chart), *args, check=False)
+    assert refused.returncode != 0, f"helm template accepted {assignments}"
+    return refused.stderr
+
+
+def _pod(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    return next(
+        d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    )
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The operator container's literal environment (not the fieldRef and Secret ones)."""
+    container = next(c for c in _pod(docs, "operator")["containers"] if c["name"] == "operator")
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def _operator_settings(env: dict[str, str]) -> OperatorSettings:
+    """OperatorSettings read from exactly that environment, as the operator reads them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("REGSANDBOX_"):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return OperatorSettings()  # type: ignore[call-arg]
+
+
 def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> None:
     chart = repo_root / "charts/regsandbox"
     lint = helm(chart, "lint", str(chart), "--strict", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    default = list(yaml.safe_load_all(helm(chart, "template", "rs", str(chart)).stdout))
-    kinds = sorted({d["kind"] for d in default if d})
-    assert {"Deployment", "StatefulSet", "ClusterRole", "NetworkPolicy", "Secret"} <= set(kinds)
+    default = _template(chart)
+    kinds = {d["kind"] for d in default}
+    assert {"Deployment", "StatefulSet", "ClusterRole", "NetworkPolicy", "Secret"} <= kinds
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
     for doc in default:
-        if doc and doc["kind"] in ("Deployment", "StatefulSet"):
+        # Every object carries the chart's standard labels, the admission policies too.
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        labels = doc["metadata"].get("labels") or {}
+        assert labels.get("app.kubernetes.io/part-of") == "regsandbox", where
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", where
+        assert labels.get("app.kubernetes.io/instance") == "rs", where
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             pod = doc["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
-            for container in pod["containers"]:
-                assert container["securityContext"]["readOnlyRootFilesystem"] is True
-            assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "regsandbox"
-    opa = helm(
+            for container in pod["containers"] + pod.get("initContainers", []):
+                security = container["securityContext"]
+                assert security["readOnlyRootFilesystem"] is True, f"{where} {container['name']}"
+    # The admission policies the chart ships are the ones the code applies, labels aside
+    # (Helm orders objects by kind).
+    shipped = [d for d in default if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+    def unlabelled(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bare = [{**d, "metadata": {"name": d["metadata"]["name"]}} for d in docs]
+        return sorted(bare, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+    assert unlabelled(shipped) == unlabelled(admission_policies() + claim_policies())
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in shipped} == {
+        "admission"
+    }
+    env = _operator_env(default)
+    assert "REGSANDBOX_EXPORT_OUTBOX" not in env  # no export is released unless configured
+    assert "REGSANDBOX_OPA_URL" not in env
+    assert _operator_settings(env).gateway_port == 8443
+
+    opa = _template(
         chart,
-        "template",
-        "rs",
-        str(chart),
-        "--set",
         "operator.policyEngine=opa",
-        "--set",
         "operator.opaSidecar.enabled=true",
-        "--set",
         "operator.storageProfile.kind=aws-ebs",
-        "--set",
+        "operator.keyProvider=aws-kms",
         "gateway.s3Endpoints={https://s3.lu-national-1.example.lu}",
-    ).stdout
-    assert "REGSANDBOX_OPA_URL" in opa
-    sidecar = next(
-        c
-        for d in yaml.safe_load_all(opa)
-        if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
-        for c in d["spec"]["template"]["spec"]["containers"]
-        if c["name"] == "opa"
+        "gateway.port=9443",
     )
+    sidecar = next(c for c in _pod(opa, "operator")["containers"] if c["name"] == "opa")
     assert {e["name"]: e["value"] for e in sidecar["env"]} == OPA_SIDECAR_ENV
-    assert '\\"https://s3.lu-national-1.example.lu\\"' in opa
-    assert '\\"kind\\":\\"aws-ebs\\"' in opa
-    policies = {d["metadata"]["name"]: d for d in default if d and d["kind"] == "SandboxPolicy"}
+    gateway = _pod(opa, "gateway")["containers"][0]
+    gateway_env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert json.loads(gateway_env["REGSANDBOX_GATEWAY_S3_ENDPOINTS"]) == [
+        "https://s3.lu-national-1.example.lu"
+    ]
+    # The operator accepts what the chart renders, and its sandboxes' NetworkPolicies
+    # allow the port the gateway listens on.
+    settings = _operator_settings(_operator_env(opa))
+    assert settings.opa_url == "http://127.0.0.1:8181"
+    assert (settings.key_provider, settings.storage_profile.kind) == ("aws-kms", "aws-ebs")
+    assert settings.gateway_port == 9443
+    assert gateway["args"][-1] == "0.0.0.0:9443"
+    assert gateway["ports"] == [{"name": "http", "containerPort": 9443}]
+
+    policies = {d["metadata"]["name"]: d for d in default if d["kind"] == "SandboxPolicy"}
     assert sorted(policies) == ["egress-https-only", "egress-narrow-cidr", "lifetime-review"]
     assert policies["egress-https-only"]["spec"]["enforcement"] == "warn"
     assert policies["egress-narrow-cidr"]["spec"]["data"]["minPrefixIPv4"] == 24
-    assert policies["lifetime-review"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == (
-        "regsandbox"
-    )
-    tuned = helm(
+    tuned = _template(
         chart,
-        "template",
-        "rs",
-        str(chart),
-        "--set",
         "defaultPolicies.enforcement.egress-https-only=deny",
-        "--set",
         "defaultPolicies.exclude={lifetime-review}",
-    ).stdout
+    )
     tuned_policies = {
         d["metadata"]["name"]: d["spec"]["enforcement"]
-        for d in yaml.safe_load_all(tuned)
-        if d and d["kind"] == "SandboxPolicy"
+        for d in tuned
+        if d["kind"] == "SandboxPolicy"
     }
     assert tuned_policies == {"egress-https-only": "deny", "egress-narrow-cidr": "deny"}
-    off = helm(chart, "template", "rs", str(chart), "--set", "defaultPolicies.enabled=false")
-    assert "kind: SandboxPolicy" not in off.stdout
-    bad = helm(
-        chart, "template", "rs", str(chart), "--set", "cluster.jurisdiction=lux", check=False
+    off = _template(chart, "defaultPolicies.enabled=false")
+    assert not [d for d in off if d["kind"] == "SandboxPolicy"]
+    assert "jurisdiction" in _refusal(chart, "cluster.jurisdiction=lux")
+
+
+def test_template_refuses_values_the_operator_cannot_work_with(repo_root: Path) -> None:
+    chart = repo_root / "charts/regsandbox"
+    # Keys the storage profile cannot use: the operator would refuse to start.
+    assert "/operator/keyProvider': value must be 'aws-kms'" in _refusal(
+        chart, "operator.storageProfile.kind=aws-ebs"
     )
-    assert bad.returncode != 0
-    assert "jurisdiction" in bad.stderr
+    assert "/operator/storageProfile/kind': value must be one of 'aws-ebs', 'ceph-rbd'" in (
+        _refusal(chart, "operator.keyProvider=aws-kms")
+    )
+    # OPA with no server to ask: every decision would fail closed.
+    assert "operator.opaSidecar.enabled=true, or operator.opaUrl" in _refusal(
+        chart, "operator.policyEngine=opa"
+    )
+    assert "exclude each other" in _refusal(
+        chart,
+        "operator.policyEngine=opa",
+        "operator.opaSidecar.enabled=true",
+        "operator.opaUrl=http://opa.opa-system:8181",
+    )
+    # Exports without an outbox bucket.
+    assert "/operator/exportOutbox/bucket" in _refusal(chart, "operator.exportOutbox.enabled=true")
+
+
+def test_template_with_an_opa_server_of_ones_own(repo_root: Path) -> None:
+    chart = repo_root / "charts/regsandbox"
+    docs = _template(chart, "operator.policyEngine=opa", "operator.opaUrl=http://opa.opa:8181")
+    assert _operator_settings(_operator_env(docs)).opa_url == "http://opa.opa:8181"
+    assert [c["name"] for c in _pod(docs, "operator")["containers"]] == ["operator"]
+
+
+def test_template_with_the_export_outbox(repo_root: Path) -> None:
+    chart = repo_root / "charts/regsandbox"
+    docs = _template(
+        chart,
+        "operator.exportOutbox.enabled=true",
+        "operator.exportOutbox.bucket=regsandbox-outbox",
+        "operator.exportOutbox.endpoint=https://s3.lu-national-1.example.lu",
+        "operator.exportOutbox.region=lu-national-1",
+        "operator.exportOutbox.credentialsSecret=regsandbox-outbox-s3",
+        "operator.exportOutbox.destinations.lux-bank-models-eu.region=aws:eu-central-1",
+        "operator.exportOutbox.destinations.hospital-models.region=onprem:lu-national-1",
+        "operator.exportOutbox.destinations.hospital-models.endpoint=https://s3.example.lu",
+    )
+    env = _operator_env(docs)
+    outbox = OutboxSettings.model_validate_json(env["REGSANDBOX_EXPORT_OUTBOX"])
+    assert outbox.bucket == "regsandbox-outbox"
+    assert outbox.endpoint == "https://s3.lu-national-1.example.lu"
+    assert outbox.region == "lu-national-1"
+    assert outbox.destinations == {
+        "lux-bank-models-eu": RegisteredDestination(region="aws:eu-central-1"),
+        "hospital-models": RegisteredDestination(
+            region="onprem:lu-national-1", endpoint="https://s3.example.lu"
+        ),
+    }
+    # No secret in the JSON: the credentials come from the Secret, as boto3's variables.
+    assert outbox.access_key_id is None
+    assert outbox.secret_access_key is None
+    assert _operator_settings(env).export_outbox == outbox
+    operator = next(c for c in _pod(docs, "operator")["containers"] if c["name"] == "operator")
+    from_secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in operator["env"]
+        if "secretKeyRef" in (e.get("valueFrom") or {})
+    }
+    assert from_secrets == {
+        key: {"name": "regsandbox-outbox-s3", "key": key}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    # Without a credentials Secret, the pod's own identity (IRSA, instance role).
+    docs = _template(
+        chart, "operator.exportOutbox.enabled=true", "operator.exportOutbox.bucket=outbox"
+    )
+    env = _operator_env(docs)
+    assert OutboxSettings.model_validate_json(env["REGSANDBOX_EXPORT_OUTBOX"]).endpoint is None
+    operator = next(c for c in _pod(docs, "operator")["containers"] if c["name"] == "operator")
+    assert not [e for e in operator["env"] if e["name"].startswith("AWS_")]
 
 
 @pytest.fixture(scope="module")

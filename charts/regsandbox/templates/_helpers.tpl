@@ -44,3 +44,26 @@ capabilities:
 {{- define "regsandbox.auditUrl" -}}
 http://{{ .Release.Name }}-audit.{{ .Release.Namespace }}.svc:8080
 {{- end -}}
+
+{{/* URL of the OPA server when policyEngine is opa: the sidecar or operator.opaUrl, never
+nothing (the operator would then deny every request, failing closed, with no server). */}}
+{{- define "regsandbox.opaUrl" -}}
+{{- $op := .Values.operator -}}
+{{- if and $op.opaSidecar.enabled $op.opaUrl -}}
+{{- fail "operator.opaUrl and operator.opaSidecar.enabled=true exclude each other: the sidecar serves on http://127.0.0.1:8181; set only one" -}}
+{{- else if $op.opaSidecar.enabled -}}
+http://127.0.0.1:8181
+{{- else if $op.opaUrl -}}
+{{ $op.opaUrl }}
+{{- else -}}
+{{- fail "operator.policyEngine=opa needs an OPA server: set operator.opaSidecar.enabled=true, or operator.opaUrl to an OPA server you run" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* REGSANDBOX_EXPORT_OUTBOX (JSON of sandbox.exports.outbox.OutboxSettings) from
+.Values.operator.exportOutbox; credentials are never part of it (see credentialsSecret). */}}
+{{- define "regsandbox.exportOutbox" -}}
+{{- $outbox := dict "bucket" .bucket "region" .region "destinations" (.destinations | default dict) -}}
+{{- with .endpoint }}{{ $_ := set $outbox "endpoint" . }}{{ end -}}
+{{- toJson $outbox -}}
+{{- end -}}
