@@ -161,6 +161,9 @@ def _export(
     )
     if self_approval.returncode == 0:
         raise DemoStepError("the requester could approve her own export")
+    refusal = f"{self_approval.stdout}{self_approval.stderr}"
+    if "forbidden" not in refusal.lower():  # refused by the API server, not a CLI failure
+        raise DemoStepError(f"self-approval failed for another reason: {refusal.strip()}")
     for reviewer in ("claire.muller", "paul.hoffmann"):
         approved = _cli(
             "export",
@@ -183,7 +186,8 @@ def _export(
     done = _wait(released, 90, "the export to be released")
     step(
         "bank data scientist + reviewers",
-        "requested a model export; self-approval refused; two reviewers approved; released",
+        "requested a model export; self-approval refused by the API server (the requester "
+        "holds no reviewer role); two reviewers approved; released",
         f"sha256 {done['status']['sha256'][:16]}… copied to s3://{EXPORT_BUCKET}/fraud/ "
         f"with a signed receipt (audit entry {done['status'].get('releaseIndex', '?')})",
     )
