@@ -23,6 +23,7 @@ from sandbox.exports.outbox import ArtifactStore
 from sandbox.lifecycle import (
     StepResult,
     correct_drift,
+    correct_tenant_drift,
     expire_sandbox,
     expires_at,
     provision_sandbox,
@@ -96,6 +97,19 @@ async def _watched(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> N
 def tenant_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Apply the tenant's home namespace and member RBAC."""
     _finish(reconcile_tenant(runtime.platform(), body), body, patch, "Tenant", "reconcile")
+
+
+@kopf.timer(
+    API_GROUP,
+    API_VERSION,
+    "tenants",
+    interval=_SETTINGS.resync_seconds,
+    initial_delay=_SETTINGS.resync_seconds,  # a fresh tenant was just reconciled
+)
+def tenant_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Restore a Ready tenant's home namespace and member RBAC after hand edits."""
+    if is_true((body.get("status") or {}).get("conditions"), "Ready"):
+        _finish(correct_tenant_drift(runtime.platform(), body), body, patch, "Tenant", "drift")
 
 
 # -- Sandbox ------------------------------------------------------------------------

@@ -10,13 +10,14 @@ from sandbox.lifecycle.sandboxes import (
     provision_sandbox,
     teardown_sandbox,
 )
-from sandbox.lifecycle.tenants import reconcile_tenant
+from sandbox.lifecycle.tenants import correct_tenant_drift, reconcile_tenant
 
 __all__ = [
     "EventNote",
     "Platform",
     "StepResult",
     "correct_drift",
+    "correct_tenant_drift",
     "desired_objects",
     "expire_sandbox",
     "expires_at",

@@ -43,6 +43,7 @@ from sandbox.kube.quota import (
     write_admitted,
 )
 from sandbox.lifecycle.decisions import audit_decision, policy_status
+from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_condition, grant_events, revoke_all
 from sandbox.lifecycle.platform import Platform
@@ -73,7 +74,6 @@ __all__ = [
     "desired_objects",
     "expire_sandbox",
     "expires_at",
-    "holds",
     "provision_sandbox",
     "quarantine",
     "refresh_grants",
@@ -576,25 +576,6 @@ def expire_sandbox(
     if not already:
         result.note("Normal", reason, message)
     return result
-
-
-def holds(desired: Any, live: Any) -> bool:
-    """Whether every field the operator sets has its value in the live object.
-
-    Fields the API server or controllers add (defaults, finalizers, status) are
-    ignored; lists must match element by element.
-    """
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(
-            key in live and holds(value, live[key]) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list)
-            and len(desired) == len(live)
-            and all(holds(d, v) for d, v in zip(desired, live, strict=True))
-        )
-    return bool(desired == live)
 
 
 def _claim_uncounted(seen: Mapping[str, Mapping[str, Any] | None]) -> bool:

@@ -11,13 +11,14 @@ from audit.entry import Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import set_condition
 from sandbox.api.tenant import TenantSpec
-from sandbox.kube.apply import apply
+from sandbox.kube.apply import apply, get
+from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
 from sandbox.provision.names import tenant_namespace
 from sandbox.provision.tenant_plan import tenant_objects
 
-__all__ = ["reconcile_tenant"]
+__all__ = ["correct_tenant_drift", "reconcile_tenant"]
 
 
 def reconcile_tenant(platform: Platform, body: Mapping[str, Any]) -> StepResult:
@@ -50,17 +51,7 @@ def reconcile_tenant(platform: Platform, body: Mapping[str, Any]) -> StepResult:
                 conds, "Ready", False, "AuditLogUnavailable", message, generation=gen
             )
             return StepResult(status={"conditions": conds}).retry(15, message)
-    owner = {
-        "apiVersion": "regsandbox.io/v1alpha1",
-        "kind": "Tenant",
-        "name": name,
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    for obj in tenant_objects(name, spec):
-        if obj["kind"] == "Namespace":
-            obj["metadata"]["ownerReferences"] = [owner]
+    for obj in _desired(body, spec):
         apply(platform.api, obj)
     conds = set_condition(
         conds,
@@ -71,3 +62,52 @@ def reconcile_tenant(platform: Platform, body: Mapping[str, Any]) -> StepResult:
         generation=gen,
     )
     return StepResult(status={"namespace": ns, "conditions": conds, "observedGeneration": gen})
+
+
+def _desired(body: Mapping[str, Any], spec: TenantSpec) -> list[dict[str, Any]]:
+    """The tenant's home namespace (owned by the Tenant) and its members' RoleBindings."""
+    meta = body["metadata"]
+    owner = {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "Tenant",
+        "name": str(meta["name"]),
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    objects = tenant_objects(str(meta["name"]), spec)
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            obj["metadata"]["ownerReferences"] = [owner]
+    return objects
+
+
+def correct_tenant_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
+    """Restore a Ready tenant's home namespace and member RBAC if edited or deleted by hand.
+
+    Each correction is recorded in the audit log (``tenant.drift.corrected``) and
+    announced with a Warning event; an invalid spec is left to :func:`reconcile_tenant`.
+    """
+    try:
+        spec = TenantSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return StepResult()
+    corrected: list[str] = []
+    for obj in _desired(body, spec):
+        meta = obj["metadata"]
+        live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
+        if live is None or not holds(obj, live):
+            apply(platform.api, obj)
+            what = "recreated" if live is None else "restored"
+            corrected.append(f"{obj['kind']}/{meta['name']} {what}")
+    result = StepResult()
+    if corrected:
+        name = str(body["metadata"]["name"])
+        platform.record(
+            "tenant.drift.corrected",
+            Resource(kind="Tenant", name=name, tenant=name),
+            "success",
+            details={"namespace": tenant_namespace(name), "corrections": corrected},
+        )
+        result.note("Warning", "DriftCorrected", "; ".join(corrected))
+    return result

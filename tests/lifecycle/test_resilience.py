@@ -342,3 +342,42 @@ def test_a_teardown_retried_after_the_log_was_down_still_names_the_key(
     assert entries[0]["details"]["keyId"] == key_id
     assert entries[0]["details"]["outcome"] == "absent"
     assert len(_audit_has(audit_actions, name, "sandbox.deleted")()) == 1
+
+
+def test_a_tenants_member_rbac_edited_by_hand_is_restored_and_audited(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    tenant = tenant_factory(members=[{"user": "gil", "role": "member"}])
+    home = f"tenant-{tenant}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    bindings = operator.wait_until(
+        lambda: list_objects(admin_api, "RoleBinding", home), 30, "the member RoleBindings"
+    )
+    victim = next(b for b in bindings if b["subjects"])
+    name = victim["metadata"]["name"]
+    # Someone swaps the members for themselves.
+    mallory = {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
+    client.RbacAuthorizationV1Api(admin_api).patch_namespaced_role_binding(
+        name, home, {"subjects": [mallory]}
+    )
+
+    def healed() -> bool:
+        live = get(admin_api, "RoleBinding", name, home) or {}
+        return [s["name"] for s in live.get("subjects") or []] == [
+            s["name"] for s in victim["subjects"]
+        ]
+
+    operator.wait_until(healed, 30, "the member RoleBinding to be restored")
+    entries = operator.wait_until(
+        lambda: [
+            e
+            for e in audit_actions()
+            if e["action"] == "tenant.drift.corrected" and e["resource"].get("tenant") == tenant
+        ],
+        15,
+        "the tenant drift audit entry",
+    )
+    assert f"RoleBinding/{name} restored" in entries[0]["details"]["corrections"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.lifecycle.sandboxes import holds
+from sandbox.lifecycle.drift import holds
 
 
 def test_defaults_added_by_the_server_are_not_drift() -> None:
