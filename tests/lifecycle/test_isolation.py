@@ -109,6 +109,49 @@ def test_member_of_a_is_forbidden_everything_of_b(two_tenants: dict[str, Any]) -
     )
 
 
+def test_in_its_own_home_a_member_manages_sandboxes_and_nothing_more(
+    two_tenants: dict[str, Any],
+) -> None:
+    a = two_tenants["a"]
+    home = a["home"]
+    core = client.CoreV1Api(a["api"])
+    rbac = client.RbacAuthorizationV1Api(a["api"])
+    custom = client.CustomObjectsApi(a["api"])
+
+    def sandboxes() -> Any:
+        return custom.list_namespaced_custom_object("regsandbox.io", "v1alpha1", home, "sandboxes")
+
+    assert _eventually_status(sandboxes, 200) == 200
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "x"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": "x", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    review = {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "ExportReview",
+        "metadata": {"name": "x"},
+        "spec": {"export": "x", "decision": "approve", "reviewer": "x", "comment": "x"},
+    }
+    for what, call in (
+        ("create pods", lambda: core.create_namespaced_pod(home, _pod("x"))),
+        ("list secrets", lambda: core.list_namespaced_secret(home)),
+        ("create configmaps", lambda: core.create_namespaced_config_map(home, config)),
+        ("create rolebindings", lambda: rbac.create_namespaced_role_binding(home, binding)),
+        ("patch the namespace", lambda: core.patch_namespace(home, {"metadata": {"labels": {}}})),
+        (
+            "review exports",
+            lambda: custom.create_namespaced_custom_object(
+                "regsandbox.io", "v1alpha1", home, "exportreviews", review
+            ),
+        ),
+    ):
+        assert _status(call) == 403, what
+
+
 def _pod(name: str, **container: Any) -> dict[str, Any]:
     sec = {
         "allowPrivilegeEscalation": False,
