@@ -149,7 +149,10 @@ def test_in_its_own_home_a_member_manages_sandboxes_and_nothing_more(
             ),
         ),
     ):
-        assert _status(call) == 403, what
+        with pytest.raises(ApiException) as refused:
+            call()
+        assert refused.value.status == 403, what
+        assert "cannot" in str(refused.value.body), what  # RBAC's refusal, not admission's
 
 
 def _pod(name: str, **container: Any) -> dict[str, Any]:
