@@ -511,6 +511,25 @@ def reconcile_export(
 
     if is_true(conds, "Released"):
         return _after_release(step, store, spec, counted, by_name, now)
+    # One accepted rejection closes the export at any stage before release, even before
+    # its artifact has reached the outbox.
+    rejection = next((r for r in counted if r["decision"] in ("reject", "revoke")), None)
+    if rejection is not None:
+        rejecting = by_name.get(str(rejection["name"])) or {}
+        comment = str((rejecting.get("spec") or {}).get("comment") or "")
+        message = f"rejected by {rejection['reviewer']}: {comment or 'no comment'}"
+        step.log(
+            "model.export.rejected",
+            "denied",
+            actor=_reviewer(rejecting),
+            review=rejection["name"],
+            reason=comment,
+            requester=spec.requested_by,
+        )
+        step.cond("InReview", False, "Rejected", message)
+        step.cond("Rejected", True, "RejectedByReviewer", message)
+        step.result.note("Warning", "Rejected", message)
+        return _flush_and_finish(step)
 
     # PolicyChecked: the operator's own digest, then the model.export decision.
     sandbox_obj = get(platform.api, "Sandbox", spec.sandbox, namespace)
@@ -580,23 +599,6 @@ def reconcile_export(
     approvals = sorted({r["reviewer"] for r in counted if r["decision"] == "approve"})
     step.status["approvals"] = approvals
     step.status["approvalCount"] = len(approvals)
-    rejection = next((r for r in counted if r["decision"] in ("reject", "revoke")), None)
-    if rejection is not None:
-        rejecting = by_name.get(str(rejection["name"])) or {}
-        comment = str((rejecting.get("spec") or {}).get("comment") or "")
-        message = f"rejected by {rejection['reviewer']}: {comment or 'no comment'}"
-        step.log(
-            "model.export.rejected",
-            "denied",
-            actor=_reviewer(rejecting),
-            review=rejection["name"],
-            reason=comment,
-            requester=spec.requested_by,
-        )
-        step.cond("InReview", False, "Rejected", message)
-        step.cond("Rejected", True, "RejectedByReviewer", message)
-        step.result.note("Warning", "Rejected", message)
-        return _flush_and_finish(step)
     if len(approvals) < required:
         step.cond(
             "InReview",

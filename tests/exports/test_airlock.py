@@ -437,6 +437,36 @@ def test_an_artifact_changed_after_approval_is_not_released(
     assert failed[0]["details"]["reason"] == "ArtifactChanged"
 
 
+def test_a_rejection_closes_an_export_whose_artifact_never_came(
+    export_operator: ExportOperator,
+    admin_api: client.ApiClient,
+    user_api: Any,
+    tenant: Any,
+    audit_entries: Callable[[], list[dict[str, Any]]],
+) -> None:
+    t, ns = _health_tenant(tenant, admin_api, export_operator)
+    alice, bob = user_api("alice"), user_api("bob")
+    sbx = create_sandbox(alice, t)
+    body = export_body(t, sbx, "alice")  # nothing is put in the outbox
+    name = body["metadata"]["name"]
+    create(alice, body, "modelexports")
+
+    def waiting(obj: Any) -> bool:
+        checked = condition(obj, "PolicyChecked")
+        return bool(checked and checked["reason"] == "ArtifactNotFound")
+
+    _wait_export(alice, ns, name, waiting, "ArtifactNotFound", export_operator)
+    create(bob, review_body(ns, name, "bob", "reject", "not this quarter"), "exportreviews")
+    obj = _wait_export(
+        alice, ns, name, lambda o: is_true(o, "Rejected"), "Rejected", export_operator
+    )
+    rejected = condition(obj, "Rejected")
+    assert rejected is not None
+    assert rejected["reason"] == "RejectedByReviewer"
+    assert "not this quarter" in rejected["message"]
+    assert _logged(audit_entries, name, "model.export.rejected")[0]["outcome"] == "denied"
+
+
 def test_revocation_removes_the_object_and_logs_who_and_why(
     export_operator: ExportOperator,
     admin_api: client.ApiClient,
