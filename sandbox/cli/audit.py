@@ -26,6 +26,7 @@ from audit.merkle import verify_consistency
 from audit.note import Signer, Verifier, b64encode
 from audit.proof import verify_tlog_proof
 from audit.signing import generate_key_file, load_signer, load_verifier
+from audit.snapshot import snapshot
 from audit.verify import verify_log
 from sandbox.cli import audit_serve
 from sandbox.cli.output import (
@@ -188,6 +189,28 @@ def verify(
         )
     else:
         print_rows([row], list(row), output, name_key="origin")
+
+
+@app.command("snapshot")
+def snapshot_command(
+    log: LogDir,
+    to: Annotated[
+        Path, typer.Option("--to", help="New directory for the copy.", show_default=False)
+    ],
+) -> None:
+    """Copy the log as of its latest checkpoint, safely while it is being written.
+
+    The copy holds the entries, hashes and offsets the checkpoint covers, the checkpoint,
+    the configuration and the verifier key (never the signing key); verify it offline.
+    """
+    try:
+        checkpoint = snapshot(log, to)
+    except AuditError as exc:
+        _error(exc)
+    typer.echo(
+        f"ok: {checkpoint.size} entries as of checkpoint {b64encode(checkpoint.root)} "
+        f"copied to {to}; verify with: sandboxctl audit verify --log {to} --vkey <key>"
+    )
 
 
 def _parse_time(value: str | None) -> datetime | None:
