@@ -33,6 +33,7 @@ from audit.merkle import (
 from audit.note import Note, Signer, Verifier, open_note, sign_note
 from audit.proof import TlogProof, verify_tlog_proof
 from audit.signing import generate_key_file, load_signer, load_verifier
+from audit.snapshot import snapshot
 from audit.verify import VerifyReport, verify_log
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "open_note",
     "sign_checkpoint",
     "sign_note",
+    "snapshot",
     "verify_consistency",
     "verify_inclusion",
     "verify_log",
