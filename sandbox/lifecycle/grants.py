@@ -121,31 +121,20 @@ def grant_events(
             action = "dataset.revoked"
         else:
             action, result = "dataset.denied", "denied"
+        decision = AuditDecision(
+            allow=outcome["granted"],
+            policy_digest=policy_digest or None,
+            codes=tuple(outcome["violations"]),
+        )
         events.append(
-            Event(
-                actor=platform.actor,
-                action=action,
-                resource=resource,
-                outcome=result,
-                decision=AuditDecision(
-                    allow=outcome["granted"],
-                    policy_digest=policy_digest or None,
-                    codes=tuple(outcome["violations"]),
-                ),
-                details={"dataset": outcome["name"]},
+            platform.event(
+                action, resource, result, decision=decision, details={"dataset": outcome["name"]}
             )
         )
     for name, old in previous.items():  # no longer requested
         if old.get("granted"):
-            events.append(
-                Event(
-                    actor=platform.actor,
-                    action="dataset.revoked",
-                    resource=resource,
-                    outcome="success",
-                    details={"dataset": name, "why": "no longer requested"},
-                )
-            )
+            why = {"dataset": name, "why": "no longer requested"}
+            events.append(platform.event("dataset.revoked", resource, "success", details=why))
     return events
 
 
@@ -154,12 +143,8 @@ def revoke_all(
 ) -> list[Event]:
     """Audit events revoking every granted dataset (the sandbox ends)."""
     return [
-        Event(
-            actor=platform.actor,
-            action="dataset.revoked",
-            resource=resource,
-            outcome="success",
-            details={"dataset": o["name"], "why": why},
+        platform.event(
+            "dataset.revoked", resource, "success", details={"dataset": o["name"], "why": why}
         )
         for o in before
         if o.get("granted")

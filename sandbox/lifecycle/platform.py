@@ -96,6 +96,25 @@ class Platform:
             self.on_decision(policy_input.action, time.perf_counter() - started)
         return decision
 
+    def event(
+        self,
+        action: str,
+        resource: Resource,
+        outcome: Literal["success", "failure", "denied"],
+        *,
+        decision: Decision | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Event:
+        """An audit event of the operator's own action (to record, alone or in a batch)."""
+        return Event(
+            actor=self.actor,
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            decision=decision,
+            details=details or {},
+        )
+
     def record(
         self,
         action: str,
@@ -106,14 +125,7 @@ class Platform:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Append one event durably and return its index; raises when the log cannot."""
-        event = Event(
-            actor=self.actor,
-            action=action,
-            resource=resource,
-            outcome=outcome,
-            decision=decision,
-            details=details or {},
-        )
+        event = self.event(action, resource, outcome, decision=decision, details=details)
         return self.record_many([event])[0]
 
     def record_many(self, events: Sequence[Event]) -> list[int]:

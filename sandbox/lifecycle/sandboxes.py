@@ -19,7 +19,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from audit.entry import Event, Resource
+from audit.entry import Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import is_true, set_condition
 from sandbox.api.meta import parse_duration, provider_region, rfc3339
@@ -444,11 +444,10 @@ def provision_sandbox(
     events = grant_events(platform, resource, previous_grants, grants, decision.policy_digest)
     if not was_ready:
         events.append(
-            Event(
-                actor=platform.actor,
-                action="sandbox.provisioned",
-                resource=resource,
-                outcome="success",
+            platform.event(
+                "sandbox.provisioned",
+                resource,
+                "success",
                 decision=audit_decision(decision),
                 details={
                     "namespace": ns,
@@ -518,28 +517,13 @@ def teardown_sandbox(
         key_id = destruction.key_id or status.get("keyId")
         granted = list(status.get("datasets") or [])
         events = revoke_all(platform, resource, granted, action)
-        events.append(
-            Event(
-                actor=platform.actor,
-                action="key.destroyed",
-                resource=resource,
-                outcome="success",
-                details={
-                    "keyId": key_id,
-                    "provider": destruction.provider,
-                    "outcome": destruction.outcome,
-                },
-            )
-        )
-        events.append(
-            Event(
-                actor=platform.actor,
-                action=action,
-                resource=resource,
-                outcome="success",
-                details={"namespace": ns},
-            )
-        )
+        destroyed = {
+            "keyId": key_id,
+            "provider": destruction.provider,
+            "outcome": destruction.outcome,
+        }
+        events.append(platform.event("key.destroyed", resource, "success", details=destroyed))
+        events.append(platform.event(action, resource, "success", details={"namespace": ns}))
         # One durable batch: a retry never logs the revocations twice.
         index = platform.record_many(events)[-2]
         result.status["datasets"] = []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kubernetes import client
@@ -53,3 +54,25 @@ def ready_sandbox(
 
     operator.wait_until(ready, 60, f"sandbox {name} to be Ready")
     return name, f"sbx-{tenant}-{name}"
+
+
+@contextmanager
+def stray_sandbox(api: client.ApiClient, operator: Any) -> Iterator[dict[str, Any]]:
+    """A Sandbox outside any tenant's home, once refused; yields its Ready condition."""
+    from sandbox.kube.apply import apply, delete
+
+    ns = unique("stray")
+    apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    body = sandbox_body("lost", "x")
+    body["metadata"]["namespace"] = ns
+    apply(api, body)
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(get(api, "Sandbox", "lost", ns), "Ready")
+        return cond if cond and cond["reason"] == "TenantNotFound" else None
+
+    try:
+        yield operator.wait_until(refused, 30, "Ready=False/TenantNotFound")
+    finally:
+        delete(api, "Sandbox", "lost", ns)
+        delete(api, "Namespace", ns)

@@ -16,7 +16,7 @@ from kubernetes import client
 from sandbox.devenv.operator_process import OperatorProcess
 from sandbox.kube.apply import apply, delete, get, list_objects
 
-from .helpers import SYSTEM_NS, condition, ready_sandbox, sandbox_body, unique
+from .helpers import SYSTEM_NS, condition, ready_sandbox, sandbox_body, stray_sandbox, unique
 
 pytestmark = pytest.mark.integration
 
@@ -255,20 +255,8 @@ def test_bad_specs_end_in_a_condition_that_says_what_to_change(
 def test_sandbox_outside_a_tenant_home_is_refused(
     admin_api: client.ApiClient, operator: OperatorProcess
 ) -> None:
-    ns = unique("stray")
-    apply(admin_api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    body = sandbox_body("lost", "x")
-    body["metadata"]["namespace"] = ns
-    apply(admin_api, body)
-
-    def refused() -> dict[str, Any] | None:
-        cond = condition(get(admin_api, "Sandbox", "lost", ns), "Ready")
-        return cond if cond and cond["reason"] == "TenantNotFound" else None
-
-    cond = operator.wait_until(refused, 30, "Ready=False/TenantNotFound")
-    assert "tenant-<tenant name>" in cond["message"]
-    delete(admin_api, "Sandbox", "lost", ns)
-    delete(admin_api, "Namespace", ns)
+    with stray_sandbox(admin_api, operator) as cond:
+        assert "tenant-<tenant name>" in cond["message"]
 
 
 def _closed_port() -> int:
