@@ -71,7 +71,6 @@ def test_kill_9_during_appends_loses_no_acknowledged_entry(tmp_path: Path) -> No
     rng = random.Random(1234)  # noqa: S311 - reproducible kill timing
     acked: dict[int, str] = {}
     checkpoints: list[Checkpoint] = []
-    started = time.monotonic()
 
     def observe() -> None:
         cp = _read_checkpoint(path, signer)
@@ -122,4 +121,3 @@ def test_kill_9_during_appends_loses_no_acknowledged_entry(tmp_path: Path) -> No
         checkpoints[:] = checkpoints[-1:]
     report = verify_log(path, [signer.verifier])
     assert report.entries >= len(acked) > KILLS
-    assert time.monotonic() - started < 120

@@ -21,11 +21,28 @@ from .helpers import sandbox_body
 
 
 class _SlowStore(MemoryWrappedKeyStore):
-    """A wrapped-key store whose writes take as long as an API round trip under load."""
+    """A wrapped-key store whose writes take as long as an API round trip under load.
+
+    It counts how many writes are under way at once, so a test can tell parallel writes
+    from serialised ones without timing them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.Lock()
+        self._active = 0
+        self.most_at_once = 0
 
     def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
-        time.sleep(0.2)
-        return super().put(sandbox_id, blob, replace=replace)
+        with self._guard:
+            self._active += 1
+            self.most_at_once = max(self.most_at_once, self._active)
+        try:
+            time.sleep(0.2)
+            return super().put(sandbox_id, blob, replace=replace)
+        finally:
+            with self._guard:
+                self._active -= 1
 
 
 def _keys(store: MemoryWrappedKeyStore, stripes: int = 64) -> LocalKeyProvider:
@@ -55,20 +72,35 @@ def test_lock_stripes_must_be_positive() -> None:
 
 
 def test_new_keys_for_different_sandboxes_are_made_in_parallel() -> None:
-    keys = _keys(_SlowStore())
+    store = _SlowStore()
+    keys = _keys(store)
     names = [f"sbx-bank-p{i}" for i in range(8)]
     threads = [
         threading.Thread(target=keys.create, args=(name, "lu-national-1", {})) for name in names
     ]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    # One lock for all sandboxes would take 8 x 0.2 s (with 64 stripes, these 8 names
-    # share at most a couple).
-    assert time.monotonic() - started < 0.8
+    # One lock for all sandboxes would let one write through at a time; with 64 stripes
+    # these 8 names share at most a couple, so several writes overlap.
+    assert store.most_at_once > 1
     assert all(keys.get(name) is not None for name in names)
+
+
+def test_one_lock_for_everything_would_be_seen() -> None:
+    """The overlap counter above can fail: a single stripe serialises every write."""
+    store = _SlowStore()
+    keys = _keys(store, stripes=1)
+    threads = [
+        threading.Thread(target=keys.create, args=(f"sbx-bank-s{i}", "lu-national-1", {}))
+        for i in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.most_at_once == 1
 
 
 def _tenant(name: str, generation: int = 1) -> dict[str, Any]:
