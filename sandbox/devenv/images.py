@@ -1,0 +1,803 @@
+"""Container images of the local data plane, built here from source and Debian packages.
+
+No registry is involved at any point. Each image is written as an OCI image-layout
+archive (``oci-archive``: ``oci-layout``, ``index.json`` and ``blobs/``) and cached as
+``~/.cache/regsandbox/images/NAME-KEY.tar``, where KEY is a SHA-256 over everything the
+image is made of (source files, compiler or binary digests, Debian suite and package
+list, pinned Python dependencies, the recipe itself). A second build with the same
+inputs is a cache hit and does no work; change one input and the key changes.
+:func:`import_images` loads archives into a containerd's ``k8s.io`` namespace with
+``ctr images import``, where the kubelet finds them (pods use ``imagePullPolicy: Never``).
+
+The images:
+
+``pause``
+    the pod sandbox process, compiled statically from ``pause.c`` (shipped with this
+    package) with gcc;
+``busybox``
+    Debian's busybox-static with a link per applet and ``nobody`` (65534) in
+    ``/etc/passwd``: the client and server of network tests;
+``opa``
+    the pinned ``opa`` binary from the tool cache (with the shared libraries it links),
+    entrypoint ``/opa``: the operator's OPA sidecar;
+``regsandbox``
+    what the repository's ``Dockerfile`` describes — a Python venv in
+    ``/opt/regsandbox`` with the project's wheel and its dependencies, the policies in
+    ``/opt/regsandbox/policies``, ``opa`` in ``/usr/local/bin``, user 10001 — assembled
+    from Debian packages (``mmdebstrap``, which needs the Debian mirror, so never run it
+    inside a network namespace without one). Its two layers are cached apart: the Debian
+    base (suite and package list, about two minutes cold) and the application (wheel,
+    dependencies, policies, opa, seconds), so a code change rebuilds only the latter.
+    The dependencies are pinned to the versions installed where this runs, so the image
+    runs the code the tests ran.
+
+Every archive is written under a temporary name and renamed into place, and builds of
+one image are serialised by a lock file, so concurrent sessions share the cache safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.resources
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from sandbox.devenv.toolchain import TOOLS, find_tools_dir, tool_path
+from sandbox.errors import ConfigurationError, SandboxError
+
+__all__ = [
+    "DEBIAN_MIRROR",
+    "DEBIAN_SUITE",
+    "IMAGES",
+    "REGSANDBOX_PACKAGES",
+    "ImageBuildError",
+    "build_image",
+    "content_key",
+    "image_cache_dir",
+    "image_ref",
+    "import_images",
+]
+
+Progress = Callable[[str], None]
+
+RECIPE_VERSION = "1"
+"""Part of every key: bump it when a recipe below changes what an image contains."""
+
+DEBIAN_SUITE = "bookworm"
+"""Debian release of the regsandbox image's base (the Dockerfile's ``-bookworm``)."""
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+"""Debian mirror mmdebstrap installs from."""
+
+REGSANDBOX_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+"""Debian packages of the regsandbox image on top of the ``essential`` set (sh, coreutils)."""
+
+PAUSE_TAG = "3.10"
+BUSYBOX_TAG = "1.35"
+
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_EPOCH = 0
+"""Timestamp of every file and of the image configs: inputs, not build times, make an image."""
+
+_APP_UID = 10001
+_VENV = "/opt/regsandbox"
+
+
+class ImageBuildError(SandboxError):
+    """An image could not be built or imported; the message names the failing step."""
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+IMAGES: dict[str, str] = {
+    "pause": "pod sandbox process (static, from pause.c)",
+    "busybox": "Debian busybox-static with applet links, user nobody (65534)",
+    "opa": "the pinned opa binary, entrypoint /opa (OPA sidecar)",
+    "regsandbox": "operator, gateway and audit service (the Dockerfile's contents)",
+}
+"""Every image this module builds, with what it is for."""
+
+
+def image_cache_dir() -> Path:
+    """The image cache: ``$REGSANDBOX_IMAGE_DIR`` or ``$XDG_CACHE_HOME/regsandbox/images``."""
+    override = os.environ.get("REGSANDBOX_IMAGE_DIR")
+    if override:
+        return Path(override)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "regsandbox" / "images"
+
+
+def _repo_root(repo: Path | None) -> Path:
+    return (repo or find_tools_dir().parent).resolve()
+
+
+def _project_version(repo: Path) -> str:
+    with (repo / "pyproject.toml").open("rb") as handle:
+        return str(tomllib.load(handle)["project"]["version"])
+
+
+def image_ref(name: str, repo: Path | None = None) -> str:
+    """The reference an image is imported as, e.g. ``localhost/pause:3.10``."""
+    _check_name(name)
+    if name == "pause":
+        tag = PAUSE_TAG
+    elif name == "busybox":
+        tag = BUSYBOX_TAG
+    elif name == "opa":
+        tag = TOOLS["opa"].version.removeprefix("v")
+    else:
+        tag = _project_version(_repo_root(repo))
+    return f"localhost/{name}:{tag}"
+
+
+def _check_name(name: str) -> None:
+    if name not in IMAGES:
+        raise ConfigurationError(f"unknown image {name!r}; known: {', '.join(IMAGES)}")
+
+
+# -- content keys ------------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tree_files(root: Path, subdirs: Iterable[str]) -> list[Path]:
+    """The files under ``subdirs`` of ``root`` that belong to the source (no caches)."""
+    found: list[Path] = []
+    for sub in subdirs:
+        base = root / sub
+        if base.is_file():
+            found.append(base)
+            continue
+        for path in base.rglob("*"):
+            parts = path.relative_to(root).parts
+            if any(p == "__pycache__" or p.endswith(".egg-info") for p in parts):
+                continue
+            if path.is_file() and path.suffix not in (".pyc", ".pyo"):
+                found.append(path)
+    return sorted(found)
+
+
+_SOURCE_PATHS = ("pyproject.toml", "README.md", "LICENSE", "sandbox", "operators", "audit")
+_POLICY_PATHS = ("policies",)
+
+
+def _tree_digest(root: Path, subdirs: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for path in _tree_files(root, subdirs):
+        rel = path.relative_to(root).as_posix()
+        mode = "x" if os.access(path, os.X_OK) else "-"
+        digest.update(f"{rel}\0{mode}\0{_sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _runtime_pins(repo: Path) -> list[str]:
+    """``name==version`` of every runtime dependency of the checkout, as installed here.
+
+    The direct requirements come from the checkout's ``pyproject.toml``; the rest of the
+    closure from the installed distributions' metadata, so the image gets exactly the
+    versions this environment runs (and tests) with.
+    """
+    with (repo / "pyproject.toml").open("rb") as handle:
+        direct = tomllib.load(handle)["project"]["dependencies"]
+    pending: list[tuple[Requirement, frozenset[str]]] = [
+        (Requirement(r), frozenset()) for r in direct
+    ]
+    pins: dict[str, str] = {}
+    extras_seen: dict[str, set[str]] = {}
+    while pending:
+        req, _ = pending.pop()
+        key = canonicalize_name(req.name)
+        wanted = set(req.extras)
+        if key in pins and wanted <= extras_seen[key]:
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            raise ConfigurationError(
+                f"{req.name} (a dependency of regsandbox) is not installed in {sys.prefix}; "
+                "run `make venv` first"
+            ) from None
+        pins[key] = dist.version
+        extras_seen.setdefault(key, set()).update(wanted)
+        for line in dist.requires or []:
+            child = Requirement(line)
+            if child.marker is not None:
+                environments = [{"extra": e} for e in extras_seen[key]] or [{"extra": ""}]
+                if not any(child.marker.evaluate(env) for env in environments):
+                    continue
+            pending.append((child, frozenset(child.extras)))
+    return sorted(f"{name}=={version}" for name, version in pins.items())
+
+
+def _gcc_version() -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise ImageBuildError("gcc is not installed; it compiles the pause image (apt install gcc)")
+    return _run([gcc, "-dumpfullversion"], "gcc -dumpfullversion").strip()
+
+
+def _busybox_binary() -> Path:
+    for candidate in (Path("/bin/busybox"), Path("/usr/bin/busybox")):
+        if candidate.is_file():
+            return candidate
+    raise ImageBuildError("busybox is not installed; apt install busybox-static")
+
+
+def _pause_source() -> bytes:
+    return importlib.resources.files("sandbox.devenv").joinpath("pause.c").read_bytes()
+
+
+def _base_inputs() -> dict[str, Any]:
+    return {
+        "suite": DEBIAN_SUITE,
+        "mirror": DEBIAN_MIRROR,
+        "packages": sorted(REGSANDBOX_PACKAGES),
+        "arch": _arch(),
+    }
+
+
+def _inputs(name: str, repo: Path | None) -> dict[str, Any]:
+    """Everything image ``name`` is made of, as a JSON-able document."""
+    inputs: dict[str, Any] = {"recipe": RECIPE_VERSION, "image": name, "arch": _arch()}
+    if name == "pause":
+        inputs["pause.c"] = hashlib.sha256(_pause_source()).hexdigest()
+        inputs["gcc"] = _gcc_version()
+    elif name == "busybox":
+        inputs["busybox"] = _sha256_file(_busybox_binary())
+    elif name == "opa":
+        inputs["opa"] = _sha256_file(tool_path("opa"))
+    else:
+        root = _repo_root(repo)
+        inputs["base"] = _base_inputs()
+        inputs["sources"] = _tree_digest(root, _SOURCE_PATHS)
+        inputs["policies"] = _tree_digest(root, _POLICY_PATHS)
+        inputs["pins"] = _runtime_pins(root)
+        inputs["opa"] = _sha256_file(tool_path("opa"))
+        inputs["ref"] = image_ref(name, root)
+    return inputs
+
+
+def _digest_of(document: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def content_key(name: str, repo: Path | None = None) -> str:
+    """The content key of image ``name``: equal inputs, equal key (first 16 hex digits)."""
+    _check_name(name)
+    return _digest_of(_inputs(name, repo))[:16]
+
+
+# -- small helpers -----------------------------------------------------------------------
+
+
+def _arch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _run(cmd: Sequence[str], what: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(list(cmd), capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-20:])
+        raise ImageBuildError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- layers and the OCI layout -----------------------------------------------------------
+
+
+class _LayerWriter:
+    """A deterministic layer tar: fixed times, root ownership unless told otherwise."""
+
+    def __init__(self, path: Path) -> None:
+        self._tar = tarfile.open(path, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        self._dirs: set[str] = set()
+
+    def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = mode
+        info.mtime = _EPOCH
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    def directory(self, name: str, mode: int = 0o755) -> None:
+        """Add directory ``name`` (and its parents) once."""
+        parts = name.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            sub = "/".join(parts[:depth])
+            if sub and sub not in self._dirs:
+                self._dirs.add(sub)
+                self._tar.addfile(
+                    self._info(sub, tarfile.DIRTYPE, mode if depth == len(parts) else 0o755)
+                )
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """Add a regular file with ``data``."""
+        if "/" in name:
+            self.directory(name.rsplit("/", 1)[0])
+        info = self._info(name, tarfile.REGTYPE, mode)
+        info.size = len(data)
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def copy(self, name: str, source: Path, mode: int | None = None) -> None:
+        """Add the file at ``source`` (followed if a link) as ``name``."""
+        if "/" in name:
+            self.directory(name.rsplit("/", 1)[0])
+        info = self._info(name, tarfile.REGTYPE, mode if mode is not None else 0o755)
+        info.size = source.stat().st_size
+        with source.open("rb") as handle:
+            self._tar.addfile(info, handle)
+
+    def symlink(self, name: str, target: str) -> None:
+        """Add a symbolic link ``name`` -> ``target``."""
+        info = self._info(name, tarfile.SYMTYPE, 0o777)
+        info.linkname = target
+        self._tar.addfile(info)
+
+    def tree(self, name: str, source: Path) -> None:
+        """Add the directory ``source`` recursively as ``name``, keeping modes and links."""
+        self.directory(name, stat.S_IMODE(source.stat().st_mode))
+        for path in sorted(source.rglob("*")):
+            rel = f"{name}/{path.relative_to(source).as_posix()}"
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                self.symlink(rel, str(path.readlink()))
+            elif stat.S_ISDIR(st.st_mode):
+                self._dirs.add(rel)
+                self._tar.addfile(self._info(rel, tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)))
+            elif stat.S_ISREG(st.st_mode):
+                self.copy(rel, path, stat.S_IMODE(st.st_mode))
+
+    def close(self) -> None:
+        """Finish the tar."""
+        self._tar.close()
+
+
+def _blob(layout: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _write_archive(
+    out: Path, ref: str, layers: Sequence[Path], config: dict[str, Any], history: str
+) -> None:
+    """Write an OCI image-layout archive of ``layers`` (uncompressed tars) and ``config``."""
+    repository, tag = ref.rsplit(":", 1)
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        layout = Path(scratch)
+        (layout / "blobs" / "sha256").mkdir(parents=True)
+        layer_descs: list[dict[str, Any]] = []
+        diff_ids: list[str] = []
+        for layer in layers:
+            digest = _sha256_file(layer)
+            diff_ids.append(f"sha256:{digest}")
+            layer_descs.append(
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": f"sha256:{digest}",
+                    "size": layer.stat().st_size,
+                }
+            )
+        image_config = {
+            "created": "1970-01-01T00:00:00Z",
+            "architecture": _arch(),
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": history}],
+        }
+        config_desc = {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **_blob(layout, _canonical(image_config)),
+        }
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config_desc,
+            "layers": layer_descs,
+        }
+        manifest_desc = {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            **_blob(layout, _canonical(manifest)),
+            "platform": {"architecture": _arch(), "os": "linux"},
+            "annotations": {
+                # skopeo and umoci name the image by its tag; containerd by its full name.
+                "org.opencontainers.image.ref.name": tag,
+                "io.containerd.image.name": f"{repository}:{tag}",
+            },
+        }
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [manifest_desc],
+        }
+        (layout / "index.json").write_bytes(_canonical(index))
+        (layout / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
+        partial = out.with_name(f".{out.name}.partial")
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as archive:
+            for member in ("oci-layout", "index.json"):
+                archive.add(layout / member, member, filter=_normalise)
+            archive.add(layout / "blobs", "blobs", recursive=False, filter=_normalise)
+            archive.add(layout / "blobs/sha256", "blobs/sha256", recursive=False, filter=_normalise)
+            for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+                archive.add(blob, f"blobs/sha256/{blob.name}", filter=_normalise)
+            for layer, desc in zip(layers, layer_descs, strict=True):
+                name = f"blobs/sha256/{desc['digest'].removeprefix('sha256:')}"
+                archive.add(layer, name, filter=_normalise)
+        partial.replace(out)
+
+
+def _canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = _EPOCH
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
+# -- recipes -----------------------------------------------------------------------------
+
+_NOBODY_LINE = "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+
+
+def _build_pause(work: Path, out: Path, ref: str) -> None:
+    source = work / "pause.c"
+    source.write_bytes(_pause_source())
+    binary = work / "pause"
+    _run(["gcc", "-Os", "-static", "-o", str(binary), str(source)], "gcc (pause.c)")
+    _run(["strip", str(binary)], "strip pause")
+    layer = work / "layer.tar"
+    writer = _LayerWriter(layer)
+    writer.copy("pause", binary, 0o755)
+    writer.close()
+    config = {
+        "User": "65535:65535",
+        "Entrypoint": ["/pause"],
+        "WorkingDir": "/",
+        "Env": [f"PATH={_SYSTEM_PATH}"],
+    }
+    _write_archive(out, ref, [layer], config, "gcc -Os -static pause.c")
+
+
+def _build_busybox(work: Path, out: Path, ref: str) -> None:
+    busybox = _busybox_binary()
+    applets = _run([str(busybox), "--list"], "busybox --list").split()
+    layer = work / "layer.tar"
+    writer = _LayerWriter(layer)
+    writer.copy("bin/busybox", busybox, 0o755)
+    for applet in sorted(set(applets) - {"busybox"}):
+        if re.fullmatch(r"[A-Za-z0-9_.\[-]+", applet):
+            writer.symlink(f"bin/{applet}", "busybox")
+    writer.directory("tmp", 0o1777)
+    writer.file("etc/passwd", f"root:x:0:0:root:/root:/bin/sh\n{_NOBODY_LINE}".encode())
+    writer.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    writer.file("www/index.html", b"hello from busybox\n")
+    writer.close()
+    config = {
+        "Entrypoint": ["/bin/sh"],
+        "WorkingDir": "/",
+        "Env": [f"PATH={_SYSTEM_PATH}"],
+    }
+    _write_archive(out, ref, [layer], config, f"busybox-static {BUSYBOX_TAG} with applet links")
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The shared libraries ``binary`` loads (empty for a static binary)."""
+    result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:  # "not a dynamic executable"
+        return []
+    libraries: list[Path] = []
+    for line in result.stdout.splitlines():
+        match = re.search(r"(/\S+)\s+\(0x", line)
+        if match:
+            libraries.append(Path(match.group(1)))
+    return libraries
+
+
+def _build_opa(work: Path, out: Path, ref: str) -> None:
+    opa = tool_path("opa")
+    layer = work / "layer.tar"
+    writer = _LayerWriter(layer)
+    writer.copy("opa", opa, 0o755)
+    for library in _shared_libraries(opa):
+        writer.copy(library.as_posix().lstrip("/"), library.resolve(), 0o755)
+    writer.directory("tmp", 0o1777)
+    writer.file("etc/passwd", f"root:x:0:0:root:/root:/sbin/nologin\n{_NOBODY_LINE}".encode())
+    writer.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    writer.close()
+    config = {
+        "User": "65534:65534",
+        "Entrypoint": ["/opa"],
+        "Cmd": ["run", "--server"],
+        "WorkingDir": "/",
+        "Env": [f"PATH={_SYSTEM_PATH}"],
+    }
+    _write_archive(out, ref, [layer], config, f"opa {TOOLS['opa'].version} from the tool cache")
+
+
+def _debian_sources() -> list[str]:
+    security = DEBIAN_MIRROR.removesuffix("/debian") + "/debian-security"
+    return [
+        f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main",
+        f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE}-updates main",
+        f"deb {security} {DEBIAN_SUITE}-security main",
+    ]
+
+
+def _base_layer(cache: Path, progress: Progress) -> Path:
+    """The Debian layer of the regsandbox image (mmdebstrap), cached by suite and packages."""
+    key = _digest_of({"recipe": RECIPE_VERSION, **_base_inputs(), "sources": _debian_sources()})
+    out = cache / f"debian-{DEBIAN_SUITE}-{key[:16]}.tar"
+    with _locked(cache / ".debian.lock"):
+        if out.is_file():
+            progress(f"debian base: cached at {out}")
+            return out
+        mmdebstrap = shutil.which("mmdebstrap")
+        if mmdebstrap is None:
+            raise ImageBuildError("mmdebstrap is not installed (apt install mmdebstrap)")
+        progress(f"debian base: mmdebstrap {DEBIAN_SUITE} (about two minutes, needs the mirror)")
+        started = time.monotonic()
+        partial = out.with_name(f".{out.stem}.partial.tar")
+        cmd = [
+            mmdebstrap,
+            "--mode=root",
+            "--variant=essential",
+            "--quiet",
+            f"--include={','.join(REGSANDBOX_PACKAGES)}",
+            "--skip=output/dev",
+            # No manuals, translations or docs in the image; the licences stay.
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-exclude=/usr/share/info/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            DEBIAN_SUITE,
+            str(partial),
+            *_debian_sources(),
+        ]
+        try:
+            _run(cmd, "mmdebstrap")
+        except ImageBuildError:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(out)
+        progress(f"debian base: built in {time.monotonic() - started:.0f}s -> {out}")
+        return out
+
+
+def _chroot(root: Path, *args: str, what: str) -> str:
+    env = {
+        "PATH": _SYSTEM_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        # Hash-based .pyc files: their bytes do not depend on when they were written.
+        "SOURCE_DATE_EPOCH": str(_EPOCH + 1),
+    }
+    return _run(["chroot", str(root), *args], what, env=env)
+
+
+def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Progress) -> None:
+    if os.geteuid() != 0:
+        raise ImageBuildError("building the regsandbox image needs root (mmdebstrap, chroot)")
+    base = _base_layer(out.parent, progress)
+
+    progress("regsandbox: building the wheel and fetching the pinned dependencies")
+    wheels = work / "wheels"
+    source = work / "src"
+    for path in _tree_files(repo, _SOURCE_PATHS):
+        target = source / path.relative_to(repo)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    pip_env = {**os.environ, "SOURCE_DATE_EPOCH": str(_EPOCH + 315532800)}  # zip needs >=1980
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    _run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(source)],
+        "pip wheel (the project)",
+        env=pip_env,
+    )
+    pins = work / "pins.txt"
+    pins.write_text("\n".join(_runtime_pins(repo)) + "\n")
+    _run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), "-r", str(pins)],
+        "pip wheel (dependencies)",
+        env=pip_env,
+    )
+
+    progress("regsandbox: installing into the image's venv")
+    root = work / "root"
+    root.mkdir()
+    _run(["tar", "-xf", str(base), "-C", str(root), "--numeric-owner"], "unpacking the base")
+    (root / "dev").mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mknod(root / "dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    staged = root / "wheels"  # outside /opt/regsandbox: not in the layer
+    shutil.copytree(wheels, staged)
+    _chroot(root, "/usr/bin/python3", "-m", "venv", _VENV, what="python3 -m venv")
+    names = sorted(f"/wheels/{w.name}" for w in staged.glob("*.whl"))
+    _chroot(
+        root,
+        f"{_VENV}/bin/python",
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        *names,
+        what="pip install (into the image)",
+    )
+    # Every dependency present and compatible, every entrypoint importable.
+    _chroot(root, f"{_VENV}/bin/python", "-m", "pip", "check", what="pip check in the image")
+    for script in ("sandboxctl", "sandbox-operator"):
+        _chroot(root, f"{_VENV}/bin/{script}", "--help", what=f"{script} --help in the image")
+    policies = root / _VENV.lstrip("/") / "policies"
+    for path in _tree_files(repo, _POLICY_PATHS):
+        target = policies / path.relative_to(repo / "policies")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    passwd = (root / "etc/passwd").read_text()
+    group = (root / "etc/group").read_text()
+    passwd += f"regsandbox:x:{_APP_UID}:{_APP_UID}::/nonexistent:/usr/sbin/nologin\n"
+    group += f"regsandbox:x:{_APP_UID}:\n"
+
+    layer = work / "app.tar"
+    writer = _LayerWriter(layer)
+    writer.file("etc/passwd", passwd.encode())
+    writer.file("etc/group", group.encode())
+    writer.copy("usr/local/bin/opa", tool_path("opa"), 0o755)
+    writer.tree(_VENV.lstrip("/"), root / _VENV.lstrip("/"))
+    writer.close()
+    config = {
+        "User": f"{_APP_UID}:{_APP_UID}",
+        "Cmd": ["sandbox-operator", "run"],
+        "WorkingDir": "/",
+        "Env": [
+            f"PATH={_VENV}/bin:{_SYSTEM_PATH}",
+            "LANG=C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE=1",
+            "PYTHONUNBUFFERED=1",
+            f"REGSANDBOX_POLICY_DIR={_VENV}/policies",
+            "REGSANDBOX_OPA_CHECK_BINARY=/usr/local/bin/opa",
+        ],
+        "Labels": {
+            "org.opencontainers.image.title": "regsandbox",
+            "org.opencontainers.image.licenses": "Apache-2.0",
+            "org.opencontainers.image.description": (
+                "Confidential-data regulatory sandboxes on Kubernetes"
+            ),
+            "org.opencontainers.image.version": ref.rsplit(":", 1)[1],
+        },
+    }
+    _write_archive(out, ref, [base, layer], config, "regsandbox venv, policies and opa")
+
+
+# -- public API --------------------------------------------------------------------------
+
+_KEEP = 3
+"""Archives kept per image (newest first); older ones are removed after a build."""
+
+
+def build_image(
+    name: str,
+    *,
+    repo: Path | None = None,
+    force: bool = False,
+    progress: Progress = _progress,
+) -> Path:
+    """Build image ``name`` unless its archive is cached; return the archive's path.
+
+    ``repo`` is the regsandbox checkout (default: found from the working directory);
+    only the ``regsandbox`` image reads it. ``force`` rebuilds even on a cache hit (the
+    Debian base layer stays cached).
+    """
+    _check_name(name)
+    root = _repo_root(repo) if name == "regsandbox" else None
+    key = content_key(name, root)
+    ref = image_ref(name, root)
+    cache = image_cache_dir()
+    out = cache / f"{name}-{key}.tar"
+    with _locked(cache / f".{name}.lock"):
+        if out.is_file() and not force:
+            progress(f"{ref}: cached at {out}")
+            return out
+        # Holding the lock, any scratch directory of this image is a killed build's.
+        for stale in cache.glob(f".{name}-build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        progress(f"{ref}: building")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=cache, prefix=f".{name}-build-") as scratch:
+            work = Path(scratch)
+            if name == "pause":
+                _build_pause(work, out, ref)
+            elif name == "busybox":
+                _build_busybox(work, out, ref)
+            elif name == "opa":
+                _build_opa(work, out, ref)
+            else:
+                assert root is not None
+                _build_regsandbox(work, out, ref, root, progress)
+        progress(f"{ref}: built in {time.monotonic() - started:.0f}s -> {out}")
+        older = sorted(
+            (p for p in cache.glob(f"{name}-*.tar") if p != out),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in older[_KEEP - 1 :]:
+            old.unlink(missing_ok=True)
+    return out
+
+
+def import_images(
+    socket: Path | str,
+    names: Iterable[str],
+    *,
+    repo: Path | None = None,
+    progress: Progress = _progress,
+) -> list[str]:
+    """Build (or reuse) each image and import it into containerd at ``socket``.
+
+    Images land in the ``k8s.io`` namespace, where the kubelet's CRI looks. Returns the
+    references imported, e.g. ``["localhost/pause:3.10"]``.
+    """
+    ctr = shutil.which("ctr")
+    if ctr is None:
+        raise ImageBuildError("ctr is not installed (it comes with apt's containerd)")
+    refs: list[str] = []
+    for name in names:
+        archive = build_image(name, repo=repo, progress=progress)
+        ref = image_ref(name, repo if name == "regsandbox" else None)
+        started = time.monotonic()
+        _run(
+            [ctr, "--address", str(socket), "-n", "k8s.io", "images", "import", str(archive)],
+            f"ctr images import {ref}",
+        )
+        progress(f"{ref}: imported in {time.monotonic() - started:.1f}s")
+        refs.append(ref)
+    return refs
