@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.devenv.toolchain import TOOLS, bin_dir, tool_path
+from sandbox.devenv.toolchain import KUBERNETES_VERSION, TOOLS, bin_dir, tool_path
 from sandbox.errors import ConfigurationError, ToolBuildError
 
 
@@ -43,4 +43,17 @@ def test_cache_is_keyed_by_name_and_version(
     (tmp_path / "etcd-v3.6.16").write_text("")
     assert tool_path("etcd") == tmp_path / "etcd-v3.6.16"
     with pytest.raises(ConfigurationError, match="unknown tool"):
-        tool_path("kubelet")
+        tool_path("dockerd")
+
+
+def test_the_node_is_built_from_the_control_planes_kubernetes_release() -> None:
+    """kubelet, kube-proxy and kube-scheduler must match the API server they talk to."""
+    node = [TOOLS[n] for n in ("kubelet", "kube-proxy", "kube-scheduler", "kube-apiserver")]
+    assert {(t.module_dir, t.module, t.version) for t in node} == {
+        ("kube", "k8s.io/kubernetes", KUBERNETES_VERSION)
+    }
+
+
+def test_data_plane_tools_are_pinned() -> None:
+    assert TOOLS["kube-router"].version == "v2.1.0"
+    assert TOOLS["coredns"].package == "github.com/coredns/coredns"
