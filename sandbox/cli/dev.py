@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from sandbox.cli.dev_images import images
 from sandbox.cli.output import OutputFormat, err_console, fail, print_data, print_rows
 from sandbox.devenv.controlplane import DEFAULT_DIR, ControlPlane
 from sandbox.devenv.toolchain import TOOLS, bin_dir, build_tools
@@ -19,6 +20,8 @@ __all__ = ["app"]
 app = typer.Typer(
     help="Run a local control plane (etcd, kube-apiserver, controllers).", no_args_is_help=True
 )
+
+app.command("images")(images)
 
 DirOption = Annotated[
     Path, typer.Option("--dir", help="Directory for state, certificates, data and logs.")

@@ -1,0 +1,80 @@
+"""``sandboxctl dev images``: the data plane's locally built container images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandbox.cli.output import OutputFormat, err_console, fail, print_rows
+from sandbox.devenv.images import (
+    IMAGES,
+    build_image,
+    content_key,
+    image_cache_dir,
+    image_ref,
+    import_images,
+)
+from sandbox.errors import SandboxError
+
+__all__ = ["images"]
+
+
+def _progress(message: str) -> None:
+    err_console.print(f"[dim]•[/dim] {message}", highlight=False)
+
+
+def images(
+    build: Annotated[
+        bool, typer.Option("--build", help="Build the images missing from the cache.")
+    ] = False,
+    import_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-to",
+            metavar="SOCKET",
+            help="containerd socket to import into (namespace k8s.io); builds what is missing.",
+        ),
+    ] = None,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", help="Only this image (repeatable).")
+    ] = None,
+    repo: Annotated[Path, typer.Option(help="The regsandbox checkout.")] = Path(),
+    output: Annotated[OutputFormat, typer.Option("-o", "--output")] = OutputFormat.table,
+) -> None:
+    """List the local images (pause, busybox, opa, regsandbox) and their cache state.
+
+    No registry is used: images are built from source and Debian packages, cached by a
+    digest of their inputs, and imported into containerd with ctr.
+    """
+    selected = list(name) if name else list(IMAGES)
+    unknown = [n for n in selected if n not in IMAGES]
+    if unknown:
+        fail(f"unknown image(s): {', '.join(unknown)}; known: {', '.join(IMAGES)}", 2)
+    checkout = repo.resolve()
+    try:
+        if import_to is not None:
+            import_images(import_to, selected, repo=checkout, progress=_progress)
+        elif build:
+            for image in selected:
+                build_image(image, repo=checkout, progress=_progress)
+        rows = []
+        for image in selected:
+            key = content_key(image, checkout)
+            archive = image_cache_dir() / f"{image}-{key}.tar"
+            rows.append(
+                {
+                    "name": image,
+                    "ref": image_ref(image, checkout),
+                    "cached": archive.is_file(),
+                    "key": key,
+                    "archive": str(archive),
+                    "description": IMAGES[image],
+                }
+            )
+    except SandboxError as exc:
+        fail(str(exc))
+    print_rows(
+        rows, ["name", "ref", "cached"], output, wide_columns=["key", "archive", "description"]
+    )
