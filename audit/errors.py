@@ -6,11 +6,16 @@
   hash in the log). ``index`` names the first bad entry when one can be named.
 - :class:`StorageError`: the log directory cannot be used as asked (missing, already
   exists, locked by another writer, or damaged beyond automatic recovery).
+- :class:`AnchorMismatchError`: the log does not extend the checkpoint its anchor holds
+  (rollback or forged history); the writer refuses to sign anything.
+- :class:`AnchorConflictError`: the anchor changed underneath the writer.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AnchorConflictError",
+    "AnchorMismatchError",
     "AuditError",
     "EntryTooLargeError",
     "LogLockedError",
@@ -58,3 +63,19 @@ class StorageError(AuditError):
 
 class LogLockedError(StorageError):
     """Another process already has the log open for writing."""
+
+
+class AnchorMismatchError(VerificationError):
+    """The log is not consistent with the checkpoint in its anchor; nothing will be signed.
+
+    ``reason`` is a CamelCase condition reason (``CheckpointAnchorMismatch``,
+    ``CheckpointAnchorUnverifiable``, ``LogRolledBack``).
+    """
+
+    def __init__(self, message: str, *, reason: str, index: int | None = None) -> None:
+        super().__init__(message, index=index)
+        self.reason = reason
+
+
+class AnchorConflictError(StorageError):
+    """The checkpoint anchor changed since the writer last read it (another writer?)."""

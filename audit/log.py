@@ -32,11 +32,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from audit.anchor import AnchorRecord, CheckpointAnchor
 from audit.canonical import canonical_json
 from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from audit.columns import HashColumn, OffsetColumn
 from audit.entry import Actor, Entry, Event, Resource, encode_entry
-from audit.errors import AuditError, LogLockedError, MalformedError, StorageError
+from audit.errors import (
+    AnchorConflictError,
+    AnchorMismatchError,
+    AuditError,
+    LogLockedError,
+    MalformedError,
+    StorageError,
+)
 from audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -263,8 +271,19 @@ class AuditLog(LogReader):
         signers: Signer | Sequence[Signer],
         *,
         checkpoint_interval: float = 1.0,
+        anchor: CheckpointAnchor | None = None,
     ) -> None:
+        """Open the log at ``path`` for writing, recovering from a crash if needed.
+
+        With an ``anchor`` (:mod:`audit.anchor`), the log first checks that its entries
+        extend the checkpoint the anchor holds and raises
+        :class:`~audit.errors.AnchorMismatchError` (signing nothing) if they do not;
+        every checkpoint it signs afterwards advances the anchor by compare-and-swap.
+        """
         path = Path(path)
+        self._anchor = anchor
+        self._anchored: AnchorRecord | None = None
+        self._anchored_checkpoint: Checkpoint | None = None
         self._signers = [signers] if isinstance(signers, Signer) else list(signers)
         if not self._signers:
             raise ValueError("a writer needs at least one signer")
@@ -316,6 +335,7 @@ class AuditLog(LogReader):
         signer: Signer,
         *,
         checkpoint_interval: float = 1.0,
+        anchor: CheckpointAnchor | None = None,
     ) -> AuditLog:
         """Create a new log at ``path`` (a new or empty directory) and open it for writing."""
         path = Path(path)
@@ -335,7 +355,7 @@ class AuditLog(LogReader):
         checkpoint = Checkpoint(origin, 0, EMPTY_ROOT)
         _atomic_write(path / CHECKPOINT_FILE, sign_checkpoint(checkpoint, [signer]))
         _atomic_write(path / CONFIG_FILE, config_bytes(origin))  # last: marks the log complete
-        return cls(path, signer, checkpoint_interval=checkpoint_interval)
+        return cls(path, signer, checkpoint_interval=checkpoint_interval, anchor=anchor)
 
     # -- recovery ---------------------------------------------------------------------
 
@@ -386,9 +406,81 @@ class AuditLog(LogReader):
         self._next_index = self._durable = tree.size
         self._published_size = published.size
         self._last_publish = 0.0
+        if self._anchor is not None:
+            self._check_anchor(self._anchor)
         if self._durable > self._published_size:
             self._publish()
         self._last_publish = time.monotonic()
+
+    def _check_anchor(self, anchor: CheckpointAnchor) -> None:
+        """Before signing anything: the entries must extend the anchored checkpoint."""
+        record = anchor.load()
+        if record.note is None:
+            log.warning(
+                "the checkpoint anchor (%s) is empty; starting it at this log's checkpoint "
+                "of size %d",
+                anchor.description,
+                self._checkpoint.size,
+            )
+            self._anchored = anchor.swap(record.version, self._checkpoint_note)
+            self._anchored_checkpoint = self._checkpoint
+            return
+        try:
+            anchored = open_checkpoint(
+                record.note, [s.verifier for s in self._signers], origin=self.origin
+            )
+        except AuditError as exc:
+            raise AnchorMismatchError(
+                f"the checkpoint anchor ({anchor.description}) does not hold a checkpoint "
+                f"this log signed: {exc}; refusing to sign anything",
+                reason="CheckpointAnchorUnverifiable",
+            ) from exc
+        self._anchored, self._anchored_checkpoint = record, anchored
+        self._check_extends(anchored, self._tree.size)
+        if self._checkpoint.size > anchored.size:
+            # The log signed this checkpoint but stopped before anchoring it.
+            self._advance_anchor(self._checkpoint_note)
+
+    def _check_extends(self, anchored: Checkpoint, size: int) -> None:
+        """Raise :class:`AnchorMismatchError` unless the first ``size`` entries extend it."""
+        where = self._anchor.description if self._anchor is not None else "anchor"
+        if anchored.size > size:
+            raise AnchorMismatchError(
+                f"the log holds {size} entries but it signed a checkpoint of "
+                f"{anchored.size} (kept in the checkpoint anchor, {where}): entries from "
+                f"index {size} on were removed or the log was rolled back; refusing to sign",
+                reason="LogRolledBack",
+                index=size,
+            )
+        if CompactRange.from_reader(self._hashes, anchored.size).root() != anchored.root:
+            raise AnchorMismatchError(
+                f"the first {anchored.size} entries do not hash to the root of the "
+                f"checkpoint this log signed for that size (kept in the checkpoint anchor, "
+                f"{where}): entries were rewritten after they were signed; refusing to sign",
+                reason="CheckpointAnchorMismatch",
+            )
+
+    def _advance_anchor(self, note: bytes) -> None:
+        """Compare-and-swap the anchor to ``note``; a lost race or mismatch breaks the log."""
+        anchor, record = self._anchor, self._anchored
+        if anchor is None or record is None:
+            return
+        try:
+            self._anchored = anchor.swap(record.version, note)
+        except AnchorConflictError as exc:
+            self._broken = exc
+            raise
+        self._anchored_checkpoint = Checkpoint.from_text(Note.parse(note).text)
+
+    @property
+    def anchored_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint the anchor holds (``None`` without an anchor)."""
+        return self._anchored_checkpoint
+
+    @property
+    def broken(self) -> BaseException | None:
+        """Why the log stopped accepting appends, or ``None`` while it works."""
+        return self._broken
 
     def _intact(self, index: int) -> bool:
         """Whether the record of entry ``index`` is where the offsets say, and intact."""
@@ -538,8 +630,15 @@ class AuditLog(LogReader):
                 return self._checkpoint_note
             self._hashes.sync()
             self._offsets.sync()
+            if self._anchored_checkpoint is not None:
+                try:
+                    self._check_extends(self._anchored_checkpoint, size)
+                except AnchorMismatchError as exc:
+                    self._broken = exc
+                    raise
             checkpoint = Checkpoint(self.origin, size, root)
             note = sign_checkpoint(checkpoint, signers)
+            self._advance_anchor(note)
             _atomic_write(self.path / CHECKPOINT_FILE, note)
             self._checkpoint_note, self._checkpoint = note, checkpoint
             self._published_size = size

@@ -13,6 +13,11 @@ Routes (all under ``/v1``):
 ``GET /v1/proof/inclusion?index=&size=``  RFC 6962 inclusion proof, JSON, base64 hashes
 ``GET /v1/proof/consistency?old=&new=``   RFC 6962 consistency proof, JSON, base64 hashes
 ``GET /v1/receipt/{index}``               a C2SP tlog-proof for the entry, ``text/plain``
+``GET /v1/status``                        conditions (``AnchorConsistent``, ``Writable``),
+                                          JSON, no token needed
+``GET /healthz``                          200 while the log can append and sign; 503 with
+                                          the failing condition otherwise
+``GET /metrics``                          Prometheus metrics
 ========================================  ==================================================
 
 Access uses bearer tokens. Token files hold one ``<sha256 hex of token> <identity>``
@@ -22,6 +27,11 @@ open to anyone only when configured so.
 
 An append answers only after the log reports the batch durable; if the log fails, the
 answer is 503 and the client must treat the events as not logged.
+
+A log that is not consistent with its checkpoint anchor (:mod:`audit.anchor`) is never
+opened for writing: :func:`create_refusing_app` then answers every ``/v1`` request with
+503, ``/healthz`` and ``/v1/status`` with the reason, and the metric
+``regsandbox_audit_anchor_consistent`` is 0.
 """
 
 from __future__ import annotations
@@ -30,19 +40,26 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from audit.checkpoint import Checkpoint
 from audit.entry import Event, encode_entry
-from audit.errors import AuditError, MalformedError, StorageError
+from audit.errors import AnchorMismatchError, AuditError, MalformedError, StorageError
 from audit.note import Note, b64encode
 from audit.proof import TlogProof
 
@@ -52,7 +69,10 @@ __all__ = [
     "MAX_RANGE",
     "AccessPolicy",
     "LogBackend",
+    "LogStatus",
+    "ServiceMetrics",
     "create_app",
+    "create_refusing_app",
     "load_tokens",
     "token_digest",
 ]
@@ -102,6 +122,101 @@ class LogBackend(Protocol):
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Consistency proof from ``old_size`` to ``new_size`` entries."""
         ...
+
+
+@runtime_checkable
+class LogStatus(Protocol):
+    """What a backend may tell about its health (:class:`audit.log.AuditLog` does)."""
+
+    @property
+    def broken(self) -> BaseException | None:
+        """Why the log stopped accepting appends, or ``None``."""
+        ...
+
+    @property
+    def anchored_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint held by the log's anchor, or ``None`` without one."""
+        ...
+
+
+@dataclass
+class ServiceMetrics:
+    """The service's Prometheus metrics, in a registry of their own (served at /metrics)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    """Registry holding every metric below; other parts of the service may add theirs."""
+
+    def __post_init__(self) -> None:
+        self.anchor_consistent = Gauge(
+            "regsandbox_audit_anchor_consistent",
+            "1 while the log extends the checkpoint held by its anchor, 0 once it does not "
+            "(the service then signs and appends nothing).",
+            registry=self.registry,
+        )
+        """1 consistent, 0 refused."""
+        self.anchor_mismatches = Counter(
+            "regsandbox_audit_anchor_mismatches",
+            "Times the log was found inconsistent with its checkpoint anchor.",
+            registry=self.registry,
+        )
+        """Mismatches seen."""
+        self.anchored_size = Gauge(
+            "regsandbox_audit_anchored_tree_size",
+            "Tree size of the checkpoint held by the anchor.",
+            registry=self.registry,
+        )
+        """Size of the anchored checkpoint."""
+        self.appends_refused = Counter(
+            "regsandbox_audit_appends_refused",
+            "Append requests answered 503 because the log could not make them durable.",
+            registry=self.registry,
+        )
+        """Failed appends."""
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, str]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+    }
+
+
+def _log_conditions(log: LogBackend, metrics: ServiceMetrics) -> list[dict[str, str]]:
+    if not isinstance(log, LogStatus):
+        return [_condition("Writable", True, "Appending", "the log accepts appends")]
+    conditions = []
+    broken = log.broken
+    anchored = log.anchored_checkpoint
+    if isinstance(broken, AnchorMismatchError):
+        metrics.anchor_consistent.set(0)
+        conditions.append(_condition("AnchorConsistent", False, broken.reason, str(broken)))
+    elif anchored is not None:
+        metrics.anchor_consistent.set(1)
+        metrics.anchored_size.set(anchored.size)
+        conditions.append(
+            _condition(
+                "AnchorConsistent",
+                True,
+                "LogExtendsAnchor",
+                f"the log extends the anchored checkpoint of size {anchored.size}",
+            )
+        )
+    if broken is not None:
+        conditions.append(_condition("Writable", False, "LogStopped", f"the log stopped: {broken}"))
+    else:
+        conditions.append(_condition("Writable", True, "Appending", "the log accepts appends"))
+    return conditions
+
+
+def _status_response(conditions: list[dict[str, str]]) -> JSONResponse:
+    ok = all(c["status"] == "True" for c in conditions)
+    return JSONResponse({"ok": ok, "conditions": conditions}, status_code=200 if ok else 503)
+
+
+def _metrics_response(metrics: ServiceMetrics) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def token_digest(token: str) -> str:
@@ -193,11 +308,32 @@ def _authorize(policy: AccessPolicy, request: Request, *, write: bool) -> str:
     raise _challenge(401, "unknown bearer token", "invalid_token")
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as more than ``limit`` bytes arrive.
+
+    Counted while reading, so neither a wrong ``Content-Length`` nor a chunked body makes
+    the service buffer more than ``limit`` bytes.
+    """
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise HTTPException(413, f"body is over {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise HTTPException(413, f"body is over {limit} bytes", headers={"Connection": "close"})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _parse_events(body: bytes) -> list[Event]:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HTTPException(400, f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "body is JSON nested too deeply") from None
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise HTTPException(400, 'body must be a JSON object {"events": [...]}')
     raw_events: list[Any] = document["events"]
@@ -214,6 +350,8 @@ def _parse_events(body: bytes) -> list[Event]:
             raise HTTPException(422, f"event {position} is invalid: {exc}") from None
         except MalformedError as exc:
             raise HTTPException(422, f"event {position}: {exc}") from None
+        except RecursionError:
+            raise HTTPException(422, f"event {position} is nested too deeply") from None
         events.append(event)
     return events
 
@@ -222,9 +360,62 @@ def _hashes(hashes: Sequence[bytes]) -> list[str]:
     return [b64encode(h) for h in hashes]
 
 
-def create_app(log: LogBackend, policy: AccessPolicy) -> FastAPI:
-    """The FastAPI application serving ``log`` under ``policy``."""
+def create_refusing_app(
+    error: AnchorMismatchError, metrics: ServiceMetrics | None = None
+) -> FastAPI:
+    """The service of a log that must not be opened: 503 everywhere, with the reason.
+
+    Used when the log is not consistent with its checkpoint anchor: nothing is signed or
+    appended, and ``/healthz``, ``/v1/status`` and ``/metrics`` say why.
+    """
+    metrics = metrics or ServiceMetrics()
+    metrics.anchor_consistent.set(0)
+    metrics.anchor_mismatches.inc()
+    conditions = [
+        _condition("AnchorConsistent", False, error.reason, str(error)),
+        _condition("Writable", False, error.reason, "the log is not opened for writing"),
+    ]
+    _log.error("refusing to serve the log", reason=error.reason, error=str(error))
+    app = FastAPI(title="regsandbox audit log (refusing)", docs_url=None, redoc_url=None)
+    detail = f"the audit log refuses to serve ({error.reason}): {error}"
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """Not ready: the log is inconsistent with its anchor."""
+        return _status_response(conditions)
+
+    @app.get("/v1/status")
+    async def status() -> Response:
+        """The conditions, with the reason."""
+        return _status_response(conditions)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        """Prometheus metrics."""
+        return _metrics_response(metrics)
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def refuse(rest: str) -> Response:
+        """Every other request: 503 with the reason."""
+        return JSONResponse({"detail": detail, "reason": error.reason}, status_code=503)
+
+    return app
+
+
+def create_app(
+    log: LogBackend,
+    policy: AccessPolicy,
+    *,
+    metrics: ServiceMetrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The FastAPI application serving ``log`` under ``policy``.
+
+    ``max_body_bytes`` bounds an append body (default :data:`MAX_BODY_BYTES`).
+    """
     app = FastAPI(title="regsandbox audit log", docs_url=None, redoc_url=None)
+    metrics = metrics or ServiceMetrics()
+    app.state.metrics = metrics
 
     @app.exception_handler(IndexError)
     async def out_of_range(request: Request, exc: IndexError) -> JSONResponse:
@@ -247,12 +438,7 @@ def create_app(log: LogBackend, policy: AccessPolicy) -> FastAPI:
     async def append(request: Request) -> JSONResponse:
         """Append a batch; answer once it is durable."""
         identity = _authorize(policy, request, write=True)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body is over {MAX_BODY_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body is over {MAX_BODY_BYTES} bytes")
+        body = await _read_body(request, max_body_bytes)
         events = _parse_events(body)
         try:
             indices = await run_in_threadpool(log.append_batch, events)
@@ -261,6 +447,7 @@ def create_app(log: LogBackend, policy: AccessPolicy) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         except (AuditError, OSError) as exc:
             _log.error("append failed", writer=identity, events=len(events), error=str(exc))
+            metrics.appends_refused.inc()
             raise HTTPException(503, "the log could not make the batch durable") from None
         if len(indices) != len(events):
             _log.error("append returned a wrong count", writer=identity, events=len(events))
@@ -338,7 +525,21 @@ def create_app(log: LogBackend, policy: AccessPolicy) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        """Liveness: the process answers."""
-        return Response("ok\n", media_type="text/plain")
+        """200 while the log appends and signs; 503 with the failing condition otherwise."""
+        conditions = _log_conditions(log, metrics)
+        if all(c["status"] == "True" for c in conditions):
+            return Response("ok\n", media_type="text/plain")
+        return _status_response(conditions)
+
+    @app.get("/v1/status")
+    async def status() -> Response:
+        """The service's conditions (no token needed; they hold no log content)."""
+        return _status_response(_log_conditions(log, metrics))
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        """Prometheus metrics."""
+        _log_conditions(log, metrics)
+        return _metrics_response(metrics)
 
     return app

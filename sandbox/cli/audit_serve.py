@@ -17,9 +17,10 @@ import typer
 import uvicorn
 from starlette.applications import Starlette
 
-from audit.errors import AuditError
+from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
+from audit.errors import AnchorMismatchError, AuditError
 from audit.log import KEY_FILE, AuditLog
-from audit.service import AccessPolicy, create_app, load_tokens
+from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
 from audit.signing import load_signer
 from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
 from sandbox.cli.output import EXIT_USAGE, fail
@@ -65,12 +66,33 @@ def serve(
         Path | None,
         typer.Option("--key", help="Signing key file (default: the log's own log.key)."),
     ] = None,
+    anchor_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor-file",
+            help="Checkpoint anchor file, on a volume other than the log's.",
+        ),
+    ] = None,
+    anchor_configmap: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor-configmap",
+            help="Checkpoint anchor ConfigMap NAMESPACE/NAME (only this service may update it).",
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="For --anchor-configmap (default: in-cluster)."),
+    ] = None,
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
-    Token files hold one '<sha256 hex of token> <identity>' line per token.
+    Token files hold one '<sha256 hex of token> <identity>' line per token. With a
+    checkpoint anchor, a log that does not extend the checkpoint it last signed is not
+    opened: every request gets 503 and /healthz, /v1/status and /metrics say why.
     """
     _listen(listen)
+    anchor = _anchor(anchor_file, anchor_configmap, kubeconfig)
     try:
         policy = AccessPolicy(
             writers=load_tokens(writers),
@@ -78,13 +100,38 @@ def serve(
             open_reads=open_reads,
         )
         signer = load_signer(key or log / KEY_FILE)
-        audit_log = AuditLog(log, signer)
+        audit_log = AuditLog(log, signer, anchor=anchor)
+    except AnchorMismatchError as exc:
+        _run(create_refusing_app(exc), listen)
+        raise typer.Exit(3) from None
     except AuditError as exc:
         fail(str(exc))
     try:
         _run(create_app(audit_log, policy), listen)
     finally:
         audit_log.close()
+
+
+def _anchor(
+    anchor_file: Path | None, configmap: str | None, kubeconfig: Path | None
+) -> CheckpointAnchor | None:
+    if anchor_file is not None and configmap is not None:
+        fail("give --anchor-file or --anchor-configmap, not both", EXIT_USAGE)
+    if anchor_file is not None:
+        return FileCheckpointAnchor(anchor_file)
+    if configmap is None:
+        return None
+    namespace, sep, name = configmap.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        fail(f"--anchor-configmap {configmap!r}: want NAMESPACE/NAME", EXIT_USAGE)
+    from sandbox.errors import SandboxError
+    from sandbox.gateway.build import kube_client
+    from sandbox.kube.audit_anchor import ConfigMapCheckpointAnchor
+
+    try:
+        return ConfigMapCheckpointAnchor(kube_client(kubeconfig), namespace, name)
+    except SandboxError as exc:
+        fail(str(exc))
 
 
 def _vkey_arg(value: str) -> str:

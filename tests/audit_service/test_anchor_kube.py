@@ -1,0 +1,155 @@
+"""The checkpoint anchor in a ConfigMap, on the real API server, as the chart sets it up.
+
+The audit service's ServiceAccount may get and update that one ConfigMap (a Role with
+``resourceNames``); nobody else (a tenant, the workload, a volume writer) may move it,
+and the API server's resourceVersion makes every update a compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from audit.errors import AnchorConflictError, AnchorMismatchError, StorageError
+from audit.log import AuditLog
+from audit.note import Signer
+from audit.proof import TlogProof
+from sandbox.devenv.controlplane import ControlPlane
+from sandbox.kube.audit_anchor import DATA_KEY, ConfigMapCheckpointAnchor
+from sandbox.testing import api_client
+from tests.audit.helpers import ORIGIN, event, forge_after
+
+pytestmark = pytest.mark.integration
+
+ANCHOR = "rs-audit-anchor"
+SA = "regsandbox-audit"
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> Iterator[str]:
+    """A namespace with the chart's anchor objects: empty ConfigMap, Role, RoleBinding."""
+    name = f"audit-anchor-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(admin_api)
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_service_account(name, {"metadata": {"name": SA}})
+    for cm in (ANCHOR, "something-else"):
+        core.create_namespaced_config_map(name, {"metadata": {"name": cm}})
+    rbac.create_namespaced_role(
+        name,
+        {
+            "metadata": {"name": "regsandbox-audit-anchor"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [ANCHOR],
+                    "verbs": ["get", "update"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        name,
+        {
+            "metadata": {"name": "regsandbox-audit-anchor"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "regsandbox-audit-anchor",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": name}],
+        },
+    )
+    yield name
+    core.delete_namespace(name)
+
+
+def _as_service_account(plane: ControlPlane, namespace: str, sa: str = SA) -> client.ApiClient:
+    """An ApiClient impersonating ServiceAccount ``namespace/sa`` (as its token would)."""
+    api = api_client(plane.admin_kubeconfig)
+    api.set_default_header("Impersonate-User", f"system:serviceaccount:{namespace}:{sa}")
+    api.set_default_header("Impersonate-Group", "system:serviceaccounts")
+    return api
+
+
+def test_the_audit_service_account_keeps_the_anchor_and_refuses_a_forgery(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    anchor = ConfigMapCheckpointAnchor(
+        _as_service_account(control_plane, namespace), namespace, ANCHOR
+    )
+    assert anchor.load().note is None
+    signer = Signer.generate(ORIGIN)
+    log_dir = tmp_path / "log"
+    with AuditLog.create(log_dir, ORIGIN, signer, anchor=anchor) as log:
+        log.append_batch([event(i) for i in range(10)])
+        log.publish_checkpoint()
+        old = TlogProof.parse(log.receipt(2).to_bytes()).checkpoint
+        log.append_batch([event(i) for i in range(10, 20)])
+        last = log.publish_checkpoint()
+    stored = anchor.load()
+    assert stored.note == last
+
+    forge_after(log_dir, 10, old)
+    with pytest.raises(AnchorMismatchError) as info:
+        AuditLog(log_dir, signer, anchor=anchor)
+    assert info.value.reason == "CheckpointAnchorMismatch"
+    assert f"ConfigMap {namespace}/{ANCHOR}" in str(info.value)
+    assert anchor.load() == stored  # unchanged: nothing signed, nothing anchored
+
+
+def test_updates_are_compare_and_swap_on_resource_version(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    api = _as_service_account(control_plane, namespace)
+    first = ConfigMapCheckpointAnchor(api, namespace, ANCHOR)
+    second = ConfigMapCheckpointAnchor(api, namespace, ANCHOR)
+    seen = first.load()
+    first.swap(seen.version, b"one\n")
+    with pytest.raises(AnchorConflictError, match="changed since resourceVersion"):
+        second.swap(seen.version, b"two\n")
+    assert first.load().note == b"one\n"
+
+
+def test_nobody_else_may_update_the_anchor(
+    control_plane: ControlPlane,
+    namespace: str,
+    admin_api: client.ApiClient,
+    user_api: object,
+) -> None:
+    owner = ConfigMapCheckpointAnchor(
+        _as_service_account(control_plane, namespace), namespace, ANCHOR
+    )
+    kept = owner.swap(owner.load().version, b"kept\n")
+
+    # A client-certificate user (a tenant member, say) cannot read or update it.
+    mallory = ConfigMapCheckpointAnchor(
+        user_api("mallory", "tenant-a:members"),  # type: ignore[operator]
+        namespace,
+        ANCHOR,
+    )
+    with pytest.raises(StorageError, match="403"):
+        mallory.load()
+    # Another ServiceAccount of the namespace (a workload's) cannot either.
+    core = client.CoreV1Api(admin_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "workload"}})
+    workload_api = _as_service_account(control_plane, namespace, "workload")
+    workload = ConfigMapCheckpointAnchor(workload_api, namespace, ANCHOR)
+    with pytest.raises(StorageError, match="403"):
+        workload.swap(kept.version, b"forged\n")
+    # The audit ServiceAccount itself may touch no other ConfigMap, nor delete its own.
+    with pytest.raises(StorageError, match="403"):
+        ConfigMapCheckpointAnchor(
+            _as_service_account(control_plane, namespace), namespace, "something-else"
+        ).load()
+    sa_core = client.CoreV1Api(_as_service_account(control_plane, namespace))
+    with pytest.raises(client.ApiException) as denied:
+        sa_core.delete_namespaced_config_map(ANCHOR, namespace)
+    assert denied.value.status == 403
+    cm = core.read_namespaced_config_map(ANCHOR, namespace)
+    assert cm.data == {DATA_KEY: "kept\n"}
