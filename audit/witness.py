@@ -12,7 +12,8 @@ The module has three layers, each usable on its own:
   :class:`WitnessRefusedError` carrying the HTTP status the specification prescribes;
 - :class:`FileWitnessState`, durable per-origin state (one file per log, replaced
   atomically) and :class:`Witness`, which checks and persists under one lock;
-- :func:`witness_app`, a Starlette application serving ``POST /add-checkpoint``.
+- :func:`witness_app`, a Starlette application serving ``POST /add-checkpoint`` and
+  the monitoring endpoint ``GET /<origin hash>/checkpoint``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from starlette.routing import Route
 
 from audit.checkpoint import Checkpoint
 from audit.errors import AuditError, MalformedError, StorageError, VerificationError
-from audit.merkle import HASH_SIZE, verify_consistency
+from audit.merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
 from audit.note import (
     Note,
     NoteSignature,
@@ -282,9 +283,12 @@ def check_add_checkpoint(
     ``logs`` maps each trusted origin to its keys; ``latest`` is the checkpoint this
     witness last cosigned for the request's origin (``None`` if never). Returns the new
     checkpoint to record and cosign, or raises :class:`WitnessRefusedError` with the status
-    the specification prescribes: 400 malformed, 404 unknown origin, 403 no trusted
-    signature, 409 old size is not the witness's size or an equal-size fork (body: the
-    witness's size), 422 the consistency proof does not verify.
+    c2sp.org/tlog-witness prescribes, checked in the order it states them: 400 malformed
+    or old size above the checkpoint's, 404 unknown origin, 403 no valid trusted
+    signature, 409 old size is not the witness's size (body: the witness's size), 422 a
+    size-zero checkpoint whose root is not the empty tree's, a non-empty proof from size
+    zero, a consistency proof that does not verify, or an equal-size checkpoint with
+    another root (a fork).
     """
     _, parsed = _parse_checkpoint_note(request.checkpoint)
     verifiers = logs.get(parsed.origin)
@@ -305,16 +309,20 @@ def check_add_checkpoint(
         raise WitnessRefusedError.conflict(
             f"old size {request.old_size} is not the witness's size {current}", current
         )
+    if parsed.size == 0 and parsed.root != EMPTY_ROOT:
+        raise WitnessRefusedError(
+            422, "a checkpoint of size 0 must have the root hash of the empty tree"
+        )
     if latest is None or latest.size == 0:
         if request.proof:
-            raise WitnessRefusedError(400, "the consistency proof must be empty from size zero")
-        if latest is not None and parsed.size == 0 and parsed.root != latest.root:
-            raise WitnessRefusedError.conflict("two different roots for size 0", current)
+            raise WitnessRefusedError(
+                422, "the consistency proof must be empty when the old size is 0"
+            )
         return parsed
     if parsed.size == latest.size:
         if parsed.root != latest.root:
-            raise WitnessRefusedError.conflict(
-                f"fork: a different root for size {parsed.size} than the one cosigned", current
+            raise WitnessRefusedError(
+                422, f"fork: a different root for size {parsed.size} than the one cosigned"
             )
         if request.proof:
             raise WitnessRefusedError(422, "sizes are equal but the consistency proof is not empty")
@@ -445,24 +453,51 @@ class Witness:
         """Handle an ``add-checkpoint`` body; return the cosignature line(s) to send.
 
         Raises :class:`WitnessRefusedError` for every refusal the specification names.
+        The checkpoint is stored (with the log's verified signatures and this witness's
+        cosignature, as the monitoring endpoint serves it) before the answer is returned.
         """
         request = parse_add_checkpoint(body)
-        _, parsed = _parse_checkpoint_note(request.checkpoint)
+        note, parsed = _parse_checkpoint_note(request.checkpoint)
         with self._lock:
             latest = self.latest(parsed.origin) if parsed.origin in self.logs else None
             checkpoint = check_add_checkpoint(request, self.logs, latest)
-            if latest is None or checkpoint.size > latest.size:
-                self.state.store(checkpoint.origin, request.checkpoint)
             timestamp = int(self._clock())
-        return self.cosigner.cosign(checkpoint, timestamp).line().encode()
+            if timestamp <= 0:  # "the timestamp MUST NOT be zero"
+                raise StorageError(f"the witness clock reads {timestamp}; refusing to cosign")
+            cosignature = self.cosigner.cosign(checkpoint, timestamp)
+            if latest is None or checkpoint.size > latest.size:
+                trusted = {(v.name, v.key_id) for v in self.logs[checkpoint.origin]}
+                kept = [sig for sig in note.signatures if (sig.name, sig.key_id) in trusted]
+                record = Note(note.text, (*kept, cosignature)).to_bytes()
+                self.state.store(checkpoint.origin, record)
+        return cosignature.line().encode()
+
+    def cosigned(self, origin_hash: str) -> bytes | None:
+        """The latest checkpoint cosigned for the log whose origin hashes to ``origin_hash``.
+
+        ``origin_hash`` is the lowercase hex SHA-256 of the origin; ``None`` if the log is
+        unknown or was never cosigned.
+        """
+        for origin in self.logs:
+            if hashlib.sha256(origin.encode()).hexdigest() == origin_hash:
+                return self.state.load(origin)
+        return None
 
 
 def witness_app(witness: Witness) -> Starlette:
-    """An ASGI app serving ``POST /add-checkpoint`` for ``witness``.
+    """An ASGI app serving ``POST /add-checkpoint`` and ``GET /<origin hash>/checkpoint``.
 
-    The blocking check-and-store runs in a worker thread. Storage failures answer 503
-    and cosign nothing.
+    The submission and monitoring prefixes are both the root. The blocking
+    check-and-store runs in a worker thread. Storage failures answer 503 and cosign
+    nothing.
     """
+
+    async def monitor(request: Request) -> Response:
+        origin_hash = str(request.path_params["origin_hash"])
+        note = await run_in_threadpool(witness.cosigned, origin_hash)
+        if note is None:
+            return PlainTextResponse("no checkpoint cosigned for this log\n", 404)
+        return Response(note, 200, media_type="text/plain; charset=utf-8")
 
     async def add_checkpoint(request: Request) -> Response:
         length = request.headers.get("content-length", "")
@@ -474,10 +509,18 @@ def witness_app(witness: Witness) -> Starlette:
         except WitnessRefusedError as refusal:
             if refusal.status in (409, 422):  # possible evidence of a misbehaving log
                 _log.warning("checkpoint refused", status=refusal.status, reason=str(refusal))
-            return Response(refusal.body, refusal.status, media_type=refusal.content_type)
+            # Exactly the content type given: Starlette would add "; charset=utf-8" to a
+            # text/ media type, and 409 answers must be text/x.tlog.size.
+            headers = {"Content-Type": refusal.content_type}
+            return Response(refusal.body, refusal.status, headers=headers)
         except (StorageError, OSError) as exc:
             _log.error("witness state cannot be written", error=str(exc))
             return PlainTextResponse("witness state cannot be written\n", 503)
         return Response(lines, 200, media_type="text/plain; charset=utf-8")
 
-    return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
+            Route("/{origin_hash:str}/checkpoint", monitor, methods=["GET"]),
+        ]
+    )
