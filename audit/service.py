@@ -59,9 +59,10 @@ from starlette.concurrency import run_in_threadpool
 
 from audit.checkpoint import Checkpoint
 from audit.entry import Event, encode_entry
-from audit.errors import AnchorMismatchError, AuditError, MalformedError, StorageError
+from audit.errors import AnchorMismatchError, AuditError, MalformedError
 from audit.note import Note, b64encode
 from audit.proof import TlogProof
+from audit.signing import read_key_text
 
 __all__ = [
     "MAX_BATCH",
@@ -229,10 +230,7 @@ def load_tokens(path: Path) -> dict[str, str]:
 
     Raises :class:`~audit.errors.MalformedError` naming the bad line (never echoing it).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(f"cannot read token file {path}: {exc.strerror}") from exc
+    text = read_key_text(path, "token file")
     tokens: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()

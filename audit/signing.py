@@ -14,7 +14,33 @@ from pathlib import Path
 from audit.errors import MalformedError, StorageError
 from audit.note import Signer, Verifier
 
-__all__ = ["generate_key_file", "load_signer", "load_verifier", "write_vkey_file"]
+__all__ = [
+    "generate_key_file",
+    "load_signer",
+    "load_verifier",
+    "read_key_text",
+    "write_vkey_file",
+]
+
+
+def read_key_text(path: Path, what: str) -> str:
+    """The text of a key or token file, or a clear error naming the file.
+
+    Raises :class:`~audit.errors.StorageError` if it cannot be read and
+    :class:`~audit.errors.MalformedError` if it is not UTF-8 text (a binary or DER key, a
+    file in another encoding); the contents are never echoed.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is not); expected a "
+            "one-line key in the C2SP note format, e.g. from `sandboxctl audit init`"
+        ) from None
 
 
 def generate_key_file(path: Path, name: str) -> Signer:
@@ -33,10 +59,7 @@ def generate_key_file(path: Path, name: str) -> Signer:
 
 def load_signer(path: Path) -> Signer:
     """Read a signer key file."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise StorageError(f"cannot read key file {path}: {exc.strerror}") from exc
+    text = read_key_text(path, "key file")
     try:
         return Signer.from_private_key(text)
     except MalformedError as exc:
@@ -45,10 +68,7 @@ def load_signer(path: Path) -> Signer:
 
 def load_verifier(path: Path) -> Verifier:
     """Read a verifier key file (one ``name+keyid+base64`` line)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise StorageError(f"cannot read verifier key {path}: {exc.strerror}") from exc
+    text = read_key_text(path, "verifier key")
     if not text.endswith("\n") or text.count("\n") != 1:
         raise MalformedError(f"verifier key file {path} must hold exactly one line")
     try:

@@ -21,7 +21,7 @@ from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
 from audit.errors import AnchorMismatchError, AuditError
 from audit.log import KEY_FILE, AuditLog
 from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
-from audit.signing import load_signer
+from audit.signing import load_signer, read_key_text
 from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
 from sandbox.cli.output import EXIT_USAGE, fail
 
@@ -137,7 +137,7 @@ def _anchor(
 def _vkey_arg(value: str) -> str:
     path = Path(value)
     if "+" not in value and path.is_file():
-        return path.read_text(encoding="utf-8").strip()
+        return read_key_text(path, "verifier key").strip()
     return value
 
 
@@ -157,9 +157,11 @@ def witness_serve(
     """Run a C2SP tlog-witness: POST /add-checkpoint cosigns consistent checkpoints only."""
     _listen(listen)
     try:
-        cosigner = Cosigner.from_private_key(key.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read witness key {key}: {exc.strerror}")
+        text = read_key_text(key, "witness key")
+    except AuditError as exc:
+        fail(str(exc))
+    try:
+        cosigner = Cosigner.from_private_key(text)
     except AuditError as exc:
         fail(f"witness key {key}: {exc}")
     try:
