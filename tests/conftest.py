@@ -14,6 +14,30 @@ from sandbox.testing import api_client, running_control_plane
 
 REPO = Path(__file__).resolve().parents[1]
 
+SERVER_FIXTURES = {
+    "control_plane": "integration",
+    "data_plane": "integration",
+    "opa_binary": "opa",
+    "minio": "s3",
+    "s3": "s3",
+}
+"""Fixtures that start (or need the binary of) a real server, and the marker they imply.
+
+A test that uses one of them, directly or through another fixture, gets the marker, so
+``make test-unit`` (``-m "not integration and not opa and not s3"``) never starts a
+server, whether or not the test's module remembered to mark itself.
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the servers its fixtures start (see :data:`SERVER_FIXTURES`)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture in sorted(used & SERVER_FIXTURES.keys()):
+            marker = SERVER_FIXTURES[fixture]
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(getattr(pytest.mark, marker))
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
