@@ -9,7 +9,7 @@ Layout of a log directory::
     hashes        stored Merkle hashes (:mod:`audit.merkle` layout), derived
     offsets       byte offset of each entry's record, derived
     checkpoint    the latest signed checkpoint, replaced atomically
-    LOCK          held (flock) by the one writer
+    LOCK          held (flock) by the one writer, as is the directory itself
 
 An append returns only once its entries are in ``entries.wal`` and fsynced; appends from
 concurrent threads share one fsync (group commit). Checkpoints are signed after a batch at
@@ -287,16 +287,14 @@ class AuditLog(LogReader):
         self._signers = [signers] if isinstance(signers, Signer) else list(signers)
         if not self._signers:
             raise ValueError("a writer needs at least one signer")
-        self._lock_fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fds: list[int] = []
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._lock_fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LogLockedError(
-                    f"{path} is already open for writing by another process; "
-                    "only one writer at a time (stop it, or read with LogReader)"
-                ) from exc
+            # The directory is locked as well as LOCK: a LOCK file can be deleted or
+            # replaced under a running writer, the directory it writes into cannot.
+            self._lock(path, path, os.O_RDONLY | os.O_DIRECTORY, "the log directory")
+            self._lock(path, path / LOCK_FILE, os.O_RDWR | os.O_CREAT, LOCK_FILE)
+        except BaseException:
+            self._unlock()
             raise
         try:
             super().__init__(path, _writable=True)
@@ -324,6 +322,26 @@ class AuditLog(LogReader):
             target=self._flush_loop, name="audit-checkpoint", daemon=True
         )
         self._flusher.start()
+
+    def _lock(self, path: Path, target: Path, flags: int, what: str) -> None:
+        """Take an exclusive ``flock`` on ``target``, or raise :class:`LogLockedError`."""
+        fd = os.open(target, flags, 0o644)
+        self._lock_fds.append(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LogLockedError(
+                    f"{path} is already open for writing by another process (it holds "
+                    f"{what}); only one writer at a time: stop it, or read with LogReader"
+                ) from exc
+            raise
+
+    def _unlock(self) -> None:
+        for fd in self._lock_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._lock_fds = []
 
     # -- creation ---------------------------------------------------------------------
 
@@ -705,8 +723,7 @@ class AuditLog(LogReader):
         if hasattr(self, "_wal"):
             with contextlib.suppress(OSError):
                 os.close(self._wal)
-        with contextlib.suppress(OSError):
-            os.close(self._lock_fd)
+        self._unlock()
 
     def __enter__(self) -> AuditLog:
         return self

@@ -63,16 +63,18 @@ class VerifyReport:
 
 
 def _writer_active(path: Path) -> bool:
-    try:
-        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    """Whether a writer holds the log's locks (the directory's, or LOCK's)."""
+    for target, flags in ((path, os.O_RDONLY | os.O_DIRECTORY), (path / LOCK_FILE, os.O_RDONLY)):
+        try:
+            fd = os.open(target, flags)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
     return False
 
 
