@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sandbox.api.accelerators import DEFAULT_ACCELERATORS, check_extended_resource
 from sandbox.exports.outbox import OutboxSettings
 from sandbox.policy.policyset import DEFAULT_POLICY_DIR
 from sandbox.storage.profiles import LonghornProfile, StorageProfile
@@ -73,6 +74,14 @@ class OperatorSettings(BaseSettings):
     """Namespace of the dataset gateway (sandboxes may reach it)."""
     gateway_port: int = Field(default=8443, ge=1, le=65535)
     """Port the dataset gateway's pods listen on (sandbox NetworkPolicies allow it)."""
+    accelerator_resources: list[Annotated[str, AfterValidator(check_extended_resource)]] = Field(
+        default_factory=lambda: list(DEFAULT_ACCELERATORS)
+    )
+    """Extended resources the platform offers (JSON list, e.g. ``["nvidia.com/gpu",
+    "nvidia.com/mig-3g.40gb"]``). Each sandbox's quota limits every one of them, to 0
+    unless the sandbox asks for it; a sandbox asking for another is refused. List every
+    accelerator your nodes' device plugins advertise: a quota does not limit a resource
+    it does not name."""
     resync_seconds: float = Field(default=30.0, gt=0)
     """How often each sandbox is checked for drift and expiry."""
     workers: int = Field(default=16, ge=1, le=128)

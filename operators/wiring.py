@@ -91,7 +91,9 @@ def build_platform(settings: OperatorSettings) -> Platform:
         cluster_jurisdiction=settings.cluster_jurisdiction,
         audit_retention_days=settings.audit_retention_days,
         isolation=IsolationSettings(
-            gateway_namespace=settings.gateway_namespace, gateway_port=settings.gateway_port
+            gateway_namespace=settings.gateway_namespace,
+            gateway_port=settings.gateway_port,
+            accelerators=tuple(dict.fromkeys(settings.accelerator_resources)),
         ),
         actor=Actor(user=settings.actor),
         on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from sandbox.api.accelerators import AcceleratorCounts, with_gpu
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 
 __all__ = [
@@ -59,9 +60,21 @@ class SandboxResources(WireModel):
     memory: Quantity = "16Gi"
     """Total memory, e.g. ``32Gi``."""
     gpu: Quantity = "0"
-    """GPUs (``nvidia.com/gpu``)."""
+    """Whole GPUs: the shorthand for ``accelerators: {nvidia.com/gpu: N}``."""
+    accelerators: AcceleratorCounts = Field(default_factory=dict)
+    """Accelerators by resource name, e.g. ``{nvidia.com/mig-3g.40gb: 2, amd.com/gpu: 1}``;
+    each must be one the platform offers. Every offered accelerator not asked for is 0."""
     storage: Quantity = "50Gi"
     """Size of the encrypted ``workspace`` volume."""
+
+    @model_validator(mode="after")
+    def _gpu_once(self) -> SandboxResources:
+        self.accelerator_counts()
+        return self
+
+    def accelerator_counts(self) -> dict[str, int]:
+        """Every accelerator asked for, ``gpu`` included as ``nvidia.com/gpu``, by name."""
+        return with_gpu(self.gpu, self.accelerators, zero_is_unset=True)
 
 
 class DatasetRequest(WireModel):

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from sandbox.api.accelerators import AcceleratorCounts, with_gpu
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 
 __all__ = [
@@ -89,11 +90,23 @@ class TenantQuota(WireModel):
     memory: Quantity | None = None
     """Memory ceiling per sandbox, e.g. ``64Gi``."""
     gpu: Quantity | None = None
-    """GPU ceiling per sandbox (``nvidia.com/gpu``)."""
+    """GPU ceiling per sandbox: the shorthand for ``accelerators: {nvidia.com/gpu: N}``."""
+    accelerators: AcceleratorCounts = Field(default_factory=dict)
+    """Ceilings per sandbox by accelerator, e.g. ``{nvidia.com/mig-3g.40gb: 2}``; an
+    accelerator not named here (nor as ``gpu``) has no ceiling."""
     storage: Quantity | None = None
     """Workspace storage ceiling per sandbox, e.g. ``500Gi``."""
     max_lifetime: Duration | None = None
     """Longest lifetime a sandbox may ask for, e.g. ``90d``."""
+
+    @model_validator(mode="after")
+    def _gpu_once(self) -> TenantQuota:
+        self.accelerator_ceilings()
+        return self
+
+    def accelerator_ceilings(self) -> dict[str, int]:
+        """The ceiling of each accelerator that has one, ``gpu`` as ``nvidia.com/gpu``."""
+        return with_gpu(self.gpu, self.accelerators, zero_is_unset=False)
 
 
 class DataPermit(WireModel):

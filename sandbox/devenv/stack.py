@@ -41,6 +41,7 @@ from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.kube.apply import apply
 from sandbox.policy.defaults import default_policies, manifest
+from sandbox.provision.accelerator_admission import apply_accelerator_policies
 from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import api_client, install_crds
 
@@ -180,6 +181,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         install_operator_rbac(admin, SYSTEM_NS)
         apply_admission_policies(admin)
         apply_claim_policies(admin)
+        apply_accelerator_policies(admin)
         for obj in gateway_rbac(SYSTEM_NS):
             apply(admin, obj)
 

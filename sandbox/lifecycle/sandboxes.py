@@ -60,6 +60,7 @@ from sandbox.provision.sandbox_plan import (
     effective_quota,
     isolation_objects,
     quarantine_policy,
+    unoffered_accelerators,
 )
 from sandbox.storage.profiles import (
     StorageProfileError,
@@ -301,6 +302,17 @@ def provision_sandbox(
             "LifetimeExceedsTenantMaximum",
             f"the lifetime ends {rfc3339(end)}, beyond the tenant's maximum of {maximum} "
             "from creation; shorten spec.lifetime",
+        )
+        result.status.update(base_status)
+        return result
+    unoffered = unoffered_accelerators(spec, platform.isolation.accelerators)
+    if unoffered:
+        result = _fail(
+            body,
+            conds,
+            "AcceleratorNotOffered",
+            f"the platform offers no {', '.join(unoffered)}; remove it from "
+            "spec.resources.accelerators, or ask a platform engineer to offer it",
         )
         result.status.update(base_status)
         return result

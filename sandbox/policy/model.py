@@ -22,7 +22,7 @@ spec), so a tenant cannot talk itself into a permission.
 ``sandbox`` (claimed: Sandbox)
     ``name``, ``purpose``, ``region``, ``lifetime.{ttl, expiresAt, onExpiry}``
     plus ``lifetime.seconds`` (derived by the platform from ttl or expiresAt),
-    ``resources.{cpu, memory, gpu, storage}``, ``datasets[].{name, purpose}``,
+    ``resources.{cpu, memory, gpu, storage, accelerators}``, ``datasets[].{name, purpose}``,
     ``egress[].{cidr, ports, region}``, ``publicInterest.{area, whyNotAnonymised}``.
 ``export`` (model.export only; ``artifact``, ``destination``, ``justification``
 claimed from ModelExport, ``requester`` and ``approvals`` attested by the operator)
@@ -47,6 +47,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -259,12 +260,27 @@ class Lifetime(_Model):
 
 
 class Resources(_Model):
-    """Compute and storage a sandbox asks for (claimed)."""
+    """Compute, storage and accelerators a sandbox asks for (claimed).
+
+    ``gpu`` counts whole NVIDIA GPUs however they were asked for (the ``gpu`` shorthand
+    or ``accelerators["nvidia.com/gpu"]``), so a rule on ``gpu`` cannot be sidestepped.
+    """
 
     cpu: str | None = None
     memory: str | None = None
     gpu: int | None = None
     storage: str | None = None
+    accelerators: dict[str, int] = {}
+    """Accelerators by extended resource name, e.g. ``{"nvidia.com/mig-3g.40gb": 2}``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_however_asked(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            named = (data.get("accelerators") or {}).get("nvidia.com/gpu")
+            if named and not data.get("gpu"):
+                return {**data, "gpu": named}
+        return data
 
 
 class DatasetRequest(_Model):

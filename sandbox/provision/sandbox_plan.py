@@ -7,13 +7,14 @@ manifests, in apply order. Storage (StorageClass, PVC) and keys come from
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from sandbox.api.accelerators import DEFAULT_ACCELERATORS
 from sandbox.api.sandbox import EgressRule, SandboxSpec
 from sandbox.api.tenant import Role, TenantQuota, TenantSpec
 from sandbox.provision.names import managed_labels, sandbox_namespace
@@ -28,6 +29,8 @@ __all__ = [
     "effective_quota",
     "isolation_objects",
     "quarantine_policy",
+    "quota_hard",
+    "unoffered_accelerators",
 ]
 
 WORKLOAD_ROLE = "regsandbox-workloads"
@@ -53,6 +56,8 @@ class IsolationSettings:
     """Namespace of the cluster DNS."""
     dns_pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
     """Labels selecting the DNS pods."""
+    accelerators: tuple[str, ...] = DEFAULT_ACCELERATORS
+    """Extended resources the platform offers; each sandbox's quota caps every one."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,11 @@ class EffectiveQuota:
 
     cpu: str
     memory: str
-    gpu: str
     storage: str
     capped: tuple[str, ...]
     """Resources whose request exceeded the tenant's ceiling and were lowered."""
+    accelerators: Mapping[str, int] = field(default_factory=dict)
+    """Accelerators granted, by resource name (``gpu`` as ``nvidia.com/gpu``)."""
 
 
 def _amount(quantity: str) -> Decimal:
@@ -81,16 +87,57 @@ def _cap(requested: str, ceiling: str | None) -> tuple[str, bool]:
 
 
 def effective_quota(spec: SandboxSpec, ceilings: TenantQuota) -> EffectiveQuota:
-    """The sandbox's requested resources, each capped by the tenant's ceiling."""
+    """The sandbox's requested resources, each capped by the tenant's ceiling.
+
+    Accelerators are capped type by type: a tenant's ceiling of two
+    ``nvidia.com/gpu`` says nothing about ``nvidia.com/mig-3g.40gb``.
+    """
     res = spec.resources
     values: dict[str, str] = {}
     capped: list[str] = []
-    for name in ("cpu", "memory", "gpu", "storage"):
+    for name in ("cpu", "memory", "storage"):
         value, was_capped = _cap(getattr(res, name), getattr(ceilings, name))
         values[name] = value
         if was_capped:
             capped.append(name)
-    return EffectiveQuota(capped=tuple(capped), **values)
+    limits = ceilings.accelerator_ceilings()
+    granted: dict[str, int] = {}
+    for resource, count in sorted(res.accelerator_counts().items()):
+        ceiling = limits.get(resource)
+        granted[resource] = count if ceiling is None else min(count, ceiling)
+        if granted[resource] < count:
+            capped.append(resource)
+    return EffectiveQuota(capped=tuple(capped), accelerators=granted, **values)
+
+
+def unoffered_accelerators(spec: SandboxSpec, offered: Collection[str]) -> list[str]:
+    """The accelerators ``spec`` asks for (a non-zero count) that the platform does not offer."""
+    return sorted(
+        r for r, n in spec.resources.accelerator_counts().items() if n and r not in offered
+    )
+
+
+def quota_hard(quota: EffectiveQuota, offered: Iterable[str]) -> dict[str, str]:
+    """The sandbox ResourceQuota's ``spec.hard``.
+
+    Every offered accelerator is limited, to ``0`` unless granted: a quota limits only
+    the resources it names, so one left out would be unlimited. Extended resources take
+    only the ``requests.`` form (Kubernetes refuses ``limits.`` for them; requests and
+    limits of an extended resource are always equal).
+    """
+    accelerators = {f"requests.{r}": "0" for r in offered}
+    accelerators.update({f"requests.{r}": str(n) for r, n in quota.accelerators.items()})
+    return {
+        "requests.cpu": quota.cpu,
+        "limits.cpu": quota.cpu,
+        "requests.memory": quota.memory,
+        "limits.memory": quota.memory,
+        "requests.storage": quota.storage,
+        "persistentvolumeclaims": "1",
+        "services.loadbalancers": "0",
+        "services.nodeports": "0",
+        **dict(sorted(accelerators.items())),
+    }
 
 
 def _netpol(name: str, ns: str, labels: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +249,6 @@ def isolation_objects(
     settings = settings or IsolationSettings()
     ns = sandbox_namespace(tenant, name)
     labels = managed_labels(tenant=tenant, sandbox=name, sector=tenant_spec.sector.value)
-    gpu = {"requests.nvidia.com/gpu": quota.gpu} if _amount(quota.gpu) > 0 else {}
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -223,19 +269,7 @@ def isolation_objects(
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": "sandbox", "namespace": ns, "labels": labels},
-            "spec": {
-                "hard": {
-                    "requests.cpu": quota.cpu,
-                    "limits.cpu": quota.cpu,
-                    "requests.memory": quota.memory,
-                    "limits.memory": quota.memory,
-                    "requests.storage": quota.storage,
-                    "persistentvolumeclaims": "1",
-                    "services.loadbalancers": "0",
-                    "services.nodeports": "0",
-                    **gpu,
-                }
-            },
+            "spec": {"hard": quota_hard(quota, settings.accelerators)},
         },
         {
             "apiVersion": "v1",

@@ -23,6 +23,7 @@ from sandbox.exports.admission import admission_policies
 from sandbox.exports.outbox import OutboxSettings, RegisteredDestination
 from sandbox.kube.apply import apply, get
 from sandbox.policy.opa import OPA_SIDECAR_ENV
+from sandbox.provision.accelerator_admission import accelerator_policies
 from sandbox.provision.rbac import chart_rules, render_rules
 from sandbox.storage.admission import claim_policies
 from sandbox.testing import api_client
@@ -117,7 +118,9 @@ def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> Non
         bare = [{**d, "metadata": {"name": d["metadata"]["name"]}} for d in docs]
         return sorted(bare, key=lambda d: (d["kind"], d["metadata"]["name"]))
 
-    assert unlabelled(shipped) == unlabelled(admission_policies() + claim_policies())
+    assert unlabelled(shipped) == unlabelled(
+        admission_policies() + claim_policies() + accelerator_policies()
+    )
     assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in shipped} == {
         "admission"
     }
