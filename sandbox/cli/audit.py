@@ -28,7 +28,7 @@ from audit.proof import verify_tlog_proof
 from audit.signing import generate_key_file, load_signer, load_verifier
 from audit.snapshot import snapshot
 from audit.verify import verify_log
-from sandbox.cli import audit_serve
+from sandbox.cli import audit_archive, audit_serve
 from sandbox.cli.output import (
     EXIT_ERROR,
     EXIT_VERIFY_FAILED,
@@ -43,6 +43,7 @@ __all__ = ["ExportFormat", "app"]
 
 app = typer.Typer(help="The audit log: append, inspect, prove and verify.", no_args_is_help=True)
 audit_serve.register(app)
+app.add_typer(audit_archive.app, name="archive")
 
 LogDir = Annotated[Path, typer.Option("--log", help="Log directory.", show_default=False)]
 KeyFile = Annotated[

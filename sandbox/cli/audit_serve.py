@@ -23,6 +23,7 @@ from audit.log import KEY_FILE, AuditLog
 from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
 from audit.signing import load_signer, read_key_text
 from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
+from sandbox.cli import audit_archive
 from sandbox.cli.output import EXIT_USAGE, fail
 
 __all__ = ["register"]
@@ -84,6 +85,12 @@ def serve(
         Path | None,
         typer.Option("--kubeconfig", help="For --anchor-configmap (default: in-cluster)."),
     ] = None,
+    archive_bucket: audit_archive.ArchiveBucket = None,
+    archive_prefix: audit_archive.ArchivePrefix = "",
+    archive_endpoint: audit_archive.ArchiveEndpoint = None,
+    archive_region: audit_archive.ArchiveRegion = None,
+    archive_retention_days: audit_archive.ArchiveRetentionDays = None,
+    archive_interval: audit_archive.ArchiveInterval = 30.0,
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
@@ -106,9 +113,23 @@ def serve(
         raise typer.Exit(3) from None
     except AuditError as exc:
         fail(str(exc))
+    archiver = None
     try:
-        _run(create_app(audit_log, policy), listen)
+        app = create_app(audit_log, policy)
+        archiver = audit_archive.start_archiver(
+            audit_log,
+            app,
+            bucket=archive_bucket,
+            prefix=archive_prefix,
+            endpoint=archive_endpoint,
+            region=archive_region,
+            retention_days=archive_retention_days,
+            interval=archive_interval,
+        )
+        _run(app, listen)
     finally:
+        if archiver is not None:
+            archiver.stop()
         audit_log.close()
 
 
