@@ -16,6 +16,7 @@ from kubernetes import client
 from audit.log import AuditLog
 from audit.signing import generate_key_file
 from operators.settings import OperatorSettings
+from sandbox.api.accelerators import DEFAULT_ACCELERATORS
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.operator_process import OperatorProcess, service_account_kubeconfig
 from sandbox.devenv.toolchain import tool_path
@@ -195,6 +196,23 @@ def test_template_refuses_values_the_operator_cannot_work_with(repo_root: Path) 
     )
     # Exports without an outbox bucket.
     assert "/operator/exportOutbox/bucket" in _refusal(chart, "operator.exportOutbox.enabled=true")
+
+
+def test_template_declares_the_accelerators_the_platform_offers(repo_root: Path) -> None:
+    chart = repo_root / "charts/regsandbox"
+    default = _operator_env(_template(chart))
+    assert "REGSANDBOX_ACCELERATOR_RESOURCES" not in default
+    assert _operator_settings(default).accelerator_resources == list(DEFAULT_ACCELERATORS)
+    offered = "operator.acceleratorResources={nvidia.com/gpu,nvidia.com/mig-1g.10gb}"
+    env = _operator_env(_template(chart, offered))
+    assert _operator_settings(env).accelerator_resources == [
+        "nvidia.com/gpu",
+        "nvidia.com/mig-1g.10gb",
+    ]
+    assert "acceleratorResources" in _refusal(chart, "operator.acceleratorResources={gpu}")
+    assert "acceleratorResources" in _refusal(
+        chart, "operator.acceleratorResources={kubernetes.io/gpu}"
+    )
 
 
 def test_template_with_an_opa_server_of_ones_own(repo_root: Path) -> None:
