@@ -9,7 +9,13 @@ SANDBOXCTL := $(VENV)/bin/sandboxctl
 DEV_DIR ?= .regsandbox/dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools up cluster down test test-unit lint lint-rego fmt demo bench clean
+.PHONY: help venv deps tools up cluster down test test-unit lint lint-rego fmt demo bench clean
+
+# Debian packages of the local node (containerd, runc, CNI plugins, iptables, ipset,
+# conntrack) and of the locally built images (umoci, skopeo, mmdebstrap, gcc,
+# busybox-static). `make deps` installs the missing ones with apt, which needs root.
+DEB_PACKAGES := containerd runc containernetworking-plugins umoci skopeo mmdebstrap \
+	iptables ipset conntrack iproute2 util-linux gcc libc6-dev busybox-static
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,7 +28,21 @@ $(PY): pyproject.toml
 
 venv: $(PY) ## Create .venv with regsandbox and its development tools
 
-tools: $(PY) ## Build the pinned Go tools that are missing from the cache
+deps: ## Install the Debian packages the data plane and images need (apt; root only)
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "deps: missing $$missing; install them as root (the data plane also needs root)" >&2; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "deps: missing $$missing and no apt-get; install them by other means" >&2; \
+	else \
+		echo "deps: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+tools: $(PY) deps ## Build the pinned Go tools that are missing from the cache
 	$(SANDBOXCTL) dev tools --build
 
 up: tools ## Run everything locally in the foreground: control plane, MinIO, audit, gateway, operator (Ctrl-C stops it)

@@ -43,15 +43,33 @@ def up(
         bool,
         typer.Option("--durable-etcd", help="Keep etcd's fsyncs (slower, survives power loss)."),
     ] = False,
+    data_plane: Annotated[
+        bool,
+        typer.Option(
+            "--data-plane",
+            help=(
+                "Add a node on which pods run (containerd, kubelet, kube-proxy, kube-router, "
+                "CoreDNS, kube-scheduler) in namespaces of its own; needs root."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Start etcd, kube-apiserver and kube-controller-manager and wait until ready."""
-    plane = ControlPlane(directory, durable_etcd=durable_etcd)
+    if data_plane and timeout == 90.0:
+        timeout = 240.0  # the node, its images and CoreDNS come on top
+    plane = ControlPlane(directory, durable_etcd=durable_etcd, data_plane=data_plane)
     try:
         state = plane.up(timeout=timeout, progress=_progress)
     except SandboxError as exc:
         fail(str(exc))
     kubeconfig = plane.admin_kubeconfig
     typer.echo(f"control plane ready at {state.server}")
+    node = plane.node.status() if data_plane else None
+    if node:
+        typer.echo(
+            f"node {node['name']} ready at {node['nodeIP']} "
+            f"(host link {node['hostInterface']} {node['hostIP']})"
+        )
     typer.echo(f"  export KUBECONFIG={kubeconfig}")
     typer.echo(f"  {bin_dir() / TOOLS['kubectl'].filename} get namespaces")
     typer.echo(f"  sandboxctl dev user alice --group tenant-a --dir {directory}")
@@ -90,11 +108,23 @@ def status(
             for name, s in info["servers"].items()
         ]
         if rows:
+            node = info.get("node")
+            if node:
+                rows += [
+                    {"server": name, "pid": p["pid"], "running": p["running"]}
+                    for name, p in node["processes"].items()
+                ]
             print_rows(rows, ["server", "pid", "running"], output, name_key="server")
             typer.echo(f"api: {info['server']} ready={info['ready']}")
+            if node:
+                typer.echo(
+                    f"node: {node['name']} {node['nodeIP']} ready={node['ready']} "
+                    f"(host link {node['hostInterface']} {node['hostIP']})"
+                )
         else:
             typer.echo(f"no control plane in {info['directory']}")
-    if not info.get("ready"):
+    node = info.get("node")
+    if not info.get("ready") or (node and not node["ready"]):
         raise typer.Exit(1)
 
 

@@ -3,7 +3,13 @@
 ``ControlPlane(directory).up()`` makes a PKI, starts the three servers on free
 loopback ports, waits until the API server is ready and the controllers are working,
 and writes ``admin.kubeconfig``. ``down()`` stops every process it started, including
-the ones of an ``up`` that was killed half-way. The directory layout::
+the ones of an ``up`` that was killed half-way.
+
+With ``data_plane=True`` the control plane gets a node (:mod:`sandbox.devenv.dataplane`):
+the API server binds to the host end of the node's private link instead of loopback,
+authorizes with ``Node,RBAC``, admits with ``NodeRestriction``, publishes its endpoint
+for the ``kubernetes`` Service and reaches kubelets with a client certificate; the
+controller manager runs the controllers pods and Services need. The directory layout::
 
     DIR/state.json            ports and PIDs of the running servers
     DIR/admin.kubeconfig      system:masters client certificate
@@ -11,6 +17,7 @@ the ones of an ``up`` that was killed half-way. The directory layout::
     DIR/pki/                  CA, serving certificates, service-account keys
     DIR/etcd/                 etcd data (discarded by the next up)
     DIR/logs/NAME.log         one log per server
+    DIR/node/                 the node, when there is one (see sandbox.devenv.dataplane)
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, Field
 
 from sandbox.devenv import processes
+from sandbox.devenv.dataplane import DataPlane
 from sandbox.devenv.kubeconfig import write_kubeconfig
+from sandbox.devenv.nodeconfig import APISERVER_KUBELET_CLIENT, CLUSTER_CIDR
 from sandbox.devenv.pki import CertificateAuthority, write_private_key
 from sandbox.devenv.toolchain import KUBERNETES_VERSION, tool_path
 from sandbox.errors import ConfigurationError, ControlPlaneError
@@ -59,6 +68,22 @@ _CONTROLLERS = ",".join(
     )
 )
 
+_NODE_CONTROLLERS = ",".join(
+    (
+        "endpoints-controller",
+        "endpointslice-controller",
+        "endpointslice-mirroring-controller",
+        "replicaset-controller",
+        "deployment-controller",
+        "node-lifecycle-controller",
+        "node-ipam-controller",
+        "pod-garbage-collector-controller",
+        "taint-eviction-controller",
+        "ttl-controller",
+    )
+)
+"""What a control plane with a node runs on top of ``_CONTROLLERS``."""
+
 _ADMISSION = ",".join(
     (
         "NamespaceLifecycle",
@@ -84,6 +109,10 @@ class ControlPlaneState(BaseModel):
     apiserver_port: int
     controller_manager_port: int
     pids: dict[str, int] = Field(default_factory=dict)
+    bind_address: str = "127.0.0.1"
+    """Where the API server listens: loopback, or the host end of the node's link."""
+    data_plane: bool = False
+    """Whether the control plane was started with a node."""
     kubernetes_version: str = KUBERNETES_VERSION
     started_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
     ready: bool = False
@@ -91,16 +120,25 @@ class ControlPlaneState(BaseModel):
     @property
     def server(self) -> str:
         """The API server URL."""
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.bind_address}:{self.apiserver_port}"
 
 
 class ControlPlane:
     """One local control plane rooted at a directory."""
 
-    def __init__(self, directory: Path = DEFAULT_DIR, *, durable_etcd: bool = False) -> None:
-        """Use ``directory`` for state; ``durable_etcd`` keeps etcd's fsyncs (slower)."""
+    def __init__(
+        self, directory: Path = DEFAULT_DIR, *, durable_etcd: bool = False, data_plane: bool = False
+    ) -> None:
+        """Use ``directory`` for state; ``durable_etcd`` keeps etcd's fsyncs (slower);
+        ``data_plane`` adds a node on which pods run."""
         self.directory = directory.resolve()
         self.durable_etcd = durable_etcd
+        self.data_plane = data_plane
+
+    @property
+    def node(self) -> DataPlane:
+        """The node of this control plane (present or not)."""
+        return DataPlane(self.directory)
 
     # -- paths ----------------------------------------------------------------------
     @property
@@ -152,10 +190,15 @@ class ControlPlane:
     ) -> ControlPlaneState:
         """Start the control plane and wait until it serves; reuse a healthy one."""
         current = self.load_state()
-        if current and current.ready and self._healthy(current):
+        if (
+            current
+            and current.ready
+            and current.data_plane == self.data_plane
+            and self._healthy(current)
+        ):
             progress(f"control plane already running at {current.server}")
             return current
-        if current or processes.processes_under(self.directory, SERVERS):
+        if current or processes.processes_under(self.directory, SERVERS) or self.node.present():
             progress("cleaning up a previous control plane")
             self.down()
         binaries = {name: tool_path(name) for name in SERVERS}
@@ -164,19 +207,25 @@ class ControlPlane:
             shutil.rmtree(self.directory / stale, ignore_errors=True)
         self.admin_kubeconfig.unlink(missing_ok=True)
 
+        deadline = time.monotonic() + timeout
+        bind_address = "127.0.0.1"
+        if self.data_plane:
+            # Fails with the reason before anything starts when the machine cannot do it.
+            bind_address = self.node.prepare(progress).host_ip
         state = ControlPlaneState(
             directory=self.directory,
             etcd_port=processes.free_port(),
             etcd_peer_port=processes.free_port(),
             apiserver_port=processes.free_port(),
             controller_manager_port=processes.free_port(),
+            bind_address=bind_address,
+            data_plane=self.data_plane,
         )
-        progress("making certificates")
-        self._make_pki(state)
-        self._save_state(state)
-        deadline = time.monotonic() + timeout
         started: dict[str, Any] = {}
         try:
+            progress("making certificates")
+            self._make_pki(state)
+            self._save_state(state)
             for name in SERVERS:
                 progress(f"starting {name}")
                 cmd = [str(binaries[name]), *self._args(name, state)]
@@ -187,6 +236,15 @@ class ControlPlane:
                 self._wait_ready(name, state, started, deadline)
             progress("waiting for the controllers")
             self._wait_controllers(state, started, deadline)
+            if self.data_plane:
+                self.node.start(
+                    server=state.server,
+                    pki_dir=self.pki_dir,
+                    admin_kubeconfig=self.admin_kubeconfig,
+                    service_cidr=SERVICE_CIDR,
+                    deadline=deadline,
+                    progress=progress,
+                )
         except BaseException:
             self.down()
             raise
@@ -197,15 +255,17 @@ class ControlPlane:
     def down(self, timeout: float = 10.0) -> list[str]:
         """Stop every server of this control plane; safe to call repeatedly.
 
-        Returns the names of the servers that were running.
+        Returns the names of the servers that were running. The node, if any, goes
+        first: its pods and kubelet must not outlive the API server they report to.
         """
+        node = self.node
+        stopped: list[str] = node.down() if node.present() else []
         state = self.load_state() if self.state_file.exists() else None
         found = processes.processes_under(self.directory, SERVERS)
         if state:
             for name, pid in state.pids.items():
                 if processes.is_running(pid) and pid in found:
                     found[pid] = name
-        stopped: list[str] = []
         for name in reversed(SERVERS):
             pids = [pid for pid, n in found.items() if n == name]
             if processes.terminate(pids, timeout=timeout):
@@ -231,6 +291,7 @@ class ControlPlane:
             "kubernetesVersion": state.kubernetes_version,
             "startedAt": state.started_at.isoformat(),
             "servers": servers,
+            "node": self._node_status(state),
         }
 
     def add_user(self, name: str, groups: list[str] | tuple[str, ...] = ()) -> Path:
@@ -247,10 +308,29 @@ class ControlPlane:
         return write_kubeconfig(self.user_kubeconfig(name), state.server, ca.cert_pem, name, cert)
 
     # -- internals --------------------------------------------------------------------
+    def _node_status(self, state: ControlPlaneState) -> dict[str, Any] | None:
+        node = self.node.status()
+        if node is None:
+            return None
+        node["ready"] = False
+        try:
+            with self._admin_client(state) as client:
+                resp = client.get(f"/api/v1/nodes/{node['name']}")
+            if resp.status_code == 200:
+                conditions = resp.json().get("status", {}).get("conditions", [])
+                node["ready"] = any(
+                    c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+                )
+        except (httpx.HTTPError, OSError, ValueError):
+            pass
+        return node
+
     def _make_pki(self, state: ControlPlaneState) -> None:
         pki = self.pki_dir
         ca = CertificateAuthority.create()
         ca.save(pki)
+        if state.data_plane:
+            ca.issue_client(APISERVER_KUBELET_CLIENT).write(pki, "apiserver-kubelet-client")
         ca.issue_server(
             "kube-apiserver",
             dns=[
@@ -260,7 +340,7 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ],
-            ips=["127.0.0.1", "10.96.0.1"],
+            ips=sorted({"127.0.0.1", "10.96.0.1", state.bind_address}),
         ).write(pki, "apiserver")
         ca.issue_server("kube-controller-manager", dns=["localhost"], ips=["127.0.0.1"]).write(
             pki, "controller-manager"
@@ -312,24 +392,40 @@ class ControlPlane:
                 args.append("--unsafe-no-fsync=true")
             return args
         if name == "kube-apiserver":
-            return [
+            args = [
                 f"--etcd-servers=http://127.0.0.1:{s.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={s.bind_address}",
+                f"--advertise-address={s.bind_address}",
                 f"--secure-port={s.apiserver_port}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=RBAC",
-                f"--enable-admission-plugins={_ADMISSION}",
                 "--allow-privileged=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=1",
+            ]
+            if not s.data_plane:
+                return [
+                    *args,
+                    "--authorization-mode=RBAC",
+                    f"--enable-admission-plugins={_ADMISSION}",
+                    "--endpoint-reconciler-type=none",
+                ]
+            return [
+                *args,
+                # Kubelets are confined to their own node's objects.
+                "--authorization-mode=Node,RBAC",
+                f"--enable-admission-plugins={_ADMISSION},NodeRestriction",
+                # The `kubernetes` Service gets this server's address as its endpoint.
+                "--endpoint-reconciler-type=lease",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP",
             ]
         if name == "kube-controller-manager":
             kubeconfig = d / "controller-manager.kubeconfig"
@@ -341,13 +437,23 @@ class ControlPlane:
                 f"--secure-port={s.controller_manager_port}",
                 f"--tls-cert-file={pki / 'controller-manager.crt'}",
                 f"--tls-private-key-file={pki / 'controller-manager.key'}",
-                f"--controllers={_CONTROLLERS}",
+                f"--controllers={_CONTROLLERS}" + (f",{_NODE_CONTROLLERS}" if s.data_plane else ""),
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--leader-elect=false",
                 "--concurrent-gc-syncs=5",
                 "--namespace-sync-period=10s",
+                *(
+                    [
+                        "--allocate-node-cidrs=true",
+                        f"--cluster-cidr={CLUSTER_CIDR}",
+                        "--node-cidr-mask-size=24",
+                        f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    ]
+                    if s.data_plane
+                    else []
+                ),
                 "--v=1",
             ]
         raise AssertionError(name)

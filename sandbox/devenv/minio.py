@@ -68,8 +68,14 @@ def _ready(endpoint: str) -> bool:
 
 
 @contextmanager
-def running_minio(directory: Path, timeout: float = 60.0) -> Iterator[MinioServer]:
-    """Run MinIO with its data and log in ``directory`` for the duration of the block."""
+def running_minio(
+    directory: Path, timeout: float = 60.0, host: str = "127.0.0.1"
+) -> Iterator[MinioServer]:
+    """Run MinIO with its data and log in ``directory`` for the duration of the block.
+
+    It listens on ``host`` (loopback unless told otherwise, e.g. the host end of the
+    local node's link so pods can be shown not to reach it).
+    """
     binary = tool_path("minio")
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -83,7 +89,7 @@ def running_minio(directory: Path, timeout: float = 60.0) -> Iterator[MinioServe
         "MINIO_UPDATE": "off",
     }
     log_path = directory / "minio.log"
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -92,9 +98,9 @@ def running_minio(directory: Path, timeout: float = 60.0) -> Iterator[MinioServe
                 str(data),
                 "--quiet",
                 "--address",
-                f"127.0.0.1:{port}",
+                f"{host}:{port}",
                 "--console-address",
-                f"127.0.0.1:{console}",
+                f"{host}:{console}",
             ],
             env=env,
             stdin=subprocess.DEVNULL,

@@ -56,6 +56,8 @@ class Tool:
     """Pinned version; must equal the ``require`` line for ``module`` in ``go.mod``."""
     ldflags: tuple[str, ...] = field(default=())
     """Extra ``-ldflags`` (version stamping)."""
+    env: tuple[tuple[str, str], ...] = field(default=())
+    """Extra build environment, e.g. ``CGO_ENABLED=0`` for a binary that runs in a pod."""
 
     @property
     def filename(self) -> str:
@@ -129,6 +131,9 @@ TOOLS: dict[str, Tool] = {
             "github.com/coredns/coredns",
             "github.com/coredns/coredns",
             "v1.14.7",
+            ("-X github.com/coredns/coredns/coremain.GitCommit=v1.14.7",),
+            # Static: it runs in the kube-dns pods, whose image has no C library.
+            (("CGO_ENABLED", "0"),),
         ),
         Tool(
             "opa",
@@ -237,6 +242,7 @@ def build_tools(
         cmd = [go, "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *tool.ldflags))]
         cmd += ["-o", str(partial), tool.package]
         env = {**os.environ, "GOFLAGS": os.environ.get("GOFLAGS", "-buildvcs=false")}
+        env.update(dict(tool.env))
         result = subprocess.run(
             cmd,
             cwd=tools_root / tool.module_dir,
