@@ -5,6 +5,14 @@ rebuilds the tree and compares every stored hash and offset with what it recompu
 a change anywhere in the entry, hash or offset files is reported at the first entry it
 affects. It then checks the checkpoint's signature and root, and, for each trusted older
 checkpoint the caller saved, that the log still extends it (no rollback, no fork).
+
+A writer stopped by a crash can leave, after its last signed checkpoint, a record cut
+short or entries whose stored hashes and offsets were not written yet (the entry file is
+synced first). That *unsigned tail* is what the writer repairs when it next opens the
+log; it is not tampering, and nothing in it was ever signed or acknowledged in a receipt.
+So inconsistencies a crash can cause — a torn last record, derived files shorter or
+longer than the entries — are reported as :class:`UnsignedTail` when they lie past every
+checkpoint being checked, and as tampering anywhere inside the signed prefix.
 """
 
 from __future__ import annotations
@@ -35,10 +43,39 @@ from audit.note import Verifier, open_note
 from audit.signing import load_signer, load_verifier
 from audit.wal import MAGIC, RecordDamageError, read_records
 
-__all__ = ["VerifyReport", "verify_log"]
+__all__ = ["UnsignedTail", "VerifyReport", "verify_log"]
 
 _BUFFER = 1 << 20
 _END = (b",", b"}")
+
+
+@dataclass(frozen=True)
+class UnsignedTail:
+    """What a crash left after the signed prefix, not verified and never signed."""
+
+    index: int
+    """First entry index not verified (everything before it was)."""
+    bytes: int
+    """Bytes of the entry file from that entry's record on."""
+    records: int
+    """Complete records among those bytes (a torn last one is not counted)."""
+    reason: str
+    """What was found there (a record cut short, stored hashes missing, ...)."""
+
+    def __str__(self) -> str:
+        return (
+            f"an unsigned tail of {self.bytes} bytes ({self.records} complete records) "
+            f"from entry {self.index}, after the last checkpoint: {self.reason}. A crash "
+            "leaves this; the writer repairs it when it next opens the log"
+        )
+
+
+class _TailError(Exception):
+    """Raised inside the scan when the first crash-like inconsistency is past the prefix."""
+
+    def __init__(self, index: int, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index, self.offset, self.reason = index, offset, reason
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,8 @@ class VerifyReport:
     """Verifier keys whose signatures on the checkpoint checked out."""
     extends: tuple[int, ...] = field(default=())
     """Sizes of trusted older checkpoints the log was shown to extend."""
+    tail: UnsignedTail | None = None
+    """What a crash left after the signed prefix, if anything (see :class:`UnsignedTail`)."""
 
     @property
     def unpublished(self) -> int:
@@ -130,7 +169,7 @@ def verify_log(
             raise VerificationError(
                 f"fork: two checkpoints of size {old.size} with different roots"
             )
-    entries = _stream(path, roots, deep, quiescent=not _writer_active(path))
+    entries, tail = _stream(path, roots, deep, quiescent=not _writer_active(path))
     if entries < max(roots):
         missing = entries
         raise VerificationError(
@@ -144,6 +183,7 @@ def verify_log(
         checkpoint=checkpoint,
         verified_by=tuple(v.vkey for v in verified),
         extends=tuple(sorted(o.size for o in saved)),
+        tail=tail,
     )
 
 
@@ -154,13 +194,43 @@ def _fold(stack: list[bytes]) -> bytes:
     return h
 
 
-def _stream(path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool) -> int:
+def _stream(
+    path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool
+) -> tuple[int, UnsignedTail | None]:
     """Re-hash every entry, comparing stored hashes, offsets and checkpoint roots.
 
     The tree's right edge is kept inline (as in :class:`~audit.merkle.CompactRange`): this
     loop runs once per entry and is what sets the verification speed. Returns the number
-    of entries.
+    of entries verified and the unsigned tail a crash left, if any.
     """
+    signed = max(roots)
+    wal = os.open(path / ENTRIES_FILE, os.O_RDONLY)
+    try:
+        return _scan(path, wal, roots, deep, quiescent=quiescent), None
+    except _TailError as cut:
+        if cut.index < signed:  # pragma: no cover - _scan raises VerificationError there
+            raise
+        return cut.index, _tail(wal, cut)
+    finally:
+        os.close(wal)
+
+
+def _tail(wal: int, cut: _TailError) -> UnsignedTail:
+    records = 0
+    with contextlib.suppress(RecordDamageError):
+        for _ in read_records(wal, cut.offset, cut.index):
+            records += 1
+    size = os.fstat(wal).st_size
+    return UnsignedTail(cut.index, max(0, size - cut.offset), records, cut.reason)
+
+
+def _scan(path: Path, wal: int, roots: dict[int, bytes], deep: bool, *, quiescent: bool) -> int:
+    signed = max(roots)
+
+    def crash_like(index: int, offset: int, reason: str, error: VerificationError) -> Exception:
+        """Past the signed prefix a crash explains it; inside, it is tampering."""
+        return _TailError(index, offset, reason) if index >= signed else error
+
     sha256 = hashlib.sha256
     stack: list[bytes] = []
     size = 0
@@ -168,9 +238,8 @@ def _stream(path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool)
     # than a dict lookup, and this loop is what sets the verification speed.
     pending = sorted(s for s in roots if s > 0)
     next_root = pending.pop(0) if pending else -1
-    wal = os.open(path / ENTRIES_FILE, os.O_RDONLY)
+    pos = len(MAGIC)
     with contextlib.ExitStack() as ctx:
-        ctx.callback(os.close, wal)
         hashes = ctx.enter_context((path / HASHES_FILE).open("rb", buffering=_BUFFER))
         offsets = ctx.enter_context((path / OFFSETS_FILE).open("rb", buffering=_BUFFER))
         if os.pread(wal, len(MAGIC), 0) != MAGIC:
@@ -178,18 +247,32 @@ def _stream(path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool)
         read_hash, read_offset = hashes.read, offsets.read
         try:
             for pos, data in read_records(wal, len(MAGIC), 0):
-                if read_offset(8) != pos.to_bytes(8, "big"):
-                    raise VerificationError(
+                stored = read_offset(8)
+                if stored != pos.to_bytes(8, "big"):
+                    error = VerificationError(
                         f"entry {size}: {OFFSETS_FILE} does not match the entry file",
                         index=size,
                     )
+                    if len(stored) < 8:  # the offsets file ends here: not written yet
+                        raise crash_like(size, pos, f"{OFFSETS_FILE} ends early", error)
+                    raise error
                 h = sha256(b"\x00" + data).digest()
-                if read_hash(HASH_SIZE) != h:
+                got = read_hash(HASH_SIZE)
+                if got != h:
+                    if len(got) < HASH_SIZE:
+                        raise crash_like(
+                            size, pos, f"{HASHES_FILE} ends early", _hash_mismatch(size)
+                        )
                     raise _hash_mismatch(size)
                 n = size
                 while n & 1:
                     h = sha256(b"\x01" + stack.pop() + h).digest()
-                    if read_hash(HASH_SIZE) != h:
+                    got = read_hash(HASH_SIZE)
+                    if got != h:
+                        if len(got) < HASH_SIZE:
+                            raise crash_like(
+                                size, pos, f"{HASHES_FILE} ends early", _hash_mismatch(size)
+                            )
                         raise _hash_mismatch(size)
                     n >>= 1
                 stack.append(h)
@@ -214,18 +297,31 @@ def _stream(path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool)
                         )
                     next_root = pending.pop(0) if pending else -1
         except RecordDamageError as damage:
-            raise VerificationError(
+            error = VerificationError(
                 f"{ENTRIES_FILE}: {damage} (a torn write is repaired when the log is next "
                 "opened for writing; anything else is tampering or disk damage)",
                 index=damage.index,
-            ) from damage
-        if quiescent:
-            if hashes.read(1) or os.fstat(hashes.fileno()).st_size != (
-                stored_hash_count(size) * HASH_SIZE
-            ):
-                raise VerificationError(f"{HASHES_FILE} has extra data", index=size)
-            if offsets.read(1):
-                raise VerificationError(f"{OFFSETS_FILE} has extra data", index=size)
+            )
+            if damage.torn:
+                raise crash_like(
+                    damage.index,
+                    damage.offset,
+                    f"the last record is cut short ({damage.reason})",
+                    error,
+                ) from None
+            raise error from damage
+        if quiescent and size >= signed:
+            # Derived data past the entries: stored for records a crash cut, or appended
+            # to; either way past every checkpoint. (Inside the prefix it is caught above.)
+            extra_hashes = os.fstat(hashes.fileno()).st_size - stored_hash_count(size) * HASH_SIZE
+            extra_offsets = os.fstat(offsets.fileno()).st_size - 8 * size
+            if extra_hashes or extra_offsets:
+                raise _TailError(
+                    size,
+                    os.fstat(wal).st_size,
+                    f"{HASHES_FILE} or {OFFSETS_FILE} hold data for entries the entry file "
+                    "does not have",
+                )
     return size
 
 

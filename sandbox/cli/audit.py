@@ -182,7 +182,11 @@ def verify(
         "root": b64encode(report.checkpoint.root),
         "unpublished": report.unpublished,
         "extends": ",".join(map(str, report.extends)),
+        "unsigned_tail_bytes": report.tail.bytes if report.tail else 0,
+        "unsigned_tail_records": report.tail.records if report.tail else 0,
     }
+    if report.tail is not None:
+        typer.echo(f"note: {report.tail}", err=True)
     if output is OutputFormat.table:
         typer.echo(
             f"ok: {report.entries} entries verified; checkpoint {report.checkpoint.size} "
