@@ -10,11 +10,12 @@ import typer
 from sandbox.cli.output import OutputFormat, err_console, fail, print_rows
 from sandbox.devenv.images import (
     IMAGES,
+    archive_ref,
     build_image,
     content_key,
     image_cache_dir,
     image_ref,
-    import_images,
+    import_archive,
 )
 from sandbox.errors import SandboxError
 
@@ -54,21 +55,28 @@ def images(
         fail(f"unknown image(s): {', '.join(unknown)}; known: {', '.join(IMAGES)}", 2)
     checkout = repo.resolve()
     try:
-        if import_to is not None:
-            import_images(import_to, selected, repo=checkout, progress=_progress)
-        elif build:
+        built: dict[str, Path] = {}
+        if build or import_to is not None:
             for image in selected:
-                build_image(image, repo=checkout, progress=_progress)
+                built[image] = build_image(image, repo=checkout, progress=_progress)
+        if import_to is not None:
+            for image in selected:
+                import_archive(import_to, built[image], progress=_progress)
         rows = []
         for image in selected:
-            key = content_key(image, checkout)
-            archive = image_cache_dir() / f"{image}-{key}.tar"
+            # What was just built; otherwise what the checkout would build now.
+            archive = built.get(image)
+            if archive is None:
+                key = content_key(image, checkout)
+                archive = image_cache_dir() / f"{image}-{key}.tar"
             rows.append(
                 {
                     "name": image,
-                    "ref": image_ref(image, checkout),
+                    "ref": archive_ref(archive)
+                    if archive.is_file()
+                    else image_ref(image, checkout),
                     "cached": archive.is_file(),
-                    "key": key,
+                    "key": archive.stem.removeprefix(f"{image}-"),
                     "archive": str(archive),
                     "description": IMAGES[image],
                 }

@@ -59,9 +59,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from sandbox.devenv.toolchain import TOOLS, find_tools_dir, tool_path
 from sandbox.errors import ConfigurationError, SandboxError
 
@@ -71,10 +68,12 @@ __all__ = [
     "IMAGES",
     "REGSANDBOX_PACKAGES",
     "ImageBuildError",
+    "archive_ref",
     "build_image",
     "content_key",
     "image_cache_dir",
     "image_ref",
+    "import_archive",
     "import_images",
 ]
 
@@ -89,8 +88,18 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 """Debian mirror mmdebstrap installs from."""
 
-REGSANDBOX_PACKAGES = ("python3", "python3-venv", "ca-certificates")
-"""Debian packages of the regsandbox image on top of the ``essential`` set (sh, coreutils)."""
+REGSANDBOX_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "ca-certificates",
+    "libatomic1",
+    "libstdc++6",
+)
+"""Debian packages of the regsandbox image on top of the ``essential`` set (sh, coreutils).
+
+``libatomic1`` and ``libstdc++6`` are what native libraries in the wheels (regopy) link;
+the build checks that every shared object in the venv finds its libraries, so a missing
+one fails the build, not a pod."""
 
 PAUSE_TAG = "3.10"
 BUSYBOX_TAG = "1.35"
@@ -205,6 +214,11 @@ def _runtime_pins(repo: Path) -> list[str]:
     closure from the installed distributions' metadata, so the image gets exactly the
     versions this environment runs (and tests) with.
     """
+    # Development-time only (the images are built from a checkout's environment), so
+    # not imported at module level: the image itself has no `packaging`.
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     with (repo / "pyproject.toml").open("rb") as handle:
         direct = tomllib.load(handle)["project"]["dependencies"]
     pending: list[tuple[Requirement, frozenset[str]]] = [
@@ -608,6 +622,9 @@ def _base_layer(cache: Path, progress: Progress) -> Path:
             raise
         partial.replace(out)
         progress(f"debian base: built in {time.monotonic() - started:.0f}s -> {out}")
+        for old in cache.glob("debian-*.tar"):
+            if old != out:
+                old.unlink(missing_ok=True)
         return out
 
 
@@ -673,8 +690,22 @@ def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Pro
         *names,
         what="pip install (into the image)",
     )
-    # Every dependency present and compatible, every entrypoint importable.
+    # Every dependency present and compatible, every native library resolvable, every
+    # entrypoint importable.
     _chroot(root, f"{_VENV}/bin/python", "-m", "pip", "check", what="pip check in the image")
+    linked = _chroot(
+        root,
+        "/bin/sh",
+        "-c",
+        f"find {_VENV} -type f -name '*.so*' -exec ldd {{}} + 2>&1",
+        what="ldd of the venv's shared objects",
+    )
+    unresolved = sorted({line.split()[0] for line in linked.splitlines() if "not found" in line})
+    if unresolved:
+        raise ImageBuildError(
+            f"libraries missing from the image: {', '.join(unresolved)}; add their Debian "
+            "packages to REGSANDBOX_PACKAGES"
+        )
     for script in ("sandboxctl", "sandbox-operator"):
         _chroot(root, f"{_VENV}/bin/{script}", "--help", what=f"{script} --help in the image")
     policies = root / _VENV.lstrip("/") / "policies"
@@ -738,7 +769,21 @@ def build_image(
     Debian base layer stays cached).
     """
     _check_name(name)
-    root = _repo_root(repo) if name == "regsandbox" else None
+    if name != "regsandbox":
+        return _build(name, None, force, progress)
+    # Build from a snapshot of the checkout, so the key names exactly what was built even
+    # while someone edits the working tree.
+    with tempfile.TemporaryDirectory(prefix="regsandbox-src-") as scratch:
+        snapshot = Path(scratch)
+        root = _repo_root(repo)
+        for path in _tree_files(root, (*_SOURCE_PATHS, *_POLICY_PATHS)):
+            target = snapshot / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        return _build(name, snapshot, force, progress)
+
+
+def _build(name: str, root: Path | None, force: bool, progress: Progress) -> Path:
     key = content_key(name, root)
     ref = image_ref(name, root)
     cache = image_cache_dir()
@@ -774,6 +819,31 @@ def build_image(
     return out
 
 
+def archive_ref(archive: Path) -> str:
+    """The reference an archive built here is imported as (from its ``index.json``)."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        if member is None:
+            raise ImageBuildError(f"{archive} is not an OCI archive (no index.json)")
+        index = json.load(member)
+    return str(index["manifests"][0]["annotations"]["io.containerd.image.name"])
+
+
+def import_archive(socket: Path | str, archive: Path, *, progress: Progress = _progress) -> str:
+    """Import one archive into containerd at ``socket`` (namespace ``k8s.io``); its ref."""
+    ctr = shutil.which("ctr")
+    if ctr is None:
+        raise ImageBuildError("ctr is not installed (it comes with apt's containerd)")
+    ref = archive_ref(archive)
+    started = time.monotonic()
+    _run(
+        [ctr, "--address", str(socket), "-n", "k8s.io", "images", "import", str(archive)],
+        f"ctr images import {ref} (containerd at {socket})",
+    )
+    progress(f"{ref}: imported in {time.monotonic() - started:.1f}s")
+    return ref
+
+
 def import_images(
     socket: Path | str,
     names: Iterable[str],
@@ -786,18 +856,5 @@ def import_images(
     Images land in the ``k8s.io`` namespace, where the kubelet's CRI looks. Returns the
     references imported, e.g. ``["localhost/pause:3.10"]``.
     """
-    ctr = shutil.which("ctr")
-    if ctr is None:
-        raise ImageBuildError("ctr is not installed (it comes with apt's containerd)")
-    refs: list[str] = []
-    for name in names:
-        archive = build_image(name, repo=repo, progress=progress)
-        ref = image_ref(name, repo if name == "regsandbox" else None)
-        started = time.monotonic()
-        _run(
-            [ctr, "--address", str(socket), "-n", "k8s.io", "images", "import", str(archive)],
-            f"ctr images import {ref}",
-        )
-        progress(f"{ref}: imported in {time.monotonic() - started:.1f}s")
-        refs.append(ref)
-    return refs
+    archives = [build_image(name, repo=repo, progress=progress) for name in names]
+    return [import_archive(socket, archive, progress=progress) for archive in archives]

@@ -6,7 +6,9 @@ its overlay mounts vanish with it, with state under the test's tmp directory.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.devenv import images
+from sandbox.devenv.toolchain import TOOLS
 
 pytestmark = pytest.mark.dataplane
 
@@ -135,3 +138,77 @@ def _task(socket: Path, name: str) -> tuple[int, str]:
         if fields and fields[0] == name:
             return int(fields[1]), fields[2]
     raise AssertionError(f"no task {name}")
+
+
+def _dockerfile_runtime(dockerfile: Path) -> dict[str, object]:
+    """ENV, USER and CMD of the Dockerfile's final stage."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    final = text.rsplit("\nFROM ", 1)[1]
+    env: dict[str, str] = {}
+    user = cmd = None
+    for line in final.splitlines():
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword == "ENV":
+            for assignment in shlex.split(rest):
+                name, _, value = assignment.partition("=")
+                env[name] = value
+        elif keyword == "USER":
+            user = rest.strip()
+        elif keyword == "CMD":
+            cmd = json.loads(rest)
+    return {"env": env, "user": user, "cmd": cmd}
+
+
+def test_regsandbox_image_runs_what_the_dockerfile_and_the_chart_run(
+    containerd: Path, repo_root: Path
+) -> None:
+    archive = images.build_image("regsandbox", repo=repo_root)
+    ref = images.import_archive(containerd, archive)
+    assert ref == images.image_ref("regsandbox", repo_root)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", f"oci-archive:{archive}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["config"]
+    wanted = _dockerfile_runtime(repo_root / "Dockerfile")
+    assert config["User"] == wanted["user"]
+    assert config["Cmd"] == wanted["cmd"]
+    image_env = dict(e.split("=", 1) for e in config["Env"])
+    for name, value in wanted["env"].items():  # type: ignore[attr-defined]
+        if name == "PATH":  # the Dockerfile prepends the venv to the base image's PATH
+            assert image_env["PATH"].startswith(value.replace(":$PATH", ":")), image_env
+        else:
+            assert image_env[name] == value, name
+
+    # Every program the chart's containers start, on a read-only root as the chart runs them.
+    script = "; ".join(
+        [
+            "set -e",
+            "id -u",
+            "sandbox-operator --help >/dev/null",
+            "sandboxctl gateway serve --help >/dev/null",
+            "sandboxctl audit serve --help >/dev/null",
+            "sandboxctl audit init --help >/dev/null",
+            'test -f "$REGSANDBOX_POLICY_DIR/main/main.rego"',
+            '"$REGSANDBOX_OPA_CHECK_BINARY" version',
+        ]
+    )
+    run = _ctr(
+        containerd,
+        "run",
+        "--rm",
+        "--read-only",
+        ref,
+        "regsandbox-check",
+        "sh",
+        "-c",
+        script,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "10001"
+    assert f"Version: {TOOLS['opa'].version.removeprefix('v')}" in lines
