@@ -21,6 +21,7 @@ from audit.log import AuditLog
 from audit.signing import generate_key_file
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.dataplane import unavailable_reason
+from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.operator_process import (
     OperatorProcess,
     install_operator_rbac,
@@ -119,6 +120,17 @@ def dp_operator(
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def dp_storage(
+    data_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MinioServer]:
+    """A real MinIO where pods could route to it: on the host end of the node's link."""
+    state = data_plane.load_state()
+    assert state is not None
+    with running_minio(tmp_path_factory.mktemp("dp-minio"), host=state.bind_address) as server:
+        yield server
 
 
 def host_iptables() -> str:

@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sandbox.devenv.controlplane import ControlPlane
-from sandbox.devenv.minio import MinioServer, running_minio
+from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.operator_process import OperatorProcess
 from sandbox.kube.apply import apply, delete, get
 from sandbox.provision.names import sandbox_namespace
@@ -138,22 +138,11 @@ def _ready_sandbox(
 
 
 @pytest.fixture(scope="module")
-def storage(
-    data_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[MinioServer]:
-    """A real MinIO listening where pods could route to it: the host end of the link."""
-    state = data_plane.load_state()
-    assert state is not None
-    with running_minio(tmp_path_factory.mktemp("dp-minio"), host=state.bind_address) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def world(
     data_plane: ControlPlane,
     dp_api: client.ApiClient,
     dp_operator: OperatorProcess,
-    storage: MinioServer,
+    dp_storage: MinioServer,
 ) -> Iterator[World]:
     state = data_plane.load_state()
     assert state is not None
@@ -205,7 +194,7 @@ def world(
             allowed_port=allowed,
             other_port=other,
             apiserver_port=data_plane.load_state().apiserver_port,  # type: ignore[union-attr]
-            storage_port=int(storage.endpoint.rsplit(":", 1)[1]),
+            storage_port=int(dp_storage.endpoint.rsplit(":", 1)[1]),
             a1=a1,
             a2=a2,
             b1=b1,
