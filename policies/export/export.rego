@@ -77,3 +77,22 @@ violations contains v if {
 		_export_subject,
 	)
 }
+
+# METADATA
+# title: The export is justified
+# description: |
+#   An export must say why the artifact has to leave the sandbox, for the reviewers
+#   and the audit log; a justification blank after trimming is missing.
+# custom:
+#   code: EXPORT_JUSTIFICATION_MISSING
+#   regulation: GDPR Art. 5(2) accountability; AI Act Art. 14 human oversight (simplified)
+violations contains v if {
+	lib.exporting
+	not lib.nonblank(object.get(input, ["export", "justification"], ""))
+	v := lib.violation(
+		"EXPORT_JUSTIFICATION_MISSING",
+		"the export does not say why the artifact must leave the sandbox",
+		"GDPR Art. 5(2) accountability; AI Act Art. 14 human oversight (simplified)",
+		_export_subject,
+	)
+}

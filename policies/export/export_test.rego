@@ -7,7 +7,7 @@ _codes(violations) := {v.code | some v in violations}
 test_submission_returns_reviewer_obligations if {
 	obligations := export.obligations with input.action as "model.export"
 		with input.tenant as {"name": "b", "sector": "finance"}
-		with input.export as {"name": "e1", "requester": "alice"}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice"}
 	obligations == {
 		{
 			"code": "EXPORT_REVIEWS_REQUIRED",
@@ -18,26 +18,33 @@ test_submission_returns_reviewer_obligations if {
 	}
 	count(export.violations) == 0 with input.action as "model.export"
 		with input.tenant as {"name": "b", "sector": "finance"}
-		with input.export as {"name": "e1", "requester": "alice"}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice"}
 }
 
 test_finance_needs_two_distinct_reviewers if {
 	codes := _codes(export.violations) with input.action as "model.export"
 		with input.tenant as {"name": "b", "sector": "finance"}
-		with input.export as {"name": "e1", "requester": "alice", "approvals": ["bob", "bob"]}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice", "approvals": ["bob", "bob"]}
 	codes == {"EXPORT_INSUFFICIENT_REVIEWS"}
 	count(export.violations) == 0 with input.action as "model.export"
 		with input.tenant as {"name": "b", "sector": "finance"}
-		with input.export as {"name": "e1", "requester": "alice", "approvals": ["bob", "carol"]}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice", "approvals": ["bob", "carol"]}
 }
 
 test_self_review_does_not_count if {
 	codes := _codes(export.violations) with input.action as "model.export"
 		with input.tenant as {"name": "h", "sector": "health"}
-		with input.export as {"name": "e1", "requester": "alice", "approvals": ["alice"]}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice", "approvals": ["alice"]}
 	codes == {"EXPORT_SELF_REVIEW", "EXPORT_INSUFFICIENT_REVIEWS"}
 }
 
 test_unknown_sector_needs_one_reviewer if {
 	export.required_reviewers == 1 with input.tenant as {"name": "x", "sector": "unknown"}
+}
+
+test_a_blank_justification_is_missing if {
+	codes := _codes(export.violations) with input.action as "model.export"
+		with input.tenant as {"name": "h", "sector": "health"}
+		with input.export as {"name": "e1", "requester": "alice", "justification": " \n\t"}
+	codes == {"EXPORT_JUSTIFICATION_MISSING"}
 }

@@ -159,7 +159,18 @@ data_access if action in {"sandbox.provision", "dataset.grant"}
 exporting if action == "model.export"
 
 # personal(d) is true when dataset d holds data within the GDPR's scope.
-personal(d) if d.personalData in personal_classes
+# Pseudonymised data is personal data (GDPR Recital 26).
+personal(d) if object.get(d, "personalData", "") in personal_classes
+
+# special(d) is true when dataset d holds special-category data (GDPR Art. 9(1)).
+# Personal data of a health dataset is data concerning health, so special-category
+# whatever class its steward gave it, pseudonymised included (Recital 26, Art. 9(1)).
+special(d) if object.get(d, "personalData", "") == "special-category"
+
+special(d) if {
+	d.sector == "health"
+	personal(d)
+}
 
 # processes_personal_data is true when any dataset in input is personal data.
 processes_personal_data if {
@@ -167,10 +178,25 @@ processes_personal_data if {
 	personal(d)
 }
 
-# attested(key) is true when the tenant carries a non-empty attestation under key.
-attested(key) if {
-	value := attestations[key]
-	value != null
-	value != ""
-	value != {}
+# nonblank(s) is true when s is a string with something other than white space.
+nonblank(s) if {
+	is_string(s)
+	trim_space(s) != ""
 }
+
+# filled(value) is true for a non-blank string or a non-empty object or array.
+filled(value) if nonblank(value)
+
+filled(value) if {
+	not is_string(value)
+	value != null
+	count(value) > 0
+}
+
+# attested(key) is true when the tenant carries a non-blank attestation under key.
+attested(key) if filled(attestations[key])
+
+default sandbox_purpose := ""
+
+# sandbox_purpose is the purpose the sandbox declares for all of its processing.
+sandbox_purpose := input.sandbox.purpose

@@ -7,6 +7,12 @@
 #   evaluate only the packages that can apply to it, which is what the engines query.
 #   A decision is allowed only when nothing is violated.
 #
+#   Every check that decides whether a sandbox may hold a dataset is a per-dataset
+#   rule (a package's data_violations) and belongs to one rule set, data_access.
+#   Provisioning and every grant (first grant, Dataset change, re-evaluation) both
+#   evaluate that same set, so they cannot apply different checks to a dataset;
+#   provisioning adds only the checks about the sandbox itself (violations).
+#
 #   Custom policies (SandboxPolicy resources) are modules under package custom.<id>
 #   defining violations; data.custom_policies[<name>] says how each one is enforced
 #   ({"package": <id>, "enforcement": "deny" | "warn" | "dryrun", "sectors": [...]})
@@ -18,6 +24,7 @@ package main
 import data.dataset
 import data.export
 import data.lib
+import data.lifetime
 import data.residency
 import data.sector.finance
 import data.sector.health
@@ -37,15 +44,18 @@ decision := unknown_action if not lib.action in actions
 
 # --- one entry point per action ------------------------------------------------------
 
+# data_access is the per-dataset rule set: everything that decides whether the
+# sandbox may hold the input's datasets.
+data_access := ((_residency_and_grants | health.data_violations) | public.data_violations) | lifetime.data_violations
+
+_residency_and_grants := (residency.data_violations | dataset.data_violations) | finance.data_violations
+
 sandbox_provision := _decision(
-	((((residency.violations | dataset.violations) | finance.violations) | health.violations) | public.violations),
+	(((data_access | residency.violations) | finance.violations) | health.violations),
 	finance.obligations | health.obligations,
 )
 
-dataset_grant := _decision(
-	(((residency.violations | dataset.violations) | finance.violations) | health.violations),
-	set(),
-)
+dataset_grant := _decision(data_access, set())
 
 model_export := _decision(
 	((residency.violations | health.violations) | export.violations),

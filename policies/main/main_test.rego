@@ -16,7 +16,10 @@ test_empty_input_is_denied if {
 test_decision_has_the_design_shape if {
 	d := main.decision with input.action as "model.export"
 		with input.tenant as {"name": "r", "sector": "research", "jurisdiction": "LU"}
-		with input.export as {"name": "e1", "requester": "a", "destination": {"region": "onprem:lu-national-1"}}
+		with input.export as {
+			"name": "e1", "requester": "a", "justification": "j",
+			"destination": {"region": "onprem:lu-national-1"},
+		}
 	object.keys(d) == {"allow", "violations", "obligations", "warnings"}
 	d.allow == true
 	count(d.obligations) == 2
@@ -61,7 +64,10 @@ test_custom_policies_deny_warn_and_dry_run if {
 	found := {{"code": "PROBE", "msg": "m", "regulation": "r", "subject": "s"}}
 	d := main.decision with input.action as "model.export"
 		with input.tenant as {"name": "r", "sector": "research", "jurisdiction": "LU"}
-		with input.export as {"name": "e1", "requester": "a", "destination": {"region": "onprem:lu-national-1"}}
+		with input.export as {
+			"name": "e1", "requester": "a", "justification": "j",
+			"destination": {"region": "onprem:lu-national-1"},
+		}
 		with data.custom_policies as policies
 		with data.custom.probe.violations as found
 	d.allow == false

@@ -93,7 +93,7 @@ test_personal_dataset_in_us_is_denied if {
 	cluster := _cluster
 	sandbox := _sandbox
 	tenant := _tenant
-	codes := _codes(residency.violations) with input.action as "dataset.grant"
+	codes := _codes(residency.data_violations) with input.action as "dataset.grant"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as [object.union(_dataset, {"location": {"region": "aws:us-east-1"}})]
@@ -105,7 +105,7 @@ test_anonymised_dataset_in_adequacy_country_only_breaks_area if {
 	cluster := _cluster
 	sandbox := _sandbox
 	tenant := _tenant
-	codes := _codes(residency.violations) with input.action as "dataset.grant"
+	codes := _codes(residency.data_violations) with input.action as "dataset.grant"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as [object.union(_dataset, {
@@ -120,7 +120,7 @@ test_partial_adequacy_does_not_count if {
 	cluster := _cluster
 	sandbox := _sandbox
 	tenant := _tenant
-	codes := _codes(residency.violations) with input.action as "dataset.grant"
+	codes := _codes(residency.data_violations) with input.action as "dataset.grant"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as [object.union(_dataset, {"sector": "research", "location": {"region": "aws:ca-central-1"}})]
@@ -129,7 +129,7 @@ test_partial_adequacy_does_not_count if {
 }
 
 test_special_category_stays_in_eea_even_with_adequacy if {
-	codes := _codes(residency.violations) with input.action as "sandbox.provision"
+	codes := _codes(residency.data_violations) with input.action as "sandbox.provision"
 		with input.cluster as object.union(_cluster, {
 			"region": "azure:switzerlandnorth",
 			"keys": {"region": "azure:switzerlandnorth", "perSandbox": true},
@@ -147,11 +147,11 @@ test_export_of_personal_model_to_us_is_denied if {
 		with input.tenant as tenant
 		with input.datasets as [dataset]
 		with input.export as {"name": "m1", "destination": {"region": "aws:us-east-1"}}
-	codes == {"RESIDENCY_EXPORT_OUTSIDE_EEA"}
+	codes == {"RESIDENCY_EXPORT_OUTSIDE_EEA", "RESIDENCY_EXPORT_OUTSIDE_DATA_AREA"}
 }
 
 test_export_to_japan_is_allowed_for_personal_but_not_special if {
-	dataset := _dataset
+	dataset := object.union(_dataset, {"sector": "research"})
 	tenant := _tenant
 	count(residency.violations) == 0 with input.action as "model.export"
 		with input.tenant as tenant
@@ -159,7 +159,7 @@ test_export_to_japan_is_allowed_for_personal_but_not_special if {
 		with input.export as {"name": "m1", "destination": {"region": "aws:ap-northeast-1"}}
 	codes := _codes(residency.violations) with input.action as "model.export"
 		with input.tenant as tenant
-		with input.datasets as [object.union(_dataset, {"personalData": "special-category"})]
+		with input.datasets as [object.union(dataset, {"personalData": "special-category"})]
 		with input.export as {"name": "m1", "destination": {"region": "aws:ap-northeast-1"}}
 	codes == {"RESIDENCY_EXPORT_OUTSIDE_EEA"}
 }
@@ -170,4 +170,48 @@ test_export_to_unknown_region_is_denied if {
 		with input.tenant as tenant
 		with input.export as {"name": "m1", "destination": {"region": "nowhere"}}
 	codes == {"RESIDENCY_UNKNOWN_REGION"}
+}
+
+test_finance_model_stays_in_the_eea_like_its_data if {
+	dataset := _dataset
+	tenant := _tenant
+	codes := _codes(residency.violations) with input.action as "model.export"
+		with input.tenant as tenant
+		with input.datasets as [dataset]
+		with input.export as {"name": "m1", "destination": {"region": "aws:ap-northeast-1"}}
+	codes == {"RESIDENCY_EXPORT_OUTSIDE_DATA_AREA"}
+}
+
+test_pseudonymised_health_data_is_special_category if {
+	dataset := object.union(_dataset, {"sector": "health"})
+	tenant := _tenant
+	codes := _codes(residency.violations) with input.action as "model.export"
+		with input.tenant as tenant
+		with input.datasets as [dataset]
+		with input.export as {"name": "m1", "destination": {"region": "gcp:europe-west6"}}
+	codes == {"RESIDENCY_EXPORT_OUTSIDE_EEA", "RESIDENCY_EXPORT_OUTSIDE_DATA_AREA"}
+}
+
+test_special_category_egress_needs_eea_or_adequacy if {
+	cluster := _cluster
+	tenant := _tenant
+	dataset := object.union(_dataset, {"personalData": "special-category"})
+	egress := [
+		{"cidr": "192.0.2.0/28", "region": "gcp:europe-west6"},
+		{"cidr": "203.0.113.0/24", "region": "aws:us-east-1"},
+		{"cidr": "198.51.100.0/24"},
+	]
+	found := residency.data_violations with input.action as "dataset.grant"
+		with input.cluster as cluster
+		with input.tenant as tenant
+		with input.datasets as [dataset]
+		with input.sandbox as object.union(_sandbox, {"egress": egress})
+	{v.subject | some v in found; v.code == "RESIDENCY_SPECIAL_CATEGORY_EGRESS"} == {"dataset/tx"}
+	flagged := {cidr |
+		some v in found
+		v.code == "RESIDENCY_SPECIAL_CATEGORY_EGRESS"
+		some cidr in ["192.0.2.0/28", "203.0.113.0/24", "198.51.100.0/24"]
+		contains(v.msg, cidr)
+	}
+	flagged == {"203.0.113.0/24", "198.51.100.0/24"}
 }

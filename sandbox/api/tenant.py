@@ -17,6 +17,7 @@ __all__ = [
     "Member",
     "Role",
     "Sector",
+    "SpecialCategoryBasis",
     "TenantQuota",
     "TenantSpec",
     "TenantStatus",
@@ -122,6 +123,26 @@ class DataPermit(WireModel):
     """End of the permit (RFC 3339); a sandbox may not outlive it."""
 
 
+class SpecialCategoryBasis(WireModel):
+    """The GDPR Art. 9(2) condition under which the tenant processes special-category data."""
+
+    condition: Literal[
+        "9(2)(a)",
+        "9(2)(b)",
+        "9(2)(c)",
+        "9(2)(d)",
+        "9(2)(e)",
+        "9(2)(f)",
+        "9(2)(g)",
+        "9(2)(h)",
+        "9(2)(i)",
+        "9(2)(j)",
+    ]
+    """The Art. 9(2) point relied on, e.g. ``9(2)(j)`` (scientific research under Art. 89(1))."""
+    reference: str = Field(min_length=1, max_length=1024)
+    """What the condition rests on: the Union or national law, consent records, a decision."""
+
+
 class Attestations(WireModel):
     """Facts the platform has verified about the tenant; the tenant cannot set these."""
 
@@ -133,6 +154,9 @@ class Attestations(WireModel):
     """Reference of an ethics committee approval."""
     data_permit: DataPermit | None = None
     """Health data permit."""
+    special_category_basis: SpecialCategoryBasis | None = None
+    """GDPR Art. 9(2) basis for special-category data outside health (health data is read
+    under the data permit)."""
 
 
 class TenantSpec(WireModel):

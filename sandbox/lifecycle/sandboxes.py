@@ -112,7 +112,12 @@ def expires_at(body: Mapping[str, Any], spec: SandboxSpec) -> dt.datetime:
     if spec.lifetime.expires_at is not None:
         return spec.lifetime.expires_at.astimezone(dt.UTC)
     created = _parse_time(str(body["metadata"]["creationTimestamp"]))
-    return created + parse_duration(spec.lifetime.ttl or "0s")
+    try:
+        return created + parse_duration(spec.lifetime.ttl or "0s")
+    except OverflowError:
+        # A ttl ending after year 9999 (the CRD bounds no number): it ends at the last
+        # representable instant, which policy refuses (SANDBOX_LIFETIME_TOO_LONG).
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 def tenant_of(namespace: str) -> str | None:

@@ -13,7 +13,7 @@ spec), so a tenant cannot talk itself into a permission.
 ``tenant`` (attested: Tenant)
     ``name`` (metadata.name), ``sector``, ``jurisdiction``,
     ``attestations.{supervisoryAuthority, dpiaReference, ethicsApproval,
-    dataPermit.{id, purposes, validUntil}}``.
+    dataPermit.{id, purposes, validUntil}, specialCategoryBasis.{condition, reference}}``.
 ``datasets[]`` (attested: Dataset objects the sandbox refers to)
     ``name``, ``sector``, ``jurisdiction``,
     ``location.{bucket, prefix, region, endpoint}``, ``personalData`` (none |
@@ -53,6 +53,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "ACTIONS",
+    "MAX_SECONDS",
     "Artifact",
     "Attestations",
     "AuditFacts",
@@ -75,9 +76,11 @@ __all__ = [
     "Resources",
     "Retention",
     "SandboxClaim",
+    "SpecialCategoryBasis",
     "TenantFacts",
     "Timestamp",
     "Violation",
+    "duration_seconds",
     "format_timestamp",
     "parse_duration",
 ]
@@ -110,8 +113,20 @@ _DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as ``720h``, ``90d`` or ``1w2d12h`` (units w, d, h, m, s).
+MAX_SECONDS = 2**53 - 1
+"""The largest lifetime in seconds a policy input carries.
+
+Both engines read JSON numbers as doubles at some point, which hold integers exactly
+only up to 2**53; a longer lifetime (a ttl of billions of weeks) is sent capped at
+this value. Any lifetime that long is refused by policy anyway (``SANDBOX_LIFETIME_TOO_LONG``).
+"""
+
+
+def duration_seconds(text: str) -> int:
+    """The number of seconds in a duration such as ``720h``, ``90d`` or ``1w2d12h``.
+
+    Unlike :func:`parse_duration` this never overflows: the result is an exact integer,
+    however long the duration.
 
     Raises:
         ValueError: if ``text`` is empty or not made only of number-unit pairs.
@@ -125,7 +140,21 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"invalid duration {text!r}: use number-unit pairs like 720h or 90d")
-    return timedelta(seconds=seconds)
+    return seconds
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a duration such as ``720h``, ``90d`` or ``1w2d12h`` (units w, d, h, m, s).
+
+    Raises:
+        ValueError: if ``text`` is empty, not made only of number-unit pairs, or longer
+            than a :class:`~datetime.timedelta` holds (about 2.7 million years).
+    """
+    seconds = duration_seconds(text)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise ValueError(f"duration {text!r} is too long") from exc
 
 
 class _Model(BaseModel):
@@ -191,6 +220,13 @@ class DataPermit(_Model):
     valid_until: Timestamp
 
 
+class SpecialCategoryBasis(_Model):
+    """The GDPR Art. 9(2) condition and its reference (attested)."""
+
+    condition: str = ""
+    reference: str = ""
+
+
 class Attestations(_Model):
     """Facts about a tenant that the platform verified (Tenant spec.attestations)."""
 
@@ -198,6 +234,7 @@ class Attestations(_Model):
     dpia_reference: str | None = None
     ethics_approval: str | None = None
     data_permit: DataPermit | None = None
+    special_category_basis: SpecialCategoryBasis | None = None
 
 
 class TenantFacts(_Model):
@@ -250,9 +287,20 @@ class Lifetime(_Model):
 
         A ``ttl`` wins over an explicit ``expiresAt`` when both are given; the earlier
         of the two ends would be stricter, but the CRD allows only one of them.
+
+        A ttl that ends after the last representable instant (year 9999) resolves to
+        no ``expiresAt`` and ``seconds`` capped at :data:`MAX_SECONDS`, which policy
+        refuses; it never raises.
         """
         now = _to_utc(now)
-        end = now + parse_duration(self.ttl) if self.ttl else self.expires_at
+        if self.ttl:
+            seconds = min(duration_seconds(self.ttl), MAX_SECONDS)
+            try:
+                end: datetime | None = now + timedelta(seconds=seconds)
+            except OverflowError:
+                return self.model_copy(update={"expires_at": None, "seconds": seconds})
+        else:
+            end = self.expires_at
         if end is None:
             return self.model_copy(update={"seconds": None})
         seconds = max(0, int((end - now).total_seconds()))

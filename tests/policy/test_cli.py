@@ -34,6 +34,7 @@ CASES = [
         [
             "DATASET_NOT_REGISTERED",
             "DATASET_PURPOSE_NOT_ALLOWED",
+            "DATASET_SANDBOX_PURPOSE_NOT_ALLOWED",
             "FINANCE_EGRESS_OUTSIDE_EEA",
             "RESIDENCY_DATASET_OUTSIDE_AREA",
             "RESIDENCY_DATASET_OUTSIDE_EEA",
@@ -81,7 +82,7 @@ CASES = [
         ],
         [],
         EXIT_VERIFY_FAILED,
-        ["HEALTH_DATA_NOT_PSEUDONYMISED"],
+        ["HEALTH_DATA_NOT_PSEUDONYMISED", "HEALTH_DATA_PERMIT_MISSING"],
     ),
     (
         [*HEALTH, "health/sandbox-sepsis-model.yaml", "health/export-model.yaml"],
@@ -97,6 +98,7 @@ CASES = [
             "EXPORT_INSUFFICIENT_REVIEWS",
             "EXPORT_SELF_REVIEW",
             "HEALTH_EXPORT_ARTIFACT_NOT_ALLOWED",
+            "RESIDENCY_EXPORT_OUTSIDE_DATA_AREA",
             "RESIDENCY_EXPORT_OUTSIDE_EEA",
         ],
     ),
@@ -251,3 +253,40 @@ def test_policy_test_filters_by_name() -> None:
     result = runner.invoke(app, ["test", str(POLICY_DIR), "-r", "finance", "-o", "json"])
     assert result.exit_code == EXIT_OK
     assert all("finance" in r["test"] for r in json.loads(result.stdout))
+
+
+@pytest.mark.parametrize("lifetime", ["{ttl: 3000000d}", "{ttl: 99999999999999999999w}"])
+@pytest.mark.parametrize("engine", ["embedded", pytest.param("opa", marks=pytest.mark.opa)])
+def test_an_enormous_lifetime_is_a_violation_in_pure_json(
+    tmp_path: Path, lifetime: str, engine: str, request: pytest.FixtureRequest
+) -> None:
+    sandbox = (EXAMPLES / "finance/sandbox-fraud-model.yaml").read_text()
+    path = tmp_path / "sandbox.yaml"
+    path.write_text(sandbox.replace("lifetime: {ttl: 2160h}", f"lifetime: {lifetime}"))
+    flags = []
+    if engine == "opa":
+        flags = ["--engine", "opa", "--opa-url", request.getfixturevalue("opa_url")]
+    args = ["check", "-o", "json", *flags, "-f", str(path)]
+    for name in FINANCE:
+        args += ["-f", str(EXAMPLES / name)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_VERIFY_FAILED, result.stderr
+    decision = json.loads(result.stdout)  # stdout is one JSON document, nothing else
+    assert [v["code"] for v in decision["violations"]] == ["SANDBOX_LIFETIME_TOO_LONG"]
+    assert "3650 days" in decision["violations"][0]["msg"]
+
+
+def test_json_output_is_pure_json_or_empty_on_every_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: [unclosed\n")
+    paths = [
+        [*FINANCE, "finance/sandbox-fraud-model.yaml"],
+        [*FINANCE, "finance/sandbox-violating.yaml"],
+        [*HEALTH, "health/sandbox-sepsis-model.yaml", "health/export-violating.yaml"],
+        [str(bad)],
+    ]
+    for files in paths:
+        code, _, stderr = _check(files)  # _check parses stdout as JSON when not empty
+        assert code in (EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR), stderr
+        if code == EXIT_ERROR:
+            assert stderr.startswith("error:") or "error" in stderr.lower()

@@ -80,3 +80,18 @@ def test_decision_sorts_and_forces_deny_on_violation() -> None:
     )
     assert decision.allow is False
     assert [v.code for v in decision.violations] == ["A", "B"]
+
+
+@pytest.mark.parametrize("ttl", ["3000000d", "99999999999999999999w"])
+def test_an_enormous_ttl_resolves_without_raising(ttl: str) -> None:
+    # Year 9999 is the last instant a datetime holds; a longer ttl ends "never", with
+    # seconds capped where JSON numbers stay exact, and policy refuses it.
+    lifetime = Lifetime(ttl=ttl).resolved(datetime(2026, 12, 6, tzinfo=UTC))
+    assert lifetime.expires_at is None
+    assert lifetime.seconds is not None
+    assert 3000000 * 86400 <= lifetime.seconds <= 2**53 - 1
+
+
+def test_a_duration_too_long_for_timedelta_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("99999999999999999999w")

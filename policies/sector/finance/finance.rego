@@ -22,7 +22,7 @@ _applies if lib.sector == "finance"
 # custom:
 #   code: FINANCE_SUPERVISOR_ATTESTATION_MISSING
 #   regulation: DORA Art. 28(3); CSSF Circular 22/806 (simplified)
-violations contains v if {
+data_violations contains v if {
 	_applies
 	lib.data_access
 	not lib.attested("supervisoryAuthority")

@@ -42,9 +42,9 @@ test_compliant_bank_passes_with_retention_obligation if {
 test_missing_supervisor_is_denied if {
 	cluster := _cluster
 	sandbox := _sandbox
-	codes := _codes(finance.violations) with input.action as "dataset.grant"
+	codes := _codes(finance.data_violations) with input.action as "dataset.grant"
 		with input.cluster as cluster
-		with input.tenant as {"name": "b", "sector": "finance", "attestations": {"supervisoryAuthority": ""}}
+		with input.tenant as {"name": "b", "sector": "finance", "attestations": {"supervisoryAuthority": " "}}
 		with input.sandbox as sandbox
 	codes == {"FINANCE_SUPERVISOR_ATTESTATION_MISSING"}
 }

@@ -2,9 +2,12 @@
 # title: Health sector
 # description: |
 #   Rules for secondary use of electronic health data in the spirit of the European
-#   Health Data Space: pseudonymised data unless an ethics approval and a data permit
-#   are on record, a permit that covers the sandbox's purpose and lifetime, only
-#   models or aggregates leave, and access logs are kept at least a year.
+#   Health Data Space. Personal health data, pseudonymised included (GDPR Recital 26),
+#   is special-category data (Art. 9(1)): whoever reads it needs a data permit that
+#   covers the sandbox's purpose and lifetime, and identified data also an ethics
+#   approval. These per-dataset rules (data_violations) apply to any tenant, on
+#   provisioning and on every grant alike. For health tenants, only models or
+#   aggregates leave, and access logs are kept at least a year.
 package sector.health
 
 import data.data.retention
@@ -17,9 +20,11 @@ _identifying := {"personal", "special-category"}
 
 _permit := lib.attestations.dataPermit
 
-_health_datasets contains d if {
+# _health_personal holds the input datasets of personal health data.
+_health_personal contains d if {
 	some d in lib.datasets
 	d.sector == "health"
+	lib.personal(d)
 }
 
 _may_identify if {
@@ -44,9 +49,9 @@ _outlives(ends, valid_until) if ends > valid_until
 # custom:
 #   code: HEALTH_DATA_NOT_PSEUDONYMISED
 #   regulation: EHDS Art. 66; GDPR Art. 89(1) (simplified)
-violations contains v if {
+data_violations contains v if {
 	lib.data_access
-	some d in _health_datasets
+	some d in _health_personal
 	d.personalData in _identifying
 
 	# After the loop on purpose: checked only when identifying health data is asked for.
@@ -64,19 +69,46 @@ violations contains v if {
 }
 
 # METADATA
+# title: Personal health data is read under a data permit
+# description: |
+#   Personal health data, pseudonymised included (GDPR Recital 26), is special-category
+#   data (Art. 9(1)); its secondary use needs a data permit from a health data access
+#   body (EHDS Art. 68), whatever the reader's sector. A missing permit denies; it
+#   does not skip the permit's checks.
+# custom:
+#   code: HEALTH_DATA_PERMIT_MISSING
+#   regulation: EHDS Art. 68; GDPR Art. 9(1), Art. 9(2)(h)-(j), Recital 26
+data_violations contains v if {
+	lib.data_access
+	some d in _health_personal
+
+	# After the loop on purpose: checked only when personal health data is asked for.
+	# regal ignore:non-loop-expression
+	not lib.attested("dataPermit")
+	v := lib.violation(
+		"HEALTH_DATA_PERMIT_MISSING",
+		concat("", [
+			"health dataset '", d.name, "' holds ", d.personalData,
+			" data concerning health (special-category) and the tenant has no data permit",
+		]),
+		"EHDS Art. 68; GDPR Art. 9(1), Art. 9(2)(h)-(j), Recital 26",
+		concat("", ["dataset/", d.name]),
+	)
+}
+
+# METADATA
 # title: Data permit covers the sandbox purpose
 # description: |
-#   When a health tenant works under a data permit, the sandbox's stated purpose must
-#   be one of the purposes the permit grants.
+#   A sandbox reading personal health data under a data permit must state a purpose
+#   the permit grants, whatever the tenant's sector.
 # custom:
 #   code: HEALTH_PERMIT_PURPOSE_NOT_COVERED
 #   regulation: EHDS Art. 68 (simplified)
-violations contains v if {
-	_applies
+data_violations contains v if {
 	lib.data_access
 	lib.attested("dataPermit")
-	count(_health_datasets) > 0
-	purpose := object.get(input.sandbox, "purpose", "")
+	count(_health_personal) > 0
+	purpose := lib.sandbox_purpose
 	not purpose in object.get(_permit, "purposes", [])
 	v := lib.violation(
 		"HEALTH_PERMIT_PURPOSE_NOT_COVERED",
@@ -96,11 +128,10 @@ violations contains v if {
 # custom:
 #   code: HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX
 #   regulation: EHDS Art. 68 (simplified)
-violations contains v if {
-	_applies
-	lib.provisioning
+data_violations contains v if {
+	lib.data_access
 	lib.attested("dataPermit")
-	count(_health_datasets) > 0
+	count(_health_personal) > 0
 	ends := object.get(input.sandbox, ["lifetime", "expiresAt"], "")
 	valid_until := object.get(_permit, "validUntil", "")
 	_outlives(ends, valid_until)

@@ -29,30 +29,49 @@ test_permitted_identifying_data_passes if {
 		with input.tenant as tenant
 		with input.datasets as [records]
 		with input.sandbox as sandbox
+	count(health.data_violations) == 0 with input.action as "dataset.grant"
+		with input.tenant as tenant
+		with input.datasets as [records]
+		with input.sandbox as sandbox
 }
 
 test_identifying_data_without_permit_is_denied if {
 	records := _records
 	sandbox := _sandbox
-	codes := _codes(health.violations) with input.action as "dataset.grant"
+	codes := _codes(health.data_violations) with input.action as "dataset.grant"
 		with input.tenant as {"name": "lab", "sector": "research", "attestations": {"ethicsApproval": "E-1"}}
 		with input.datasets as [records]
 		with input.sandbox as sandbox
-	codes == {"HEALTH_DATA_NOT_PSEUDONYMISED"}
+	codes == {"HEALTH_DATA_NOT_PSEUDONYMISED", "HEALTH_DATA_PERMIT_MISSING"}
 }
 
-test_pseudonymised_data_needs_no_permit if {
+# GDPR Recital 26: pseudonymised data is still personal data, and health data is
+# special-category data (Art. 9(1)): it needs the permit, not the ethics approval.
+test_pseudonymised_data_needs_a_permit if {
 	sandbox := _sandbox
-	count(health.violations) == 0 with input.action as "dataset.grant"
-		with input.tenant as {"name": "hosp", "sector": "health"}
+	codes := _codes(health.data_violations) with input.action as "dataset.grant"
+		with input.tenant as {"name": "hosp", "sector": "health", "attestations": {"ethicsApproval": "E-1"}}
 		with input.datasets as [{"name": "icu", "sector": "health", "personalData": "pseudonymised"}]
+		with input.sandbox as sandbox
+	codes == {"HEALTH_DATA_PERMIT_MISSING"}
+	count(health.data_violations) == 0 with input.action as "dataset.grant"
+		with input.tenant as {"name": "hosp", "sector": "health", "attestations": {"dataPermit": _permit}}
+		with input.datasets as [{"name": "icu", "sector": "health", "personalData": "pseudonymised"}]
+		with input.sandbox as sandbox
+}
+
+test_anonymised_health_data_needs_no_permit if {
+	sandbox := _sandbox
+	count(health.data_violations) == 0 with input.action as "dataset.grant"
+		with input.tenant as {"name": "lab", "sector": "research"}
+		with input.datasets as [{"name": "icu", "sector": "health", "personalData": "anonymised"}]
 		with input.sandbox as sandbox
 }
 
 test_permit_must_cover_purpose_and_lifetime if {
 	tenant := _tenant
 	records := _records
-	codes := _codes(health.violations) with input.action as "sandbox.provision"
+	codes := _codes(health.data_violations) with input.action as "sandbox.provision"
 		with input.cluster as {"audit": {"retentionDays": 365}}
 		with input.tenant as tenant
 		with input.datasets as [records]
@@ -63,7 +82,7 @@ test_permit_must_cover_purpose_and_lifetime if {
 test_unbounded_sandbox_outlives_permit if {
 	tenant := _tenant
 	records := _records
-	codes := _codes(health.violations) with input.action as "sandbox.provision"
+	codes := _codes(health.data_violations) with input.action as "sandbox.provision"
 		with input.cluster as {"audit": {"retentionDays": 365}}
 		with input.tenant as tenant
 		with input.datasets as [records]

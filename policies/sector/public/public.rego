@@ -10,9 +10,11 @@ package sector.public
 import data.data.sectors
 import data.lib
 
+# The rules apply to every decision that puts personal data in reach of a public
+# sector sandbox: provisioning and every grant (data_violations, see main.rego).
 _applies if {
 	lib.sector == "public"
-	lib.provisioning
+	lib.data_access
 	lib.processes_personal_data
 }
 
@@ -35,7 +37,7 @@ _bounded if {
 # custom:
 #   code: PUBLIC_INTEREST_AREA_MISSING
 #   regulation: AI Act Art. 59(1)(a)
-violations contains v if {
+data_violations contains v if {
 	_applies
 	area := object.get(_public_interest, "area", "")
 	not area in sectors.public.publicInterestAreas
@@ -51,14 +53,15 @@ violations contains v if {
 # title: Why anonymised or synthetic data will not do
 # description: |
 #   The sandbox must say why the requirements cannot be met with anonymised,
-#   synthetic or other non-personal data. Simplified: a non-empty justification is
-#   accepted; its merit is for the supervisor to judge.
+#   synthetic or other non-personal data. A justification blank after trimming is
+#   missing. Simplified: any other text is accepted; its merit is for the supervisor
+#   to judge.
 # custom:
 #   code: PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING
 #   regulation: AI Act Art. 59(1)(b) (simplified)
-violations contains v if {
+data_violations contains v if {
 	_applies
-	object.get(_public_interest, "whyNotAnonymised", "") == ""
+	not lib.nonblank(object.get(_public_interest, "whyNotAnonymised", ""))
 	v := lib.violation(
 		"PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING",
 		"the sandbox does not say why anonymised or synthetic data will not do",
@@ -75,7 +78,7 @@ violations contains v if {
 # custom:
 #   code: PUBLIC_DPIA_MISSING
 #   regulation: AI Act Art. 59(1)(c); GDPR Art. 35 (simplified)
-violations contains v if {
+data_violations contains v if {
 	_applies
 	not lib.attested("dpiaReference")
 	v := lib.violation(
@@ -95,7 +98,7 @@ violations contains v if {
 # custom:
 #   code: PUBLIC_LIFETIME_UNBOUNDED
 #   regulation: AI Act Art. 58(2), Art. 59(1) (simplified)
-violations contains v if {
+data_violations contains v if {
 	_applies
 	not _bounded
 	v := lib.violation(
@@ -117,7 +120,7 @@ violations contains v if {
 # custom:
 #   code: PUBLIC_DATA_NOT_DELETED_AT_END
 #   regulation: AI Act Art. 59(1)(g)
-violations contains v if {
+data_violations contains v if {
 	_applies
 	on_expiry := object.get(input.sandbox, ["lifetime", "onExpiry"], "delete")
 	on_expiry != "delete"

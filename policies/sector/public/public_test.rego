@@ -21,7 +21,7 @@ test_art59_compliant_sandbox_passes if {
 	tenant := _tenant
 	claims := _claims
 	sandbox := _sandbox
-	count(public.violations) == 0 with input.action as "sandbox.provision"
+	count(public.data_violations) == 0 with input.action as "sandbox.provision"
 		with input.tenant as tenant
 		with input.datasets as [claims]
 		with input.sandbox as sandbox
@@ -29,7 +29,7 @@ test_art59_compliant_sandbox_passes if {
 
 test_every_art59_condition_is_checked if {
 	claims := _claims
-	codes := _codes(public.violations) with input.action as "sandbox.provision"
+	codes := _codes(public.data_violations) with input.action as "sandbox.provision"
 		with input.tenant as {"name": "ministry", "sector": "public"}
 		with input.datasets as [claims]
 		with input.sandbox as {"name": "s1", "lifetime": {"onExpiry": "retain"}, "publicInterest": {"area": "marketing"}}
@@ -45,7 +45,7 @@ test_every_art59_condition_is_checked if {
 test_lifetime_longer_than_bound_is_denied if {
 	tenant := _tenant
 	claims := _claims
-	codes := _codes(public.violations) with input.action as "sandbox.provision"
+	codes := _codes(public.data_violations) with input.action as "sandbox.provision"
 		with input.tenant as tenant
 		with input.datasets as [claims]
 		with input.sandbox as {
@@ -58,7 +58,7 @@ test_lifetime_longer_than_bound_is_denied if {
 
 test_non_personal_data_is_out_of_scope if {
 	tenant := _tenant
-	count(public.violations) == 0 with input.action as "sandbox.provision"
+	count(public.data_violations) == 0 with input.action as "sandbox.provision"
 		with input.tenant as tenant
 		with input.datasets as [{"name": "weather", "personalData": "anonymised"}]
 		with input.sandbox as {"name": "s1"}

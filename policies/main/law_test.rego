@@ -1,0 +1,240 @@
+package main_test
+
+# Requests the law forbids, decided through the entry points the engines query. Each
+# per-dataset check is asked of both paths that put a dataset in reach of a sandbox
+# (sandbox.provision and dataset.grant): one set of rules per dataset, whichever path.
+
+import data.main
+
+_lu := "onprem:lu-national-1"
+
+_cluster := {
+	"region": "onprem:lu-national-1",
+	"jurisdiction": "LU",
+	"keys": {"provider": "local", "region": "onprem:lu-national-1", "perSandbox": true},
+	"audit": {"retentionDays": 1826},
+}
+
+_permit := {"id": "HDAB-1", "purposes": ["sepsis"], "validUntil": "2035-12-31T23:59:59Z"}
+
+_hospital := {
+	"name": "hosp",
+	"sector": "health",
+	"jurisdiction": "LU",
+	"attestations": {"ethicsApproval": "CNER-1", "dataPermit": _permit},
+}
+
+_icu := {
+	"name": "icu",
+	"sector": "health",
+	"jurisdiction": "LU",
+	"location": {"region": "onprem:lu-national-1"},
+	"personalData": "pseudonymised",
+	"allowedPurposes": ["sepsis"],
+}
+
+_sepsis := {
+	"name": "s1",
+	"purpose": "sepsis",
+	"region": "onprem:lu-national-1",
+	"lifetime": {"expiresAt": "2030-01-01T00:00:00Z", "seconds": 2592000},
+	"datasets": [{"name": "icu", "purpose": "sepsis"}],
+}
+
+_bank := {
+	"name": "bank",
+	"sector": "finance",
+	"jurisdiction": "LU",
+	"attestations": {"supervisoryAuthority": "CSSF"},
+}
+
+_tx := {
+	"name": "tx",
+	"sector": "finance",
+	"jurisdiction": "LU",
+	"location": {"region": "onprem:lu-national-1"},
+	"personalData": "pseudonymised",
+	"allowedPurposes": ["fraud", "marketing"],
+}
+
+_fraud := {
+	"name": "s2",
+	"purpose": "fraud",
+	"region": "onprem:lu-national-1",
+	"lifetime": {"expiresAt": "2027-01-01T00:00:00Z", "seconds": 2592000},
+	"datasets": [{"name": "tx", "purpose": "fraud"}],
+}
+
+_ministry := {
+	"name": "ministry",
+	"sector": "public",
+	"jurisdiction": "LU",
+	"attestations": {"dpiaReference": "DPIA-1"},
+}
+
+_claims := {
+	"name": "claims",
+	"sector": "public",
+	"jurisdiction": "LU",
+	"location": {"region": "onprem:lu-national-1"},
+	"personalData": "personal",
+	"allowedPurposes": ["triage"],
+}
+
+_triage := {
+	"name": "s3",
+	"purpose": "triage",
+	"region": "onprem:lu-national-1",
+	"lifetime": {"expiresAt": "2027-01-01T00:00:00Z", "seconds": 2592000},
+	"datasets": [{"name": "claims", "purpose": "triage"}],
+	"publicInterest": {"area": "public-administration", "whyNotAnonymised": "links between claims"},
+}
+
+_decided(action, tenant, datasets, sandbox) := codes if {
+	cluster := _cluster
+	d := main.decision with input.action as action
+		with input.cluster as cluster
+		with input.tenant as tenant
+		with input.datasets as datasets
+		with input.sandbox as sandbox
+	codes := {v.code | some v in d.violations}
+}
+
+# _both(tenant, datasets, sandbox) are the violation codes of provisioning and of the
+# grant, which must be denied alike.
+_both(tenant, datasets, sandbox) := [
+	_decided("sandbox.provision", tenant, datasets, sandbox),
+	_decided("dataset.grant", tenant, datasets, sandbox),
+]
+
+_export(tenant, datasets, sandbox, export) := codes if {
+	cluster := _cluster
+	d := main.decision with input.action as "model.export"
+		with input.cluster as cluster
+		with input.tenant as tenant
+		with input.datasets as datasets
+		with input.sandbox as sandbox
+		with input.export as export
+	codes := {v.code | some v in d.violations}
+}
+
+test_baselines_are_allowed_on_both_paths if {
+	_both(_hospital, [_icu], _sepsis) == [set(), set()]
+	_both(_bank, [_tx], _fraud) == [set(), set()]
+	_both(_ministry, [_claims], _triage) == [set(), set()]
+}
+
+# GDPR Recital 26: pseudonymised data is still personal data; health data is
+# special-category data (Art. 9(1)); its secondary use needs a data permit (EHDS
+# Art. 68). A missing permit denies; it does not skip the permit checks.
+test_pseudonymised_health_data_without_a_permit_is_denied if {
+	tenant := {"name": "hosp", "sector": "health", "jurisdiction": "LU", "attestations": {"ethicsApproval": "CNER-1"}}
+	[provision, grant] := _both(tenant, [_icu], _sepsis)
+	"HEALTH_DATA_PERMIT_MISSING" in provision
+	"HEALTH_DATA_PERMIT_MISSING" in grant
+}
+
+test_health_data_read_by_another_sector_needs_a_permit_too if {
+	tenant := {"name": "lab", "sector": "research", "jurisdiction": "LU"}
+	[provision, grant] := _both(tenant, [_icu], _sepsis)
+	"HEALTH_DATA_PERMIT_MISSING" in provision
+	"HEALTH_DATA_PERMIT_MISSING" in grant
+}
+
+test_special_category_data_outside_health_needs_an_art_9_basis if {
+	biometrics := object.union(_tx, {"personalData": "special-category"})
+	[provision, grant] := _both(_bank, [biometrics], _fraud)
+	"SPECIAL_CATEGORY_BASIS_MISSING" in provision
+	"SPECIAL_CATEGORY_BASIS_MISSING" in grant
+	basis := {"condition": "9(2)(j)", "reference": "Loi du 1er août 2018, art. 65"}
+	bank := object.union(_bank, {"attestations": {"supervisoryAuthority": "CSSF", "specialCategoryBasis": basis}})
+	_both(bank, [biometrics], _fraud) == [set(), set()]
+}
+
+# One set of rules per dataset: the permit's purpose and lifetime are checked when a
+# dataset is granted, not only when the sandbox is provisioned.
+test_grant_checks_the_permit_purpose_and_lifetime if {
+	sandbox := object.union(_sepsis, {
+		"purpose": "billing",
+		"lifetime": {"expiresAt": "2036-06-01T00:00:00Z", "seconds": 2592000},
+		"datasets": [{"name": "icu", "purpose": "billing"}],
+	})
+	icu := object.union(_icu, {"allowedPurposes": ["sepsis", "billing"]})
+	[provision, grant] := _both(_hospital, [icu], sandbox)
+	{"HEALTH_PERMIT_PURPOSE_NOT_COVERED", "HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX"} & grant == {
+		"HEALTH_PERMIT_PURPOSE_NOT_COVERED",
+		"HEALTH_PERMIT_EXPIRES_BEFORE_SANDBOX",
+	}
+	provision == grant
+}
+
+test_grant_checks_ai_act_article_59 if {
+	sandbox := object.union(_triage, {"publicInterest": {"area": "marketing", "whyNotAnonymised": "x"}})
+	[provision, grant] := _both(_ministry, [_claims], sandbox)
+	"PUBLIC_INTEREST_AREA_MISSING" in provision
+	"PUBLIC_INTEREST_AREA_MISSING" in grant
+}
+
+# GDPR Art. 5(1)(b): the sandbox's own purpose must be one the dataset allows, and a
+# sandbox cannot state another purpose for one dataset than for itself.
+test_sandbox_purpose_must_be_allowed_for_each_dataset if {
+	sandbox := object.union(_fraud, {"purpose": "credit-scoring"})
+	[provision, grant] := _both(_bank, [_tx], sandbox)
+	"DATASET_SANDBOX_PURPOSE_NOT_ALLOWED" in provision
+	"DATASET_SANDBOX_PURPOSE_NOT_ALLOWED" in grant
+}
+
+test_a_sandbox_cannot_borrow_a_purpose_for_one_dataset if {
+	sandbox := object.union(_fraud, {"purpose": "marketing"})
+	[provision, grant] := _both(_bank, [_tx], sandbox)
+	"DATASET_PURPOSE_MISMATCH" in provision
+	"DATASET_PURPOSE_MISMATCH" in grant
+}
+
+# GDPR Art. 9 and Art. 44: a sandbox holding special-category data opens no egress
+# outside the EEA and adequacy countries, whatever the tenant's sector.
+test_special_category_egress_outside_eea_is_denied_in_every_sector if {
+	us := [{"cidr": "203.0.113.0/24", "region": "aws:us-east-1"}]
+	hospital := object.union(_sepsis, {"egress": us})
+	[provision, grant] := _both(_hospital, [_icu], hospital)
+	"RESIDENCY_SPECIAL_CATEGORY_EGRESS" in provision
+	"RESIDENCY_SPECIAL_CATEGORY_EGRESS" in grant
+	lab := {"name": "lab", "sector": "research", "jurisdiction": "LU", "attestations": _hospital.attestations}
+	[lab_provision, _] := _both(lab, [_icu], hospital)
+	"RESIDENCY_SPECIAL_CATEGORY_EGRESS" in lab_provision
+	unknown := object.union(_sepsis, {"egress": [{"cidr": "203.0.113.0/24"}]})
+	[unknown_provision, _] := _both(_hospital, [_icu], unknown)
+	"RESIDENCY_SPECIAL_CATEGORY_EGRESS" in unknown_provision
+}
+
+# A model trained on personal data goes only where that data may go.
+test_exports_follow_the_data if {
+	to_de := {"name": "e1", "requester": "a", "justification": "deploy", "destination": {"region": "onprem:de-hpc-1"}}
+	"RESIDENCY_EXPORT_OUTSIDE_DATA_AREA" in _export(_ministry, [_claims], _triage, to_de)
+	to_gb := {"name": "e2", "requester": "a", "justification": "deploy", "destination": {"region": "azure:uksouth"}}
+	"RESIDENCY_EXPORT_OUTSIDE_EEA" in _export(_hospital, [_icu], _sepsis, to_gb)
+	to_lu := {"name": "e3", "requester": "a", "justification": "deploy", "destination": {"region": "onprem:lu-national-2"}}
+	not "RESIDENCY_EXPORT_OUTSIDE_DATA_AREA" in _export(_ministry, [_claims], _triage, to_lu)
+}
+
+# Free text the law requires must say something: blank after trimming is missing.
+test_blank_justifications_are_missing if {
+	sandbox := object.union(_triage, {"publicInterest": {"area": "public-administration", "whyNotAnonymised": " \t\n "}})
+	[provision, grant] := _both(_ministry, [_claims], sandbox)
+	"PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING" in provision
+	"PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING" in grant
+	blank := {"name": "e1", "requester": "a", "justification": "   ", "destination": {"region": _lu}}
+	"EXPORT_JUSTIFICATION_MISSING" in _export(_ministry, [_claims], _triage, blank)
+	bank := object.union(_bank, {"attestations": {"supervisoryAuthority": "  "}})
+	[bank_provision, _] := _both(bank, [_tx], _fraud)
+	"FINANCE_SUPERVISOR_ATTESTATION_MISSING" in bank_provision
+}
+
+# GDPR Art. 5(1)(e): a lifetime of millions of days is no storage limitation.
+test_an_enormous_lifetime_is_refused if {
+	seconds := (3000000 * 86400) + 1
+	sandbox := object.union(_fraud, {"lifetime": {"ttl": "3000000d", "seconds": seconds}})
+	[provision, grant] := _both(_bank, [_tx], sandbox)
+	"SANDBOX_LIFETIME_TOO_LONG" in provision
+	"SANDBOX_LIFETIME_TOO_LONG" in grant
+}
