@@ -10,7 +10,7 @@ accelerator admission policy, and a Sandbox asking for one is refused by the ope
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from sandbox.kube.admission import load_chart_file
 from sandbox.kube.apply import apply, get
 from sandbox.kube.quota import usage_known
 from sandbox.provision.accelerator_admission import (
+    ACCELERATOR_POLICY,
     CHART_FILE,
     accelerator_policies,
     apply_accelerator_policies,
@@ -50,8 +51,19 @@ def test_the_policy_fails_closed_without_its_quota_and_exempts_no_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def accelerator_policy(admin_api: client.ApiClient) -> None:
-    apply_accelerator_policies(admin_api)  # as the chart installs it
+def accelerator_policy(admin_api: client.ApiClient) -> Iterator[None]:
+    """The policy as the chart installs it, for this module only.
+
+    Other tests of the session make sandbox-labelled namespaces by hand, without the
+    operator's quota; the policy (rightly) admits no pod there.
+    """
+    apply_accelerator_policies(admin_api)
+    try:
+        yield
+    finally:
+        admission = client.AdmissionregistrationV1Api(admin_api)
+        admission.delete_validating_admission_policy_binding(ACCELERATOR_POLICY)
+        admission.delete_validating_admission_policy(ACCELERATOR_POLICY)
 
 
 @pytest.fixture
