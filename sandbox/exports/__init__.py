@@ -8,6 +8,7 @@ from sandbox.exports.outbox import (
     ExportStorageError,
     OutboxSettings,
     RegisteredDestination,
+    outbox_key,
     outbox_prefix,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "ExportStorageError",
     "OutboxSettings",
     "RegisteredDestination",
+    "outbox_key",
     "outbox_prefix",
 ]

@@ -2,9 +2,11 @@
 
 Each sandbox writes the artifacts it wants to export under ``<sandbox id>/outbox/`` in
 one bucket that only the operator (and the dataset gateway, on the sandbox's behalf)
-holds credentials for. The operator reads an artifact to compute its SHA-256, copies it
-to a destination bucket registered by the platform, re-reads the copy to check the
-digest, and deletes it again on revocation. Credentials live only in
+holds credentials for: workloads write through the gateway's ``PUT /v1/outbox/<path>``,
+which derives the sandbox from the workload's token and never replaces an object. The
+operator reads an artifact to compute its SHA-256, copies it to a destination bucket
+registered by the platform, re-reads the copy to check the digest, and deletes it again
+on revocation. Credentials live only in
 :class:`OutboxSettings` (as secrets, never in reprs, logs or status).
 """
 
@@ -29,6 +31,7 @@ __all__ = [
     "ExportStorageError",
     "OutboxSettings",
     "RegisteredDestination",
+    "outbox_key",
     "outbox_prefix",
 ]
 
@@ -80,6 +83,15 @@ class OutboxSettings(BaseModel):
 def outbox_prefix(sandbox_id: str) -> str:
     """Key prefix of a sandbox's outbox: ``<sandbox id>/outbox/``."""
     return f"{sandbox_id}/outbox/"
+
+
+def outbox_key(sandbox_id: str, path: str) -> str:
+    """Key of artifact ``path`` in a sandbox's outbox: where the airlock looks for it.
+
+    The dataset gateway writes there on a workload's behalf and the operator reads there
+    for a ModelExport whose ``spec.artifact.path`` is ``path``; both use this function.
+    """
+    return outbox_prefix(sandbox_id) + path
 
 
 @dataclass(frozen=True)

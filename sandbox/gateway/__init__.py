@@ -4,19 +4,23 @@ Pods authenticate with a projected ServiceAccount token (audience
 ``regsandbox-gateway``) checked by TokenReview; the token's namespace names the sandbox,
 whose Sandbox status says whether it is Ready, unexpired and granted the dataset. The
 gateway streams the object from S3 with credentials only it holds, and records every
-request in the audit log before the response completes.
+request in the audit log before the response completes. The same way, a workload writes
+the artifact it wants to export into its own sandbox's outbox, where the export
+airlock finds it.
 
 Modules: :mod:`~sandbox.gateway.app` (HTTP API), :mod:`~sandbox.gateway.auth`
 (TokenReview), :mod:`~sandbox.gateway.authz` (grants), :mod:`~sandbox.gateway.keys`
-(object-key validation), :mod:`~sandbox.gateway.storage` (S3),
-:mod:`~sandbox.gateway.records` (audit events), :mod:`~sandbox.gateway.settings`,
-:mod:`~sandbox.gateway.build` and :mod:`~sandbox.gateway.rbac`.
+(object-key validation), :mod:`~sandbox.gateway.storage` (S3 reads),
+:mod:`~sandbox.gateway.outbox` (outbox writes), :mod:`~sandbox.gateway.records` (audit
+events), :mod:`~sandbox.gateway.settings`, :mod:`~sandbox.gateway.build` and
+:mod:`~sandbox.gateway.rbac`.
 """
 
 from sandbox.gateway.app import Gateway, create_app
 from sandbox.gateway.auth import Identity, TokenReviewer
 from sandbox.gateway.authz import Grant, GrantResolver
 from sandbox.gateway.build import build_gateway
+from sandbox.gateway.outbox import OutboxWriter
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.gateway.settings import AUDIENCE, GatewaySettings
 from sandbox.gateway.storage import Storage
@@ -28,6 +32,7 @@ __all__ = [
     "Grant",
     "GrantResolver",
     "Identity",
+    "OutboxWriter",
     "Storage",
     "TokenReviewer",
     "build_gateway",

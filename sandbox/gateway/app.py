@@ -3,6 +3,7 @@
 - ``GET  /v1/datasets/{dataset}/objects``        list objects (``prefix``, ``after``, ``limit``)
 - ``HEAD /v1/datasets/{dataset}/objects/{key}``  object metadata
 - ``GET  /v1/datasets/{dataset}/objects/{key}``  object bytes, streamed, one ``Range``
+- ``PUT  /v1/outbox/{path}``                     write an artifact into the sandbox's outbox
 - ``GET  /healthz``                              liveness
 
 Every dataset request, allowed or not, is logged in the audit log before its response
@@ -18,6 +19,13 @@ completes (see :mod:`sandbox.gateway.records` for the entry shape):
 
 If the audit log refuses any record written before the response starts, the answer is
 503 and no data is sent.
+
+An outbox write (see :mod:`sandbox.gateway.outbox`) goes into the outbox of the sandbox
+the token belongs to, never one the request names. Its body is streamed to S3 as it
+arrives (413 once it passes the limit, nothing kept); it is logged with its size and
+SHA-256 once received and before it is committed, so if the audit log refuses that
+record the answer is 503 and nothing was stored. An existing artifact is never
+replaced (409).
 """
 
 from __future__ import annotations
@@ -40,14 +48,22 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from audit.client import AuditSink, AuditUnavailable
 from sandbox import __version__
 from sandbox.api.dataset import DatasetLocation
 from sandbox.errors import SandboxError
-from sandbox.gateway.auth import ReviewUnavailable, TokenReviewer, Unauthenticated
-from sandbox.gateway.authz import Forbidden, Grant, GrantResolver, LookupUnavailable, NotCached
+from sandbox.gateway.auth import Identity, ReviewUnavailable, TokenReviewer, Unauthenticated
+from sandbox.gateway.authz import (
+    Forbidden,
+    Grant,
+    GrantResolver,
+    LookupUnavailable,
+    NotCached,
+    SandboxRef,
+)
 from sandbox.gateway.keys import (
     InvalidKey,
     check_raw_path,
@@ -55,6 +71,15 @@ from sandbox.gateway.keys import (
     storage_key,
     validate_key,
     validate_listing_prefix,
+)
+from sandbox.gateway.outbox import (
+    ArtifactExists,
+    ArtifactTooLarge,
+    EmptyArtifact,
+    OutboxNotConfigured,
+    OutboxWriter,
+    Upload,
+    validate_artifact_path,
 )
 from sandbox.gateway.records import Outcome, RequestRecord
 from sandbox.gateway.storage import (
@@ -68,7 +93,15 @@ from sandbox.gateway.storage import (
     parse_range,
 )
 
-__all__ = ["ErrorBody", "Gateway", "ObjectEntry", "ObjectList", "StreamAborted", "create_app"]
+__all__ = [
+    "ArtifactWritten",
+    "ErrorBody",
+    "Gateway",
+    "ObjectEntry",
+    "ObjectList",
+    "StreamAborted",
+    "create_app",
+]
 
 _log = structlog.get_logger("regsandbox.gateway")
 _T = TypeVar("_T")
@@ -94,6 +127,8 @@ class Gateway:
     """Streaming chunk size; reads up to this size are logged in one record."""
     list_max_keys: int = 1000
     """Largest listing page."""
+    outbox: OutboxWriter | None = None
+    """Writes artifacts into sandbox outboxes; None: writes are refused (503)."""
 
 
 class _Wire(BaseModel):
@@ -139,6 +174,23 @@ class ObjectList(_Wire):
     """Key to pass as ``after`` for the next page."""
 
 
+class ArtifactWritten(_Wire):
+    """An artifact stored in the sandbox's outbox, ready to be named by a ModelExport."""
+
+    path: str
+    """The artifact path: ``spec.artifact.path`` of the ModelExport that exports it."""
+    sandbox: str
+    """The sandbox whose outbox holds it (the token's, never one the request names)."""
+    size: int
+    """Bytes stored."""
+    sha256: str
+    """Hex SHA-256 of the bytes; the export's ``status.sha256`` must be the same."""
+    source: str
+    """``s3://bucket/key`` of the object (the export's ``status.source``)."""
+    request_id: str
+    """Id of the write in the audit log and the gateway's logs."""
+
+
 class StreamAborted(SandboxError):  # noqa: N818 - what happened to the stream
     """A streamed read was cut off (storage failed or the audit log refused the record)."""
 
@@ -149,6 +201,14 @@ def _classify(exc: Exception) -> tuple[int, Outcome, str, bool | None]:
         return 401, "denied", exc.reason, False
     if isinstance(exc, InvalidKey):
         return 400, "denied", "InvalidKey", False
+    if isinstance(exc, EmptyArtifact):
+        return 400, "denied", "EmptyArtifact", False
+    if isinstance(exc, ArtifactExists):
+        return 409, "denied", "ArtifactExists", False
+    if isinstance(exc, ArtifactTooLarge):
+        return 413, "denied", "ArtifactTooLarge", False
+    if isinstance(exc, OutboxNotConfigured):
+        return 503, "failure", "OutboxNotConfigured", None
     if isinstance(exc, Forbidden):
         return 403, "denied", exc.reason, False
     if isinstance(exc, EndpointNotAllowed):
@@ -174,6 +234,10 @@ _REFUSALS: tuple[type[Exception], ...] = (
     StorageUnavailable,
     ReviewUnavailable,
     LookupUnavailable,
+    EmptyArtifact,
+    ArtifactExists,
+    ArtifactTooLarge,
+    OutboxNotConfigured,
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -394,17 +458,16 @@ def create_app(gateway: Gateway) -> FastAPI:
             headers["WWW-Authenticate"] = 'Bearer realm="regsandbox-gateway"'
         return headers
 
-    def unavailable(record: RequestRecord) -> JSONResponse:
+    def unavailable(record: RequestRecord, what: str = "nothing was sent") -> JSONResponse:
         body = ErrorBody(
-            detail="the audit log is unavailable; nothing was sent",
+            detail=f"the audit log is unavailable; {what}",
             reason="AuditUnavailable",
             request_id=record.request_id,
         )
         return JSONResponse(body.model_dump(by_alias=True), 503, headers=headers_for(record, 503))
 
-    async def refuse(record: RequestRecord, exc: Exception) -> Response:
+    async def refuse(record: RequestRecord, exc: Exception, **extra: Any) -> Response:
         status, outcome, reason, allow = _classify(exc)
-        extra: dict[str, Any] = {}
         if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
             extra["object_size"] = exc.size
         event = record.event(outcome, "refused", status=status, reason=reason, allow=allow, **extra)
@@ -413,7 +476,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             await thread(gateway.audit.append, [event])
         except AuditUnavailable as err:
             _log.error("audit append failed", request_id=record.request_id, error=str(err))
-            return unavailable(record)
+            return unavailable(record, "nothing was sent or stored")
         body = ErrorBody(detail=str(exc), reason=reason, request_id=record.request_id)
         headers = headers_for(record, status)
         if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
@@ -431,9 +494,9 @@ def create_app(gateway: Gateway) -> FastAPI:
             return unavailable(record)
         return respond()
 
-    async def admit(
+    async def authenticate(
         record: RequestRecord, request: Request, token: HTTPAuthorizationCredentials | None
-    ) -> Grant:
+    ) -> Identity:
         # Cache hits are answered on the event loop; only a real TokenReview or API read
         # goes to a worker thread (each hop costs latency under load).
         credentials = token.credentials if token else None
@@ -442,15 +505,19 @@ def create_app(gateway: Gateway) -> FastAPI:
             identity = await thread(gateway.reviewer.review, credentials)
         record.identity = identity
         check_raw_path(request.scope.get("raw_path") or b"")
-        if len(record.dataset) > 253 or not _DATASET_NAME.match(record.dataset):
+        return identity
+
+    async def admit(
+        record: RequestRecord, request: Request, token: HTTPAuthorizationCredentials | None
+    ) -> Grant:
+        identity = await authenticate(record, request, token)
+        if len(record.name) > 253 or not _DATASET_NAME.match(record.name):
             raise InvalidKey("invalid dataset name")
         try:
             try:
-                grant = gateway.grants.authorize(
-                    identity.namespace, record.dataset, cached_only=True
-                )
+                grant = gateway.grants.authorize(identity.namespace, record.name, cached_only=True)
             except NotCached:
-                grant = await thread(gateway.grants.authorize, identity.namespace, record.dataset)
+                grant = await thread(gateway.grants.authorize, identity.namespace, record.name)
         except Forbidden as exc:
             record.sandbox = exc.sandbox
             raise
@@ -703,5 +770,134 @@ def create_app(gateway: Gateway) -> FastAPI:
                 data, status_code=status, headers=headers, media_type="application/octet-stream"
             ),
         )
+
+    async def active_sandbox(record: RequestRecord, identity: Identity) -> SandboxRef:
+        """The token's sandbox, if it may act now (Ready, unexpired, not being deleted)."""
+        try:
+            try:
+                ref = gateway.grants.active(identity.namespace, cached_only=True)[0]
+            except NotCached:
+                ref = (await thread(gateway.grants.active, identity.namespace))[0]
+        except Forbidden as exc:
+            record.sandbox = exc.sandbox
+            raise
+        record.sandbox = ref
+        return ref
+
+    async def open_upload(
+        record: RequestRecord, request: Request, token: HTTPAuthorizationCredentials | None
+    ) -> Upload:
+        """Authenticate, find the token's sandbox and its outbox key, start the upload."""
+        identity = await authenticate(record, request, token)
+        validate_artifact_path(record.name)
+        outbox = gateway.outbox
+        if outbox is None:
+            raise OutboxNotConfigured(
+                "this gateway has no export outbox; ask the platform team to configure one"
+            )
+        ref = await active_sandbox(record, identity)
+        key = outbox.key(ref, record.name)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > outbox.max_bytes:
+            raise ArtifactTooLarge(f"the artifact is larger than {outbox.max_bytes} bytes")
+        if await thread(outbox.exists, key):
+            raise ArtifactExists(
+                f"{record.name} is already in the outbox and is never replaced; "
+                "write the new artifact under another path"
+            )
+        return outbox.start(
+            key,
+            {"regsandbox-request-id": record.request_id, "regsandbox-pod": identity.pod_ref or ""},
+        )
+
+    @app.put(
+        "/v1/outbox/{path:path}",
+        status_code=201,
+        response_model=ArtifactWritten,
+        responses={
+            400: {"model": ErrorBody, "description": "Invalid artifact path, or empty body."},
+            403: {"model": ErrorBody, "description": "Sandbox not Ready, expired or deleted."},
+            409: {"model": ErrorBody, "description": "An artifact of that path exists."},
+            413: {"model": ErrorBody, "description": "Larger than the gateway's limit."},
+            **{code: body for code, body in _ERRORS.items() if code not in (400, 403)},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        summary="Write an artifact into the sandbox's export outbox",
+        operation_id="putArtifact",
+    )
+    async def put_artifact(request: Request, path: str, token: Token) -> Response:
+        """Store the body as artifact ``path`` of the token's sandbox; never replaces one.
+
+        The body is streamed to storage as it arrives; the write is logged with its size
+        and SHA-256 before the artifact is committed, and the answer carries both.
+        """
+        record = RequestRecord(
+            "model.artifact.written", "PUT", path, key=path, kind="ModelArtifact"
+        )
+        upload: Upload | None = None
+        try:
+            try:
+                upload = await open_upload(record, request, token)
+                async for chunk in request.stream():
+                    if chunk and upload.feed(chunk):
+                        await thread(upload.flush)
+                digest = await thread(upload.finish)
+                # A long upload may outlive the sandbox: it must still be able to act.
+                assert record.identity is not None  # set by open_upload
+                await active_sandbox(record, record.identity)
+            except ClientDisconnect:
+                size = upload.size if upload is not None else 0
+                event = record.event(
+                    "failure", "refused", status=400, reason="ClientDisconnected", bytes=size
+                )
+                with contextlib.suppress(AuditUnavailable):
+                    await thread(gateway.audit.append, [event])
+                return Response(status_code=400, headers=headers_for(record, 400))
+            except _REFUSALS as exc:
+                return await refuse(record, exc)
+            facts: dict[str, Any] = {
+                "bytes": upload.size,
+                "sha256": digest,
+                "bucket": upload.bucket,
+                "object": upload.key,
+            }
+            written = record.event("success", "commit", status=201, allow=True, **facts)
+            try:
+                await thread(gateway.audit.append, [written])
+            except AuditUnavailable as err:
+                _log.error("audit append failed", request_id=record.request_id, error=str(err))
+                return unavailable(record, "nothing was stored")
+            try:
+                stored = await thread(upload.commit)
+            except (ArtifactExists, StorageUnavailable) as exc:
+                return await refuse(record, exc, **facts)
+            _log.info("artifact written", request_id=record.request_id, object=stored.key)
+            assert record.sandbox is not None  # set by open_upload
+            body = ArtifactWritten(
+                path=path,
+                sandbox=record.sandbox.sandbox,
+                size=stored.size,
+                sha256=stored.sha256,
+                source=f"s3://{stored.bucket}/{stored.key}",
+                request_id=record.request_id,
+            )
+            return JSONResponse(
+                body.model_dump(by_alias=True), 201, headers=headers_for(record, 201)
+            )
+        finally:
+            if upload is not None and not upload.committed:
+                with anyio.CancelScope(shield=True):
+                    if not await thread(upload.abort):
+                        _log.warning(
+                            "could not abort an unfinished upload (its parts stay invisible)",
+                            request_id=record.request_id,
+                        )
 
     return app

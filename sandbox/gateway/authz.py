@@ -10,6 +10,9 @@ reads it (the contract):
 - ``status.datasets`` lists the dataset with ``granted: true``;
 - the Dataset object exists and has a valid S3 location.
 
+The same sandbox checks, without a dataset, decide whether a workload may write into
+its sandbox's export outbox (:meth:`GrantResolver.active`).
+
 Objects are read with GET (the gateway's RBAC allows nothing else) and reused for at
 most ``cache_seconds``; expiry is evaluated on every request. Any doubt is a refusal.
 """
@@ -211,11 +214,14 @@ class GrantResolver:
             raise Forbidden("NotASandbox", f"namespace {namespace} is not a sandbox namespace")
         return SandboxRef(tenant, sandbox, namespace)
 
-    def authorize(self, namespace: str, dataset: str, *, cached_only: bool = False) -> Grant:
-        """The grant for the sandbox of ``namespace`` to read ``dataset``, or Forbidden.
+    def active(
+        self, namespace: str, *, cached_only: bool = False
+    ) -> tuple[SandboxRef, dt.datetime, dict[str, Any]]:
+        """The sandbox of ``namespace`` if it may act now, its expiry and its status.
 
-        With ``cached_only`` no request is made (it can run on an event loop): when an
-        object it needs is not cached, :class:`NotCached` is raised instead.
+        It may act when its Sandbox exists, is this namespace's, is not being deleted,
+        is ``Ready`` (a quarantined or expired sandbox is not) and ``status.expiresAt``
+        is in the future; otherwise Forbidden. ``cached_only`` as for :meth:`authorize`.
         """
         ref = self.sandbox_of(namespace, cached_only=cached_only)
         obj = self._get(
@@ -233,6 +239,15 @@ class GrantResolver:
         expires = _parse_time(status.get("expiresAt"))
         if expires is None or expires <= self._now():
             raise Forbidden("SandboxExpired", f"sandbox {ref.sandbox} has expired", ref)
+        return ref, expires, status
+
+    def authorize(self, namespace: str, dataset: str, *, cached_only: bool = False) -> Grant:
+        """The grant for the sandbox of ``namespace`` to read ``dataset``, or Forbidden.
+
+        With ``cached_only`` no request is made (it can run on an event loop): when an
+        object it needs is not cached, :class:`NotCached` is raised instead.
+        """
+        ref, expires, status = self.active(namespace, cached_only=cached_only)
         grants = status.get("datasets") or []
         if not any(
             isinstance(g, dict) and g.get("name") == dataset and g.get("granted") is True

@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
+import boto3
+from botocore.config import Config
 from kubernetes import client, config
 
 from audit.client import AuditClient, AuditSink, AuditUnavailable, LocalAuditSink
@@ -15,10 +17,11 @@ from sandbox.errors import ConfigurationError
 from sandbox.gateway.app import Gateway
 from sandbox.gateway.auth import TokenReviewer
 from sandbox.gateway.authz import GrantResolver
+from sandbox.gateway.outbox import OutboxWriter
 from sandbox.gateway.settings import GatewaySettings
 from sandbox.gateway.storage import Storage
 
-__all__ = ["build_gateway", "kube_client"]
+__all__ = ["build_gateway", "kube_client", "outbox_writer"]
 
 
 def kube_client(kubeconfig: Path | None) -> client.ApiClient:
@@ -56,6 +59,36 @@ def _audit(settings: GatewaySettings, stack: ExitStack) -> AuditSink:
         raise ConfigurationError(f"cannot open the audit log: {exc}") from None
 
 
+def outbox_writer(settings: GatewaySettings) -> OutboxWriter | None:
+    """The outbox writer ``settings`` describe (the gateway's storage credentials), or None."""
+    if settings.outbox_bucket is None:
+        return None
+    access, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+    s3 = boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.outbox_endpoint,
+        region_name=settings.outbox_region,
+        aws_access_key_id=access.get_secret_value() if access else None,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        config=Config(
+            max_pool_connections=settings.s3_max_connections,
+            connect_timeout=settings.s3_timeout,
+            read_timeout=settings.s3_timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+    return OutboxWriter(
+        s3,
+        settings.outbox_bucket,
+        max_bytes=settings.outbox_max_bytes,
+        part_bytes=settings.outbox_part_bytes,
+    )
+
+
 def build_gateway(
     settings: GatewaySettings, stack: ExitStack, *, api: client.ApiClient | None = None
 ) -> Gateway:
@@ -86,4 +119,5 @@ def build_gateway(
         audit=_audit(settings, stack),
         chunk_bytes=settings.chunk_bytes,
         list_max_keys=settings.list_max_keys,
+        outbox=outbox_writer(settings),
     )

@@ -1,11 +1,13 @@
-"""The audit events the gateway writes: one shape for every dataset request.
+"""The audit events the gateway writes: one shape for every request.
 
 Each request gets a :class:`RequestRecord` as it is handled; :meth:`RequestRecord.event`
 turns what is known so far into an :class:`~audit.entry.Event`:
 
-- ``action``: ``dataset.read`` (GET and HEAD of an object) or ``dataset.list``;
+- ``action``: ``dataset.read`` (GET and HEAD of an object), ``dataset.list``, or
+  ``model.artifact.written`` (a write into the sandbox's export outbox);
 - ``actor``: the ServiceAccount and pod the API server vouched for (empty if none);
-- ``resource``: kind ``Dataset``, the dataset name, the sandbox, its tenant and namespace;
+- ``resource``: kind ``Dataset`` and the dataset name, or kind ``ModelArtifact`` and the
+  artifact path; the sandbox, its tenant and namespace;
 - ``decision``: allow, or deny with the CamelCase reason as code (absent if no decision
   was reached, e.g. the API server was down);
 - ``outcome``: ``success``, ``denied`` or ``failure``;
@@ -16,6 +18,12 @@ turns what is known so far into an :class:`~audit.entry.Event`:
 
 A streamed read has two records with the same ``request_id``: ``started`` (written
 before the first byte) and ``completed`` (written before the last chunk).
+
+An outbox write is logged once its body has been received and *before* the object is
+committed (``phase`` ``commit``, with ``bytes``, ``sha256``, ``bucket`` and ``object``,
+the full S3 key), so no artifact is ever in an outbox without its record. If the commit
+then fails, a second record with the same ``request_id`` (``phase`` ``refused``) says
+why; refusals before the commit are one ``refused`` record, as for reads.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from sandbox.gateway.authz import SandboxRef
 
 __all__ = ["Action", "Outcome", "RequestRecord"]
 
-Action = Literal["dataset.read", "dataset.list"]
+Action = Literal["dataset.read", "dataset.list", "model.artifact.written"]
 Outcome = Literal["success", "failure", "denied"]
 
 _MAX_TEXT = 1024
@@ -50,10 +58,11 @@ class RequestRecord:
     """Audit action."""
     method: str
     """HTTP method."""
-    dataset: str
-    """Dataset named in the path (as sent, clipped)."""
+    name: str
+    """Resource named in the path (as sent, clipped): the dataset, or the artifact path."""
     key: str | None = None
-    """Object key or listing prefix, relative to the dataset (as sent, clipped)."""
+    """Object key or listing prefix relative to the dataset, or the artifact path
+    relative to the outbox (as sent, clipped)."""
     byte_range: str | None = None
     """The Range header, if any (clipped)."""
     identity: Identity | None = None
@@ -62,6 +71,8 @@ class RequestRecord:
     """Which sandbox, once known."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Correlates the audit records, the response header and the gateway's own logs."""
+    kind: str = "Dataset"
+    """Resource kind: ``Dataset``, or ``ModelArtifact`` for outbox writes."""
 
     def event(
         self,
@@ -84,8 +95,8 @@ class RequestRecord:
         )
         ref = self.sandbox
         resource = Resource(
-            kind="Dataset",
-            name=_clip(self.dataset) or "-",
+            kind=self.kind,
+            name=_clip(self.name) or "-",
             namespace=ref.namespace if ref else None,
             tenant=ref.tenant if ref else None,
             sandbox=ref.sandbox if ref else None,

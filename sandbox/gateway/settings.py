@@ -72,12 +72,33 @@ class GatewaySettings(BaseSettings):
     list_max_keys: int = Field(default=1000, ge=1, le=1000)
     """Most keys returned by one listing page."""
 
+    # -- export outbox -------------------------------------------------------------------
+    outbox_bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    """Bucket of the sandboxes' export outboxes: the operator's outbox bucket, where the
+    airlock looks for ModelExport artifacts. Workloads write ``<sandbox id>/outbox/<path>``
+    there with ``PUT /v1/outbox/<path>``, using the storage credentials above. Unset:
+    writes are refused (503 ``OutboxNotConfigured``)."""
+    outbox_endpoint: str | None = None
+    """S3 endpoint URL of the outbox bucket (on-premise object store); unset means AWS."""
+    outbox_region: str = "us-east-1"
+    """S3 signing region of the outbox bucket."""
+    outbox_max_bytes: int = Field(default=16 * 1024**3, ge=1)
+    """Largest artifact a workload may write, in bytes; a larger body is refused with 413
+    (before it is read when its Content-Length says so, else as soon as it passes this)."""
+    outbox_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2, le=512 * 1024**2)
+    """Artifacts larger than this are stored as multipart uploads of parts this large
+    (S3 allows 10,000 parts); memory per write is about this much."""
+
     @model_validator(mode="after")
     def _one_audit_sink(self) -> GatewaySettings:
         if (self.audit_url is None) == (self.audit_log_dir is None):
             raise ValueError("set exactly one of audit_url or audit_log_dir")
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither")
+        if self.outbox_max_bytes > 10_000 * self.outbox_part_bytes:
+            raise ValueError(
+                "outbox_max_bytes exceeds 10,000 parts of outbox_part_bytes; raise the part size"
+            )
         return self
 
     @classmethod

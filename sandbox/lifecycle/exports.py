@@ -47,7 +47,7 @@ from sandbox.exports.outbox import (
     ArtifactNotFound,
     ArtifactStore,
     ExportStorageError,
-    outbox_prefix,
+    outbox_key,
 )
 from sandbox.kube.apply import get
 from sandbox.lifecycle.decisions import audit_decision, policy_status
@@ -539,7 +539,7 @@ def reconcile_export(
             step.cond("PolicyChecked", False, "SandboxNotFound", message)
             step.result.retry(30, message)
             return _flush_and_finish(step)
-        key = outbox_prefix(sandbox_id(tenant, spec.sandbox)) + spec.artifact.path
+        key = outbox_key(sandbox_id(tenant, spec.sandbox), spec.artifact.path)
         try:
             info = store.inspect(store.settings.bucket, key)
         except ArtifactNotFound:
