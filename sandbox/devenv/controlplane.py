@@ -75,6 +75,9 @@ _NODE_CONTROLLERS = ",".join(
         "endpointslice-mirroring-controller",
         "replicaset-controller",
         "deployment-controller",
+        # The chart's audit service is a StatefulSet with a volume claim.
+        "statefulset-controller",
+        "persistentvolume-binder-controller",
         "node-lifecycle-controller",
         "node-ipam-controller",
         "pod-garbage-collector-controller",
