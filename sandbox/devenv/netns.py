@@ -9,9 +9,9 @@ killed ``up``.
 
 The only thing on the host side is one end of a veth pair on a private /30 picked from
 the directory's path: the host end carries the address the API server binds to, the
-namespace end is the node's address. Inside the mount namespace ``/run`` and
-``/var/log`` are fresh tmpfs mounts, so containerd's shim sockets, runc state and pod
-logs vanish with the namespace.
+namespace end is the node's address. Inside the mount namespace ``/run``, ``/var/log``
+and ``/var/lib`` are fresh tmpfs mounts, so containerd's shim sockets, runc state, pod
+logs and the few fixed paths of kubelet and the CNI plugins vanish with the namespace.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ __all__ = ["NODE_INTERFACE", "HostLink", "NodeNamespaces", "mounts_under"]
 
 NODE_INTERFACE = "node0"
 """Name of the node's interface inside its network namespace."""
+
+_HIDDEN = (Path("/run"), Path("/var/log"), Path("/var/lib"))
+"""Host directories the node's mount namespace covers with fresh tmpfs mounts."""
 
 _LINK_POOL = ipaddress.ip_network("10.250.0.0/16")
 """Private range the /30 links are carved from (16384 candidates)."""
@@ -133,6 +136,12 @@ class NodeNamespaces:
         """Make both namespaces and the veth link; returns the link's addresses."""
         if self.exists():
             raise ControlPlaneError(f"node namespaces already exist in {self.ns_dir}")
+        for hidden in _HIDDEN:
+            if self.directory == hidden or hidden in self.directory.parents:
+                raise ControlPlaneError(
+                    f"the node's directory {self.directory} is under {hidden}, which the "
+                    "node's mount namespace replaces with its own; choose another --dir"
+                )
         link = self.link()
         self.ns_dir.mkdir(parents=True, exist_ok=True)
         # A mount namespace file may only be pinned on a mount that does not propagate.
@@ -146,6 +155,9 @@ class NodeNamespaces:
                 "mount --make-rshared /",
                 "mount -t tmpfs -o mode=0755,size=256m regsandbox-node-run /run",
                 "mount -t tmpfs -o mode=0755,size=512m regsandbox-node-log /var/log",
+                # kubelet and the CNI plugins keep a few fixed paths there
+                # (/var/lib/kubelet/device-plugins, /var/lib/cni/results).
+                "mount -t tmpfs -o mode=0755,size=64m regsandbox-node-lib /var/lib",
             )
         )
         _run(

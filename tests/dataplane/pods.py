@@ -144,11 +144,11 @@ class Kubectl:
     def connects(self, namespace: str, pod_name: str, host: str, port: int) -> bool:
         """Whether a TCP connection from the pod to host:port opens within 3 seconds.
 
-        busybox ``nc -w 3 -e true`` connects and hangs up at once (Debian's busybox
+        busybox ``nc -w 3 HOST PORT -e true`` connects and hangs up at once (Debian's busybox
         wget crashes). The verdict is printed by the pod, so a failing ``kubectl exec``
         is an error here, never a "blocked".
         """
-        probe = f"if nc -w 3 -e true {host} {port}; then echo OPEN; else echo CLOSED; fi"
+        probe = f"if nc -w 3 {host} {port} -e true; then echo OPEN; else echo CLOSED; fi"
         result = self.exec(namespace, pod_name, "sh", "-c", probe)
         verdict = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else []
         if result.returncode != 0 or verdict not in (["OPEN"], ["CLOSED"]):
