@@ -6,6 +6,8 @@ Routes (all under ``/v1``):
 ``POST /v1/entries``                      append a batch (writers only); JSON
                                           ``{"events": [...]}`` in, ``{"indices": [...]}`` out
 ``GET /v1/checkpoint``                    the latest signed checkpoint note, ``text/plain``
+``GET /v1/checkpoint/cosigned``           the latest checkpoint with witness cosignatures
+                                          (:mod:`audit.witnessing`); 404 until one exists
 ``GET /v1/entries/{index}``               one entry's exact bytes (``application/json``)
 ``GET /v1/entries?start=&end=``           entries ``[start, end)``, each followed by ``\\n``
                                           (``application/x-ndjson``; canonical JSON has no
@@ -13,8 +15,8 @@ Routes (all under ``/v1``):
 ``GET /v1/proof/inclusion?index=&size=``  RFC 6962 inclusion proof, JSON, base64 hashes
 ``GET /v1/proof/consistency?old=&new=``   RFC 6962 consistency proof, JSON, base64 hashes
 ``GET /v1/receipt/{index}``               a C2SP tlog-proof for the entry, ``text/plain``
-``GET /v1/status``                        conditions (``AnchorConsistent``, ``Writable``),
-                                          JSON, no token needed
+``GET /v1/status``                        conditions (``AnchorConsistent``, ``Writable``,
+                                          ``Witnessed``), JSON, no token needed
 ``GET /healthz``                          200 while the log can append and sign; 503 with
                                           the failing condition otherwise
 ``GET /metrics``                          Prometheus metrics
@@ -63,6 +65,7 @@ from audit.errors import AnchorMismatchError, AuditError, MalformedError
 from audit.note import Note, b64encode
 from audit.proof import TlogProof
 from audit.signing import read_key_text
+from audit.witnessing import Witnessing, WitnessingMetrics
 
 __all__ = [
     "MAX_BATCH",
@@ -211,8 +214,26 @@ def _log_conditions(log: LogBackend, metrics: ServiceMetrics) -> list[dict[str, 
     return conditions
 
 
+_CRITICAL = ("AnchorConsistent", "Writable")
+"""Conditions that make the service unready when False (witnessing only informs)."""
+
+
+def _witness_condition(witnessing: Witnessing) -> dict[str, str]:
+    status = witnessing.status()
+    refused = {name: s.refused for name, s in status.items() if s.refused}
+    failing = {name: s.error for name, s in status.items() if s.error}
+    if refused:
+        name, why = next(iter(refused.items()))
+        return _condition("Witnessed", False, "WitnessRefused", f"{name}: {why}")
+    if failing:
+        name, why = next(iter(failing.items()))
+        return _condition("Witnessed", False, "WitnessUnavailable", f"{name}: {why}")
+    sizes = ", ".join(f"{name} at {s.cosigned_size}" for name, s in status.items())
+    return _condition("Witnessed", True, "Cosigned", f"cosigned by {sizes}")
+
+
 def _status_response(conditions: list[dict[str, str]]) -> JSONResponse:
-    ok = all(c["status"] == "True" for c in conditions)
+    ok = all(c["status"] == "True" for c in conditions if c["type"] in _CRITICAL)
     return JSONResponse({"ok": ok, "conditions": conditions}, status_code=200 if ok else 503)
 
 
@@ -406,14 +427,19 @@ def create_app(
     *,
     metrics: ServiceMetrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    witnessing: Witnessing | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``log`` under ``policy``.
 
-    ``max_body_bytes`` bounds an append body (default :data:`MAX_BODY_BYTES`).
+    ``max_body_bytes`` bounds an append body (default :data:`MAX_BODY_BYTES`);
+    ``witnessing``, if given, provides ``/v1/checkpoint/cosigned`` and the ``Witnessed``
+    condition (start and stop it yourself).
     """
     app = FastAPI(title="regsandbox audit log", docs_url=None, redoc_url=None)
     metrics = metrics or ServiceMetrics()
     app.state.metrics = metrics
+    if witnessing is not None:
+        witnessing.attach_metrics(WitnessingMetrics(metrics.registry))
 
     @app.exception_handler(IndexError)
     async def out_of_range(request: Request, exc: IndexError) -> JSONResponse:
@@ -460,6 +486,23 @@ def create_app(
         return Response(
             note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
         )
+
+    @app.get("/v1/checkpoint/cosigned")
+    async def cosigned(request: Request) -> Response:
+        """The latest checkpoint carrying witness cosignatures (may trail the latest)."""
+        _authorize(policy, request, write=False)
+        note = None if witnessing is None else await run_in_threadpool(witnessing.cosigned)
+        if note is None:
+            raise HTTPException(404, "no checkpoint has been cosigned by a witness yet")
+        return Response(
+            note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
+
+    def conditions() -> list[dict[str, str]]:
+        found = _log_conditions(log, metrics)
+        if witnessing is not None:
+            found.append(_witness_condition(witnessing))
+        return found
 
     @app.get("/v1/entries/{index}")
     async def entry(request: Request, index: int) -> Response:
@@ -524,15 +567,15 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> Response:
         """200 while the log appends and signs; 503 with the failing condition otherwise."""
-        conditions = _log_conditions(log, metrics)
-        if all(c["status"] == "True" for c in conditions):
+        found = _log_conditions(log, metrics)
+        if all(c["status"] == "True" for c in found):
             return Response("ok\n", media_type="text/plain")
-        return _status_response(conditions)
+        return _status_response(found)
 
     @app.get("/v1/status")
     async def status() -> Response:
         """The service's conditions (no token needed; they hold no log content)."""
-        return _status_response(_log_conditions(log, metrics))
+        return _status_response(conditions())
 
     @app.get("/metrics")
     async def metrics_route() -> Response:

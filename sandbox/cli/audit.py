@@ -25,12 +25,15 @@ from audit.log import KEY_FILE, VKEY_FILE, AuditLog, LogReader
 from audit.merkle import verify_consistency
 from audit.note import Signer, Verifier, b64encode
 from audit.proof import verify_tlog_proof
-from audit.signing import generate_key_file, load_signer, load_verifier
+from audit.signing import generate_key_file, load_signer, load_verifier, read_key_text
 from audit.snapshot import snapshot
 from audit.verify import verify_log
+from audit.witness import CosignatureVerifier
+from audit.witnessing import COSIGNED_FILE, verify_cosigned
 from sandbox.cli import audit_archive, audit_serve
 from sandbox.cli.output import (
     EXIT_ERROR,
+    EXIT_USAGE,
     EXIT_VERIFY_FAILED,
     OutputFormat,
     err_console,
@@ -163,11 +166,45 @@ def verify(
         typer.Option("--trusted", help="A checkpoint saved earlier; the log must extend it."),
     ] = None,
     deep: Annotated[bool, typer.Option(help="Also parse every entry against the schema.")] = False,
+    witness_vkey: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness-vkey",
+            help="Verifier key (or file) of a witness whose cosignature counts; repeat.",
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None,
+        typer.Option(
+            "--witness-quorum",
+            help="Cosignatures from those witnesses required (default: all of them).",
+        ),
+    ] = None,
+    cosigned: Annotated[
+        Path | None,
+        typer.Option(
+            "--cosigned",
+            help="The cosigned checkpoint (GET /v1/checkpoint/cosigned); default: "
+            "DIR/checkpoint.cosigned.",
+        ),
+    ] = None,
     output: Output = OutputFormat.table,
 ) -> None:
-    """Re-hash every entry, rebuild the tree and check the checkpoint signature."""
+    """Re-hash every entry, rebuild the tree and check the checkpoint signature.
+
+    With --witness-vkey, the latest cosigned checkpoint must also carry valid
+    cosignatures from --witness-quorum of those witnesses, and the log must extend it.
+    """
     verifiers = _verifiers(vkey, log)
     saved = [_read_file(p) for p in trusted or []]
+    witnessed: tuple[str, ...] = ()
+    if witness_vkey:
+        witnessed, note = _check_cosigned(
+            log, verifiers, witness_vkey, witness_quorum, cosigned or log / COSIGNED_FILE
+        )
+        saved.append(note)
+    elif witness_quorum is not None or cosigned is not None:
+        fail("--witness-quorum and --cosigned need --witness-vkey", EXIT_USAGE)
     try:
         report = verify_log(log, verifiers, trusted=saved, deep=deep)
     except VerificationError as exc:
@@ -182,6 +219,7 @@ def verify(
         "root": b64encode(report.checkpoint.root),
         "unpublished": report.unpublished,
         "extends": ",".join(map(str, report.extends)),
+        "witnesses": ",".join(witnessed),
         "unsigned_tail_bytes": report.tail.bytes if report.tail else 0,
         "unsigned_tail_records": report.tail.records if report.tail else 0,
     }
@@ -191,9 +229,39 @@ def verify(
         typer.echo(
             f"ok: {report.entries} entries verified; checkpoint {report.checkpoint.size} "
             f"signed by {', '.join(report.verified_by)}"
+            + (f"; cosigned by {', '.join(witnessed)}" if witnessed else "")
         )
     else:
         print_rows([row], list(row), output, name_key="origin")
+
+
+def _check_cosigned(
+    log: Path,
+    verifiers: list[Verifier],
+    vkeys: list[str],
+    quorum: int | None,
+    path: Path,
+) -> tuple[tuple[str, ...], bytes]:
+    try:
+        keys = [
+            CosignatureVerifier.from_vkey(
+                read_key_text(Path(v), "witness verifier key").strip()
+                if "+" not in v and Path(v).is_file()
+                else v
+            )
+            for v in vkeys
+        ]
+    except AuditError as exc:
+        fail(f"--witness-vkey: {exc}", EXIT_USAGE)
+    needed = len(keys) if quorum is None else quorum
+    if not 1 <= needed <= len(keys):
+        fail(f"--witness-quorum {needed}: want 1 to {len(keys)} (the keys given)", EXIT_USAGE)
+    note = _read_file(path)
+    try:
+        _, names = verify_cosigned(note, verifiers, keys, needed)
+    except AuditError as exc:
+        fail(f"verification failed: cosigned checkpoint {path}: {exc}", EXIT_VERIFY_FAILED)
+    return names, note
 
 
 @app.command("snapshot")

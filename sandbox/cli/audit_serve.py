@@ -22,7 +22,14 @@ from audit.errors import AnchorMismatchError, AuditError
 from audit.log import KEY_FILE, AuditLog
 from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
 from audit.signing import load_signer, read_key_text
-from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
+from audit.witness import (
+    CosignatureVerifier,
+    Cosigner,
+    FileWitnessState,
+    Witness,
+    witness_app,
+)
+from audit.witnessing import COSIGNED_FILE, WitnessEndpoint, Witnessing
 from sandbox.cli import audit_archive
 from sandbox.cli.output import EXIT_USAGE, fail
 
@@ -85,6 +92,26 @@ def serve(
         Path | None,
         typer.Option("--kubeconfig", help="For --anchor-configmap (default: in-cluster)."),
     ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness",
+            help="Submission URL of a witness to send every checkpoint to; repeat, "
+            "each paired in order with a --witness-vkey.",
+        ),
+    ] = None,
+    witness_vkey: Annotated[
+        list[str] | None,
+        typer.Option("--witness-vkey", help="That witness's cosignature verifier key (or file)."),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None,
+        typer.Option(
+            "--witness-quorum",
+            help="Cosignatures a checkpoint needs to replace the served cosigned one "
+            "(default: all witnesses).",
+        ),
+    ] = None,
     archive_bucket: audit_archive.ArchiveBucket = None,
     archive_prefix: audit_archive.ArchivePrefix = "",
     archive_endpoint: audit_archive.ArchiveEndpoint = None,
@@ -108,6 +135,7 @@ def serve(
         )
         signer = load_signer(key or log / KEY_FILE)
         audit_log = AuditLog(log, signer, anchor=anchor)
+        witnessing = _witnessing(audit_log, log, witness, witness_vkey, witness_quorum)
     except AnchorMismatchError as exc:
         _run(create_refusing_app(exc), listen)
         raise typer.Exit(3) from None
@@ -115,7 +143,7 @@ def serve(
         fail(str(exc))
     archiver = None
     try:
-        app = create_app(audit_log, policy)
+        app = create_app(audit_log, policy, witnessing=witnessing)
         archiver = audit_archive.start_archiver(
             audit_log,
             app,
@@ -130,7 +158,35 @@ def serve(
     finally:
         if archiver is not None:
             archiver.stop()
+        if witnessing is not None:
+            witnessing.stop()
         audit_log.close()
+
+
+def _witnessing(
+    audit_log: AuditLog,
+    log: Path,
+    urls: list[str] | None,
+    vkeys: list[str] | None,
+    quorum: int | None,
+) -> Witnessing | None:
+    urls, vkeys = urls or [], vkeys or []
+    if len(urls) != len(vkeys):
+        audit_log.close()
+        fail("give one --witness-vkey for each --witness URL, in the same order", EXIT_USAGE)
+    if not urls:
+        return None
+    try:
+        endpoints = [
+            WitnessEndpoint(url, CosignatureVerifier.from_vkey(_vkey_arg(vkey)))
+            for url, vkey in zip(urls, vkeys, strict=True)
+        ]
+        witnessing = Witnessing(audit_log, endpoints, log / COSIGNED_FILE, publish_quorum=quorum)
+    except (AuditError, ValueError) as exc:
+        audit_log.close()
+        fail(f"witnesses: {exc}", EXIT_USAGE)
+    witnessing.start()
+    return witnessing
 
 
 def _anchor(
