@@ -13,7 +13,7 @@ and each sandbox's quota names all of them, ``0`` unless granted.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from kubernetes.utils import parse_quantity
 from pydantic import AfterValidator, Field, WithJsonSchema
@@ -24,6 +24,7 @@ __all__ = [
     "NVIDIA_GPU",
     "AcceleratorCounts",
     "check_extended_resource",
+    "gpu_once_rule",
     "with_gpu",
 ]
 
@@ -138,6 +139,19 @@ AcceleratorCounts = Annotated[
 ]
 """Whole numbers of accelerators by extended resource name, e.g.
 ``{"nvidia.com/mig-3g.40gb": 2}``."""
+
+
+def gpu_once_rule(*, zero_is_unset: bool) -> dict[str, Any]:
+    """The CRD validation rule refusing what :func:`with_gpu` refuses, for the API server."""
+    unset = "!has(self.gpu)"
+    if zero_is_unset:
+        unset += " || (type(self.gpu) == int ? self.gpu == 0 : self.gpu == '0')"
+    return {
+        "rule": f"!has(self.accelerators) || !('{NVIDIA_GPU}' in self.accelerators) || {unset}",
+        "message": (
+            f"gpu is the shorthand for accelerators[{NVIDIA_GPU}]; set one of them, not both"
+        ),
+    }
 
 
 def with_gpu(gpu: str | None, counts: dict[str, int], *, zero_is_unset: bool) -> dict[str, int]:

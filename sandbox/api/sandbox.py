@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from sandbox.api.accelerators import AcceleratorCounts, with_gpu
+from sandbox.api.accelerators import AcceleratorCounts, gpu_once_rule, with_gpu
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 
 __all__ = [
@@ -54,6 +54,10 @@ class Lifetime(WireModel):
 
 class SandboxResources(WireModel):
     """Compute and storage the sandbox may use; capped by the tenant's ceilings."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [gpu_once_rule(zero_is_unset=True)]}
+    )
 
     cpu: Quantity = "4"
     """Total CPU requests and limits, e.g. ``8``."""

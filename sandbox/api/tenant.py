@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from sandbox.api.accelerators import AcceleratorCounts, with_gpu
+from sandbox.api.accelerators import AcceleratorCounts, gpu_once_rule, with_gpu
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 
 __all__ = [
@@ -83,6 +83,10 @@ class Member(WireModel):
 
 class TenantQuota(WireModel):
     """Ceilings over all of the tenant's sandboxes; each sandbox's quota is capped by them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [gpu_once_rule(zero_is_unset=False)]}
+    )
 
     max_sandboxes: int | None = Field(default=None, ge=0)
     """How many sandboxes may exist at once."""

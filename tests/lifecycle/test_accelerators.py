@@ -215,3 +215,38 @@ def test_a_sandbox_asking_for_an_accelerator_not_offered_is_refused(
     assert cond["status"] == "False"
     assert "offers no example.com/dongle" in cond["message"]
     assert get(admin_api, "Namespace", f"sbx-{tenant}-{name}") is None
+
+
+@pytest.mark.integration
+def test_the_api_server_refuses_a_gpu_count_given_twice(
+    admin_api: client.ApiClient, crds: None
+) -> None:
+    twice = sandbox_body(
+        unique("sbx"), "nobody", resources={"gpu": 1, "accelerators": {"nvidia.com/gpu": 2}}
+    )
+    twice["metadata"]["namespace"] = "default"
+    with pytest.raises(ApiException) as refused:
+        apply(admin_api, twice)
+    assert refused.value.status == 422
+    assert "set one of them, not both" in str(refused.value.body)
+    # gpu at its default of 0 is not a second count.
+    once = sandbox_body(unique("sbx"), "nobody", resources={"accelerators": {MIG: 1}})
+    once["metadata"]["namespace"] = "default"
+    once["spec"]["resources"]["gpu"] = 0
+    accepted = apply(admin_api, once, dry_run=True)
+    assert accepted["spec"]["resources"]["accelerators"] == {MIG: 1}
+    tenant = {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": unique("t")},
+        "spec": {
+            "organisation": "Org",
+            "sector": "research",
+            "jurisdiction": "LU",
+            "quota": {"gpu": 0, "accelerators": {"nvidia.com/gpu": 2}},
+        },
+    }
+    with pytest.raises(ApiException) as contradictory:
+        apply(admin_api, tenant)
+    assert contradictory.value.status == 422
+    assert "set one of them, not both" in str(contradictory.value.body)
