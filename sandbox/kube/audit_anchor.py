@@ -38,6 +38,7 @@ class ConfigMapCheckpointAnchor:
         """Namespace of the ConfigMap."""
         self.name = name
         """Name of the ConfigMap."""
+        self._last: Any = None  # the object as last read or written: saves a GET per swap
 
     @property
     def description(self) -> str:
@@ -66,6 +67,7 @@ class ConfigMapCheckpointAnchor:
             cm: Any = self._core.read_namespaced_config_map(self.name, self.namespace)
         except ApiException as exc:
             raise self._fail("read", exc) from None
+        self._last = cm
         data = cm.data or {}
         text = data.get(DATA_KEY)
         note = text.encode("utf-8") if text else None
@@ -77,10 +79,12 @@ class ConfigMapCheckpointAnchor:
             text = note.decode("utf-8")
         except UnicodeDecodeError:
             raise StorageError("a checkpoint note must be UTF-8 text") from None
-        try:
-            cm: Any = self._core.read_namespaced_config_map(self.name, self.namespace)
-        except ApiException as exc:
-            raise self._fail("read", exc) from None
+        cm = self._last
+        if cm is None or str(cm.metadata.resource_version) != expected:
+            try:
+                cm = self._core.read_namespaced_config_map(self.name, self.namespace)
+            except ApiException as exc:
+                raise self._fail("read", exc) from None
         if str(cm.metadata.resource_version) != expected:
             raise self._conflict(expected)
         cm.data = {**(cm.data or {}), DATA_KEY: text}
@@ -88,9 +92,11 @@ class ConfigMapCheckpointAnchor:
         try:
             updated: Any = self._core.replace_namespaced_config_map(self.name, self.namespace, cm)
         except ApiException as exc:
+            self._last = None
             if exc.status == 409:
                 raise self._conflict(expected) from None
             raise self._fail("update", exc) from None
+        self._last = updated
         return AnchorRecord(note, str(updated.metadata.resource_version))
 
     def _conflict(self, expected: str) -> AnchorConflictError:

@@ -1,5 +1,7 @@
 """The checkpoint anchor in a ConfigMap, on the real API server, as the chart sets it up.
 
+The ConfigMap, Role, RoleBinding and ServiceAccount are the chart's own, rendered by helm.
+
 The audit service's ServiceAccount may get and update that one ConfigMap (a Role with
 ``resourceNames``); nobody else (a tenant, the workload, a volume writer) may move it,
 and the API server's resourceVersion makes every update a compare-and-swap.
@@ -7,11 +9,14 @@ and the API server's resourceVersion makes every update a compare-and-swap.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from audit.errors import AnchorConflictError, AnchorMismatchError, StorageError
@@ -19,6 +24,7 @@ from audit.log import AuditLog
 from audit.note import Signer
 from audit.proof import TlogProof
 from sandbox.devenv.controlplane import ControlPlane
+from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.audit_anchor import DATA_KEY, ConfigMapCheckpointAnchor
 from sandbox.testing import api_client
 from tests.audit.helpers import ORIGIN, event, forge_after
@@ -27,46 +33,89 @@ pytestmark = pytest.mark.integration
 
 ANCHOR = "rs-audit-anchor"
 SA = "regsandbox-audit"
+BASE = ("cluster.region=onprem:lu-1", "cluster.jurisdiction=LU")
+
+
+def _render(repo: Path, namespace: str, *assignments: str) -> list[dict[str, Any]]:
+    sets = [a for x in (*BASE, *assignments) for a in ("--set", x)]
+    helm = [str(tool_path("helm")), "template", "rs", str(repo / "charts/regsandbox")]
+    rendered = subprocess.run(
+        [*helm, "--namespace", namespace, *sets],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+
+def _anchor_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    wanted = {
+        ("ServiceAccount", SA),
+        ("ConfigMap", ANCHOR),
+        ("Role", "regsandbox-audit-anchor"),
+        ("RoleBinding", "regsandbox-audit-anchor"),
+    }
+    return [d for d in docs if (d["kind"], d["metadata"]["name"]) in wanted]
 
 
 @pytest.fixture
-def namespace(admin_api: client.ApiClient) -> Iterator[str]:
-    """A namespace with the chart's anchor objects: empty ConfigMap, Role, RoleBinding."""
+def namespace(admin_api: client.ApiClient, repo_root: Path) -> Iterator[str]:
+    """A namespace holding the chart's own anchor objects (rendered by helm, applied)."""
     name = f"audit-anchor-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(admin_api)
     rbac = client.RbacAuthorizationV1Api(admin_api)
     core.create_namespace({"metadata": {"name": name}})
-    core.create_namespaced_service_account(name, {"metadata": {"name": SA}})
-    for cm in (ANCHOR, "something-else"):
-        core.create_namespaced_config_map(name, {"metadata": {"name": cm}})
-    rbac.create_namespaced_role(
-        name,
-        {
-            "metadata": {"name": "regsandbox-audit-anchor"},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "resourceNames": [ANCHOR],
-                    "verbs": ["get", "update"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        name,
-        {
-            "metadata": {"name": "regsandbox-audit-anchor"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "regsandbox-audit-anchor",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": name}],
-        },
-    )
+    objects = _anchor_objects(_render(repo_root, name))
+    assert sorted(d["kind"] for d in objects) == [
+        "ConfigMap",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
+    create = {
+        "ServiceAccount": core.create_namespaced_service_account,
+        "ConfigMap": core.create_namespaced_config_map,
+        "Role": rbac.create_namespaced_role,
+        "RoleBinding": rbac.create_namespaced_role_binding,
+    }
+    for doc in objects:
+        create[doc["kind"]](name, doc)
+    core.create_namespaced_config_map(name, {"metadata": {"name": "something-else"}})
     yield name
     core.delete_namespace(name)
+
+
+def test_the_chart_wires_the_anchor_by_default_and_drops_it_when_disabled(
+    repo_root: Path,
+) -> None:
+    docs = _render(repo_root, "regsandbox-system")
+    [sts] = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "rs-audit"]
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert "--anchor-configmap=regsandbox-system/rs-audit-anchor" in pod["containers"][0]["args"]
+    [cm] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ANCHOR]
+    assert "data" not in cm  # an upgrade never resets what the service stored
+    assert cm["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    [role] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("anchor")]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [ANCHOR],
+            "verbs": ["get", "update"],
+        }
+    ]
+    off = _render(repo_root, "regsandbox-system", "audit.anchor.enabled=false")
+    assert _anchor_objects(off) == [
+        d for d in _anchor_objects(off) if d["kind"] == "ServiceAccount"
+    ]
+    [sts] = [d for d in off if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "rs-audit"]
+    assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert not [
+        a for a in sts["spec"]["template"]["spec"]["containers"][0]["args"] if "anchor" in a
+    ]
 
 
 def _as_service_account(plane: ControlPlane, namespace: str, sa: str = SA) -> client.ApiClient:
