@@ -355,14 +355,9 @@ class DataPlane:
         Safe to call repeatedly and after a killed ``up``. Returns the names of the node
         processes that were running.
         """
-        state = self.load_state()
+        # Every node process names the node's directory in its arguments, so this finds
+        # them whether or not their PIDs were recorded.
         found = processes.processes_under(self.directory, NODE_PROCESSES)
-        if state:
-            for name, pid in state.pids.items():
-                if processes.is_running(pid) and pid not in found:
-                    # Only a PID still running the recorded program counts.
-                    exe = processes.processes_under(self.directory, (name,))
-                    found.update(exe)
         stopped: list[str] = []
         for name in ("kube-scheduler", "kube-router", "kube-proxy", "kubelet"):
             pids = [pid for pid, n in found.items() if n == name]
