@@ -272,6 +272,7 @@ class AuditLog(LogReader):
         *,
         checkpoint_interval: float = 1.0,
         anchor: CheckpointAnchor | None = None,
+        extends: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Open the log at ``path`` for writing, recovering from a crash if needed.
 
@@ -279,7 +280,11 @@ class AuditLog(LogReader):
         extend the checkpoint the anchor holds and raises
         :class:`~audit.errors.AnchorMismatchError` (signing nothing) if they do not;
         every checkpoint it signs afterwards advances the anchor by compare-and-swap.
+        ``extends`` are more ``(where from, signed checkpoint)`` the entries must extend
+        before anything is signed, such as those the log's witnesses cosigned; one not
+        signed by this log's keys proves nothing and is skipped.
         """
+        self._extends = tuple(extends)
         path = Path(path)
         self._anchor = anchor
         self._anchored: AnchorRecord | None = None
@@ -426,6 +431,8 @@ class AuditLog(LogReader):
         self._last_publish = 0.0
         if self._anchor is not None:
             self._check_anchor(self._anchor)
+        for where, note in self._extends:
+            self._check_signed_elsewhere(where, note)
         if self._durable > self._published_size:
             self._publish()
         self._last_publish = time.monotonic()
@@ -459,13 +466,23 @@ class AuditLog(LogReader):
             # The log signed this checkpoint but stopped before anchoring it.
             self._advance_anchor(self._checkpoint_note)
 
-    def _check_extends(self, anchored: Checkpoint, size: int) -> None:
+    def _check_signed_elsewhere(self, where: str, note: bytes) -> None:
+        try:
+            signed = open_checkpoint(note, [s.verifier for s in self._signers], origin=self.origin)
+        except AuditError as exc:
+            log.warning("ignoring the checkpoint from %s: not signed by this log (%s)", where, exc)
+            return
+        self._check_extends(signed, self._tree.size, f"kept by {where}")
+
+    def _check_extends(self, anchored: Checkpoint, size: int, kept: str | None = None) -> None:
         """Raise :class:`AnchorMismatchError` unless the first ``size`` entries extend it."""
-        where = self._anchor.description if self._anchor is not None else "anchor"
+        if kept is None:
+            where = self._anchor.description if self._anchor is not None else "anchor"
+            kept = f"kept in the checkpoint anchor, {where}"
         if anchored.size > size:
             raise AnchorMismatchError(
                 f"the log holds {size} entries but it signed a checkpoint of "
-                f"{anchored.size} (kept in the checkpoint anchor, {where}): entries from "
+                f"{anchored.size} ({kept}): entries from "
                 f"index {size} on were removed or the log was rolled back; refusing to sign",
                 reason="LogRolledBack",
                 index=size,
@@ -473,8 +490,8 @@ class AuditLog(LogReader):
         if CompactRange.from_reader(self._hashes, anchored.size).root() != anchored.root:
             raise AnchorMismatchError(
                 f"the first {anchored.size} entries do not hash to the root of the "
-                f"checkpoint this log signed for that size (kept in the checkpoint anchor, "
-                f"{where}): entries were rewritten after they were signed; refusing to sign",
+                f"checkpoint this log signed for that size ({kept}): entries were "
+                "rewritten after they were signed; refusing to sign",
                 reason="CheckpointAnchorMismatch",
             )
 

@@ -23,6 +23,7 @@ witnesses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "WitnessStatus",
     "Witnessing",
     "WitnessingMetrics",
+    "fetch_witnessed",
     "verify_cosigned",
 ]
 
@@ -405,6 +407,40 @@ class Witnessing:
         finally:
             os.close(fd)
         tmp.replace(self.store)
+
+
+def fetch_witnessed(
+    witnesses: Sequence[WitnessEndpoint], origin: str, *, timeout: float = 10.0
+) -> list[tuple[str, bytes]]:
+    """The latest checkpoint each witness cosigned for ``origin``, as ``(where, note)``.
+
+    Read from each witness's monitoring endpoint (``GET <url>/<origin hash>/checkpoint``,
+    the monitoring prefix taken to be the submission prefix). Before it signs anything
+    the log checks that it extends each of them (``AuditLog(extends=...)``): a witness is
+    then a second anchor that no one on the platform can rewrite. A witness that never
+    cosigned (404) or cannot be reached is skipped with a warning.
+    """
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    found: list[tuple[str, bytes]] = []
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for endpoint in witnesses:
+            url = f"{endpoint.url.rstrip('/')}/{origin_hash}/checkpoint"
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as exc:
+                _log.warning("witness unreachable", witness=endpoint.name, error=str(exc))
+                continue
+            if response.status_code == 404:
+                continue
+            if response.status_code != 200:
+                _log.warning(
+                    "witness checkpoint unavailable",
+                    witness=endpoint.name,
+                    status=response.status_code,
+                )
+                continue
+            found.append((f"witness {endpoint.name}", response.content))
+    return found
 
 
 def verify_cosigned(

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
 from audit.errors import AnchorMismatchError, AuditError
-from audit.log import KEY_FILE, AuditLog
+from audit.log import KEY_FILE, AuditLog, read_origin
 from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
 from audit.signing import load_signer, read_key_text
 from audit.witness import (
@@ -29,7 +29,7 @@ from audit.witness import (
     Witness,
     witness_app,
 )
-from audit.witnessing import COSIGNED_FILE, WitnessEndpoint, Witnessing
+from audit.witnessing import COSIGNED_FILE, WitnessEndpoint, Witnessing, fetch_witnessed
 from sandbox.cli import audit_archive
 from sandbox.cli.output import EXIT_USAGE, fail
 
@@ -134,8 +134,10 @@ def serve(
             open_reads=open_reads,
         )
         signer = load_signer(key or log / KEY_FILE)
-        audit_log = AuditLog(log, signer, anchor=anchor)
-        witnessing = _witnessing(audit_log, log, witness, witness_vkey, witness_quorum)
+        endpoints = _witness_endpoints(witness, witness_vkey)
+        extends = fetch_witnessed(endpoints, read_origin(log)) if endpoints else []
+        audit_log = AuditLog(log, signer, anchor=anchor, extends=extends)
+        witnessing = _witnessing(audit_log, log, endpoints, witness_quorum)
     except AnchorMismatchError as exc:
         _run(create_refusing_app(exc), listen)
         raise typer.Exit(3) from None
@@ -163,26 +165,27 @@ def serve(
         audit_log.close()
 
 
-def _witnessing(
-    audit_log: AuditLog,
-    log: Path,
-    urls: list[str] | None,
-    vkeys: list[str] | None,
-    quorum: int | None,
-) -> Witnessing | None:
+def _witness_endpoints(urls: list[str] | None, vkeys: list[str] | None) -> list[WitnessEndpoint]:
     urls, vkeys = urls or [], vkeys or []
     if len(urls) != len(vkeys):
-        audit_log.close()
         fail("give one --witness-vkey for each --witness URL, in the same order", EXIT_USAGE)
-    if not urls:
-        return None
     try:
-        endpoints = [
+        return [
             WitnessEndpoint(url, CosignatureVerifier.from_vkey(_vkey_arg(vkey)))
             for url, vkey in zip(urls, vkeys, strict=True)
         ]
+    except AuditError as exc:
+        fail(f"--witness-vkey: {exc}", EXIT_USAGE)
+
+
+def _witnessing(
+    audit_log: AuditLog, log: Path, endpoints: list[WitnessEndpoint], quorum: int | None
+) -> Witnessing | None:
+    if not endpoints:
+        return None
+    try:
         witnessing = Witnessing(audit_log, endpoints, log / COSIGNED_FILE, publish_quorum=quorum)
-    except (AuditError, ValueError) as exc:
+    except ValueError as exc:
         audit_log.close()
         fail(f"witnesses: {exc}", EXIT_USAGE)
     witnessing.start()

@@ -20,13 +20,21 @@ import typer
 from typer.testing import CliRunner
 
 from audit.client import AuditClient
+from audit.errors import AnchorMismatchError
 from audit.log import AuditLog
 from audit.note import Note, Signer
 from audit.service import AccessPolicy, create_app, token_digest
 from audit.signing import generate_key_file
 from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
-from audit.witnessing import COSIGNED_FILE, WitnessEndpoint, Witnessing, verify_cosigned
+from audit.witnessing import (
+    COSIGNED_FILE,
+    WitnessEndpoint,
+    Witnessing,
+    fetch_witnessed,
+    verify_cosigned,
+)
 from sandbox.cli.audit import app as audit_app
+from tests.audit.helpers import forge_after
 
 from .conftest import ORIGIN, free_port, make_event, wait_for
 from .test_cli import running
@@ -70,9 +78,9 @@ def witnesses(tmp_path: Path, serve: Serve, log_key: Signer) -> Iterator[list[Ru
         yield running_
 
 
-def _log(path: Path, key: Signer) -> AuditLog:
+def _log(path: Path, key: Signer, extends: list[tuple[str, bytes]] | None = None) -> AuditLog:
     if (path / "log.json").exists():
-        return AuditLog(path, key, checkpoint_interval=0.02)
+        return AuditLog(path, key, checkpoint_interval=0.02, extends=extends or [])
     return AuditLog.create(path, ORIGIN, key, checkpoint_interval=0.02)
 
 
@@ -324,3 +332,83 @@ def test_the_cli_service_gets_its_checkpoints_witnessed(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "cosigned by witness.regsandbox.test/cli" in result.output
+
+
+def test_the_witnesses_are_a_second_anchor_checked_before_signing(
+    tmp_path: Path, log_key: Signer, witnesses: list[RunningWitness]
+) -> None:
+    """No anchor configured: the checkpoints the witnesses cosigned stop a rolled-back log."""
+    path = tmp_path / "log"
+    with _log(path, log_key) as log:
+        log.append_batch([make_event(i) for i in range(8)])
+    shutil.copytree(path, tmp_path / "at-8")
+    with _log(path, log_key) as log:
+        log.append_batch([make_event(i) for i in range(8, 16)])
+        log.publish_checkpoint()
+        assert _witnessing(log, path, witnesses).run_once() is not None
+    endpoints = [w.endpoint for w in witnesses]
+    assert [Note.parse(n).text.split("\n")[1] for _, n in fetch_witnessed(endpoints, ORIGIN)] == [
+        "16",
+        "16",
+    ]
+    with _log(path, log_key, extends=fetch_witnessed(endpoints, ORIGIN)) as log:
+        assert log.size == 16  # the real log extends what they cosigned
+
+    real = tmp_path / "real-16"
+    shutil.copytree(path, real)
+    at_8 = (tmp_path / "at-8" / "checkpoint").read_bytes()
+
+    # Rolled back to the volume's state at 8 entries.
+    shutil.rmtree(path)
+    shutil.copytree(tmp_path / "at-8", path)
+    with pytest.raises(AnchorMismatchError) as info:
+        _log(path, log_key, extends=fetch_witnessed(endpoints, ORIGIN))
+    assert info.value.reason == "LogRolledBack"
+    assert "kept by witness witness.regsandbox.test/w1" in str(info.value)
+    assert (path / "checkpoint").read_bytes() == at_8  # nothing signed
+
+    # Entries 8 to 15 rewritten, CRCs and hashes recomputed, checkpoint of 8 put back.
+    shutil.rmtree(path)
+    shutil.copytree(real, path)
+    forge_after(path, 8, at_8)
+    with pytest.raises(AnchorMismatchError) as info:
+        _log(path, log_key, extends=fetch_witnessed(endpoints, ORIGIN))
+    assert info.value.reason == "CheckpointAnchorMismatch"
+    assert (path / "checkpoint").read_bytes() == at_8
+    # A witness that cannot be reached is skipped, not trusted nor fatal.
+    dead = WitnessEndpoint(f"http://127.0.0.1:{free_port()}", witnesses[0].cosigner.verifier)
+    assert fetch_witnessed([dead], ORIGIN, timeout=1.0) == []
+
+
+def test_sandboxctl_serve_refuses_a_log_its_witnesses_saw_longer(
+    tmp_path: Path, log_key: Signer, witnesses: list[RunningWitness]
+) -> None:
+    """`audit serve --witness`: the witnesses' checkpoints are checked before signing."""
+    key_file = tmp_path / "log.key"
+    key_file.write_text(log_key.private_key + "\n")
+    path = tmp_path / "log"
+    with _log(path, log_key) as log:
+        log.append_batch([make_event(i) for i in range(4)])
+    shutil.copytree(path, tmp_path / "at-4")
+    with _log(path, log_key) as log:
+        log.append_batch([make_event(i) for i in range(4, 10)])
+        log.publish_checkpoint()
+        assert _witnessing(log, path, witnesses).run_once() is not None
+    shutil.rmtree(path)
+    shutil.copytree(tmp_path / "at-4", path)
+    writers = tmp_path / "writers"
+    writers.write_text(f"{token_digest(TOKEN)} operator\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve", "--log", str(path), "--writers", str(writers), "--key", str(key_file)]
+    args += ["--listen", f"127.0.0.1:{port}"]
+    for w in witnesses:
+        args += ["--witness", w.url, "--witness-vkey", w.cosigner.verifier.vkey]
+    with running(args, f"{url}/healthz", tmp_path):
+        health = httpx.get(f"{url}/healthz")
+        assert health.status_code == 503
+        [anchor] = [c for c in health.json()["conditions"] if c["type"] == "AnchorConsistent"]
+        assert anchor["reason"] == "LogRolledBack"
+        assert "holds 4 entries but it signed a checkpoint of 10" in anchor["message"]
+        assert "witness.regsandbox.test/w" in anchor["message"]
+    assert [w.size() for w in witnesses] == [10, 10]
