@@ -11,9 +11,12 @@ this project wrote. Typical use::
     receipt = log.receipt(index).to_bytes()     # after the next checkpoint
 """
 
+from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
 from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from audit.entry import MAX_ENTRY_BYTES, Actor, Decision, Entry, Event, Resource
 from audit.errors import (
+    AnchorConflictError,
+    AnchorMismatchError,
     AuditError,
     EntryTooLargeError,
     LogLockedError,
@@ -34,18 +37,22 @@ from audit.note import Note, Signer, Verifier, open_note, sign_note
 from audit.proof import TlogProof, verify_tlog_proof
 from audit.signing import generate_key_file, load_signer, load_verifier
 from audit.snapshot import snapshot
-from audit.verify import VerifyReport, verify_log
+from audit.verify import UnsignedTail, VerifyReport, verify_log
 
 __all__ = [
     "MAX_ENTRY_BYTES",
     "Actor",
+    "AnchorConflictError",
+    "AnchorMismatchError",
     "AuditError",
     "AuditLog",
     "Checkpoint",
+    "CheckpointAnchor",
     "Decision",
     "Entry",
     "EntryTooLargeError",
     "Event",
+    "FileCheckpointAnchor",
     "LogLockedError",
     "LogReader",
     "MalformedError",
@@ -54,6 +61,7 @@ __all__ = [
     "Signer",
     "StorageError",
     "TlogProof",
+    "UnsignedTail",
     "VerificationError",
     "Verifier",
     "VerifyReport",
