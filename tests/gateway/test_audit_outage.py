@@ -10,8 +10,10 @@ no byte of data; once it is back reads succeed again without restarting the gate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -25,13 +27,16 @@ from kubernetes import client
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.processes import free_port
+from sandbox.exports.outbox import outbox_key, outbox_prefix
 from sandbox.gateway.rbac import GATEWAY_NAME
+from sandbox.provision.names import sandbox_id
 from tests.real_audit import RealAuditService
 
 from .conftest import BIG, CHUNK, SYSTEM_NS, World, sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
+OUTBOX = "gw-outage-outbox"
 AUDIT_TIMEOUT = 2.0
 """The gateway's audit timeout here (seconds): how long a frozen service may hold a read."""
 
@@ -71,7 +76,11 @@ def gateway_process(
         "REGSANDBOX_GATEWAY_S3_SECRET_ACCESS_KEY": s3.secret_key,
         "REGSANDBOX_GATEWAY_S3_ENDPOINTS": json.dumps([s3.endpoint]),
         "REGSANDBOX_GATEWAY_CHUNK_BYTES": str(CHUNK),
+        "REGSANDBOX_GATEWAY_OUTBOX_BUCKET": OUTBOX,
+        "REGSANDBOX_GATEWAY_OUTBOX_ENDPOINT": s3.endpoint,
     }
+    with contextlib.suppress(s3.client().exceptions.BucketAlreadyOwnedByYou):
+        s3.client().create_bucket(Bucket=OUTBOX)
     args = [
         *(sys.executable, "-m", "sandbox.cli", "gateway", "serve"),
         *("--listen", f"127.0.0.1:{port}", "--kubeconfig", str(kubeconfig)),
@@ -177,16 +186,17 @@ def test_a_killed_audit_service_means_503_and_no_byte_then_reads_recover(
     assert full.content == big
     # Each read after the outage is on record (the large one as started and completed),
     # and no request of the outage is: none of them was answered with data.
+    # (A checkpoint follows an append within a second: poll for the last record.)
     ids = {r.headers["x-request-id"] for r in (before, after, full)}
-    entries = audit_back.entries()
-    logged = {e.request_id for e in entries}
     deadline = time.monotonic() + 30
-    while not ids <= logged and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while True:
         entries = audit_back.entries()
         logged = {e.request_id for e in entries}
+        completed = [e for e in entries if e.request_id == full.headers["x-request-id"]]
+        if (ids <= logged and len(completed) == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert ids <= logged
-    completed = [e for e in entries if e.request_id == full.headers["x-request-id"]]
     assert [e.details.get("phase") for e in completed] == ["started", "completed"], completed
     assert completed[-1].details["sha256"] == sha256(big)
     outage = {r.headers["x-request-id"] for r in [*refused, head]}
@@ -229,3 +239,46 @@ def test_a_service_killed_mid_stream_cuts_the_read_short(
     # client can tell the response is incomplete and no complete read goes unlogged.
     assert isinstance(cut.value, httpx.RemoteProtocolError), repr(cut.value)
     assert 0 < received < BIG
+
+
+def test_an_artifact_written_while_the_service_is_down_is_refused_and_not_kept(
+    gateway_process: str, audit_back: RealAuditService, world: World, s3: MinioServer
+) -> None:
+    path = f"outage/model-{secrets.token_hex(4)}.onnx"
+    url = f"{gateway_process}/v1/outbox/{path}"
+    data = secrets.token_bytes(3 * 1024 * 1024)
+    prefix = outbox_prefix(sandbox_id(world.tenant, "alpha"))
+    store = s3.client()
+
+    def kept() -> list[str]:
+        listing = store.list_objects_v2(Bucket=OUTBOX, Prefix=prefix + "outage/")
+        uploads = store.list_multipart_uploads(Bucket=OUTBOX, Prefix=prefix)
+        return [o["Key"] for o in listing.get("Contents", [])] + [
+            u["Key"] for u in uploads.get("Uploads", [])
+        ]
+
+    assert (
+        _until_read(
+            f"{gateway_process}/v1/datasets/{world.claims}/objects/small.csv", _auth(world)
+        ).status_code
+        == 200
+    )
+    audit_back.kill()
+    refused = httpx.put(url, content=data, headers=_auth(world), timeout=60)
+    _refused_without_data(refused)
+    assert kept() == [], "an artifact is in the outbox without its record"
+
+    audit_back.start()
+    written = httpx.put(url, content=data, headers=_auth(world), timeout=60)
+    assert written.status_code == 201, written.text
+    key = outbox_key(sandbox_id(world.tenant, "alpha"), path)
+    assert store.get_object(Bucket=OUTBOX, Key=key)["Body"].read() == data
+    request_id = written.headers["x-request-id"]
+    deadline = time.monotonic() + 30
+    while not (logged := [e for e in audit_back.entries() if e.request_id == request_id]):
+        assert time.monotonic() < deadline, "the write is not on record"
+        time.sleep(0.1)
+    assert logged[0].action == "model.artifact.written"
+    assert logged[0].details["sha256"] == sha256(data)
+    outage = refused.headers["x-request-id"]
+    assert not [e for e in audit_back.entries() if e.request_id == outage]
