@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -317,3 +318,28 @@ def test_impersonated_requests_get_the_answers_the_reviews_give(
     assert _status(lambda: audit.delete_namespaced_config_map(ANCHOR, NAMESPACE)) == 403
     assert _status(lambda: audit.list_namespaced_secret(NAMESPACE)) == 403
     assert _status(lambda: audit.read_namespace(NAMESPACE)) == 403
+
+
+def _bindings(repo_root: Path, *assignments: str) -> dict[str, set[str]]:
+    """ServiceAccount name → the roles (kind/name) the rendered chart binds it to."""
+    args = [arg for assignment in assignments for arg in ("--set", assignment)]
+    rendered = _helm("template", RELEASE, str(repo_root / "charts/regsandbox"), *args)
+    assert rendered.returncode == 0, rendered.stderr
+    bound: dict[str, set[str]] = {}
+    for doc in yaml.safe_load_all(rendered.stdout):
+        if doc and doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            role = f"{doc['roleRef']['kind']}/{doc['roleRef']['name']}"
+            for subject in doc.get("subjects") or []:
+                if subject["kind"] == "ServiceAccount":
+                    bound.setdefault(subject["name"], set()).add(role)
+    return bound
+
+
+def test_the_chart_binds_each_identity_to_its_own_role_only(repo_root: Path) -> None:
+    assert _bindings(repo_root) == {
+        "regsandbox-operator": {"ClusterRole/regsandbox-operator"},
+        "regsandbox-gateway": {"ClusterRole/regsandbox-gateway"},
+        "regsandbox-audit": {"Role/regsandbox-audit-anchor"},
+    }
+    # Without the anchor the audit service talks to no API server at all.
+    assert "regsandbox-audit" not in _bindings(repo_root, "audit.anchor.enabled=false")
