@@ -500,10 +500,20 @@ def witness_app(witness: Witness) -> Starlette:
         return Response(note, 200, media_type="text/plain; charset=utf-8")
 
     async def add_checkpoint(request: Request) -> Response:
+        too_large = PlainTextResponse(
+            f"request body is over {MAX_BODY_BYTES} bytes\n", 413, headers={"Connection": "close"}
+        )
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return PlainTextResponse(f"request body is over {MAX_BODY_BYTES} bytes\n", 400)
-        body = await request.body()
+            return too_large
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():  # counted while read: chunked bodies too
+            received += len(chunk)
+            if received > MAX_BODY_BYTES:
+                return too_large
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             lines = await run_in_threadpool(witness.add_checkpoint, body)
         except WitnessRefusedError as refusal:

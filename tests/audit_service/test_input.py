@@ -23,7 +23,8 @@ from audit.errors import MalformedError
 from audit.log import AuditLog
 from audit.service import AccessPolicy, create_app, load_tokens, token_digest
 from audit.signing import generate_key_file, load_signer, load_verifier
-from audit.witness import Cosigner
+from audit.witness import MAX_BODY_BYTES as WITNESS_MAX_BODY
+from audit.witness import Cosigner, FileWitnessState, Witness, witness_app
 from sandbox.cli.audit import app as audit_app
 from sandbox.cli.audit_serve import register
 
@@ -79,7 +80,9 @@ def test_event_details_nested_deep_are_refused_or_logged_never_500(
 # -- bodies larger than the limit -----------------------------------------------------------
 
 
-def _send_chunked_until_answered(url: str, cap: int) -> tuple[int, bytes]:
+def _send_chunked_until_answered(
+    url: str, cap: int, path: str = "/v1/entries", auth: bool = True
+) -> tuple[int, bytes]:
     """Stream an endless chunked append; stop when the server answers or ``cap`` is sent.
 
     Returns the bytes of body sent and what the server answered (empty if nothing).
@@ -90,8 +93,8 @@ def _send_chunked_until_answered(url: str, cap: int) -> tuple[int, bytes]:
     sent = 0
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/entries HTTP/1.1\r\nHost: audit\r\n"
-            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: audit\r\n".encode()
+            + (f"Authorization: Bearer {TOKEN}\r\n".encode() if auth else b"")
             + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         while sent < cap:
@@ -125,6 +128,21 @@ def test_an_endless_chunked_body_is_cut_at_the_limit_with_413(
     assert sent < cap
     assert audit_log.size == 0
     assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_the_witness_cuts_an_endless_chunked_body_too(
+    tmp_path: Path, serve: Callable[..., Any]
+) -> None:
+    state = FileWitnessState(tmp_path / "witness")
+    witness = Witness(Cosigner.generate("w.example/1"), {}, state)
+    try:
+        with serve(witness_app(witness)) as base:
+            cap = 400 * WITNESS_MAX_BODY
+            sent, answer = _send_chunked_until_answered(base, cap, "/add-checkpoint", auth=False)
+            assert answer.startswith(b"HTTP/1.1 413"), (sent, answer[:200])
+            assert sent < cap
+    finally:
+        state.close()
 
 
 def test_a_declared_length_over_the_limit_is_413_before_reading(url: str) -> None:
