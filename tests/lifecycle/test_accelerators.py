@@ -250,3 +250,24 @@ def test_the_api_server_refuses_a_gpu_count_given_twice(
         apply(admin_api, tenant)
     assert contradictory.value.status == 422
     assert "set one of them, not both" in str(contradictory.value.body)
+
+
+@pytest.mark.integration
+def test_a_quota_without_the_accelerator_caps_gets_them_back(
+    admin_api: client.ApiClient,
+    member_sandbox: Callable[..., tuple[client.CoreV1Api, str]],
+    operator: OperatorProcess,
+) -> None:
+    # As a quota written by an operator from before the caps (or edited by hand) is.
+    core, ns = member_sandbox(gpu=1)
+    quota = client.CoreV1Api(admin_api).read_namespaced_resource_quota("sandbox", ns)
+    quota.spec.hard = {k: v for k, v in quota.spec.hard.items() if "/" not in k}
+    client.CoreV1Api(admin_api).replace_namespaced_resource_quota("sandbox", ns, quota)
+
+    def capped() -> bool:
+        live = get(admin_api, "ResourceQuota", "sandbox", ns) or {}
+        hard = (live.get("spec") or {}).get("hard") or {}
+        return hard.get(f"requests.{MIG}") == "0" and usage_known(live)
+
+    operator.wait_until(capped, 60, "the drift check to restore the accelerator caps")
+    assert "exceeded quota: sandbox" in _refused(core, ns, _pod("slices", **{MIG: 7}))
