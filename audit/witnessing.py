@@ -258,7 +258,17 @@ class Witnessing:
                     self.run_once()
                 except Exception as exc:  # the loop must survive anything
                     _log.error("witnessing round failed", error=str(exc))
+            self._report_lag()
             self._stop.wait(self._interval)
+
+    def _report_lag(self) -> None:
+        """Lag of each witness behind the log's latest checkpoint, in entries."""
+        if self._metrics is None:
+            return
+        with contextlib.suppress(MalformedError):
+            size = Checkpoint.from_text(Note.parse(self._log.checkpoint_note).text).size
+            for name, status in self.status().items():
+                self._metrics.lag.labels(name).set(max(0, size - (status.cosigned_size or 0)))
 
     def run_once(self) -> bytes | None:
         """Submit the log's latest checkpoint to every witness; return the merged note.

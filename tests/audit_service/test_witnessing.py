@@ -238,6 +238,14 @@ def test_appends_do_not_wait_for_an_unreachable_witness(
                 lambda: 'reason="unreachable"' in httpx.get(f"{url}/metrics").text,
                 "an unreachable-witness failure in the metrics",
             )
+            log.publish_checkpoint()
+            wait_for(
+                lambda: (
+                    'regsandbox_audit_witness_lag_entries{witness="w.x/1"} 5.0'
+                    in httpx.get(f"{url}/metrics").text
+                ),
+                "the witness lag to show the 5 entries it never cosigned",
+            )
             assert httpx.get(f"{url}/healthz").status_code == 200
             body = httpx.get(f"{url}/v1/status").json()
             [witnessed] = [c for c in body["conditions"] if c["type"] == "Witnessed"]
