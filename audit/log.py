@@ -294,15 +294,18 @@ class AuditLog(LogReader):
             raise ValueError("a writer needs at least one signer")
         self._lock_fds: list[int] = []
         try:
-            # The directory is locked as well as LOCK: a LOCK file can be deleted or
-            # replaced under a running writer, the directory it writes into cannot.
-            self._lock(path, path, os.O_RDONLY | os.O_DIRECTORY, "the log directory")
+            # The directory and the entry file are locked as well as LOCK: a LOCK file
+            # can be deleted or replaced under a running writer, what it writes cannot.
+            # (Some network filesystems cannot lock a directory; the entry file then is.)
+            dir_flags = os.O_RDONLY | os.O_DIRECTORY
+            self._lock(path, path, dir_flags, "the log directory", required=False)
             self._lock(path, path / LOCK_FILE, os.O_RDWR | os.O_CREAT, LOCK_FILE)
         except BaseException:
             self._unlock()
             raise
         try:
             super().__init__(path, _writable=True)
+            self._lock(path, path / ENTRIES_FILE, os.O_RDWR, ENTRIES_FILE)
             for signer in self._signers:
                 if signer.name != self.origin:
                     raise MalformedError(
@@ -328,8 +331,13 @@ class AuditLog(LogReader):
         )
         self._flusher.start()
 
-    def _lock(self, path: Path, target: Path, flags: int, what: str) -> None:
-        """Take an exclusive ``flock`` on ``target``, or raise :class:`LogLockedError`."""
+    def _lock(
+        self, path: Path, target: Path, flags: int, what: str, *, required: bool = True
+    ) -> None:
+        """Take an exclusive ``flock`` on ``target``, or raise :class:`LogLockedError`.
+
+        A lock the filesystem cannot take is an error if ``required``, else skipped.
+        """
         fd = os.open(target, flags, 0o644)
         self._lock_fds.append(fd)
         try:
@@ -340,7 +348,11 @@ class AuditLog(LogReader):
                     f"{path} is already open for writing by another process (it holds "
                     f"{what}); only one writer at a time: stop it, or read with LogReader"
                 ) from exc
-            raise
+            if required:
+                raise StorageError(f"cannot lock {target}: {exc.strerror}") from exc
+            log.warning("cannot lock %s (%s); relying on the other locks", what, exc.strerror)
+            self._lock_fds.remove(fd)
+            os.close(fd)
 
     def _unlock(self) -> None:
         for fd in self._lock_fds:

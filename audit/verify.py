@@ -102,8 +102,13 @@ class VerifyReport:
 
 
 def _writer_active(path: Path) -> bool:
-    """Whether a writer holds the log's locks (the directory's, or LOCK's)."""
-    for target, flags in ((path, os.O_RDONLY | os.O_DIRECTORY), (path / LOCK_FILE, os.O_RDONLY)):
+    """Whether a writer holds one of the log's locks (directory, LOCK, entry file)."""
+    targets = (
+        (path, os.O_RDONLY | os.O_DIRECTORY),
+        (path / LOCK_FILE, os.O_RDONLY),
+        (path / ENTRIES_FILE, os.O_RDONLY),
+    )
+    for target, flags in targets:
         try:
             fd = os.open(target, flags)
         except FileNotFoundError:

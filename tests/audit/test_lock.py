@@ -96,3 +96,26 @@ def test_verify_sees_a_running_writer_without_its_lock_file(tmp_path: Path) -> N
     with AuditLog(path, signer):
         (path / LOCK_FILE).unlink()
         assert _writer_active(path)
+
+
+def test_the_entry_file_itself_is_locked_by_the_writer(tmp_path: Path) -> None:
+    """Where a directory cannot be locked (some network filesystems), the entry file is."""
+    import fcntl
+    import os
+
+    from audit.log import ENTRIES_FILE
+
+    path = tmp_path / "log"
+    signer = _new_log(path)
+    with AuditLog(path, signer):
+        fd = os.open(path / ENTRIES_FILE, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(path / ENTRIES_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on close
+    finally:
+        os.close(fd)
