@@ -61,7 +61,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audit.checkpoint import Checkpoint
 from audit.entry import Event, encode_entry
-from audit.errors import AnchorMismatchError, AuditError, MalformedError
+from audit.errors import AnchorConflictError, AnchorMismatchError, AuditError, MalformedError
 from audit.note import Note, b64encode
 from audit.proof import TlogProof
 from audit.signing import read_key_text
@@ -193,9 +193,12 @@ def _log_conditions(log: LogBackend, metrics: ServiceMetrics) -> list[dict[str, 
     conditions = []
     broken = log.broken
     anchored = log.anchored_checkpoint
-    if isinstance(broken, AnchorMismatchError):
+    if isinstance(broken, AnchorMismatchError | AnchorConflictError):
+        reason = (
+            broken.reason if isinstance(broken, AnchorMismatchError) else "CheckpointAnchorChanged"
+        )
         metrics.anchor_consistent.set(0)
-        conditions.append(_condition("AnchorConsistent", False, broken.reason, str(broken)))
+        conditions.append(_condition("AnchorConsistent", False, reason, str(broken)))
     elif anchored is not None:
         metrics.anchor_consistent.set(1)
         metrics.anchored_size.set(anchored.size)

@@ -8,20 +8,23 @@ runs as a real process on loopback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from audit.anchor import FileCheckpointAnchor
 from audit.client import AuditClient
 from audit.log import CHECKPOINT_FILE, AuditLog
+from audit.note import Signer
 from audit.proof import TlogProof
-from audit.service import token_digest
+from audit.service import AccessPolicy, create_app, token_digest
 from audit.signing import generate_key_file
 from audit.verify import verify_log
 from tests.audit.helpers import forge_after
 
-from .conftest import free_port, make_event, wait_for
+from .conftest import free_port, make_event
 from .test_cli import ORIGIN, TOKEN, running
 
 
@@ -93,15 +96,42 @@ def test_the_service_refuses_a_rewritten_log_and_says_why(tmp_path: Path) -> Non
     assert "refusing to serve the log" in (tmp_path / "server.log").read_text()
 
 
-def test_a_broken_log_is_reported_by_healthz(
-    tmp_path: Path, audit_log: AuditLog, serve: object
+def test_an_anchor_moved_by_someone_else_stops_the_running_service(
+    tmp_path: Path, serve: Callable[..., Any], signer: Signer
 ) -> None:
-    from audit.service import AccessPolicy, create_app
-
-    app = create_app(audit_log, AccessPolicy(writers={}, readers={}))
-    with serve(app) as url:  # type: ignore[operator]
-        assert httpx.get(f"{url}/healthz").status_code == 200
-        audit_log._broken = OSError("disk gone")  # what a failed fdatasync leaves
-        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 503, "healthz 503")
-        body = httpx.get(f"{url}/v1/status").json()
-        assert {"type": "Writable", "status": "False"}.items() <= body["conditions"][0].items()
+    """Another writer (or anyone) changing the anchor under the service: it stops signing."""
+    anchor_file = tmp_path / "anchor" / "checkpoint"
+    log = AuditLog.create(
+        tmp_path / "log",
+        ORIGIN,
+        signer,
+        checkpoint_interval=0.05,
+        anchor=FileCheckpointAnchor(anchor_file),
+    )
+    policy = AccessPolicy(writers={token_digest(TOKEN): "operator"}, readers={}, open_reads=True)
+    try:
+        with serve(create_app(log, policy)) as url:
+            with AuditClient(url, TOKEN, verifiers=[signer.verifier]) as client:
+                client.append([make_event(1)])
+                client.prove(0)
+                assert httpx.get(f"{url}/healthz").status_code == 200
+                anchor_file.write_bytes(anchor_file.read_bytes() + b"\n")  # not the service
+                client.append([make_event(2)])
+                assert httpx.get(f"{url}/v1/receipt/1").status_code == 503
+            health = httpx.get(f"{url}/healthz")
+            assert health.status_code == 503
+            reasons = {c["type"]: c["reason"] for c in health.json()["conditions"]}
+            assert reasons == {
+                "AnchorConsistent": "CheckpointAnchorChanged",
+                "Writable": "LogStopped",
+            }
+            metrics = httpx.get(f"{url}/metrics").text
+            assert _metric(metrics, "regsandbox_audit_anchor_consistent") == 0
+            r = httpx.post(
+                f"{url}/v1/entries",
+                json={"events": [make_event(3).model_dump(mode="json")]},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert r.status_code == 503
+    finally:
+        log.close()
