@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
@@ -202,3 +203,81 @@ def test_nobody_else_may_update_the_anchor(
     assert denied.value.status == 403
     cm = core.read_namespaced_config_map(ANCHOR, namespace)
     assert cm.data == {DATA_KEY: "kept\n"}
+
+
+def _token_kubeconfig(plane: ControlPlane, namespace: str, path: Path) -> Path:
+    """A kubeconfig carrying a real token of the audit ServiceAccount (TokenRequest)."""
+    admin = yaml.safe_load(plane.admin_kubeconfig.read_text())
+    core = client.CoreV1Api(api_client(plane.admin_kubeconfig))
+    token = core.create_namespaced_service_account_token(
+        SA, namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    cluster = admin["clusters"][0]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "audit", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "audit", "context": {"cluster": cluster["name"], "user": "audit"}}
+                ],
+                "current-context": "audit",
+            }
+        )
+    )
+    return path
+
+
+def test_sandboxctl_serve_keeps_its_anchor_in_the_configmap_and_refuses_a_forgery(
+    control_plane: ControlPlane, namespace: str, admin_api: client.ApiClient, tmp_path: Path
+) -> None:
+    from audit.client import AuditClient
+    from audit.service import token_digest
+    from audit.signing import generate_key_file
+
+    from .conftest import free_port, make_event
+    from .test_cli import running
+
+    kubeconfig = _token_kubeconfig(control_plane, namespace, tmp_path / "audit.kubeconfig")
+    key = tmp_path / "log.key"
+    signer = generate_key_file(key, ORIGIN)
+    log_dir = tmp_path / "log"
+    AuditLog.create(log_dir, ORIGIN, signer).close()
+    writers = tmp_path / "writers"
+    writers.write_text(f"{token_digest('anchor-token-0123456789')} operator\n")
+
+    def args(port: int) -> list[str]:
+        return [
+            "serve",
+            *("--log", str(log_dir), "--writers", str(writers), "--key", str(key)),
+            *("--listen", f"127.0.0.1:{port}", "--kubeconfig", str(kubeconfig)),
+            *("--anchor-configmap", f"{namespace}/{ANCHOR}"),
+        ]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "first").mkdir()
+    with (
+        running(args(port), f"{url}/healthz", tmp_path / "first"),
+        AuditClient(url, "anchor-token-0123456789", verifiers=[signer.verifier]) as c,
+    ):
+        c.append([make_event(i) for i in range(6)])
+        receipt = c.prove(2)
+        c.append([make_event(i) for i in range(6, 12)])
+        c.prove(11)
+    core = client.CoreV1Api(admin_api)
+    anchored = core.read_namespaced_config_map(ANCHOR, namespace).data[DATA_KEY]
+    assert anchored.split("\n")[1] == "12"
+
+    forge_after(log_dir, 6, TlogProof.parse(receipt).checkpoint)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "second").mkdir()
+    with running(args(port), f"{url}/healthz", tmp_path / "second"):
+        health = httpx.get(f"{url}/healthz")
+        assert health.status_code == 503
+        reasons = {c["type"]: c["reason"] for c in health.json()["conditions"]}
+        assert reasons["AnchorConsistent"] == "CheckpointAnchorMismatch"
+    assert core.read_namespaced_config_map(ANCHOR, namespace).data[DATA_KEY] == anchored
