@@ -388,12 +388,12 @@ class S3Archive:
         low = self._next_checkpoint(-1)
         if low is None:
             return None
-        high = 10**20  # invariant: a checkpoint of size ``low`` exists, none >= ``high``
-        while low + 1 < high:
-            mid = (low + high) // 2
+        high = 10**20 - 1  # invariant: a checkpoint of size ``low`` exists, none > ``high``
+        while low < high:
+            mid = (low + high) // 2  # low <= mid < high: each probe narrows the range
             found = self._next_checkpoint(mid)
             if found is None:
-                high = mid + 1
+                high = mid
             else:
                 low = found
         note = self._get(checkpoint_key(self.prefix, low))
@@ -695,10 +695,11 @@ class S3Archive:
                 checkpoints[size],
             )
         verified = latest.size if latest else 0
-        if tree.size > verified and not pending:
+        signed = max(checkpoints, default=0)
+        if tree.size > signed:
             finding(
                 "UnsignedTail",
-                f"entries {verified}-{tree.size - 1} are archived but no archived checkpoint "
+                f"entries {signed}-{tree.size - 1} are archived but no archived checkpoint "
                 "covers them yet (the archiver writes the checkpoint after the entries)",
                 fatal=False,
             )
