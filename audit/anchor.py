@@ -107,7 +107,9 @@ class FileCheckpointAnchor:
         """Replace the file with ``note`` if its digest is still ``expected``."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT)
+            lock = os.open(
+                self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
+            )
         except OSError as exc:
             raise StorageError(f"cannot lock the checkpoint anchor {self.path}: {exc}") from exc
         try:
