@@ -271,7 +271,10 @@ class ControlPlane:
                     found[pid] = name
         for name in reversed(SERVERS):
             pids = [pid for pid, n in found.items() if n == name]
-            if processes.terminate(pids, timeout=timeout):
+            # With a node, kube-apiserver's graceful stop waits up to 20 s to remove its
+            # `kubernetes` endpoint; the cluster is disposable, so it gets 3 s.
+            wait = min(timeout, 3.0) if name == "kube-apiserver" else timeout
+            if processes.terminate(pids, timeout=wait):
                 stopped.append(name)
         self.state_file.unlink(missing_ok=True)
         return stopped
