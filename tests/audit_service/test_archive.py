@@ -251,3 +251,25 @@ def test_archiver_reports_lag_as_status_and_metrics(
     finally:
         archiver.stop()
     assert generate_latest(archiver.registry) == b""
+
+
+def test_archiver_never_writes_over_other_bytes_and_says_so(
+    archive: S3Archive, audit_log: AuditLog, event: MakeEvent, s3: Any
+) -> None:
+    fill(audit_log, event, 5)
+    planted = bundle_key("prod/", 0, 5)
+    archive.put_once(planted, b"not what the log holds\n")  # e.g. a forged object
+    archiver = Archiver(archive, audit_log, interval=1)
+    try:
+        status = archiver.run_once()
+        assert (status.status, status.reason) == ("False", "ArchiveConflict")
+        assert planted in status.message
+        again = archiver.run_once()  # retried, and still refused
+        assert again.reason == "ArchiveConflict"
+        exposed = generate_latest(archiver.registry).decode()
+        assert 'regsandbox_audit_archive_failures_total{reason="ArchiveConflict"} 2.0' in exposed
+    finally:
+        archiver.stop()
+    body = s3.get_object(Bucket=archive.bucket, Key=planted)["Body"].read()
+    assert body == b"not what the log holds\n"
+    assert "Contents" not in s3.list_objects_v2(Bucket=archive.bucket, Prefix="prod/checkpoints/")

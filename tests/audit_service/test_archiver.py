@@ -397,3 +397,14 @@ def test_archive_options_need_a_bucket(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--archive-bucket" in result.stderr
+
+
+@pytest.mark.s3
+def test_archive_verify_of_a_bucket_it_cannot_read_is_an_error(
+    tmp_path: Path, minio: S3Server
+) -> None:
+    d = Deployment(tmp_path, minio)  # its bucket was never created
+    result = d.verify("-o", "json")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "NoSuchBucket" in result.stderr
