@@ -38,8 +38,11 @@ def test_openapi_fuzzing_finds_no_server_error(
         ("GET", "/v1/datasets/{dataset}/objects"),
         ("HEAD", "/v1/datasets/{dataset}/objects/{key}"),
         ("GET", "/v1/datasets/{dataset}/objects/{key}"),
+        ("PUT", "/v1/outbox/{path}"),
     }
     for operation in operations:
+        if operation.method.upper() == "PUT":
+            continue  # this gateway has no outbox (503); fuzzed in test_outbox_write.py
         pinned = {"dataset": world.claims} if pin_dataset else None
 
         @given(case=operation.as_strategy(mode, path_parameters=pinned))
