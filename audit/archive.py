@@ -552,7 +552,7 @@ class S3Archive:
         for key in sorted(versions):
             if m := _BUNDLE_RE.fullmatch(key):
                 width = int(m.group(2)) if m.group(2) else BUNDLE_SIZE
-                if 0 < width <= BUNDLE_SIZE:
+                if 0 < width <= BUNDLE_SIZE and key == bundle_key("", int(m.group(1)), width):
                     bundles.setdefault(int(m.group(1)), {})[width] = key
                     continue
             elif m := _CHECKPOINT_RE.fullmatch(key):

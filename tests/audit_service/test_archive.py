@@ -273,3 +273,23 @@ def test_archiver_never_writes_over_other_bytes_and_says_so(
     body = s3.get_object(Bucket=archive.bucket, Key=planted)["Body"].read()
     assert body == b"not what the log holds\n"
     assert "Contents" not in s3.list_objects_v2(Bucket=archive.bucket, Prefix="prod/checkpoints/")
+
+
+def test_objects_under_names_the_archiver_never_writes_fail_verification(
+    archive: S3Archive, audit_log: AuditLog, signer: Signer, event: MakeEvent
+) -> None:
+    fill(audit_log, event, 3)
+    archive.archive(audit_log)
+    full = bundle_bytes(audit_log.entry_bytes(i) for i in range(3))
+    archive.put_once("prod/entries/0000000000000000.p/03", full)  # not the name of width 3
+    archive.put_once(f"prod/entries/0000000000000000.p/{BUNDLE_SIZE}", full)
+    archive.put_once("prod/notes.txt", b"hello")
+    result = archive.verify_archive([signer.verifier])
+    assert not result.ok
+    unknown = sorted(f.key for f in result.findings if f.code == "UnknownObject")
+    assert unknown == [
+        "entries/0000000000000000.p/03",
+        f"entries/0000000000000000.p/{BUNDLE_SIZE}",
+        "notes.txt",
+    ]
+    assert result.verified == 3
