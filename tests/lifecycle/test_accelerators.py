@@ -29,6 +29,7 @@ from sandbox.provision.accelerator_admission import (
     apply_accelerator_policies,
     render,
 )
+from sandbox.provision.names import LABEL_SANDBOX
 
 from .helpers import RESOURCES, condition, ready_sandbox, sandbox_body, unique
 
@@ -58,9 +59,33 @@ def accelerator_policy(admin_api: client.ApiClient) -> Iterator[None]:
     operator's quota; the policy (rightly) admits no pod there.
     """
     apply_accelerator_policies(admin_api)
+    # The API server enforces a new policy once its informers have seen the policy and
+    # the binding: wait until a pod in a sandbox namespace without a quota is refused.
+    probe = unique("sbx-probe")
+    apply(
+        admin_api,
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": probe, "labels": {LABEL_SANDBOX: "probe"}},
+        },
+    )
+    core = client.CoreV1Api(admin_api)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.create_namespaced_pod(probe, _pod("probe"), dry_run="All")
+        except ApiException as exc:
+            if ACCELERATOR_POLICY in str(exc.body):
+                break
+            if exc.status not in (403, 422):  # e.g. no default ServiceAccount yet
+                raise
+        assert time.monotonic() < deadline, "the accelerator policy was never enforced"
+        time.sleep(0.1)
     try:
         yield
     finally:
+        core.delete_namespace(probe)
         admission = client.AdmissionregistrationV1Api(admin_api)
         admission.delete_validating_admission_policy_binding(ACCELERATOR_POLICY)
         admission.delete_validating_admission_policy(ACCELERATOR_POLICY)
@@ -171,6 +196,24 @@ def test_a_grant_of_slices_lets_exactly_that_many_in(
     assert "exceeded quota: sandbox" in other
 
 
+def _until_policy_sees_quota(core: client.CoreV1Api, ns: str, pod: dict[str, Any]) -> None:
+    """Wait until the policy judges ``ns`` by its quota (its informer has the new quota).
+
+    Until then a dry run is refused for want of a parameter, not by the policy's rule.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.create_namespaced_pod(ns, pod, dry_run="All")
+        except ApiException as exc:
+            if "may ask only for the accelerators" in str(exc.body):
+                return
+            if exc.status not in (403, 422) or time.monotonic() > deadline:
+                raise
+        assert time.monotonic() < deadline, "the accelerator policy never judged the pod"
+        time.sleep(0.1)
+
+
 @pytest.mark.integration
 def test_a_resource_the_platform_does_not_declare_is_refused_at_admission(
     member_sandbox: Callable[..., tuple[client.CoreV1Api, str]],
@@ -178,7 +221,9 @@ def test_a_resource_the_platform_does_not_declare_is_refused_at_admission(
 ) -> None:
     core, ns = member_sandbox(gpu=1)
     # No quota names it, so quota admission alone would let it in unlimited.
-    undeclared = _refused(core, ns, _pod("dongle", **{"example.com/dongle": 8}))
+    dongles = _pod("dongle", **{"example.com/dongle": 8})
+    _until_policy_sees_quota(core, ns, dongles)
+    undeclared = _refused(core, ns, dongles)
     assert "regsandbox-sandbox-accelerators" in undeclared
     assert "may ask only for the accelerators" in undeclared
     init = _pod("init")
