@@ -121,9 +121,9 @@ def quota_hard(quota: EffectiveQuota, offered: Iterable[str]) -> dict[str, str]:
     """The sandbox ResourceQuota's ``spec.hard``.
 
     Every offered accelerator is limited, to ``0`` unless granted: a quota limits only
-    the resources it names, so one left out would be unlimited. Extended resources take
-    only the ``requests.`` form (Kubernetes refuses ``limits.`` for them; requests and
-    limits of an extended resource are always equal).
+    the resources it names, so one left out would be unlimited. A quota takes extended
+    resources only in the ``requests.`` form (they are never overcommitted: a pod's
+    request of one always equals its limit).
     """
     accelerators = {f"requests.{r}": "0" for r in offered}
     accelerators.update({f"requests.{r}": str(n) for r, n in quota.accelerators.items()})
