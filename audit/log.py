@@ -9,13 +9,18 @@ Layout of a log directory::
     hashes        stored Merkle hashes (:mod:`audit.merkle` layout), derived
     offsets       byte offset of each entry's record, derived
     checkpoint    the latest signed checkpoint, replaced atomically
-    LOCK          held (flock) by the one writer, as is the directory itself
+    LOCK          held (flock) by the one writer, as are the directory and entries.wal
 
 An append returns only once its entries are in ``entries.wal`` and fsynced; appends from
 concurrent threads share one fsync (group commit). Checkpoints are signed after a batch at
 most once per ``checkpoint_interval`` seconds, and within that interval after the last one.
 The derived files are fsynced before each checkpoint, so on open only entries after the
 last checkpoint have to be re-read; a record torn by a crash after it is truncated away.
+
+Whoever can write the directory could put back an older checkpoint and rewrite the
+entries after it; a writer given a checkpoint anchor (:mod:`audit.anchor`, kept where
+that person cannot write) checks the entries against it before signing anything, and
+signs nothing inconsistent with it.
 """
 
 from __future__ import annotations
