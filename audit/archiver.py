@@ -131,6 +131,15 @@ class ArchiveStatus:
         """Entries in the latest checkpoint that are not archived yet."""
         return max(0, self.checkpoint_size - (self.archived_size or 0))
 
+    def condition(self) -> dict[str, str]:
+        """The ``Archived`` condition, as the service lists its conditions."""
+        return {
+            "type": "Archived",
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
     def to_json(self) -> dict[str, Any]:
         """The status as served at ``/healthz/archive``."""
         return {
@@ -433,13 +442,18 @@ class Archiver:
         """Serve the status at ``GET /healthz/archive`` and, if the app has none, ``/metrics``.
 
         ``/healthz/archive`` always answers 200 (a probe must not take the service down
-        because the archive trails: appends go on); read the condition in the body.
+        because the archive trails: appends go on); read the condition in the body. The
+        ``Archived`` condition is also added to the service's ``/v1/status`` (as one that
+        informs, not one that makes the service unready).
         """
 
         async def archive_status() -> JSONResponse:
             return JSONResponse(self.status().to_json(), headers={"Cache-Control": "no-store"})
 
         app.add_api_route("/healthz/archive", archive_status, methods=["GET"])
+        listed = getattr(app.state, "conditions", None)
+        if isinstance(listed, list):  # the service's /v1/status lists informing conditions
+            listed.append(lambda: self.status().condition())
         paths = {getattr(route, "path", None) for route in app.router.routes}
         if "/metrics" not in paths:
 

@@ -441,8 +441,13 @@ def create_app(
     app = FastAPI(title="regsandbox audit log", docs_url=None, redoc_url=None)
     metrics = metrics or ServiceMetrics()
     app.state.metrics = metrics
+    app.state.conditions = []  # more informing conditions, e.g. the archive's (Archived)
     if witnessing is not None:
         witnessing.attach_metrics(WitnessingMetrics(metrics.registry))
+    if not isinstance(log, LogStatus) or log.anchored_checkpoint is None:
+        # No anchor: export no anchor gauge rather than a 0 that would read as a mismatch.
+        metrics.registry.unregister(metrics.anchor_consistent)
+        metrics.registry.unregister(metrics.anchored_size)
 
     @app.exception_handler(IndexError)
     async def out_of_range(request: Request, exc: IndexError) -> JSONResponse:
@@ -505,6 +510,7 @@ def create_app(
         found = _log_conditions(log, metrics)
         if witnessing is not None:
             found.append(_witness_condition(witnessing))
+        found.extend(extra() for extra in app.state.conditions)
         return found
 
     @app.get("/v1/entries/{index}")

@@ -226,6 +226,10 @@ def test_the_archive_outlives_the_log_volume_and_verifies_alone(
         metrics = httpx.get(f"{service.url}/metrics", timeout=2.0).text
         assert "regsandbox_audit_archive_entries_behind 0.0" in metrics
         assert "regsandbox_audit_archive_ok 1.0" in metrics
+        listed = httpx.get(f"{service.url}/v1/status", timeout=2.0).json()["conditions"]
+        assert {"type": "Archived", "status": "True", "reason": "UpToDate"}.items() <= next(
+            c for c in listed if c["type"] == "Archived"
+        ).items()
     assert acknowledged == list(range(BUNDLE_SIZE + 40))
 
     shutil.rmtree(d.root / "volume")  # the log's volume is gone
@@ -372,6 +376,11 @@ def test_an_unreachable_archive_shows_but_does_not_block_appends(
         wait_for(lambda: _status(service.url)["entriesBehind"] == 3, "the lag to show")
         metrics = httpx.get(f"{service.url}/metrics", timeout=2.0).text
         assert "regsandbox_audit_archive_entries_behind 3.0" in metrics
+        listed = httpx.get(f"{service.url}/v1/status", timeout=2.0)
+        assert listed.status_code == 200  # informs; the service stays ready and appends
+        archived = next(c for c in listed.json()["conditions"] if c["type"] == "Archived")
+        assert (archived["status"], archived["reason"]) == ("False", "ArchiveFailing")
+        assert httpx.get(f"{service.url}/healthz", timeout=2.0).status_code == 200
     assert "nothing" not in service.output.read_text()  # no credential in the logs
 
 
