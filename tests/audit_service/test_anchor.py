@@ -135,3 +135,12 @@ def test_an_anchor_moved_by_someone_else_stops_the_running_service(
             assert r.status_code == 503
     finally:
         log.close()
+
+
+def test_without_an_anchor_no_anchor_gauge_is_exported(
+    audit_log: AuditLog, serve: Callable[..., Any]
+) -> None:
+    with serve(create_app(audit_log, AccessPolicy(writers={}, readers={}))) as url:
+        metrics = httpx.get(f"{url}/metrics").text
+    assert "regsandbox_audit_anchor_consistent" not in metrics
+    assert "regsandbox_audit_appends_refused_total 0.0" in metrics
