@@ -78,6 +78,7 @@ from sandbox.gateway.outbox import (
     EmptyArtifact,
     OutboxNotConfigured,
     OutboxWriter,
+    TooManyWrites,
     Upload,
     validate_artifact_path,
 )
@@ -129,6 +130,8 @@ class Gateway:
     """Largest listing page."""
     outbox: OutboxWriter | None = None
     """Writes artifacts into sandbox outboxes; None: writes are refused (503)."""
+    outbox_max_writes: int = 8
+    """Most writes held at once; more are refused with 429."""
 
 
 class _Wire(BaseModel):
@@ -207,6 +210,8 @@ def _classify(exc: Exception) -> tuple[int, Outcome, str, bool | None]:
         return 409, "denied", "ArtifactExists", False
     if isinstance(exc, ArtifactTooLarge):
         return 413, "denied", "ArtifactTooLarge", False
+    if isinstance(exc, TooManyWrites):
+        return 429, "failure", "TooManyWrites", None
     if isinstance(exc, OutboxNotConfigured):
         return 503, "failure", "OutboxNotConfigured", None
     if isinstance(exc, Forbidden):
@@ -238,6 +243,7 @@ _REFUSALS: tuple[type[Exception], ...] = (
     ArtifactExists,
     ArtifactTooLarge,
     OutboxNotConfigured,
+    TooManyWrites,
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -479,6 +485,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             return unavailable(record, "nothing was sent or stored")
         body = ErrorBody(detail=str(exc), reason=reason, request_id=record.request_id)
         headers = headers_for(record, status)
+        if status == 429:
+            headers["Retry-After"] = "5"
         if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
             headers["Content-Range"] = f"bytes */{exc.size}"
         return JSONResponse(body.model_dump(by_alias=True), status, headers=headers)
@@ -771,6 +779,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             ),
         )
 
+    writes = [0]  # writes under way; only touched on the event loop, so no lock
+
     async def active_sandbox(record: RequestRecord, identity: Identity) -> SandboxRef:
         """The token's sandbox, if it may act now (Ready, unexpired, not being deleted)."""
         try:
@@ -805,6 +815,11 @@ def create_app(gateway: Gateway) -> FastAPI:
                 f"{record.name} is already in the outbox and is never replaced; "
                 "write the new artifact under another path"
             )
+        if writes[0] >= gateway.outbox_max_writes:
+            raise TooManyWrites(
+                f"the gateway is already taking {writes[0]} writes; retry in a few seconds"
+            )
+        writes[0] += 1
         return outbox.start(
             key,
             {"regsandbox-request-id": record.request_id, "regsandbox-pod": identity.pod_ref or ""},
@@ -819,6 +834,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             403: {"model": ErrorBody, "description": "Sandbox not Ready, expired or deleted."},
             409: {"model": ErrorBody, "description": "An artifact of that path exists."},
             413: {"model": ErrorBody, "description": "Larger than the gateway's limit."},
+            429: {"model": ErrorBody, "description": "Too many writes under way; retry."},
             **{code: body for code, body in _ERRORS.items() if code not in (400, 403)},
         },
         openapi_extra={
@@ -892,6 +908,8 @@ def create_app(gateway: Gateway) -> FastAPI:
                 body.model_dump(by_alias=True), 201, headers=headers_for(record, 201)
             )
         finally:
+            if upload is not None:
+                writes[0] -= 1
             if upload is not None and not upload.committed:
                 with anyio.CancelScope(shield=True):
                     if not await thread(upload.abort):

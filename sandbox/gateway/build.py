@@ -120,4 +120,5 @@ def build_gateway(
         chunk_bytes=settings.chunk_bytes,
         list_max_keys=settings.list_max_keys,
         outbox=outbox_writer(settings),
+        outbox_max_writes=settings.outbox_max_writes,
     )

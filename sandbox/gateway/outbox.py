@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
@@ -50,6 +50,7 @@ __all__ = [
     "OutboxNotConfigured",
     "OutboxWriter",
     "StoredArtifact",
+    "TooManyWrites",
     "Upload",
     "validate_artifact_path",
 ]
@@ -72,6 +73,10 @@ class EmptyArtifact(SandboxError):  # noqa: N818 - the HTTP meaning, 400
 
 class OutboxNotConfigured(SandboxError):  # noqa: N818 - the HTTP meaning, 503
     """The platform has not given this gateway an outbox bucket."""
+
+
+class TooManyWrites(SandboxError):  # noqa: N818 - the HTTP meaning, 429
+    """The gateway already holds as many writes as it may; try again shortly."""
 
 
 def validate_artifact_path(path: str) -> str:
@@ -176,8 +181,7 @@ class Upload:
         """Upload the buffered bytes as the next part (invisible until committed)."""
         if not self._buffer:
             return
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        data, self._buffer = self._buffer, bytearray()  # handed over, not copied
         self._hash.update(data)  # hashlib releases the GIL on large buffers
         try:
             if self._upload_id is None:
@@ -194,7 +198,7 @@ class Upload:
                 Key=self.key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=cast(bytes, data),  # botocore takes a bytearray: no copy of the part
             )
         except ClientError as exc:
             raise StorageUnavailable(f"S3 upload failed: {_code(exc) or 'error'}") from None
@@ -237,7 +241,7 @@ class Upload:
                 etag = self._s3.put_object(
                     Bucket=self.bucket,
                     Key=self.key,
-                    Body=bytes(self._buffer),
+                    Body=cast(bytes, self._buffer),  # as above
                     ContentType="application/octet-stream",
                     Metadata=self._metadata,
                     IfNoneMatch="*",

@@ -88,6 +88,10 @@ class GatewaySettings(BaseSettings):
     outbox_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2, le=512 * 1024**2)
     """Artifacts larger than this are stored as multipart uploads of parts this large
     (S3 allows 10,000 parts); memory per write is about this much."""
+    outbox_max_writes: int = Field(default=8, ge=1, le=1024)
+    """Most artifact writes one gateway replica holds at once (each buffers up to
+    :attr:`outbox_part_bytes`); more are refused with 429 and ``Retry-After``, so
+    uploads cannot exhaust the memory the gateway needs for everyone's reads."""
 
     @model_validator(mode="after")
     def _one_audit_sink(self) -> GatewaySettings:

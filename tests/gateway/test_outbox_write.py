@@ -671,6 +671,48 @@ def test_too_large_is_413_whether_declared_or_streamed(
     assert _object(s3, lab.key("lab", "at-the-limit.bin")) == data
 
 
+def test_writes_beyond_the_gateways_limit_are_told_to_retry(
+    writer_url: str, writer: Gateway, lab: Lab, audit_sink: SwitchableSink, s3: MinioServer
+) -> None:
+    release = threading.Event()
+    held: dict[str, httpx.Response] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"first half, "
+        release.wait(30)
+        yield b"second half"
+
+    def hold() -> None:
+        held["r"] = _put(writer_url, "held.bin", lab.tokens["lab"], slow_body())
+
+    writer.outbox_max_writes = 1
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        deadline = time.monotonic() + 20
+        for attempt in range(1, 1000):  # until the held write is under way
+            start = audit_sink.size
+            r = _put(writer_url, f"queued-{attempt}.bin", lab.tokens["lab"], b"model")
+            if r.status_code == 429:
+                break
+            assert r.status_code == 201, r.text
+            assert time.monotonic() < deadline, "the held write never started"
+            time.sleep(0.05)
+        assert r.headers["retry-after"] == "5"
+        assert r.json()["reason"] == "TooManyWrites"
+        _refusal(audit_sink, start, "TooManyWrites")
+        assert _object(s3, lab.key("lab", f"queued-{attempt}.bin")) is None
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        writer.outbox_max_writes = 8
+    assert held["r"].status_code == 201
+    assert _object(s3, lab.key("lab", "held.bin")) == b"first half, second half"
+    # The slot is free again.
+    r = _put(writer_url, f"queued-{attempt}.bin", lab.tokens["lab"], b"model")
+    assert r.status_code == 201, r.text
+
+
 def test_an_empty_body_is_400(
     writer_url: str, lab: Lab, audit_sink: SwitchableSink, s3: MinioServer
 ) -> None:
