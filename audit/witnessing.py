@@ -15,7 +15,11 @@ checkpoint. Answers handled as the specification says:
 - 422: the witness refuses the proof or sees a fork.
 
 Cosignatures gathered for one checkpoint are merged into one note, kept in the log
-directory as ``checkpoint.cosigned`` and served at ``GET /v1/checkpoint/cosigned``.
+directory as ``checkpoint.cosigned`` and served at ``GET /v1/checkpoint/cosigned``
+("some logs can facilitate [monitoring] by fetching a larger set of cosignatures (e.g.
+in the background) and serving those to monitors", tlog-witness). ``GET
+/v1/checkpoint`` stays the latest checkpoint the log signed, without waiting for any
+witness, so receipts are never held up by a slow or absent witness.
 :func:`verify_cosigned` is the offline check: a log signature and a quorum of named
 witnesses.
 """
