@@ -420,3 +420,24 @@ def test_sandboxctl_serve_refuses_a_log_its_witnesses_saw_longer(
         assert "holds 4 entries but it signed a checkpoint of 10" in anchor["message"]
         assert "witness.regsandbox.test/w" in anchor["message"]
     assert [w.size() for w in witnesses] == [10, 10]
+
+
+def test_cosignatures_from_unknown_keys_in_an_answer_are_ignored(log_key: Signer) -> None:
+    """'The client MUST ignore any cosignatures from unknown keys.' (tlog-witness)"""
+    from audit.checkpoint import Checkpoint
+    from audit.merkle import EMPTY_ROOT
+    from audit.witnessing import _own_cosignature, _RefusedError
+
+    checkpoint = Checkpoint(ORIGIN, 0, EMPTY_ROOT)
+    ours, stranger = Cosigner.generate("w.example/ours"), Cosigner.generate("w.example/other")
+    endpoint = WitnessEndpoint("http://unused", ours.verifier)
+    own = ours.cosign(checkpoint, 1_700_000_000)
+    body = (stranger.cosign(checkpoint, 1_700_000_000).line() + own.line()).encode()
+    assert _own_cosignature(endpoint, checkpoint.text(), body) == own
+    with pytest.raises(_RefusedError, match=r"no cosignature by w\.example/ours"):
+        _own_cosignature(
+            endpoint, checkpoint.text(), stranger.cosign(checkpoint, 1).line().encode()
+        )
+    forged = type(own)(own.name, own.key_id, own.signature[:-1] + bytes([own.signature[-1] ^ 1]))
+    with pytest.raises(_RefusedError, match="bad cosignature"):
+        _own_cosignature(endpoint, checkpoint.text(), forged.line().encode())
