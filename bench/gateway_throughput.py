@@ -8,6 +8,11 @@ Targets (issue 6):
   append with fsync included);
 - the gateway's RSS stays flat while streaming.
 
+Also measured (issue 12, no target yet): writing an artifact of the same size into the
+sandbox's outbox through the gateway (``PUT /v1/outbox/<path>``, multipart, audited)
+against one direct boto3 ``PutObject`` of the same bytes, and the gateway's RSS while
+it takes the upload.
+
 Everything is real and local: a control plane (etcd, kube-apiserver, controllers), a
 MinIO, and the gateway started through ``sandboxctl gateway serve`` in its own process
 as its least-privilege ServiceAccount, writing an fsync'ing audit log. Next to the
@@ -52,6 +57,7 @@ from sandbox.testing import api_client, install_crds, running_control_plane
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bench"
+OUTBOX = "bench-outbox"
 TENANT = "bench"
 NS = "sbx-bench-run"
 CHUNK = 4 * 1024 * 1024
@@ -204,6 +210,8 @@ def _start_gateway(
         "REGSANDBOX_GATEWAY_S3_SECRET_ACCESS_KEY": s3.secret_key,
         "REGSANDBOX_GATEWAY_S3_ENDPOINTS": json.dumps([s3.endpoint]),
         "REGSANDBOX_GATEWAY_CHUNK_BYTES": str(CHUNK),
+        "REGSANDBOX_GATEWAY_OUTBOX_BUCKET": OUTBOX,
+        "REGSANDBOX_GATEWAY_OUTBOX_ENDPOINT": s3.endpoint,
     }
     code = "from sandbox.cli.gateway import app; app()"
     cmd = [
@@ -255,6 +263,42 @@ def _gateway_read(pool: urllib3.PoolManager, url: str, token: str) -> tuple[int,
     return size, digest.hexdigest()
 
 
+def _writes(
+    url: str, token: str, s3c: Any, mib: int, rounds: int, pid: int
+) -> tuple[list[float], list[float], int]:
+    """Seconds per direct PutObject and per gateway PUT of ``mib`` MiB; peak gateway RSS."""
+    data = os.urandom(mib * 2**20)
+    expected = hashlib.sha256(data).hexdigest()
+    peak, stop = [_rss(pid)], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss(pid))
+            time.sleep(0.01)
+
+    def body() -> Any:  # streamed in 1 MiB pieces, as a client sending a file does
+        view = memoryview(data)
+        for at in range(0, len(data), 2**20):
+            yield bytes(view[at : at + 2**20])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    direct, gateway = [], []
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=300) as http:
+        for i in range(rounds):
+            t = time.perf_counter()
+            s3c.put_object(Bucket=OUTBOX, Key=f"direct/{i}.bin", Body=data)
+            direct.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            r = http.put(f"{url}/v1/outbox/model-{i}.bin", content=body())
+            gateway.append(time.perf_counter() - t)
+            if r.status_code != 201 or r.json()["sha256"] != expected:
+                raise SystemExit(f"gateway write answered {r.status_code}: {r.text[:200]}")
+    stop.set()
+    sampler.join()
+    return direct, gateway, peak[0]
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -265,6 +309,7 @@ def main() -> int:
     parser.add_argument("--big-mib", type=int, default=256)
     parser.add_argument("--small", type=int, default=500, help="4 KiB requests per side")
     parser.add_argument("--rounds", type=int, default=5, help="big reads per side (best taken)")
+    parser.add_argument("--write-mib", type=int, default=256, help="artifact size; 0: skip")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         work = Path(tmp)
@@ -289,6 +334,7 @@ def main() -> int:
             )
             s3c = s3.client()
             s3c.create_bucket(Bucket=BUCKET)
+            s3c.create_bucket(Bucket=OUTBOX)
             big = os.urandom(args.big_mib * 1024 * 1024)
             s3c.put_object(Bucket=BUCKET, Key="data/big.bin", Body=big)
             expected = hashlib.sha256(big).hexdigest()
@@ -384,6 +430,18 @@ def main() -> int:
                 mean = statistics.mean(gw_ms)
                 print(f"  p99 added: {added:.2f} ms (target <= 10 ms); gateway mean {mean:.2f} ms")
                 http.close()
+                if args.write_mib:
+                    rounds = min(args.rounds, 3)
+                    direct_w, gw_w, peak_w = _writes(
+                        url, token, s3c, args.write_mib, rounds, proc.pid
+                    )
+                    mib = args.write_mib
+                    d_tp, g_tp = mib / min(direct_w), mib / min(gw_w)
+                    print(f"artifact write: {mib} MiB into the outbox, best of {rounds}")
+                    print(f"  direct PutObject : {d_tp:8.1f} MiB/s")
+                    print(f"  through gateway  : {g_tp:8.1f} MiB/s  (audited, multipart)")
+                    print(f"  ratio            : {g_tp / d_tp:8.2f}")
+                    print(f"  gateway RSS peak while writing: {peak_w / 2**20:.1f} MiB")
             finally:
                 proc.terminate()
                 proc.wait(timeout=15)
