@@ -170,8 +170,8 @@ class Archiver:
     ``retention_days``, if set, makes the first pass create the bucket with Object Lock if
     it is missing (each object is then written with its own COMPLIANCE retention of that
     many days, set by ``archive``); without it the bucket must already have a COMPLIANCE
-    default retention. ``max_lag`` (default: three intervals, at least a
-    minute) is how long the archive may trail the log before the condition turns False.
+    default retention. ``max_lag`` (default: three intervals, at least a minute) is how
+    long the archive may trail the log before the condition turns False.
     Metrics are registered in ``registry`` (a private one by default) and removed by
     :meth:`stop`.
     """
@@ -259,6 +259,7 @@ class Archiver:
     # -- one pass ---------------------------------------------------------------------
 
     def _prepare(self) -> None:
+        """Check the bucket, find where the archive stopped, check the log extends it."""
         if self.retention_days is not None:
             self.archive.ensure_bucket(self.retention_days)
         else:
@@ -266,7 +267,7 @@ class Archiver:
             if mode != "COMPLIANCE":
                 raise ArchiveError(
                     f"bucket {self.archive.bucket} has default retention mode {mode}, not "
-                    "COMPLIANCE; set a retention in days to have it set"
+                    "COMPLIANCE; give a retention in days so each object gets its own"
                 )
         found = self.archive.latest_checkpoint()
         archived, note = found if found else (0, None)
