@@ -57,3 +57,22 @@ def test_unavailable_data_plane_fails_in_ci(repo_root: Path, tmp_path: Path) -> 
     assert result.returncode != 0
     assert "CI must run the data-plane tests" in result.stdout
     assert "skipped" not in result.stdout
+
+
+def test_dev_up_data_plane_says_why_it_cannot_and_starts_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    directory = tmp_path / "dev"
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "dev", "up", "--data-plane", "--dir", str(directory)],
+        env={**os.environ, "PATH": str(empty)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    expected = "missing commands" if os.geteuid() == 0 else "needs root"
+    assert expected in result.stderr
+    assert not (directory / "state.json").exists()
+    assert not (directory / "node" / "ns").exists()
