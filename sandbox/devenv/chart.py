@@ -15,6 +15,7 @@ service writes is therefore readable, and verifiable, from the host.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from audit.signing import generate_key_file
 from sandbox.devenv.controlplane import ControlPlane
@@ -161,12 +163,18 @@ def install_chart(
     volume = directory / "audit-volume"
     volume.mkdir(exist_ok=True)
     os.chown(volume, APP_UID, APP_UID)
-    apply(
-        api,
+    volume_name = f"{release}-audit-log"
+    core = client.CoreV1Api(api)
+    with contextlib.suppress(ApiException):  # a previous install's reservation
+        core.delete_persistent_volume(volume_name)
+    wait_for_gone = time.monotonic() + 30
+    while _exists(core, volume_name) and time.monotonic() < wait_for_gone:
+        time.sleep(0.2)
+    core.create_persistent_volume(
         {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": f"{release}-audit-log"},
+            "metadata": {"name": volume_name},
             "spec": {
                 "capacity": {"storage": chosen["audit"]["storage"]},
                 "accessModes": ["ReadWriteOnce"],
@@ -175,7 +183,7 @@ def install_chart(
                 "hostPath": {"path": str(volume.resolve()), "type": "Directory"},
                 "claimRef": {"namespace": namespace, "name": f"data-{release}-audit-0"},
             },
-        },
+        }
     )
     values_file = directory / "values.yaml"
     values_file.write_text(yaml.safe_dump(chosen, sort_keys=False))
@@ -201,6 +209,16 @@ def install_chart(
         kubeconfig=plane.admin_kubeconfig,
         gateway_replicas=int(chosen.get("gateway", {}).get("replicas", 2)),
     )
+
+
+def _exists(core: client.CoreV1Api, volume: str) -> bool:
+    try:
+        core.read_persistent_volume(volume)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def _ready_replicas(api: client.ApiClient, kind: str, name: str, namespace: str) -> int:
@@ -259,13 +277,19 @@ def wait_release_ready(
 
 
 def uninstall_chart(release: ChartRelease) -> None:
-    """``helm uninstall`` the release (its PersistentVolume and audit volume stay)."""
-    _helm(
+    """``helm uninstall`` the release (its PersistentVolume and audit volume stay).
+
+    Does not wait for the objects to be gone: custom resources the operator holds
+    finalizers on outlive the operator's own Deployment.
+    """
+    uninstalled = _helm(
         "uninstall",
         release.name,
         "--namespace",
         release.namespace,
         "--kubeconfig",
         str(release.kubeconfig),
-        "--wait",
+        timeout=120,
     )
+    if uninstalled.returncode != 0:
+        raise ControlPlaneError(f"helm uninstall {release.name}: {uninstalled.stderr.strip()}")

@@ -143,7 +143,9 @@ def test_every_component_of_the_chart_becomes_ready_from_local_images(
     # Each pod runs as the image's non-root user.
     for pod in pods:
         container = pod.spec.containers[0].name
-        who = kubectl.exec(NAMESPACE, pod.metadata.name, "-c", container, "id", "-u")
+        who = kubectl.run(
+            "exec", "-n", NAMESPACE, pod.metadata.name, "-c", container, "--", "id", "-u"
+        )
         assert who.stdout.strip() == str(APP_UID), who.stdout + who.stderr
 
 
