@@ -316,3 +316,32 @@ def test_a_quota_without_the_accelerator_caps_gets_them_back(
 
     operator.wait_until(capped, 60, "the drift check to restore the accelerator caps")
     assert "exceeded quota: sandbox" in _refused(core, ns, _pod("slices", **{MIG: 7}))
+
+
+@pytest.mark.integration
+def test_a_member_cannot_reach_devices_through_resource_claims(
+    member_sandbox: Callable[..., tuple[client.CoreV1Api, str]],
+) -> None:
+    # Dynamic resource allocation hands out devices through ResourceClaims, which no
+    # quota above limits; a member may create neither claims nor claim templates.
+    core, ns = member_sandbox()
+    authz = client.AuthorizationV1Api(core.api_client)
+
+    def allowed(verb: str, resource: str, group: str = "") -> bool:
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    group=group, resource=resource, verb=verb, namespace=ns
+                )
+            )
+        )
+        return bool(authz.create_self_subject_access_review(review).status.allowed)
+
+    # First the member's own rights, so that a refusal below is not a binding too new.
+    deadline = time.monotonic() + 10
+    while not allowed("create", "pods"):
+        assert time.monotonic() < deadline, "the member never got its pod rights"
+        time.sleep(0.2)
+    for resource in ("resourceclaims", "resourceclaimtemplates"):
+        for verb in ("create", "update", "patch"):
+            assert not allowed(verb, resource, "resource.k8s.io"), (verb, resource)
