@@ -12,6 +12,10 @@ Then, for the gateway's and the audit service's ServiceAccounts:
   impersonation, other namespaces...), each of which must be denied;
 - a few real requests, impersonated, get the answer the reviews predict.
 
+The operator, whose rules a test in ``test_chart.py`` shows are all needed, is checked
+here for what it must never hold: a way to more power (bind or escalate other roles,
+impersonate, mint tokens) or into workloads (pods, exec).
+
 What each identity needs, from the code that uses it: the gateway reviews workload
 tokens (TokenReview ``create``) and reads, with ``get`` only, the namespace of the
 caller and the Sandbox and Dataset it decides on (``sandbox/gateway/auth.py``,
@@ -139,6 +143,50 @@ ATTACKS: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("update", "apps", "statefulsets", "", NAMESPACE, f"{RELEASE}-audit"),
     ("create", "", "events", "", NAMESPACE, ""),
     ("create", "coordination.k8s.io", "leases", "", NAMESPACE, ""),
+)
+
+
+OPERATOR = f"system:serviceaccount:{NAMESPACE}:regsandbox-operator"
+
+# The operator legitimately manages namespaces, Secrets, quotas and RBAC of sandboxes;
+# what it must never hold is a way to more power than that, or into running workloads.
+OPERATOR_DENIED: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("bind", "rbac.authorization.k8s.io", "clusterroles", "", "", "cluster-admin"),
+    ("bind", "rbac.authorization.k8s.io", "clusterroles", "", "", "admin"),
+    ("escalate", "rbac.authorization.k8s.io", "clusterroles", "", "", "regsandbox-operator"),
+    ("escalate", "rbac.authorization.k8s.io", "roles", "", SANDBOX_NS, "x"),
+    ("update", "rbac.authorization.k8s.io", "clusterroles", "", "", "regsandbox-operator"),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", ""),
+    ("impersonate", "", "users", "", "", "admin"),
+    ("impersonate", "", "serviceaccounts", "", SANDBOX_NS, "workload"),
+    ("impersonate", "", "groups", "", "", "system:masters"),
+    ("create", "", "pods", "", SANDBOX_NS, ""),
+    ("create", "", "pods", "exec", SANDBOX_NS, "train"),
+    ("create", "", "serviceaccounts", "token", SANDBOX_NS, "workload"),
+    ("create", "", "serviceaccounts", "token", NAMESPACE, "regsandbox-gateway"),
+    (
+        "update",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "",
+        "",
+        "sandboxes.regsandbox.io",
+    ),
+    (
+        "delete",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "",
+        "",
+        "sandboxes.regsandbox.io",
+    ),
+    ("delete", "admissionregistration.k8s.io", "validatingadmissionpolicies", "", "", "x"),
+    ("update", "admissionregistration.k8s.io", "validatingadmissionpolicybindings", "", "", "x"),
+    ("create", "certificates.k8s.io", "certificatesigningrequests", "", "", ""),
+    ("update", "", "nodes", "", "", "node-1"),
+    ("update", "", "configmaps", "", NAMESPACE, ANCHOR),
+    ("delete", "regsandbox.io", "tenants", "", "", "acme"),
+    ("create", "regsandbox.io", "exportreviews", "", "tenant-acme", ""),
 )
 
 
@@ -343,3 +391,24 @@ def test_the_chart_binds_each_identity_to_its_own_role_only(repo_root: Path) -> 
     }
     # Without the anchor the audit service talks to no API server at all.
     assert "regsandbox-audit" not in _bindings(repo_root, "audit.anchor.enabled=false")
+
+
+@pytest.mark.parametrize(
+    "attack", OPERATOR_DENIED, ids=["-".join(p for p in a if p)[:60] for a in OPERATOR_DENIED]
+)
+def test_the_operator_holds_no_way_to_more_power(
+    installed: client.ApiClient, attack: tuple[str, str, str, str, str, str]
+) -> None:
+    verb, group, resource, subresource, namespace, name = attack
+    assert not _allowed(installed, OPERATOR, verb, group, resource, subresource, namespace, name)
+    # It does hold the bind it needs, on its own roles only.
+    assert _allowed(
+        installed,
+        OPERATOR,
+        "bind",
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "",
+        "",
+        "regsandbox-tenant-member",
+    )
