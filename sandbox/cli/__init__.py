@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from sandbox import __version__
-from sandbox.cli import audit, dev, export, gateway, policy
+from sandbox.cli import audit, dev, evidence, export, gateway, policy
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(export.app, name="export")
+app.add_typer(evidence.app, name="evidence")
 
 
 @app.command("version")

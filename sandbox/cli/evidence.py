@@ -1,0 +1,206 @@
+"""``sandboxctl evidence``: signed, offline-verifiable evidence packs for supervisors.
+
+``pack`` collects a tenant's (or one sandbox's) audit entries with receipts against one
+checkpoint, optionally the isolation objects from the cluster, assesses every control
+of the catalogue and writes a signed pack. ``verify`` re-checks a pack offline.
+Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from audit.errors import AuditError
+from audit.log import VKEY_FILE
+from audit.note import Verifier
+from audit.signing import load_signer, load_verifier, read_key_text
+from audit.witness import CosignatureVerifier
+from sandbox.cli.output import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    EXIT_VERIFY_FAILED,
+    OutputFormat,
+    err_console,
+    fail,
+    print_rows,
+)
+from sandbox.evidence.collect import Scope, collect, read_cluster, time_text
+from sandbox.evidence.pack import write_pack
+from sandbox.evidence.verify import verify_pack
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Evidence packs: controls mapped to signed proof, for supervisors.",
+    no_args_is_help=True,
+)
+
+
+def _time(value: str | None, flag: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{flag} {value!r}: want an ISO 8601 time such as 2026-03-01T00:00:00Z", EXIT_USAGE)
+    if parsed.tzinfo is None:
+        fail(f"{flag} {value!r}: give a time zone (e.g. a trailing Z for UTC)", EXIT_USAGE)
+    return time_text(parsed)
+
+
+def _scope(tenant: str | None, sandbox: str | None, since: str | None, until: str | None) -> Scope:
+    if sandbox is not None and "/" in sandbox:
+        owner, _, sandbox = sandbox.partition("/")
+        if tenant is not None and tenant != owner:
+            fail(f"--sandbox {owner}/{sandbox} is not a sandbox of --tenant {tenant}", EXIT_USAGE)
+        tenant = owner
+    if not tenant or sandbox == "":
+        fail("give --tenant T, or --sandbox T/NAME (or both --tenant and --sandbox)", EXIT_USAGE)
+    return Scope(tenant, sandbox, _time(since, "--since"), _time(until, "--until"))
+
+
+@app.command("pack")
+def pack(
+    log: Annotated[Path, typer.Option("--log", help="Audit log directory.", show_default=False)],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="New directory for the pack.", show_default=False)
+    ],
+    key: Annotated[
+        Path,
+        typer.Option("--key", help="Signer key file for the pack's manifest.", show_default=False),
+    ],
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Tenant to cover.")] = None,
+    sandbox: Annotated[
+        str | None, typer.Option("--sandbox", help="One sandbox: NAME (with --tenant) or T/NAME.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Data-plane entries from this time (ISO 8601).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Data-plane entries before this time.")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Also record the sandboxes' isolation objects."),
+    ] = None,
+) -> None:
+    """Write a signed evidence pack for a tenant or sandbox."""
+    scope = _scope(tenant, sandbox, since, until)
+    try:
+        signer = load_signer(key)
+    except AuditError as exc:
+        fail(f"--key: {exc}")
+    reader = None
+    if kubeconfig is not None:
+        from kubernetes.client.rest import ApiException
+
+        from sandbox.errors import SandboxError
+        from sandbox.gateway.build import kube_client
+
+        try:
+            api = kube_client(kubeconfig)
+        except SandboxError as exc:
+            fail(str(exc))
+
+        def reader_fn(namespaces: list[str]) -> dict[str, dict[str, object]]:
+            try:
+                return read_cluster(api, namespaces, dt.datetime.now(dt.UTC))
+            except ApiException as exc:
+                fail(f"cannot read the isolation objects: {exc.status} {exc.reason}")
+
+        reader = reader_fn
+    try:
+        found = collect(log, scope, cluster=reader)
+    except (AuditError, OSError) as exc:
+        fail(f"cannot read log {log}: {exc}")
+    vkey_path = log / VKEY_FILE
+    log_vkey = vkey_path.read_bytes() if vkey_path.is_file() else None
+    try:
+        info, findings = write_pack(found, out, signer, log_vkey=log_vkey)
+    except (FileExistsError, OSError) as exc:
+        fail(f"cannot write the pack: {exc}")
+    typer.echo(f"evidencepack/{out} written")
+    err_console.print(
+        f"{len(found.entries)} entries of tenant {scope.tenant} with receipts against "
+        f"{info.origin} size {info.size}; pack id {info.pack_id}",
+        highlight=False,
+    )
+    for finding in findings:
+        err_console.print(f"  {finding.control}: {finding.status}", highlight=False)
+
+
+def _verifiers(values: list[str], what: str) -> list[Verifier]:
+    keys: list[Verifier] = []
+    try:
+        for value in values:
+            path = Path(value)
+            keys.append(load_verifier(path) if path.is_file() else Verifier.from_vkey(value))
+    except AuditError as exc:
+        fail(f"{what}: {exc}", EXIT_USAGE)
+    return keys
+
+
+@app.command("verify")
+def verify(
+    pack_dir: Annotated[Path, typer.Argument(metavar="PACK", help="The pack directory.")],
+    vkey: Annotated[
+        list[str],
+        typer.Option(
+            "--vkey",
+            help="Trusted verifier key (file or text): the pack signer's and the log's; repeat.",
+        ),
+    ],
+    witness_vkey: Annotated[
+        list[str] | None,
+        typer.Option("--witness-vkey", help="Witness whose cosignature must be on the checkpoint."),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None, typer.Option("--witness-quorum", help="Cosignatures required (default: all).")
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("-o", "--output", help="table or json.")
+    ] = OutputFormat.table,
+) -> None:
+    """Check a pack offline: signature, digests, receipts, and every finding recomputed."""
+    verifiers = _verifiers(vkey, "--vkey")
+    witnesses: list[CosignatureVerifier] = []
+    try:
+        for value in witness_vkey or []:
+            path = Path(value)
+            text = read_key_text(path, "witness verifier key").strip() if path.is_file() else value
+            witnesses.append(CosignatureVerifier.from_vkey(text))
+    except AuditError as exc:
+        fail(f"--witness-vkey: {exc}", EXIT_USAGE)
+    quorum = len(witnesses) if witness_quorum is None else witness_quorum
+    if witnesses and not 1 <= quorum <= len(witnesses):
+        fail(f"--witness-quorum {quorum}: want 1 to {len(witnesses)}", EXIT_USAGE)
+    if not pack_dir.is_dir():
+        fail(f"{pack_dir} is not a pack directory", EXIT_ERROR)
+    try:
+        report = verify_pack(pack_dir, verifiers, witnesses=witnesses, quorum=quorum)
+    except OSError as exc:
+        fail(f"cannot read the pack: {exc}")
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        rows = [
+            {"control": f.control, "status": f.status, "reason": f.reason} for f in report.findings
+        ]
+        if rows:
+            print_rows(rows, ["control", "status", "reason"], output, name_key="control")
+        for problem in report.problems:
+            err_console.print(f"FAILED {problem.item}: {problem.message}", highlight=False)
+        if report.ok:
+            err_console.print(
+                f"pack verified: {report.files} files, {report.receipts} receipts, "
+                f"{len(report.findings)} findings recomputed",
+                highlight=False,
+            )
+    if not report.ok:
+        raise typer.Exit(EXIT_VERIFY_FAILED)

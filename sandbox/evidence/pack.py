@@ -1,0 +1,267 @@
+"""Writing an evidence pack: a directory whose manifest of file digests is a signed note.
+
+Layout (every path is listed, with its sha256, in ``manifest``)::
+
+    manifest                    C2SP signed note: format line, pack id, "<sha256> <path>" lines
+    pack.json                   format, pack id, generation time, scope, log origin and size
+    checkpoint                  the ONE signed checkpoint every receipt leads to
+    entries/<index>.json        each audit entry in scope, its exact logged bytes
+    receipts/<index>.tlog-proof its C2SP tlog-proof against ``checkpoint``
+    cluster/<namespace>.json    isolation objects read from the cluster (with --kubeconfig)
+    catalog.json                the OSCAL control catalogue the findings refer to
+    evidence.json               the evidence items and every finding with all its items
+    assessment-results.json     OSCAL assessment results
+    report.html                 the report for people
+    log.vkey                    the log's verifier key as found (a hint: trust your own copy)
+
+``evidence.json``, ``assessment-results.json`` and ``report.html`` are *derived*: a pure
+function (:func:`derive`) of the entries, the cluster snapshots and ``pack.json``.
+Verification derives them again and compares bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from audit.canonical import canonical_json
+from audit.log import VKEY_FILE
+from audit.note import Note, Signer, sign_note
+from sandbox.evidence.assess import (
+    Finding,
+    LogFacts,
+    Record,
+    assess,
+    entry_item,
+    isolation_item,
+)
+from sandbox.evidence.catalog import catalog_bytes, load_controls
+from sandbox.evidence.collect import Collected, Scope, time_text
+from sandbox.evidence.oscal import assessment_results
+from sandbox.evidence.report import render_report
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "Derived",
+    "PackInfo",
+    "categories",
+    "cluster_file",
+    "derive",
+    "entry_file",
+    "log_facts",
+    "manifest_text",
+    "receipt_file",
+    "write_pack",
+]
+
+FORMAT = "regsandbox.io/evidence-pack/v1"
+"""First line of every manifest, and ``format`` in ``pack.json``."""
+
+MANIFEST = "manifest"
+"""File name of the signed manifest."""
+
+_DERIVED = ("evidence.json", "assessment-results.json", "report.html")
+
+
+def entry_file(index: int) -> str:
+    """Path of entry ``index`` inside a pack."""
+    return f"entries/{index:012d}.json"
+
+
+def receipt_file(index: int) -> str:
+    """Path of the receipt of entry ``index`` inside a pack."""
+    return f"receipts/{index:012d}.tlog-proof"
+
+
+def cluster_file(namespace: str) -> str:
+    """Path of the cluster snapshot of ``namespace`` inside a pack."""
+    return f"cluster/{namespace}.json"
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    """What ``pack.json`` records."""
+
+    pack_id: str
+    """Random UUID of this pack."""
+    generated: str
+    """When it was made (entry time format)."""
+    scope: Scope
+    """What it covers."""
+    origin: str
+    """The audit log's origin."""
+    size: int
+    """The checkpoint's tree size."""
+
+    def to_bytes(self) -> bytes:
+        """``pack.json``, canonical JSON."""
+        return canonical_json(
+            {
+                "format": FORMAT,
+                "packId": self.pack_id,
+                "generated": self.generated,
+                "scope": self.scope.to_json(),
+                "log": {"origin": self.origin, "size": self.size},
+            }
+        )
+
+
+def categories(rec: Record) -> list[str]:
+    """What kind of evidence an entry is, for people and for filtering."""
+    action, found = rec.action, []
+    if rec.decision is not None:
+        found.append("policy-decision")
+    if action == "dataset.granted":
+        found.append("grant")
+    elif action == "dataset.revoked":
+        found.append("revocation")
+    elif action == "dataset.read":
+        found.append("dataset-read")
+    elif action.startswith("model.export."):
+        found.append("export")
+    elif action == "key.destroyed":
+        found.append("key-destruction")
+    if action == "sandbox.provisioned":
+        found += ["isolation", "key-creation"]
+    elif action in ("sandbox.drift.corrected", "sandbox.quarantined"):
+        found.append("isolation")
+    return found
+
+
+def log_facts(origin: str, size: int, checkpoint: bytes, receipts: int) -> LogFacts:
+    """The facts about the log a pack's findings rest on (cosigners as named, unverified)."""
+    names = sorted({s.name for s in Note.parse(checkpoint).signatures if s.name != origin})
+    return LogFacts(origin, size, receipts, tuple(names))
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The derived files and the findings they show."""
+
+    files: dict[str, bytes]
+    """Path → bytes of evidence.json, assessment-results.json, report.html."""
+    findings: list[Finding]
+    """One per control."""
+
+
+def derive(
+    info: PackInfo,
+    entries: Sequence[tuple[int, bytes]],
+    cluster: Mapping[str, Mapping[str, Any]],
+    log: LogFacts,
+) -> Derived:
+    """Compute the findings and render the derived files from the evidence."""
+    records = [Record(index, json.loads(data)) for index, data in entries]
+    controls = load_controls()
+    findings = assess(records, cluster, log, controls)
+    files = {entry_item(i): entry_file(i) for i, _ in entries}
+    files.update({isolation_item(ns): cluster_file(ns) for ns in cluster})
+    items: list[dict[str, Any]] = []
+    for rec, (_, data) in zip(records, entries, strict=True):
+        decision = rec.decision or {}
+        items.append(
+            {
+                "id": rec.item,
+                "kind": "audit-entry",
+                "file": entry_file(rec.index),
+                "receipt": receipt_file(rec.index),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "time": rec.doc.get("time"),
+                "action": rec.action,
+                "categories": categories(rec),
+                "policyDigest": decision.get("policy_digest"),
+            }
+        )
+    for namespace in sorted(cluster):
+        items.append(
+            {
+                "id": isolation_item(namespace),
+                "kind": "cluster-snapshot",
+                "file": cluster_file(namespace),
+            }
+        )
+    evidence = {
+        "pack": json.loads(info.to_bytes()),
+        "items": items,
+        "findings": [f.to_json() for f in findings],
+    }
+    title = f"Evidence pack for tenant {info.scope.tenant}" + (
+        f", sandbox {info.scope.sandbox}" if info.scope.sandbox else ""
+    )
+    generated = dt.datetime.strptime(info.generated, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return Derived(
+        files={
+            "evidence.json": json.dumps(evidence, indent=1, sort_keys=True).encode() + b"\n",
+            "assessment-results.json": assessment_results(
+                info.pack_id, generated, title, controls, findings, files
+            ),
+            "report.html": render_report(
+                info.scope, info.generated, log, controls, findings, records, cluster
+            ),
+        },
+        findings=findings,
+    )
+
+
+def manifest_text(pack_id: str, digests: Mapping[str, str]) -> str:
+    """The manifest's note text: format, pack id, then ``<sha256> <path>`` sorted by path."""
+    lines = [FORMAT, pack_id, *(f"{digests[p]} {p}" for p in sorted(digests))]
+    return "\n".join(lines) + "\n"
+
+
+def _write(root: Path, path: str, data: bytes, digests: dict[str, str]) -> None:
+    target = root / path
+    target.write_bytes(data)
+    digests[path] = hashlib.sha256(data).hexdigest()
+
+
+def write_pack(
+    found: Collected,
+    out: Path,
+    signer: Signer,
+    *,
+    now: dt.datetime | None = None,
+    log_vkey: bytes | None = None,
+) -> tuple[PackInfo, list[Finding]]:
+    """Write the pack for ``found`` into the new directory ``out`` and sign its manifest.
+
+    Refuses an existing non-empty directory (a pack is never written over another).
+    """
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
+    info = PackInfo(
+        pack_id=str(uuid.uuid4()),
+        generated=time_text(now or dt.datetime.now(dt.UTC)),
+        scope=found.scope,
+        origin=found.origin,
+        size=found.size,
+    )
+    for sub in ("entries", "receipts", *(("cluster",) if found.cluster else ())):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    digests: dict[str, str] = {}
+    _write(out, "pack.json", info.to_bytes(), digests)
+    _write(out, "checkpoint", found.checkpoint, digests)
+    _write(out, "catalog.json", catalog_bytes(), digests)
+    if log_vkey is not None:
+        _write(out, VKEY_FILE, log_vkey, digests)
+    for index, data in found.entries:
+        _write(out, entry_file(index), data, digests)
+        _write(out, receipt_file(index), found.proofs[index], digests)
+    for namespace, snapshot in found.cluster.items():
+        _write(out, cluster_file(namespace), canonical_json(snapshot), digests)
+    log = log_facts(found.origin, found.size, found.checkpoint, len(found.proofs))
+    derived = derive(info, found.entries, found.cluster, log)
+    for path, data in derived.files.items():
+        _write(out, path, data, digests)
+    note = sign_note(manifest_text(info.pack_id, digests), [signer])
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_bytes(note)
+    tmp.replace(out / MANIFEST)
+    return info, derived.findings

@@ -1,0 +1,165 @@
+"""Pack and verify round trip, and every kind of tampering a supervisor must catch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from audit.note import Note, Verifier, sign_note
+from audit.signing import load_verifier
+from sandbox.evidence.catalog import load_controls
+from sandbox.evidence.collect import Scope, collect
+from sandbox.evidence.pack import MANIFEST, entry_file, manifest_text, receipt_file, write_pack
+from sandbox.evidence.verify import PackReport, verify_pack
+from tests.evidence.conftest import Packed, make_pack
+from tests.evidence.history import History, compliant
+
+
+def _verify(packed: Packed) -> PackReport:
+    keys = [load_verifier(Path(v)) for v in packed.vkeys]
+    return verify_pack(packed.pack, keys)
+
+
+def _items(report: PackReport) -> list[str]:
+    return [p.item for p in report.problems]
+
+
+def _entries(pack: Path) -> list[Path]:
+    return sorted((pack / "entries").iterdir())
+
+
+def test_round_trip_every_control_satisfied(packed: Packed) -> None:
+    report = _verify(packed)
+    assert report.ok, report.problems
+    assert report.receipts == len(_entries(packed.pack)) > 0
+    statuses = {f.control: f.status for f in report.findings}
+    assert set(statuses) == {c.id for c in load_controls()}
+    assert set(statuses.values()) == {"satisfied"}, statuses
+
+
+def test_every_receipt_leads_to_the_one_checkpoint(packed: Packed) -> None:
+    checkpoint = (packed.pack / "checkpoint").read_bytes()
+    for path in (packed.pack / "receipts").iterdir():
+        assert path.read_bytes().endswith(b"\n\n" + checkpoint)
+
+
+@pytest.mark.parametrize(
+    "victim",
+    [
+        "entry",
+        "receipt",
+        "evidence.json",
+        "assessment-results.json",
+        "report.html",
+        "pack.json",
+        "checkpoint",
+        "catalog.json",
+    ],
+)
+def test_tampering_with_a_file_names_it(packed: Packed, victim: str) -> None:
+    first = int(_entries(packed.pack)[0].stem)
+    path = {
+        "entry": entry_file(first),
+        "receipt": receipt_file(first),
+    }.get(victim, victim)
+    target = packed.pack / path
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    report = _verify(packed)
+    assert not report.ok
+    assert path in _items(report), report.problems
+
+
+def test_dropping_an_entry_names_it(packed: Packed) -> None:
+    victim = _entries(packed.pack)[3]
+    victim.unlink()
+    report = _verify(packed)
+    assert f"entries/{victim.name}" in _items(report), report.problems
+
+
+def test_an_added_file_is_named(packed: Packed) -> None:
+    (packed.pack / "entries" / "999999999999.json").write_bytes(b"{}")
+    report = _verify(packed)
+    assert "entries/999999999999.json" in _items(report)
+
+
+def test_a_receipt_from_another_log_is_named(tmp_path: Path, packed: Packed) -> None:
+    """Same entry bytes and index in another log: its receipt leads to another checkpoint."""
+    history = History()
+    compliant(history, "bank-a", "fraud", "card-claims")
+    other = make_pack(tmp_path, history, Scope("bank-a"), name="other")
+    common = sorted(
+        {p.name for p in (packed.pack / "receipts").iterdir()}
+        & {p.name for p in (other.pack / "receipts").iterdir()}
+    )
+    name = common[0]
+    shutil.copy(other.pack / "receipts" / name, packed.pack / "receipts" / name)
+    report = _verify(packed)
+    assert f"receipts/{name}" in _items(report), report.problems
+
+
+def test_resigned_manifest_over_a_swapped_receipt_still_fails(packed: Packed) -> None:
+    """Even the pack's own signer cannot swap in a receipt that does not prove the entry."""
+    receipts = sorted((packed.pack / "receipts").iterdir())
+    receipts[0].write_bytes(receipts[1].read_bytes())
+    _resign(packed)
+    report = _verify(packed)
+    assert f"receipts/{receipts[0].name}" in _items(report), report.problems
+
+
+def _resign(packed: Packed) -> None:
+    """Act as the pack's signer: recompute every digest and sign the manifest again."""
+    import hashlib
+
+    pack_id = Note.parse((packed.pack / MANIFEST).read_bytes()).text.split("\n")[1]
+    digests = {
+        p.relative_to(packed.pack).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in packed.pack.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
+    (packed.pack / MANIFEST).write_bytes(
+        sign_note(manifest_text(pack_id, digests), [packed.officer])
+    )
+
+
+def test_a_claim_the_evidence_does_not_support_fails(tmp_path: Path) -> None:
+    """A signer who writes "satisfied" over evidence that breaks the control is caught."""
+    history = History()
+    key = history.provision("bank-a", "fraud", "card-claims")
+    history.expire("bank-a", "fraud", "card-claims", None)  # key never destroyed
+    del key
+    packed = make_pack(tmp_path, history, Scope("bank-a"))
+    evidence_path = packed.pack / "evidence.json"
+    evidence = json.loads(evidence_path.read_bytes())
+    for finding in evidence["findings"]:
+        if finding["control"] == "aia-59-1-g":
+            assert finding["status"] == "not-satisfied"
+            finding.update(status="satisfied", reason="every key destroyed", violations=[])
+    evidence_path.write_text(json.dumps(evidence, indent=1, sort_keys=True) + "\n")
+    _resign(packed)
+    report = _verify(packed)
+    assert "finding aia-59-1-g" in _items(report), report.problems
+    assert "evidence.json" in _items(report)
+
+
+def test_an_untrusted_signer_is_refused(packed: Packed) -> None:
+    stranger = Verifier.from_vkey(load_verifier(packed.log.vkey).vkey)  # only the log's key
+    report = verify_pack(packed.pack, [stranger])
+    assert _items(report) == [MANIFEST]
+
+
+def test_the_log_key_must_be_trusted_too(packed: Packed) -> None:
+    report = verify_pack(packed.pack, [packed.officer.verifier])
+    assert _items(report) == ["checkpoint"]
+
+
+def test_a_pack_is_never_written_over_another(packed: Packed) -> None:
+    before = {p: p.read_bytes() for p in packed.pack.rglob("*") if p.is_file()}
+    found = collect(packed.log.path, Scope("bank-a"))
+    with pytest.raises(FileExistsError):
+        write_pack(found, packed.pack, packed.officer)
+    assert {p: p.read_bytes() for p in packed.pack.rglob("*") if p.is_file()} == before
