@@ -108,16 +108,23 @@ def test_status_shows_the_node(data_plane: ControlPlane) -> None:
 
 
 def _host_snapshot() -> dict[str, object]:
+    """The host's iptables, routes, links and /run/netns.
+
+    Links and routes of *other* local nodes (``rsb*`` on ``10.250.0.0/16``, e.g. a data
+    plane another test session runs at the same time) are left out; this node's own are
+    checked by name in :func:`_leftovers`.
+    """
+
     def run(*cmd: str) -> str:
         return subprocess.run(list(cmd), capture_output=True, text=True, check=False).stdout
 
     netns = Path("/run/netns")
+    links = [line.split(":")[1].strip() for line in run("ip", "-o", "link").splitlines()]
+    routes = [r for r in run("ip", "-4", "route").splitlines() if " dev rsb" not in r]
     return {
         "iptables": host_iptables(),
-        "routes": run("ip", "-4", "route"),
-        "links": sorted(
-            line.split(":")[1].strip() for line in run("ip", "-o", "link").splitlines()
-        ),
+        "routes": sorted(routes),
+        "links": sorted(name for name in links if not name.startswith("rsb")),
         "run_netns": sorted(p.name for p in netns.iterdir()) if netns.is_dir() else None,
     }
 
