@@ -184,7 +184,7 @@ class History:
                 "type": "model",
                 "destination": destination,
                 "region": "eu-central-1",
-                "justification": "fraud model for production",
+                "justification": f"{sandbox} model for production",
             },
         )
         op(
