@@ -262,7 +262,13 @@ class ControlPlane:
         first: its pods and kubelet must not outlive the API server they report to.
         """
         node = self.node
-        stopped: list[str] = node.down() if node.present() else []
+        stopped: list[str] = []
+        node_failure: ControlPlaneError | None = None
+        if node.present():
+            try:
+                stopped = node.down()
+            except ControlPlaneError as exc:  # still stop the servers, then report it
+                node_failure = exc
         state = self.load_state() if self.state_file.exists() else None
         found = processes.processes_under(self.directory, SERVERS)
         if state:
@@ -277,6 +283,8 @@ class ControlPlane:
             if processes.terminate(pids, timeout=wait):
                 stopped.append(name)
         self.state_file.unlink(missing_ok=True)
+        if node_failure is not None:
+            raise node_failure
         return stopped
 
     def status(self) -> dict[str, Any]:

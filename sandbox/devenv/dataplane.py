@@ -375,13 +375,23 @@ class DataPlane:
         if _kill(sorted(inside), timeout) and any(n == "containerd" for n in found.values()):
             stopped.append("containerd")
         self._kill_cgroup_members()
-        self._remove_cgroups()
+        # Everything below runs even if a step fails, so one stuck cgroup does not leave
+        # the namespaces and the link behind; the first failure is raised at the end.
+        failure: ControlPlaneError | None = None
+        try:
+            self._remove_cgroups()
+        except ControlPlaneError as exc:
+            failure = exc
         self.namespaces.destroy()
         for point in mounts_under(self.directory):
             if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", str(point)], capture_output=True)
+        if mounts_under(self.directory) and failure is None:
+            failure = ControlPlaneError(f"mounts left under {self.directory}")
         for stale in ("containerd", "kubelet", "cni", "run"):
             shutil.rmtree(self.directory / stale, ignore_errors=True)
+        if failure is not None:
+            raise failure
         self.state_file.unlink(missing_ok=True)
         return stopped
 
