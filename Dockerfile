@@ -21,6 +21,12 @@ FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="regsandbox" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.description="Confidential-data regulatory sandboxes on Kubernetes"
+# regopy's native library (the embedded policy engine) links libatomic.so.1, which the
+# slim image lacks. The local image build (sandbox/devenv/images.py) runs ldd over every
+# shared object of the venv and names any library the image is missing.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libatomic1 \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 regsandbox \
  && useradd --system --uid 10001 --gid regsandbox --home-dir /nonexistent --shell /usr/sbin/nologin regsandbox
 COPY --from=build /opt/regsandbox /opt/regsandbox
