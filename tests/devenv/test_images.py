@@ -12,9 +12,13 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 from sandbox.cli import app
@@ -185,3 +189,17 @@ def test_cli_lists_the_images_and_their_cache_state(cache: Path) -> None:
     assert Path(row["archive"]).is_file()
     unknown = runner.invoke(app, ["dev", "images", "--name", "nginx"])
     assert unknown.exit_code == 2
+
+
+def test_dependencies_are_pinned_to_what_this_environment_runs(repo_root: Path) -> None:
+    pins = dict(pin.split("==") for pin in images._runtime_pins(repo_root))
+    with (repo_root / "pyproject.toml").open("rb") as handle:
+        direct = tomllib.load(handle)["project"]["dependencies"]
+    for requirement in direct:
+        name = canonicalize_name(Requirement(requirement).name)
+        assert pins[name] == metadata.version(name), name
+    # The closure, not just the direct ones: boto3's botocore, pydantic's core.
+    assert pins["botocore"] == metadata.version("botocore")
+    assert pins["pydantic-core"] == metadata.version("pydantic-core")
+    # Development tools are not in the image.
+    assert not {"pytest", "mypy", "ruff", "moto"} & set(pins)
