@@ -31,8 +31,6 @@ from sandbox.cli.output import (
     print_rows,
 )
 from sandbox.evidence.collect import Scope, collect, read_cluster, time_text
-from sandbox.evidence.pack import write_pack
-from sandbox.evidence.verify import verify_pack
 
 __all__ = ["app"]
 
@@ -91,6 +89,8 @@ def pack(
     ] = None,
 ) -> None:
     """Write a signed evidence pack for a tenant or sandbox."""
+    from sandbox.evidence.pack import write_pack  # OSCAL models: loaded only when used
+
     scope = _scope(tenant, sandbox, since, until)
     try:
         signer = load_signer(key)
@@ -168,6 +168,8 @@ def verify(
     ] = OutputFormat.table,
 ) -> None:
     """Check a pack offline: signature, digests, receipts, and every finding recomputed."""
+    from sandbox.evidence.verify import verify_pack  # OSCAL models: loaded only when used
+
     verifiers = _verifiers(vkey, "--vkey")
     witnesses: list[CosignatureVerifier] = []
     try:
