@@ -198,6 +198,7 @@ class ControlPlane:
             and current.ready
             and current.data_plane == self.data_plane
             and self._healthy(current)
+            and (not self.data_plane or self.node.running())
         ):
             progress(f"control plane already running at {current.server}")
             return current

@@ -395,6 +395,16 @@ class DataPlane:
         self.state_file.unlink(missing_ok=True)
         return stopped
 
+    def running(self) -> bool:
+        """Whether the node was started to the end and all its processes still run."""
+        state = self.load_state()
+        return bool(
+            state
+            and state.ready
+            and state.pids
+            and all(processes.is_running(pid) for pid in state.pids.values())
+        )
+
     def status(self) -> dict[str, Any] | None:
         """The node's addresses and processes, or None when no node was started here."""
         state = self.load_state()

@@ -193,3 +193,13 @@ def test_down_after_a_killed_up_leaves_nothing_behind(
     assert _host_snapshot() == before
     # The session's node was not touched.
     assert data_plane.status()["node"]["ready"] is True
+
+
+def test_up_again_reuses_the_running_node(data_plane: ControlPlane) -> None:
+    before = data_plane.node.load_state()
+    assert before is not None
+    state = ControlPlane(data_plane.directory, data_plane=True).up(timeout=60)
+    after = data_plane.node.load_state()
+    assert after is not None
+    assert state.server == data_plane.load_state().server  # type: ignore[union-attr]
+    assert after.pids == before.pids
