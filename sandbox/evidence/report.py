@@ -118,7 +118,7 @@ def _timeline(records: Sequence[Record], findings: Sequence[Finding]) -> str:
         if lane is None:
             continue
         y = top + lane * lane_h + lane_h / 2
-        if rec.action == "dataset.read":
+        if rec.action == "dataset.read" and rec.details.get("phase") in ("read", "completed"):
             reads[(lane, int(x(when)) // 4)] += 1
         mark = _MARKS.get(rec.action)
         if mark is not None:
