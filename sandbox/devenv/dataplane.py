@@ -472,8 +472,11 @@ class DataPlane:
         found: list[Path] = []
         for mount in _cgroup_mounts():
             root = mount / self.cgroup_root.lstrip("/")
+            # os.walk skips directories that vanish while it looks (the kubelet and runc
+            # remove cgroups while the node stops); rglob would raise.
+            for top, dirs, _files in os.walk(root):
+                found.extend(Path(top, d) for d in dirs)
             if root.is_dir():
-                found.extend(p for p in root.rglob("*") if p.is_dir())
                 found.append(root)
         return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
