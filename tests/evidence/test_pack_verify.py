@@ -163,3 +163,36 @@ def test_a_pack_is_never_written_over_another(packed: Packed) -> None:
     with pytest.raises(FileExistsError):
         write_pack(found, packed.pack, packed.officer)
     assert {p: p.read_bytes() for p in packed.pack.rglob("*") if p.is_file()} == before
+
+
+def test_witness_cosignatures_travel_with_the_pack(tmp_path: Path) -> None:
+    """When the log keeps a cosigned copy of its checkpoint, the pack carries it, and
+    verify can require the witness."""
+    import time
+
+    from audit.checkpoint import Checkpoint
+    from audit.log import LogReader
+    from audit.witness import Cosigner
+    from audit.witnessing import COSIGNED_FILE
+
+    history = History()
+    compliant(history, "bank-a", "fraud", "card-claims")
+    packed = make_pack(tmp_path, history, Scope("bank-a"), name="plain")
+    witness = Cosigner.generate("witness.example/w1")
+    with LogReader(packed.log.path) as reader:
+        note = Note.parse(reader.checkpoint_note)
+        cosig = witness.cosign(Checkpoint.from_text(note.text), int(time.time()))
+    cosigned = Note(note.text, (*note.signatures, cosig)).to_bytes()
+    (packed.log.path / COSIGNED_FILE).write_bytes(cosigned)
+    out = tmp_path / "witnessed"
+    write_pack(collect(packed.log.path, Scope("bank-a")), out, packed.officer)
+    assert (out / "checkpoint").read_bytes() == cosigned
+    keys = [load_verifier(Path(v)) for v in packed.vkeys]
+    report = verify_pack(out, keys, witnesses=[witness.verifier], quorum=1)
+    assert report.ok, report.problems
+    assert report.witnesses == ("witness.example/w1",)
+    integrity = next(f for f in report.findings if f.control == "aia-59-1-h")
+    assert "cosigned by witness.example/w1" in integrity.reason
+    other = Cosigner.generate("witness.example/w2")
+    report = verify_pack(out, keys, witnesses=[other.verifier], quorum=1)
+    assert _items(report) == ["checkpoint"]
