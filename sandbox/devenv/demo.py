@@ -5,6 +5,7 @@ Each step checks what it shows; any step that misbehaves makes the tour fail (ex
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
@@ -22,12 +23,10 @@ from rich.table import Table
 from sandbox.api.conditions import find_condition
 from sandbox.devenv.stack import (
     EXPORT_BUCKET,
-    OUTBOX_BUCKET,
     Stack,
     StackSettings,
     running_stack,
 )
-from sandbox.exports.outbox import outbox_prefix
 from sandbox.kube.apply import apply, get
 from sandbox.policy.defaults import default_policies
 from sandbox.testing import api_client
@@ -119,14 +118,40 @@ def _workload_token(api: client.ApiClient, namespace: str) -> str:
     return str(token.status.token)
 
 
+def _write_model(stack: Stack, token: str, artifact: bytes) -> dict[str, Any]:
+    """The workload writes its model into the sandbox's outbox through the gateway."""
+    with httpx.Client(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as gw:
+        written = gw.put("/v1/outbox/fraud-detector.onnx", content=artifact)
+        if written.status_code != 201:
+            raise DemoStepError(f"writing the model gave {written.status_code}: {written.text}")
+        again = gw.put("/v1/outbox/fraud-detector.onnx", content=b"other bytes")
+        if again.status_code != 409:
+            raise DemoStepError(f"replacing the written model gave {again.status_code}, not 409")
+    answer: dict[str, Any] = written.json()
+    if answer.get("sha256") != hashlib.sha256(artifact).hexdigest():
+        raise DemoStepError(f"the gateway stored other bytes than were sent: {answer}")
+    return answer
+
+
 def _export(
-    stack: Stack, api: client.ApiClient, namespace: str, step: Callable[[str, str, str], None]
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    token: str,
+    step: Callable[[str, str, str], None],
 ) -> str:
-    """Request an export, show that self-approval fails, approve twice, wait for release."""
+    """Write the model, request an export, refuse self-approval, approve twice, release."""
     users = {u: stack.plane.add_user(u) for u in ("anna.schmit", "claire.muller", "paul.hoffmann")}
     artifact = b"ONNX\x00fraud-detector-v1" + bytes(range(64))
-    stack.minio.client().put_object(
-        Bucket=OUTBOX_BUCKET, Key=outbox_prefix(namespace) + "fraud-detector.onnx", Body=artifact
+    written = _write_model(stack, token, artifact)
+    step(
+        "workload (pod trainer)",
+        "wrote its model into the sandbox's outbox through the gateway; a second write "
+        "under the same name was refused",
+        f"PUT fraud-detector.onnx → 201 (sha256 {written['sha256'][:16]}…); "
+        "again → 409; recorded as model.artifact.written",
     )
     body = {
         "apiVersion": "regsandbox.io/v1alpha1",
@@ -232,17 +257,25 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
 
     # 2 — the bank asks for a compliant sandbox and for one that breaks residency rules.
     [fraud] = _load(repo / "examples/finance/sandbox-fraud-model.yaml")
-    fraud["spec"]["lifetime"] = {"ttl": "25s"}  # short, so the tour can watch it expire
+    # Short, so the tour can watch it expire, yet long enough for the story before it on a
+    # busy machine (a sandbox that expires before its workload ran would end the tour).
+    fraud["spec"]["lifetime"] = {"ttl": "90s"}
     apply(api, fraud)
-    ready = _wait(
-        lambda: (
-            (o := get(api, "Sandbox", "fraud-model", HOME))
-            and _condition(o, "Ready").get("status") == "True"
-            and o
-        ),
-        60,
-        "the compliant sandbox",
-    )
+    try:
+        ready = _wait(
+            lambda: (
+                (o := get(api, "Sandbox", "fraud-model", HOME))
+                and _condition(o, "Ready").get("status") == "True"
+                and o
+            ),
+            60,
+            "the compliant sandbox",
+        )
+    except DemoStepError as exc:
+        last = _condition(get(api, "Sandbox", "fraud-model", HOME), "Ready")
+        raise DemoStepError(
+            f"{exc}; its Ready condition: {last.get('reason')}: {last.get('message')}"
+        ) from None
     namespace = ready["status"]["namespace"]
     step(
         "bank data scientist",
@@ -296,7 +329,7 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     )
 
     # 4 — a model leaves through the airlock: self-approval refused, two reviewers approve.
-    export_name = _export(stack, api, namespace, step)
+    export_name = _export(stack, api, namespace, token, step)
 
     # 5 — the sandbox reaches the end of its lifetime.
     expired = _wait(
@@ -305,7 +338,7 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
             and _condition(o, "Ready").get("reason") == "Expired"
             and o
         ),
-        120,
+        180,
         "the sandbox to expire",
     )
     if get(api, "Namespace", namespace) is not None:

@@ -198,9 +198,12 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         say("starting the audit service")
         audit_dir = base / "audit"
         key = audit_dir / "signing.key"
+        # The checkpoint anchor lives beside the log here; in the chart it is a ConfigMap.
+        anchor = audit_dir / "anchor" / "checkpoint"
         if not (audit_dir / "log" / "log.json").exists():
             audit_dir.mkdir(parents=True, exist_ok=True)
             key.unlink(missing_ok=True)
+            anchor.unlink(missing_ok=True)  # a new log starts a new history
             AuditLog.create(
                 audit_dir / "log", AUDIT_ORIGIN, generate_key_file(key, AUDIT_ORIGIN)
             ).close()
@@ -234,6 +237,8 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 str(key),
                 "--writers",
                 str(writers),
+                "--anchor-file",
+                str(anchor),
                 "--listen",
                 f"127.0.0.1:{audit_port}",
                 "--open-reads",
@@ -267,6 +272,9 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 "REGSANDBOX_GATEWAY_S3_ACCESS_KEY_ID": minio.access_key,
                 "REGSANDBOX_GATEWAY_S3_SECRET_ACCESS_KEY": minio.secret_key,
                 "REGSANDBOX_GATEWAY_S3_ENDPOINTS": json.dumps([minio.endpoint]),
+                # workloads write their models into their own outbox through the gateway
+                "REGSANDBOX_GATEWAY_OUTBOX_BUCKET": OUTBOX_BUCKET,
+                "REGSANDBOX_GATEWAY_OUTBOX_ENDPOINT": minio.endpoint,
             },
             logs / "gateway.log",
         )
