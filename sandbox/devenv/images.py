@@ -1,7 +1,7 @@
 """Container images of the local data plane, built here from source and Debian packages.
 
 No registry is involved at any point. Each image is written as an OCI image-layout
-archive (``oci-archive``: ``oci-layout``, ``index.json`` and ``blobs/``) and cached as
+archive (:mod:`sandbox.devenv.oci`: ``oci-layout``, ``index.json``, ``blobs/``) and cached as
 ``~/.cache/regsandbox/images/NAME-KEY.tar``, where KEY is a SHA-256 over everything the
 image is made of (source files, compiler or binary digests, Debian suite and package
 list, pinned Python dependencies, the recipe itself). A second build with the same
@@ -41,16 +41,13 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.resources
-import io
 import json
 import os
-import platform
 import re
 import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import tomllib
@@ -59,6 +56,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sandbox.devenv.oci import (
+    EPOCH,
+    LayerWriter,
+    archive_ref,
+    oci_arch,
+    sha256_file,
+    write_archive,
+)
 from sandbox.devenv.toolchain import TOOLS, find_tools_dir, tool_path
 from sandbox.errors import ConfigurationError, SandboxError
 
@@ -105,8 +110,6 @@ PAUSE_TAG = "3.10"
 BUSYBOX_TAG = "1.35"
 
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_EPOCH = 0
-"""Timestamp of every file and of the image configs: inputs, not build times, make an image."""
 
 _APP_UID = 10001
 _VENV = "/opt/regsandbox"
@@ -169,14 +172,6 @@ def _check_name(name: str) -> None:
 # -- content keys ------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _tree_files(root: Path, subdirs: Iterable[str]) -> list[Path]:
     """The files under ``subdirs`` of ``root`` that belong to the source (no caches)."""
     found: list[Path] = []
@@ -203,7 +198,7 @@ def _tree_digest(root: Path, subdirs: Iterable[str]) -> str:
     for path in _tree_files(root, subdirs):
         rel = path.relative_to(root).as_posix()
         mode = "x" if os.access(path, os.X_OK) else "-"
-        digest.update(f"{rel}\0{mode}\0{_sha256_file(path)}\n".encode())
+        digest.update(f"{rel}\0{mode}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -274,27 +269,27 @@ def _base_inputs() -> dict[str, Any]:
         "suite": DEBIAN_SUITE,
         "mirror": DEBIAN_MIRROR,
         "packages": sorted(REGSANDBOX_PACKAGES),
-        "arch": _arch(),
+        "arch": oci_arch(),
     }
 
 
 def _inputs(name: str, repo: Path | None) -> dict[str, Any]:
     """Everything image ``name`` is made of, as a JSON-able document."""
-    inputs: dict[str, Any] = {"recipe": RECIPE_VERSION, "image": name, "arch": _arch()}
+    inputs: dict[str, Any] = {"recipe": RECIPE_VERSION, "image": name, "arch": oci_arch()}
     if name == "pause":
         inputs["pause.c"] = hashlib.sha256(_pause_source()).hexdigest()
         inputs["gcc"] = _gcc_version()
     elif name == "busybox":
-        inputs["busybox"] = _sha256_file(_busybox_binary())
+        inputs["busybox"] = sha256_file(_busybox_binary())
     elif name == "opa":
-        inputs["opa"] = _sha256_file(tool_path("opa"))
+        inputs["opa"] = sha256_file(tool_path("opa"))
     else:
         root = _repo_root(repo)
         inputs["base"] = _base_inputs()
         inputs["sources"] = _tree_digest(root, _SOURCE_PATHS)
         inputs["policies"] = _tree_digest(root, _POLICY_PATHS)
         inputs["pins"] = _runtime_pins(root)
-        inputs["opa"] = _sha256_file(tool_path("opa"))
+        inputs["opa"] = sha256_file(tool_path("opa"))
         inputs["ref"] = image_ref(name, root)
     return inputs
 
@@ -310,11 +305,6 @@ def content_key(name: str, repo: Path | None = None) -> str:
 
 
 # -- small helpers -----------------------------------------------------------------------
-
-
-def _arch() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _run(cmd: Sequence[str], what: str, env: dict[str, str] | None = None) -> str:
@@ -336,165 +326,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# -- layers and the OCI layout -----------------------------------------------------------
-
-
-class _LayerWriter:
-    """A deterministic layer tar: fixed times, root ownership unless told otherwise."""
-
-    def __init__(self, path: Path) -> None:
-        self._tar = tarfile.open(path, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        self._dirs: set[str] = set()
-
-    def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.mode = mode
-        info.mtime = _EPOCH
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        return info
-
-    def directory(self, name: str, mode: int = 0o755) -> None:
-        """Add directory ``name`` (and its parents) once."""
-        parts = name.strip("/").split("/")
-        for depth in range(1, len(parts) + 1):
-            sub = "/".join(parts[:depth])
-            if sub and sub not in self._dirs:
-                self._dirs.add(sub)
-                self._tar.addfile(
-                    self._info(sub, tarfile.DIRTYPE, mode if depth == len(parts) else 0o755)
-                )
-
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        """Add a regular file with ``data``."""
-        if "/" in name:
-            self.directory(name.rsplit("/", 1)[0])
-        info = self._info(name, tarfile.REGTYPE, mode)
-        info.size = len(data)
-        self._tar.addfile(info, io.BytesIO(data))
-
-    def copy(self, name: str, source: Path, mode: int | None = None) -> None:
-        """Add the file at ``source`` (followed if a link) as ``name``."""
-        if "/" in name:
-            self.directory(name.rsplit("/", 1)[0])
-        info = self._info(name, tarfile.REGTYPE, mode if mode is not None else 0o755)
-        info.size = source.stat().st_size
-        with source.open("rb") as handle:
-            self._tar.addfile(info, handle)
-
-    def symlink(self, name: str, target: str) -> None:
-        """Add a symbolic link ``name`` -> ``target``."""
-        info = self._info(name, tarfile.SYMTYPE, 0o777)
-        info.linkname = target
-        self._tar.addfile(info)
-
-    def tree(self, name: str, source: Path) -> None:
-        """Add the directory ``source`` recursively as ``name``, keeping modes and links."""
-        self.directory(name, stat.S_IMODE(source.stat().st_mode))
-        for path in sorted(source.rglob("*")):
-            rel = f"{name}/{path.relative_to(source).as_posix()}"
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                self.symlink(rel, str(path.readlink()))
-            elif stat.S_ISDIR(st.st_mode):
-                self._dirs.add(rel)
-                self._tar.addfile(self._info(rel, tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)))
-            elif stat.S_ISREG(st.st_mode):
-                self.copy(rel, path, stat.S_IMODE(st.st_mode))
-
-    def close(self) -> None:
-        """Finish the tar."""
-        self._tar.close()
-
-
-def _blob(layout: Path, data: bytes) -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    (layout / "blobs" / "sha256" / digest).write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
-def _write_archive(
-    out: Path, ref: str, layers: Sequence[Path], config: dict[str, Any], history: str
-) -> None:
-    """Write an OCI image-layout archive of ``layers`` (uncompressed tars) and ``config``."""
-    repository, tag = ref.rsplit(":", 1)
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
-        layout = Path(scratch)
-        (layout / "blobs" / "sha256").mkdir(parents=True)
-        layer_descs: list[dict[str, Any]] = []
-        diff_ids: list[str] = []
-        for layer in layers:
-            digest = _sha256_file(layer)
-            diff_ids.append(f"sha256:{digest}")
-            layer_descs.append(
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": f"sha256:{digest}",
-                    "size": layer.stat().st_size,
-                }
-            )
-        image_config = {
-            "created": "1970-01-01T00:00:00Z",
-            "architecture": _arch(),
-            "os": "linux",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": history}],
-        }
-        config_desc = {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            **_blob(layout, _canonical(image_config)),
-        }
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config_desc,
-            "layers": layer_descs,
-        }
-        manifest_desc = {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            **_blob(layout, _canonical(manifest)),
-            "platform": {"architecture": _arch(), "os": "linux"},
-            "annotations": {
-                # skopeo and umoci name the image by its tag; containerd by its full name.
-                "org.opencontainers.image.ref.name": tag,
-                "io.containerd.image.name": f"{repository}:{tag}",
-            },
-        }
-        index = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [manifest_desc],
-        }
-        (layout / "index.json").write_bytes(_canonical(index))
-        (layout / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
-        partial = out.with_name(f".{out.name}.partial")
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as archive:
-            for member in ("oci-layout", "index.json"):
-                archive.add(layout / member, member, filter=_normalise)
-            archive.add(layout / "blobs", "blobs", recursive=False, filter=_normalise)
-            archive.add(layout / "blobs/sha256", "blobs/sha256", recursive=False, filter=_normalise)
-            for blob in sorted((layout / "blobs" / "sha256").iterdir()):
-                archive.add(blob, f"blobs/sha256/{blob.name}", filter=_normalise)
-            for layer, desc in zip(layers, layer_descs, strict=True):
-                name = f"blobs/sha256/{desc['digest'].removeprefix('sha256:')}"
-                archive.add(layer, name, filter=_normalise)
-        partial.replace(out)
-
-
-def _canonical(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.mtime = _EPOCH
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    info.mode = 0o755 if info.isdir() else 0o644
-    return info
-
-
 # -- recipes -----------------------------------------------------------------------------
 
 _NOBODY_LINE = "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
@@ -507,7 +338,7 @@ def _build_pause(work: Path, out: Path, ref: str) -> None:
     _run(["gcc", "-Os", "-static", "-o", str(binary), str(source)], "gcc (pause.c)")
     _run(["strip", str(binary)], "strip pause")
     layer = work / "layer.tar"
-    writer = _LayerWriter(layer)
+    writer = LayerWriter(layer)
     writer.copy("pause", binary, 0o755)
     writer.close()
     config = {
@@ -516,14 +347,14 @@ def _build_pause(work: Path, out: Path, ref: str) -> None:
         "WorkingDir": "/",
         "Env": [f"PATH={_SYSTEM_PATH}"],
     }
-    _write_archive(out, ref, [layer], config, "gcc -Os -static pause.c")
+    write_archive(out, ref, [layer], config, "gcc -Os -static pause.c")
 
 
 def _build_busybox(work: Path, out: Path, ref: str) -> None:
     busybox = _busybox_binary()
     applets = _run([str(busybox), "--list"], "busybox --list").split()
     layer = work / "layer.tar"
-    writer = _LayerWriter(layer)
+    writer = LayerWriter(layer)
     writer.copy("bin/busybox", busybox, 0o755)
     for applet in sorted(set(applets) - {"busybox"}):
         if re.fullmatch(r"[A-Za-z0-9_.\[-]+", applet):
@@ -538,7 +369,7 @@ def _build_busybox(work: Path, out: Path, ref: str) -> None:
         "WorkingDir": "/",
         "Env": [f"PATH={_SYSTEM_PATH}"],
     }
-    _write_archive(out, ref, [layer], config, f"busybox-static {BUSYBOX_TAG} with applet links")
+    write_archive(out, ref, [layer], config, f"busybox-static {BUSYBOX_TAG} with applet links")
 
 
 def _shared_libraries(binary: Path) -> list[Path]:
@@ -557,7 +388,7 @@ def _shared_libraries(binary: Path) -> list[Path]:
 def _build_opa(work: Path, out: Path, ref: str) -> None:
     opa = tool_path("opa")
     layer = work / "layer.tar"
-    writer = _LayerWriter(layer)
+    writer = LayerWriter(layer)
     writer.copy("opa", opa, 0o755)
     for library in _shared_libraries(opa):
         writer.copy(library.as_posix().lstrip("/"), library.resolve(), 0o755)
@@ -572,7 +403,7 @@ def _build_opa(work: Path, out: Path, ref: str) -> None:
         "WorkingDir": "/",
         "Env": [f"PATH={_SYSTEM_PATH}"],
     }
-    _write_archive(out, ref, [layer], config, f"opa {TOOLS['opa'].version} from the tool cache")
+    write_archive(out, ref, [layer], config, f"opa {TOOLS['opa'].version} from the tool cache")
 
 
 def _debian_sources() -> list[str]:
@@ -634,7 +465,7 @@ def _chroot(root: Path, *args: str, what: str) -> str:
         "HOME": "/root",
         "LANG": "C.UTF-8",
         # Hash-based .pyc files: their bytes do not depend on when they were written.
-        "SOURCE_DATE_EPOCH": str(_EPOCH + 1),
+        "SOURCE_DATEEPOCH": str(EPOCH + 1),
     }
     return _run(["chroot", str(root), *args], what, env=env)
 
@@ -651,7 +482,7 @@ def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Pro
         target = source / path.relative_to(repo)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    pip_env = {**os.environ, "SOURCE_DATE_EPOCH": str(_EPOCH + 315532800)}  # zip needs >=1980
+    pip_env = {**os.environ, "SOURCE_DATEEPOCH": str(EPOCH + 315532800)}  # zip needs >=1980
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _run(
         [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(source)],
@@ -719,7 +550,7 @@ def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Pro
     group += f"regsandbox:x:{_APP_UID}:\n"
 
     layer = work / "app.tar"
-    writer = _LayerWriter(layer)
+    writer = LayerWriter(layer)
     writer.file("etc/passwd", passwd.encode())
     writer.file("etc/group", group.encode())
     writer.copy("usr/local/bin/opa", tool_path("opa"), 0o755)
@@ -746,7 +577,7 @@ def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Pro
             "org.opencontainers.image.version": ref.rsplit(":", 1)[1],
         },
     }
-    _write_archive(out, ref, [base, layer], config, "regsandbox venv, policies and opa")
+    write_archive(out, ref, [base, layer], config, "regsandbox venv, policies and opa")
 
 
 # -- public API --------------------------------------------------------------------------
@@ -817,16 +648,6 @@ def _build(name: str, root: Path | None, force: bool, progress: Progress) -> Pat
         for old in older[_KEEP - 1 :]:
             old.unlink(missing_ok=True)
     return out
-
-
-def archive_ref(archive: Path) -> str:
-    """The reference an archive built here is imported as (from its ``index.json``)."""
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile("index.json")
-        if member is None:
-            raise ImageBuildError(f"{archive} is not an OCI archive (no index.json)")
-        index = json.load(member)
-    return str(index["manifests"][0]["annotations"]["io.containerd.image.name"])
 
 
 def import_archive(socket: Path | str, archive: Path, *, progress: Progress = _progress) -> str:

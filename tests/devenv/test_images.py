@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from sandbox.cli import app
 from sandbox.devenv import images
+from sandbox.devenv.oci import oci_arch
 from sandbox.devenv.toolchain import TOOLS
 from sandbox.errors import ConfigurationError
 
@@ -123,7 +124,7 @@ def test_pause_and_busybox_are_oci_archives_with_entrypoint_and_user(
     )
     assert config["config"]["Entrypoint"] == ["/pause"]
     assert config["config"]["User"] == "65535:65535"
-    assert (config["os"], config["architecture"]) == ("linux", images._arch())
+    assert (config["os"], config["architecture"]) == ("linux", oci_arch())
 
     inspect = json.loads(
         subprocess.run(
