@@ -26,6 +26,17 @@ def _progress(message: str) -> None:
     err_console.print(f"[dim]•[/dim] {message}", highlight=False)
 
 
+def _unbuildable(image: str, reason: str) -> dict[str, object]:
+    return {
+        "name": image,
+        "ref": "",
+        "cached": False,
+        "key": "",
+        "archive": "",
+        "description": f"cannot be built: {reason}",
+    }
+
+
 def images(
     build: Annotated[
         bool, typer.Option("--build", help="Build the images missing from the cache.")
@@ -62,12 +73,16 @@ def images(
         if import_to is not None:
             for image in selected:
                 import_archive(import_to, built[image], progress=_progress)
-        rows = []
+        rows: list[dict[str, object]] = []
         for image in selected:
             # What was just built; otherwise what the checkout would build now.
             archive = built.get(image)
             if archive is None:
-                key = content_key(image, checkout)
+                try:
+                    key = content_key(image, checkout)
+                except SandboxError as exc:  # e.g. opa not built yet: say so in the row
+                    rows.append(_unbuildable(image, str(exc)))
+                    continue
                 archive = image_cache_dir() / f"{image}-{key}.tar"
             rows.append(
                 {

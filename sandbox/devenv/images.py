@@ -650,11 +650,23 @@ def _build(name: str, root: Path | None, force: bool, progress: Progress) -> Pat
     return out
 
 
+def _mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return 0
+
+
 def import_archive(socket: Path | str, archive: Path, *, progress: Progress = _progress) -> str:
     """Import one archive into containerd at ``socket`` (namespace ``k8s.io``); its ref."""
     ctr = shutil.which("ctr")
     if ctr is None:
         raise ImageBuildError("ctr is not installed (it comes with apt's containerd)")
+    if not stat.S_ISSOCK(_mode(Path(socket))):
+        raise ImageBuildError(
+            f"no containerd socket at {socket}; start the node first "
+            "(sandboxctl dev up --data-plane) or name its socket"
+        )
     ref = archive_ref(archive)
     started = time.monotonic()
     _run(

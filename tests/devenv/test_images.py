@@ -204,3 +204,26 @@ def test_dependencies_are_pinned_to_what_this_environment_runs(repo_root: Path) 
     assert pins["pydantic-core"] == metadata.version("pydantic-core")
     # Development tools are not in the image.
     assert not {"pytest", "mypy", "ruff", "moto"} & set(pins)
+
+
+def test_import_into_a_missing_socket_says_to_start_the_node(cache: Path, tmp_path: Path) -> None:
+    _need("gcc", "ctr")
+    archive = images.build_image("pause")
+    (tmp_path / "not-a-socket").write_text("")
+    for socket in (tmp_path / "absent.sock", tmp_path / "not-a-socket"):
+        with pytest.raises(images.ImageBuildError, match=r"no containerd socket at .*dev up"):
+            images.import_archive(socket, archive)
+
+
+def test_cli_lists_an_image_it_cannot_build_with_the_reason(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGSANDBOX_BIN_DIR", str(tmp_path / "no-tools"))
+    listed = CliRunner().invoke(
+        app, ["dev", "images", "--name", "opa", "--name", "pause", "-o", "json"]
+    )
+    assert listed.exit_code == 0, listed.output
+    opa, pause = json.loads(listed.stdout)
+    assert opa["cached"] is False
+    assert "make tools" in opa["description"]
+    assert pause["ref"] == "localhost/pause:3.10"
