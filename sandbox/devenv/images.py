@@ -26,10 +26,11 @@ The images:
     ``/opt/regsandbox/policies``, ``opa`` in ``/usr/local/bin``, user 10001 — assembled
     from Debian packages (``mmdebstrap``, which needs the Debian mirror, so never run it
     inside a network namespace without one). Its two layers are cached apart: the Debian
-    base (suite and package list, about two minutes cold) and the application (wheel,
-    dependencies, policies, opa, seconds), so a code change rebuilds only the latter.
-    The dependencies are pinned to the versions installed where this runs, so the image
-    runs the code the tests ran.
+    base (suite and package list, one to three minutes cold) and the application
+    (wheel, dependencies, policies, opa: about a minute), so a code change rebuilds only
+    the latter. The dependencies are pinned to the versions installed where this runs,
+    so the image runs the code the tests ran. The base is keyed by suite and packages,
+    not by date: remove ``debian-*.tar`` from the cache to take in Debian's updates.
 
 Every archive is written under a temporary name and renamed into place, and builds of
 one image are serialised by a lock file, so concurrent sessions share the cache safely.
