@@ -12,6 +12,25 @@ import data.lib
 # _registered holds the names of the registered datasets.
 _registered contains d.name if some d in lib.datasets
 
+# _allowed_purposes maps each input dataset's name to its allowed purposes (dataset
+# names are unique: Datasets are cluster-scoped objects).
+_allowed_purposes[d.name] := object.get(d, "allowedPurposes", []) if some d in lib.datasets
+
+# The conditions of GDPR Art. 9(2) under which special-category data may be processed.
+_art9_conditions := {
+	"9(2)(a)", "9(2)(b)", "9(2)(c)", "9(2)(d)", "9(2)(e)",
+	"9(2)(f)", "9(2)(g)", "9(2)(h)", "9(2)(i)", "9(2)(j)",
+}
+
+_basis := object.get(lib.attestations, "specialCategoryBasis", {})
+
+# _has_art9_basis is true when the tenant carries an attested Art. 9(2) condition
+# with a non-blank reference (the law, consent record or decision relied on).
+_has_art9_basis if {
+	object.get(_basis, "condition", "") in _art9_conditions
+	lib.nonblank(object.get(_basis, "reference", ""))
+}
+
 # METADATA
 # title: Requested dataset is registered
 # description: |
@@ -136,21 +155,32 @@ data_violations contains v if {
 	)
 }
 
-# _allowed_purposes maps each input dataset's name to its allowed purposes (dataset
-# names are unique: Datasets are cluster-scoped objects).
-_allowed_purposes[d.name] := object.get(d, "allowedPurposes", []) if some d in lib.datasets
+# METADATA
+# title: Criminal-offence data is processed under official authority or law
+# description: |
+#   Personal data relating to criminal convictions and offences may be processed
+#   only under the control of official authority or when authorised by Union or
+#   Member State law (GDPR Art. 10); the tenant must carry the platform-verified
+#   reference of that authority or law (criminalOffenceAuthorisation). Blank is
+#   missing.
+# custom:
+#   code: CRIMINAL_OFFENCE_AUTHORISATION_MISSING
+#   regulation: GDPR Art. 10
+data_violations contains v if {
+	lib.data_access
+	some d in lib.datasets
+	lib.criminal(d)
 
-# The conditions of GDPR Art. 9(2) under which special-category data may be processed.
-_art9_conditions := {
-	"9(2)(a)", "9(2)(b)", "9(2)(c)", "9(2)(d)", "9(2)(e)",
-	"9(2)(f)", "9(2)(g)", "9(2)(h)", "9(2)(i)", "9(2)(j)",
-}
-
-_basis := object.get(lib.attestations, "specialCategoryBasis", {})
-
-# _has_art9_basis is true when the tenant carries an attested Art. 9(2) condition
-# with a non-blank reference (the law, consent record or decision relied on).
-_has_art9_basis if {
-	object.get(_basis, "condition", "") in _art9_conditions
-	lib.nonblank(object.get(_basis, "reference", ""))
+	# After the loop on purpose: checked only when criminal-offence data is asked for.
+	# regal ignore:non-loop-expression
+	not lib.attested("criminalOffenceAuthorisation")
+	v := lib.violation(
+		"CRIMINAL_OFFENCE_AUTHORISATION_MISSING",
+		concat("", [
+			"dataset '", d.name, "' holds criminal-offence data and the tenant has no attested ",
+			"official authority or authorising law (criminalOffenceAuthorisation)",
+		]),
+		"GDPR Art. 10",
+		concat("", ["dataset/", d.name]),
+	)
 }

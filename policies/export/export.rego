@@ -34,6 +34,18 @@ obligations contains o if {
 	o := lib.obligation("EXPORT_REVIEWER_NOT_REQUESTER", true, "four-eyes principle")
 }
 
+# Obligation: reviewers judge the anonymity claim, whose assessment is named here.
+obligations contains o if {
+	lib.exporting
+	reference := object.get(input, ["export", "anonymity", "assessmentReference"], "")
+	lib.nonblank(reference)
+	o := lib.obligation(
+		"EXPORT_ANONYMITY_CLAIM_REVIEWED",
+		reference,
+		"GDPR Recital 26; AI Act Art. 14 human oversight (simplified)",
+	)
+}
+
 # METADATA
 # title: No self-review
 # description: The requester of an export may not approve it.
@@ -93,6 +105,28 @@ violations contains v if {
 		"EXPORT_JUSTIFICATION_MISSING",
 		"the export does not say why the artifact must leave the sandbox",
 		"GDPR Art. 5(2) accountability; AI Act Art. 14 human oversight (simplified)",
+		_export_subject,
+	)
+}
+
+# METADATA
+# title: An anonymity claim names its assessment
+# description: |
+#   An export that claims its artifact is anonymous must give the reference of the
+#   assessment the claim rests on, for the reviewers; a claim whose reference is
+#   blank is refused rather than ignored.
+# custom:
+#   code: EXPORT_ANONYMITY_ASSESSMENT_MISSING
+#   regulation: GDPR Recital 26, Art. 5(2) accountability
+violations contains v if {
+	lib.exporting
+	claim := object.get(input, ["export", "anonymity"], null)
+	claim != null
+	not lib.nonblank(object.get(claim, "assessmentReference", ""))
+	v := lib.violation(
+		"EXPORT_ANONYMITY_ASSESSMENT_MISSING",
+		"the export claims its artifact is anonymous but names no assessment (anonymity.assessmentReference)",
+		"GDPR Recital 26, Art. 5(2) accountability",
 		_export_subject,
 	)
 }

@@ -11,9 +11,18 @@ import data.data.regionfacts
 import data.data.regions
 import data.data.sectors
 
-# Personal-data classes within the scope of the GDPR. Anonymised data is outside it
-# (GDPR Recital 26), as is "none".
-personal_classes := {"pseudonymised", "personal", "special-category"}
+# How the deprecated single personalData class reads as identifiability and category
+# (sandbox/api/dataset.py LEGACY_PERSONAL_DATA). The platform always sends both new
+# fields; the mapping keeps hand-written inputs and custom policies' tests working.
+_legacy_identifiability := {
+	"none": "anonymous",
+	"anonymised": "anonymous",
+	"pseudonymised": "pseudonymised",
+	"personal": "identified",
+	"special-category": "identified",
+}
+
+_legacy_category := {"special-category": "special-category"}
 
 # Lookups inside functions use object.get: the embedded engine (regopy) resolves a
 # data reference with a variable key by scanning the whole object, object.get by a
@@ -158,19 +167,55 @@ data_access if action in {"sandbox.provision", "dataset.grant"}
 # exporting is true for the model.export action.
 exporting if action == "model.export"
 
-# personal(d) is true when dataset d holds data within the GDPR's scope.
-# Pseudonymised data is personal data (GDPR Recital 26).
-personal(d) if object.get(d, "personalData", "") in personal_classes
+# identifiability(d) is anonymous, pseudonymised or identified; a dataset that says
+# nothing reads as identified, the stricter case.
+identifiability(d) := object.get(
+	d, "identifiability",
+	object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified"),
+)
 
-# special(d) is true when dataset d holds special-category data (GDPR Art. 9(1)).
-# Personal data of a health dataset is data concerning health, so special-category
-# whatever class its steward gave it, pseudonymised included (Recital 26, Art. 9(1)).
-special(d) if object.get(d, "personalData", "") == "special-category"
+# category(d) is ordinary, special-category or criminal-offence as the dataset states it.
+category(d) := object.get(d, "category", object.get(_legacy_category, object.get(d, "personalData", ""), "ordinary"))
+
+# personal(d) is true when dataset d holds data within the GDPR's scope: anything but
+# anonymous. Pseudonymised data is personal data (GDPR Recital 26).
+personal(d) if identifiability(d) != "anonymous"
+
+# identified(d) is true when dataset d holds directly identifying personal data (any
+# value other than anonymous or pseudonymised reads as identified).
+identified(d) if not identifiability(d) in {"anonymous", "pseudonymised"}
+
+# special(d) is true when dataset d holds special-category personal data (GDPR Art.
+# 9(1)). Personal data of a health dataset is data concerning health, so special-
+# category whatever category its steward gave, pseudonymised included (Recital 26).
+# An unknown category reads as special-category.
+special(d) if {
+	personal(d)
+	not category(d) in {"ordinary", "criminal-offence"}
+}
 
 special(d) if {
 	d.sector == "health"
 	personal(d)
 }
+
+# criminal(d) is true when dataset d holds personal data on criminal convictions and
+# offences (GDPR Art. 10).
+criminal(d) if {
+	personal(d)
+	category(d) == "criminal-offence"
+}
+
+# sensitive(d) is true for special-category and criminal-offence personal data: the
+# data the platform keeps inside the EEA.
+sensitive(d) if special(d)
+
+sensitive(d) if criminal(d)
+
+# describe(d) says what dataset d holds, e.g. "pseudonymised special-category".
+describe(d) := concat(" ", [identifiability(d), "special-category"]) if special(d)
+
+describe(d) := concat(" ", [identifiability(d), category(d)]) if not special(d)
 
 # processes_personal_data is true when any dataset in input is personal data.
 processes_personal_data if {
@@ -193,8 +238,96 @@ filled(value) if {
 	count(value) > 0
 }
 
+# members are the tenant's users and groups with their roles.
+default members := []
+
+members := input.tenant.members
+
 # attested(key) is true when the tenant carries a non-blank attestation under key.
 attested(key) if filled(attestations[key])
+
+default now := ""
+
+# now is when the decision is made (the platform's clock), "" when not given.
+now := input.now
+
+default sandbox_end := "9999-12-31T23:59:59Z"
+
+# sandbox_end is when the sandbox ends; a sandbox without an end lasts for ever.
+sandbox_end := input.sandbox.lifetime.expiresAt
+
+# adequate_until(f, until) is true when personal data may go to a region with facts f
+# for a use lasting until `until` (a timestamp, "" for now only): the EEA, or a country
+# whose full adequacy decision (policies/data/adequacy) is in force from now until then.
+adequate_until(f, _) if f.eea == true
+
+adequate_until(f, until) if {
+	f.eea == false
+	f.eeaOrAdequate == true
+	decision := object.get(adequacy, f.country, {})
+	object.get(decision, "adopted", "") <= now
+	_in_force(object.get(decision, "validUntil", ""), until)
+}
+
+_in_force("", _)
+
+_in_force(valid_until, until) if {
+	valid_until != ""
+	valid_until >= until
+}
+
+_mechanisms := {"scc", "bcr", "dpf"}
+
+# transfer_gaps(t, country) names what transfer declaration t to country lacks: the
+# empty set when it is complete (GDPR Art. 45 for the DPF, Art. 46(2)(b)/(c) for BCRs
+# and SCCs). A missing declaration (null, or anything not an object) lacks everything.
+transfer_gaps(t, country) := _gaps(_object(t), country)
+
+_object(t) := t if is_object(t)
+
+_object(t) := {} if not is_object(t)
+
+_gaps(t, country) := {gap |
+	some gap in [_no_mechanism, _no_reference, _no_recipient, _not_us, _not_certified]
+	_lacks(t, country, gap)
+}
+
+_no_mechanism := "a transfer mechanism (scc, bcr or dpf)"
+
+_no_reference := "the transfer's reference (SCC contract, BCR approval or DPF entry)"
+
+_no_recipient := "the recipient"
+
+_not_us := "a US recipient (the Data Privacy Framework covers only transfers to the US)"
+
+_not_certified := "the recipient's DPF certification (certified: true)"
+
+_lacks(t, _, gap) if {
+	gap == _no_mechanism
+	not object.get(t, "mechanism", "") in _mechanisms
+}
+
+_lacks(t, _, gap) if {
+	gap == _no_reference
+	not nonblank(object.get(t, "reference", ""))
+}
+
+_lacks(t, _, gap) if {
+	gap == _no_recipient
+	not nonblank(object.get(t, "recipient", ""))
+}
+
+_lacks(t, country, gap) if {
+	gap == _not_us
+	object.get(t, "mechanism", "") == "dpf"
+	country != "US"
+}
+
+_lacks(t, _, gap) if {
+	gap == _not_certified
+	object.get(t, "mechanism", "") == "dpf"
+	object.get(t, "certified", false) != true
+}
 
 default sandbox_purpose := ""
 

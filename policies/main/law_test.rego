@@ -15,7 +15,7 @@ _cluster := {
 	"audit": {"retentionDays": 1826},
 }
 
-_permit := {"id": "HDAB-1", "purposes": ["sepsis"], "validUntil": "2035-12-31T23:59:59Z"}
+_permit := {"id": "HDAB-1", "datasets": ["icu"], "purposes": ["sepsis"], "validUntil": "2035-12-31T23:59:59Z"}
 
 _hospital := {
 	"name": "hosp",
@@ -55,6 +55,7 @@ _tx := {
 	"location": {"region": "onprem:lu-national-1"},
 	"personalData": "pseudonymised",
 	"allowedPurposes": ["fraud", "marketing"],
+	"ictThirdParty": {"registerReference": "ROI-2025-017", "dataLocations": ["LU"]},
 }
 
 _fraud := {
@@ -87,12 +88,18 @@ _triage := {
 	"region": "onprem:lu-national-1",
 	"lifetime": {"expiresAt": "2027-01-01T00:00:00Z", "seconds": 2592000},
 	"datasets": [{"name": "claims", "purpose": "triage"}],
-	"publicInterest": {"area": "public-administration", "whyNotAnonymised": "links between claims"},
+	"publicInterest": {
+		"area": "public-administration",
+		"whyNotAnonymised": "links between claims",
+		"monitoring": "weekly review by the DPO",
+		"deletion": "deleted at the end",
+	},
 }
 
 _decided(action, tenant, datasets, sandbox) := codes if {
 	cluster := _cluster
 	d := main.decision with input.action as action
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as datasets
@@ -110,6 +117,7 @@ _both(tenant, datasets, sandbox) := [
 _export(tenant, datasets, sandbox, export) := codes if {
 	cluster := _cluster
 	d := main.decision with input.action as "model.export"
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as datasets
@@ -237,4 +245,99 @@ test_an_enormous_lifetime_is_refused if {
 	[provision, grant] := _both(_bank, [_tx], sandbox)
 	"SANDBOX_LIFETIME_TOO_LONG" in provision
 	"SANDBOX_LIFETIME_TOO_LONG" in grant
+}
+
+# GDPR Chapter V: personal data stored in the US is lawful under complete SCCs or a
+# certified DPF recipient, and denied with the missing element named otherwise.
+test_a_lawful_us_transfer_is_allowed_and_an_unlawful_one_names_what_is_missing if {
+	lab := {"name": "lab", "sector": "research", "jurisdiction": "LU"}
+	us := {
+		"name": "tx",
+		"sector": "research",
+		"jurisdiction": "LU",
+		"location": {"region": "aws:us-east-1"},
+		"identifiability": "pseudonymised",
+		"category": "ordinary",
+		"allowedPurposes": ["fraud"],
+	}
+	scc := {"mechanism": "scc", "reference": "SCC 2021/914 module 2, contract C-7", "recipient": "Survey Inc."}
+	_both(lab, [object.union(us, {"transfer": scc})], _fraud) == [set(), set()]
+	dpf := {"mechanism": "dpf", "reference": "DPF list entry 12345", "recipient": "Survey Inc.", "certified": true}
+	_both(lab, [object.union(us, {"transfer": dpf})], _fraud) == [set(), set()]
+	[missing, _] := _both(lab, [us], _fraud)
+	missing == {"RESIDENCY_DATASET_OUTSIDE_EEA", "RESIDENCY_DATASET_OUTSIDE_AREA"}
+	uncertified := object.union(dpf, {"certified": false})
+	[still, _] := _both(lab, [object.union(us, {"transfer": uncertified})], _fraud)
+	still == {"RESIDENCY_DATASET_OUTSIDE_EEA", "RESIDENCY_DATASET_OUTSIDE_AREA"}
+}
+
+# An adequacy decision counts while it is in force: the UK's runs to 2031-12-27.
+test_an_adequacy_decision_must_outlast_the_sandbox if {
+	lab := {"name": "lab", "sector": "research", "jurisdiction": "LU"}
+	uk := {
+		"name": "tx",
+		"sector": "research",
+		"jurisdiction": "LU",
+		"location": {"region": "azure:uksouth"},
+		"identifiability": "pseudonymised",
+		"category": "ordinary",
+		"allowedPurposes": ["fraud"],
+	}
+	_both(lab, [uk], _fraud) == [set(), set()]
+	long := object.union(_fraud, {"lifetime": {"expiresAt": "2032-06-01T00:00:00Z", "seconds": 86400}})
+	[provision, grant] := _both(lab, [uk], long)
+	"RESIDENCY_DATASET_OUTSIDE_EEA" in provision
+	"RESIDENCY_DATASET_OUTSIDE_EEA" in grant
+	brazil := object.union(uk, {"location": {"region": "aws:sa-east-1"}})
+	_both(lab, [brazil], _fraud) == [set(), set()]
+}
+
+# A special-category sandbox may reach a US destination only under a transfer the
+# platform attested on the tenant, never on its own say-so.
+test_special_category_egress_needs_an_attested_transfer if {
+	scc := {"mechanism": "scc", "reference": "SCC-9", "recipient": "Lab Inc."}
+	egress := [{"cidr": "203.0.113.0/24", "region": "aws:us-east-1", "transfer": scc}]
+	sandbox := object.union(_sepsis, {"egress": egress})
+	[claimed_only, _] := _both(_hospital, [_icu], sandbox)
+	"RESIDENCY_SPECIAL_CATEGORY_EGRESS" in claimed_only
+	attested := {"mechanism": "scc", "reference": "SCC-9", "recipient": "Lab Inc.", "country": "US"}
+	hospital := object.union(_hospital, {"attestations": object.union(_hospital.attestations, {"transfers": [attested]})})
+	_both(hospital, [_icu], sandbox) == [set(), set()]
+}
+
+# DORA: the register reference and the contractual data locations of a bank's data.
+test_finance_data_needs_its_ict_register_entry_and_contracted_location if {
+	unregistered := object.remove(_tx, ["ictThirdParty"])
+	[provision, grant] := _both(_bank, [unregistered], _fraud)
+	{"FINANCE_ICT_REGISTER_MISSING", "FINANCE_DATA_LOCATION_NOT_CONTRACTED"} & grant == {
+		"FINANCE_ICT_REGISTER_MISSING",
+		"FINANCE_DATA_LOCATION_NOT_CONTRACTED",
+	}
+	provision == grant
+	elsewhere := object.union(_tx, {"ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["DE"]}})
+	[_, located] := _both(_bank, [elsewhere], _fraud)
+	located == {"FINANCE_DATA_LOCATION_NOT_CONTRACTED"}
+}
+
+# An export claimed anonymous with an assessment may leave the data's area; the claim
+# is an obligation the reviewers see, and a claim without an assessment is refused.
+test_an_anonymity_claim_lets_a_reviewed_model_leave if {
+	claim := {"assessmentReference": "ANON-2026-04 (membership inference)"}
+	to_de := {
+		"name": "e1", "requester": "a", "justification": "deploy",
+		"destination": {"region": "onprem:de-hpc-1"}, "anonymity": claim,
+	}
+	_export(_ministry, [_claims], _triage, to_de) == set()
+	blank := object.union(to_de, {"anonymity": {"assessmentReference": " "}})
+	_export(_ministry, [_claims], _triage, blank) == {
+		"EXPORT_ANONYMITY_ASSESSMENT_MISSING",
+		"RESIDENCY_EXPORT_OUTSIDE_DATA_AREA",
+	}
+}
+
+test_criminal_offence_data_needs_an_authorisation if {
+	records := object.union(_tx, {"identifiability": "pseudonymised", "category": "criminal-offence"})
+	[provision, grant] := _both(_bank, [records], _fraud)
+	"CRIMINAL_OFFENCE_AUTHORISATION_MISSING" in provision
+	"CRIMINAL_OFFENCE_AUTHORISATION_MISSING" in grant
 }

@@ -11,6 +11,96 @@ import data.lib
 
 _personal_regulation := "GDPR Art. 44"
 
+# _egress describes each egress entry of the sandbox: cidr, region and the region's facts.
+_egress := [e |
+	some entry in object.get(input, ["sandbox", "egress"], [])
+	region := object.get(entry, "region", "")
+	facts := lib.region_facts(region)
+	transfer := object.get(entry, "transfer", null)
+	country := object.get(facts, "country", "")
+	e := {
+		"cidr": object.get(entry, "cidr", ""),
+		"region": region,
+		"facts": facts,
+		"gaps": (lib.transfer_gaps(transfer, country) | _unattested(transfer, country)),
+	}
+]
+
+# _unattested(t, country) names the missing attestation of transfer t to country: the
+# tenant's attestations.transfers must hold one with the same mechanism, reference
+# and country, so a tenant cannot declare its own way out.
+_unattested(t, country) := set() if {
+	is_object(t)
+	country != ""
+	some a in object.get(lib.attestations, "transfers", [])
+	object.get(a, "mechanism", "") == object.get(t, "mechanism", "")
+	object.get(a, "reference", "") == object.get(t, "reference", "")
+	object.get(a, "country", "") == country
+} else := {"the platform's attestation of this transfer on the Tenant (attestations.transfers)"}
+
+# _in_area(s) is true when stored dataset s lies in its sector's area, or in the
+# "eea-adequate" area reached through a complete transfer declaration.
+_in_area(s) if lib.facts_in_area(s.facts, lib.area_name(s.sector), s.jurisdiction)
+
+_in_area(s) if {
+	lib.area_name(s.sector) == "eea-adequate"
+	is_object(s.transfer)
+	count(lib.transfer_gaps(s.transfer, s.facts.country)) == 0
+}
+
+# _anonymous is true when the export claims the artifact is anonymous, with the
+# reference of the assessment the reviewers judge.
+_anonymous if lib.nonblank(object.get(input, ["export", "anonymity", "assessmentReference"], ""))
+
+_export_subject := concat("", ["export/", object.get(input, ["export", "name"], "")])
+
+# _may_receive(d, f) is true when an artifact derived from dataset d may go to a
+# region with facts f.
+_may_receive(d, f) if {
+	lib.sensitive(d)
+	f.eea
+}
+
+_may_receive(d, f) if {
+	not lib.sensitive(d)
+	lib.adequate_until(f, lib.now)
+}
+
+# _stored describes where each input dataset is stored: name, region, the region's facts,
+# personal-data class, sector and jurisdiction. Built once per decision (one region
+# lookup per dataset); the dataset rules above only filter it.
+_stored := [s |
+	some d in lib.datasets
+	region := object.get(d, ["location", "region"], "")
+	s := {
+		"name": d.name,
+		"region": region,
+		"facts": lib.region_facts(region),
+		"describe": lib.describe(d),
+		"personal": d.name in _personal_names,
+		"sensitive": d.name in _sensitive_names,
+		"transfer": object.get(d, "transfer", null),
+		"sector": object.get(d, "sector", ""),
+		"jurisdiction": object.get(d, "jurisdiction", ""),
+	}
+]
+
+# _personal_names and _sensitive_names name the input datasets holding personal and
+# special-category or criminal-offence data.
+_personal_names contains d.name if {
+	some d in lib.datasets
+	lib.personal(d)
+}
+
+_sensitive_names contains d.name if {
+	some d in lib.datasets
+	lib.sensitive(d)
+}
+
+_destination_region := object.get(input, ["export", "destination", "region"], "")
+
+_destination_facts := lib.region_facts(_destination_region)
+
 # METADATA
 # title: Cluster region is catalogued
 # description: |
@@ -119,25 +209,29 @@ violations contains v if {
 # title: Exports derived from personal data stay in the EEA or adequacy countries
 # description: |
 #   An artifact trained on personal data may only be exported to the EEA or to a
-#   country with a full adequacy decision; one trained on special-category data
-#   only inside the EEA. Simplified: a model is treated as personal data whenever
-#   its training data was, whatever its actual memorisation risk.
+#   country whose full adequacy decision is in force; one trained on special-category
+#   or criminal-offence data only inside the EEA. Simplified: a model is treated as
+#   personal data whenever its training data was, unless the export claims it is
+#   anonymous with an assessment reference (input.export.anonymity), which the
+#   reviewers then judge before release.
 # custom:
 #   code: RESIDENCY_EXPORT_OUTSIDE_EEA
-#   regulation: GDPR Art. 44, Art. 45 (simplified)
+#   regulation: GDPR Art. 44, Art. 45; Recital 26 (simplified)
 violations contains v if {
 	lib.exporting
 	_destination_facts.country
+	not _anonymous
 	some d in lib.datasets
 	lib.personal(d)
 	not _may_receive(d, _destination_facts)
 	v := lib.violation(
 		"RESIDENCY_EXPORT_OUTSIDE_EEA",
 		concat("", [
-			"artifact derived from ", d.personalData, " dataset '", d.name, "' cannot go to '",
-			_destination_region, "' (", _destination_facts.country, ")",
+			"artifact derived from ", lib.describe(d), " dataset '", d.name, "' cannot go to '",
+			_destination_region, "' (", _destination_facts.country,
+			") unless the export claims it is anonymous (anonymity.assessmentReference)",
 		]),
-		"GDPR Art. 44, Art. 45 (simplified)",
+		"GDPR Art. 44, Art. 45; Recital 26 (simplified)",
 		concat("", ["export/", object.get(input, ["export", "name"], "")]),
 	)
 }
@@ -147,13 +241,15 @@ violations contains v if {
 # description: |
 #   A model trained on personal data goes only where that data itself may be
 #   stored: inside the area allowed for the dataset's own sector and jurisdiction
-#   (for example national for public-sector data). Simplified as above.
+#   (for example national for public-sector data), unless the export claims it is
+#   anonymous with an assessment reference. Simplified as above.
 # custom:
 #   code: RESIDENCY_EXPORT_OUTSIDE_DATA_AREA
 #   regulation: GDPR Art. 44; sector residency rules (simplified)
 violations contains v if {
 	lib.exporting
 	_destination_facts.country
+	not _anonymous
 	some s in _stored
 	s.personal
 	area := lib.area_name(s.sector)
@@ -163,7 +259,8 @@ violations contains v if {
 		concat("", [
 			"artifact derived from dataset '", s.name, "' cannot go to '", _destination_region,
 			"' (", _destination_facts.country, "), outside the '", area,
-			"' area where that data may be stored (jurisdiction ", s.jurisdiction, ")",
+			"' area where that data may be stored (jurisdiction ", s.jurisdiction,
+			") unless the export claims it is anonymous (anonymity.assessmentReference)",
 		]),
 		"GDPR Art. 44; sector residency rules (simplified)",
 		_export_subject,
@@ -192,7 +289,8 @@ data_violations contains v if {
 # title: Dataset lies in its jurisdiction's area
 # description: |
 #   Each dataset's storage region must lie in the area allowed for the dataset's own
-#   sector and jurisdiction.
+#   sector and jurisdiction. For the "eea-adequate" area, a complete transfer
+#   declaration (see below) also places the data lawfully.
 # custom:
 #   code: RESIDENCY_DATASET_OUTSIDE_AREA
 #   regulation: GDPR Art. 44; sector residency rules (simplified)
@@ -200,7 +298,7 @@ data_violations contains v if {
 	lib.data_access
 	some s in _stored
 	s.facts.country
-	not lib.facts_in_area(s.facts, lib.area_name(s.sector), s.jurisdiction)
+	not _in_area(s)
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_AREA",
 		concat("", [
@@ -215,24 +313,33 @@ data_violations contains v if {
 # METADATA
 # title: Personal data is stored in the EEA or an adequacy country
 # description: |
-#   Personal and pseudonymised data may be stored only in the EEA or in a country
-#   with a full adequacy decision. Simplified: transfers under appropriate
-#   safeguards (Art. 46, standard contractual clauses) are not modelled.
+#   Personal data (pseudonymised included) may be stored only in the EEA, in a
+#   country whose full adequacy decision is in force until the sandbox ends
+#   (policies/data/adequacy, Art. 45), or elsewhere under a complete transfer
+#   declaration on the Dataset: standard contractual clauses (Art. 46(2)(c)) or
+#   binding corporate rules (Art. 47) with their reference and recipient, or the
+#   EU-US Data Privacy Framework for a certified US recipient. The violation names
+#   what the declaration lacks. Simplified: the declaration is the data steward's;
+#   transfer impact assessments are not modelled.
 # custom:
 #   code: RESIDENCY_DATASET_OUTSIDE_EEA
-#   regulation: GDPR Art. 44, Art. 45 (simplified)
+#   regulation: GDPR Art. 44-47 (simplified)
 data_violations contains v if {
 	lib.data_access
 	some s in _stored
-	s.class in lib.personal_classes
-	s.facts.eeaOrAdequate == false
+	s.personal
+	s.facts.country
+	not lib.adequate_until(s.facts, lib.sandbox_end)
+	gaps := lib.transfer_gaps(s.transfer, s.facts.country)
+	count(gaps) > 0
 	v := lib.violation(
 		"RESIDENCY_DATASET_OUTSIDE_EEA",
 		concat("", [
-			s.class, " data is stored in '", s.region, "' (", s.facts.country,
-			"), outside the EEA and adequacy countries",
+			s.describe, " data is stored in '", s.region, "' (", s.facts.country,
+			"), outside the EEA and without an adequacy decision in force until ", lib.sandbox_end,
+			"; its transfer declaration lacks ", concat(", ", sort(gaps)),
 		]),
-		"GDPR Art. 44, Art. 45 (simplified)",
+		"GDPR Art. 44-47 (simplified)",
 		concat("", ["dataset/", s.name]),
 	)
 }
@@ -241,20 +348,21 @@ data_violations contains v if {
 # title: Personal data is processed in the EEA or an adequacy country
 # description: |
 #   A sandbox that reads personal data must run on a cluster in the EEA or in a
-#   country with a full adequacy decision.
+#   country whose full adequacy decision is in force until the sandbox ends.
 # custom:
 #   code: RESIDENCY_PROCESSING_OUTSIDE_EEA
 #   regulation: GDPR Art. 44, Art. 45 (simplified)
 data_violations contains v if {
 	lib.data_access
-	lib.cluster_facts.eeaOrAdequate == false
+	lib.cluster_country != ""
+	not lib.adequate_until(lib.cluster_facts, lib.sandbox_end)
 	some d in lib.datasets
 	lib.personal(d)
 	v := lib.violation(
 		"RESIDENCY_PROCESSING_OUTSIDE_EEA",
 		concat("", [
-			d.personalData, " data would be processed in '", lib.cluster_region, "' (",
-			lib.cluster_country, "), outside the EEA and adequacy countries",
+			lib.describe(d), " data would be processed in '", lib.cluster_region, "' (",
+			lib.cluster_country, "), outside the EEA and adequacy countries in force until ", lib.sandbox_end,
 		]),
 		"GDPR Art. 44, Art. 45 (simplified)",
 		concat("", ["dataset/", d.name]),
@@ -264,16 +372,17 @@ data_violations contains v if {
 # METADATA
 # title: Special-category data never leaves the EEA
 # description: |
-#   Special-category data (GDPR Art. 9: health, genetic, biometric, ...) is stored
-#   and processed only inside the EEA. This is stricter than the GDPR, which allows
-#   transfers to adequacy countries; it is the platform's policy choice.
+#   Special-category data (GDPR Art. 9: health, genetic, biometric, ...) and data on
+#   criminal offences (Art. 10) are stored and processed only inside the EEA. This is
+#   stricter than the GDPR, which allows transfers to adequacy countries; it is the
+#   platform's policy choice.
 # custom:
 #   code: RESIDENCY_SPECIAL_CATEGORY_OUTSIDE_EEA
 #   regulation: GDPR Art. 9, Art. 44 (stricter than the law)
 data_violations contains v if {
 	lib.data_access
 	some s in _stored
-	s.special
+	s.sensitive
 	some place, where in {
 		"stored": [s.region, s.facts],
 		"processed": [lib.cluster_region, lib.cluster_facts],
@@ -282,7 +391,7 @@ data_violations contains v if {
 	facts.eea == false
 	v := lib.violation(
 		"RESIDENCY_SPECIAL_CATEGORY_OUTSIDE_EEA",
-		concat("", ["special-category data would be ", place, " in '", region, "' (", facts.country, "), outside the EEA"]),
+		concat("", [s.describe, " data would be ", place, " in '", region, "' (", facts.country, "), outside the EEA"]),
 		"GDPR Art. 9, Art. 44 (stricter than the law)",
 		concat("", ["dataset/", s.name]),
 	)
@@ -292,82 +401,32 @@ data_violations contains v if {
 # title: Special-category data opens no egress outside the EEA and adequacy countries
 # description: |
 #   A sandbox holding special-category data (GDPR Art. 9(1); personal health data
-#   included, pseudonymised or not) may open egress only to catalogued regions in
-#   the EEA or in a country with a full adequacy decision, in every sector: an
-#   egress rule is a channel through which the data can be transferred. An entry
-#   without a region is treated as outside. Simplified: an entry's location is the
-#   region it names.
+#   included, pseudonymised or not) or criminal-offence data (Art. 10) may open
+#   egress, in every sector, only to catalogued regions in the EEA or in a country
+#   whose full adequacy decision is in force until the sandbox ends, or to a
+#   destination whose entry declares a complete transfer (SCCs, BCRs or the DPF, as
+#   for datasets) that the platform also attested on the Tenant (same mechanism,
+#   reference and country): an egress rule is a channel through which the data can
+#   be transferred. An entry without a region is treated as outside. Simplified: an
+#   entry's location is the region it names.
 # custom:
 #   code: RESIDENCY_SPECIAL_CATEGORY_EGRESS
-#   regulation: GDPR Art. 9, Art. 44, Art. 45 (simplified)
+#   regulation: GDPR Art. 9, Art. 10, Art. 44-47 (simplified)
 data_violations contains v if {
 	lib.data_access
 	some s in _stored
-	s.special
+	s.sensitive
 	some entry in _egress
-	not entry.facts.eeaOrAdequate
+	not lib.adequate_until(entry.facts, lib.sandbox_end)
+	count(entry.gaps) > 0
 	v := lib.violation(
 		"RESIDENCY_SPECIAL_CATEGORY_EGRESS",
 		concat("", [
-			"the sandbox holds special-category data from '", s.name, "' and opens egress to '",
-			entry.cidr, "' in region '", entry.region, "', unknown or outside the EEA and adequacy countries",
+			"the sandbox holds ", s.describe, " data from '", s.name, "' and opens egress to '",
+			entry.cidr, "' in region '", entry.region, "', unknown or outside the EEA and adequacy countries; ",
+			"the entry's transfer lacks ", concat(", ", sort(entry.gaps)),
 		]),
-		"GDPR Art. 9, Art. 44, Art. 45 (simplified)",
+		"GDPR Art. 9, Art. 10, Art. 44-47 (simplified)",
 		concat("", ["dataset/", s.name]),
 	)
 }
-
-# _egress describes each egress entry of the sandbox: cidr, region and the region's facts.
-_egress := [e |
-	some entry in object.get(input, ["sandbox", "egress"], [])
-	region := object.get(entry, "region", "")
-	e := {"cidr": object.get(entry, "cidr", ""), "region": region, "facts": lib.region_facts(region)}
-]
-
-_export_subject := concat("", ["export/", object.get(input, ["export", "name"], "")])
-
-# _may_receive(d, f) is true when an artifact derived from dataset d may go to a
-# region with facts f.
-_may_receive(d, f) if {
-	lib.special(d)
-	f.eea
-}
-
-_may_receive(d, f) if {
-	not lib.special(d)
-	f.eeaOrAdequate
-}
-
-# _stored describes where each input dataset is stored: name, region, the region's facts,
-# personal-data class, sector and jurisdiction. Built once per decision (one region
-# lookup per dataset); the dataset rules above only filter it.
-_stored := [s |
-	some d in lib.datasets
-	region := object.get(d, ["location", "region"], "")
-	s := {
-		"name": d.name,
-		"region": region,
-		"facts": lib.region_facts(region),
-		"class": object.get(d, "personalData", ""),
-		"personal": d.name in _personal_names,
-		"special": d.name in _special_names,
-		"sector": object.get(d, "sector", ""),
-		"jurisdiction": object.get(d, "jurisdiction", ""),
-	}
-]
-
-# _personal_names and _special_names name the input datasets holding personal and
-# special-category data.
-_personal_names contains d.name if {
-	some d in lib.datasets
-	lib.personal(d)
-}
-
-_special_names contains d.name if {
-	some d in lib.datasets
-	lib.special(d)
-}
-
-_destination_region := object.get(input, ["export", "destination", "region"], "")
-
-_destination_facts := lib.region_facts(_destination_region)

@@ -130,6 +130,7 @@ test_partial_adequacy_does_not_count if {
 
 test_special_category_stays_in_eea_even_with_adequacy if {
 	codes := _codes(residency.data_violations) with input.action as "sandbox.provision"
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.cluster as object.union(_cluster, {
 			"region": "azure:switzerlandnorth",
 			"keys": {"region": "azure:switzerlandnorth", "perSandbox": true},
@@ -154,10 +155,12 @@ test_export_to_japan_is_allowed_for_personal_but_not_special if {
 	dataset := object.union(_dataset, {"sector": "research"})
 	tenant := _tenant
 	count(residency.violations) == 0 with input.action as "model.export"
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.tenant as tenant
 		with input.datasets as [dataset]
 		with input.export as {"name": "m1", "destination": {"region": "aws:ap-northeast-1"}}
 	codes := _codes(residency.violations) with input.action as "model.export"
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.tenant as tenant
 		with input.datasets as [object.union(dataset, {"personalData": "special-category"})]
 		with input.export as {"name": "m1", "destination": {"region": "aws:ap-northeast-1"}}
@@ -176,6 +179,7 @@ test_finance_model_stays_in_the_eea_like_its_data if {
 	dataset := _dataset
 	tenant := _tenant
 	codes := _codes(residency.violations) with input.action as "model.export"
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.tenant as tenant
 		with input.datasets as [dataset]
 		with input.export as {"name": "m1", "destination": {"region": "aws:ap-northeast-1"}}
@@ -202,6 +206,7 @@ test_special_category_egress_needs_eea_or_adequacy if {
 		{"cidr": "198.51.100.0/24"},
 	]
 	found := residency.data_violations with input.action as "dataset.grant"
+		with input.now as "2026-12-06T00:00:00Z"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as [dataset]

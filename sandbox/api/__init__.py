@@ -5,9 +5,12 @@ CRDs are generated from these models by :mod:`sandbox.api.crd`; never hand-edit 
 
 from sandbox.api.conditions import find_condition, is_true, set_condition
 from sandbox.api.dataset import (
+    DataCategory,
     DatasetLocation,
     DatasetSpec,
     DatasetStatus,
+    IctThirdParty,
+    Identifiability,
     PersonalData,
     Retention,
 )
@@ -29,17 +32,21 @@ from sandbox.api.tenant import (
     Member,
     Role,
     Sector,
+    SpecialCategoryBasis,
     TenantQuota,
     TenantSpec,
     TenantStatus,
 )
+from sandbox.api.transfers import AttestedTransfer, Transfer, TransferMechanism
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
     "RESOURCES",
     "Attestations",
+    "AttestedTransfer",
     "Condition",
+    "DataCategory",
     "DataPermit",
     "DatasetLocation",
     "DatasetRequest",
@@ -47,6 +54,8 @@ __all__ = [
     "DatasetStatus",
     "EgressRule",
     "Enforcement",
+    "IctThirdParty",
+    "Identifiability",
     "Lifetime",
     "Member",
     "PersonalData",
@@ -60,9 +69,12 @@ __all__ = [
     "SandboxSpec",
     "SandboxStatus",
     "Sector",
+    "SpecialCategoryBasis",
     "TenantQuota",
     "TenantSpec",
     "TenantStatus",
+    "Transfer",
+    "TransferMechanism",
     "find_condition",
     "is_true",
     "parse_duration",

@@ -20,6 +20,7 @@ from sandbox.api.sandbox import Violation
 
 __all__ = [
     "EXPORT_CONDITIONS",
+    "AnonymityClaim",
     "ArtifactType",
     "ExportArtifact",
     "ExportDestination",
@@ -110,6 +111,17 @@ class ExportDestination(WireModel):
         return None if value is None else _safe_key(value)
 
 
+class AnonymityClaim(WireModel):
+    """The requester's claim that the artifact is anonymous (no personal data, GDPR
+    Recital 26), with the assessment it rests on; reviewers see it and approve or reject."""
+
+    assessment_reference: str = Field(min_length=1, max_length=1024)
+    """Reference of the anonymisation assessment (e.g. a membership-inference and
+    extraction test report), for the reviewers and the audit log."""
+    summary: str = Field(default="", max_length=4096)
+    """What the assessment found, in a sentence or two."""
+
+
 class ModelExportSpec(WireModel):
     """Desired state of a ModelExport: what the requester asks for (immutable)."""
 
@@ -123,6 +135,9 @@ class ModelExportSpec(WireModel):
     """Why the artifact must leave the sandbox, for the reviewers."""
     requested_by: str = Field(min_length=1, max_length=253)
     """The requester; admission requires it to be the authenticated user who creates it."""
+    anonymity: AnonymityClaim | None = None
+    """Declare the artifact anonymous. Policy requires it (and its review) for an
+    artifact derived from personal data going where that data may not go."""
 
 
 class ReviewDecision(StrEnum):

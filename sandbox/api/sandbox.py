@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from sandbox.api.accelerators import AcceleratorCounts, gpu_once_rule, with_gpu
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
+from sandbox.api.transfers import Transfer
 
 __all__ = [
     "DatasetGrant",
@@ -101,15 +102,29 @@ class EgressRule(WireModel):
     """Region id of the destination from the policy region catalogue."""
     description: str = ""
     """Why the destination is needed."""
+    transfer: Transfer | None = None
+    """For a destination outside the EEA and adequacy countries in a sandbox holding
+    special-category data: the transfer relied on; the Tenant must carry the same
+    transfer among its attested ``transfers``."""
 
 
 class PublicInterest(WireModel):
-    """What an AI Act Art. 59 sandbox states about personal-data processing."""
+    """What a sandbox relying on AI Act Art. 59 states about personal-data processing.
+
+    Set it to rely on Art. 59 (any sector); a public-sector sandbox processing personal
+    data must. Policy then requires every statement below, non-blank.
+    """
 
     area: str | None = None
     """Public-interest area, Art. 59(1)(a) (e.g. ``public-health``)."""
     why_not_anonymised: str | None = None
-    """Why anonymised or synthetic data will not do, Art. 59(1)(b)."""
+    """Why the processing is necessary: anonymised or synthetic data will not do, Art. 59(1)(b)."""
+    monitoring: str | None = None
+    """How high risks to the data subjects' rights are monitored and mitigated during the
+    sandbox, Art. 59(1)(c)."""
+    deletion: str | None = None
+    """The commitment to delete the personal data when the participation ends or the
+    retention period is over, Art. 59(1)(g) (``lifetime.onExpiry`` must be ``delete``)."""
 
 
 class SandboxSpec(WireModel):

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from sandbox.api.accelerators import AcceleratorCounts, gpu_once_rule, with_gpu
 from sandbox.api.meta import Condition, Duration, Quantity, WireModel
+from sandbox.api.transfers import AttestedTransfer
 
 __all__ = [
     "Attestations",
@@ -115,14 +116,28 @@ class TenantQuota(WireModel):
 
 
 class DataPermit(WireModel):
-    """A health data permit from a health data access body (EHDS Art. 68)."""
+    """A health data permit from a health data access body (EHDS Art. 68).
+
+    It names what it covers, and policy checks each sandbox against it: the datasets,
+    the users or groups who may access them, the purposes and the validity.
+    """
 
     id: str = Field(min_length=1)
     """Permit reference."""
     issued_by: str | None = None
     """The health data access body."""
+    datasets: list[str] = Field(default_factory=list)
+    """Names of the Datasets the permit covers; a sandbox may read personal health data
+    only from these."""
+    users: list[str] = Field(default_factory=list)
+    """Users the permit names as data users."""
+    groups: list[str] = Field(default_factory=list)
+    """Groups the permit names as data users. Every tenant member with the owner or
+    member role (who can reach sandbox data) must be named, as a user or as a group."""
     purposes: list[str] = Field(default_factory=list)
     """Purposes the permit covers; a sandbox's purpose must be one of them."""
+    valid_from: dt.datetime | None = None
+    """Start of the permit (RFC 3339); no sandbox is granted data before it."""
     valid_until: dt.datetime
     """End of the permit (RFC 3339); a sandbox may not outlive it."""
 
@@ -161,6 +176,12 @@ class Attestations(WireModel):
     special_category_basis: SpecialCategoryBasis | None = None
     """GDPR Art. 9(2) basis for special-category data outside health (health data is read
     under the data permit)."""
+    criminal_offence_authorisation: str | None = Field(default=None, min_length=1)
+    """GDPR Art. 10: the official authority or the Union or Member State law that
+    authorises processing criminal-offence data."""
+    transfers: list[AttestedTransfer] = Field(default_factory=list)
+    """Transfers to third countries the platform reviewed; a Sandbox egress entry may
+    rely on one of them (same mechanism and reference)."""
 
 
 class TenantSpec(WireModel):

@@ -408,6 +408,7 @@ def _decide(
                 },
                 "justification": spec.justification,
                 "requester": spec.requested_by,
+                "anonymity": spec.anonymity.wire() if spec.anonymity else None,
             },
             "status": {"approvals": list(approvals)} if approvals is not None else {},
         },

@@ -5,16 +5,17 @@ manifests are the objects as written for ``kubectl apply``; the cluster facts co
 from flags, since only the platform knows them. Field names follow the CRDs
 (``apiVersion: regsandbox.io/v1alpha1``):
 
-* Tenant ``metadata.name``, ``spec.sector``, ``spec.jurisdiction``,
-  ``spec.attestations.{supervisoryAuthority, dpiaReference, ethicsApproval,
-  dataPermit.{id, purposes, validUntil}}``;
+* Tenant ``metadata.name``, ``spec.sector``, ``spec.jurisdiction``, ``spec.members``,
+  ``spec.attestations`` (see :mod:`sandbox.policy.model` for the fields policies read);
 * Sandbox ``metadata.name``, ``spec.{purpose, region, lifetime.{ttl | expiresAt,
-  onExpiry}, resources.{cpu, memory, gpu, storage}, datasets[].{name, purpose},
-  egress[].{cidr, ports, region}, publicInterest.{area, whyNotAnonymised}}``;
+  onExpiry}, resources, datasets[].{name, purpose}, egress[].{cidr, ports, region,
+  transfer}, publicInterest.{area, whyNotAnonymised, monitoring, deletion}}``;
 * Dataset ``metadata.name``, ``spec.{location.{bucket, prefix, region, endpoint},
-  sector, jurisdiction, personalData, allowedPurposes, retention.{days}}``;
+  sector, jurisdiction, identifiability, category (or the deprecated personalData),
+  allowedPurposes, retention.{days}, transfer, ictThirdParty}``;
 * ModelExport ``metadata.name``, ``spec.{sandbox, artifact.{path, kind, sha256},
-  destination.{region, uri}, justification, requester}``, ``status.approvals``.
+  destination.{region, uri}, justification, requester, anonymity}``,
+  ``status.approvals``.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def _export_claim(obj: Mapping[str, Any]) -> dict[str, Any]:
         },
         "justification": spec.get("justification", ""),
         "requester": spec["requestedBy"],
+        "anonymity": spec.get("anonymity"),
     }
 
 
@@ -175,7 +177,8 @@ def build_input(
     ``action`` defaults to ``model.export`` when a ModelExport is present, else
     ``sandbox.provision``. Only datasets the sandbox asks for are passed on, as the
     operator would; asking for one that is not among the manifests is left for the
-    policy to deny. ``now`` (default: the current time) resolves the lifetime.
+    policy to deny. ``now`` (default: the current time) resolves the lifetime and is
+    the decision time the policies see (``input.now``).
 
     Raises:
         ConfigurationError: if the manifests do not make one valid input.
@@ -208,6 +211,7 @@ def build_input(
             )
         return PolicyInput(
             action=action,
+            now=now,
             cluster=cluster,
             tenant=tenant_facts,
             datasets=datasets,

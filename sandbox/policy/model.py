@@ -7,28 +7,37 @@ spec), so a tenant cannot talk itself into a permission.
 
 ``action``
     ``sandbox.provision`` | ``dataset.grant`` | ``model.export``.
+``now`` (attested: the platform's clock)
+    When the decision is made (checks permit and adequacy validity).
 ``cluster`` (attested: operator configuration)
     ``region`` (region-catalogue id, e.g. ``onprem:lu-national-1``), ``jurisdiction``,
     ``keys.{provider, region, perSandbox}``, ``audit.retentionDays``.
 ``tenant`` (attested: Tenant)
-    ``name`` (metadata.name), ``sector``, ``jurisdiction``,
-    ``attestations.{supervisoryAuthority, dpiaReference, ethicsApproval,
-    dataPermit.{id, purposes, validUntil}, specialCategoryBasis.{condition, reference}}``.
+    ``name`` (metadata.name), ``sector``, ``jurisdiction``, ``members[].{user | group,
+    role}``, ``attestations.{supervisoryAuthority, dpiaReference, ethicsApproval,
+    dataPermit.{id, datasets, users, groups, purposes, validFrom, validUntil},
+    specialCategoryBasis.{condition, reference}, criminalOffenceAuthorisation,
+    transfers[].{mechanism, reference, recipient, certified, country}}``.
 ``datasets[]`` (attested: Dataset objects the sandbox refers to)
     ``name``, ``sector``, ``jurisdiction``,
-    ``location.{bucket, prefix, region, endpoint}``, ``personalData`` (none |
-    anonymised | pseudonymised | personal | special-category), ``allowedPurposes[]``,
-    ``retention.{days}``.
+    ``location.{bucket, prefix, region, endpoint}``, ``identifiability`` (anonymous |
+    pseudonymised | identified), ``category`` (ordinary | special-category |
+    criminal-offence), ``personalData`` (deprecated; when given alone, identifiability
+    and category are derived from it), ``allowedPurposes[]``, ``retention.{days}``,
+    ``transfer.{mechanism, reference, recipient, certified}``,
+    ``ictThirdParty.{registerReference, dataLocations}``.
 ``sandbox`` (claimed: Sandbox)
     ``name``, ``purpose``, ``region``, ``lifetime.{ttl, expiresAt, onExpiry}``
     plus ``lifetime.seconds`` (derived by the platform from ttl or expiresAt),
     ``resources.{cpu, memory, gpu, storage, accelerators}``, ``datasets[].{name, purpose}``,
-    ``egress[].{cidr, ports, region}``, ``publicInterest.{area, whyNotAnonymised}``.
+    ``egress[].{cidr, ports, region, transfer}``, ``publicInterest.{area,
+    whyNotAnonymised, monitoring, deletion}``.
 ``export`` (model.export only; ``artifact``, ``destination``, ``justification``
 claimed from ModelExport, ``requester`` and ``approvals`` attested by the operator)
     ``name``, ``sandbox``, ``artifact.{path, kind, sha256}``,
     ``destination.{region, uri}``, ``justification``, ``requester``,
-    ``approvals[]`` (absent until reviews exist).
+    ``anonymity.{assessmentReference, summary}``, ``approvals[]`` (absent until reviews
+    exist).
 
 Timestamps are normalised to UTC ``YYYY-MM-DDTHH:MM:SSZ`` so policies compare them
 as strings (and so the embedded engine never has to parse them).
@@ -51,9 +60,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from sandbox.api.dataset import LEGACY_PERSONAL_DATA
+
 __all__ = [
     "ACTIONS",
     "MAX_SECONDS",
+    "AnonymityClaim",
     "Artifact",
     "Attestations",
     "AuditFacts",
@@ -66,8 +78,10 @@ __all__ = [
     "Destination",
     "EgressRule",
     "ExportRequest",
+    "IctThirdParty",
     "KeyFacts",
     "Lifetime",
+    "Member",
     "Obligation",
     "PersonalData",
     "PolicyInput",
@@ -79,6 +93,7 @@ __all__ = [
     "SpecialCategoryBasis",
     "TenantFacts",
     "Timestamp",
+    "Transfer",
     "Violation",
     "duration_seconds",
     "format_timestamp",
@@ -216,7 +231,11 @@ class DataPermit(_Model):
     """A data permit granted by a health data access body (attested)."""
 
     id: str
+    datasets: list[str] = []
+    users: list[str] = []
+    groups: list[str] = []
     purposes: list[str] = []
+    valid_from: Timestamp | None = None
     valid_until: Timestamp
 
 
@@ -227,6 +246,18 @@ class SpecialCategoryBasis(_Model):
     reference: str = ""
 
 
+class Transfer(_Model):
+    """A declared transfer to a third country (Dataset, egress entry, or attested)."""
+
+    mechanism: str = ""
+    """``scc`` | ``bcr`` | ``dpf``."""
+    reference: str = ""
+    recipient: str = ""
+    certified: bool = False
+    country: str | None = None
+    """Recipient's country; attested transfers only."""
+
+
 class Attestations(_Model):
     """Facts about a tenant that the platform verified (Tenant spec.attestations)."""
 
@@ -235,6 +266,16 @@ class Attestations(_Model):
     ethics_approval: str | None = None
     data_permit: DataPermit | None = None
     special_category_basis: SpecialCategoryBasis | None = None
+    criminal_offence_authorisation: str | None = None
+    transfers: list[Transfer] | None = None
+
+
+class Member(_Model):
+    """A user or group of the tenant and its role (attested: Tenant)."""
+
+    user: str | None = None
+    group: str | None = None
+    role: str = ""
 
 
 class TenantFacts(_Model):
@@ -243,6 +284,7 @@ class TenantFacts(_Model):
     name: str
     sector: str
     jurisdiction: str
+    members: list[Member] = []
     attestations: Attestations = Attestations()
 
 
@@ -261,16 +303,49 @@ class Retention(_Model):
     days: int | None = None
 
 
+class IctThirdParty(_Model):
+    """DORA register entry and contractual data locations of a dataset (attested)."""
+
+    register_reference: str = ""
+    data_locations: list[str] = []
+
+
+_LEGACY = {old.value: (new[0].value, new[1].value) for old, new in LEGACY_PERSONAL_DATA.items()}
+
+
 class DatasetFacts(_Model):
-    """A registered dataset (attested: Dataset)."""
+    """A registered dataset (attested: Dataset).
+
+    ``identifiability`` and ``category`` are always present in the policy input: when a
+    Dataset gives only the deprecated ``personalData``, they are derived from it (as
+    :data:`sandbox.api.dataset.LEGACY_PERSONAL_DATA` documents); a Dataset that gives
+    neither reads as identified ordinary personal data, the stricter case.
+    """
 
     name: str
     sector: str = ""
     jurisdiction: str = ""
     location: DatasetLocation = DatasetLocation()
-    personal_data: PersonalData = PersonalData.personal
+    identifiability: str = ""
+    category: str = ""
+    personal_data: PersonalData | None = None
     allowed_purposes: list[str] = []
     retention: Retention = Retention()
+    transfer: Transfer | None = None
+    ict_third_party: IctThirdParty | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classify(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        legacy = _LEGACY.get(str(data.get("personalData") or data.get("personal_data") or ""))
+        identifiability, category = legacy or ("identified", "ordinary")
+        return {
+            "identifiability": identifiability,
+            "category": category,
+            **{k: v for k, v in data.items() if v is not None},
+        }
 
 
 class Lifetime(_Model):
@@ -345,13 +420,16 @@ class EgressRule(_Model):
     ports: list[int] = []
     region: str = ""
     """Region-catalogue id of the destination; unknown regions are denied."""
+    transfer: Transfer | None = None
 
 
 class PublicInterest(_Model):
-    """AI Act Art. 59(1)(a)/(b) statements of a public-sector sandbox (claimed)."""
+    """AI Act Art. 59(1) statements of a sandbox relying on Art. 59 (claimed)."""
 
     area: str = ""
     why_not_anonymised: str = ""
+    monitoring: str = ""
+    deletion: str = ""
 
 
 class SandboxClaim(_Model):
@@ -383,6 +461,13 @@ class Destination(_Model):
     uri: str = ""
 
 
+class AnonymityClaim(_Model):
+    """The requester's claim that the exported artifact is anonymous (claimed)."""
+
+    assessment_reference: str = ""
+    summary: str = ""
+
+
 class ExportRequest(_Model):
     """A model export (ModelExport spec plus operator-attested review state)."""
 
@@ -392,6 +477,7 @@ class ExportRequest(_Model):
     destination: Destination = Destination()
     justification: str = ""
     requester: str = ""
+    anonymity: AnonymityClaim | None = None
     approvals: list[str] | None = None
     """Distinct approving reviewers so far; ``None`` before any review exists."""
 
@@ -400,6 +486,8 @@ class PolicyInput(_Model):
     """The whole input document of a decision (``input`` in Rego)."""
 
     action: str
+    now: Timestamp | None = None
+    """When the decision is made (attested: the platform's clock)."""
     cluster: ClusterFacts
     tenant: TenantFacts
     datasets: list[DatasetFacts] = []

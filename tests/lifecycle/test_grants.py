@@ -37,6 +37,8 @@ def dataset_factory(admin_api: client.ApiClient) -> Iterator[Callable[..., str]]
                     "personalData": personal,
                     "allowedPurposes": ["fraud-detection"],
                     "retention": {"days": 1826},
+                    # DORA: the bank's register entry and contracted data location.
+                    "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
                     **spec,
                 },
             },

@@ -32,12 +32,28 @@ PERSONAL = ["none", "anonymised", "pseudonymised", "personal", "special-category
 PURPOSES = ["fraud", "sepsis", "triage", "marketing", ""]
 AREAS = ["public-administration", "energy", "marketing", ""]
 TIMES = ["2026-01-01T00:00:00Z", "2030-06-30T12:00:00Z", "2035-12-31T23:59:59Z"]
+NOW = "2026-12-06T00:00:00Z"
+IDENTIFIABILITY = ["anonymous", "pseudonymised", "identified", "unknown"]
+CATEGORIES = ["ordinary", "special-category", "criminal-offence", "unknown"]
+TRANSFERS = [
+    None,
+    {"mechanism": "scc", "reference": "SCC-1", "recipient": "R Inc."},
+    {"mechanism": "dpf", "reference": "DPF-1", "recipient": "R Inc.", "certified": True},
+    {"mechanism": "dpf", "reference": "DPF-1", "recipient": "R Inc.", "certified": False},
+    {"mechanism": "bcr", "reference": " ", "recipient": ""},
+]
+MEMBERS = [
+    {"user": "alice", "role": "owner"},
+    {"group": "analysts", "role": "member"},
+    {"user": "bob", "role": "reviewer"},
+]
 
 
 def baseline(action: str = "sandbox.provision") -> dict[str, Any]:
     """A compliant finance provisioning input (as the JSON engines receive)."""
     return {
         "action": action,
+        "now": NOW,
         "cluster": {
             "region": LU,
             "jurisdiction": "LU",
@@ -56,8 +72,10 @@ def baseline(action: str = "sandbox.provision") -> dict[str, Any]:
                 "sector": "finance",
                 "jurisdiction": "LU",
                 "location": {"bucket": "b", "region": LU},
-                "personalData": "pseudonymised",
+                "identifiability": "pseudonymised",
+                "category": "ordinary",
                 "allowedPurposes": ["fraud"],
+                "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
             }
         ],
         "sandbox": {
@@ -77,25 +95,54 @@ def random_input(rng: random.Random) -> dict[str, Any]:
     for key in ("supervisoryAuthority", "dpiaReference", "ethicsApproval"):
         if rng.random() < 0.6:
             attestations[key] = rng.choice(["CSSF", "ref-1", ""])
+    names = [f"d{i}" for i in range(rng.randint(0, 3))]
     if rng.random() < 0.5:
         attestations["dataPermit"] = {
             "id": "P-1",
+            "datasets": rng.sample(names, rng.randint(0, len(names))),
+            "users": rng.sample(["alice", "carol"], rng.randint(0, 2)),
+            "groups": rng.sample(["analysts"], rng.randint(0, 1)),
             "purposes": rng.sample(PURPOSES[:-1], rng.randint(0, 2)),
             "validUntil": rng.choice(TIMES),
         }
-    names = [f"d{i}" for i in range(rng.randint(0, 3))]
-    datasets = [
-        {
+        if rng.random() < 0.3:
+            attestations["dataPermit"]["validFrom"] = rng.choice(TIMES)
+    if rng.random() < 0.3:
+        attestations["specialCategoryBasis"] = {
+            "condition": rng.choice(["9(2)(j)", "9(2)(k)"]),
+            "reference": rng.choice(["law", " "]),
+        }
+    if rng.random() < 0.3:
+        attestations["criminalOffenceAuthorisation"] = rng.choice(["law", ""])
+    if rng.random() < 0.3:
+        attestations["transfers"] = [
+            {"mechanism": "scc", "reference": "SCC-1", "recipient": "R Inc.", "country": "US"}
+        ]
+    datasets = []
+    for name in names:
+        if rng.random() >= 0.85:
+            continue
+        dataset: dict[str, Any] = {
             "name": name,
             "sector": rng.choice(SECTORS),
             "jurisdiction": rng.choice(JURISDICTIONS),
             "location": {"bucket": "b", "region": rng.choice(REGIONS)},
-            "personalData": rng.choice(PERSONAL),
             "allowedPurposes": rng.sample(PURPOSES[:-1], rng.randint(0, 3)),
         }
-        for name in names
-        if rng.random() < 0.85
-    ]
+        if rng.random() < 0.3:
+            dataset["personalData"] = rng.choice(PERSONAL)  # the deprecated class alone
+        else:
+            dataset["identifiability"] = rng.choice(IDENTIFIABILITY)
+            dataset["category"] = rng.choice(CATEGORIES)
+        transfer = rng.choice(TRANSFERS)
+        if transfer is not None:
+            dataset["transfer"] = transfer
+        if rng.random() < 0.6:
+            dataset["ictThirdParty"] = {
+                "registerReference": rng.choice(["ROI-1", " "]),
+                "dataLocations": rng.sample(["LU", "DE", LU, "aws:us-east-1"], rng.randint(0, 2)),
+            }
+        datasets.append(dataset)
     lifetime: dict[str, Any] = {"onExpiry": rng.choice(["delete", "delete", "retain"])}
     if rng.random() < 0.8:
         lifetime["expiresAt"] = rng.choice(TIMES)
@@ -110,17 +157,25 @@ def random_input(rng: random.Random) -> dict[str, Any]:
             for name in names + (["ghost"] if rng.random() < 0.2 else [])
         ],
         "egress": [
-            {"cidr": f"198.51.100.{i}/32", "ports": [443], "region": rng.choice(REGIONS)}
+            {
+                "cidr": f"198.51.100.{i}/32",
+                "ports": [443],
+                "region": rng.choice(REGIONS),
+                **({"transfer": t} if (t := rng.choice(TRANSFERS)) else {}),
+            }
             for i in range(rng.randint(0, 2))
         ],
     }
     if rng.random() < 0.6:
         sandbox["publicInterest"] = {
             "area": rng.choice(AREAS),
-            "whyNotAnonymised": rng.choice(["", "records must be linked"]),
+            "whyNotAnonymised": rng.choice(["", " ", "records must be linked"]),
+            "monitoring": rng.choice(["", "weekly review"]),
+            "deletion": rng.choice(["", "deleted at the end"]),
         }
     document: dict[str, Any] = {
         "action": rng.choice([*ACTIONS, "sandbox.delete"]),
+        "now": rng.choice([NOW, *TIMES]),
         "cluster": {
             "region": rng.choice(REGIONS),
             "jurisdiction": rng.choice(JURISDICTIONS),
@@ -131,6 +186,7 @@ def random_input(rng: random.Random) -> dict[str, Any]:
             "name": "t",
             "sector": sector,
             "jurisdiction": rng.choice(JURISDICTIONS),
+            "members": rng.sample(MEMBERS, rng.randint(0, 3)),
             "attestations": attestations,
         },
         "datasets": datasets,
@@ -142,8 +198,11 @@ def random_input(rng: random.Random) -> dict[str, Any]:
             "sandbox": "sbx",
             "artifact": {"path": "outbox/m", "kind": rng.choice(["model", "aggregate", "dataset"])},
             "destination": {"region": rng.choice(REGIONS)},
+            "justification": rng.choice(["deploy", " ", ""]),
             "requester": "alice",
         }
+        if rng.random() < 0.3:
+            export["anonymity"] = {"assessmentReference": rng.choice(["ANON-1", " "])}
         if rng.random() < 0.7:
             export["approvals"] = rng.sample(["alice", "bob", "carol"], rng.randint(0, 3))
         document["export"] = export

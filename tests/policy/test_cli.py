@@ -35,6 +35,7 @@ CASES = [
             "DATASET_NOT_REGISTERED",
             "DATASET_PURPOSE_NOT_ALLOWED",
             "DATASET_SANDBOX_PURPOSE_NOT_ALLOWED",
+            "FINANCE_DATA_LOCATION_NOT_CONTRACTED",
             "FINANCE_EGRESS_OUTSIDE_EEA",
             "RESIDENCY_DATASET_OUTSIDE_AREA",
             "RESIDENCY_DATASET_OUTSIDE_EEA",
@@ -56,6 +57,7 @@ CASES = [
         EXIT_VERIFY_FAILED,
         [
             "FINANCE_AUDIT_RETENTION_TOO_SHORT",
+            "FINANCE_DATA_LOCATION_NOT_CONTRACTED",
             "RESIDENCY_CLUSTER_OUTSIDE_AREA",
             "RESIDENCY_KEY_OUTSIDE_AREA",
             "RESIDENCY_PROCESSING_OUTSIDE_EEA",
@@ -91,6 +93,12 @@ CASES = [
         [],
     ),
     (
+        [*HEALTH, "health/sandbox-sepsis-model.yaml", "health/export-anonymous.yaml"],
+        [],
+        EXIT_OK,
+        [],
+    ),
+    (
         [*HEALTH, "health/sandbox-sepsis-model.yaml", "health/export-violating.yaml"],
         [],
         EXIT_VERIFY_FAILED,
@@ -115,8 +123,10 @@ CASES = [
         [
             "PUBLIC_ANONYMISATION_JUSTIFICATION_MISSING",
             "PUBLIC_DATA_NOT_DELETED_AT_END",
+            "PUBLIC_DELETION_COMMITMENT_MISSING",
             "PUBLIC_INTEREST_AREA_MISSING",
             "PUBLIC_LIFETIME_UNBOUNDED",
+            "PUBLIC_MONITORING_MISSING",
             "RESIDENCY_CLUSTER_OUTSIDE_AREA",
             "RESIDENCY_KEY_OUTSIDE_AREA",
         ],
@@ -220,7 +230,7 @@ def test_check_with_the_opa_engine(opa_url: str) -> None:
         [*PUBLIC, "public/sandbox-violating.yaml"], "--engine", "opa", "--opa-url", opa_url
     )
     assert code == EXIT_VERIFY_FAILED, stderr
-    assert len(decision["violations"]) == 6  # type: ignore[arg-type]
+    assert len(decision["violations"]) == 8  # type: ignore[arg-type]
     assert "by the opa engine" in stderr
 
 

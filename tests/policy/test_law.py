@@ -41,7 +41,7 @@ def engine(
 
 def _resolved(document: Document) -> Document:
     """The document as the operator sends it: validated, lifetime resolved at NOW."""
-    model = PolicyInput.model_validate(document)
+    model = PolicyInput.model_validate({**document, "now": NOW})
     sandbox = model.sandbox.model_copy(update={"lifetime": model.sandbox.lifetime.resolved(NOW)})
     return model.model_copy(update={"sandbox": sandbox}).to_rego()
 
@@ -78,6 +78,7 @@ def hospital() -> Document:
             "ethicsApproval": "CNER-2025-017",
             "dataPermit": {
                 "id": "HDAB-LU-2025-042",
+                "datasets": ["icu"],
                 "purposes": ["sepsis"],
                 "validUntil": "2035-12-31T23:59:59Z",
             },
@@ -124,7 +125,12 @@ def ministry() -> Document:
         purpose="triage",
         lifetime={"ttl": "4380h"},
         datasets=[{"name": "claims", "purpose": "triage"}],
-        publicInterest={"area": "public-administration", "whyNotAnonymised": "claims are linked"},
+        publicInterest={
+            "area": "public-administration",
+            "whyNotAnonymised": "claims are linked",
+            "monitoring": "weekly review by the DPO",
+            "deletion": "deleted when the sandbox ends",
+        },
     )
     return document
 
@@ -155,7 +161,7 @@ def test_pseudonymised_health_data_needs_a_data_permit(engine: PolicyEngine) -> 
 
 def test_special_category_data_needs_an_article_9_basis(engine: PolicyEngine) -> None:
     document = bank()
-    document["datasets"][0]["personalData"] = "special-category"
+    document["datasets"][0]["category"] = "special-category"
     provision, grant = _both(engine, document)
     assert "SPECIAL_CATEGORY_BASIS_MISSING" in provision & grant
     document["tenant"]["attestations"]["specialCategoryBasis"] = {
@@ -260,3 +266,147 @@ def test_a_grant_never_denies_what_provisioning_allows(
             grant = embedded.decide(one)
             assert grant == opa_engine.decide(one)
             assert set(grant.violations) <= set(provision.violations), one
+
+
+# --- Part two: the input says what the law says --------------------------------------
+
+
+def research(region: str, **dataset: Any) -> Document:
+    """A research tenant reading one pseudonymised dataset stored in ``region``."""
+    document = bank()
+    document["tenant"] = {"name": "lab", "sector": "research", "jurisdiction": "LU"}
+    document["datasets"][0].update(
+        sector="research", location={"bucket": "b", "region": region}, **dataset
+    )
+    return document
+
+
+def test_a_lawful_us_transfer_is_allowed_and_an_unlawful_one_names_the_gap(
+    engine: PolicyEngine,
+) -> None:
+    scc = {"mechanism": "scc", "reference": "SCC 2021/914 M2 C-7", "recipient": "Survey Inc."}
+    assert _both(engine, research("aws:us-east-1", transfer=scc)) == (set(), set())
+    dpf = {
+        "mechanism": "dpf",
+        "reference": "DPF 123",
+        "recipient": "Survey Inc.",
+        "certified": True,
+    }
+    assert _both(engine, research("aws:us-east-1", transfer=dpf)) == (set(), set())
+    # The DPF covers only the US; Canada's decision only PIPEDA organisations: SCCs it is.
+    decision = engine.decide(
+        _resolved({**research("aws:ca-central-1", transfer=dpf), "action": "dataset.grant"})
+    )
+    message = next(v.msg for v in decision.violations if v.code == "RESIDENCY_DATASET_OUTSIDE_EEA")
+    assert "a US recipient" in message
+    assert _both(engine, research("aws:ca-central-1", transfer=scc)) == (set(), set())
+    uncertified = {**dpf, "certified": False}
+    decision = engine.decide(
+        _resolved({**research("aws:us-east-1", transfer=uncertified), "action": "dataset.grant"})
+    )
+    message = next(v.msg for v in decision.violations if v.code == "RESIDENCY_DATASET_OUTSIDE_EEA")
+    assert "DPF certification" in message
+
+
+def test_adequacy_decisions_count_while_in_force(engine: PolicyEngine) -> None:
+    assert _both(engine, research("azure:uksouth")) == (set(), set())  # renewed to 2031
+    assert _both(engine, research("aws:sa-east-1")) == (set(), set())  # Brazil, 2026
+    beyond = research("azure:uksouth")
+    beyond["sandbox"]["lifetime"] = {"expiresAt": "2032-01-31T00:00:00Z"}
+    provision, grant = _both(engine, beyond)
+    assert "RESIDENCY_DATASET_OUTSIDE_EEA" in provision & grant
+
+
+def test_two_fields_say_what_the_old_class_could_not(engine: PolicyEngine) -> None:
+    # "pseudonymised special-category" outside health needs an Art. 9(2) basis ...
+    document = bank()
+    document["datasets"][0].update(identifiability="pseudonymised", category="special-category")
+    provision, grant = _both(engine, document)
+    assert "SPECIAL_CATEGORY_BASIS_MISSING" in provision & grant
+    # ... criminal-offence data an Art. 10 authorisation ...
+    document["datasets"][0]["category"] = "criminal-offence"
+    provision, grant = _both(engine, document)
+    assert "CRIMINAL_OFFENCE_AUTHORISATION_MISSING" in provision & grant
+    document["tenant"]["attestations"]["criminalOffenceAuthorisation"] = "Loi du 29 mars 2013"
+    assert _both(engine, document) == (set(), set())
+    # ... and the deprecated class still reads as before.
+    legacy = bank()
+    del legacy["datasets"][0]["identifiability"]
+    del legacy["datasets"][0]["category"]
+    legacy["datasets"][0]["personalData"] = "special-category"
+    provision, grant = _both(engine, legacy)
+    assert "SPECIAL_CATEGORY_BASIS_MISSING" in provision & grant
+
+
+def test_a_permit_covers_only_what_it_names(engine: PolicyEngine) -> None:
+    document = hospital()
+    document["tenant"]["members"] = [
+        {"user": "dr.alice", "role": "owner"},
+        {"group": "icu-researchers", "role": "member"},
+        {"user": "dr.bob", "role": "reviewer"},
+    ]
+    permit = document["tenant"]["attestations"]["dataPermit"]
+    permit["users"] = ["dr.alice"]
+    provision, grant = _both(engine, document)
+    assert "HEALTH_PERMIT_USER_NOT_COVERED" in provision & grant
+    permit["groups"] = ["icu-researchers"]
+    assert _both(engine, document) == (set(), set())
+    permit["datasets"] = ["other"]
+    provision, grant = _both(engine, document)
+    assert "HEALTH_PERMIT_DATASET_NOT_COVERED" in provision & grant
+    permit["datasets"] = ["icu"]
+    permit["validFrom"] = "2027-01-01T00:00:00Z"
+    provision, grant = _both(engine, document)
+    assert "HEALTH_PERMIT_NOT_YET_VALID" in provision & grant
+
+
+def test_article_59_binds_any_participant_relying_on_it(engine: PolicyEngine) -> None:
+    document = research(LU)
+    document["sandbox"]["publicInterest"] = {"area": "public-health", "whyNotAnonymised": "x"}
+    provision, grant = _both(engine, document)
+    assert {
+        "PUBLIC_DPIA_MISSING",
+        "PUBLIC_MONITORING_MISSING",
+        "PUBLIC_DELETION_COMMITMENT_MISSING",
+    } <= provision & grant
+
+
+def test_dora_register_and_contractual_location(engine: PolicyEngine) -> None:
+    document = bank()
+    del document["datasets"][0]["ictThirdParty"]
+    provision, grant = _both(engine, document)
+    assert {"FINANCE_ICT_REGISTER_MISSING", "FINANCE_DATA_LOCATION_NOT_CONTRACTED"} <= (
+        provision & grant
+    )
+    document["datasets"][0]["ictThirdParty"] = {
+        "registerReference": "ROI-1",
+        "dataLocations": ["DE", "aws:eu-central-1"],
+    }
+    provision, grant = _both(engine, document)
+    assert provision == grant == {"FINANCE_DATA_LOCATION_NOT_CONTRACTED"}
+
+
+def test_special_category_egress_needs_a_transfer_the_platform_attested(
+    engine: PolicyEngine,
+) -> None:
+    scc = {"mechanism": "scc", "reference": "SCC-9", "recipient": "Lab Inc."}
+    document = hospital()
+    document["sandbox"]["egress"] = [
+        {"cidr": "203.0.113.0/24", "region": "aws:us-east-1", "transfer": scc}
+    ]
+    provision, grant = _both(engine, document)
+    assert "RESIDENCY_SPECIAL_CATEGORY_EGRESS" in provision & grant
+    document["tenant"]["attestations"]["transfers"] = [{**scc, "country": "US"}]
+    assert _both(engine, document) == (set(), set())
+
+
+def test_an_anonymity_claim_is_what_lets_a_model_leave(engine: PolicyEngine) -> None:
+    export = _export(hospital(), "azure:uksouth")
+    assert "RESIDENCY_EXPORT_OUTSIDE_EEA" in _codes(engine, export)
+    export["export"]["anonymity"] = {"assessmentReference": "ANON-2026-04"}
+    decision = engine.decide(_resolved(export))
+    assert decision.allow, decision.violations
+    claims = [o for o in decision.obligations if o.code == "EXPORT_ANONYMITY_CLAIM_REVIEWED"]
+    assert [o.value for o in claims] == ["ANON-2026-04"]
+    export["export"]["anonymity"] = {"assessmentReference": "  "}
+    assert "EXPORT_ANONYMITY_ASSESSMENT_MISSING" in _codes(engine, export)

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from sandbox.errors import ConfigurationError
 from sandbox.policy import Decision, PolicyInput
-from sandbox.policy.model import Lifetime, parse_duration
+from sandbox.policy.manifests import Manifests, build_input
+from sandbox.policy.model import ClusterFacts, Lifetime, parse_duration
 
 from .inputs import baseline
 
@@ -95,3 +97,76 @@ def test_an_enormous_ttl_resolves_without_raising(ttl: str) -> None:
 def test_a_duration_too_long_for_timedelta_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="too long"):
         parse_duration("99999999999999999999w")
+
+
+def _dataset_manifest(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "tx"},
+        "spec": {
+            "sector": "finance",
+            "jurisdiction": "LU",
+            "location": {"bucket": "bank", "region": "onprem:lu-national-1"},
+            "allowedPurposes": ["fraud"],
+            **spec,
+        },
+    }
+
+
+def _manifests(**spec: object) -> Manifests:
+    manifests = Manifests()
+    for doc in (
+        {
+            "apiVersion": "regsandbox.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": "bank"},
+            "spec": {"organisation": "B", "sector": "finance", "jurisdiction": "LU"},
+        },
+        {
+            "apiVersion": "regsandbox.io/v1alpha1",
+            "kind": "Sandbox",
+            "metadata": {"name": "s1", "namespace": "tenant-bank"},
+            "spec": {
+                "purpose": "fraud",
+                "region": "onprem:lu-national-1",
+                "lifetime": {"ttl": "7d"},
+                "datasets": [{"name": "tx", "purpose": "fraud"}],
+            },
+        },
+        _dataset_manifest(**spec),
+    ):
+        manifests.add(doc, "test")
+    return manifests
+
+
+@pytest.mark.parametrize(
+    ("legacy", "identifiability", "category"),
+    [
+        ("none", "anonymous", "ordinary"),
+        ("anonymised", "anonymous", "ordinary"),
+        ("pseudonymised", "pseudonymised", "ordinary"),
+        ("personal", "identified", "ordinary"),
+        ("special-category", "identified", "special-category"),
+    ],
+)
+def test_the_deprecated_class_maps_to_the_two_fields(
+    legacy: str, identifiability: str, category: str
+) -> None:
+    cluster = ClusterFacts(region="onprem:lu-national-1")
+    rego = build_input(_manifests(personalData=legacy), cluster).to_rego()
+    dataset = rego["datasets"][0]
+    assert (dataset["identifiability"], dataset["category"]) == (identifiability, category)
+    assert rego["now"].endswith("Z")
+
+
+def test_the_two_fields_are_required_and_must_agree_with_the_old_class() -> None:
+    cluster = ClusterFacts(region="onprem:lu-national-1")
+    with pytest.raises(ConfigurationError, match="identifiability and category"):
+        build_input(_manifests(identifiability="pseudonymised"), cluster)
+    with pytest.raises(ConfigurationError, match="drop personalData"):
+        build_input(_manifests(personalData="pseudonymised", category="special-category"), cluster)
+    rego = build_input(
+        _manifests(identifiability="pseudonymised", category="special-category"), cluster
+    ).to_rego()
+    assert "personalData" not in rego["datasets"][0]

@@ -12,27 +12,22 @@ import data.lib
 
 _applies if lib.sector == "finance"
 
-# METADATA
-# title: Supervisory authority attested
-# description: |
-#   A finance tenant must carry a platform-verified attestation naming its
-#   supervisory authority (for example CSSF), so the supervisor of the sandbox is
-#   known. Simplified: the attestation stands for the outsourcing notification
-#   the entity owes its supervisor.
-# custom:
-#   code: FINANCE_SUPERVISOR_ATTESTATION_MISSING
-#   regulation: DORA Art. 28(3); CSSF Circular 22/806 (simplified)
-data_violations contains v if {
+# Obligation: the audit log must keep records for the finance retention period.
+obligations contains o if {
 	_applies
-	lib.data_access
-	not lib.attested("supervisoryAuthority")
-	v := lib.violation(
-		"FINANCE_SUPERVISOR_ATTESTATION_MISSING",
-		"finance tenant has no attested supervisory authority",
-		"DORA Art. 28(3); CSSF Circular 22/806 (simplified)",
-		concat("", ["tenant/", lib.tenant_name]),
+	lib.provisioning
+	o := lib.obligation(
+		"AUDIT_RETENTION_MIN_DAYS",
+		retention.finance.auditLogDays,
+		"MiFID II Art. 16(6); Delegated Regulation (EU) 2017/565 Art. 72 (simplified)",
 	)
 }
+
+# _location_contracted(d) is true when the cluster's region, or its country, is
+# among the contractual data locations of dataset d's ICT arrangement.
+_location_contracted(d) if lib.cluster_region in object.get(d, ["ictThirdParty", "dataLocations"], [])
+
+_location_contracted(d) if lib.cluster_country in object.get(d, ["ictThirdParty", "dataLocations"], [])
 
 # METADATA
 # title: Per-sandbox encryption key
@@ -103,13 +98,72 @@ violations contains v if {
 	)
 }
 
-# Obligation: the audit log must keep records for the finance retention period.
-obligations contains o if {
+# METADATA
+# title: Supervisory authority attested
+# description: |
+#   A finance tenant must carry a platform-verified attestation naming its
+#   supervisory authority (for example CSSF), so the supervisor of the sandbox is
+#   known. Simplified: the attestation stands for the outsourcing notification
+#   the entity owes its supervisor.
+# custom:
+#   code: FINANCE_SUPERVISOR_ATTESTATION_MISSING
+#   regulation: DORA Art. 28(3); CSSF Circular 22/806 (simplified)
+data_violations contains v if {
 	_applies
-	lib.provisioning
-	o := lib.obligation(
-		"AUDIT_RETENTION_MIN_DAYS",
-		retention.finance.auditLogDays,
-		"MiFID II Art. 16(6); Delegated Regulation (EU) 2017/565 Art. 72 (simplified)",
+	lib.data_access
+	not lib.attested("supervisoryAuthority")
+	v := lib.violation(
+		"FINANCE_SUPERVISOR_ATTESTATION_MISSING",
+		"finance tenant has no attested supervisory authority",
+		"DORA Art. 28(3); CSSF Circular 22/806 (simplified)",
+		concat("", ["tenant/", lib.tenant_name]),
+	)
+}
+
+# METADATA
+# title: ICT arrangement is in the register of information
+# description: |
+#   A financial entity may process its data on this platform only under a
+#   contractual arrangement recorded in its register of information; every dataset
+#   a finance tenant reads must carry the register reference
+#   (ictThirdParty.registerReference). Blank is missing.
+# custom:
+#   code: FINANCE_ICT_REGISTER_MISSING
+#   regulation: DORA Art. 28(3)
+data_violations contains v if {
+	_applies
+	lib.data_access
+	some d in lib.datasets
+	not lib.nonblank(object.get(d, ["ictThirdParty", "registerReference"], ""))
+	v := lib.violation(
+		"FINANCE_ICT_REGISTER_MISSING",
+		concat("", ["dataset '", d.name, "' has no ICT third-party register reference (ictThirdParty.registerReference)"]),
+		"DORA Art. 28(3)",
+		concat("", ["dataset/", d.name]),
+	)
+}
+
+# METADATA
+# title: Sandbox region is a contractual data location
+# description: |
+#   The contract with the ICT third-party service provider states where the data is
+#   processed and stored; the sandbox runs in the cluster's region, which must be one
+#   of the dataset's contractual data locations (a region id or its country).
+# custom:
+#   code: FINANCE_DATA_LOCATION_NOT_CONTRACTED
+#   regulation: DORA Art. 30(2)(b)
+data_violations contains v if {
+	_applies
+	lib.data_access
+	some d in lib.datasets
+	not _location_contracted(d)
+	v := lib.violation(
+		"FINANCE_DATA_LOCATION_NOT_CONTRACTED",
+		concat("", [
+			"the sandbox runs in '", lib.cluster_region, "' (", lib.cluster_country,
+			"), not among the contractual data locations of dataset '", d.name, "' (ictThirdParty.dataLocations)",
+		]),
+		"DORA Art. 30(2)(b)",
+		concat("", ["dataset/", d.name]),
 	)
 }

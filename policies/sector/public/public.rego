@@ -1,22 +1,29 @@
 # METADATA
-# title: Public sector (AI Act regulatory sandbox)
+# title: AI Act Art. 59 (further processing of personal data in a regulatory sandbox)
 # description: |
-#   A public-sector sandbox that processes personal data for developing AI in the
-#   public interest follows AI Act Art. 59: it states its public-interest area and
-#   why anonymised or synthetic data will not do, has a DPIA on record, has a
-#   bounded lifetime and deletes its data at the end.
+#   A sandbox that processes personal data for developing AI in the public interest
+#   under AI Act Art. 59 states its public-interest area, why the processing is
+#   necessary (anonymised or synthetic data will not do), how risks are monitored,
+#   and its deletion commitment; the tenant has a DPIA on record; the lifetime is
+#   bounded and the data deleted at the end. This applies to any participant that
+#   relies on Art. 59 (a sandbox with spec.publicInterest), and to every
+#   public-sector sandbox processing personal data, which must rely on it.
 package sector.public
 
 import data.data.sectors
 import data.lib
 
-# The rules apply to every decision that puts personal data in reach of a public
-# sector sandbox: provisioning and every grant (data_violations, see main.rego).
+# The rules apply to every decision that puts personal data in reach of a sandbox
+# relying on Art. 59: provisioning and every grant (data_violations, see main.rego).
 _applies if {
-	lib.sector == "public"
+	_relies_on_article_59
 	lib.data_access
 	lib.processes_personal_data
 }
+
+_relies_on_article_59 if lib.sector == "public"
+
+_relies_on_article_59 if is_object(input.sandbox.publicInterest)
 
 _public_interest := object.get(input.sandbox, "publicInterest", {})
 
@@ -127,6 +134,46 @@ data_violations contains v if {
 	v := lib.violation(
 		"PUBLIC_DATA_NOT_DELETED_AT_END",
 		concat("", ["the sandbox asks to '", on_expiry, "' its data at the end instead of deleting it"]),
+		"AI Act Art. 59(1)(g)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+# METADATA
+# title: Risk monitoring stated
+# description: |
+#   The sandbox must say how risks to the rights and freedoms of the data subjects
+#   are monitored and responded to during the processing; blank is missing.
+#   Simplified: the text is for the supervisor to judge.
+# custom:
+#   code: PUBLIC_MONITORING_MISSING
+#   regulation: AI Act Art. 59(1)(c) (simplified)
+data_violations contains v if {
+	_applies
+	not lib.nonblank(object.get(_public_interest, "monitoring", ""))
+	v := lib.violation(
+		"PUBLIC_MONITORING_MISSING",
+		"the sandbox does not say how risks to the data subjects are monitored (publicInterest.monitoring)",
+		"AI Act Art. 59(1)(c) (simplified)",
+		concat("", ["sandbox/", lib.sandbox_name]),
+	)
+}
+
+# METADATA
+# title: Deletion commitment stated
+# description: |
+#   The sandbox must commit to deleting the personal data once its participation
+#   ends or the retention period is over; blank is missing. The platform enforces
+#   the deletion itself (lifetime.onExpiry delete, checked above).
+# custom:
+#   code: PUBLIC_DELETION_COMMITMENT_MISSING
+#   regulation: AI Act Art. 59(1)(g)
+data_violations contains v if {
+	_applies
+	not lib.nonblank(object.get(_public_interest, "deletion", ""))
+	v := lib.violation(
+		"PUBLIC_DELETION_COMMITMENT_MISSING",
+		"the sandbox states no commitment to delete the personal data at the end (publicInterest.deletion)",
 		"AI Act Art. 59(1)(g)",
 		concat("", ["sandbox/", lib.sandbox_name]),
 	)
