@@ -6,13 +6,17 @@ built from this checkout and imported into the node's containerd, MinIO where po
 reach it, and then ``helm install`` as a platform engineer would run it, with
 ``imagePullPolicy: Never``: the operator with its OPA sidecar, two gateway replicas and
 the audit service must all become Ready, and the operator in its pod must provision a
-sandbox, recorded by the audit service in its pod, in a log that verifies offline.
+sandbox, recorded by the audit service in its pod, in a log that verifies offline. Then
+the tour's data path in pods alone: a workload in a sandbox reads a granted dataset
+through the chart's gateway Service, and the audit service's log names that pod.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,11 +24,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
+from audit.log import LogReader
 from sandbox.devenv.chart import (
     APP_UID,
     ChartRelease,
@@ -38,9 +44,11 @@ from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ControlPlaneError
 from sandbox.kube.apply import apply, get
-from sandbox.testing import api_client
+from sandbox.provision.names import sandbox_namespace
+from sandbox.testing import api_client, sandbox_manifest
 
-from .pods import Kubectl, wait_for
+from .pods import Kubectl, unique, wait_for, wait_running
+from .test_gateway_reads import READ, TOKEN_DIR, _workload
 
 pytestmark = pytest.mark.dataplane
 
@@ -215,3 +223,101 @@ def test_gateway_pods_reach_minio_and_the_operator_pod_provisions_through_opa_an
     # Recorded as the operator's ServiceAccount: the identity whose token the chart issued.
     actors = {e["actor"].get("user") for e in provisioned}
     assert actors == {f"system:serviceaccount:{NAMESPACE}:regsandbox-operator"}, provisioned
+
+
+def test_a_workload_pod_reads_through_the_charts_gateway_and_the_audit_service_names_it(
+    installed: Installed,
+) -> None:
+    """The data path of the tour, all in pods: sandbox workload → gateway → MinIO → audit."""
+    api, kubectl = installed.api, installed.kubectl
+    _wait_ready(installed)
+    data = secrets.token_bytes(64 * 1024)
+    s3 = installed.storage.client()
+    s3.create_bucket(Bucket="chart-datasets")
+    s3.put_object(Bucket="chart-datasets", Key="claims/part-0001.bin", Body=data)
+    dataset, tenant, sandbox = unique("claims"), unique("tc"), unique("sbx")
+    apply(
+        api,
+        {
+            "apiVersion": "regsandbox.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": dataset},
+            "spec": {
+                "sector": "finance",
+                "jurisdiction": "LU",
+                "location": {
+                    "bucket": "chart-datasets",
+                    "prefix": "claims/",
+                    "region": "onprem:lu-national-1",
+                    "endpoint": installed.storage.endpoint,
+                },
+                "personalData": "pseudonymised",
+                "allowedPurposes": ["fraud-detection"],
+                "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
+            },
+        },
+    )
+    apply(
+        api,
+        {
+            "apiVersion": "regsandbox.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": tenant},
+            "spec": {
+                "organisation": f"Org {tenant}",
+                "sector": "finance",
+                "jurisdiction": "LU",
+                "members": [],
+                "attestations": {"supervisoryAuthority": "CSSF"},
+            },
+        },
+    )
+    wait_for(lambda: get(api, "Namespace", f"tenant-{tenant}"), 60, "the tenant's home")
+    apply(
+        api,
+        sandbox_manifest(
+            sandbox,
+            tenant,
+            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
+            datasets=[{"name": dataset, "purpose": "fraud-detection"}],
+        ),
+    )
+
+    def granted() -> bool:
+        obj = get(api, "Sandbox", sandbox, f"tenant-{tenant}") or {}
+        return any(
+            d["name"] == dataset and d["granted"]
+            for d in (obj.get("status") or {}).get("datasets") or []
+        )
+
+    wait_for(granted, 120, "the dataset grant")
+    namespace = sandbox_namespace(tenant, sandbox)
+    image = next(i for i in installed.release.images if "/regsandbox:" in i)
+    client.CoreV1Api(api).create_namespaced_pod(namespace, _workload(namespace, image))
+    wait_running(api, namespace, "trainer", timeout=120)
+
+    url = (
+        f"http://{installed.release.name}-gateway.{NAMESPACE}.svc.cluster.local:8443"
+        f"/v1/datasets/{dataset}/objects/part-0001.bin"
+    )
+    read = kubectl.exec(namespace, "trainer", "python3", "-c", READ, url, f"{TOKEN_DIR}/token")
+    assert read.returncode == 0, read.stderr
+    answer = json.loads(read.stdout.strip().splitlines()[-1])
+    assert answer["status"] == 200, answer
+    assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+
+    # The gateway pod appended the read to the audit service's log before answering.
+    log = installed.release.audit_volume / "log"
+
+    def reads() -> list[dict[str, Any]]:
+        reader = LogReader(log)
+        try:
+            entries = [reader.entry(i).model_dump(mode="json") for i in range(reader.size)]
+        finally:
+            reader.close()
+        return [e for e in entries if e["action"] == "dataset.read"]
+
+    [entry] = wait_for(reads, 30, "the read's audit entry")
+    assert entry["actor"]["pod"] == f"{namespace}/trainer"
+    assert entry["details"]["sha256"] == answer["sha256"]
+    assert entry["outcome"] == "success"
