@@ -1,9 +1,12 @@
 # METADATA
 # title: Data residency
 # description: |
-#   Where data may be stored and processed. The cluster, the sandbox key and every
-#   dataset must lie in the area their owner's sector and jurisdiction allow; personal
-#   data stays in the EEA or an adequacy country; special-category data stays in the EEA.
+#   Where data may be stored, processed and sent. The cluster, the sandbox key and
+#   every dataset must lie in the area their owner's sector and jurisdiction allow;
+#   personal data stays in the EEA, in a country whose adequacy decision is in force
+#   (policies/data/adequacy, with references and validity) or goes elsewhere under a
+#   complete transfer declaration (GDPR Chapter V); special-category and criminal-offence
+#   data stays in the EEA, and so do exports derived from it unless claimed anonymous.
 #   Areas are defined in policies/data/sectors (residencyArea) and policies/data/areas.
 package residency
 
