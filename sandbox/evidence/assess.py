@@ -48,57 +48,55 @@ def isolation_item(namespace: str) -> str:
     return f"cluster-{namespace}"
 
 
-@dataclass(frozen=True)
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
-    """One audit entry: its index and its parsed JSON (the bytes are in the pack)."""
+    """One audit entry: its index and its parsed JSON (the bytes are in the pack).
+
+    The fields the checks read are taken out once, here; a field of the wrong type
+    reads as absent (the entry still counts, and a check that needs it says so).
+    """
 
     index: int
+    """The entry's index in the log."""
     doc: Mapping[str, Any]
+    """The parsed entry."""
+    action: str = field(init=False)
+    """The entry's action."""
+    resource: Mapping[str, Any] = field(init=False)
+    """What was acted on."""
+    details: Mapping[str, Any] = field(init=False)
+    """Action-specific facts."""
+    decision: Mapping[str, Any] | None = field(init=False)
+    """The policy decision, if any."""
+    actor: Mapping[str, Any] = field(init=False)
+    """Who acted."""
+    outcome: str = field(init=False)
+    """success, failure or denied."""
+    sandbox: tuple[str, str] = field(init=False)
+    """``(tenant, sandbox)`` of the entry (empty strings when not set)."""
+    item: str = field(init=False)
+    """Its evidence item id."""
 
-    @property
-    def action(self) -> str:
-        """The entry's action."""
-        return str(self.doc.get("action", ""))
-
-    @property
-    def resource(self) -> Mapping[str, Any]:
-        """The entry's resource."""
-        value = self.doc.get("resource")
-        return value if isinstance(value, Mapping) else {}
-
-    @property
-    def details(self) -> Mapping[str, Any]:
-        """The entry's details."""
-        value = self.doc.get("details")
-        return value if isinstance(value, Mapping) else {}
-
-    @property
-    def decision(self) -> Mapping[str, Any] | None:
-        """The entry's policy decision, if any."""
-        value = self.doc.get("decision")
-        return value if isinstance(value, Mapping) else None
-
-    @property
-    def actor(self) -> Mapping[str, Any]:
-        """Who acted."""
-        value = self.doc.get("actor")
-        return value if isinstance(value, Mapping) else {}
-
-    @property
-    def outcome(self) -> str:
-        """success, failure or denied."""
-        return str(self.doc.get("outcome", ""))
-
-    @property
-    def sandbox(self) -> tuple[str, str]:
-        """``(tenant, sandbox)`` of the entry (empty strings when not set)."""
-        res = self.resource
-        return str(res.get("tenant") or ""), str(res.get("sandbox") or "")
-
-    @property
-    def item(self) -> str:
-        """Its evidence item id."""
-        return entry_item(self.index)
+    def __post_init__(self) -> None:
+        doc = self.doc
+        resource = _mapping(doc.get("resource"))
+        decision = doc.get("decision")
+        values = {
+            "action": str(doc.get("action", "")),
+            "resource": resource,
+            "details": _mapping(doc.get("details")),
+            "decision": decision if isinstance(decision, Mapping) else None,
+            "actor": _mapping(doc.get("actor")),
+            "outcome": str(doc.get("outcome", "")),
+            "sandbox": (str(resource.get("tenant") or ""), str(resource.get("sandbox") or "")),
+            "item": entry_item(self.index),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)

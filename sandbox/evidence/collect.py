@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from audit.checkpoint import Checkpoint
 from audit.errors import MalformedError, VerificationError
 from audit.log import LogReader
-from audit.merkle import leaf_hash, verify_inclusion
+from audit.merkle import MemoryHashStore, inclusion_proof, leaf_hash
 from audit.note import Note
 from audit.proof import TlogProof
 from audit.witnessing import COSIGNED_FILE
@@ -129,16 +129,6 @@ def _checkpoint_note(reader: LogReader) -> bytes:
     return note
 
 
-def _in_scope(reader: LogReader, scope: Scope) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    tenant = json.dumps(scope.tenant, ensure_ascii=False).encode()
-    for index, data in reader.iter_entries():
-        if tenant not in data:  # cheap pre-filter; the parse below decides
-            continue
-        doc = json.loads(data)
-        if scope.covers(doc):
-            yield index, data, doc
-
-
 def collect(
     log_dir: Path,
     scope: Scope,
@@ -147,31 +137,42 @@ def collect(
 ) -> Collected:
     """Read the scope's entries and receipts from the log at ``log_dir``.
 
-    Each receipt is checked against the checkpoint root before it is kept (a damaged log
-    fails here, not in the supervisor's hands). ``cluster``, given the sandbox
-    namespaces of the scope, returns their isolation objects (see :func:`read_cluster`).
-    Raises :class:`~audit.errors.AuditError` subclasses for an unreadable or
-    inconsistent log.
+    Every entry up to the checkpoint is hashed into a tree held in memory, whose root
+    must be the signed checkpoint's: a damaged or rewritten log fails here, not in the
+    supervisor's hands, and each receipt is the proof from that verified tree.
+    ``cluster``, given the sandbox namespaces of the scope, returns their isolation
+    objects (see :func:`read_cluster`). Raises :class:`~audit.errors.AuditError`
+    subclasses for an unreadable or inconsistent log.
     """
+    tenant = json.dumps(scope.tenant, ensure_ascii=False).encode()
+    tree = MemoryHashStore()
     with LogReader(log_dir) as reader:
         note = _checkpoint_note(reader)
         checkpoint: Checkpoint = reader.checkpoint
         found = Collected(scope, reader.origin, note, checkpoint.size)
         namespaces: list[str] = []
-        for index, data, doc in _in_scope(reader, scope):
+        for index, data in reader.iter_entries():
+            tree.append(leaf_hash(data))
+            if tenant not in data:  # cheap pre-filter; the parse below decides
+                continue
+            doc = json.loads(data)
+            if not scope.covers(doc):
+                continue
             if b"\n" in data:
                 raise MalformedError(f"entry {index} is not canonical JSON (holds a newline)")
-            hashes = reader.inclusion_proof(index, checkpoint.size)
-            try:
-                verify_inclusion(leaf_hash(data), index, checkpoint.size, hashes, checkpoint.root)
-            except VerificationError as exc:
-                raise VerificationError(f"entry {index} is not in the checkpoint: {exc}") from exc
             found.entries.append((index, data))
-            found.proofs[index] = TlogProof(index, tuple(hashes), note).to_bytes()
             if doc.get("action") == "sandbox.provisioned":
                 namespace = str((doc.get("details") or {}).get("namespace") or "")
                 if namespace and namespace not in namespaces:
                     namespaces.append(namespace)
+    if tree.size != checkpoint.size or tree.root() != checkpoint.root:
+        raise VerificationError(
+            f"the log's entries do not hash to its checkpoint (size {checkpoint.size}); "
+            "run `sandboxctl audit verify` on it"
+        )
+    for index, _ in found.entries:
+        hashes = tuple(inclusion_proof(tree, index, checkpoint.size))
+        found.proofs[index] = TlogProof(index, hashes, note).to_bytes()
     if cluster is not None and namespaces:
         found.cluster = cluster(namespaces)
     return found

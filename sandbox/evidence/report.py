@@ -42,7 +42,7 @@ _STATUS_TEXT = {
 
 
 def _when(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(text)
 
 
 def _short(text: str) -> str:
