@@ -18,6 +18,7 @@ runner = CliRunner()
 FINANCE = ["finance/tenant.yaml", "finance/datasets.yaml"]
 HEALTH = ["health/tenant.yaml", "health/datasets.yaml"]
 PUBLIC = ["public/tenant.yaml", "public/datasets.yaml"]
+RESEARCH = ["research/tenant.yaml", "research/datasets.yaml"]
 
 # (files, extra flags, exit code, exact violation codes)
 CASES = [
@@ -129,6 +130,23 @@ CASES = [
             "PUBLIC_MONITORING_MISSING",
             "RESIDENCY_CLUSTER_OUTSIDE_AREA",
             "RESIDENCY_KEY_OUTSIDE_AREA",
+        ],
+    ),
+    (
+        [*RESEARCH, "research/sandbox-mobility-model.yaml"],
+        [],
+        EXIT_OK,
+        [],
+    ),
+    (
+        [*RESEARCH, "research/sandbox-violating.yaml"],
+        [],
+        EXIT_VERIFY_FAILED,
+        [
+            "DATASET_PURPOSE_NOT_ALLOWED",
+            "DATASET_SANDBOX_PURPOSE_NOT_ALLOWED",
+            "RESIDENCY_DATASET_OUTSIDE_AREA",
+            "RESIDENCY_DATASET_OUTSIDE_EEA",
         ],
     ),
     (
