@@ -19,7 +19,13 @@ import typer
 from audit.errors import AuditError
 from audit.log import VKEY_FILE
 from audit.note import Verifier
-from audit.signing import load_signer, load_verifier, read_key_text
+from audit.signing import (
+    generate_key_file,
+    load_signer,
+    load_verifier,
+    read_key_text,
+    write_vkey_file,
+)
 from audit.witness import CosignatureVerifier
 from sandbox.cli.output import (
     EXIT_ERROR,
@@ -61,6 +67,22 @@ def _scope(tenant: str | None, sandbox: str | None, since: str | None, until: st
     if not tenant or sandbox == "":
         fail("give --tenant T, or --sandbox T/NAME (or both --tenant and --sandbox)", EXIT_USAGE)
     return Scope(tenant, sandbox, _time(since, "--since"), _time(until, "--until"))
+
+
+@app.command("keygen")
+def keygen(
+    key: Annotated[
+        Path, typer.Option("--key", help="New signer key file (mode 0600).", show_default=False)
+    ],
+    name: Annotated[str, typer.Option("--name", help="Key name, e.g. evidence.example/officer.")],
+) -> None:
+    """Make a key for signing packs; writes KEY and KEY.vkey, prints the verifier key."""
+    try:
+        signer = generate_key_file(key, name)
+        write_vkey_file(key.with_name(key.name + ".vkey"), signer.verifier)
+    except AuditError as exc:
+        fail(str(exc))
+    typer.echo(signer.verifier.vkey)
 
 
 @app.command("pack")

@@ -157,3 +157,36 @@ def test_errors_exit_1_or_2(tmp_path: Path) -> None:
         str(key),
     )
     assert code == 2
+
+
+def test_keygen_makes_a_key_packs_verify_with(tmp_path: Path) -> None:
+    history = History()
+    compliant(history, "bank-a", "fraud", "card-claims")
+    written = write_log(tmp_path / "log", history.events)
+    key = tmp_path / "officer.key"
+    code, out, err = run("evidence", "keygen", "--key", str(key), "--name", "ev.example/o")
+    assert code == 0, err
+    assert out.startswith("ev.example/o+")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "officer.key.vkey").read_text() == out
+    assert run("evidence", "keygen", "--key", str(key), "--name", "ev.example/o")[0] == 1
+    pack = tmp_path / "pack"
+    assert (
+        run(
+            "evidence",
+            "pack",
+            "--log",
+            str(written.path),
+            "--tenant",
+            "bank-a",
+            "-o",
+            str(pack),
+            "--key",
+            str(key),
+        )[0]
+        == 0
+    )
+    code, _, err = run(
+        "evidence", "verify", str(pack), "--vkey", out.strip(), "--vkey", str(written.vkey)
+    )
+    assert code == 0, err
