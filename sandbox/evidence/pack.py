@@ -156,9 +156,15 @@ def derive(
     entries: Sequence[tuple[int, bytes]],
     cluster: Mapping[str, Mapping[str, Any]],
     log: LogFacts,
+    docs: Sequence[Mapping[str, Any]] | None = None,
 ) -> Derived:
-    """Compute the findings and render the derived files from the evidence."""
-    records = [Record(index, json.loads(data)) for index, data in entries]
+    """Compute the findings and render the derived files from the evidence.
+
+    ``docs``, if given, are the entries already parsed (same order), to save a parse.
+    """
+    if docs is None:
+        docs = [json.loads(data) for _, data in entries]
+    records = [Record(index, doc) for (index, _), doc in zip(entries, docs, strict=True)]
     controls = load_controls()
     findings = assess(records, cluster, log, controls)
     files = {entry_item(i): entry_file(i) for i, _ in entries}

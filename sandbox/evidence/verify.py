@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,22 +124,39 @@ def _manifest(root: Path, verifiers: Sequence[Verifier], report: PackReport) -> 
     return digests
 
 
+# A pack holds two files per entry (200,000 for 100,000 entries): plain os paths here,
+# pathlib objects per file cost seconds.
+def _listing(root: Path) -> tuple[set[str], set[str]]:
+    """Regular files and anything else (links, devices) under ``root``, relative paths."""
+    files: set[str] = set()
+    other: set[str] = set()
+    for top, dirs, names in os.walk(root):
+        rel = Path(top).relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        for name in names:
+            path = os.path.join(top, name)  # noqa: PTH118 -- speed, see above
+            (files if stat.S_ISREG(os.lstat(path).st_mode) else other).add(prefix + name)
+        links = (d for d in dirs if os.path.islink(os.path.join(top, d)))  # noqa: PTH114,PTH118
+        other.update(prefix + d for d in links)
+    return files, other
+
+
 def _files(root: Path, digests: dict[str, str], report: PackReport) -> dict[str, bytes]:
-    on_disk = {
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()
-    }
+    on_disk, odd = _listing(root)
     on_disk.discard(MANIFEST)
     contents: dict[str, bytes] = {}
+    for path in sorted(odd):
+        report.fail(path, "is not a regular file (links are not followed)")
     for path in sorted(on_disk - digests.keys()):
         report.fail(path, "is not in the signed manifest")
     for path in sorted(digests):
-        if not path:
+        if not path or path in odd:
             continue
-        target = root / path
-        if path not in on_disk or target.is_symlink():
+        if path not in on_disk:
             report.fail(path, "is listed in the signed manifest but missing from the pack")
             continue
-        data = target.read_bytes()
+        with open(os.path.join(root, path), "rb") as f:  # noqa: PTH118,PTH123 -- speed
+            data = f.read()
         report.files += 1
         if hashlib.sha256(data).hexdigest() != digests[path]:
             report.fail(path, "its sha256 differs from the signed manifest (altered)")
@@ -200,8 +219,9 @@ def _entries(
     checkpoint: Checkpoint,
     note: bytes,
     report: PackReport,
-) -> list[tuple[int, bytes]]:
+) -> tuple[list[tuple[int, bytes]], list[dict[str, Any]]]:
     entries: list[tuple[int, bytes]] = []
+    docs: list[dict[str, Any]] = []
     for path in sorted(contents):
         match = _ENTRY.match(path)
         if match is None:
@@ -237,13 +257,14 @@ def _entries(
             report.fail(path, "is outside the pack's scope (another tenant, sandbox or time)")
             continue
         entries.append((index, data))
+        docs.append(doc)
     receipts = {p for p in contents if p.startswith("receipts/")}
     orphans = receipts - {receipt_file(i) for i, _ in entries}
     for path in sorted(orphans):
         entry = path.replace("receipts/", "entries/").replace(".tlog-proof", ".json")
         if entry not in contents and not any(p.item == entry for p in report.problems):
             report.fail(path, f"is a receipt without its entry ({entry})")
-    return entries
+    return entries, docs
 
 
 def _cluster(contents: dict[str, bytes], report: PackReport) -> dict[str, dict[str, Any]]:
@@ -306,11 +327,11 @@ def verify_pack(
     checkpoint = _checkpoint(contents, info, verifiers, witnesses, quorum, report)
     if checkpoint is None:
         return report
-    entries = _entries(contents, info, checkpoint, contents["checkpoint"], report)
+    entries, docs = _entries(contents, info, checkpoint, contents["checkpoint"], report)
     cluster = _cluster(contents, report)
     log = log_facts(info.origin, info.size, contents["checkpoint"], len(entries))
     try:
-        derived = derive(info, entries, cluster, log)
+        derived = derive(info, entries, cluster, log, docs)
     except (AuditError, ValueError, KeyError, TypeError) as exc:
         report.fail("evidence", f"the findings cannot be recomputed: {exc}")
         return report

@@ -196,3 +196,14 @@ def test_witness_cosignatures_travel_with_the_pack(tmp_path: Path) -> None:
     other = Cosigner.generate("witness.example/w2")
     report = verify_pack(out, keys, witnesses=[other.verifier], quorum=1)
     assert _items(report) == ["checkpoint"]
+
+
+def test_a_link_in_place_of_a_file_is_named(packed: Packed, tmp_path: Path) -> None:
+    """Links are not followed: a pack is checked as the files it holds."""
+    victim = _entries(packed.pack)[0]
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(victim.read_bytes())
+    victim.unlink()
+    victim.symlink_to(outside)
+    report = _verify(packed)
+    assert f"entries/{victim.name}" in _items(report), report.problems
