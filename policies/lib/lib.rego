@@ -24,6 +24,10 @@ _legacy_identifiability := {
 
 _legacy_category := {"special-category": "special-category"}
 
+# Deprecated: the personalData classes within the GDPR's scope. Kept for custom
+# policies written against it; read identifiability and category (personal(d)).
+personal_classes := {"pseudonymised", "personal", "special-category"}
+
 # Lookups inside functions use object.get: the embedded engine (regopy) resolves a
 # data reference with a variable key by scanning the whole object, object.get by a
 # direct lookup, and both engines agree on the result.
