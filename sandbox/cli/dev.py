@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from sandbox.cli.dev_chart import chart
 from sandbox.cli.dev_images import images
 from sandbox.cli.output import OutputFormat, err_console, fail, print_data, print_rows
 from sandbox.devenv.controlplane import DEFAULT_DIR, ControlPlane
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 
 app.command("images")(images)
+app.command("chart")(chart)
 
 DirOption = Annotated[
     Path, typer.Option("--dir", help="Directory for state, certificates, data and logs.")
