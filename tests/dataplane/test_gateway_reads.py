@@ -9,6 +9,7 @@ with the API server, reads MinIO and writes its audit log before answering.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -56,6 +57,8 @@ try:
                           "bytes": len(body)}))
 except urllib.error.HTTPError as exc:
     print(json.dumps({"status": exc.code, "body": exc.read().decode(errors="replace")[:400]}))
+except OSError as exc:  # no connection at all (e.g. the sandbox's network was cut)
+    print(json.dumps({"status": 0, "body": str(exc)[:400]}))
 """
 
 
@@ -69,6 +72,7 @@ class GatewayWorld:
     size: int
     audit_log: Path
     url: str
+    image: str
 
 
 def _gateway_objects(
@@ -203,6 +207,33 @@ def _grants(api: client.ApiClient, tenant: str, sandbox: str) -> dict[str, bool]
     return {d["name"]: d["granted"] for d in (obj.get("status") or {}).get("datasets") or []}
 
 
+def _granted_sandbox(
+    api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant: str,
+    dataset: str,
+    image: str,
+    **spec: Any,
+) -> tuple[str, str]:
+    """A Sandbox granted ``dataset`` with a Running workload pod ``trainer``."""
+    sandbox = unique("sbx")
+    apply(
+        api,
+        sandbox_manifest(
+            sandbox,
+            tenant,
+            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
+            datasets=[{"name": dataset, "purpose": "fraud-detection"}],
+            **spec,
+        ),
+    )
+    operator.wait_until(lambda: _grants(api, tenant, sandbox).get(dataset), 90, "the grant")
+    namespace = sandbox_namespace(tenant, sandbox)
+    client.CoreV1Api(api).create_namespaced_pod(namespace, _workload(namespace, image))
+    wait_running(api, namespace, "trainer", timeout=120)
+    return sandbox, namespace
+
+
 @pytest.fixture(scope="module")
 def gw(
     data_plane: ControlPlane,
@@ -246,6 +277,8 @@ def gw(
                 },
                 "personalData": "pseudonymised",
                 "allowedPurposes": ["fraud-detection"],
+                # DORA: a bank's dataset names its register entry and contracted location.
+                "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
             },
         },
     )
@@ -268,22 +301,7 @@ def gw(
     dp_operator.wait_until(
         lambda: get(dp_api, "Namespace", f"tenant-{tenant}"), 60, "tenant home namespace"
     )
-    sandbox = unique("sbx")
-    apply(
-        dp_api,
-        sandbox_manifest(
-            sandbox,
-            tenant,
-            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
-            datasets=[{"name": dataset, "purpose": "fraud-detection"}],
-        ),
-    )
-    dp_operator.wait_until(
-        lambda: _grants(dp_api, tenant, sandbox).get(dataset), 90, "the dataset grant"
-    )
-    namespace = sandbox_namespace(tenant, sandbox)
-    client.CoreV1Api(dp_api).create_namespaced_pod(namespace, _workload(namespace, image))
-    wait_running(dp_api, namespace, "trainer", timeout=120)
+    sandbox, namespace = _granted_sandbox(dp_api, dp_operator, tenant, dataset, image)
     url = (
         f"http://{GATEWAY_NAME}.{SYSTEM_NS}.svc.cluster.local:{settings.gateway_port}"
         f"/v1/datasets/{dataset}/objects/{KEY.removeprefix('claims/')}"
@@ -298,6 +316,7 @@ def gw(
             size=len(data),
             audit_log=audit_dir / "log",
             url=url,
+            image=image,
         )
     finally:
         delete(dp_api, "Tenant", tenant)
@@ -305,9 +324,9 @@ def gw(
         delete(dp_api, "Pod", "gateway", SYSTEM_NS)
 
 
-def _read(kubectl: Kubectl, gw: GatewayWorld) -> dict[str, Any]:
+def _read(kubectl: Kubectl, gw: GatewayWorld, namespace: str | None = None) -> dict[str, Any]:
     result = kubectl.exec(
-        gw.namespace, "trainer", "python3", "-c", READ, gw.url, f"{TOKEN_DIR}/token"
+        namespace or gw.namespace, "trainer", "python3", "-c", READ, gw.url, f"{TOKEN_DIR}/token"
     )
     assert result.returncode == 0, result.stderr
     answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -370,3 +389,35 @@ def test_after_revocation_the_next_read_is_refused_within_the_bound(
     answer = _read(kubectl, gw)
     assert answer["status"] == 403, answer
     assert "DatasetNotGranted" in answer["body"]
+
+
+def test_after_expiry_the_next_read_is_refused_within_the_bound(
+    dp_api: client.ApiClient,
+    dp_operator: OperatorProcess,
+    kubectl: Kubectl,
+    gw: GatewayWorld,
+) -> None:
+    """A sandbox that ends while its pod runs: reads stop at ``expiresAt`` plus the bound.
+
+    ``onExpiry: retain`` keeps the namespace (and the pod) after expiry, so the read is
+    attempted; it is refused by the gateway (403 ``SandboxExpired``) or, once the operator
+    has cut the sandbox's network, never reaches it — either way no byte is served.
+    """
+    ends = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=40)
+    lifetime = {"expiresAt": ends.isoformat().replace("+00:00", "Z"), "onExpiry": "retain"}
+    _, namespace = _granted_sandbox(
+        dp_api, dp_operator, gw.tenant, gw.dataset, gw.image, lifetime=lifetime
+    )
+    before = _read(kubectl, gw, namespace)
+    assert before["status"] == 200, before
+    assert before["sha256"] == gw.digest
+    bound = GatewaySettings.model_fields["grant_cache_seconds"].default
+    wait_for(
+        lambda: dt.datetime.now(dt.UTC) >= ends + dt.timedelta(seconds=bound),
+        120,
+        "the sandbox's end plus the documented bound",
+    )
+    after = _read(kubectl, gw, namespace)
+    assert after["status"] in (0, 403), after
+    if after["status"] == 403:
+        assert "SandboxExpired" in after["body"] or "NotASandbox" in after["body"], after
