@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from audit.durable import replace_file
 from audit.errors import AnchorConflictError, StorageError
 
 __all__ = [
@@ -120,21 +121,7 @@ class FileCheckpointAnchor:
                     f"the checkpoint anchor {self.path} changed underneath this log "
                     f"(expected {expected}, found {current.version}): another writer?"
                 )
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(note)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.replace(self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            replace_file(self.path, note)
         except OSError as exc:
             raise StorageError(f"cannot write the checkpoint anchor {self.path}: {exc}") from exc
         finally:

@@ -41,6 +41,7 @@ from audit.anchor import AnchorRecord, CheckpointAnchor
 from audit.canonical import canonical_json
 from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from audit.columns import HashColumn, OffsetColumn
+from audit.durable import replace_file
 from audit.entry import Actor, Entry, Event, Resource, encode_entry
 from audit.errors import (
     AnchorConflictError,
@@ -120,26 +121,6 @@ def read_origin(path: Path) -> str:
     if data != config_bytes(origin):
         raise MalformedError(f"{path / CONFIG_FILE} is not in canonical form (was it edited?)")
     return origin
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    _fsync_dir(path.parent)
 
 
 class LogReader:
@@ -393,8 +374,8 @@ class AuditLog(LogReader):
             finally:
                 os.close(fd)
         checkpoint = Checkpoint(origin, 0, EMPTY_ROOT)
-        _atomic_write(path / CHECKPOINT_FILE, sign_checkpoint(checkpoint, [signer]))
-        _atomic_write(path / CONFIG_FILE, config_bytes(origin))  # last: marks the log complete
+        replace_file(path / CHECKPOINT_FILE, sign_checkpoint(checkpoint, [signer]))
+        replace_file(path / CONFIG_FILE, config_bytes(origin))  # last: marks the log complete
         return cls(path, signer, checkpoint_interval=checkpoint_interval, anchor=anchor)
 
     # -- recovery ---------------------------------------------------------------------
@@ -691,7 +672,7 @@ class AuditLog(LogReader):
             checkpoint = Checkpoint(self.origin, size, root)
             note = sign_checkpoint(checkpoint, signers)
             self._advance_anchor(note)
-            _atomic_write(self.path / CHECKPOINT_FILE, note)
+            replace_file(self.path / CHECKPOINT_FILE, note)
             self._checkpoint_note, self._checkpoint = note, checkpoint
             self._published_size = size
             self._last_publish = time.monotonic()

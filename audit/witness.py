@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +37,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from audit.checkpoint import Checkpoint
+from audit.durable import replace_file
 from audit.errors import AuditError, MalformedError, StorageError, VerificationError
 from audit.merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
 from audit.note import (
@@ -385,22 +385,7 @@ class FileWitnessState(WitnessState):
 
     def store(self, origin: str, checkpoint: bytes) -> None:
         """Write to a temporary file, fsync, rename over the old one, fsync the directory."""
-        target = self._path(origin)
-        partial = target.with_suffix(".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(checkpoint)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        partial.replace(target)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self._path(origin), checkpoint, temp_suffix=".partial")
 
 
 class Witness:

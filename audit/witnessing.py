@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from audit.checkpoint import Checkpoint, open_checkpoint
+from audit.durable import replace_file
 from audit.errors import AuditError, MalformedError, VerificationError
 from audit.note import Note, NoteSignature, Verifier, b64encode
 from audit.witness import SIZE_CONTENT_TYPE, CosignatureVerifier
@@ -413,14 +413,7 @@ class Witnessing:
                 )
                 if size < old_size or (count < self.publish_quorum and count < old_count):
                     return
-        tmp = self.store.with_name(self.store.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, merged)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(self.store)
+        replace_file(self.store, merged)
 
 
 def fetch_witnessed(
