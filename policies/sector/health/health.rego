@@ -16,7 +16,15 @@ import data.lib
 
 _applies if lib.sector == "health"
 
-_permit := lib.attestations.dataPermit
+default _permit := {}
+
+# _permit is the tenant's data permit; anything but a non-empty object counts as none.
+_permit := p if {
+	p := lib.attestations.dataPermit
+	is_object(p)
+}
+
+_has_permit if count(_permit) > 0
 
 # _health_personal holds the input datasets of personal health data.
 _health_personal contains d if {
@@ -27,7 +35,7 @@ _health_personal contains d if {
 
 _may_identify if {
 	lib.attested("ethicsApproval")
-	lib.attested("dataPermit")
+	_has_permit
 }
 
 _permit_id := object.get(_permit, "id", "")
@@ -152,7 +160,7 @@ data_violations contains v if {
 
 	# After the loop on purpose: checked only when personal health data is asked for.
 	# regal ignore:non-loop-expression
-	not lib.attested("dataPermit")
+	not _has_permit
 	v := lib.violation(
 		"HEALTH_DATA_PERMIT_MISSING",
 		concat("", [
@@ -174,7 +182,7 @@ data_violations contains v if {
 #   regulation: EHDS Art. 68 (simplified)
 data_violations contains v if {
 	lib.data_access
-	lib.attested("dataPermit")
+	_has_permit
 	count(_health_personal) > 0
 	purpose := lib.sandbox_purpose
 	not purpose in object.get(_permit, "purposes", [])
@@ -198,7 +206,7 @@ data_violations contains v if {
 #   regulation: EHDS Art. 68 (simplified)
 data_violations contains v if {
 	lib.data_access
-	lib.attested("dataPermit")
+	_has_permit
 	count(_health_personal) > 0
 	ends := object.get(input.sandbox, ["lifetime", "expiresAt"], "")
 	valid_until := object.get(_permit, "validUntil", "")
@@ -225,7 +233,7 @@ data_violations contains v if {
 #   regulation: EHDS Art. 68
 data_violations contains v if {
 	lib.data_access
-	lib.attested("dataPermit")
+	_has_permit
 	some d in _health_personal
 	not d.name in object.get(_permit, "datasets", [])
 	v := lib.violation(
@@ -249,7 +257,7 @@ data_violations contains v if {
 #   regulation: EHDS Art. 68
 data_violations contains v if {
 	lib.data_access
-	lib.attested("dataPermit")
+	_has_permit
 	count(_health_personal) > 0
 	some who in _data_users
 	not who in _permitted
@@ -273,7 +281,7 @@ data_violations contains v if {
 #   regulation: EHDS Art. 68
 data_violations contains v if {
 	lib.data_access
-	lib.attested("dataPermit")
+	_has_permit
 	count(_health_personal) > 0
 	valid_from := object.get(_permit, "validFrom", "")
 	valid_from != ""

@@ -176,3 +176,13 @@ test_identified_is_read_from_the_two_fields if {
 		with input.sandbox as sandbox
 	codes == {"HEALTH_DATA_NOT_PSEUDONYMISED"}
 }
+
+test_a_malformed_permit_is_no_permit if {
+	sandbox := _sandbox
+	codes := _codes(health.data_violations) with input.action as "dataset.grant"
+		with input.now as "2026-12-06T00:00:00Z"
+		with input.tenant as {"name": "lab", "sector": "research", "attestations": {"dataPermit": "HDAB-1"}}
+		with input.datasets as [{"name": "icu", "sector": "health", "identifiability": "pseudonymised"}]
+		with input.sandbox as sandbox
+	codes == {"HEALTH_DATA_PERMIT_MISSING"}
+}
