@@ -80,6 +80,8 @@ class World:
     """Two tenants' sandboxes with client and server pods, and an open namespace."""
 
     host_ip: str
+    node_ip: str
+    """The node's own address (the kubelet's API listens there)."""
     allowed_port: int
     other_port: int
     apiserver_port: int
@@ -191,6 +193,7 @@ def world(
     try:
         yield World(
             host_ip=host_ip,
+            node_ip=data_plane.node.load_state().node_ip,  # type: ignore[union-attr]
             allowed_port=allowed,
             other_port=other,
             apiserver_port=data_plane.load_state().apiserver_port,  # type: ignore[union-attr]
@@ -234,6 +237,7 @@ def test_positive_controls_reach_every_destination(kubectl: Kubectl, world: Worl
     assert kubectl.connects(ns, "client", world.host_ip, world.apiserver_port)
     assert kubectl.connects(ns, "client", "10.96.0.1", 443)
     assert kubectl.connects(ns, "client", world.host_ip, world.storage_port)
+    assert kubectl.connects(ns, "client", world.node_ip, 10250)
 
 
 def test_allowed_egress_works_and_another_port_on_it_does_not(
@@ -248,6 +252,11 @@ def test_no_connection_to_the_api_server(kubectl: Kubectl, world: World) -> None
     _enforced(kubectl, world)
     assert not kubectl.connects(world.a1, "client", "10.96.0.1", 443)
     assert not kubectl.connects(world.a1, "client", world.host_ip, world.apiserver_port)
+
+
+def test_no_connection_to_the_kubelet(kubectl: Kubectl, world: World) -> None:
+    _enforced(kubectl, world)
+    assert not kubectl.connects(world.a1, "client", world.node_ip, 10250)
 
 
 def test_no_connection_to_the_storage_behind_the_gateway(kubectl: Kubectl, world: World) -> None:
