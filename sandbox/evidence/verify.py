@@ -46,7 +46,7 @@ from sandbox.evidence.pack import (
 
 __all__ = ["PackReport", "Problem", "verify_pack"]
 
-_LINE = re.compile(r"^([0-9a-f]{64}) ([A-Za-z0-9._/-]+)$")
+_LINE = re.compile(r"^([0-9a-f]{64}) ([A-Za-z0-9._-][A-Za-z0-9._/-]*)$")
 _ENTRY = re.compile(r"^entries/([0-9]{12})\.json$")
 
 
