@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from sandbox.policy import EmbeddedEngine, OpaEngine, PolicyEngine, PolicyInput, PolicySet
 
+from .conftest import POLICY_DIR
 from .inputs import LU, baseline, random_input
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -410,3 +412,31 @@ def test_an_anonymity_claim_is_what_lets_a_model_leave(engine: PolicyEngine) -> 
     assert [o.value for o in claims] == ["ANON-2026-04"]
     export["export"]["anonymity"] = {"assessmentReference": "  "}
     assert "EXPORT_ANONYMITY_ASSESSMENT_MISSING" in _codes(engine, export)
+
+
+def test_per_dataset_rules_never_depend_on_the_action_that_asks() -> None:
+    """A ``data_violations`` rule (the per-dataset rule set both provisioning and grants
+    evaluate) gated on provisioning alone would make the two paths diverge again."""
+    rule = re.compile(r"^data_violations contains v if \{\n(.*?)\n\}", re.MULTILINE | re.DOTALL)
+    found = 0
+    for path in sorted(POLICY_DIR.rglob("*.rego")):
+        if path.name.endswith("_test.rego"):
+            continue
+        for body in rule.findall(path.read_text()):
+            found += 1
+            assert "lib.provisioning" not in body, path
+            assert "lib.exporting" not in body, path
+            assert 'action == "' not in body, path
+    assert found >= 20
+
+
+def test_every_per_dataset_rule_set_is_part_of_data_access() -> None:
+    """A package's ``data_violations`` left out of ``main.data_access`` would never deny."""
+    main = (POLICY_DIR / "main/main.rego").read_text()
+    for path in sorted(POLICY_DIR.rglob("*.rego")):
+        text = path.read_text()
+        if path.name.endswith("_test.rego") or "\ndata_violations contains" not in text:
+            continue
+        package = re.search(r"^package ([\w.]+)", text, re.MULTILINE)
+        assert package is not None, path
+        assert f"{package.group(1).split('.')[-1]}.data_violations" in main, path
