@@ -1,8 +1,9 @@
 """Per-sandbox encryption keys: one key per sandbox, destroyed at the sandbox's end.
 
-Two providers implement :class:`KeyProvider`: :class:`LocalKeyProvider` (data keys
-wrapped with AES-GCM under an operator-held KEK) and :class:`AwsKmsKeyProvider` (one
-KMS key per sandbox, found through its alias). Errors derive from
+Three providers implement :class:`KeyProvider`: :class:`LocalKeyProvider` (data keys
+wrapped with AES-GCM under an operator-held KEK), :class:`AwsKmsKeyProvider` (one
+KMS key per sandbox, found through its alias) and :class:`Pkcs11KeyProvider` (one
+non-extractable key per sandbox inside an HSM, reached over PKCS#11). Errors derive from
 :class:`KeyProviderError`, itself a :class:`sandbox.errors.SandboxError`.
 """
 
@@ -28,6 +29,7 @@ from sandbox.keys.local import (
     generate_kek,
     kek_id,
 )
+from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
 
 __all__ = [
     "AwsKmsKeyProvider",
@@ -45,9 +47,12 @@ __all__ = [
     "KeyStateError",
     "LocalKeyProvider",
     "MemoryWrappedKeyStore",
+    "Pkcs11KeyProvider",
+    "Pkcs11Settings",
     "WrappedKeyStore",
     "alias_name",
     "generate_kek",
     "kek_id",
+    "read_pin_file",
     "validate_sandbox_id",
 ]

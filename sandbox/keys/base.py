@@ -87,7 +87,7 @@ class KeyRef:
     key_id: str
     """Identifier of the key, safe to show (never derived from the key material)."""
     provider: str
-    """Name of the provider that made it: ``local`` or ``aws-kms``."""
+    """Name of the provider that made it: ``local``, ``aws-kms`` or ``pkcs11``."""
     region: str
     """Region the key lives in (for ``local``, the region recorded at creation)."""
     created_at: dt.datetime
@@ -104,7 +104,8 @@ class KeyRef:
 DestructionOutcome = Literal["destroyed", "scheduled", "already-scheduled", "absent"]
 """What a destroy call found and did.
 
-- ``destroyed``: this call erased the key (``local``: wrapped key deleted);
+- ``destroyed``: this call erased the key (``local``: wrapped key deleted; ``pkcs11``:
+  token object destroyed);
 - ``scheduled``: this call scheduled deletion (``aws-kms``: ScheduleKeyDeletion);
 - ``already-scheduled``: deletion had already been scheduled by an earlier call;
 - ``absent``: there was no key — never made, or destroyed earlier.
@@ -125,6 +126,9 @@ class KeyDestruction:
     """The destroyed key, when one was found."""
     deletion_date: dt.datetime | None = None
     """When the key material is gone for good (``aws-kms``); ``None`` means now."""
+    confirmation: str | None = None
+    """The provider's own evidence that the key is gone, for the audit entry (``pkcs11``:
+    the token's ``C_FindObjects`` for the key found nothing after ``C_DestroyObject``)."""
 
     @property
     def already_done(self) -> bool:
@@ -138,7 +142,7 @@ class KeyProvider(Protocol):
 
     @property
     def name(self) -> str:
-        """Provider name as configured: ``local`` or ``aws-kms``."""
+        """Provider name as configured: ``local``, ``aws-kms`` or ``pkcs11``."""
         ...
 
     def create(self, sandbox_id: str, region: str, tags: dict[str, str]) -> KeyRef:
