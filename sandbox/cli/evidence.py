@@ -141,6 +141,11 @@ def pack(
         found = collect(log, scope, cluster=reader)
     except (AuditError, OSError) as exc:
         fail(f"cannot read log {log}: {exc}")
+    if not found.entries:
+        what = (
+            f"sandbox {scope.tenant}/{scope.sandbox}" if scope.sandbox else f"tenant {scope.tenant}"
+        )
+        fail(f"the log has no entry of {what} in that range; nothing was written")
     vkey_path = log / VKEY_FILE
     log_vkey = vkey_path.read_bytes() if vkey_path.is_file() else None
     try:

@@ -148,6 +148,21 @@ def test_errors_exit_1_or_2(tmp_path: Path) -> None:
         "--log",
         str(written.path),
         "--tenant",
+        "bank-z",
+        "-o",
+        str(tmp_path / "p"),
+        "--key",
+        str(key),
+    )
+    assert code == 1
+    assert "no entry of tenant bank-z" in err
+    assert not (tmp_path / "p").exists()
+    code, _, err = run(
+        "evidence",
+        "pack",
+        "--log",
+        str(written.path),
+        "--tenant",
         "bank-a",
         "--since",
         "yesterday",

@@ -142,3 +142,16 @@ def test_history_cut_before_provisioning_is_not_retained(tmp_path: Path) -> None
     _, findings = _packed_findings(tmp_path, history)
     assert findings["dora-retention"].status == "not-satisfied"
     assert findings["ehds-73-1-access"].status == "not-satisfied"
+
+
+def test_report_escapes_what_workloads_and_people_wrote(tmp_path: Path) -> None:
+    """Dataset paths, comments and reasons come from users: the report shows them as text."""
+    history = History()
+    key = history.provision("bank-a", "fraud", "card-claims")
+    history.read("bank-a", "fraud", "<script>alert(1)</script>", streamed=False)
+    history.expire("bank-a", "fraud", "card-claims", key)
+    packed, findings = _packed_findings(tmp_path, history)
+    assert findings["ehds-73-1-access"].status == "not-satisfied"
+    html = (packed.pack / "report.html").read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
