@@ -1,1 +1,16 @@
-"""Evidence packs."""
+"""Evidence packs: the platform's controls mapped to signed, offline-verifiable proof.
+
+Modules by role (import them directly; this package imports nothing, so that loading
+the CLI does not load the OSCAL models):
+
+- :mod:`sandbox.evidence.catalog` — the OSCAL control catalogue shipped as data;
+- :mod:`sandbox.evidence.collect` — a scope's audit entries and receipts against one
+  checkpoint, and the cluster's isolation objects;
+- :mod:`sandbox.evidence.assess` — the checks: one finding per control, pure functions;
+- :mod:`sandbox.evidence.oscal` — the OSCAL assessment results;
+- :mod:`sandbox.evidence.report` — the self-contained HTML report;
+- :mod:`sandbox.evidence.pack` — writing and signing a pack;
+- :mod:`sandbox.evidence.verify` — checking a pack offline, findings recomputed.
+"""
+
+__all__: list[str] = []
