@@ -517,7 +517,15 @@ class Pkcs11KeyProvider:
                 capabilities=MechanismFlag(0),
                 template=_DATA_KEY_TEMPLATE,
             )
-        except _BAD_WRAPPED:
+        except (*_BAD_WRAPPED, p11.GeneralError) as error:
+            if isinstance(error, p11.GeneralError):
+                # SoftHSM2 answers a failed RFC 3394 integrity check with
+                # CKR_GENERAL_ERROR: it is the wrapped key's fault only if the token
+                # still answers; otherwise the token is unavailable.
+                try:
+                    list(session.get_objects(_template(label, record.object_id)))
+                except p11.PKCS11Error:
+                    raise error from None
             raise KeyIntegrityError(
                 f"key {record.key_id} of sandbox {record.sandbox_id!r} failed to unwrap: "
                 "the stored key was altered or moved from another sandbox; do not use it"

@@ -19,6 +19,8 @@ from sandbox.keys import Pkcs11Settings
 SOFTHSM_MODULE = Path(os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so"))
 TOKEN_LABEL = "regsandbox-test"
 OTHER_TOKEN_LABEL = "regsandbox-other"
+PIN_TOKEN_LABEL = "regsandbox-pin"
+"""A token only the wrong-PIN test opens (login state is per process)."""
 USER_PIN = "4711-user-pin"
 SO_PIN = "0815-so-pin"
 PINS = ("--pin", USER_PIN, "--so-pin", SO_PIN)
@@ -49,7 +51,7 @@ def _missing(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
-    """Two SoftHSM2 tokens (``regsandbox-test`` and ``regsandbox-other``) in a tmp dir.
+    """Three SoftHSM2 tokens (``regsandbox-test``, ``-other`` and ``-pin``) in a tmp dir.
 
     ``SOFTHSM2_CONF`` is set for the whole session: SoftHSM2 reads it when the module is
     first initialised, and python-pkcs11 keeps the module loaded for the process.
@@ -71,7 +73,7 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
     previous = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     try:
-        for label in (TOKEN_LABEL, OTHER_TOKEN_LABEL):
+        for label in (TOKEN_LABEL, OTHER_TOKEN_LABEL, PIN_TOKEN_LABEL):
             subprocess.run(
                 [util, "--init-token", "--free", "--label", label, *PINS],
                 check=True,
