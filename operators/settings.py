@@ -55,8 +55,14 @@ class OperatorSettings(BaseSettings):
     """File holding the bearer token for the audit service."""
     audit_retention_days: int = Field(default=3650, ge=1)
     """Days the platform keeps audit records (attested to policy)."""
-    key_provider: Literal["local", "aws-kms"] = "local"
-    """Where per-sandbox keys are made."""
+    key_provider: Literal["local", "aws-kms", "pkcs11"] = "local"
+    """Where per-sandbox keys are made (``pkcs11``: an HSM; see the ``pkcs11_*`` settings)."""
+    pkcs11_module: Path | None = None
+    """The HSM vendor's PKCS#11 library, e.g. ``/usr/lib/softhsm/libsofthsm2.so``."""
+    pkcs11_token_label: str | None = Field(default=None, min_length=1, max_length=32)
+    """Label of the token holding the sandbox keys."""
+    pkcs11_pin_file: Path | None = None
+    """File holding the token's user PIN (the chart mounts it from a Secret)."""
     kms_endpoint_url: str | None = None
     """KMS endpoint override (sovereign clouds, tests)."""
     kms_regions: list[str] = Field(default_factory=list)
@@ -102,6 +108,18 @@ class OperatorSettings(BaseSettings):
             raise ValueError(
                 "the longhorn storage profile encrypts volumes with a data key from the local "
                 "key provider; with key_provider aws-kms use the aws-ebs storage profile"
+            )
+        if self.key_provider == "pkcs11" and not (
+            self.pkcs11_module and self.pkcs11_token_label and self.pkcs11_pin_file
+        ):
+            raise ValueError(
+                "key_provider pkcs11 needs pkcs11_module, pkcs11_token_label and "
+                "pkcs11_pin_file (REGSANDBOX_PKCS11_*)"
+            )
+        if self.key_provider == "pkcs11" and self.storage_profile.kind == "aws-ebs":
+            raise ValueError(
+                "the aws-ebs storage profile encrypts volumes with the sandbox's KMS key; "
+                "set key_provider to aws-kms"
             )
         if self.key_provider == "local" and self.storage_profile.kind == "aws-ebs":
             raise ValueError(

@@ -14,6 +14,7 @@ from sandbox.errors import ConfigurationError
 from sandbox.keys.base import KeyProvider
 from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
 from sandbox.keys.local import LocalKeyProvider
+from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
 from sandbox.keys.secret_store import SecretWrappedKeyStore, load_or_create_kek
 from sandbox.kube.cache import WatchedObjects
 from sandbox.lifecycle.platform import Platform
@@ -70,6 +71,21 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
             )
         )
     store = SecretWrappedKeyStore(api, settings.namespace)
+    if settings.key_provider == "pkcs11":
+        # The token is first reached on the first key call, so the operator starts while
+        # the HSM is down and provisioning fails closed (KeyProviderUnavailable).
+        module, label, pin_file = (
+            settings.pkcs11_module,
+            settings.pkcs11_token_label,
+            settings.pkcs11_pin_file,
+        )
+        if module is None or label is None or pin_file is None:
+            raise ConfigurationError(
+                "key_provider pkcs11 needs REGSANDBOX_PKCS11_MODULE, "
+                "REGSANDBOX_PKCS11_TOKEN_LABEL and REGSANDBOX_PKCS11_PIN_FILE"
+            )
+        hsm = Pkcs11Settings(module=module, token_label=label, pin=read_pin_file(pin_file))
+        return Pkcs11KeyProvider(hsm, store, lock_stripes=4 * settings.workers)
     kek = load_or_create_kek(api, settings.namespace)
     # Per-sandbox lock stripes: new sandboxes do not queue behind each other's API calls.
     return LocalKeyProvider(kek, store, lock_stripes=4 * settings.workers)

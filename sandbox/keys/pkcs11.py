@@ -361,8 +361,8 @@ class Pkcs11KeyProvider:
         if not region:
             raise KeyProviderError(f"a region is needed to create the key of {sandbox_id!r}")
         with self._lock(sandbox_id):
+            object_ids = self._kek_ids(sandbox_id)  # first: an unreachable token fails closed
             record = self._load(sandbox_id)
-            object_ids = self._kek_ids(sandbox_id)
             if record is not None:
                 if record.object_id not in object_ids:
                     raise KeyStateError(

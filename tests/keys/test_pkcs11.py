@@ -280,3 +280,37 @@ def test_reprs_and_logs_hold_no_pin_or_key_material(
     assert USER_PIN not in text
     assert data_key.hex() not in text
     assert [entry["event"] for entry in logs] == ["key.created", "key.destroyed"]
+
+
+def test_operator_settings_require_the_token_and_pin_file(tmp_path: Path) -> None:
+    from kubernetes import client
+
+    from operators.settings import OperatorSettings
+    from operators.wiring import _keys
+
+    base = {"cluster_region": "onprem:lu-national-1", "cluster_jurisdiction": "LU"}
+    with pytest.raises(ValueError, match="pkcs11_pin_file"):
+        OperatorSettings(**base, key_provider="pkcs11")
+    with pytest.raises(ValueError, match="aws-ebs"):
+        OperatorSettings(
+            **base,
+            key_provider="pkcs11",
+            pkcs11_module=tmp_path / "hsm.so",
+            pkcs11_token_label=TOKEN_LABEL,
+            pkcs11_pin_file=tmp_path / "pin",
+            storage_profile={"kind": "aws-ebs"},
+        )
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(USER_PIN + "\n")
+    settings = OperatorSettings(
+        **base,
+        key_provider="pkcs11",
+        pkcs11_module=tmp_path / "hsm.so",
+        pkcs11_token_label=TOKEN_LABEL,
+        pkcs11_pin_file=pin_file,
+    )
+    keys = _keys(settings, client.ApiClient())  # nothing reaches the token yet
+    assert isinstance(keys, Pkcs11KeyProvider)
+    assert USER_PIN not in repr(keys)
+    with pytest.raises(KeyProviderUnavailable):  # hsm.so does not exist: fail closed
+        keys.create("acme-credit", REGION, TAGS)
