@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from pydantic import BaseModel, Field
 
 from sandbox.devenv import processes
@@ -75,10 +76,14 @@ NODE_PROCESSES = ("kube-scheduler", "containerd", "kubelet", "kube-proxy", "kube
 
 _SYSTEM_COMMANDS = ("containerd", "runc", "ctr", "ip", "iptables", "ipset", "nsenter", "unshare")
 _CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
-_POD_IMAGES = ("pause", "busybox")
-"""Images imported into every node: the pod sandbox and the test client/server."""
+_POD_IMAGES = ("pause", "busybox", "coredns")
+"""Images imported into every node: the pod sandbox, test clients/servers, cluster DNS."""
 
 Progress = Callable[[str], None]
+
+_API_TIMEOUT = 5.0
+"""Seconds per API request while waiting for the node: a stuck request must not outlast
+the start-up deadline (an overloaded API server can hold a connection indefinitely)."""
 
 
 class DataPlaneUnavailableError(SandboxError):
@@ -168,6 +173,16 @@ def _procs_in_namespace(inode: int, kind: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _succeeds(cmd: list[str], timeout: float = 10.0) -> bool:
+    """Whether ``cmd`` exits 0 within ``timeout`` seconds."""
+    try:
+        return (
+            subprocess.run(cmd, capture_output=True, check=False, timeout=timeout).returncode == 0
+        )
+    except subprocess.TimeoutExpired:
+        return False
 
 
 class DataPlane:
@@ -332,7 +347,7 @@ class DataPlane:
             ],
         )
         progress("starting CoreDNS (kube-system/coredns)")
-        for obj in coredns_objects(image_ref("busybox"), binaries["coredns"]):
+        for obj in coredns_objects(image_ref("coredns")):
             apply(api, obj)
         self._wait("CoreDNS", started, deadline, lambda: self._dns_ready(api))
         self._wait("kube-proxy", started, deadline, lambda: self._healthz(10256))
@@ -534,15 +549,10 @@ class DataPlane:
             time.sleep(0.2)
 
     def _ctr_ready(self) -> bool:
-        result = subprocess.run(
-            ["ctr", "--address", str(self.layout.containerd_socket), "version"],
-            capture_output=True,
-            check=False,
-        )
-        return result.returncode == 0
+        return _succeeds(["ctr", "--address", str(self.layout.containerd_socket), "version"])
 
     def _healthz(self, port: int) -> bool:
-        result = subprocess.run(
+        return _succeeds(
             self.namespaces.command(
                 [
                     "python3",
@@ -551,19 +561,16 @@ class DataPlane:
                     f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{port}/healthz',"
                     "timeout=1).status!=200)",
                 ]
-            ),
-            capture_output=True,
-            check=False,
+            )
         )
-        return result.returncode == 0
 
     def _node_ready(self, api: Any) -> bool:
         from kubernetes import client
         from kubernetes.client.rest import ApiException
 
         try:
-            node = client.CoreV1Api(api).read_node(NODE_NAME)
-        except ApiException:
+            node = client.CoreV1Api(api).read_node(NODE_NAME, _request_timeout=_API_TIMEOUT)
+        except (ApiException, urllib3.exceptions.HTTPError):
             return False
         conditions = node.status.conditions or []
         return any(c.type == "Ready" and c.status == "True" for c in conditions)
@@ -574,9 +581,9 @@ class DataPlane:
 
         try:
             pods = client.CoreV1Api(api).list_namespaced_pod(
-                "kube-system", label_selector="k8s-app=kube-dns"
+                "kube-system", label_selector="k8s-app=kube-dns", _request_timeout=_API_TIMEOUT
             )
-        except ApiException:
+        except (ApiException, urllib3.exceptions.HTTPError):
             return False
         for pod in pods.items:
             conditions = pod.status.conditions or []

@@ -20,6 +20,9 @@ The images:
 ``opa``
     the pinned ``opa`` binary from the tool cache (with the shared libraries it links),
     entrypoint ``/opa``: the operator's OPA sidecar;
+``coredns``
+    the pinned, static ``coredns`` binary from the tool cache, entrypoint ``/coredns``,
+    user ``nobody``: the local node's cluster DNS (``kube-system/coredns``);
 ``regsandbox``
     what the repository's ``Dockerfile`` describes — a Python venv in
     ``/opt/regsandbox`` with the project's wheel and its dependencies, the policies in
@@ -128,6 +131,7 @@ IMAGES: dict[str, str] = {
     "pause": "pod sandbox process (static, from pause.c)",
     "busybox": "Debian busybox-static with applet links, user nobody (65534)",
     "opa": "the pinned opa binary, entrypoint /opa (OPA sidecar)",
+    "coredns": "the pinned static coredns binary, entrypoint /coredns (the node's DNS)",
     "regsandbox": "operator, gateway and audit service (the Dockerfile's contents)",
 }
 """Every image this module builds, with what it is for."""
@@ -158,8 +162,8 @@ def image_ref(name: str, repo: Path | None = None) -> str:
         tag = PAUSE_TAG
     elif name == "busybox":
         tag = BUSYBOX_TAG
-    elif name == "opa":
-        tag = TOOLS["opa"].version.removeprefix("v")
+    elif name in ("opa", "coredns"):
+        tag = TOOLS[name].version.removeprefix("v")
     else:
         tag = _project_version(_repo_root(repo))
     return f"localhost/{name}:{tag}"
@@ -282,8 +286,8 @@ def _inputs(name: str, repo: Path | None) -> dict[str, Any]:
         inputs["gcc"] = _gcc_version()
     elif name == "busybox":
         inputs["busybox"] = sha256_file(_busybox_binary())
-    elif name == "opa":
-        inputs["opa"] = sha256_file(tool_path("opa"))
+    elif name in ("opa", "coredns"):
+        inputs[name] = sha256_file(tool_path(name))
     else:
         root = _repo_root(repo)
         inputs["base"] = _base_inputs()
@@ -405,6 +409,26 @@ def _build_opa(work: Path, out: Path, ref: str) -> None:
         "Env": [f"PATH={_SYSTEM_PATH}"],
     }
     write_archive(out, ref, [layer], config, f"opa {TOOLS['opa'].version} from the tool cache")
+
+
+def _build_coredns(work: Path, out: Path, ref: str) -> None:
+    coredns = tool_path("coredns")
+    if _shared_libraries(coredns):
+        raise ImageBuildError(f"{coredns} is not static; it is built with CGO_ENABLED=0")
+    layer = work / "layer.tar"
+    writer = LayerWriter(layer)
+    writer.copy("coredns", coredns, 0o755)
+    writer.file("etc/passwd", f"root:x:0:0:root:/root:/sbin/nologin\n{_NOBODY_LINE}".encode())
+    writer.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    writer.close()
+    config = {
+        "User": "65534:65534",
+        "Entrypoint": ["/coredns"],
+        "WorkingDir": "/",
+        "Env": [f"PATH={_SYSTEM_PATH}"],
+    }
+    version = TOOLS["coredns"].version
+    write_archive(out, ref, [layer], config, f"coredns {version} from the tool cache")
 
 
 def _debian_sources() -> list[str]:
@@ -637,6 +661,8 @@ def _build(name: str, root: Path | None, force: bool, progress: Progress) -> Pat
                 _build_busybox(work, out, ref)
             elif name == "opa":
                 _build_opa(work, out, ref)
+            elif name == "coredns":
+                _build_coredns(work, out, ref)
             else:
                 assert root is not None
                 _build_regsandbox(work, out, ref, root, progress)

@@ -329,11 +329,10 @@ _COREFILE = f""".:53 {{
 """Cluster names only: nothing is forwarded, so a pod cannot use DNS to leave the node."""
 
 
-def coredns_objects(image: str, binary: Path) -> list[dict[str, Any]]:
+def coredns_objects(image: str) -> list[dict[str, Any]]:
     """CoreDNS as the ``kube-dns`` pods of ``kube-system`` behind the clusterDNS Service.
 
-    The pinned, static ``coredns`` binary from the tool cache (``binary``) is mounted
-    read-only into a pod of the local ``image`` (busybox), so no CoreDNS image is needed.
+    ``image`` is the locally built ``coredns`` image (the pinned static binary).
 
     The pods carry ``k8s-app: kube-dns``, the label the sandboxes' DNS egress policy
     selects, and serve on port 53 as a non-root user through the namespaced
@@ -396,11 +395,7 @@ def coredns_objects(image: str, binary: Path) -> list[dict[str, Any]]:
                                 "name": "coredns",
                                 "image": image,
                                 "imagePullPolicy": "Never",
-                                "command": [
-                                    "/usr/local/bin/coredns",
-                                    "-conf",
-                                    "/etc/coredns/Corefile",
-                                ],
+                                "args": ["-conf", "/etc/coredns/Corefile"],
                                 "ports": [
                                     {"name": "dns", "containerPort": 53, "protocol": "UDP"},
                                     {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
@@ -418,23 +413,10 @@ def coredns_objects(image: str, binary: Path) -> list[dict[str, Any]]:
                                     "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]},
                                 },
-                                "volumeMounts": [
-                                    {"name": "config", "mountPath": "/etc/coredns"},
-                                    {
-                                        "name": "binary",
-                                        "mountPath": "/usr/local/bin/coredns",
-                                        "readOnly": True,
-                                    },
-                                ],
+                                "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
                             }
                         ],
-                        "volumes": [
-                            {"name": "config", "configMap": {"name": "coredns"}},
-                            {
-                                "name": "binary",
-                                "hostPath": {"path": str(binary), "type": "File"},
-                            },
-                        ],
+                        "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
                     },
                 },
             },

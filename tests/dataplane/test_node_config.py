@@ -29,7 +29,7 @@ def test_coredns_pods_are_the_ones_the_sandbox_dns_rule_allows() -> None:
     """The sandboxes' allow-dns policy selects pods by namespace and labels; CoreDNS must
     carry exactly those, or every sandbox pod loses DNS."""
     settings = IsolationSettings()
-    objects = coredns_objects("localhost/busybox:1.35", Path("/bin/coredns"))
+    objects = coredns_objects("localhost/coredns:1.14.7")
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     assert deployment["metadata"]["namespace"] == settings.dns_namespace
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -37,8 +37,9 @@ def test_coredns_pods_are_the_ones_the_sandbox_dns_rule_allows() -> None:
     ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
     # The policy allows port 53 at the pod: CoreDNS must listen there, not behind a remap.
     assert {(p["containerPort"], p["protocol"]) for p in ports} == {(53, "UDP"), (53, "TCP")}
-    pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
-    assert pod_security["runAsNonRoot"] is True
+    pod_spec = deployment["spec"]["template"]["spec"]
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert all("hostPath" not in v for v in pod_spec["volumes"])
     service = next(o for o in objects if o["kind"] == "Service")
     assert service["spec"]["clusterIP"] == DNS_SERVICE_IP
     assert ipaddress.ip_address(DNS_SERVICE_IP) in ipaddress.ip_network(SERVICE_CIDR)
