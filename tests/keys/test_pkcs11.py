@@ -314,3 +314,16 @@ def test_operator_settings_require_the_token_and_pin_file(tmp_path: Path) -> Non
     assert USER_PIN not in repr(keys)
     with pytest.raises(KeyProviderUnavailable):  # hsm.so does not exist: fail closed
         keys.create("acme-credit", REGION, TAGS)
+
+
+def test_missing_softhsm_fails_under_ci_and_is_skipped_only_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.keys.conftest import _missing
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="install the Debian package softhsm2"):
+        _missing("softhsm2-util is not on PATH")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="softhsm2"):
+        _missing("softhsm2-util is not on PATH")
