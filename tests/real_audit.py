@@ -7,6 +7,7 @@ with its URL reach it again once it is back. Every wait is a bounded poll.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import signal
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import anyio
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +28,7 @@ from audit.entry import Entry
 from audit.log import AuditLog, LogReader
 from audit.signing import generate_key_file
 from sandbox.devenv.processes import free_port
+from tests.servers import answers_200, serve_app, stop_process, wait_healthy
 
 __all__ = ["KillOnAppend", "RealAuditService"]
 
@@ -71,21 +72,12 @@ class RealAuditService:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the audit service exited: {self.output.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the audit service did not answer {self.url}/healthz")
-            time.sleep(0.05)
+        wait_healthy(self.proc, f"{self.url}/healthz", self.output, timeout=timeout)
         return self
 
     def healthy(self) -> bool:
         """Whether ``/healthz`` answers 200 now."""
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_200(f"{self.url}/healthz")
 
     def kill(self) -> None:
         """SIGKILL the service, as a crash or an evicted pod would, and reap it."""
@@ -108,12 +100,7 @@ class RealAuditService:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     def entries(self, minimum: int = 0, timeout: float = 30.0) -> list[Entry]:
         """Every entry as of the latest checkpoint, once that covers ``minimum`` entries.
@@ -148,8 +135,7 @@ class KillOnAppend:
         """Set once the service was killed on cue."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving = contextlib.ExitStack()
 
     async def _forward(self, request: Request) -> Response:
         body = await request.body()
@@ -188,19 +174,8 @@ class KillOnAppend:
                 )
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the proxy did not start")
-            time.sleep(0.02)
+        self._serving.enter_context(serve_app(app, port=self.port, what="the proxy"))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        assert self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._serving.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,12 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
+from tests.servers import serve_app
 
 ORIGIN = "audit.regsandbox.test/log"
 
@@ -51,21 +50,8 @@ def http_ok(url: str) -> bool:
 @contextlib.contextmanager
 def serving(app: Starlette) -> Iterator[str]:
     """Run ``app`` with uvicorn in a thread; yield its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 def make_event(n: int = 0, *, action: str = "dataset.read") -> Event:

@@ -31,6 +31,7 @@ from audit.log import AuditLog
 from audit.note import Signer
 from audit.service import token_digest
 from audit.signing import generate_key_file
+from tests.servers import stop_process
 
 from .conftest import ORIGIN, S3Server, free_port, wait_for
 
@@ -190,13 +191,7 @@ class Service:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 @pytest.fixture

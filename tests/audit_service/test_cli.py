@@ -23,6 +23,7 @@ from audit.service import token_digest
 from audit.signing import generate_key_file
 from audit.witness import CosignatureVerifier
 from sandbox.cli.audit_serve import register
+from tests.servers import stop_process
 
 ORIGIN = "audit.regsandbox.test/log"
 TOKEN = "cli-writer-token-0123456789"
@@ -70,12 +71,7 @@ def running(args: list[str], url: str, tmp_path: Path) -> Iterator[None]:
                 time.sleep(0.1)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         out.close()
 
 

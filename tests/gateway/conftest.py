@@ -19,14 +19,12 @@ import hashlib
 import os
 import secrets
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from kubernetes import client
 
 from audit.client import AuditUnavailable, LocalAuditSink
@@ -36,12 +34,12 @@ from audit.note import Signer
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.operator_process import service_account_kubeconfig
-from sandbox.devenv.processes import free_port
 from sandbox.gateway import AUDIENCE, Gateway, GrantResolver, Storage, TokenReviewer, create_app
 from sandbox.gateway.rbac import GATEWAY_NAME, gateway_rbac
 from sandbox.kube.apply import apply
 from sandbox.provision.names import LABEL_SANDBOX, LABEL_TENANT, sandbox_namespace
 from sandbox.testing import api_client, install_crds, sandbox_manifest
+from tests.servers import serve_app
 
 ORIGIN = "audit.regsandbox.test/gateway"
 BUCKET = "gateway-datasets"
@@ -383,23 +381,8 @@ def gateway(
 @pytest.fixture(scope="session")
 def gateway_url(gateway: Gateway) -> Iterator[str]:
     """The gateway served by uvicorn on a free 127.0.0.1 port."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(gateway), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(create_app(gateway), what="the gateway") as url:
+        yield url
 
 
 @pytest.fixture

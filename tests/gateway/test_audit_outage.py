@@ -31,6 +31,7 @@ from sandbox.exports.outbox import outbox_key, outbox_prefix
 from sandbox.gateway.rbac import GATEWAY_NAME
 from sandbox.provision.names import sandbox_id
 from tests.real_audit import RealAuditService
+from tests.servers import stop_process, wait_healthy
 
 from .conftest import BIG, CHUNK, SYSTEM_NS, World, sha256
 
@@ -92,24 +93,10 @@ def gateway_process(
             args, env={**base, **env}, stdin=subprocess.DEVNULL, stdout=out, stderr=out
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the gateway exited: {output.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not answer /healthz"
-            time.sleep(0.05)
+        wait_healthy(proc, f"{url}/healthz", output)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @pytest.fixture

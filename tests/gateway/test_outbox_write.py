@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 import yaml
 from hypothesis import HealthCheck, given, settings
 from kubernetes import client
@@ -38,7 +37,6 @@ from schemathesis.checks import not_a_server_error
 
 from audit.entry import Entry
 from sandbox.devenv.minio import MinioServer
-from sandbox.devenv.processes import free_port
 from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ConfigurationError
 from sandbox.exports.outbox import ArtifactStore, OutboxSettings, outbox_key
@@ -55,6 +53,7 @@ from sandbox.provision.names import (
     tenant_namespace,
 )
 from sandbox.testing import sandbox_manifest
+from tests.servers import serve_app
 
 from .conftest import SwitchableSink, World, pod_token, set_sandbox_status, sha256
 
@@ -240,24 +239,8 @@ def writer(
 @pytest.fixture(scope="module")
 def writer_url(writer: Gateway) -> Iterator[str]:
     """That gateway, served on a free 127.0.0.1 port."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(writer), host="127.0.0.1", port=port, log_level="warning", access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(create_app(writer), what="the gateway") as url:
+        yield url
 
 
 def _put(url: str, path: str, token: str | None, body: Any, **headers: str) -> httpx.Response:
