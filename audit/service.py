@@ -176,6 +176,18 @@ class ServiceMetrics:
             registry=self.registry,
         )
         """Failed appends."""
+        self._mismatch_counted = False
+
+    def mismatch_found(self) -> None:
+        """Set the anchor gauge to 0 and count the mismatch, once however often it is seen.
+
+        A log found inconsistent stays stopped (it keeps failing each checkpoint with a
+        new error), so there is one mismatch to count per service.
+        """
+        self.anchor_consistent.set(0)
+        if not self._mismatch_counted:
+            self._mismatch_counted = True
+            self.anchor_mismatches.inc()
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, str]:
@@ -197,7 +209,7 @@ def _log_conditions(log: LogBackend, metrics: ServiceMetrics) -> list[dict[str, 
         reason = (
             broken.reason if isinstance(broken, AnchorMismatchError) else "CheckpointAnchorChanged"
         )
-        metrics.anchor_consistent.set(0)
+        metrics.mismatch_found()
         conditions.append(_condition("AnchorConsistent", False, reason, str(broken)))
     elif anchored is not None:
         metrics.anchor_consistent.set(1)
@@ -391,8 +403,7 @@ def create_refusing_app(
     appended, and ``/healthz``, ``/v1/status`` and ``/metrics`` say why.
     """
     metrics = metrics or ServiceMetrics()
-    metrics.anchor_consistent.set(0)
-    metrics.anchor_mismatches.inc()
+    metrics.mismatch_found()
     conditions = [
         _condition("AnchorConsistent", False, error.reason, str(error)),
         _condition("Writable", False, error.reason, "the log is not opened for writing"),

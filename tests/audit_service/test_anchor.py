@@ -144,3 +144,34 @@ def test_without_an_anchor_no_anchor_gauge_is_exported(
         metrics = httpx.get(f"{url}/metrics").text
     assert "regsandbox_audit_anchor_consistent" not in metrics
     assert "regsandbox_audit_appends_refused_total 0.0" in metrics
+
+
+def test_a_mismatch_found_while_running_is_counted_once(
+    tmp_path: Path, serve: Callable[..., Any], signer: Signer
+) -> None:
+    """The mismatch counter (what an alert on its increase watches) also counts an anchor
+    changed under the running service, once however often the service is asked."""
+    anchor_file = tmp_path / "anchor" / "checkpoint"
+    log = AuditLog.create(
+        tmp_path / "log",
+        ORIGIN,
+        signer,
+        checkpoint_interval=0.05,
+        anchor=FileCheckpointAnchor(anchor_file),
+    )
+    policy = AccessPolicy(writers={token_digest(TOKEN): "operator"}, readers={}, open_reads=True)
+    try:
+        with serve(create_app(log, policy)) as url:
+            with AuditClient(url, TOKEN, verifiers=[signer.verifier]) as client:
+                client.append([make_event(1)])
+                client.prove(0)
+                metrics = httpx.get(f"{url}/metrics").text
+                assert _metric(metrics, "regsandbox_audit_anchor_mismatches_total") == 0
+                anchor_file.write_bytes(anchor_file.read_bytes() + b"\n")  # not the service
+                client.append([make_event(2)])
+            for _ in range(3):
+                assert httpx.get(f"{url}/healthz").status_code == 503
+            metrics = httpx.get(f"{url}/metrics").text
+            assert _metric(metrics, "regsandbox_audit_anchor_mismatches_total") == 1
+    finally:
+        log.close()
