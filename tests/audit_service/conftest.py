@@ -6,7 +6,6 @@ Servers listen on 127.0.0.1 free ports only and every wait is a bounded loop.
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,16 +18,10 @@ from starlette.applications import Starlette
 from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
+from sandbox.devenv.processes import free_port as free_port  # the tests import it here
 from tests.servers import serve_app
 
 ORIGIN = "audit.regsandbox.test/log"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

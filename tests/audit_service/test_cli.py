@@ -23,6 +23,7 @@ from audit.service import token_digest
 from audit.signing import generate_key_file
 from audit.witness import CosignatureVerifier
 from sandbox.cli.audit_serve import register
+from sandbox.devenv.processes import free_port
 from tests.servers import stop_process
 
 ORIGIN = "audit.regsandbox.test/log"
@@ -40,14 +41,6 @@ def fresh_app() -> typer.Typer:
     app = typer.Typer()
     register(app)
     return app
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
