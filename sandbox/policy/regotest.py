@@ -13,6 +13,10 @@ Known regopy 1.5 limitations, which ``opa test`` does not have:
   ``with input.<field> as ...`` instead;
 * ``with input.<field> as <rule reference>`` is ignored; bind the rule to a local
   variable first (``cluster := _cluster``), one binding per line.
+* two test packages defining a function of the same name with different arities
+  (``_codes(violations)`` in one, ``_codes(action, tenant, ...)`` in another) crash the
+  process (segmentation fault) when compiled into one bundle; give helpers distinct
+  names.
 """
 
 from __future__ import annotations
