@@ -126,7 +126,23 @@ def _host_snapshot() -> dict[str, object]:
         "routes": sorted(routes),
         "links": sorted(name for name in links if not name.startswith("rsb")),
         "run_netns": sorted(p.name for p in netns.iterdir()) if netns.is_dir() else None,
+        # Fixed paths kubelet, the CNI plugins and containerd write unless kept inside.
+        "paths": sorted(str(p) for p in _FIXED_PATHS if p.exists()),
     }
+
+
+_FIXED_PATHS = tuple(
+    Path(p)
+    for p in (
+        "/var/lib/kubelet",
+        "/var/lib/cni",
+        "/var/lib/containerd",
+        "/var/log/pods",
+        "/var/log/containers",
+        "/etc/cni",
+        "/usr/libexec/kubernetes",
+    )
+)
 
 
 def _leftovers(directory: Path, node: DataPlane) -> list[str]:
