@@ -13,9 +13,10 @@ PYTEST_ARGS ?=
 
 # Debian packages of the local node (containerd, runc, CNI plugins, iptables, ipset,
 # conntrack) and of the locally built images (umoci, skopeo, mmdebstrap, gcc,
-# busybox-static). `make deps` installs the missing ones with apt, which needs root.
+# busybox-static), SoftHSM2 (the PKCS#11 key provider's tests) and chromium (the evidence
+# report's browser test). `make deps` installs the missing ones with apt, which needs root.
 DEB_PACKAGES := containerd runc containernetworking-plugins umoci skopeo mmdebstrap \
-	iptables ipset conntrack iproute2 util-linux gcc libc6-dev busybox-static
+	iptables ipset conntrack iproute2 util-linux gcc libc6-dev busybox-static softhsm2 chromium
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -58,7 +59,7 @@ test: tools ## Run every test, integration tests included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(PY) ## Run the tests that need no servers
-	$(PY) -m pytest -m "not integration and not opa and not s3" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration and not opa and not s3 and not dataplane" $(PYTEST_ARGS)
 
 lint: $(PY) lint-rego ## ruff (lint + format check), mypy --strict, and lint-rego
 	$(VENV)/bin/ruff check .
