@@ -8,6 +8,7 @@ runs as a real process on loopback.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,11 @@ def test_a_mismatch_found_while_running_is_counted_once(
                 assert _metric(metrics, "regsandbox_audit_anchor_mismatches_total") == 0
                 anchor_file.write_bytes(anchor_file.read_bytes() + b"\n")  # not the service
                 client.append([make_event(2)])
+            # The next checkpoint (every 0.05 s, in the background) finds the change.
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/healthz").status_code != 503:
+                assert time.monotonic() < deadline, "the changed anchor was never noticed"
+                time.sleep(0.05)
             for _ in range(3):
                 assert httpx.get(f"{url}/healthz").status_code == 503
             metrics = httpx.get(f"{url}/metrics").text
