@@ -35,7 +35,7 @@ import email.utils
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -132,6 +132,12 @@ class Gateway:
     """Writes artifacts into sandbox outboxes; None: writes are refused (503)."""
     outbox_max_writes: int = 8
     """Most writes held at once; more are refused with 429."""
+    _writes: int = field(default=0, init=False, repr=False)
+
+    @property
+    def writes_under_way(self) -> int:
+        """Outbox writes holding a slot now (touched only on the event loop: no lock)."""
+        return self._writes
 
 
 class _Wire(BaseModel):
@@ -779,8 +785,6 @@ def create_app(gateway: Gateway) -> FastAPI:
             ),
         )
 
-    writes = [0]  # writes under way; only touched on the event loop, so no lock
-
     async def active_sandbox(record: RequestRecord, identity: Identity) -> SandboxRef:
         """The token's sandbox, if it may act now (Ready, unexpired, not being deleted)."""
         try:
@@ -815,11 +819,11 @@ def create_app(gateway: Gateway) -> FastAPI:
                 f"{record.name} is already in the outbox and is never replaced; "
                 "write the new artifact under another path"
             )
-        if writes[0] >= gateway.outbox_max_writes:
+        if gateway._writes >= gateway.outbox_max_writes:
             raise TooManyWrites(
-                f"the gateway is already taking {writes[0]} writes; retry in a few seconds"
+                f"the gateway is already taking {gateway._writes} writes; retry in a few seconds"
             )
-        writes[0] += 1
+        gateway._writes += 1
         return outbox.start(
             key,
             {"regsandbox-request-id": record.request_id, "regsandbox-pod": identity.pod_ref or ""},
@@ -909,7 +913,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             )
         finally:
             if upload is not None:
-                writes[0] -= 1
+                gateway._writes -= 1
             if upload is not None and not upload.committed:
                 with anyio.CancelScope(shield=True):
                     if not await thread(upload.abort):
