@@ -34,6 +34,7 @@ __all__ = [
     "Decision",
     "Entry",
     "Event",
+    "Outcome",
     "Resource",
     "encode_entry",
     "entry_index_hint",
@@ -44,6 +45,9 @@ MAX_ENTRY_BYTES = 64 * 1024
 
 SCHEMA_VERSION: Literal[1] = 1
 """Version of the entry schema written by this code."""
+
+Outcome = Literal["success", "failure", "denied"]
+"""What came of an audited action: done, refused by a rule, or failed."""
 
 _MAX_INDEX = 2**53 - 1  # the largest integer JSON represents exactly
 
@@ -114,7 +118,7 @@ class Event(_Model):
     """What was acted on."""
     decision: Decision | None = None
     """Policy decision, if one was made."""
-    outcome: Literal["success", "failure", "denied"]
+    outcome: Outcome
     """What came of it."""
     details: dict[str, JsonValue] = Field(default_factory=dict)
     """Action-specific facts (bytes read, sha256 of an artifact, …)."""

@@ -9,21 +9,22 @@ the artifact it wants to export into its own sandbox's outbox, where the export
 airlock finds it.
 
 Modules: :mod:`~sandbox.gateway.app` (HTTP API), :mod:`~sandbox.gateway.auth`
-(TokenReview), :mod:`~sandbox.gateway.authz` (grants), :mod:`~sandbox.gateway.keys`
-(object-key validation), :mod:`~sandbox.gateway.storage` (S3 reads),
+(TokenReview), :mod:`~sandbox.gateway.authz` (grants), :mod:`~sandbox.gateway.objectkeys`
+(object-key validation), :mod:`~sandbox.gateway.s3` (S3 reads),
 :mod:`~sandbox.gateway.outbox` (outbox writes), :mod:`~sandbox.gateway.records` (audit
 events), :mod:`~sandbox.gateway.settings`, :mod:`~sandbox.gateway.build` and
 :mod:`~sandbox.gateway.rbac`.
 """
 
-from sandbox.gateway.app import Gateway, create_app
+from sandbox.gateway.app import create_app
 from sandbox.gateway.auth import Identity, TokenReviewer
 from sandbox.gateway.authz import Grant, GrantResolver
 from sandbox.gateway.build import build_gateway
+from sandbox.gateway.gateway import Gateway
 from sandbox.gateway.outbox import OutboxWriter
 from sandbox.gateway.rbac import gateway_rbac
+from sandbox.gateway.s3 import Storage
 from sandbox.gateway.settings import AUDIENCE, GatewaySettings
-from sandbox.gateway.storage import Storage
 
 __all__ = [
     "AUDIENCE",

@@ -1,4 +1,4 @@
-"""Assemble a :class:`~sandbox.gateway.app.Gateway` from :class:`GatewaySettings`."""
+"""Assemble a :class:`~sandbox.gateway.gateway.Gateway` from :class:`GatewaySettings`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from audit.errors import AuditError
 from audit.log import KEY_FILE
 from audit.signing import load_signer
 from sandbox.errors import ConfigurationError
-from sandbox.gateway.app import Gateway
 from sandbox.gateway.auth import TokenReviewer
 from sandbox.gateway.authz import GrantResolver
+from sandbox.gateway.gateway import Gateway
 from sandbox.gateway.outbox import OutboxWriter
+from sandbox.gateway.s3 import Storage
 from sandbox.gateway.settings import GatewaySettings
-from sandbox.gateway.storage import Storage
 
 __all__ = ["build_gateway", "kube_client", "outbox_writer"]
 

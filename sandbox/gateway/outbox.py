@@ -35,8 +35,8 @@ from sandbox.api.export import ExportArtifact
 from sandbox.errors import SandboxError
 from sandbox.exports.outbox import outbox_key
 from sandbox.gateway.authz import SandboxRef
-from sandbox.gateway.keys import InvalidKey, validate_key
-from sandbox.gateway.storage import StorageUnavailable
+from sandbox.gateway.objectkeys import InvalidKey, validate_key
+from sandbox.gateway.s3 import StorageUnavailable
 from sandbox.provision.names import sandbox_id
 
 if TYPE_CHECKING:

@@ -34,14 +34,13 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from audit.entry import Actor, Decision, Event, Resource
+from audit.entry import Actor, Decision, Event, Outcome, Resource
 from sandbox.gateway.auth import Identity
 from sandbox.gateway.authz import SandboxRef
 
-__all__ = ["Action", "Outcome", "RequestRecord"]
+__all__ = ["Action", "RequestRecord"]
 
 Action = Literal["dataset.read", "dataset.list", "model.artifact.written"]
-Outcome = Literal["success", "failure", "denied"]
 
 _MAX_TEXT = 1024
 

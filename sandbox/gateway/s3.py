@@ -1,4 +1,4 @@
-"""Storage: read dataset objects from S3 with credentials only the gateway holds.
+"""Dataset objects in S3: read with credentials only the gateway holds.
 
 One boto3 client per (endpoint, region), shared by every request (boto3 clients are
 thread-safe). Reads are streamed: :meth:`Storage.open` returns an :class:`ObjectStream`

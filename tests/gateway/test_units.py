@@ -16,7 +16,7 @@ from sandbox.api.dataset import DatasetLocation
 from sandbox.errors import ConfigurationError
 from sandbox.gateway.auth import TokenReviewer, Unauthenticated, token_expiry
 from sandbox.gateway.authz import Forbidden, GrantResolver, NotCached
-from sandbox.gateway.keys import (
+from sandbox.gateway.objectkeys import (
     InvalidKey,
     check_raw_path,
     storage_key,
@@ -24,14 +24,14 @@ from sandbox.gateway.keys import (
     validate_listing_prefix,
 )
 from sandbox.gateway.rbac import gateway_rbac
-from sandbox.gateway.settings import GatewaySettings
-from sandbox.gateway.storage import (
+from sandbox.gateway.s3 import (
     ByteRange,
     EndpointNotAllowed,
     RangeNotSatisfiable,
     Storage,
     parse_range,
 )
+from sandbox.gateway.settings import GatewaySettings
 from sandbox.provision.names import LABEL_SANDBOX, LABEL_TENANT, sandbox_namespace
 
 

@@ -1,0 +1,207 @@
+"""Dataset reads: listings, HEAD and GET of objects, each logged before it is answered.
+
+HEAD, listings and reads that fit in one chunk are logged in one record written before
+any byte is sent; a larger read writes a ``started`` record and is then streamed by
+:class:`~sandbox.gateway.streaming.AuditedStream`, which writes the ``completed`` one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+
+from sandbox.api.dataset import DatasetLocation
+from sandbox.gateway.gateway import Gateway, to_thread
+from sandbox.gateway.objectkeys import (
+    dataset_prefix,
+    storage_key,
+    validate_key,
+    validate_listing_prefix,
+)
+from sandbox.gateway.records import RequestRecord
+from sandbox.gateway.refusals import REFUSALS, response_headers
+from sandbox.gateway.s3 import ByteRange, ObjectStream, StorageUnavailable, parse_range
+from sandbox.gateway.streaming import AuditedStream, object_headers
+from sandbox.gateway.wire import ObjectEntry, ObjectList
+
+__all__ = ["get_object", "head_object", "list_objects"]
+
+_OCTETS = "application/octet-stream"
+
+
+async def list_objects(
+    gw: Gateway,
+    record: RequestRecord,
+    raw_path: bytes,
+    credentials: str | None,
+    *,
+    prefix: str,
+    after: str | None,
+    limit: int,
+) -> Response:
+    """One page of the dataset's objects in key order, relative to the dataset."""
+    try:
+        grant = await gw.admit_read(record, raw_path, credentials)
+        validate_listing_prefix(prefix)
+        if after is not None:
+            validate_key(after)
+        base = dataset_prefix(grant.location.prefix)
+        rows, truncated = await to_thread(
+            gw.storage.list,
+            grant.location,
+            base + prefix,
+            base + after if after else None,
+            min(limit, gw.list_max_keys),
+        )
+    except REFUSALS as exc:
+        return await gw.refuse(record, exc)
+    page = _page(record.name, prefix, base, rows, truncated)
+    event = record.event(
+        "success",
+        "list",
+        status=200,
+        allow=True,
+        count=len(page.objects),
+        truncated=truncated,
+    )
+    return await gw.log_then(
+        record,
+        event,
+        lambda: JSONResponse(
+            page.model_dump(mode="json", by_alias=True), headers=response_headers(record, 200)
+        ),
+    )
+
+
+def _page(
+    dataset: str, prefix: str, base: str, rows: list[dict[str, Any]], truncated: bool
+) -> ObjectList:
+    """S3's listing rows as a page of dataset-relative keys."""
+    objects = [
+        ObjectEntry(
+            key=str(r["Key"])[len(base) :],
+            size=int(r.get("Size", 0)),
+            etag=str(r.get("ETag", "")),
+            last_modified=r.get("LastModified"),
+        )
+        for r in rows
+        if str(r.get("Key", "")).startswith(base)
+    ]
+    return ObjectList(
+        dataset=dataset,
+        prefix=prefix,
+        objects=objects,
+        truncated=truncated,
+        next_after=objects[-1].key if truncated and objects else None,
+    )
+
+
+async def head_object(
+    gw: Gateway, record: RequestRecord, raw_path: bytes, credentials: str | None, key: str
+) -> Response:
+    """Size, ETag and Last-Modified of an object, with no body."""
+    try:
+        grant = await gw.admit_read(record, raw_path, credentials)
+        full = storage_key(grant.location.prefix, key)
+        info = await to_thread(gw.storage.head, grant.location, full)
+    except REFUSALS as exc:
+        return await gw.refuse(record, exc)
+    headers = {
+        **response_headers(record, 200),
+        **object_headers(info.size, info.etag, info.last_modified),
+    }
+    event = record.event("success", "head", status=200, allow=True, bytes=0, object_size=info.size)
+    return await gw.log_then(
+        record, event, lambda: Response(status_code=200, headers=headers, media_type=_OCTETS)
+    )
+
+
+async def get_object(
+    gw: Gateway,
+    record: RequestRecord,
+    raw_path: bytes,
+    credentials: str | None,
+    key: str,
+    range_header: str | None,
+) -> Response:
+    """The object's bytes (or one range); logged with count and SHA-256 before completing."""
+    try:
+        grant = await gw.admit_read(record, raw_path, credentials)
+        full = storage_key(grant.location.prefix, key)
+        byte_range = parse_range(range_header)
+        stream, small = await to_thread(_open_object, gw, grant.location, full, byte_range)
+    except REFUSALS as exc:
+        return await gw.refuse(record, exc)
+    status = 206 if stream.content_range else 200
+    headers = {
+        **response_headers(record, status),
+        **object_headers(stream, stream.etag, stream.last_modified),
+    }
+    whole = byte_range is None
+    if small is None:
+        return await _streamed(gw, record, stream, headers, status, whole)
+    if isinstance(small, StorageUnavailable):
+        return await gw.refuse(record, small)
+    details: dict[str, Any] = {
+        "bytes": len(small),
+        "sha256": hashlib.sha256(small).hexdigest(),
+        "whole_object": whole,
+        "object_size": stream.size,
+        "etag": stream.etag,
+    }
+    event = record.event("success", "read", status=status, allow=True, **details)
+    return await gw.log_then(
+        record,
+        event,
+        lambda: Response(small, status_code=status, headers=headers, media_type=_OCTETS),
+    )
+
+
+def _open_object(
+    gw: Gateway, location: DatasetLocation, full: str, byte_range: ByteRange | None
+) -> tuple[ObjectStream, bytes | StorageUnavailable | None]:
+    """Open the object; one that fits in a chunk is read (and closed) at once.
+
+    Returns the stream and, for a small object, its bytes or the read's failure
+    (``None`` for an object to be streamed), so a small read is one thread hop.
+    """
+    stream = gw.storage.open(location, full, byte_range)
+    if stream.length > gw.chunk_bytes:
+        return stream, None
+    try:
+        data = stream.read(stream.length)
+        if len(data) != stream.length:
+            raise StorageUnavailable(f"storage sent {len(data)} of {stream.length} bytes")
+    except StorageUnavailable as exc:
+        return stream, exc
+    finally:
+        stream.close()
+    return stream, data
+
+
+async def _streamed(
+    gw: Gateway,
+    record: RequestRecord,
+    stream: ObjectStream,
+    headers: dict[str, str],
+    status: int,
+    whole: bool,
+) -> Response:
+    """Log the ``started`` record, then hand the stream to :class:`AuditedStream`."""
+    started = record.event(
+        "success",
+        "started",
+        status=status,
+        allow=True,
+        object_size=stream.size,
+        length=stream.length,
+        etag=stream.etag,
+    )
+    if not await gw.append(record, started):
+        stream.close()
+        return gw.unavailable(record)
+    return AuditedStream(
+        gw.audit, record, stream, headers, status, whole=whole, chunk_bytes=gw.chunk_bytes
+    )
