@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -176,6 +177,24 @@ def tools(
     print_rows(rows, ["name", "version", "cached"], OutputFormat.wide, wide_columns=["path"])
 
 
+class StackMode(StrEnum):
+    """What runs the components of ``dev stack`` and ``dev demo``."""
+
+    auto = "auto"
+    chart = "chart"
+    processes = "processes"
+
+
+ModeOption = Annotated[
+    StackMode,
+    typer.Option(
+        "--mode",
+        help="chart: the Helm chart's pods on a local node (root); processes: each component "
+        "a process on loopback; auto: the chart where this machine can host a node.",
+    ),
+]
+
+
 @app.command("stack")
 def stack(
     directory: Annotated[
@@ -184,39 +203,64 @@ def stack(
     repo: Annotated[
         Path, typer.Option(help="The regsandbox checkout (examples, policies).")
     ] = Path(),
+    mode: ModeOption = StackMode.auto,
 ) -> None:
     """Run everything locally — control plane, MinIO, audit service, gateway, operator.
 
-    Stays in the foreground; Ctrl-C stops every process it started.
+    Where this machine can host a node (root, namespaces) the Helm chart is installed on it
+    from locally built images and sandbox workloads run as pods; elsewhere each component
+    is a process. Stays in the foreground; Ctrl-C stops everything it started.
     """
+    from sandbox.devenv.dataplane import unavailable_reason
     from sandbox.devenv.stack import StackSettings, running_stack
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     settings = StackSettings(directory=directory, repo=repo.resolve(), progress=_progress)
+    if mode is StackMode.auto:
+        reason = unavailable_reason()
+        if reason is not None:
+            _progress(f"no local node ({reason}): running the components as processes")
+        mode = StackMode.processes if reason else StackMode.chart
     try:
-        with running_stack(settings) as running:
-            kubeconfig = running.plane.admin_kubeconfig
-            kubectl = bin_dir() / TOOLS["kubectl"].filename
-            typer.echo("regsandbox is running. In another terminal:")
-            typer.echo(f"  export KUBECONFIG={kubeconfig}")
-            typer.echo(f"  {kubectl} get tenants,datasets")
-            typer.echo(f"  {kubectl} apply -f examples/finance/sandbox-fraud-model.yaml")
-            typer.echo(f"  {kubectl} get sandboxes -A -o wide")
-            typer.echo(f"  {kubectl} apply -f examples/finance/sandbox-violating.yaml")
-            typer.echo(
-                f"  {kubectl} get sandbox -n tenant-lux-bank marketing-model "
-                "-o jsonpath='{.status.conditions}'"
-            )
-            typer.echo(f"  sandboxctl audit log --log {running.audit_log}")
-            typer.echo(f"audit service: {running.audit_url}   gateway: {running.gateway_url}")
-            typer.echo("press Ctrl-C to stop everything")
-            while not stop.wait(1.0):
-                running.check()
+        if mode is StackMode.chart:
+            from sandbox.devenv.chartstack import running_chart_stack
+
+            with running_chart_stack(settings) as on_node:
+                _explain(on_node.plane.admin_kubeconfig, on_node.audit_log)
+                typer.echo(
+                    f"the chart's pods run on a local node ({', '.join(on_node.release.images)}); "
+                    f"workloads reach the gateway at {on_node.gateway_url}"
+                )
+                typer.echo("press Ctrl-C to uninstall and stop everything")
+                while not stop.wait(2.0):
+                    on_node.check()
+        else:
+            with running_stack(settings) as running:
+                _explain(running.plane.admin_kubeconfig, running.audit_log)
+                typer.echo(f"audit service: {running.audit_url}   gateway: {running.gateway_url}")
+                typer.echo("press Ctrl-C to stop everything")
+                while not stop.wait(1.0):
+                    running.check()
     except SandboxError as exc:
         fail(str(exc))
     typer.echo("stopped")
+
+
+def _explain(kubeconfig: Path, audit_log: Path) -> None:
+    kubectl = bin_dir() / TOOLS["kubectl"].filename
+    typer.echo("regsandbox is running. In another terminal:")
+    typer.echo(f"  export KUBECONFIG={kubeconfig}")
+    typer.echo(f"  {kubectl} get tenants,datasets")
+    typer.echo(f"  {kubectl} apply -f examples/finance/sandbox-fraud-model.yaml")
+    typer.echo(f"  {kubectl} get sandboxes -A -o wide")
+    typer.echo(f"  {kubectl} apply -f examples/finance/sandbox-violating.yaml")
+    typer.echo(
+        f"  {kubectl} get sandbox -n tenant-lux-bank marketing-model "
+        "-o jsonpath='{.status.conditions}'"
+    )
+    typer.echo(f"  sandboxctl audit log --log {audit_log}")
 
 
 @app.command("demo")
@@ -225,6 +269,7 @@ def demo(
         Path, typer.Option("--dir", help="Scratch directory (wiped first).")
     ] = Path(".regsandbox/demo"),
     repo: Annotated[Path, typer.Option(help="The regsandbox checkout.")] = Path(),
+    mode: ModeOption = StackMode.auto,
 ) -> None:
     """A non-interactive tour on a fresh stack; exit 1 if any step misbehaves."""
     import shutil
@@ -232,5 +277,5 @@ def demo(
     from sandbox.devenv.demo import run_demo
 
     shutil.rmtree(directory, ignore_errors=True)
-    if not run_demo(repo.resolve(), directory):
+    if not run_demo(repo.resolve(), directory, mode=mode.value):
         raise typer.Exit(1)

@@ -40,6 +40,7 @@ from sandbox.testing import api_client
 __all__ = [
     "APP_UID",
     "ChartRelease",
+    "diagnosis",
     "install_chart",
     "release_ready",
     "uninstall_chart",
@@ -67,6 +68,8 @@ class ChartRelease:
     """Host directory behind the audit service's volume (the log is ``log/`` in it)."""
     kubeconfig: Path
     gateway_replicas: int
+    gateway_port: int = 8443
+    """The port of the gateway Service (``gateway.port``)."""
 
 
 def _helm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -208,6 +211,7 @@ def install_chart(
         audit_volume=volume,
         kubeconfig=plane.admin_kubeconfig,
         gateway_replicas=int(chosen.get("gateway", {}).get("replicas", 2)),
+        gateway_port=int(chosen.get("gateway", {}).get("port", 8443)),
     )
 
 
@@ -236,8 +240,8 @@ def release_ready(api: client.ApiClient, release: ChartRelease) -> bool:
     )
 
 
-def _diagnosis(api: client.ApiClient, release: ChartRelease) -> str:
-    """Pod phases, container states, log tails and recent events of the release."""
+def diagnosis(api: client.ApiClient, release: ChartRelease) -> str:
+    """Pod phases, container states, log tails and recent events of the release (for errors)."""
     core = client.CoreV1Api(api)
     lines: list[str] = []
     kubectl = [str(tool_path("kubectl")), f"--kubeconfig={release.kubeconfig}"]
@@ -270,7 +274,7 @@ def wait_release_ready(
         if time.monotonic() - started > timeout:
             raise ControlPlaneError(
                 f"release {release.name} not Ready after {timeout:.0f}s:\n"
-                + _diagnosis(api, release)
+                + diagnosis(api, release)
             )
         time.sleep(0.5)
     return time.monotonic() - started

@@ -10,28 +10,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
-import httpx
 import yaml
 from kubernetes import client
 from rich.console import Console
 from rich.table import Table
 
 from sandbox.api.conditions import find_condition
-from sandbox.devenv.stack import (
-    EXPORT_BUCKET,
-    Stack,
-    StackSettings,
-    running_stack,
-)
+from sandbox.devenv.controlplane import ControlPlane
+from sandbox.devenv.stack import EXPORT_BUCKET, StackSettings, running_stack
+from sandbox.devenv.workload import Workload
 from sandbox.kube.apply import apply, get
 from sandbox.policy.defaults import default_policies
 from sandbox.testing import api_client
 
-__all__ = ["DemoStep", "run_demo"]
+__all__ = ["DemoStep", "TourStack", "run_demo", "run_tour"]
 
 HOME = "tenant-lux-bank"
 
@@ -48,6 +45,34 @@ class DemoStep:
 
 class DemoStepError(Exception):
     """A step did not behave as the tour expects."""
+
+
+class TourStack(Protocol):
+    """What the tour needs of a running regsandbox (processes or the chart on a node)."""
+
+    plane: ControlPlane
+    admin: client.ApiClient
+    kind: str
+
+    @property
+    def audit_log(self) -> Path:
+        """The audit log's directory, readable from this machine."""
+        ...
+
+    def check(self) -> None:
+        """Raise if a component is down."""
+        ...
+
+    def workload(self, namespace: str) -> Workload:
+        """The sandbox's workload, talking to the gateway as itself."""
+        ...
+
+
+_TTL = {"processes": "90s", "chart": "180s"}
+"""The tour's sandbox lifetime: short, so the tour watches it expire, yet long enough for
+the story before it on a busy machine (a real pod must start on the node first)."""
+
+Mode = Literal["auto", "chart", "processes"]
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -79,75 +104,32 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _workload_token(api: client.ApiClient, namespace: str) -> str:
-    """A gateway token for the sandbox's workload identity, bound to a (never running) pod."""
-    core = client.CoreV1Api(api)
-    pod = core.create_namespaced_pod(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "trainer"},
-            "spec": {
-                "serviceAccountName": "workload",
-                "containers": [
-                    {
-                        "name": "train",
-                        "image": "registry.example/fraud-trainer:1",
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "runAsNonRoot": True,
-                            "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
-                    }
-                ],
-            },
-        },
-    )
-    ref = client.V1BoundObjectReference(
-        kind="Pod", api_version="v1", name="trainer", uid=pod.metadata.uid
-    )
-    spec = client.V1TokenRequestSpec(
-        audiences=["regsandbox-gateway"], expiration_seconds=3600, bound_object_ref=ref
-    )
-    token = core.create_namespaced_service_account_token(
-        "workload", namespace, client.AuthenticationV1TokenRequest(spec=spec)
-    )
-    return str(token.status.token)
-
-
-def _write_model(stack: Stack, token: str, artifact: bytes) -> dict[str, Any]:
+def _write_model(workload: Workload, artifact: bytes) -> dict[str, Any]:
     """The workload writes its model into the sandbox's outbox through the gateway."""
-    with httpx.Client(
-        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as gw:
-        written = gw.put("/v1/outbox/fraud-detector.onnx", content=artifact)
-        if written.status_code != 201:
-            raise DemoStepError(f"writing the model gave {written.status_code}: {written.text}")
-        again = gw.put("/v1/outbox/fraud-detector.onnx", content=b"other bytes")
-        if again.status_code != 409:
-            raise DemoStepError(f"replacing the written model gave {again.status_code}, not 409")
-    answer: dict[str, Any] = written.json()
+    written = workload.put("/v1/outbox/fraud-detector.onnx", artifact)
+    if written.status != 201:
+        raise DemoStepError(f"writing the model gave {written.status}: {written.text}")
+    again = workload.put("/v1/outbox/fraud-detector.onnx", b"other bytes")
+    if again.status != 409:
+        raise DemoStepError(f"replacing the written model gave {again.status}, not 409")
+    answer = written.json()
     if answer.get("sha256") != hashlib.sha256(artifact).hexdigest():
         raise DemoStepError(f"the gateway stored other bytes than were sent: {answer}")
     return answer
 
 
 def _export(
-    stack: Stack,
+    stack: TourStack,
     api: client.ApiClient,
-    namespace: str,
-    token: str,
+    workload: Workload,
     step: Callable[[str, str, str], None],
 ) -> str:
     """Write the model, request an export, refuse self-approval, approve twice, release."""
     users = {u: stack.plane.add_user(u) for u in ("anna.schmit", "claire.muller", "paul.hoffmann")}
     artifact = b"ONNX\x00fraud-detector-v1" + bytes(range(64))
-    written = _write_model(stack, token, artifact)
+    written = _write_model(workload, artifact)
     step(
-        "workload (pod trainer)",
+        f"workload ({workload.description})",
         "wrote its model into the sandbox's outbox through the gateway; a second write "
         "under the same name was refused",
         f"PUT fraud-detector.onnx → 201 (sha256 {written['sha256'][:16]}…); "
@@ -219,7 +201,7 @@ def _export(
     return "fraud-detector-v1"
 
 
-def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> None:
+def _tour(stack: TourStack, repo: Path, console: Console, steps: list[DemoStep]) -> None:
     api = stack.admin
 
     def step(who: str, what: str, detail: str) -> None:
@@ -259,7 +241,7 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     [fraud] = _load(repo / "examples/finance/sandbox-fraud-model.yaml")
     # Short, so the tour can watch it expire, yet long enough for the story before it on a
     # busy machine (a sandbox that expires before its workload ran would end the tour).
-    fraud["spec"]["lifetime"] = {"ttl": "90s"}
+    fraud["spec"]["lifetime"] = {"ttl": _TTL[stack.kind]}
     apply(api, fraud)
     try:
         ready = _wait(
@@ -307,29 +289,27 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     )
 
     # 3 — a workload in the sandbox reads a granted dataset through the gateway.
-    token = _workload_token(api, namespace)
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=30) as gw:
-        listing = gw.get("/v1/datasets/lux-bank-transactions/objects")
-        if listing.status_code != 200:
-            raise DemoStepError(
-                f"listing a granted dataset gave {listing.status_code}: {listing.text}"
-            )
-        body = gw.get("/v1/datasets/lux-bank-transactions/objects/part-0001.csv")
-        if body.status_code != 200 or not body.content.startswith(b"txn_id"):
-            raise DemoStepError(f"reading a granted object gave {body.status_code}")
-        denied = gw.get("/v1/datasets/lux-bank-customers-us-copy/objects")
-        if denied.status_code != 403:
-            raise DemoStepError(f"an ungranted dataset gave {denied.status_code}, not 403")
+    stack.check()
+    workload = stack.workload(namespace)
+    listing = workload.get("/v1/datasets/lux-bank-transactions/objects")
+    if listing.status != 200:
+        raise DemoStepError(f"listing a granted dataset gave {listing.status}: {listing.text}")
+    body = workload.get("/v1/datasets/lux-bank-transactions/objects/part-0001.csv")
+    if body.status != 200 or not body.head.startswith(b"txn_id"):
+        raise DemoStepError(f"reading a granted object gave {body.status}: {body.text}")
+    denied = workload.get("/v1/datasets/lux-bank-customers-us-copy/objects")
+    if denied.status != 403:
+        raise DemoStepError(f"an ungranted dataset gave {denied.status}, not 403")
     step(
-        "workload (pod trainer)",
+        f"workload ({workload.description})",
         "read a granted dataset through the gateway; an ungranted one was refused",
-        f"GET part-0001.csv → 200 ({len(body.content)} bytes); "
+        f"GET part-0001.csv → 200 ({body.size} bytes, sha256 {body.sha256[:16]}…); "
         f"lux-bank-customers-us-copy → 403; every request is in the audit log",
     )
 
     # 4 — a model leaves through the airlock: self-approval refused, two reviewers approve.
-    export_name = _export(stack, api, namespace, token, step)
+    export_name = _export(stack, api, workload, step)
+    stack.check()
 
     # 5 — the sandbox reaches the end of its lifetime.
     expired = _wait(
@@ -384,7 +364,7 @@ def _tour(stack: Stack, repo: Path, console: Console, steps: list[DemoStep]) -> 
     )
 
 
-def _verify_receipt(stack: Stack, name: str, entry_file: str, proof: str, index: str) -> None:
+def _verify_receipt(stack: TourStack, name: str, entry_file: str, proof: str, index: str) -> None:
     """Check ``proof`` (a tlog-proof) for entry ``index`` offline, as an auditor would.
 
     The proof and the entry's raw bytes are written beside the log as ``<name>.tlog-proof``
@@ -411,8 +391,41 @@ def _verify_receipt(stack: Stack, name: str, entry_file: str, proof: str, index:
         )
 
 
-def run_demo(repo: Path, directory: Path, console: Console | None = None) -> bool:
-    """Run the tour on a fresh stack in ``directory``; True when every step behaved."""
+def _stack(
+    mode: Mode, settings: StackSettings, console: Console
+) -> AbstractContextManager[TourStack]:
+    """The stack the tour runs on: the chart on a node when the machine can host one."""
+    from sandbox.devenv.dataplane import unavailable_reason
+
+    if mode == "auto":
+        reason = unavailable_reason()
+        if reason is not None:
+            console.print(
+                f"[yellow]no local node ({reason}): the components run as processes[/yellow]"
+            )
+        mode = "processes" if reason is not None else "chart"
+    if mode == "chart":
+        from sandbox.devenv.chartstack import running_chart_stack
+
+        return running_chart_stack(settings)
+    return running_stack(settings)
+
+
+def run_tour(stack: TourStack, repo: Path, console: Console | None = None) -> list[DemoStep]:
+    """Run the tour's steps on ``stack``; raise :class:`DemoStepError` at the first misstep."""
+    steps: list[DemoStep] = []
+    _tour(stack, repo, console or Console(), steps)
+    return steps
+
+
+def run_demo(
+    repo: Path, directory: Path, console: Console | None = None, mode: Mode = "auto"
+) -> bool:
+    """Run the tour on a fresh stack in ``directory``; True when every step behaved.
+
+    ``mode`` ``chart`` installs the Helm chart on a local node (root), ``processes`` runs the
+    components as processes, ``auto`` picks the chart where the machine can host a node.
+    """
     console = console or Console()
     steps: list[DemoStep] = []
     ok = True
@@ -423,7 +436,8 @@ def run_demo(repo: Path, directory: Path, console: Console | None = None) -> boo
         progress=lambda m: console.print(f"[dim]• {m}[/dim]"),
     )
     try:
-        with running_stack(settings) as stack:
+        with _stack(mode, settings, console) as stack:
+            console.print(f"[bold]regsandbox is running ({stack.kind}); the tour starts[/bold]")
             _tour(stack, repo, console, steps)
     except DemoStepError as exc:
         ok = False

@@ -36,6 +36,7 @@ from sandbox.devenv.operator_process import (
 )
 from sandbox.devenv.processes import free_port, log_tail
 from sandbox.devenv.toolchain import tool_path
+from sandbox.devenv.workload import Workload, token_workload
 from sandbox.errors import ControlPlaneError
 from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
@@ -45,7 +46,7 @@ from sandbox.provision.accelerator_admission import apply_accelerator_policies
 from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import api_client, install_crds
 
-__all__ = ["Stack", "StackSettings", "running_stack"]
+__all__ = ["Stack", "StackSettings", "examples", "running_stack", "seed_storage"]
 
 SYSTEM_NS = "regsandbox-system"
 AUDIT_ORIGIN = "audit.regsandbox.local/log"
@@ -143,6 +144,9 @@ class Stack:
     operator: OperatorProcess
     services: list[ServiceProcess]
 
+    kind: str = "processes"
+    """What runs the components: ``processes`` on this machine."""
+
     def check(self) -> None:
         """Raise if any process died."""
         for service in self.services:
@@ -150,8 +154,23 @@ class Stack:
         if not self.operator.alive():
             raise ControlPlaneError(f"the operator exited:\n{self.operator.tail()}")
 
+    def workload(self, namespace: str) -> Workload:
+        """The sandbox's workload: no node here, so a bound token used from this machine."""
+        return token_workload(self.admin, namespace, self.gateway_url)
 
-def _examples(repo: Path, sectors: tuple[str, ...], minio: MinioServer) -> list[dict[str, Any]]:
+
+def seed_storage(minio: MinioServer) -> None:
+    """The sample datasets' buckets and objects, the outbox and the export destination."""
+    s3 = minio.client()
+    for bucket in (OUTBOX_BUCKET, EXPORT_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    for bucket, objects in _SAMPLES.items():
+        s3.create_bucket(Bucket=bucket)
+        for object_key, body in objects.items():
+            s3.put_object(Bucket=bucket, Key=object_key, Body=body)
+
+
+def examples(repo: Path, sectors: tuple[str, ...], minio: MinioServer) -> list[dict[str, Any]]:
     """Tenant and Dataset manifests of the examples, datasets pointed at the local MinIO."""
     docs: list[dict[str, Any]] = []
     for sector in sectors:
@@ -187,13 +206,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
 
         say("starting MinIO with sample datasets")
         minio = stack.enter_context(running_minio(base / "minio"))
-        s3 = minio.client()
-        for bucket in (OUTBOX_BUCKET, EXPORT_BUCKET):
-            s3.create_bucket(Bucket=bucket)
-        for bucket, objects in _SAMPLES.items():
-            s3.create_bucket(Bucket=bucket)
-            for object_key, body in objects.items():
-                s3.put_object(Bucket=bucket, Key=object_key, Body=body)
+        seed_storage(minio)
 
         say("starting the audit service")
         audit_dir = base / "audit"
@@ -313,7 +326,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         say("applying the default SandboxPolicies and the example tenants and datasets")
         for policy in default_policies(settings.repo / "policies"):
             apply(admin, manifest(policy))
-        for doc in _examples(settings.repo, settings.examples, minio):
+        for doc in examples(settings.repo, settings.examples, minio):
             apply(admin, doc)
         yield Stack(
             plane=plane,

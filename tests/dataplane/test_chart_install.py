@@ -27,25 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from audit.log import LogReader
-from sandbox.devenv.chart import (
-    APP_UID,
-    ChartRelease,
-    install_chart,
-    uninstall_chart,
-    wait_release_ready,
-)
-from sandbox.devenv.controlplane import ControlPlane
+from sandbox.devenv.chart import APP_UID, ChartRelease, wait_release_ready
+from sandbox.devenv.chartstack import ChartStack, running_chart_stack
 from sandbox.devenv.dataplane import unavailable_reason
-from sandbox.devenv.minio import MinioServer, running_minio
+from sandbox.devenv.demo import DemoStepError, run_tour
+from sandbox.devenv.minio import MinioServer
+from sandbox.devenv.stack import StackSettings
 from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ControlPlaneError
 from sandbox.kube.apply import apply, get
 from sandbox.provision.names import sandbox_namespace
-from sandbox.testing import api_client, sandbox_manifest
+from sandbox.testing import sandbox_manifest
 
 from .pods import Kubectl, unique, wait_for, wait_running
 from .test_gateway_reads import READ, TOKEN_DIR, _workload
@@ -57,6 +52,7 @@ NAMESPACE = "regsandbox-system"
 
 @dataclass(frozen=True)
 class Installed:
+    stack: ChartStack
     release: ChartRelease
     api: client.ApiClient
     kubectl: Kubectl
@@ -68,8 +64,12 @@ def _in_ci() -> bool:
 
 
 @pytest.fixture(scope="module")
-def chart_node() -> Iterator[ControlPlane]:
-    """A control plane with a node, for this module alone."""
+def installed(repo_root: Path) -> Iterator[Installed]:
+    """What ``make up`` runs on a node: the chart from local images, MinIO, the examples.
+
+    A control plane with a node for this module alone, so the chart's cluster-scoped RBAC
+    and its operator do not meet the session's operator process.
+    """
     reason = unavailable_reason()
     if reason is not None:
         if _in_ci():
@@ -78,42 +78,18 @@ def chart_node() -> Iterator[ControlPlane]:
     # Outside pytest's base temp: with several sessions at once, pytest renames the
     # directories of older sessions away while they run, and down() must find its own.
     directory = Path(tempfile.mkdtemp(prefix="regsandbox-chart-dp-"))
-    plane = ControlPlane(directory, data_plane=True)
+    settings = StackSettings(directory=directory, repo=repo_root, resync_seconds=1.0)
     try:
-        plane.up(timeout=300.0)
-        yield plane
-    finally:
-        plane.down()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def installed(
-    chart_node: ControlPlane, repo_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Installed]:
-    """The chart with every default but the images, MinIO and the OPA sidecar."""
-    state = chart_node.load_state()
-    assert state is not None
-    base = tmp_path_factory.mktemp("chart-install")
-    with running_minio(base / "minio", host=state.bind_address) as storage:
-        release = install_chart(
-            chart_node,
-            repo=repo_root,
-            storage=storage,
-            directory=base / "release",
-            release="rs",
-            namespace=NAMESPACE,
-            values={"operator": {"resyncSeconds": 5}},
-        )
-        try:
+        with running_chart_stack(settings) as stack:
             yield Installed(
-                release,
-                api_client(chart_node.admin_kubeconfig),
-                Kubectl(tool_path("kubectl"), chart_node.admin_kubeconfig),
-                storage,
+                stack,
+                stack.release,
+                stack.admin,
+                Kubectl(tool_path("kubectl"), stack.plane.admin_kubeconfig),
+                stack.minio,
             )
-        finally:
-            uninstall_chart(release)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _wait_ready(installed: Installed) -> None:
@@ -159,9 +135,10 @@ def test_every_component_of_the_chart_becomes_ready_from_local_images(
         assert who.stdout.strip() == str(APP_UID), who.stdout + who.stderr
 
 
-def test_gateway_pods_reach_minio_and_the_operator_pod_provisions_through_opa_and_audit(
+def test_the_tour_of_make_demo_runs_against_the_chart_with_real_workload_pods(
     installed: Installed, repo_root: Path
 ) -> None:
+    """``make demo`` on the chart: every step, its workload a real pod in the sandbox."""
     api, kubectl = installed.api, installed.kubectl
     _wait_ready(installed)
     gateway = (
@@ -178,29 +155,15 @@ def test_gateway_pods_reach_minio_and_the_operator_pod_provisions_through_opa_an
     reached = kubectl.exec(NAMESPACE, gateway.metadata.name, "python", "-c", probe)
     assert reached.stdout.strip() == "200", reached.stdout + reached.stderr
 
-    # The operator in its pod: policy by the OPA sidecar, provisioning, audit records.
-    for name in ("tenant.yaml", "datasets.yaml", "sandbox-fraud-model.yaml"):
-        for doc in yaml.safe_load_all((repo_root / "examples/finance" / name).read_text()):
-            if not doc:
-                continue
-            if doc["kind"] == "Sandbox":
-                wait_for(lambda: get(api, "Namespace", "tenant-lux-bank"), 60, "the tenant's home")
-            apply(api, doc)
-
-    def sandbox_ready() -> bool:
-        obj = get(api, "Sandbox", "fraud-model", "tenant-lux-bank") or {}
-        return any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in (obj.get("status") or {}).get("conditions") or []
-        )
-
     try:
-        wait_for(sandbox_ready, 120, "the example sandbox Ready")
-    except TimeoutError as exc:
-        sandbox = get(api, "Sandbox", "fraud-model", "tenant-lux-bank")
-        raise AssertionError(f"{exc}: {sandbox}") from None
+        steps = run_tour(installed.stack, repo_root)
+    except DemoStepError as exc:
+        raise AssertionError(f"the tour stopped: {exc}") from None
+    workload_steps = [s for s in steps if s.who.startswith("workload")]
+    assert len(workload_steps) == 2, [s.who for s in steps]
+    assert all("pod trainer in sbx-lux-bank-fraud-model" in s.who for s in workload_steps)
 
-    # The audit service's log, on its volume, verifies offline and names the operator.
+    # The audit service's log, on its volume, verifies offline and names who acted.
     log = installed.release.audit_volume / "log"
     verify = subprocess.run(
         [sys.executable, "-m", "sandbox.cli", "audit", "verify", "--log", str(log)],
@@ -210,19 +173,33 @@ def test_gateway_pods_reach_minio_and_the_operator_pod_provisions_through_opa_an
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    listed = subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "audit", "log", "--log", str(log), "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    entries = json.loads(listed.stdout)
-    provisioned = [e for e in entries if e.get("action") == "sandbox.provisioned"]
-    assert provisioned, [e.get("action") for e in entries]
+    entries = _entries(log)
+    provisioned = [e for e in entries if e["action"] == "sandbox.provisioned"]
+    assert provisioned, [e["action"] for e in entries]
     # Recorded as the operator's ServiceAccount: the identity whose token the chart issued.
     actors = {e["actor"].get("user") for e in provisioned}
     assert actors == {f"system:serviceaccount:{NAMESPACE}:regsandbox-operator"}, provisioned
+    # The workload's reads and its model write name the pod that really ran them.
+    pod = "sbx-lux-bank-fraud-model/trainer"
+    reads = [
+        e
+        for e in entries
+        if e["action"] == "dataset.read" and e["resource"].get("name") == "lux-bank-transactions"
+    ]
+    assert reads, [e["action"] for e in entries]
+    assert {e["actor"]["pod"] for e in reads} == {pod}, reads
+    [written] = [e for e in entries if e["action"] == "model.artifact.written"]
+    assert written["actor"]["pod"] == pod, written
+    assert [e for e in entries if e["action"] == "model.export.released"], entries[-5:]
+    assert [e for e in entries if e["action"] == "key.destroyed"], entries[-5:]
+
+
+def _entries(log: Path) -> list[dict[str, Any]]:
+    reader = LogReader(log)
+    try:
+        return [reader.entry(i).model_dump(mode="json") for i in range(reader.size)]
+    finally:
+        reader.close()
 
 
 def test_a_workload_pod_reads_through_the_charts_gateway_and_the_audit_service_names_it(
@@ -310,12 +287,11 @@ def test_a_workload_pod_reads_through_the_charts_gateway_and_the_audit_service_n
     log = installed.release.audit_volume / "log"
 
     def reads() -> list[dict[str, Any]]:
-        reader = LogReader(log)
-        try:
-            entries = [reader.entry(i).model_dump(mode="json") for i in range(reader.size)]
-        finally:
-            reader.close()
-        return [e for e in entries if e["action"] == "dataset.read"]
+        return [
+            e
+            for e in _entries(log)
+            if e["action"] == "dataset.read" and e["actor"].get("pod", "").startswith(namespace)
+        ]
 
     [entry] = wait_for(reads, 30, "the read's audit entry")
     assert entry["actor"]["pod"] == f"{namespace}/trainer"
