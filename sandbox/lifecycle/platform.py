@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal
 
 from kubernetes import client
@@ -15,6 +14,7 @@ from audit.entry import Actor, Decision, Event, Resource
 from sandbox.keys.base import KeyProvider
 from sandbox.kube.apply import get
 from sandbox.kube.cache import WatchedObjects
+from sandbox.lifecycle.policy_state import PolicyState
 from sandbox.policy.engine import PolicyEngine
 from sandbox.policy.model import Decision as PolicyDecision
 from sandbox.policy.model import PolicyInput
@@ -27,7 +27,13 @@ __all__ = ["Platform"]
 
 @dataclass
 class Platform:
-    """The operator's view of the platform: API access, policy, audit, keys, storage."""
+    """The operator's view of the platform: API access, policy, audit, keys, storage.
+
+    It holds four kinds of things: wiring (API client, engine, audit sink, keys,
+    storage), facts the platform attests to policy (region, jurisdiction, retention),
+    a read cache of watched objects, and one piece of mutable state shared by handler
+    threads, :attr:`policy_state`, which is changed only under its own lock.
+    """
 
     api: client.ApiClient
     """Client acting as the operator's own identity."""
@@ -58,26 +64,20 @@ class Platform:
     watched: dict[str, WatchedObjects] = field(default_factory=dict)
     """Cluster-scoped kinds the operator watches (Tenant, Dataset), read from the watch."""
 
-    policies: PolicySet | None = None
+    policies: InitVar[PolicySet | None] = None
     """The policy set the engine should hold; loaded lazily when the engine was down."""
-    base_policies: PolicySet | None = None
+    base_policies: InitVar[PolicySet | None] = None
     """The built-in policies, to which SandboxPolicies are added."""
-    _next_load: float = 0.0
+    policy_state: PolicyState = field(init=False)
+    """The policy set in force and the SandboxPolicies in it: the one mutable state
+    shared by handler threads, changed only under its lock."""
+
+    def __post_init__(self, policies: PolicySet | None, base_policies: PolicySet | None) -> None:
+        self.policy_state = PolicyState(base_policies, policies)
 
     def ensure_policies(self) -> None:
-        """(Re)load :attr:`policies` into the engine if it does not hold them yet.
-
-        An engine that was unreachable at start-up is retried at most every 5 seconds;
-        until it takes the policies, every decision is a deny that says why.
-        """
-        if self.policies is None or self.engine.policy_digest == self.policies.digest:
-            return
-        now = time.monotonic()
-        if now < self._next_load:
-            return
-        self._next_load = now + 5.0
-        with contextlib.suppress(Exception):  # the engine records why; decide() reports it
-            self.engine.load(self.policies)
+        """(Re)load the policy set in force into the engine if it does not hold it yet."""
+        self.policy_state.ensure_loaded(self.engine)
 
     def read(self, kind: str, name: str) -> dict[str, Any] | None:
         """A cluster-scoped object: as last watched when :attr:`watched` has the kind,

@@ -13,13 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.entry import Resource
-from sandbox.api.conditions import is_true, set_condition
+from sandbox.api.conditions import is_true
+from sandbox.api.sandboxpolicy import AcceptedPolicy, SandboxPolicySpec, SandboxPolicyStatus
 from sandbox.kube.apply import list_objects
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
+from sandbox.lifecycle.step import Step
 from sandbox.policy.policyset import CustomPolicy, PolicyLoadError
 
 __all__ = ["reconcile_sandbox_policy", "remove_sandbox_policy"]
+
+_PolicyStep = Step[SandboxPolicyStatus]
 
 
 def _custom(name: str, spec: Mapping[str, Any]) -> CustomPolicy:
@@ -32,6 +36,11 @@ def _custom(name: str, spec: Mapping[str, Any]) -> CustomPolicy:
     )
 
 
+def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw ``status.accepted.spec``: the last version accepted, as it was written."""
+    return dict(((body.get("status") or {}).get("accepted") or {}).get("spec") or {})
+
+
 def _last_accepted(obj: Mapping[str, Any]) -> CustomPolicy | None:
     """The version of ``obj`` in force: its spec if accepted as is, else the last accepted."""
     name = str(obj["metadata"]["name"])
@@ -41,32 +50,23 @@ def _last_accepted(obj: Mapping[str, Any]) -> CustomPolicy | None:
     generation = obj["metadata"].get("generation")
     if is_true(conditions, "Accepted") and accepted[0].get("observedGeneration") == generation:
         return _custom(name, obj.get("spec") or {})
-    snapshot = status.get("accepted") or {}
-    if snapshot.get("spec"):
-        return _custom(name, snapshot["spec"])
-    return None
+    snapshot = _snapshot(obj)
+    return _custom(name, snapshot) if snapshot else None
 
 
-def _accepted_others(platform: Platform, name: str) -> list[CustomPolicy]:
-    """Every other SandboxPolicy, each in the version in force (see :func:`_last_accepted`)."""
-    others = []
+def _listed(platform: Platform) -> dict[str, CustomPolicy]:
+    """Every SandboxPolicy in the version in force as the API server shows it."""
+    found: dict[str, CustomPolicy] = {}
     for obj in list_objects(platform.api, "SandboxPolicy"):
-        if obj["metadata"]["name"] == name:
-            continue
         policy = _last_accepted(obj)
         if policy is not None:
-            others.append(policy)
-    return others
+            found[policy.name] = policy
+    return found
 
 
-def _load(platform: Platform, policies: list[CustomPolicy]) -> str:
-    """Load built-in + ``policies`` into the engine; return the new digest."""
-    if platform.base_policies is None:
-        raise PolicyLoadError("the operator has no built-in policy set loaded")
-    candidate = platform.base_policies.with_custom(policies)
-    platform.engine.load(candidate)
-    platform.policies = candidate
-    return candidate.digest
+def _change(platform: Platform, name: str, policy: CustomPolicy | None) -> str:
+    """Put ``policy`` in force as ``name`` beside every other policy in force."""
+    return platform.policy_state.change(platform.engine, name, policy, _listed(platform))
 
 
 def reconcile_sandbox_policy(platform: Platform, body: Mapping[str, Any]) -> StepResult:
@@ -76,71 +76,66 @@ def reconcile_sandbox_policy(platform: Platform, body: Mapping[str, Any]) -> Ste
     force (it is kept in ``status.accepted``), also across operator restarts and the
     reloads that other policies cause: a bad edit never drops a rule.
     """
-    meta = body["metadata"]
-    name, gen = str(meta["name"]), int(meta.get("generation") or 0)
-    status = body.get("status") or {}
-    conds = list(status.get("conditions") or [])
-    resource = Resource(kind="SandboxPolicy", name=name)
+    name = str(body["metadata"]["name"])
+    step = Step(
+        platform,
+        body,
+        SandboxPolicyStatus,
+        Resource(kind="SandboxPolicy", name=name),
+        audit_condition=None,  # a refusal is raised: kopf retries, Accepted stays
+    )
     spec = dict(body.get("spec") or {})
-    others = _accepted_others(platform, name)
     try:
-        digest = _load(platform, [*others, _custom(name, spec)])
+        digest = _change(platform, name, _custom(name, spec))
     except PolicyLoadError as exc:
-        return _refused(platform, body, others, exc)
-    enforcement = spec.get("enforcement") or "deny"
-    platform.record(
+        _refused(step, name, exc)
+    else:
+        _loaded(step, spec, digest)
+    return step.finish()
+
+
+def _loaded(step: _PolicyStep, spec: dict[str, Any], digest: str) -> None:
+    """Record the new policy set, then show it as accepted."""
+    gen = step.generation
+    step.log(
         "policy.changed",
-        resource,
         "success",
-        details={"digest": digest, "enforcement": enforcement, "generation": gen},
+        digest=digest,
+        enforcement=spec.get("enforcement") or "deny",
+        generation=gen,
     )
-    conds = set_condition(
-        conds, "Accepted", True, "Loaded", f"active in policy set {digest}", generation=gen
+    step.cond("Accepted", True, "Loaded", f"active in policy set {digest}")
+    step.status.digest = digest
+    step.status.observed_generation = gen
+    step.status.accepted = AcceptedPolicy(
+        generation=gen, spec=SandboxPolicySpec.model_validate(spec)
     )
-    result = StepResult(
-        status={
-            "conditions": conds,
-            "digest": digest,
-            "observedGeneration": gen,
-            "accepted": {"generation": gen, "spec": spec},
-        }
-    )
-    result.note("Normal", "Loaded", f"policy set is now {digest}")
-    return result
+    step.note("Normal", "Loaded", f"policy set is now {digest}")
 
 
-def _refused(
-    platform: Platform, body: Mapping[str, Any], others: list[CustomPolicy], exc: Exception
-) -> StepResult:
+def _refused(step: _PolicyStep, name: str, exc: Exception) -> None:
     """Say why the new spec was refused, keeping the last accepted version in force."""
-    meta = body["metadata"]
-    name, gen = str(meta["name"]), int(meta.get("generation") or 0)
-    status = body.get("status") or {}
-    snapshot = status.get("accepted") or {}
+    snapshot, accepted = _snapshot(step.body), step.previous.accepted
     kept = "the previous policy set stays in force"
-    if snapshot.get("spec"):
+    if snapshot and accepted is not None:
         # Make sure the last accepted version is loaded: after a restart, or when another
         # policy changed since, the engine may not hold it.
         try:
-            _load(platform, [*others, _custom(name, snapshot["spec"])])
-            kept = (
-                f"generation {snapshot.get('generation')} of this policy, accepted "
-                "earlier, stays in force"
-            )
+            _change(step.platform, name, _custom(name, snapshot))
+            kept = f"generation {accepted.generation} of this policy, accepted earlier,"
+            kept += " stays in force"
         except PolicyLoadError:
             pass
     message = f"not loaded, {kept}: {exc}"
-    conds = list(status.get("conditions") or [])
-    conds = set_condition(conds, "Accepted", False, "InvalidPolicy", message, generation=gen)
-    result = StepResult(status={"conditions": conds, "observedGeneration": gen})
-    result.note("Warning", "InvalidPolicy", message[:1000])
-    return result
+    step.cond("Accepted", False, "InvalidPolicy", message)
+    step.status.observed_generation = step.generation
+    step.note("Warning", "InvalidPolicy", message[:1000])
 
 
 def remove_sandbox_policy(platform: Platform, body: Mapping[str, Any]) -> StepResult:
     """Drop a deleted SandboxPolicy from the policy set and record the change."""
     name = str(body["metadata"]["name"])
-    digest = _load(platform, _accepted_others(platform, name))
+    digest = _change(platform, name, None)
     platform.record(
         "policy.changed",
         Resource(kind="SandboxPolicy", name=name),

@@ -8,60 +8,62 @@ from typing import Any
 from pydantic import ValidationError
 
 from audit.entry import Resource
-from audit.errors import AuditError
-from sandbox.api.conditions import set_condition
-from sandbox.api.tenant import TenantSpec
+from sandbox.api.tenant import TenantSpec, TenantStatus
 from sandbox.kube.apply import apply, get
 from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
+from sandbox.lifecycle.step import Step
 from sandbox.provision.names import tenant_namespace
 from sandbox.provision.tenant_plan import tenant_objects
 
 __all__ = ["correct_tenant_drift", "reconcile_tenant"]
 
+_TenantStep = Step[TenantStatus]
+
 
 def reconcile_tenant(platform: Platform, body: Mapping[str, Any]) -> StepResult:
     """Apply the tenant's home namespace and RBAC; record changes in the audit log first."""
-    meta = body["metadata"]
-    name, gen = str(meta["name"]), int(meta.get("generation") or 0)
-    status = body.get("status") or {}
-    conds = list(status.get("conditions") or [])
+    name = str(body["metadata"]["name"])
+    step = Step(platform, body, TenantStatus, Resource(kind="Tenant", name=name, tenant=name))
+    spec = _validated(step)
+    if spec is not None and _record_change(step, spec):
+        _apply_home(step, spec)
+    return step.finish()
+
+
+def _validated(step: _TenantStep) -> TenantSpec | None:
+    """The tenant's spec, or None with ``Ready=False/InvalidSpec`` saying what to fix."""
     try:
-        spec = TenantSpec.model_validate(body.get("spec") or {})
+        return TenantSpec.model_validate(step.body.get("spec") or {})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        conds = set_condition(
-            conds, "Ready", False, "InvalidSpec", f"fix the spec: {problems}", generation=gen
+        step.cond("Ready", False, "InvalidSpec", f"fix the spec: {problems}")
+        step.status.observed_generation = step.generation
+        return None
+
+
+def _record_change(step: _TenantStep, spec: TenantSpec) -> bool:
+    """Put a new generation's members on record before their access changes."""
+    if step.previous.observed_generation != step.generation:
+        step.log(
+            "tenant.applied",
+            "success",
+            generation=step.generation,
+            members=[f"{m.kind}:{m.name}={m.role.value}" for m in spec.members],
+            sector=spec.sector.value,
         )
-        return StepResult(status={"conditions": conds, "observedGeneration": gen})
-    ns = tenant_namespace(name)
-    if status.get("observedGeneration") != gen:
-        members = [f"{m.kind}:{m.name}={m.role.value}" for m in spec.members]
-        try:
-            platform.record(
-                "tenant.applied",
-                Resource(kind="Tenant", name=name, tenant=name),
-                "success",
-                details={"generation": gen, "members": members, "sector": spec.sector.value},
-            )
-        except (AuditError, OSError) as exc:
-            message = f"the audit log is unavailable, tenant access not changed: {exc}"
-            conds = set_condition(
-                conds, "Ready", False, "AuditLogUnavailable", message, generation=gen
-            )
-            return StepResult(status={"conditions": conds}).retry(15, message)
-    for obj in _desired(body, spec):
-        apply(platform.api, obj)
-    conds = set_condition(
-        conds,
-        "Ready",
-        True,
-        "HomeNamespaceReady",
-        f"namespace {ns} and member RBAC applied",
-        generation=gen,
-    )
-    return StepResult(status={"namespace": ns, "conditions": conds, "observedGeneration": gen})
+    return step.commit() is not None
+
+
+def _apply_home(step: _TenantStep, spec: TenantSpec) -> None:
+    """Apply the home namespace and the members' RBAC, and say so."""
+    ns = tenant_namespace(str(step.body["metadata"]["name"]))
+    for obj in _desired(step.body, spec):
+        apply(step.platform.api, obj)
+    step.cond("Ready", True, "HomeNamespaceReady", f"namespace {ns} and member RBAC applied")
+    step.status.namespace = ns
+    step.status.observed_generation = step.generation
 
 
 def _desired(body: Mapping[str, Any], spec: TenantSpec) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -203,3 +204,34 @@ def test_an_invalid_edit_keeps_the_last_accepted_version_in_force(
     decided = operator.wait_until(decided_again, 30, "the sandbox to be decided again")
     assert "CUSTOM_HOLD" in condition(decided, "PolicyCompliant")["message"]  # type: ignore[index]
     assert quarantined()
+
+
+def test_policies_created_at_once_are_all_in_force(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    policy_factory: Callable[..., str],
+) -> None:
+    """Every SandboxPolicy that says Accepted is in the policy set that decides.
+
+    Created at once, the policies are reconciled in parallel; each load must include
+    the others accepted meanwhile, or a policy says Accepted while it decides nothing.
+    """
+    tenant = tenant_factory()
+    sandbox, _ = ready_sandbox(admin_api, operator, tenant)
+    home = f"tenant-{tenant}"
+    codes = [f"CUSTOM_AT_ONCE_{i}" for i in range(6)]
+    regos = [_rego(unique("once").replace("-", "_"), sandbox, code) for code in codes]
+    with ThreadPoolExecutor(len(regos)) as pool:
+        names = list(pool.map(lambda rego: policy_factory(rego, "warn"), regos))
+    for name in names:
+        cond = operator.wait_until(_accepted(admin_api, name), 60, f"policy {name} to load")
+        assert cond["status"] == "True", cond
+
+    def all_warned() -> set[str] | None:
+        obj = get(admin_api, "Sandbox", sandbox, home) or {}
+        policy = (obj.get("status") or {}).get("policy") or {}
+        seen = {w["code"] for w in policy.get("warnings") or []}
+        return seen if seen >= set(codes) else None
+
+    operator.wait_until(all_warned, 60, "every accepted policy to decide the sandbox")
