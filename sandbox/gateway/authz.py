@@ -10,6 +10,11 @@ reads it (the contract):
 - ``status.datasets`` lists the dataset with ``granted: true``;
 - the Dataset object exists and has a valid S3 location.
 
+The status is read with the same model the operator writes it with
+(:class:`~sandbox.api.sandbox.SandboxStatus`); a status the model does not accept (the
+API server's schema, generated from that model, should never let one through) is
+treated as an unreadable answer: 503, nothing served.
+
 The same sandbox checks, without a dataset, decide whether a workload may write into
 its sandbox's export outbox (:meth:`GrantResolver.active`).
 
@@ -32,8 +37,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from sandbox.api.conditions import is_true
 from sandbox.api.dataset import DatasetLocation
+from sandbox.api.sandbox import SandboxStatus
 from sandbox.errors import SandboxError
 from sandbox.kube.apply import object_path
 from sandbox.provision.names import (
@@ -89,14 +94,16 @@ class NotCached(SandboxError):  # noqa: N818 - a signal, not a failure
     """A ``cached_only`` authorisation needs an object that is not cached: ask again."""
 
 
-def _parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
+def _sandbox_status(obj: dict[str, Any], name: str) -> SandboxStatus:
+    """The Sandbox's status as the typed model; LookupUnavailable if it is not one."""
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+        return SandboxStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        raise LookupUnavailable(f"sandbox {name} has a status this gateway cannot read") from None
+
+
+def _is_ready(status: SandboxStatus) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in status.conditions)
 
 
 class GrantResolver:
@@ -216,7 +223,7 @@ class GrantResolver:
 
     def active(
         self, namespace: str, *, cached_only: bool = False
-    ) -> tuple[SandboxRef, dt.datetime, dict[str, Any]]:
+    ) -> tuple[SandboxRef, dt.datetime, SandboxStatus]:
         """The sandbox of ``namespace`` if it may act now, its expiry and its status.
 
         It may act when its Sandbox exists, is this namespace's, is not being deleted,
@@ -229,15 +236,15 @@ class GrantResolver:
         )
         if obj is None:
             raise Forbidden("SandboxNotFound", f"sandbox {ref.sandbox} does not exist", ref)
-        status = obj.get("status") or {}
-        if status.get("namespace") not in (None, namespace):
+        status = _sandbox_status(obj, ref.sandbox)
+        if status.namespace not in (None, namespace):
             raise Forbidden("NotASandbox", f"namespace {namespace} is not this sandbox's", ref)
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             raise Forbidden("SandboxTerminating", f"sandbox {ref.sandbox} is being deleted", ref)
-        if not is_true(status.get("conditions"), "Ready"):
+        if not _is_ready(status):
             raise Forbidden("SandboxNotReady", f"sandbox {ref.sandbox} is not Ready", ref)
-        expires = _parse_time(status.get("expiresAt"))
-        if expires is None or expires <= self._now():
+        expires = status.expires_at
+        if expires is None or expires.tzinfo is None or expires <= self._now():
             raise Forbidden("SandboxExpired", f"sandbox {ref.sandbox} has expired", ref)
         return ref, expires, status
 
@@ -248,11 +255,7 @@ class GrantResolver:
         object it needs is not cached, :class:`NotCached` is raised instead.
         """
         ref, expires, status = self.active(namespace, cached_only=cached_only)
-        grants = status.get("datasets") or []
-        if not any(
-            isinstance(g, dict) and g.get("name") == dataset and g.get("granted") is True
-            for g in grants
-        ):
+        if not any(g.name == dataset and g.granted for g in status.datasets):
             raise Forbidden(
                 "DatasetNotGranted", f"dataset {dataset} is not granted to this sandbox", ref
             )

@@ -15,7 +15,7 @@ from kubernetes import client
 from sandbox.api.dataset import DatasetLocation
 from sandbox.errors import ConfigurationError
 from sandbox.gateway.auth import TokenReviewer, Unauthenticated, token_expiry
-from sandbox.gateway.authz import Forbidden, GrantResolver, NotCached
+from sandbox.gateway.authz import Forbidden, GrantResolver, LookupUnavailable, NotCached
 from sandbox.gateway.objectkeys import (
     InvalidKey,
     check_raw_path,
@@ -285,7 +285,14 @@ def test_cached_only_authorisation_never_reads_and_keeps_every_check() -> None:
                 "status": {
                     "namespace": ns,
                     "expiresAt": expires,
-                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "conditions": [  # every field the CRD schema requires of a condition
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Provisioned",
+                            "lastTransitionTime": expires,
+                        }
+                    ],
                     "datasets": [{"name": "claims", "granted": True}],
                 },
             },
@@ -329,3 +336,43 @@ def test_objects_read_late_in_their_time_are_refreshed_in_the_background() -> No
             resolver._get("Dataset", "claims", cached_only=True)
     finally:
         resolver.close()
+
+
+def _sandbox_objects(ns: str, **status: Any) -> FakeObjects:
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Provisioned",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    return FakeObjects(
+        {
+            "namespaces": {"metadata": {"labels": {LABEL_TENANT: "bank", LABEL_SANDBOX: "fraud"}}},
+            "sandboxes": {
+                "metadata": {},
+                "status": {"namespace": ns, "conditions": [ready], **status},
+            },
+        }
+    )
+
+
+def test_a_sandbox_status_the_api_model_refuses_is_not_trusted() -> None:
+    ns = sandbox_namespace("bank", "fraud")
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    for bad in (
+        {"expiresAt": later, "datasets": [{"name": "claims", "granted": "maybe"}]},
+        {"expiresAt": later, "conditions": [{"type": "Ready", "status": "True"}]},
+        {"expiresAt": "next tuesday"},
+    ):
+        resolver = GrantResolver(_sandbox_objects(ns, **bad), cache_seconds=0)  # type: ignore[arg-type]
+        with pytest.raises(LookupUnavailable, match="cannot read"):
+            resolver.active(ns)
+
+
+def test_an_expiry_without_a_time_zone_counts_as_expired() -> None:
+    ns = sandbox_namespace("bank", "fraud")
+    naive = (dt.datetime.now() + dt.timedelta(days=2)).replace(microsecond=0).isoformat()
+    resolver = GrantResolver(_sandbox_objects(ns, expiresAt=naive), cache_seconds=0)  # type: ignore[arg-type]
+    with pytest.raises(Forbidden) as refused:
+        resolver.active(ns)
+    assert refused.value.reason == "SandboxExpired"
