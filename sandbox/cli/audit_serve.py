@@ -205,8 +205,8 @@ def _anchor(
     if not sep or not namespace or not name or "/" in name:
         fail(f"--anchor-configmap {configmap!r}: want NAMESPACE/NAME", EXIT_USAGE)
     from sandbox.errors import SandboxError
-    from sandbox.gateway.build import kube_client
     from sandbox.kube.audit_anchor import ConfigMapCheckpointAnchor
+    from sandbox.kube.clients import kube_client
 
     try:
         return ConfigMapCheckpointAnchor(kube_client(kubeconfig), namespace, name)

@@ -40,7 +40,7 @@ def chart(
     from sandbox.devenv.controlplane import ControlPlane
     from sandbox.devenv.minio import running_minio
     from sandbox.devenv.toolchain import TOOLS, bin_dir
-    from sandbox.testing import api_client
+    from sandbox.kube.clients import kube_client
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,7 +65,7 @@ def chart(
             stack.callback(uninstall_chart, release)
             _progress("waiting for the operator, the gateways and the audit service")
             waited = wait_release_ready(
-                api_client(plane.admin_kubeconfig), release, timeout=timeout
+                kube_client(plane.admin_kubeconfig), release, timeout=timeout
             )
             kubectl = bin_dir() / TOOLS["kubectl"].filename
             typer.echo(

@@ -123,7 +123,7 @@ def pack(
         from kubernetes.client.rest import ApiException
 
         from sandbox.errors import SandboxError
-        from sandbox.gateway.build import kube_client
+        from sandbox.kube.clients import kube_client
 
         try:
             api = kube_client(kubeconfig)

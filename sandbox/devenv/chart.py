@@ -35,7 +35,7 @@ from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ControlPlaneError
 from sandbox.kube.apply import apply, get
-from sandbox.testing import api_client
+from sandbox.kube.clients import kube_client
 
 __all__ = [
     "APP_UID",
@@ -121,7 +121,7 @@ def install_chart(
     """
     if not plane.data_plane:
         raise ControlPlaneError("the chart's pods need a node: start the plane with data_plane")
-    api = api_client(plane.admin_kubeconfig)
+    api = kube_client(plane.admin_kubeconfig)
     progress("importing the regsandbox and opa images into the node")
     images = import_images(
         plane.node.layout.containerd_socket, ["regsandbox", "opa"], repo=repo, progress=progress

@@ -44,8 +44,8 @@ from sandbox.devenv.toolchain import tool_path
 from sandbox.devenv.workload import PodWorkload, start_pod_workload
 from sandbox.errors import ControlPlaneError
 from sandbox.kube.apply import apply, get
+from sandbox.kube.clients import kube_client
 from sandbox.policy.defaults import default_policies
-from sandbox.testing import api_client
 
 __all__ = ["ChartStack", "running_chart_stack"]
 
@@ -153,7 +153,7 @@ def running_chart_stack(settings: StackSettings, timeout: float = 300.0) -> Iter
         state = plane.load_state()
         if state is None:
             raise ControlPlaneError("the control plane started but left no state")
-        admin = api_client(plane.admin_kubeconfig)
+        admin = kube_client(plane.admin_kubeconfig)
 
         say(f"starting MinIO with sample datasets on the node's link ({state.bind_address})")
         minio = stack.enter_context(running_minio(base / "minio", host=state.bind_address))

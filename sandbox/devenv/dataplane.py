@@ -259,13 +259,13 @@ class DataPlane:
             raise ControlPlaneError("the node namespaces were not prepared")
         from sandbox.devenv.images import image_ref, import_images
         from sandbox.kube.apply import apply
-        from sandbox.testing import api_client
+        from sandbox.kube.clients import kube_client
 
         binaries = {name: tool_path(name) for name in NODE_TOOLS}
         self._make_pki(pki_dir, server, state)
         self._write_configs(state, pki_dir)
         self._make_cgroups(state.cgroup_root)
-        api = api_client(admin_kubeconfig)
+        api = kube_client(admin_kubeconfig)
         for obj in node_rbac():
             apply(api, obj)
 

@@ -25,8 +25,8 @@ from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.stack import EXPORT_BUCKET, StackSettings, running_stack
 from sandbox.devenv.workload import Workload
 from sandbox.kube.apply import apply, get
+from sandbox.kube.clients import kube_client
 from sandbox.policy.defaults import default_policies
-from sandbox.testing import api_client
 
 __all__ = ["DemoStep", "TourStack", "run_demo", "run_tour"]
 
@@ -151,7 +151,7 @@ def _export(
             "requestedBy": "anna.schmit",
         },
     }
-    anna = api_client(users["anna.schmit"])
+    anna = kube_client(users["anna.schmit"])
     client.CustomObjectsApi(anna).create_namespaced_custom_object(
         "regsandbox.io", "v1alpha1", HOME, "modelexports", body
     )

@@ -41,10 +41,10 @@ from sandbox.errors import ControlPlaneError
 from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.kube.apply import apply
+from sandbox.kube.clients import install_crds, kube_client
 from sandbox.policy.defaults import default_policies, manifest
 from sandbox.provision.accelerator_admission import apply_accelerator_policies
 from sandbox.storage.admission import apply_claim_policies
-from sandbox.testing import api_client, install_crds
 
 __all__ = ["Stack", "StackSettings", "examples", "running_stack", "seed_storage"]
 
@@ -194,7 +194,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         plane = ControlPlane(base / "cp")
         plane.up()
         stack.callback(plane.down)
-        admin = api_client(plane.admin_kubeconfig)
+        admin = kube_client(plane.admin_kubeconfig)
         say("installing CRDs and RBAC")
         install_crds(admin, settings.repo / "charts/regsandbox/crds")
         install_operator_rbac(admin, SYSTEM_NS)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from kubernetes import client, config
+from kubernetes import client
 
 from audit.client import AuditClient, AuditSink, AuditUnavailable, LocalAuditSink
 from audit.errors import AuditError
@@ -20,21 +19,9 @@ from sandbox.gateway.gateway import Gateway
 from sandbox.gateway.outbox import OutboxWriter
 from sandbox.gateway.s3 import Storage
 from sandbox.gateway.settings import GatewaySettings
+from sandbox.kube.clients import kube_client
 
-__all__ = ["build_gateway", "kube_client", "outbox_writer"]
-
-
-def kube_client(kubeconfig: Path | None) -> client.ApiClient:
-    """An ApiClient from ``kubeconfig``, or from the in-cluster ServiceAccount if None."""
-    try:
-        if kubeconfig is None:
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
-            return client.ApiClient(cfg)
-        api: client.ApiClient = config.new_client_from_config(config_file=str(kubeconfig))
-        return api
-    except config.ConfigException as exc:
-        raise ConfigurationError(f"cannot configure the Kubernetes client: {exc}") from None
+__all__ = ["build_gateway", "outbox_writer"]
 
 
 def _audit(settings: GatewaySettings, stack: ExitStack) -> AuditSink:

@@ -1,6 +1,7 @@
 """Thin helpers over the official kubernetes client: server-side apply, reads, deletes."""
 
 from sandbox.kube.apply import (
+    FIELD_MANAGER,
     KINDS,
     KindInfo,
     apply,
@@ -13,6 +14,7 @@ from sandbox.kube.apply import (
 from sandbox.kube.cache import WatchedObjects
 
 __all__ = [
+    "FIELD_MANAGER",
     "KINDS",
     "KindInfo",
     "WatchedObjects",

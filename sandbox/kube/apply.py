@@ -21,9 +21,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException, RESTResponse
 
-from sandbox.provision.names import FIELD_MANAGER
-
 __all__ = [
+    "FIELD_MANAGER",
     "KINDS",
     "KindInfo",
     "api_message",
@@ -36,6 +35,9 @@ __all__ = [
     "object_path",
     "replace",
 ]
+
+FIELD_MANAGER = "regsandbox"
+"""The server-side apply field manager of everything regsandbox writes."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """Provisioning plans: the Kubernetes objects for tenants and sandboxes, as pure functions."""
 
 from sandbox.provision.names import (
-    FIELD_MANAGER,
     managed_labels,
     sandbox_id,
     sandbox_namespace,
@@ -17,7 +16,6 @@ from sandbox.provision.sandbox_plan import (
 from sandbox.provision.tenant_plan import tenant_objects
 
 __all__ = [
-    "FIELD_MANAGER",
     "EffectiveQuota",
     "IsolationSettings",
     "effective_quota",

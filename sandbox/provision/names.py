@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
-    "FIELD_MANAGER",
     "LABEL_MANAGED_BY",
     "LABEL_SANDBOX",
     "LABEL_SECTOR",
@@ -15,9 +14,6 @@ __all__ = [
     "sandbox_namespace",
     "tenant_namespace",
 ]
-
-FIELD_MANAGER = "regsandbox"
-"""The server-side apply field manager of everything the operator writes."""
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TENANT = "regsandbox.io/tenant"

@@ -171,7 +171,7 @@ def operator_rbac(namespace: str) -> list[dict[str, Any]]:
 
 def chart_rules() -> dict[str, list[dict[str, Any]]]:
     """ClusterRole name -> rules, as the chart ships them in ``files/rbac/``."""
-    from sandbox.gateway.rbac import GATEWAY_NAME, RULES
+    from sandbox.provision.gateway_rbac import GATEWAY_NAME, RULES
 
     rules = {role["metadata"]["name"]: role["rules"] for role in cluster_roles()}
     rules[OPERATOR_CLUSTER_ROLE] = operator_rules()
