@@ -146,17 +146,21 @@ class Step(Generic[StatusT]):
         outcome: Outcome,
         *,
         actor: Actor | None = None,
-        decision: Decision | None = None,
+        policy: Decision | None = None,
         **details: Any,
     ) -> None:
-        """Queue an audit event about this object (details that are None are left out)."""
+        """Queue an audit event about this object (details that are None are left out).
+
+        ``policy`` is the policy decision behind the action, recorded as the entry's
+        ``decision``; keyword details go to the entry's ``details``.
+        """
         self._events.append(
             Event(
                 actor=actor or self.platform.actor,
                 action=action,
                 resource=self.resource,
                 outcome=outcome,
-                decision=audit_decision(decision) if decision is not None else None,
+                decision=audit_decision(policy) if policy is not None else None,
                 details={k: v for k, v in details.items() if v is not None},
             )
         )
