@@ -19,9 +19,12 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "Duration",
+    "DurationTooLong",
     "Quantity",
     "WireModel",
+    "duration_seconds",
     "parse_duration",
+    "parse_rfc3339",
     "provider_region",
     "rfc3339",
 ]
@@ -85,12 +88,33 @@ Duration = Annotated[str, Field(pattern=_DURATION_PATTERN, min_length=2)]
 """A duration such as ``30d``, ``12h`` or ``1w2d``: weeks, days, hours, minutes, seconds."""
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """Parse a :data:`Duration` string; raises ValueError for anything else."""
+class DurationTooLong(ValueError, OverflowError):  # noqa: N818 - reads as what it is
+    """A well-formed :data:`Duration` longer than a timedelta holds (~2.7 million years)."""
+
+
+def duration_seconds(text: str) -> int:
+    """The exact number of seconds in a :data:`Duration`; never overflows.
+
+    Raises:
+        ValueError: ``text`` is not a Duration (the grammar the API server enforces).
+    """
     if not text or not re.fullmatch(_DURATION_PATTERN, text):
         raise ValueError(f"invalid duration {text!r}: use e.g. 30d, 12h, 1w2d")
-    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
-    return dt.timedelta(seconds=seconds)
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse a :data:`Duration` string.
+
+    Raises:
+        ValueError: ``text`` is not a Duration.
+        DurationTooLong: it is one, too long for a timedelta (also an OverflowError).
+    """
+    seconds = duration_seconds(text)
+    try:
+        return dt.timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise DurationTooLong(f"duration {text!r} is too long") from exc
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -119,6 +143,21 @@ def provider_region(region: str) -> str:
     Catalogue ids are ``provider:region``; SDKs (S3, KMS) want the bare region.
     """
     return region.split(":", 1)[-1]
+
+
+def parse_rfc3339(text: str) -> dt.datetime:
+    """An RFC 3339 time such as Kubernetes writes (``Z`` or an offset).
+
+    Raises:
+        ValueError: ``text`` is not such a time, or has no time zone.
+    """
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone (add Z for UTC)")
+    return parsed
 
 
 def rfc3339(when: dt.datetime) -> str:

@@ -30,6 +30,7 @@ from audit.snapshot import snapshot
 from audit.verify import verify_log
 from audit.witness import CosignatureVerifier
 from audit.witnessing import COSIGNED_FILE, verify_cosigned
+from sandbox.api.meta import parse_rfc3339
 from sandbox.cli import audit_archive, audit_serve
 from sandbox.cli.output import (
     EXIT_ERROR,
@@ -286,16 +287,13 @@ def snapshot_command(
     )
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _time_option(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        raise typer.BadParameter(f"{value!r} has no time zone (add Z for UTC)")
-    return parsed
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _entries(
@@ -307,7 +305,7 @@ def _entries(
     since: str | None,
     until: str | None,
 ) -> Iterator[Entry]:
-    start, end = _parse_time(since), _parse_time(until)
+    start, end = _time_option(since), _time_option(until)
     with _reader(log) as reader:
         try:
             for _, data in reader.iter_entries():

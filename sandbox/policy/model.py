@@ -45,7 +45,6 @@ as strings (and so the embedded engine never has to parse them).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -61,6 +60,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from sandbox.api.dataset import LEGACY_PERSONAL_DATA
+from sandbox.api.meta import duration_seconds, parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -124,10 +124,6 @@ Timestamp = Annotated[
 ]
 """A datetime normalised to UTC seconds and serialised as ``YYYY-MM-DDTHH:MM:SSZ``."""
 
-_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
-_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
 MAX_SECONDS = 2**53 - 1
 """The largest lifetime in seconds a policy input carries.
 
@@ -135,41 +131,6 @@ Both engines read JSON numbers as doubles at some point, which hold integers exa
 only up to 2**53; a longer lifetime (a ttl of billions of weeks) is sent capped at
 this value. Any lifetime that long is refused by policy anyway (``SANDBOX_LIFETIME_TOO_LONG``).
 """
-
-
-def duration_seconds(text: str) -> int:
-    """The number of seconds in a duration such as ``720h``, ``90d`` or ``1w2d12h``.
-
-    Unlike :func:`parse_duration` this never overflows: the result is an exact integer,
-    however long the duration.
-
-    Raises:
-        ValueError: if ``text`` is empty or not made only of number-unit pairs.
-    """
-    text = text.strip()
-    pos, seconds = 0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        seconds += int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ValueError(f"invalid duration {text!r}: use number-unit pairs like 720h or 90d")
-    return seconds
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as ``720h``, ``90d`` or ``1w2d12h`` (units w, d, h, m, s).
-
-    Raises:
-        ValueError: if ``text`` is empty, not made only of number-unit pairs, or longer
-            than a :class:`~datetime.timedelta` holds (about 2.7 million years).
-    """
-    seconds = duration_seconds(text)
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError as exc:
-        raise ValueError(f"duration {text!r} is too long") from exc
 
 
 class _Model(BaseModel):
