@@ -8,12 +8,23 @@ request in the audit log before the response completes. The same way, a workload
 the artifact it wants to export into its own sandbox's outbox, where the export
 airlock finds it.
 
-Modules: :mod:`~sandbox.gateway.app` (HTTP API), :mod:`~sandbox.gateway.auth`
-(TokenReview), :mod:`~sandbox.gateway.authz` (grants), :mod:`~sandbox.gateway.objectkeys`
-(object-key validation), :mod:`~sandbox.gateway.s3` (S3 reads),
-:mod:`~sandbox.gateway.outbox` (outbox writes), :mod:`~sandbox.gateway.records` (audit
-events), :mod:`~sandbox.gateway.settings`, :mod:`~sandbox.gateway.build` and
-:mod:`~sandbox.gateway.rbac`.
+Modules, by job:
+
+- :mod:`~sandbox.gateway.app`: the HTTP API (routes only; each is one call);
+- :mod:`~sandbox.gateway.gateway`: the :class:`Gateway` (admission, refusal, the audit
+  record before the answer, write slots);
+- :mod:`~sandbox.gateway.reads` (listings, HEAD, GET) and
+  :mod:`~sandbox.gateway.streaming` (audited streaming of large reads);
+- :mod:`~sandbox.gateway.writes` (outbox writes over HTTP) and
+  :mod:`~sandbox.gateway.outbox` (the S3 uploads behind them);
+- :mod:`~sandbox.gateway.refusals` (each error's status, outcome and reason),
+  :mod:`~sandbox.gateway.wire` (response bodies), :mod:`~sandbox.gateway.records`
+  (audit events);
+- :mod:`~sandbox.gateway.auth` (TokenReview), :mod:`~sandbox.gateway.authz` (grants,
+  read from the typed Sandbox status), :mod:`~sandbox.gateway.objectkeys` (S3
+  object-key validation), :mod:`~sandbox.gateway.s3` (S3 reads of dataset objects);
+- :mod:`~sandbox.gateway.settings`, :mod:`~sandbox.gateway.build` and
+  :mod:`~sandbox.gateway.rbac` (re-exports :mod:`sandbox.provision.gateway_rbac`).
 """
 
 from sandbox.gateway.app import create_app
