@@ -88,7 +88,7 @@ class TokenWorkload:
 
     gateway_url: str
     token: str
-    description: str = "workload identity (token bound to pod trainer)"
+    description: str = "pod trainer, by its bound token; no node here, so it never runs"
 
     def _send(self, method: str, path: str, body: bytes | None = None) -> GatewayAnswer:
         with httpx.Client(
