@@ -24,10 +24,11 @@ from typing import Any
 from audit.checkpoint import Checkpoint
 from audit.errors import MalformedError, VerificationError
 from audit.log import LogReader
-from audit.merkle import MemoryHashStore, inclusion_proof, leaf_hash
+from audit.merkle import MemoryHashStore, leaf_hash
 from audit.note import Note
-from audit.proof import TlogProof
 from audit.witnessing import COSIGNED_FILE
+from sandbox.evidence import receipts
+from sandbox.evidence._gc import cycle_collection_paused
 
 __all__ = ["DATA_PLANE_ACTIONS", "Collected", "Scope", "collect", "read_cluster", "time_text"]
 
@@ -111,8 +112,9 @@ class Collected:
     """Its tree size."""
     entries: list[tuple[int, bytes]] = field(default_factory=list)
     """``(index, exact bytes)`` of every entry in scope, in index order."""
-    proofs: dict[int, bytes] = field(default_factory=dict)
-    """Index → C2SP tlog-proof against :attr:`checkpoint`."""
+    receipt: bytes = b""
+    """The batch receipt proving every entry against :attr:`checkpoint`
+    (see :mod:`sandbox.evidence.receipts`)."""
     cluster: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Sandbox namespace → its isolation objects as read from the cluster."""
 
@@ -129,6 +131,7 @@ def _checkpoint_note(reader: LogReader) -> bytes:
     return note
 
 
+@cycle_collection_paused()
 def collect(
     log_dir: Path,
     scope: Scope,
@@ -139,7 +142,7 @@ def collect(
 
     Every entry up to the checkpoint is hashed into a tree held in memory, whose root
     must be the signed checkpoint's: a damaged or rewritten log fails here, not in the
-    supervisor's hands, and each receipt is the proof from that verified tree.
+    supervisor's hands, and the batch receipt is the proof from that verified tree.
     ``cluster``, given the sandbox namespaces of the scope, returns their isolation
     objects (see :func:`read_cluster`). Raises :class:`~audit.errors.AuditError`
     subclasses for an unreadable or inconsistent log.
@@ -170,9 +173,8 @@ def collect(
             f"the log's entries do not hash to its checkpoint (size {checkpoint.size}); "
             "run `sandboxctl audit verify` on it"
         )
-    for index, _ in found.entries:
-        hashes = tuple(inclusion_proof(tree, index, checkpoint.size))
-        found.proofs[index] = TlogProof(index, hashes, note).to_bytes()
+    indices = [index for index, _ in found.entries]
+    found.receipt = receipts.build(tree, checkpoint.size, indices, note)
     if cluster is not None and namespaces:
         found.cluster = cluster(namespaces)
     return found

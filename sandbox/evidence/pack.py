@@ -5,8 +5,10 @@ Layout (every path is listed, with its sha256, in ``manifest``)::
     manifest                    C2SP signed note: format line, pack id, "<sha256> <path>" lines
     pack.json                   format, pack id, generation time, scope, log origin and size
     checkpoint                  the ONE signed checkpoint every receipt leads to
-    entries/<index>.json        each audit entry in scope, its exact logged bytes
-    receipts/<index>.tlog-proof its C2SP tlog-proof against ``checkpoint``
+    entries.ndjson              every audit entry in scope, its exact logged bytes, one a
+                                line, in index order (entries are canonical JSON: no newline)
+    receipts                    one batch receipt proving every entry against ``checkpoint``
+                                (:mod:`sandbox.evidence.receipts`)
     cluster/<namespace>.json    isolation objects read from the cluster (with --kubeconfig)
     catalog.json                the OSCAL control catalogue the findings refer to
     evidence.json               the evidence items and every finding with all its items
@@ -17,6 +19,9 @@ Layout (every path is listed, with its sha256, in ``manifest``)::
 ``evidence.json``, ``assessment-results.json`` and ``report.html`` are *derived*: a pure
 function (:func:`derive`) of the entries, the cluster snapshots and ``pack.json``.
 Verification derives them again and compares bytes.
+
+An entry is named ``entries.ndjson#<index>`` and its part of the receipt
+``receipts#<index>``, in the findings, the OSCAL links and every verification problem.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 from audit.canonical import canonical_json
 from audit.log import VKEY_FILE
 from audit.note import Note, Signer, sign_note
+from sandbox.evidence._gc import cycle_collection_paused
 from sandbox.evidence.assess import (
     Finding,
     LogFacts,
@@ -47,8 +53,10 @@ from sandbox.evidence.oscal import assessment_results
 from sandbox.evidence.report import render_report
 
 __all__ = [
+    "ENTRIES",
     "FORMAT",
     "MANIFEST",
+    "RECEIPTS",
     "Derived",
     "PackInfo",
     "categories",
@@ -61,23 +69,27 @@ __all__ = [
     "write_pack",
 ]
 
-FORMAT = "regsandbox.io/evidence-pack/v1"
+FORMAT = "regsandbox.io/evidence-pack/v2"
 """First line of every manifest, and ``format`` in ``pack.json``."""
 
 MANIFEST = "manifest"
 """File name of the signed manifest."""
 
-_DERIVED = ("evidence.json", "assessment-results.json", "report.html")
+ENTRIES = "entries.ndjson"
+"""File of the entries, one a line."""
+
+RECEIPTS = "receipts"
+"""File of the batch receipt."""
 
 
 def entry_file(index: int) -> str:
-    """Path of entry ``index`` inside a pack."""
-    return f"entries/{index:012d}.json"
+    """Name of entry ``index`` inside a pack: its line in :data:`ENTRIES`."""
+    return f"{ENTRIES}#{index}"
 
 
 def receipt_file(index: int) -> str:
-    """Path of the receipt of entry ``index`` inside a pack."""
-    return f"receipts/{index:012d}.tlog-proof"
+    """Name of the receipt of entry ``index``: its ``leaf`` line in :data:`RECEIPTS`."""
+    return f"{RECEIPTS}#{index}"
 
 
 def cluster_file(namespace: str) -> str:
@@ -239,6 +251,7 @@ def _write(root: Path, path: str, data: bytes, digests: dict[str, str]) -> None:
     digests[path] = hashlib.sha256(data).hexdigest()
 
 
+@cycle_collection_paused()
 def write_pack(
     found: Collected,
     out: Path,
@@ -260,8 +273,9 @@ def write_pack(
         origin=found.origin,
         size=found.size,
     )
-    for sub in ("entries", "receipts", *(("cluster",) if found.cluster else ())):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if found.cluster:
+        (out / "cluster").mkdir()
     digests: dict[str, str] = {}
     _write(out, "pack.json", info.to_bytes(), digests)
     _write(out, "checkpoint", found.checkpoint, digests)
@@ -269,11 +283,13 @@ def write_pack(
     if log_vkey is not None:
         _write(out, VKEY_FILE, log_vkey, digests)
     for index, data in found.entries:
-        _write(out, entry_file(index), data, digests)
-        _write(out, receipt_file(index), found.proofs[index], digests)
+        if b"\n" in data:
+            raise ValueError(f"entry {index} holds a newline; it cannot be one line")
+    _write(out, ENTRIES, b"".join(data + b"\n" for _, data in found.entries), digests)
+    _write(out, RECEIPTS, found.receipt, digests)
     for namespace, snapshot in found.cluster.items():
         _write(out, cluster_file(namespace), canonical_json(snapshot), digests)
-    log = log_facts(found.origin, found.size, found.checkpoint, len(found.proofs))
+    log = log_facts(found.origin, found.size, found.checkpoint, len(found.entries))
     derived = derive(info, found.entries, found.cluster, log)
     for path, data in derived.files.items():
         _write(out, path, data, digests)

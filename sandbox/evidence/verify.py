@@ -6,8 +6,9 @@ Nothing in the pack is trusted until it is tied to a key the caller trusts:
    listed in it with its sha256, and every listed file must be there;
 2. ``checkpoint`` must be signed by a trusted key (the log's) for the log named in
    ``pack.json`` — and, when witness keys are given, cosigned by a quorum of them;
-3. every entry must have a receipt that leads to *that* checkpoint and proves the
-   entry's exact bytes at its index, and must belong to the pack's scope;
+3. the batch receipt must lead to *that* checkpoint and prove every entry's exact bytes
+   at its index (one walk over the tree, see :mod:`sandbox.evidence.receipts`), and every
+   entry must belong to the pack's scope;
 4. the findings, the evidence list, the OSCAL results and the HTML report are derived
    again from the entries and cluster snapshots and must equal the pack's, byte for byte.
 
@@ -28,26 +29,29 @@ from typing import Any
 
 from audit.checkpoint import Checkpoint, open_checkpoint
 from audit.errors import AuditError, MalformedError, VerificationError
-from audit.merkle import leaf_hash, verify_inclusion
+from audit.merkle import leaf_hash
 from audit.note import Verifier, open_note
-from audit.proof import TlogProof
 from audit.witness import CosignatureVerifier
 from audit.witnessing import verify_cosigned
+from sandbox.evidence._gc import cycle_collection_paused
 from sandbox.evidence.assess import Finding
 from sandbox.evidence.collect import Scope
 from sandbox.evidence.pack import (
+    ENTRIES,
     FORMAT,
     MANIFEST,
+    RECEIPTS,
     PackInfo,
     derive,
+    entry_file,
     log_facts,
     receipt_file,
 )
+from sandbox.evidence.receipts import BatchReceipt
 
 __all__ = ["PackReport", "Problem", "verify_pack"]
 
 _LINE = re.compile(r"^([0-9a-f]{64}) ([A-Za-z0-9._-][A-Za-z0-9._/-]*)$")
-_ENTRY = re.compile(r"^entries/([0-9]{12})\.json$")
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class Problem:
     """One failed check."""
 
     item: str
-    """What failed: a file in the pack, ``manifest``, or ``finding <control id>``."""
+    """What failed: a file in the pack, ``manifest``, an entry (``entries.ndjson#<index>``)
+    or its leaf in the receipt (``receipts#<index>``), or ``finding <control id>``."""
     message: str
     """Why, for a person."""
 
@@ -124,8 +129,6 @@ def _manifest(root: Path, verifiers: Sequence[Verifier], report: PackReport) -> 
     return digests
 
 
-# A pack holds two files per entry (200,000 for 100,000 entries): plain os paths here,
-# pathlib objects per file cost seconds.
 def _listing(root: Path) -> tuple[set[str], set[str]]:
     """Regular files and anything else (links, devices) under ``root``, relative paths."""
     files: set[str] = set()
@@ -160,7 +163,10 @@ def _files(root: Path, digests: dict[str, str], report: PackReport) -> dict[str,
         report.files += 1
         if hashlib.sha256(data).hexdigest() != digests[path]:
             report.fail(path, "its sha256 differs from the signed manifest (altered)")
-            continue
+            if path not in (ENTRIES, RECEIPTS):
+                continue
+            # Still read: each entry is checked against the signed checkpoint on its own,
+            # which names the altered entries (the pack fails either way).
         contents[path] = data
     return contents
 
@@ -213,6 +219,26 @@ def _checkpoint(
     return checkpoint
 
 
+def _lines(data: bytes, report: PackReport) -> dict[int, tuple[bytes, dict[str, Any]]]:
+    """The entries of ``entries.ndjson`` by the index each carries."""
+    found: dict[int, tuple[bytes, dict[str, Any]]] = {}
+    if data and not data.endswith(b"\n"):
+        report.fail(ENTRIES, "does not end with a newline (cut short?)")
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            doc = json.loads(line)
+            index = doc["index"] if isinstance(doc, dict) else None
+        except (ValueError, KeyError):
+            index = None
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            report.fail(f"{ENTRIES} line {number}", "is not an audit entry with an index")
+        elif index in found:
+            report.fail(entry_file(index), f"appears twice (line {number} again)")
+        else:
+            found[index] = (line, doc)
+    return found
+
+
 def _entries(
     contents: dict[str, bytes],
     info: PackInfo,
@@ -220,50 +246,64 @@ def _entries(
     note: bytes,
     report: PackReport,
 ) -> tuple[list[tuple[int, bytes]], list[dict[str, Any]]]:
+    """Every entry proven by the batch receipt, in scope, with its parsed form."""
+    if ENTRIES not in contents or RECEIPTS not in contents:
+        for path in (ENTRIES, RECEIPTS):
+            if path not in contents and not any(p.item == path for p in report.problems):
+                report.fail(path, "missing")
+        return [], []
+    lines = _lines(contents[ENTRIES], report)
+    try:
+        receipt = BatchReceipt.parse(contents[RECEIPTS])
+    except MalformedError as exc:
+        report.fail(RECEIPTS, f"is not a batch receipt: {exc}")
+        return [], []
+    if receipt.checkpoint != note:
+        report.fail(RECEIPTS, "leads to another checkpoint than the pack's")
+        return [], []
+    listed = dict(zip(receipt.indices, receipt.leaves, strict=True))
+    for index in sorted(lines.keys() - listed.keys()):
+        report.fail(entry_file(index), "has no receipt (the receipt proves no such index)")
+    for index in sorted(listed.keys() - lines.keys()):
+        report.fail(entry_file(index), "is missing: the receipt proves it, the pack lacks it")
+    # The hash of each entry as found; an index without its entry keeps the listed hash.
+    actual = [
+        leaf_hash(lines[i][0]) if i in lines else leaf
+        for i, leaf in zip(receipt.indices, receipt.leaves, strict=True)
+    ]
+    differ = [i for i, h in zip(receipt.indices, actual, strict=True) if h != listed[i]]
+    try:
+        proven = receipt.root(checkpoint.size) == checkpoint.root
+        if not proven and differ and receipt.root(checkpoint.size, actual) == checkpoint.root:
+            # The entries lead to the checkpoint; the leaf lines that differ were altered.
+            for index in differ:
+                report.fail(receipt_file(index), f"does not hold the hash of entry {index}")
+            differ = []
+        elif not proven:
+            report.fail(
+                RECEIPTS, f"does not lead to the checkpoint's root (size {checkpoint.size})"
+            )
+            return [], []
+    except VerificationError as exc:
+        report.fail(RECEIPTS, f"does not fit the checkpoint's tree: {exc}")
+        return [], []
+    for index in differ:  # the leaf lines are proven: these entries were altered
+        report.fail(entry_file(index), "its bytes are not the entry its receipt proves (altered)")
+    bad = set(differ) | {i for i in receipt.indices if i not in lines}
     entries: list[tuple[int, bytes]] = []
     docs: list[dict[str, Any]] = []
-    for path in sorted(contents):
-        match = _ENTRY.match(path)
-        if match is None:
+    for index in receipt.indices:
+        if index in bad or index not in lines:
             continue
-        index, data = int(match.group(1)), contents[path]
-        proof_path = receipt_file(index)
-        proof_bytes = contents.get(proof_path)
-        if proof_bytes is None:
-            report.fail(path, f"has no intact receipt ({proof_path})")
-            continue
-        try:
-            proof = TlogProof.parse(proof_bytes)
-            if proof.index != index:
-                raise VerificationError(f"it proves index {proof.index}, not {index}")
-            if proof.checkpoint != note:
-                raise VerificationError("it leads to another checkpoint than the pack's")
-            verify_inclusion(
-                leaf_hash(data), index, checkpoint.size, list(proof.hashes), checkpoint.root
-            )
-        except (VerificationError, MalformedError) as exc:
-            report.fail(proof_path, f"does not prove entry {index} in the checkpoint: {exc}")
-            continue
+        data, doc = lines[index]
         report.receipts += 1
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            report.fail(path, "is not JSON")
-            continue
-        if not isinstance(doc, dict) or doc.get("index") != index:
-            report.fail(path, f"does not carry index {index}")
-            continue
         if not info.scope.covers(doc):
-            report.fail(path, "is outside the pack's scope (another tenant, sandbox or time)")
+            report.fail(
+                entry_file(index), "is outside the pack's scope (another tenant, sandbox or time)"
+            )
             continue
         entries.append((index, data))
         docs.append(doc)
-    receipts = {p for p in contents if p.startswith("receipts/")}
-    orphans = receipts - {receipt_file(i) for i, _ in entries}
-    for path in sorted(orphans):
-        entry = path.replace("receipts/", "entries/").replace(".tlog-proof", ".json")
-        if entry not in contents and not any(p.item == entry for p in report.problems):
-            report.fail(path, f"is a receipt without its entry ({entry})")
     return entries, docs
 
 
@@ -298,6 +338,7 @@ def _findings(contents: dict[str, bytes], recomputed: list[Finding], report: Pac
         report.fail(f"finding {control}", "is not a control of the catalogue")
 
 
+@cycle_collection_paused()
 def verify_pack(
     root: Path,
     verifiers: Sequence[Verifier],
@@ -336,7 +377,8 @@ def verify_pack(
         report.fail("evidence", f"the findings cannot be recomputed: {exc}")
         return report
     report.findings = derived.findings
-    _findings(contents, derived.findings, report)
+    if contents.get("evidence.json") != derived.files["evidence.json"]:
+        _findings(contents, derived.findings, report)  # name each finding that differs
     for path, data in derived.files.items():
         if path in contents and contents[path] != data:
             report.fail(path, "differs from what the evidence in the pack gives")

@@ -116,7 +116,7 @@ def test_key_never_destroyed(tmp_path: Path) -> None:
     observations = {o.uuid: o for o in result.observations or []}
     [related] = oscal["aia-59-1-g_smt"].related_observations or []
     hrefs = [e.href for e in observations[related.observation_uuid].relevant_evidence or []]
-    assert f"entries/{expired:012d}.json" in hrefs
+    assert f"entries.ndjson#{expired}" in hrefs
     html = (packed.pack / "report.html").read_text()
     assert f"entry-{expired}" in html
     assert "Not satisfied" in html

@@ -25,7 +25,9 @@ def _all_bytes(pack: Path) -> list[tuple[str, bytes]]:
 
 def test_a_tenant_pack_holds_nothing_of_another_tenant(packed: Packed) -> None:
     files = _all_bytes(packed.pack)
-    assert len(files) > 20
+    # the scan sees every file, and the entries (one file, one entry a line)
+    assert {"entries.ndjson", "receipts", "report.html", "evidence.json"} <= dict(files).keys()
+    assert dict(files)["entries.ndjson"].count(b"\n") > 10
     for name, data in files:
         lowered = data.lower()
         for word in OTHER:
@@ -61,32 +63,33 @@ def test_time_window_narrows_reads_only(tmp_path: Path) -> None:
     packed = make_pack(tmp_path, history, Scope("bank-a", since=time_text(since)))
     report = verify_pack(packed.pack, [load_verifier(Path(v)) for v in packed.vkeys])
     assert report.ok, report.problems
-    actions = [
-        json.loads(p.read_bytes())["action"] for p in sorted((packed.pack / "entries").iterdir())
-    ]
+    lines = (packed.pack / "entries.ndjson").read_bytes().splitlines()
+    actions = [json.loads(line)["action"] for line in lines]
     assert actions.count("dataset.read") == 1
     assert "dataset.granted" in actions  # lifecycle entries before the window are kept
     assert "not-satisfied" not in {f.status for f in report.findings}
 
 
 def test_an_entry_outside_the_scope_fails_verify(tmp_path: Path, two_tenants: History) -> None:
-    """A signer who slips another tenant's entry (with its valid receipt) in is caught."""
-    import shutil
-
-    from tests.evidence.test_pack_verify import _resign
+    """A signer who slips another tenant's entry (with a valid receipt) in is caught."""
+    from audit.log import LogReader
+    from audit.merkle import MemoryHashStore, leaf_hash
+    from sandbox.evidence import receipts
+    from sandbox.evidence.collect import collect
+    from sandbox.evidence.pack import entry_file, write_pack
 
     a = make_pack(tmp_path, two_tenants, Scope("bank-a"), name="a")
-    # the same log, packed for hospital-b with the same keys
-    from sandbox.evidence.collect import collect
-    from sandbox.evidence.pack import write_pack
-
-    write_pack(collect(a.log.path, Scope("hospital-b")), tmp_path / "b", a.officer)
-    stolen = sorted((tmp_path / "b" / "entries").iterdir())[0]
-    shutil.copy(stolen, a.pack / "entries" / stolen.name)
-    shutil.copy(
-        tmp_path / "b" / "receipts" / stolen.name.replace(".json", ".tlog-proof"),
-        a.pack / "receipts",
+    # The same log, read for bank-a, with one hospital-b entry added and a receipt for
+    # the lot built from the real log: every hash is genuine, the scope is not.
+    found = collect(a.log.path, Scope("bank-a"))
+    theirs = collect(a.log.path, Scope("hospital-b"))
+    stolen = theirs.entries[0]
+    found.entries = sorted([*found.entries, stolen])
+    with LogReader(a.log.path) as reader:
+        tree = MemoryHashStore(leaf_hash(data) for _, data in reader.iter_entries())
+    found.receipt = receipts.build(
+        tree, found.size, [i for i, _ in found.entries], found.checkpoint
     )
-    _resign(a)
-    report = verify_pack(a.pack, [load_verifier(Path(v)) for v in a.vkeys])
-    assert f"entries/{stolen.name}" in [p.item for p in report.problems], report.problems
+    write_pack(found, tmp_path / "mixed", a.officer)
+    report = verify_pack(tmp_path / "mixed", [load_verifier(Path(v)) for v in a.vkeys])
+    assert entry_file(stolen[0]) in [p.item for p in report.problems], report.problems
