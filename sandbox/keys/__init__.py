@@ -29,7 +29,12 @@ from sandbox.keys.local import (
     generate_kek,
     kek_id,
 )
-from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
+from sandbox.keys.pkcs11 import (
+    Pkcs11KekRotation,
+    Pkcs11KeyProvider,
+    Pkcs11Settings,
+    read_pin_file,
+)
 
 __all__ = [
     "AwsKmsKeyProvider",
@@ -47,6 +52,7 @@ __all__ = [
     "KeyStateError",
     "LocalKeyProvider",
     "MemoryWrappedKeyStore",
+    "Pkcs11KekRotation",
     "Pkcs11KeyProvider",
     "Pkcs11Settings",
     "WrappedKeyStore",

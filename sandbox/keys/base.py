@@ -127,8 +127,12 @@ class KeyDestruction:
     deletion_date: dt.datetime | None = None
     """When the key material is gone for good (``aws-kms``); ``None`` means now."""
     confirmation: str | None = None
-    """The provider's own evidence that the key is gone, for the audit entry (``pkcs11``:
-    the token's ``C_FindObjects`` for the key found nothing after ``C_DestroyObject``)."""
+    """The provider's own evidence that the key is gone, for the audit entry, as one
+    sentence saying what was checked: ``pkcs11``, the token's ``C_FindObjects`` for the
+    key found nothing after ``C_DestroyObject``; ``local``, the wrapped key read back from
+    its store (the API server, uncached, for Secrets) was not there; ``aws-kms``, KMS's
+    ``DescribeKey`` by ARN reports ``PendingDeletion`` and the ``DeletionDate``. Every
+    provider fills it for every outcome; a check that fails raises instead."""
 
     @property
     def already_done(self) -> bool:

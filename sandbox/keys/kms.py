@@ -207,7 +207,15 @@ class AwsKmsKeyProvider:
             found = self._describe_alias(region, alias, sandbox_id)
             if found is not None:
                 return self._destroy_found(found, region, alias, sandbox_id)
-        return KeyDestruction(sandbox_id=sandbox_id, provider=PROVIDER_NAME, outcome="absent")
+        return KeyDestruction(
+            sandbox_id=sandbox_id,
+            provider=PROVIDER_NAME,
+            outcome="absent",
+            confirmation=(
+                f"KMS DescribeKey({alias}) answered NotFoundException in "
+                f"{', '.join(self._settings.regions)}"
+            ),
+        )
 
     def _destroy_found(
         self, found: KeyMetadataTypeDef, region: str, alias: str, sandbox_id: str
@@ -235,6 +243,7 @@ class AwsKmsKeyProvider:
                     raise
                 outcome, deletion_date = "already-scheduled", again.get("DeletionDate")
         self._delete_alias(region, alias, sandbox_id)
+        confirmed_date, confirmation = self._confirm(region, arn, alias, sandbox_id)
         _log.info(
             "key.destroyed", sandbox=sandbox_id, key_id=arn, provider=PROVIDER_NAME, outcome=outcome
         )
@@ -243,8 +252,35 @@ class AwsKmsKeyProvider:
             provider=PROVIDER_NAME,
             outcome=outcome,
             key_id=arn,
-            deletion_date=_utc(deletion_date),
+            deletion_date=confirmed_date or _utc(deletion_date),
+            confirmation=confirmation,
         )
+
+    def _confirm(
+        self, region: str, arn: str, alias: str, sandbox_id: str
+    ) -> tuple[dt.datetime | None, str]:
+        """Ask KMS again, by the key's ARN: it must be PendingDeletion with a DeletionDate.
+
+        Returns that date and the evidence sentence; raises :class:`KeyStateError` when
+        KMS reports another state (the teardown is then retried, never taken as done).
+        """
+        client = self._client(region)
+        metadata = self._call(
+            "DescribeKey", region, sandbox_id, lambda: client.describe_key(KeyId=arn)
+        )["KeyMetadata"]
+        state, date = metadata["KeyState"], _utc(metadata.get("DeletionDate"))
+        if state != "PendingDeletion" or date is None:
+            raise KeyStateError(
+                f"KMS DescribeKey({arn}) in {region} reports KeyState={state} after "
+                "ScheduleKeyDeletion; the key is NOT scheduled for deletion — retry"
+            )
+        alias_gone = self._describe_alias(region, alias, sandbox_id) is None
+        confirmation = (
+            f"KMS DescribeKey({arn}) in {region}: KeyState=PendingDeletion, "
+            f"DeletionDate={date.isoformat()}; "
+            + (f"{alias} no longer resolves" if alias_gone else f"{alias} still resolves")
+        )
+        return date, confirmation
 
     def _usable(
         self,

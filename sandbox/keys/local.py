@@ -121,6 +121,22 @@ class WrappedKeyStore(Protocol):
         """Every sandbox id with an entry (used by KEK rotation)."""
         ...
 
+    def swap(self, sandbox_id: str, expected: bytes, blob: bytes) -> bool:
+        """Replace the entry with ``blob`` only if it still holds ``expected``.
+
+        ``False`` (nothing written) when the entry changed or is gone: a key destroyed
+        while it was being rewrapped is never brought back.
+        """
+        ...
+
+    def confirm_absent(self, sandbox_id: str) -> str:
+        """Read the entry back from the backing store itself, bypassing any cache.
+
+        Returns what was checked (for the destruction audit entry) when nothing is
+        there; raises :class:`KeyProviderError` when the entry can still be read.
+        """
+        ...
+
 
 class MemoryWrappedKeyStore:
     """A :class:`WrappedKeyStore` in a dict, for tests and ephemeral use."""
@@ -154,6 +170,22 @@ class MemoryWrappedKeyStore:
         with self._lock:
             return sorted(self._items)
 
+    def swap(self, sandbox_id: str, expected: bytes, blob: bytes) -> bool:
+        """Replace the entry with ``blob`` only if it still holds ``expected``."""
+        with self._lock:
+            if self._items.get(sandbox_id) != expected:
+                return False
+            self._items[sandbox_id] = bytes(blob)
+            return True
+
+    def confirm_absent(self, sandbox_id: str) -> str:
+        """Check the dict has no entry for ``sandbox_id``; say so."""
+        with self._lock:
+            present = sandbox_id in self._items
+        if present:
+            raise KeyProviderError(f"the in-memory wrapped key of {sandbox_id!r} is still there")
+        return f"read-back of the in-memory entry for {sandbox_id!r} found nothing"
+
 
 class FileWrappedKeyStore:
     """A :class:`WrappedKeyStore` with one ``<sandbox-id>.key`` file (mode 0600) per sandbox.
@@ -167,7 +199,7 @@ class FileWrappedKeyStore:
     def __init__(self, directory: Path) -> None:
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"FileWrappedKeyStore(directory={str(self._directory)!r})"
@@ -229,6 +261,22 @@ class FileWrappedKeyStore:
             for path in self._directory.iterdir()
             if path.name.endswith(self._SUFFIX) and not path.name.startswith(".")
         )
+
+    def swap(self, sandbox_id: str, expected: bytes, blob: bytes) -> bool:
+        """Replace the file with ``blob`` only if it still holds ``expected`` (this process
+        serialises swaps with its lock; across processes use one writer)."""
+        with self._lock:  # re-entrant: put takes it too
+            if self.get(sandbox_id) != expected:
+                return False
+            self.put(sandbox_id, blob, replace=True)
+            return True
+
+    def confirm_absent(self, sandbox_id: str) -> str:
+        """``stat`` the entry's file after the unlink; it must not exist."""
+        path = self._path(sandbox_id)
+        if path.exists():
+            raise KeyProviderError(f"the wrapped-key file {str(path)!r} still exists")
+        return f"stat({str(path)!r}) after unlink and directory fsync: no such file"
 
     def _sync_directory(self) -> None:
         descriptor = os.open(self._directory, os.O_RDONLY)
@@ -441,52 +489,120 @@ class LocalKeyProvider:
             record = self._load_quietly(sandbox_id)
             existed = self._store.delete(sandbox_id)
             self._forget(sandbox_id)
-        if not existed:
-            return KeyDestruction(sandbox_id=sandbox_id, provider=PROVIDER_NAME, outcome="absent")
+            # Evidence, not assumption: the store itself is asked again (no cache); a
+            # wrapped key still readable raises, and the sandbox's teardown retries.
+            checked = self._store.confirm_absent(sandbox_id)
         key_id = record.key_id if record is not None else None
+        confirmation = f"wrapped key {key_id} deleted; {checked}" if existed and key_id else checked
+        if not existed:
+            return KeyDestruction(
+                sandbox_id=sandbox_id,
+                provider=PROVIDER_NAME,
+                outcome="absent",
+                confirmation=confirmation,
+            )
         _log.info("key.destroyed", sandbox=sandbox_id, key_id=key_id, provider=PROVIDER_NAME)
         return KeyDestruction(
-            sandbox_id=sandbox_id, provider=PROVIDER_NAME, outcome="destroyed", key_id=key_id
+            sandbox_id=sandbox_id,
+            provider=PROVIDER_NAME,
+            outcome="destroyed",
+            key_id=key_id,
+            confirmation=confirmation,
         )
 
     def rotate_kek(self, new_kek: bytes) -> KekRotation:
         """Rewrap every data key under ``new_kek`` and make it the current KEK.
+
+        No downtime: ``new_kek`` becomes current first (new keys are wrapped under it),
+        then each sandbox's key is rewrapped holding only that sandbox's lock, so creates,
+        reads and destroys of other sandboxes go on meanwhile. Each rewrap is a
+        compare-and-swap on the store: a key destroyed meanwhile stays destroyed. The
+        data keys themselves do not change, so volumes are unaffected.
 
         Resumable: keys already under ``new_kek`` are skipped. Keep the old KEK (as a
         ``previous_keks`` entry) until this returns; then it can be discarded.
         """
         _check_kek(new_kek)
         new_id = kek_id(new_kek)
-        with contextlib.ExitStack() as held:
-            for stripe in self._stripes:  # always in the same order: no deadlock
-                held.enter_context(stripe)
-            old_id = self.kek_id
-            self._keks[new_id] = bytes(new_kek)
-            rewrapped = already = 0
-            for sandbox_id in self._store.ids():
-                record = self._load(sandbox_id)
-                if record is None:
-                    continue
-                if record.kek_id == new_id:
-                    already += 1
-                    continue
-                plaintext = self._unwrap(record)
-                fresh = self._wrap(
-                    sandbox_id=record.sandbox_id,
-                    key_id=record.key_id,
-                    region=record.region,
-                    created_at=record.created_at,
-                    tags=record.tags,
-                    data_key=plaintext,
-                    kek=bytes(new_kek),
-                )
-                self._store.put(sandbox_id, fresh.to_bytes(), replace=True)
-                rewrapped += 1
-            self._kek = bytes(new_kek)
+        old_id = self.kek_id
+        self._keks[new_id] = bytes(new_kek)
+        self._kek = self._keks[new_id]
+        # Barrier: a create that read the old KEK holds its stripe until its key is
+        # stored, so once every stripe has been free once, the listing below sees it.
+        for stripe in self._stripes:
+            with stripe:
+                pass
+        rewrapped = already = 0
+        for sandbox_id in self._store.ids():
+            with self._lock(sandbox_id):
+                outcome = self._rewrap(sandbox_id, new_id)
+            rewrapped += outcome == "rewrapped"
+            already += outcome == "current"
         _log.info("kek.rotated", old_kek_id=old_id, new_kek_id=new_id, rewrapped=rewrapped)
         return KekRotation(
             old_kek_id=old_id, new_kek_id=new_id, rewrapped=rewrapped, already_current=already
         )
+
+    def _rewrap(self, sandbox_id: str, new_id: str) -> str:
+        """Rewrap one stored key under KEK ``new_id``: ``rewrapped``, ``current`` or ``gone``."""
+        blob = self._store.get(sandbox_id)
+        if blob is None:
+            return "gone"
+        record = _Record.from_bytes(sandbox_id, blob)
+        if record.kek_id == new_id:
+            return "current"
+        plaintext = self._unwrap(record)
+        fresh = self._wrap(
+            sandbox_id=record.sandbox_id,
+            key_id=record.key_id,
+            region=record.region,
+            created_at=record.created_at,
+            tags=record.tags,
+            data_key=plaintext,
+            kek=self._keks[new_id],
+        )
+        if self._store.swap(sandbox_id, blob, fresh.to_bytes()):
+            return "rewrapped"
+        return "gone"  # destroyed (or rewritten) meanwhile: left as it now is
+
+    def rotate_data_key(self, sandbox_id: str) -> KeyRef:
+        """Give the sandbox a new data key (and key id), replacing and shredding the old one.
+
+        The old wrapped key is replaced in the store and its cached plaintext overwritten.
+        What this means for data already written is the storage profile's business: a
+        volume encrypted with the old key cannot be opened with the new one, so existing
+        volumes must be copied to volumes made with the new key before this is called
+        (see docs/key-custody.md).
+        """
+        validate_sandbox_id(sandbox_id)
+        with self._lock(sandbox_id):
+            blob = self._store.get(sandbox_id)
+            if blob is None:
+                raise KeyNotFoundError(f"sandbox {sandbox_id!r} has no local key to rotate")
+            record = _Record.from_bytes(sandbox_id, blob)
+            key_id = f"local-{secrets.token_hex(16)}"
+            fresh = self._wrap(
+                sandbox_id=sandbox_id,
+                key_id=key_id,
+                region=record.region,
+                created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+                tags=record.tags,
+                data_key=secrets.token_bytes(DATA_KEY_BYTES),
+            )
+            if not self._store.swap(sandbox_id, blob, fresh.to_bytes()):
+                raise KeyStateError(
+                    f"the key of sandbox {sandbox_id!r} changed or was destroyed while it "
+                    "was being rotated; look at the sandbox and retry"
+                )
+            self._forget(sandbox_id)
+        _log.info(
+            "key.rotated",
+            sandbox=sandbox_id,
+            old_key_id=record.key_id,
+            key_id=key_id,
+            provider=PROVIDER_NAME,
+        )
+        return fresh.ref()
 
     def _wrap(
         self,

@@ -43,7 +43,9 @@ import binascii
 import datetime as dt
 import hmac
 import json
+import os
 import secrets
+import signal
 import threading
 import zlib
 from collections.abc import Callable
@@ -72,6 +74,7 @@ from sandbox.keys.local import DATA_KEY_BYTES, WrappedKeyStore
 __all__ = [
     "LABEL_PREFIX",
     "PROVIDER_NAME",
+    "Pkcs11KekRotation",
     "Pkcs11KeyProvider",
     "Pkcs11Settings",
     "kek_label",
@@ -264,13 +267,25 @@ class _Record:
     created_at: dt.datetime
     wrapped: bytes
     tags: dict[str, str]
+    kek_object: bytes | None = None
+    """``CKA_ID`` of the token KEK after a KEK rotation; ``None``: the one in ``key_id``."""
+    kek_created_at: dt.datetime | None = None
+    """When that KEK was made, if after the key (a KEK rotation); else ``created_at``."""
 
     def __repr__(self) -> str:
         return f"_Record(sandbox_id={self.sandbox_id!r}, key_id={self.key_id!r})"
 
     @property
     def object_id(self) -> bytes:
+        """``CKA_ID`` of the token KEK that wraps this data key."""
+        if self.kek_object is not None:
+            return self.kek_object
         return bytes.fromhex(self.key_id.removeprefix("pkcs11-"))
+
+    @property
+    def kek_since(self) -> dt.datetime:
+        """When the wrapping KEK was made."""
+        return self.kek_created_at or self.created_at
 
     def to_bytes(self) -> bytes:
         document = {
@@ -284,6 +299,10 @@ class _Record:
             "wrapped": base64.b64encode(self.wrapped).decode("ascii"),
             "tags": self.tags,
         }
+        if self.kek_object is not None:
+            document["kekObjectId"] = self.kek_object.hex()
+        if self.kek_created_at is not None:
+            document["kekCreatedAt"] = self.kek_created_at.isoformat()
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -299,8 +318,16 @@ class _Record:
                 created_at=dt.datetime.fromisoformat(document["createdAt"]),
                 wrapped=base64.b64decode(document["wrapped"], validate=True),
                 tags={str(k): str(v) for k, v in document.get("tags", {}).items()},
+                kek_object=(
+                    bytes.fromhex(document["kekObjectId"]) if "kekObjectId" in document else None
+                ),
+                kek_created_at=(
+                    dt.datetime.fromisoformat(document["kekCreatedAt"])
+                    if "kekCreatedAt" in document
+                    else None
+                ),
             )
-            record.object_id  # noqa: B018 - validates the key id's hex form
+            bytes.fromhex(record.key_id.removeprefix("pkcs11-"))  # validates the key id
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as error:
             raise KeyIntegrityError(
                 f"stored key for sandbox {sandbox_id!r} is not a readable pkcs11 record "
@@ -425,12 +452,15 @@ class Pkcs11KeyProvider:
                     "destroyed — check the token's policy (CKA_DESTROYABLE) and retry"
                 )
             self._store.delete(sandbox_id)
-        key_ids = [f"pkcs11-{object_id.hex()}" for object_id in destroyed]
-        key_id = key_ids[0] if key_ids else (record.key_id if record is not None else None)
+        objects = [f"CKA_ID {object_id.hex()}" for object_id in destroyed]
+        key_id = record.key_id if record is not None else None
+        if key_id is None and destroyed:
+            key_id = f"pkcs11-{destroyed[0].hex()}"
         confirmation = (
             f"C_FindObjects(CKA_LABEL={label!r}) on token {self._settings.token_label!r} "
             "returns no object"
-            + (f" after C_DestroyObject of {', '.join(key_ids)}" if key_ids else "")
+            + (f" after C_DestroyObject of {', '.join(objects)}" if objects else "")
+            + (f" (key {key_id})" if key_id else "")
         )
         if not destroyed:
             return KeyDestruction(
@@ -448,6 +478,161 @@ class Pkcs11KeyProvider:
             key_id=key_id,
             confirmation=confirmation,
         )
+
+    def rotate_kek(self, *, made_before: dt.datetime | None = None) -> Pkcs11KekRotation:
+        """Give every sandbox whose token KEK was made at or before ``made_before``
+        (default: now) a new token KEK, rewrapping its data key inside the token; the old KEK is
+        destroyed after the new wrapped key is stored.
+
+        Each sandbox is done under its own lock (no downtime for the others), in three
+        steps, each safe to be killed after: (1) ``C_GenerateKey`` of the new KEK — the
+        stored key still names the old one, and the next call destroys the unused new
+        one; (2) ``C_UnwrapKey`` with the old KEK and ``C_WrapKey`` with the new, inside
+        the token, then a compare-and-swap of the stored record — the stored key now
+        names the new KEK; (3) ``C_DestroyObject`` of the old KEK — until then it can
+        open only the superseded copy, and the next call (any create or rotation)
+        destroys it. So the stored data key is always opened by exactly one live KEK.
+        Resume an interrupted rotation by calling again with the same ``made_before``.
+        The data keys do not change; volumes are unaffected.
+        """
+        cutoff = made_before or dt.datetime.now(dt.UTC)
+        rotated = current = 0
+        for sandbox_id in self._store.ids():
+            with self._lock(sandbox_id):
+                outcome = self._rotate_one(sandbox_id, cutoff)
+            rotated += outcome == "rotated"
+            current += outcome == "current"
+        _log.info("kek.rotated", provider=PROVIDER_NAME, rotated=rotated, already_current=current)
+        return Pkcs11KekRotation(made_before=cutoff, rotated=rotated, already_current=current)
+
+    def rotate_data_key(self, sandbox_id: str) -> KeyRef:
+        """Give the sandbox a new token KEK and a new data key (new key id); destroy the old.
+
+        The old KEK is destroyed with ``C_DestroyObject``, so the old data key is shredded
+        like a destroyed sandbox's. What that means for volumes written with the old data
+        key is the storage profile's business (see docs/key-custody.md): copy them to
+        volumes made with the new key first.
+        """
+        validate_sandbox_id(sandbox_id)
+        label = kek_label(sandbox_id)
+        with self._lock(sandbox_id):
+            object_ids = self._kek_ids(sandbox_id)
+            blob = self._store.get(sandbox_id)
+            if blob is None:
+                raise KeyNotFoundError(f"sandbox {sandbox_id!r} has no pkcs11 key to rotate")
+            record = _Record.from_bytes(sandbox_id, blob)
+            if record.object_id not in object_ids:
+                raise KeyStateError(
+                    f"sandbox {sandbox_id!r}: token key of {record.key_id} is missing; "
+                    "it cannot be rotated (destroy it)"
+                )
+            self._discard_others(sandbox_id, keep=record.object_id, found=object_ids)
+            object_id = secrets.token_bytes(_KEY_ID_BYTES)
+            self._connection().run(
+                "generate key", lambda session: _generate_kek(session, label, object_id)
+            )
+            wrapped = self._connection().run(
+                "wrap", lambda session: _new_wrapped_data_key(session, label, object_id)
+            )
+            fresh = _Record(
+                sandbox_id=sandbox_id,
+                key_id=f"pkcs11-{object_id.hex()}",
+                region=record.region,
+                created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+                wrapped=wrapped,
+                tags=record.tags,
+            )
+            self._swap_then_retire(record, blob, fresh, object_id)
+        _log.info(
+            "key.rotated",
+            sandbox=sandbox_id,
+            old_key_id=record.key_id,
+            key_id=fresh.key_id,
+            provider=PROVIDER_NAME,
+        )
+        return fresh.ref()
+
+    def _rotate_one(self, sandbox_id: str, cutoff: dt.datetime) -> str:
+        """Rotate one sandbox's KEK: ``rotated``, ``current`` or ``gone``."""
+        label = kek_label(sandbox_id)
+        object_ids = self._kek_ids(sandbox_id)
+        blob = self._store.get(sandbox_id)
+        if blob is None:
+            return "gone"
+        record = _Record.from_bytes(sandbox_id, blob)
+        if record.object_id not in object_ids:
+            return "gone"  # destroyed (token key gone): nothing to rewrap
+        # Finish an interrupted step (1) or (3): only the KEK the record names survives.
+        self._discard_others(sandbox_id, keep=record.object_id, found=object_ids)
+        if record.kek_since > cutoff:
+            return "current"
+        object_id = secrets.token_bytes(_KEY_ID_BYTES)
+        self._connection().run(
+            "generate key", lambda session: _generate_kek(session, label, object_id)
+        )
+        wrapped = self._connection().run(
+            "rewrap", lambda session: self._rewrap(session, record, object_id)
+        )
+        fresh = _Record(
+            sandbox_id=sandbox_id,
+            key_id=record.key_id,
+            region=record.region,
+            created_at=record.created_at,
+            wrapped=wrapped,
+            tags=record.tags,
+            kek_object=object_id,
+            kek_created_at=dt.datetime.now(dt.UTC),
+        )
+        return "rotated" if self._swap_then_retire(record, blob, fresh, object_id) else "gone"
+
+    def _swap_then_retire(
+        self, record: _Record, blob: bytes, fresh: _Record, new_object: bytes
+    ) -> bool:
+        """Store ``fresh`` in place of ``blob``, then destroy the KEK ``record`` named.
+
+        When the store changed meanwhile (a destroy by another process), the new KEK is
+        destroyed instead and nothing is stored.
+        """
+        label = kek_label(record.sandbox_id)
+        if not self._store.swap(record.sandbox_id, blob, fresh.to_bytes()):
+            self._connection().run(
+                "discard unused key", lambda session: _destroy_object(session, label, new_object)
+            )
+            return False
+        _crash_point("pkcs11-after-swap")
+        self._connection().run(
+            "destroy old key",
+            lambda session: _destroy_object(session, label, record.object_id),
+        )
+        return True
+
+    def _rewrap(self, session: Any, record: _Record, new_object: bytes) -> bytes:
+        """Unwrap under the old KEK and wrap under the new, both inside the token."""
+        label = kek_label(record.sandbox_id)
+        old = list(session.get_objects(_template(label, record.object_id)))
+        new = list(session.get_objects(_template(label, new_object)))
+        if not old or not new:
+            raise KeyStateError(f"a token key of sandbox {record.sandbox_id!r} vanished")
+        try:
+            data_key = old[0].unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.AES,
+                record.wrapped,
+                mechanism=_WRAP_MECHANISM,
+                store=False,
+                capabilities=MechanismFlag(0),
+                template=_DATA_KEY_TEMPLATE,
+            )
+        except _BAD_WRAPPED:
+            raise KeyIntegrityError(
+                f"key {record.key_id} of sandbox {record.sandbox_id!r} failed to unwrap "
+                "during KEK rotation; it was altered — left as it is"
+            ) from None
+        try:
+            rewrapped: bytes = new[0].wrap_key(data_key, mechanism=_WRAP_MECHANISM)
+        finally:
+            data_key.destroy()
+        return rewrapped
 
     def _make(
         self, sandbox_id: str, region: str, tags: dict[str, str], object_ids: list[bytes]
@@ -616,3 +801,27 @@ def _new_wrapped_data_key(session: Any, label: str, object_id: bytes) -> bytes:
     finally:
         data_key.destroy()
     return wrapped
+
+
+def _destroy_object(session: Any, label: str, object_id: bytes) -> None:
+    for obj in list(session.get_objects(_template(label, object_id))):
+        obj.destroy()
+
+
+def _crash_point(name: str) -> None:
+    """Crash tests only: SIGKILL this process at ``name`` when ``REGSANDBOX_TEST_KILL_AT``
+    names it. Unset (the default, and in every deployment) it does nothing."""
+    if os.environ.get("REGSANDBOX_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs11KekRotation:
+    """What :meth:`Pkcs11KeyProvider.rotate_kek` did."""
+
+    made_before: dt.datetime
+    """KEKs made before this were replaced (pass it again to resume)."""
+    rotated: int
+    """Sandboxes given a new token KEK by this call."""
+    already_current: int
+    """Sandboxes whose KEK was already newer than ``made_before``."""

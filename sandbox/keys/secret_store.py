@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from sandbox.keys.base import KeyProviderError
 from sandbox.keys.local import generate_kek
 from sandbox.kube.apply import create, delete, get, list_objects
 from sandbox.kube.apply import replace as replace_object
@@ -132,6 +133,43 @@ class SecretWrappedKeyStore:
             self._namespace,
             propagation="Background",
         )
+
+    def swap(self, sandbox_id: str, expected: bytes, blob: bytes) -> bool:
+        """Replace the Secret's value only if it still holds ``expected``.
+
+        The PUT carries the ``resourceVersion`` that was compared, so the API server
+        refuses it (409) if the Secret changed meanwhile, and a deleted Secret (404) is
+        never re-created: a rotation racing a destroy cannot bring a key back.
+        """
+        name = _secret_name(sandbox_id)
+        self._forget(sandbox_id)
+        current = get(self._api, "Secret", name, self._namespace)
+        data = ((current or {}).get("data") or {}).get("value")
+        if current is None or not data or base64.b64decode(data) != expected:
+            return False
+        body = _secret(name, self._namespace, blob, managed_labels(key="wrapped-data-key"))
+        body["metadata"]["annotations"] = {"regsandbox.io/sandbox-id": sandbox_id}
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            replace_object(self._api, body)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        self._remember(sandbox_id, blob)
+        return True
+
+    def confirm_absent(self, sandbox_id: str) -> str:
+        """GET the Secret from the API server (never the cache); it must answer 404."""
+        self._forget(sandbox_id)
+        name = _secret_name(sandbox_id)
+        if get(self._api, "Secret", name, self._namespace) is not None:
+            raise KeyProviderError(
+                f"Secret {self._namespace}/{name} can still be read after its deletion; "
+                "the wrapped key is NOT destroyed (a finalizer or admission webhook may "
+                "hold it) — retry"
+            )
+        return f"GET Secret {self._namespace}/{name} from the API server: 404 Not Found"
 
     def ids(self) -> list[str]:
         """Sandbox ids with a stored key."""

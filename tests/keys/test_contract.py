@@ -50,6 +50,8 @@ class Backend:
     unavailable: Callable[[], KeyProvider]
     """A provider whose backend cannot be reached."""
     unavailable_errors: tuple[type[BaseException], ...]
+    evidence: Callable[[KeyRef], list[str]]
+    """What the destruction confirmation must name, asked of the backend independently."""
     racing_destroys_agree: bool = True
     """Of two racing destroys exactly one reports the destruction. KMS does (the loser's
     ScheduleKeyDeletion is refused as KMSInvalidStateException); moto does not refuse it."""
@@ -82,7 +84,12 @@ def _local(tmp_path: Path) -> Backend:
 
     # The local provider passes its store's errors through (an OSError here, an
     # ApiException from the Secret store); either way no key is handed out.
-    return Backend("local", restart, roundtrip, unwrap_fails, unavailable, (OSError,))
+    def evidence(ref: KeyRef) -> list[str]:
+        path = directory / f"{ref.sandbox_id}.key"
+        assert not path.exists()
+        return [str(path), "no such file"]
+
+    return Backend("local", restart, roundtrip, unwrap_fails, unavailable, (OSError,), evidence)
 
 
 def _kms(endpoint: str) -> Backend:
@@ -118,6 +125,11 @@ def _kms(endpoint: str) -> Backend:
         )
         return AwsKmsKeyProvider(settings, session=session)
 
+    def evidence(ref: KeyRef) -> list[str]:
+        metadata = client.describe_key(KeyId=ref.key_id)["KeyMetadata"]
+        assert metadata["KeyState"] == "PendingDeletion"
+        return [ref.key_id, "KeyState=PendingDeletion", metadata["DeletionDate"].isoformat()]
+
     return Backend(
         "aws-kms",
         restart,
@@ -125,6 +137,7 @@ def _kms(endpoint: str) -> Backend:
         unwrap_fails,
         unavailable,
         (KeyProviderUnavailable,),
+        evidence,
         racing_destroys_agree=False,
     )
 
@@ -153,8 +166,11 @@ def _pkcs11(softhsm: SoftHsm, tmp_path: Path) -> Backend:
         absent = softhsm.settings(token_label="regsandbox-absent")
         return Pkcs11KeyProvider(absent, FileWrappedKeyStore(directory))
 
+    def evidence(ref: KeyRef) -> list[str]:
+        return [ref.key_id, "C_FindObjects", softhsm.settings().token_label]
+
     return Backend(
-        "pkcs11", restart, roundtrip, unwrap_fails, unavailable, (KeyProviderUnavailable,)
+        "pkcs11", restart, roundtrip, unwrap_fails, unavailable, (KeyProviderUnavailable,), evidence
     )
 
 
@@ -231,6 +247,24 @@ def test_destroy_makes_the_data_key_unrecoverable(backend: Backend, provider: Ke
     assert provider.get(sid) is None
     assert backend.restart().get(sid) is None
     backend.unwrap_fails(provider, ref, wrapped)
+
+
+def test_destroy_carries_the_providers_own_confirmation(
+    backend: Backend, provider: KeyProvider
+) -> None:
+    """The key.destroyed audit entry needs evidence from the provider, not an assumption."""
+    sid = _sandbox()
+    ref = provider.create(sid, REGION, TAGS)
+    destruction = provider.destroy(sid)
+    assert destruction.confirmation, f"{backend.name} gave no confirmation"
+    for expected in backend.evidence(ref):
+        assert expected in destruction.confirmation, (expected, destruction.confirmation)
+    if backend.name == "aws-kms":
+        metadata_date = backend.evidence(ref)[2]
+        assert destruction.deletion_date is not None
+        assert destruction.deletion_date.isoformat() == metadata_date
+    # A repeated destroy still says what it checked.
+    assert provider.destroy(sid).confirmation
 
 
 def test_destroy_twice_reports_the_second_as_already_done(provider: KeyProvider) -> None:
