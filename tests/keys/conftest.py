@@ -15,6 +15,12 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from sandbox.keys import Pkcs11Settings
+from tests.lifecycle.conftest import (  # noqa: F401 - the operator-crash tests use these
+    audit_dir,
+    crds,
+    operator_kubeconfig,
+    tenant_factory,
+)
 
 SOFTHSM_MODULE = Path(os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so"))
 TOKEN_LABEL = "regsandbox-test"
