@@ -109,11 +109,17 @@ def pack(
         Path | None,
         typer.Option("--kubeconfig", help="Also record the sandboxes' isolation objects."),
     ] = None,
+    pdf: Annotated[
+        bool, typer.Option("--pdf", help="Also print the report to report.pdf (needs chromium).")
+    ] = False,
 ) -> None:
     """Write a signed evidence pack for a tenant or sandbox."""
     from sandbox.evidence.pack import write_pack  # OSCAL models: loaded only when used
+    from sandbox.evidence.pdf import BROWSERS, PdfError, find_browser
 
     scope = _scope(tenant, sandbox, since, until)
+    if pdf and find_browser() is None:
+        fail(f"--pdf needs a headless browser ({', '.join(BROWSERS)}); install chromium")
     try:
         signer = load_signer(key)
     except AuditError as exc:
@@ -149,8 +155,8 @@ def pack(
     vkey_path = log / VKEY_FILE
     log_vkey = vkey_path.read_bytes() if vkey_path.is_file() else None
     try:
-        info, findings = write_pack(found, out, signer, log_vkey=log_vkey)
-    except (FileExistsError, OSError) as exc:
+        info, findings = write_pack(found, out, signer, log_vkey=log_vkey, pdf=pdf)
+    except (FileExistsError, OSError, PdfError) as exc:
         fail(f"cannot write the pack: {exc}")
     typer.echo(f"evidencepack/{out} written")
     err_console.print(

@@ -14,6 +14,7 @@ Layout (every path is listed, with its sha256, in ``manifest``)::
     evidence.json               the evidence items and every finding with all its items
     assessment-results.json     OSCAL assessment results
     report.html                 the report for people
+    report.pdf                  the same, printed by a headless Chromium (only with ``pdf``)
     log.vkey                    the log's verifier key as found (a hint: trust your own copy)
 
 ``evidence.json``, ``assessment-results.json`` and ``report.html`` are *derived*: a pure
@@ -259,10 +260,14 @@ def write_pack(
     *,
     now: dt.datetime | None = None,
     log_vkey: bytes | None = None,
+    pdf: bool = False,
 ) -> tuple[PackInfo, list[Finding]]:
     """Write the pack for ``found`` into the new directory ``out`` and sign its manifest.
 
     Refuses an existing non-empty directory (a pack is never written over another).
+    With ``pdf``, ``report.html`` is also printed to ``report.pdf`` before the manifest is
+    signed (raises :class:`~sandbox.evidence.pdf.PdfError` if it cannot be; the
+    directory is then left without a manifest, which no verifier accepts).
     """
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
@@ -293,6 +298,11 @@ def write_pack(
     derived = derive(info, found.entries, found.cluster, log)
     for path, data in derived.files.items():
         _write(out, path, data, digests)
+    if pdf:
+        from sandbox.evidence.pdf import print_pdf
+
+        print_pdf(out / "report.html", out / "report.pdf")
+        digests["report.pdf"] = hashlib.sha256((out / "report.pdf").read_bytes()).hexdigest()
     note = sign_note(manifest_text(info.pack_id, digests), [signer])
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_bytes(note)
