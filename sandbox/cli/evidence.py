@@ -239,3 +239,44 @@ def verify(
             )
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+@app.command("receipt")
+def receipt(
+    pack_dir: Annotated[Path, typer.Argument(metavar="PACK", help="The pack directory.")],
+    index: Annotated[int, typer.Option("--index", help="The entry's index in the log.")],
+    entry_out: Annotated[
+        Path | None,
+        typer.Option("--entry-out", help="Also write the entry's exact bytes to this file."),
+    ] = None,
+) -> None:
+    """Print one entry's C2SP tlog-proof, derived from the pack's batch receipt.
+
+    Check it with any C2SP tool, e.g. ``sandboxctl audit verify-proof --proof P --entry E
+    --vkey log.vkey``. Nothing is trusted here: the proof verifies or it does not.
+    """
+    from audit.checkpoint import Checkpoint
+    from audit.errors import MalformedError, VerificationError
+    from audit.note import Note
+    from sandbox.evidence.pack import ENTRIES, RECEIPTS
+    from sandbox.evidence.receipts import BatchReceipt, standalone
+
+    try:
+        batch = BatchReceipt.parse((pack_dir / RECEIPTS).read_bytes())
+        size = Checkpoint.from_text(Note.parse(batch.checkpoint).text).size
+        if index not in batch.indices:
+            fail(f"the pack holds no entry {index}", EXIT_USAGE)
+        proof = standalone(batch, size)[index]
+        line = b""
+        if entry_out is not None:
+            for candidate in (pack_dir / ENTRIES).read_bytes().split(b"\n")[:-1]:
+                if json.loads(candidate).get("index") == index:
+                    line = candidate
+                    break
+            else:
+                fail(f"{ENTRIES} holds no entry {index}", EXIT_USAGE)
+    except (OSError, ValueError, MalformedError, VerificationError) as exc:
+        fail(f"cannot read the pack's receipt: {exc}")
+    if entry_out is not None:
+        entry_out.write_bytes(line)
+    sys.stdout.write(proof.decode())

@@ -205,3 +205,46 @@ def test_keygen_makes_a_key_packs_verify_with(tmp_path: Path) -> None:
         "evidence", "verify", str(pack), "--vkey", out.strip(), "--vkey", str(written.vkey)
     )
     assert code == 0, err
+
+
+def test_receipt_of_one_entry_verifies_with_the_audit_tools(tmp_path: Path) -> None:
+    """The C2SP tlog-proof printed for one entry of a pack is checked by
+    ``sandboxctl audit verify-proof`` with the log's key alone; an index the pack does
+    not hold is refused."""
+    written, key, _ = _setup(tmp_path)
+    pack = tmp_path / "pack"
+    code, _, err = run(
+        "evidence",
+        "pack",
+        "--log",
+        str(written.path),
+        "--tenant",
+        "bank-a",
+        "-o",
+        str(pack),
+        "--key",
+        str(key),
+    )
+    assert code == 0, err
+    index = json.loads((pack / "entries.ndjson").read_bytes().splitlines()[2])["index"]
+    entry = tmp_path / "entry.json"
+    code, proof, err = run(
+        "evidence", "receipt", str(pack), "--index", str(index), "--entry-out", str(entry)
+    )
+    assert code == 0, err
+    assert proof.startswith(f"c2sp.org/tlog-proof@v1\nindex {index}\n")
+    (tmp_path / "proof").write_text(proof)
+    code, _, err = run(
+        "audit",
+        "verify-proof",
+        "--proof",
+        str(tmp_path / "proof"),
+        "--entry",
+        str(entry),
+        "--vkey",
+        str(written.vkey),
+    )
+    assert code == 0, err
+    code, _, err = run("evidence", "receipt", str(pack), "--index", "999999")
+    assert code == 2
+    assert "holds no entry 999999" in err
