@@ -215,6 +215,12 @@ class LogReader:
         self._check_index(index, tree)
         return inclusion_proof(self._hashes, index, tree)
 
+    def subtree_hash(self, level: int, n: int) -> bytes:
+        """Hash of the complete subtree of leaves ``[n * 2**level, (n + 1) * 2**level)``."""
+        if level < 0 or n < 0 or (n + 1) << level > self.size:
+            raise IndexError(f"no complete subtree ({level}, {n}) in a log of {self.size}")
+        return self._hashes.subtree_hash(level, n)
+
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Proof that the tree of ``old_size`` is a prefix of ``new_size`` (default: checkpoint)."""
         new = self._tree_size(new_size)

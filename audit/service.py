@@ -15,6 +15,8 @@ Routes (all under ``/v1``):
 ``GET /v1/proof/inclusion?index=&size=``  RFC 6962 inclusion proof, JSON, base64 hashes
 ``GET /v1/proof/consistency?old=&new=``   RFC 6962 consistency proof, JSON, base64 hashes
 ``GET /v1/receipt/{index}``               a C2SP tlog-proof for the entry, ``text/plain``
+``GET /v1/tenants/{t}/…``                 one tenant's slice, with proofs (below)
+``GET /tlog/checkpoint``, ``/tlog/tile/…``  the whole log as C2SP tlog-tiles (:mod:`audit.tiles`)
 ``GET /v1/status``                        conditions (``AnchorConsistent``, ``Writable``,
                                           ``Witnessed``), JSON, no token needed
 ``GET /healthz``                          200 while the log can append and sign; 503 with
@@ -22,10 +24,33 @@ Routes (all under ``/v1``):
 ``GET /metrics``                          Prometheus metrics
 ========================================  ==================================================
 
-Access uses bearer tokens. Token files hold one ``<sha256 hex of token> <identity>``
-line per token (``#`` starts a comment), so the service never stores a token itself;
-tokens are compared in constant time and never logged. Writers may also read. Reads are
-open to anyone only when configured so.
+Access uses bearer tokens. Appends need a writer token from a token file: one
+``<sha256 hex of token> <identity>`` line per token (``#`` starts a comment), so the
+service never stores a token itself; tokens are compared in constant time and never
+logged. Reads are authorised per :class:`~audit.access.Scope`: a reader authority
+(:mod:`audit.access`; in Kubernetes, TokenReview and SubjectAccessReview) says who a token
+belongs to and whether they may ``get`` or ``list`` in the whole log or one tenant's
+slice. Writer tokens and the tokens of a readers file (the explicit fallback) read the
+whole log; reads are open to anyone only when configured so.
+
+Tenant-scoped routes (``{t}`` a tenant name; entries are a tenant's when their
+``resource.tenant`` names it; every proof is against the current checkpoint):
+
+==============================================  ============================================
+``GET /v1/tenants/{t}/checkpoint``              the latest signed checkpoint
+``GET /v1/tenants/{t}/entries?start=&limit=``   the tenant's entries from index ``start``,
+                                                each with its inclusion proof; JSON, with
+                                                ``next`` to page on
+``GET /v1/tenants/{t}/entries/{index}``         one entry with its inclusion proof; 403 if
+                                                it is another tenant's
+``GET /v1/tenants/{t}/proof/inclusion?index=``  as ``/v1/proof/inclusion``, own entries only
+``GET /v1/tenants/{t}/proof/consistency``       as ``/v1/proof/consistency``
+``GET /v1/tenants/{t}/receipt/{index}``         a C2SP tlog-proof, own entries only
+==============================================  ============================================
+
+A tenant's reader learns the tree size and hashes of the whole log (they are in every
+checkpoint and proof) but no byte of another tenant's entries: leaf hashes are
+salted by each entry's random nonce.
 
 An append answers only after the log reports the batch durable; if the log fails, the
 answer is 503 and the client must treat the events as not logged.
@@ -38,10 +63,11 @@ opened for writing: :func:`create_refusing_app` then answers every ``/v1`` reque
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -59,22 +85,34 @@ from prometheus_client import (
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from audit.access import (
+    AccessUnavailable,
+    Reader,
+    ReaderAuthority,
+    Scope,
+    Verb,
+    check_tenant_name,
+)
 from audit.checkpoint import Checkpoint
 from audit.entry import Event, encode_entry
 from audit.errors import AnchorConflictError, AnchorMismatchError, AuditError, MalformedError
 from audit.note import Note, b64encode
 from audit.proof import TlogProof
 from audit.signing import read_key_text
+from audit.tenants import TenantIndex
+from audit.tiles import entry_bundle, hash_tile, parse_tile_path, tile_width
 from audit.witnessing import Witnessing, WitnessingMetrics
 
 __all__ = [
     "MAX_BATCH",
     "MAX_BODY_BYTES",
     "MAX_RANGE",
+    "MAX_TOKEN_BYTES",
     "AccessPolicy",
     "LogBackend",
     "LogStatus",
     "ServiceMetrics",
+    "TileSource",
     "create_app",
     "create_refusing_app",
     "load_tokens",
@@ -89,6 +127,9 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 MAX_RANGE = 1_000
 """Most entries returned by one range read."""
+
+MAX_TOKEN_BYTES = 16 * 1024
+"""Longest bearer token looked at; a longer one is refused without asking anyone."""
 
 _LARGEST_INDEX = 2**53 - 1
 _log = structlog.get_logger("audit.service")
@@ -140,6 +181,15 @@ class LogStatus(Protocol):
     @property
     def anchored_checkpoint(self) -> Checkpoint | None:
         """The checkpoint held by the log's anchor, or ``None`` without one."""
+        ...
+
+
+@runtime_checkable
+class TileSource(Protocol):
+    """A backend that can serve tlog-tiles (:class:`audit.log.AuditLog` can)."""
+
+    def subtree_hash(self, level: int, n: int) -> bytes:
+        """Hash of the complete subtree of leaves ``[n * 2**level, (n + 1) * 2**level)``."""
         ...
 
 
@@ -294,6 +344,8 @@ class AccessPolicy:
     """Token SHA-256 (hex) to identity, for those allowed to read only."""
     open_reads: bool = False
     """Whether reads need no token at all."""
+    authority: ReaderAuthority | None = None
+    """Who else may read, and how much (e.g. Kubernetes identities; :mod:`audit.access`)."""
 
     def identify(self, token: str, tokens: Mapping[str, str]) -> str | None:
         """The identity of ``token`` in ``tokens``, compared in constant time."""
@@ -320,6 +372,52 @@ def _challenge(status: int, detail: str, error: str | None = None) -> HTTPExcept
     if error:
         value += f', error="{error}"'
     return HTTPException(status, detail, headers={"WWW-Authenticate": value})
+
+
+_WHOLE_LOG = Scope()
+
+
+async def _authorize_read(
+    policy: AccessPolicy, request: Request, scope: Scope, verb: Verb
+) -> Reader:
+    """The reader, allowed to ``verb`` in ``scope``; or raise 401, 403 or 503.
+
+    Static tokens (writers, the readers file) and open reads see the whole log; any other
+    token goes to the reader authority, which fails closed: if it cannot answer, 503.
+    """
+    token = _bearer(request)
+    anonymous = Reader("anonymous", whole_log=True)
+    if token is None:
+        if policy.open_reads:
+            return anonymous
+        raise _challenge(401, "a bearer token is required")
+    if len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
+        raise _challenge(401, "the bearer token is malformed", "invalid_token")
+    static = policy.identify(token, policy.writers) or policy.identify(token, policy.readers)
+    if static is not None:
+        return Reader(static, whole_log=True)
+    authority = policy.authority
+    reader = None
+    try:
+        if authority is not None:
+            reader = await run_in_threadpool(authority.authenticate, token)
+        if reader is None:
+            if policy.open_reads:
+                return anonymous
+            raise _challenge(401, "unknown bearer token", "invalid_token")
+        if reader.whole_log:
+            return reader
+        assert authority is not None
+        allowed = await run_in_threadpool(authority.may_read, reader, scope, verb)
+    except AccessUnavailable as exc:
+        _log.warning("read not authorised: authority unavailable", error=str(exc))
+        raise HTTPException(503, "cannot check the caller's access right now; retry") from None
+    if not allowed:
+        _log.info("read refused", reader=reader.name, scope=str(scope), verb=verb)
+        raise _challenge(
+            403, f"{reader.name} may not {verb} audit entries of {scope}", "insufficient_scope"
+        )
+    return reader
 
 
 def _authorize(policy: AccessPolicy, request: Request, *, write: bool) -> str:
@@ -473,8 +571,10 @@ def create_app(
         note = log.checkpoint_note
         return note, Checkpoint.from_text(Note.parse(note).text)
 
-    async def read_state(request: Request) -> tuple[bytes, Checkpoint]:
-        _authorize(policy, request, write=False)
+    async def read_state(
+        request: Request, scope: Scope = _WHOLE_LOG, verb: Verb = "get"
+    ) -> tuple[bytes, Checkpoint]:
+        await _authorize_read(policy, request, scope, verb)
         return await run_in_threadpool(current)
 
     @app.post("/v1/entries")
@@ -509,7 +609,7 @@ def create_app(
     @app.get("/v1/checkpoint/cosigned")
     async def cosigned(request: Request) -> Response:
         """The latest checkpoint carrying witness cosignatures (may trail the latest)."""
-        _authorize(policy, request, write=False)
+        await _authorize_read(policy, request, _WHOLE_LOG, "get")
         note = None if witnessing is None else await run_in_threadpool(witnessing.cosigned)
         if note is None:
             raise HTTPException(404, "no checkpoint has been cosigned by a witness yet")
@@ -536,7 +636,7 @@ def create_app(
     @app.get("/v1/entries")
     async def entries(request: Request, start: int, end: int) -> Response:
         """Entries ``[start, end)``, one per line."""
-        _, cp = await read_state(request)
+        _, cp = await read_state(request, verb="list")
         if not 0 <= start < end <= cp.size:
             raise HTTPException(404, f"range [{start}, {end}) is not in a log of {cp.size}")
         if end - start > MAX_RANGE:
@@ -584,6 +684,9 @@ def create_app(
         body = TlogProof(index, tuple(proof), note).to_bytes()
         return Response(body, media_type="text/plain; charset=utf-8")
 
+    _tenant_routes(app, log, policy, current)
+    _tile_routes(app, log, policy, current)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         """200 while the log appends and signs; 503 with the failing condition otherwise."""
@@ -604,3 +707,157 @@ def create_app(
         return _metrics_response(metrics)
 
     return app
+
+
+def _tenant_scope(tenant: str) -> Scope:
+    try:
+        return Scope(check_tenant_name(tenant))
+    except MalformedError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _tenant_routes(
+    app: FastAPI,
+    log: LogBackend,
+    policy: AccessPolicy,
+    current: Callable[[], tuple[bytes, Checkpoint]],
+) -> None:
+    """``/v1/tenants/{tenant}/…``: one tenant's entries, each with its proof."""
+    index = TenantIndex(log.entry_bytes)
+
+    async def state(request: Request, tenant: str, verb: Verb) -> tuple[bytes, Checkpoint]:
+        await _authorize_read(policy, request, _tenant_scope(tenant), verb)
+        return await run_in_threadpool(current)
+
+    async def own(tenant: str, entry_index: int, cp: Checkpoint) -> None:
+        """404 past the checkpoint, 403 for an entry that is not ``tenant``'s."""
+        if not 0 <= entry_index < cp.size:
+            raise HTTPException(404, f"no entry {entry_index} in the checkpointed log of {cp.size}")
+        found = await run_in_threadpool(index.tenant_of, entry_index, cp.size)
+        if found != tenant:
+            raise _challenge(
+                403, f"entry {entry_index} is not an entry of tenant {tenant}", "insufficient_scope"
+            )
+
+    def proven(entry_index: int, size: int) -> dict[str, Any]:
+        data = log.entry_bytes(entry_index)
+        proof = log.inclusion_proof(entry_index, size)
+        return {
+            "index": entry_index,
+            "entry": base64.b64encode(data).decode(),
+            "inclusion": _hashes(proof),
+        }
+
+    @app.get("/v1/tenants/{tenant}/checkpoint")
+    async def tenant_checkpoint(request: Request, tenant: str) -> Response:
+        """The latest signed checkpoint (the same note every reader gets)."""
+        note, _ = await state(request, tenant, "get")
+        return Response(
+            note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
+
+    @app.get("/v1/tenants/{tenant}/entries")
+    async def tenant_entries(
+        request: Request, tenant: str, start: int = 0, limit: int = 100
+    ) -> JSONResponse:
+        """The tenant's entries from index ``start`` on, each with its inclusion proof."""
+        note, cp = await state(request, tenant, "list")
+        if start < 0 or not 0 < limit <= MAX_RANGE:
+            raise HTTPException(400, f"want start >= 0 and 0 < limit <= {MAX_RANGE}")
+
+        def page() -> dict[str, Any]:
+            chosen, after = index.page(tenant, start, limit, cp.size)
+            return {
+                "tenant": tenant,
+                "size": cp.size,
+                "checkpoint": note.decode(),
+                "entries": [proven(i, cp.size) for i in chosen],
+                "next": after,
+            }
+
+        return JSONResponse(await run_in_threadpool(page))
+
+    @app.get("/v1/tenants/{tenant}/entries/{entry_index}")
+    async def tenant_entry(request: Request, tenant: str, entry_index: int) -> JSONResponse:
+        """One of the tenant's entries with its inclusion proof; 403 for another's."""
+        note, cp = await state(request, tenant, "get")
+        await own(tenant, entry_index, cp)
+        body = await run_in_threadpool(proven, entry_index, cp.size)
+        return JSONResponse({**body, "size": cp.size, "checkpoint": note.decode()})
+
+    @app.get("/v1/tenants/{tenant}/proof/inclusion")
+    async def tenant_inclusion(
+        request: Request, tenant: str, index: int, size: int | None = None
+    ) -> JSONResponse:
+        """Inclusion proof of one of the tenant's entries; 403 for another's."""
+        _, cp = await state(request, tenant, "get")
+        tree = cp.size if size is None else size
+        await own(tenant, index, cp)
+        if not index < tree <= cp.size:
+            raise HTTPException(404, f"no index {index} in a tree of {tree} (log: {cp.size})")
+        proof = await run_in_threadpool(log.inclusion_proof, index, tree)
+        return JSONResponse({"index": index, "size": tree, "hashes": _hashes(proof)})
+
+    @app.get("/v1/tenants/{tenant}/proof/consistency")
+    async def tenant_consistency(
+        request: Request, tenant: str, old: int, new: int | None = None
+    ) -> JSONResponse:
+        """Consistency proof between two tree sizes (hashes only, no entry)."""
+        _, cp = await state(request, tenant, "get")
+        tree = cp.size if new is None else new
+        if not 0 < old <= tree <= cp.size:
+            raise HTTPException(404, f"no proof from {old} to {tree} (log: {cp.size})")
+        proof = await run_in_threadpool(log.consistency_proof, old, tree)
+        return JSONResponse({"old": old, "new": tree, "hashes": _hashes(proof)})
+
+    @app.get("/v1/tenants/{tenant}/receipt/{entry_index}")
+    async def tenant_receipt(request: Request, tenant: str, entry_index: int) -> Response:
+        """A C2SP tlog-proof of one of the tenant's entries; 403 for another's."""
+        note, cp = await state(request, tenant, "get")
+        await own(tenant, entry_index, cp)
+        proof = await run_in_threadpool(log.inclusion_proof, entry_index, cp.size)
+        body = TlogProof(entry_index, tuple(proof), note).to_bytes()
+        return Response(body, media_type="text/plain; charset=utf-8")
+
+
+_TILE_CACHE = "private, max-age=31536000, immutable"
+"""A tile, full or partial of a given width, never changes once the checkpoint covers it."""
+
+
+def _tile_routes(
+    app: FastAPI,
+    log: LogBackend,
+    policy: AccessPolicy,
+    current: Callable[[], tuple[bytes, Checkpoint]],
+) -> None:
+    """``/tlog/``: the whole log as C2SP tlog-tiles, for whole-log readers."""
+
+    @app.get("/tlog/checkpoint")
+    async def tiles_checkpoint(request: Request) -> Response:
+        """The latest signed checkpoint, as tlog-tiles clients expect it."""
+        await _authorize_read(policy, request, _WHOLE_LOG, "list")
+        note, _ = await run_in_threadpool(current)
+        return Response(
+            note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
+
+    @app.get("/tlog/tile/{rest:path}")
+    async def tile(request: Request, rest: str) -> Response:
+        """A hash tile or an entry bundle, if the checkpoint covers it."""
+        await _authorize_read(policy, request, _WHOLE_LOG, "list")
+        try:
+            wanted = parse_tile_path(f"tile/{rest}")
+        except MalformedError as exc:
+            raise HTTPException(404, str(exc)) from None
+        _, cp = await run_in_threadpool(current)
+        if wanted.width > tile_width(wanted.level, wanted.index, cp.size):
+            raise HTTPException(404, f"{wanted.path} is not in the checkpointed log of {cp.size}")
+        if wanted.level is None:
+            data = await run_in_threadpool(entry_bundle, log.entry_bytes, wanted)
+        elif isinstance(log, TileSource):
+            data = await run_in_threadpool(hash_tile, log, wanted)
+        else:
+            raise HTTPException(404, "this log does not serve hash tiles")
+        return Response(
+            data, media_type="application/octet-stream", headers={"Cache-Control": _TILE_CACHE}
+        )

@@ -17,6 +17,7 @@ import typer
 import uvicorn
 from starlette.applications import Starlette
 
+from audit.access import DEFAULT_CACHE_SECONDS, CachedAuthority, ReaderAuthority
 from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
 from audit.errors import AnchorMismatchError, AuditError
 from audit.log import KEY_FILE, AuditLog, read_origin
@@ -90,8 +91,32 @@ def serve(
     ] = None,
     kubeconfig: Annotated[
         Path | None,
-        typer.Option("--kubeconfig", help="For --anchor-configmap (default: in-cluster)."),
+        typer.Option(
+            "--kubeconfig",
+            help="For --anchor-configmap and --kube-readers (default: in-cluster).",
+        ),
     ] = None,
+    kube_readers: Annotated[
+        bool,
+        typer.Option(
+            "--kube-readers",
+            help="Let Kubernetes identities read: tokens checked by TokenReview, each read "
+            "by a SubjectAccessReview on auditentries.regsandbox.io (tenant-<name> "
+            "namespace for one tenant, cluster-scoped for the whole log).",
+        ),
+    ] = False,
+    audience: Annotated[
+        str,
+        typer.Option("--audience", help="Token audience readers' tokens must carry."),
+    ] = "regsandbox-audit",
+    access_cache_seconds: Annotated[
+        float,
+        typer.Option(
+            "--access-cache-seconds",
+            help="How long a token's review and a read decision are reused (0: never).",
+            min=0,
+        ),
+    ] = DEFAULT_CACHE_SECONDS,
     witness: Annotated[
         list[str] | None,
         typer.Option(
@@ -121,17 +146,23 @@ def serve(
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
-    Token files hold one '<sha256 hex of token> <identity>' line per token. With a
+    Token files hold one '<sha256 hex of token> <identity>' line per token; with
+    --kube-readers, compliance officers read as themselves (Kubernetes tokens and RBAC)
+    and a readers token file is only an explicit fallback. With a
     checkpoint anchor, a log that does not extend the checkpoint it last signed is not
     opened: every request gets 503 and /healthz, /v1/status and /metrics say why.
     """
     _listen(listen)
+    if kube_readers and open_reads:
+        fail("--open-reads would let anyone read what --kube-readers restricts", EXIT_USAGE)
     anchor = _anchor(anchor_file, anchor_configmap, kubeconfig)
+    authority = _kube_readers(kubeconfig, audience, access_cache_seconds) if kube_readers else None
     try:
         policy = AccessPolicy(
             writers=load_tokens(writers),
             readers=load_tokens(readers) if readers else {},
             open_reads=open_reads,
+            authority=authority,
         )
         signer = load_signer(key or log / KEY_FILE)
         endpoints = _witness_endpoints(witness, witness_vkey)
@@ -212,6 +243,21 @@ def _anchor(
         return ConfigMapCheckpointAnchor(kube_client(kubeconfig), namespace, name)
     except SandboxError as exc:
         fail(str(exc))
+
+
+def _kube_readers(kubeconfig: Path | None, audience: str, ttl: float) -> ReaderAuthority:
+    from sandbox.errors import SandboxError
+    from sandbox.kube.audit_access import KubernetesReaders
+    from sandbox.kube.clients import kube_client
+    from sandbox.provision.names import tenant_namespace
+
+    if not audience.strip():
+        fail("--audience must not be empty", EXIT_USAGE)
+    try:
+        api = kube_client(kubeconfig)
+    except SandboxError as exc:
+        fail(str(exc))
+    return CachedAuthority(KubernetesReaders(api, tenant_namespace, audience=audience), ttl=ttl)
 
 
 def _vkey_arg(value: str) -> str:
