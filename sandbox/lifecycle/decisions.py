@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from audit.entry import Decision as AuditDecision
-from sandbox.policy.model import Decision
+from sandbox.api.export import ExportPolicyOutcome
+from sandbox.api.sandbox import PolicyOutcome
+from sandbox.api.sandbox import Violation as StatusViolation
+from sandbox.policy.model import Decision, PolicyWarning, Violation
 
-__all__ = ["audit_decision", "policy_status"]
+__all__ = ["audit_decision", "export_policy_status", "sandbox_policy_status"]
 
 
 def audit_decision(decision: Decision) -> AuditDecision:
@@ -19,19 +22,27 @@ def audit_decision(decision: Decision) -> AuditDecision:
     )
 
 
-def policy_status(decision: Decision, *, with_warnings: bool) -> dict[str, Any]:
-    """The ``status.policy`` block: allowed, digest, violations (and warnings)."""
-    status: dict[str, Any] = {
-        "allowed": decision.allow,
-        "digest": decision.policy_digest,
-        "violations": [
-            {"code": v.code, "msg": v.msg, "regulation": v.regulation, "subject": v.subject}
-            for v in decision.violations
-        ],
-    }
-    if with_warnings:
-        status["warnings"] = [
-            {"code": w.code, "msg": w.msg, "regulation": w.regulation, "subject": w.subject}
-            for w in decision.warnings
-        ]
-    return status
+def _findings(items: Sequence[Violation | PolicyWarning]) -> list[StatusViolation]:
+    return [
+        StatusViolation(code=v.code, msg=v.msg, regulation=v.regulation, subject=v.subject)
+        for v in items
+    ]
+
+
+def sandbox_policy_status(decision: Decision) -> PolicyOutcome:
+    """A Sandbox's ``status.policy``: allowed, digest, violations and warnings."""
+    return PolicyOutcome(
+        allowed=decision.allow,
+        digest=decision.policy_digest,
+        violations=_findings(decision.violations),
+        warnings=_findings(decision.warnings),
+    )
+
+
+def export_policy_status(decision: Decision) -> ExportPolicyOutcome:
+    """A ModelExport's ``status.policy``: allowed, digest, violations."""
+    return ExportPolicyOutcome(
+        allowed=decision.allow,
+        digest=decision.policy_digest,
+        violations=_findings(decision.violations),
+    )

@@ -9,14 +9,14 @@ status that the gateway trusts is written.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from audit.entry import Decision as AuditDecision
 from audit.entry import Event, Resource
 from sandbox.api.conditions import set_condition
 from sandbox.api.meta import rfc3339
-from sandbox.api.sandbox import SandboxSpec
+from sandbox.api.sandbox import DatasetGrant, SandboxSpec
 from sandbox.errors import SandboxError
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.platform import Platform
@@ -27,6 +27,7 @@ __all__ = [
     "evaluate_grants",
     "grant_condition",
     "grant_events",
+    "grant_verdict",
     "revoke_all",
 ]
 
@@ -41,19 +42,19 @@ def evaluate_grants(
     spec: SandboxSpec,
     end: dt.datetime,
     now: dt.datetime,
-) -> list[dict[str, Any]]:
+) -> list[DatasetGrant]:
     """The grant outcome of every dataset the sandbox asks for, in request order."""
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[DatasetGrant] = []
     for request in spec.datasets:
         dataset = platform.read("Dataset", request.name)
         if dataset is None:
             outcomes.append(
-                {
-                    "name": request.name,
-                    "granted": False,
-                    "violations": [CODE_NOT_REGISTERED],
-                    "message": f"no Dataset named {request.name!r} is registered",
-                }
+                DatasetGrant(
+                    name=request.name,
+                    granted=False,
+                    violations=[CODE_NOT_REGISTERED],
+                    message=f"no Dataset named {request.name!r} is registered",
+                )
             )
             continue
         claimed = {
@@ -73,79 +74,80 @@ def evaluate_grants(
         else:
             decision = platform.decide(policy_input)
         outcomes.append(
-            {
-                "name": request.name,
-                "granted": decision.allow,
-                "violations": [v.code for v in decision.violations],
-                "message": "; ".join(f"{v.code}: {v.msg}" for v in decision.violations),
-                "generation": int(dataset["metadata"].get("generation") or 0),
-            }
+            DatasetGrant(
+                name=request.name,
+                granted=decision.allow,
+                violations=[v.code for v in decision.violations],
+                message="; ".join(f"{v.code}: {v.msg}" for v in decision.violations),
+                generation=int(dataset["metadata"].get("generation") or 0),
+            )
         )
     return outcomes
 
 
-def grant_condition(
-    conds: list[dict[str, Any]], outcomes: list[dict[str, Any]], generation: int
-) -> list[dict[str, Any]]:
-    """``DatasetsGranted``: True when every requested dataset is granted."""
-    denied = [o for o in outcomes if not o["granted"]]
+def grant_verdict(outcomes: Sequence[DatasetGrant]) -> tuple[bool, str, str]:
+    """``DatasetsGranted`` as (status, reason, message): True when every dataset is granted."""
+    denied = [o for o in outcomes if not o.granted]
     if not denied:
         message = f"{len(outcomes)} dataset(s) granted" if outcomes else "no datasets requested"
-        return set_condition(
-            conds, "DatasetsGranted", True, "AllGranted", message, generation=generation
-        )
-    message = "; ".join(f"{o['name']}: {o['message']}" for o in denied)
-    return set_condition(
-        conds, "DatasetsGranted", False, "GrantDenied", message, generation=generation
-    )
+        return True, "AllGranted", message
+    return False, "GrantDenied", "; ".join(f"{o.name}: {o.message}" for o in denied)
+
+
+def grant_condition(
+    conds: list[dict[str, Any]], outcomes: Sequence[DatasetGrant], generation: int
+) -> list[dict[str, Any]]:
+    """The condition list with ``DatasetsGranted`` set (see :func:`grant_verdict`)."""
+    status, reason, message = grant_verdict(outcomes)
+    return set_condition(conds, "DatasetsGranted", status, reason, message, generation=generation)
 
 
 def grant_events(
     platform: Platform,
     resource: Resource,
-    before: list[dict[str, Any]],
-    after: list[dict[str, Any]],
+    before: Sequence[DatasetGrant],
+    after: Sequence[DatasetGrant],
     policy_digest: str,
 ) -> list[Event]:
     """Audit events for every grant that changed between two ``status.datasets`` lists."""
-    previous = {o["name"]: o for o in before}
+    previous = {o.name: o for o in before}
     events = []
     for outcome in after:
-        old = previous.pop(outcome["name"], None)
-        if old is not None and old.get("granted") == outcome["granted"]:
+        old = previous.pop(outcome.name, None)
+        if old is not None and old.granted == outcome.granted:
             continue
         result: Literal["success", "denied"] = "success"
-        if outcome["granted"]:
+        if outcome.granted:
             action = "dataset.granted"
-        elif old is not None and old.get("granted"):
+        elif old is not None and old.granted:
             action = "dataset.revoked"
         else:
             action, result = "dataset.denied", "denied"
         decision = AuditDecision(
-            allow=outcome["granted"],
+            allow=outcome.granted,
             policy_digest=policy_digest or None,
-            codes=tuple(outcome["violations"]),
+            codes=tuple(outcome.violations),
         )
         events.append(
             platform.event(
-                action, resource, result, decision=decision, details={"dataset": outcome["name"]}
+                action, resource, result, decision=decision, details={"dataset": outcome.name}
             )
         )
     for name, old in previous.items():  # no longer requested
-        if old.get("granted"):
+        if old.granted:
             why = {"dataset": name, "why": "no longer requested"}
             events.append(platform.event("dataset.revoked", resource, "success", details=why))
     return events
 
 
 def revoke_all(
-    platform: Platform, resource: Resource, before: list[dict[str, Any]], why: str
+    platform: Platform, resource: Resource, before: Sequence[DatasetGrant], why: str
 ) -> list[Event]:
     """Audit events revoking every granted dataset (the sandbox ends)."""
     return [
         platform.event(
-            "dataset.revoked", resource, "success", details={"dataset": o["name"], "why": why}
+            "dataset.revoked", resource, "success", details={"dataset": o.name, "why": why}
         )
         for o in before
-        if o.get("granted")
+        if o.granted
     ]

@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sandbox.api.export import ExportPolicyOutcome, ModelExportSpec
+from sandbox.api.export import ModelExportSpec
 from sandbox.errors import SandboxError
 from sandbox.exports.outbox import ArtifactStore, RegisteredDestination
 from sandbox.kube.apply import get
@@ -23,7 +23,6 @@ __all__ = [
     "destination_key",
     "destination_uri",
     "engine_down",
-    "outcome",
     "required_approvals",
     "violations_text",
 ]
@@ -70,20 +69,6 @@ def engine_down(decision: Decision) -> bool:
 def violations_text(decision: Decision) -> str:
     """``CODE: message; ...`` for a condition."""
     return "; ".join(f"{v.code}: {v.msg}" for v in decision.violations)
-
-
-def outcome(decision: Decision) -> ExportPolicyOutcome:
-    """The ``status.policy`` block of a ModelExport."""
-    return ExportPolicyOutcome.model_validate(
-        {
-            "allowed": decision.allow,
-            "digest": decision.policy_digest,
-            "violations": [
-                {"code": v.code, "msg": v.msg, "regulation": v.regulation, "subject": v.subject}
-                for v in decision.violations
-            ],
-        }
-    )
 
 
 def _deny(code: str, msg: str, subject: str) -> Decision:

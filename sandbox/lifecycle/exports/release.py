@@ -18,11 +18,11 @@ from sandbox.exports.outbox import (
     ArtifactNotFound,
     ExportStorageError,
 )
+from sandbox.lifecycle.decisions import export_policy_status
 from sandbox.lifecycle.exports.decision import (
     decide_export,
     destination_key,
     engine_down,
-    outcome,
     violations_text,
 )
 from sandbox.lifecycle.exports.review import Reviews
@@ -38,7 +38,7 @@ def release(run: ExportRun, sandbox_obj: Mapping[str, Any], approvers: list[str]
     sha = step.status.sha256 or ""
     objects = (run.tenant_obj, sandbox_obj, step.body)
     decision = decide_export(step.platform, run.store, objects, run.spec, sha, approvers)
-    step.status.policy = outcome(decision)
+    step.status.policy = export_policy_status(decision)
     if not decision.allow:
         message = violations_text(decision)
         if engine_down(decision):

@@ -11,11 +11,11 @@ from typing import Any
 
 from sandbox.api.export import ReviewDecision
 from sandbox.exports.outbox import ArtifactInfo, ArtifactNotFound, ExportStorageError, outbox_key
+from sandbox.lifecycle.decisions import export_policy_status
 from sandbox.lifecycle.exports.decision import (
     decide_export,
     destination_uri,
     engine_down,
-    outcome,
     required_approvals,
     violations_text,
 )
@@ -89,7 +89,7 @@ def check_policy(run: ExportRun, sandbox_obj: Mapping[str, Any] | None) -> bool:
         return False
     objects = (run.tenant_obj, sandbox_obj, step.body)
     decision = decide_export(step.platform, run.store, objects, run.spec, info.sha256, None)
-    step.status.policy = outcome(decision)
+    step.status.policy = export_policy_status(decision)
     if not decision.allow:
         message = violations_text(decision)
         if engine_down(decision):

@@ -1,0 +1,125 @@
+"""Every object of a sandbox, and the order they are written in."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client.rest import ApiException
+
+from sandbox.api.sandbox import SandboxSpec
+from sandbox.api.tenant import TenantSpec
+from sandbox.keys.base import KeyProviderError, KeyRef
+from sandbox.kube.apply import api_message, apply, create_or_apply
+from sandbox.kube.quota import write_admitted
+from sandbox.lifecycle.platform import Platform
+from sandbox.provision.names import sandbox_id, sandbox_namespace
+from sandbox.provision.sandbox_plan import effective_quota, isolation_objects
+from sandbox.storage.profiles import assert_encrypted, storage_class_name, workspace_pvc
+
+__all__ = ["WriteRefusedError", "desired_objects", "write_all"]
+
+
+_APPLY_ORDER = {
+    kind: rank
+    for rank, kind in enumerate(
+        (
+            "Namespace",
+            "StorageClass",
+            "LimitRange",
+            "NetworkPolicy",
+            "ResourceQuota",
+            "Secret",
+            "PersistentVolumeClaim",
+            "ServiceAccount",
+            "RoleBinding",
+        )
+    )
+}
+"""The order a sandbox's objects are written in.
+
+The members' RoleBinding comes last, so nobody can act in the namespace before its
+isolation, limits and quota are in place. The ResourceQuota comes before the workspace
+claim: a claim written first is never charged by quota admission, only counted later
+from the quota controller's cache, which can miss it and leave the namespace's one
+permitted claim (and its storage) free for minutes. The NetworkPolicies and Secrets
+between the two give the quota controller time to compute the quota's usage, so that
+admission charges the claim; the drift check recounts a quota that still missed it
+(see :mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
+claim finds it without a live lookup.
+"""
+_APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
+
+
+class WriteRefusedError(Exception):
+    """The API server refused one of the sandbox's objects; says which, and why."""
+
+    def __init__(self, obj: Mapping[str, Any], exc: ApiException) -> None:
+        what = f"{obj['kind']} {obj['metadata']['name']}"
+        super().__init__(f"the API server refused {what}: {api_message(exc)}")
+
+
+_HALT_BEFORE = os.environ.get("REGSANDBOX_TEST_HALT_BEFORE", "")
+"""Crash tests only: ``Kind:/path/to/marker`` makes a first provisioning stop for good
+just before writing its first object of that kind, after creating the marker file, so
+that a test can SIGKILL the operator at a known point. Unset in every real deployment."""
+
+
+def _halt_here(kind: str) -> None:
+    wanted, _, marker = _HALT_BEFORE.partition(":")
+    if wanted == kind and marker:
+        Path(marker).touch()
+        threading.Event().wait()  # until the process is killed
+
+
+def write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> None:
+    """Write a sandbox's objects in order: created on a first provisioning, else applied.
+
+    A refusal on a first provisioning says which object was refused; while
+    re-converging, the API error is raised as it is (the sandbox stays as it was).
+    """
+    write = create_or_apply if first else apply
+    for obj in objects:
+        if first and _HALT_BEFORE:
+            _halt_here(obj["kind"])
+        try:
+            write_admitted(write, api, obj)
+        except ApiException as exc:
+            if not first:
+                raise
+            raise WriteRefusedError(obj, exc) from exc
+
+
+def desired_objects(
+    platform: Platform,
+    body: Mapping[str, Any],
+    tenant: str,
+    tenant_spec: TenantSpec,
+    spec: SandboxSpec,
+    key: KeyRef | None = None,
+) -> list[dict[str, Any]]:
+    """Every object of an allowed sandbox, in apply order (the key must exist)."""
+    name = str(body["metadata"]["name"])
+    sid = sandbox_id(tenant, name)
+    ns = sandbox_namespace(tenant, name)
+    quota = effective_quota(spec, tenant_spec.quota)
+    objects = isolation_objects(
+        name, tenant, tenant_spec, spec, quota, spec.egress, platform.isolation
+    )
+    key = key or platform.keys.get(sid)
+    if key is None:
+        raise KeyProviderError(f"sandbox {sid!r} has no key")
+    data_key = None
+    if getattr(platform.storage, "kind", "") == "longhorn":
+        data_key = platform.keys.data_key(sid)  # type: ignore[attr-defined]
+    storage = platform.storage.render(key, ns, data_key)
+    assert_encrypted(storage.storage_class)
+    objects.append(storage.storage_class)
+    objects.extend(storage.secrets)
+    objects.append(workspace_pvc(sid, ns, quota.storage, storage_class_name(sid)))
+    # sorted() is stable: objects of one kind (the NetworkPolicies) keep their order.
+    return sorted(objects, key=lambda obj: _APPLY_ORDER.get(obj["kind"], _APPLY_LATE))

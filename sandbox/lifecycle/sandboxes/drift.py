@@ -1,0 +1,115 @@
+"""Drift of a Ready sandbox: restore what the operator set, remove what weakens isolation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox.kube.apply import apply, delete, get, list_objects
+from sandbox.kube.quota import QuotaNotSettledError, counts_at_least, recount, usage_known
+from sandbox.lifecycle.drift import holds
+from sandbox.lifecycle.platform import Platform
+from sandbox.lifecycle.result import StepResult
+from sandbox.lifecycle.sandboxes.desired import desired_objects
+from sandbox.lifecycle.sandboxes.grant_refresh import refresh_grants_in
+from sandbox.lifecycle.sandboxes.step import LoadedSandbox, SandboxStep, load
+from sandbox.provision.names import sandbox_namespace
+
+__all__ = ["correct_drift"]
+
+_GUARDED_KINDS = ("NetworkPolicy", "Role", "RoleBinding")
+"""Kinds whose extra objects in a sandbox namespace would weaken isolation."""
+
+
+def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
+    """Re-apply every managed object of a Ready sandbox and remove foreign RBAC/policies.
+
+    An object that was missing, or whose managed fields had been edited, is restored
+    (server-side apply bumps its resourceVersion only when something changed); any
+    NetworkPolicy, Role or RoleBinding the operator did not make is deleted. Each
+    correction is recorded in the audit log and announced with a Warning event; a log
+    that cannot take the record raises (the sandbox stays Ready, the check runs again).
+    """
+    step = SandboxStep(platform, body, audit_condition=None)
+    sandbox = load(step)
+    if sandbox is None:
+        return step.finish()
+    desired = desired_objects(platform, body, sandbox.tenant, sandbox.tenant_spec, sandbox.spec)
+    corrected, seen = _restore(platform, desired)
+    not_recounted = _recount(platform, desired, seen, corrected)
+    _remove_foreign(platform, sandbox, desired, corrected)
+    refresh_grants_in(step, sandbox.tenant_obj, sandbox.spec)
+    if not_recounted:
+        step.note("Warning", "QuotaNotRecounted", not_recounted)
+    if corrected:
+        ns = sandbox_namespace(sandbox.tenant, sandbox.name)
+        step.log("sandbox.drift.corrected", "success", namespace=ns, corrections=corrected)
+        step.note("Warning", "DriftCorrected", "; ".join(corrected))
+    return step.finish()
+
+
+def _restore(
+    platform: Platform, desired: list[dict[str, Any]]
+) -> tuple[list[str], dict[str, dict[str, Any] | None]]:
+    """Re-apply each desired object that is missing or edited; what was done, what was seen."""
+    corrected: list[str] = []
+    seen: dict[str, dict[str, Any] | None] = {}
+    for obj in desired:
+        meta = obj["metadata"]
+        live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
+        seen[obj["kind"]] = live
+        if live is None:
+            apply(platform.api, obj)
+            corrected.append(f"{obj['kind']}/{meta['name']} recreated")
+        elif not holds(obj, live):
+            apply(platform.api, obj)
+            corrected.append(f"{obj['kind']}/{meta['name']} restored")
+    return corrected, seen
+
+
+def _claim_uncounted(seen: Mapping[str, Mapping[str, Any] | None]) -> bool:
+    """Whether the live quota has computed usage, yet counts no claim while the claim exists.
+
+    Quota admission leaves a claim uncharged when it is created before the API server
+    has seen the quota's usage computed; see :mod:`sandbox.kube.quota`.
+    """
+    quota, claim = seen.get("ResourceQuota"), seen.get("PersistentVolumeClaim")
+    return (
+        quota is not None
+        and claim is not None
+        and usage_known(quota)
+        and not counts_at_least(quota, "persistentvolumeclaims", 1)
+    )
+
+
+def _recount(
+    platform: Platform,
+    desired: list[dict[str, Any]],
+    seen: Mapping[str, Mapping[str, Any] | None],
+    corrected: list[str],
+) -> str | None:
+    """Recount a quota that missed the workspace claim; why not, if it cannot yet."""
+    if not _claim_uncounted(seen):
+        return None
+    try:
+        recount(platform.api, next(o for o in desired if o["kind"] == "ResourceQuota"))
+    except QuotaNotSettledError as exc:  # tried again at the next check
+        return str(exc)
+    corrected.append("ResourceQuota/sandbox recounted: it counted no workspace claim")
+    return None
+
+
+def _remove_foreign(
+    platform: Platform,
+    sandbox: LoadedSandbox,
+    desired: list[dict[str, Any]],
+    corrected: list[str],
+) -> None:
+    """Delete NetworkPolicies, Roles and RoleBindings the operator did not make."""
+    ns = sandbox_namespace(sandbox.tenant, sandbox.name)
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for kind in _GUARDED_KINDS:
+        for live in list_objects(platform.api, kind, ns):
+            live_name = live["metadata"]["name"]
+            if (kind, live_name) not in wanted and delete(platform.api, kind, live_name, ns):
+                corrected.append(f"{kind}/{live_name} removed")
