@@ -9,7 +9,7 @@ SANDBOXCTL := $(VENV)/bin/sandboxctl
 DEV_DIR ?= .regsandbox/dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps tools up cluster down test test-unit lint lint-rego fmt demo bench clean
+.PHONY: help venv deps tools up cluster down test test-unit lint lint-rego fmt generate demo bench clean
 
 # Debian packages of the local node (containerd, runc, CNI plugins, iptables, ipset,
 # conntrack) and of the locally built images (umoci, skopeo, mmdebstrap, gcc,
@@ -75,6 +75,15 @@ lint-rego: $(PY) ## policies/: opa fmt --list --fail, opa check --strict, Regal 
 		"$$opa" fmt --list --fail policies && \
 		"$$opa" check --strict policies && \
 		"$$regal" lint --config-file .regal/config.yaml policies
+
+# Every generator is `python -m MODULE` writing its chart files to their default place
+# (the file header names the module); the staleness tests compare without any server.
+GENERATORS := sandbox.api.crd sandbox.provision.rbac sandbox.exports.admission \
+	sandbox.storage.admission sandbox.provision.accelerator_admission sandbox.policy.defaults
+
+generate: $(PY) ## Regenerate the chart's CRDs, RBAC, admission policies and default SandboxPolicies
+	@for module in $(GENERATORS); do $(PY) -m $$module > /dev/null || exit 1; done
+	@git status --short -- charts
 
 fmt: $(PY) ## Format and auto-fix
 	$(VENV)/bin/ruff format .
