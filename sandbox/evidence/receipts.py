@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import binascii
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from audit.errors import MalformedError, VerificationError
 from audit.merkle import HASH_SIZE, HashReader, node_hash, range_hash, root_hash
 from audit.proof import TlogProof
 
-__all__ = ["MAGIC", "BatchReceipt", "build", "standalone"]
+__all__ = ["MAGIC", "BatchReceipt", "build", "from_proofs", "standalone"]
 
 MAGIC = "regsandbox.io/evidence-receipts/v1"
 """First line of a batch receipt."""
@@ -173,6 +173,45 @@ def build(reader: HashReader, size: int, indices: Sequence[int], checkpoint: byt
         walk(0, size, 0, len(indices))
     leaves = tuple(reader.subtree_hash(0, i) for i in indices)
     return BatchReceipt(tuple(indices), leaves, tuple(nodes), checkpoint).to_bytes()
+
+
+def from_proofs(
+    size: int,
+    leaves: Mapping[int, bytes],
+    proofs: Mapping[int, Sequence[bytes]],
+    checkpoint: bytes,
+) -> bytes:
+    """The batch receipt for ``leaves`` (index → leaf hash) from one RFC 6962 inclusion
+    proof per index, every one in the tree of ``size`` leaves.
+
+    Each subtree the walk needs and holds no listed leaf is the sibling of a subtree that
+    does: its hash is in the inclusion proof of any leaf in that sibling. Nothing is
+    checked here; check the result's root (:meth:`BatchReceipt.root`).
+    """
+    indices = sorted(leaves)
+    nodes: list[bytes] = []
+
+    def walk(lo: int, hi: int, a: int, b: int, depth: int) -> None:
+        # [lo, hi) holds indices[a:b] (at least one); ``depth`` is its depth from the root.
+        if hi - lo == 1:
+            return
+        mid = lo + _split(hi - lo)
+        m = bisect_left(indices, mid, a, b)
+        for start, end, first, last, other in ((lo, mid, a, m, b - 1), (mid, hi, m, b, a)):
+            if first < last:
+                walk(start, end, first, last, depth + 1)
+            else:  # the sibling's proofs hold this subtree's hash at this depth
+                proof = proofs[indices[other]]
+                if len(proof) <= depth:
+                    raise VerificationError(f"the proof of {indices[other]} is too short")
+                nodes.append(proof[len(proof) - 1 - depth])
+
+    if size and indices:
+        walk(0, size, 0, len(indices), 0)
+    elif size:
+        raise ValueError("a batch receipt needs at least one leaf")
+    hashes = tuple(leaves[i] for i in indices)
+    return BatchReceipt(tuple(indices), hashes, tuple(nodes), checkpoint).to_bytes()
 
 
 def standalone(receipt: BatchReceipt, size: int) -> dict[int, bytes]:
