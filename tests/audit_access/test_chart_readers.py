@@ -1,0 +1,103 @@
+"""The chart's reader roles and the audit service's own review rights, rendered and asked.
+
+Rendered by the pinned helm: the auditor ClusterRoles grant ``get``/``list`` on
+``auditentries.regsandbox.io`` and nothing else; with ``audit.kubernetesReaders`` on,
+the service may create TokenReviews and SubjectAccessReviews and nothing more, runs with
+``--kube-readers`` and never with ``--open-reads``. On the real control plane the
+service's identity, bound to that role only, holds exactly those rules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from tests.audit_access.conftest import Setup, render_chart
+
+AUDITENTRIES = [
+    {"apiGroups": ["regsandbox.io"], "resources": ["auditentries"], "verbs": ["get", "list"]}
+]
+REVIEWS = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {
+        "apiGroups": ["authorization.k8s.io"],
+        "resources": ["subjectaccessreviews"],
+        "verbs": ["create"],
+    },
+]
+
+
+def _find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    return next((d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name), None)
+
+
+def _audit_args(docs: list[dict[str, Any]]) -> list[str]:
+    sts = _find(docs, "StatefulSet", "rs-audit")
+    assert sts is not None
+    return list(sts["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_the_auditor_roles_grant_reading_audit_entries_only(repo_root: Path) -> None:
+    docs = render_chart(repo_root)
+    for name in ("regsandbox-platform-auditor", "regsandbox-tenant-auditor"):
+        role = _find(docs, "ClusterRole", name)
+        assert role is not None, name
+        assert role["rules"] == AUDITENTRIES, name
+    # Off by default: no review rights, the service keeps its token-file readers.
+    assert _find(docs, "ClusterRoleBinding", "regsandbox-audit-reviews") is None
+    assert "--kube-readers" not in _audit_args(docs)
+
+
+def test_kubernetes_readers_give_the_service_the_two_reviews_and_close_open_reads(
+    repo_root: Path,
+) -> None:
+    docs = render_chart(
+        repo_root,
+        "audit.kubernetesReaders.enabled=true",
+        "audit.openReads=true",
+        "audit.anchor.enabled=false",
+    )
+    role = _find(docs, "ClusterRole", "regsandbox-audit-reviews")
+    assert role is not None
+    assert role["rules"] == REVIEWS
+    binding = _find(docs, "ClusterRoleBinding", "regsandbox-audit-reviews")
+    assert binding is not None
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "regsandbox-audit", "namespace": "default"}
+    ]
+    args = _audit_args(docs)
+    assert "--kube-readers" in args
+    assert "--audience=regsandbox-audit" in args
+    assert "--open-reads" not in args
+    sts = _find(docs, "StatefulSet", "rs-audit")
+    assert sts is not None
+    assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+
+
+def test_the_service_identity_holds_exactly_the_two_reviews(setup: Setup) -> None:
+    user = f"system:serviceaccount:{setup.auditors_ns}:audit-service"
+    api = client.ApiClient(setup.admin.configuration)
+    api.set_default_header("Impersonate-User", user)
+    for namespace in ("", setup.auditors_ns, f"tenant-{setup.tenant_a}"):
+        review = client.V1SelfSubjectRulesReview(
+            spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace or "default")
+        )
+        status = client.AuthorizationV1Api(api).create_self_subject_rules_review(review).status
+        held = {
+            (group, resource, verb)
+            for rule in status.resource_rules
+            for group in rule.api_groups or [""]
+            for resource in rule.resources or []
+            for verb in rule.verbs
+        }
+        held -= {
+            ("authorization.k8s.io", "selfsubjectaccessreviews", "create"),
+            ("authorization.k8s.io", "selfsubjectrulesreviews", "create"),
+            ("authentication.k8s.io", "selfsubjectreviews", "create"),
+        }
+        assert held == {
+            ("authentication.k8s.io", "tokenreviews", "create"),
+            ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        }, namespace
