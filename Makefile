@@ -61,10 +61,11 @@ test: tools ## Run every test, integration tests included
 test-unit: $(PY) ## Run the tests that need no servers
 	$(PY) -m pytest -m "not integration and not opa and not s3 and not dataplane" $(PYTEST_ARGS)
 
-lint: $(PY) lint-rego ## ruff (lint + format check), mypy --strict, and lint-rego
+lint: $(PY) lint-rego ## ruff (lint + format check), mypy --strict, import contracts (.importlinter), and lint-rego
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # The cached path of a pinned tool binary (built by `sandboxctl dev tools --build`).
 TOOL_PATH = $(PY) -c 'import sys; from sandbox.devenv.toolchain import tool_path; print(tool_path(sys.argv[1]))'
