@@ -52,6 +52,16 @@ OBJECT = "part-0001.bin"
 LIFETIME_SECONDS = 45
 """From the Sandbox's apply to its end: enough for the grant and a Running pod."""
 
+ENDED = (
+    "SandboxExpired",  # at expiresAt, before the operator has acted
+    "SandboxNotReady",  # the operator has marked it Expired / ExpiredRetained
+    "SandboxTerminating",
+    "SandboxNotFound",
+    "NotASandbox",  # its namespace is going
+    "DatasetNotGranted",  # the teardown cleared its grants
+)
+"""Why the gateway may refuse a read of an ended sandbox, depending on how far the end is."""
+
 LOOP = """
 import hashlib, json, sys, time, urllib.error, urllib.request
 url, token_file, until = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -268,9 +278,10 @@ def _check_reads(rows: list[dict[str, Any]], world: ExpiryWorld, ends: dt.dateti
     served = [r for r in after if r["status"] == 200 or r["bytes"] > 0]
     assert not served, f"dataset bytes reached the pod after expiresAt: {served}"
     for row in after:
-        if row["status"] != 0:  # reached the gateway: it refused, saying why
-            assert row["status"] == 403, row
-            assert "SandboxExpired" in row["body"] or "NotASandbox" in row["body"], row
+        if row["status"] == 403:  # reached the gateway: it refused, saying why
+            assert any(reason in row["body"] for reason in ENDED), row
+        else:  # no connection (network cut), or the token died with the namespace
+            assert row["status"] in (0, 401), row
 
 
 def _one_read(kubectl: Kubectl, world: ExpiryWorld, ending: Ending) -> dict[str, Any]:
@@ -412,13 +423,15 @@ def test_expiry_with_retain_refuses_reads_at_the_end_then_cuts_the_network(
             reader.kill()
             reader.communicate()
     _check_reads(rows, world, ending.ends)
-    # The gateway refused what reached it after the end, and logged each refusal.
-    refused_rows = [r for r in rows if r["status"] == 403]
-    assert refused_rows, "no read reached the gateway between the end and the network cut"
-    refusals = wait_for(
-        lambda: _refusals_named(world, ending), 30, "the refused reads' audit entries"
-    )
-    assert any(e["details"].get("reason") == "SandboxExpired" for e in refusals), refusals
+    # What reached the gateway after the end was refused, and each refusal is logged
+    # naming the pod (the operator writes no entry for a retained expiry: see the report).
+    expired_rows = [r for r in rows if r["status"] == 403 and "SandboxExpired" in r["body"]]
+    if expired_rows:
+        refusals = wait_for(
+            lambda: _refusals_named(world, ending), 30, "the refused reads' audit entries"
+        )
+        reasons = [e["details"].get("reason") for e in refusals]
+        assert reasons.count("SandboxExpired") >= len(expired_rows), refusals
     # Then the network cut holds: a read no longer reaches the gateway at all.
     wait_for(
         lambda: _one_read(kubectl, world, ending)["status"] == 0, 60, "the network cut to bite"
@@ -429,3 +442,50 @@ def test_expiry_with_retain_refuses_reads_at_the_end_then_cuts_the_network(
     wait_for(
         lambda: _no_running_task(data_plane, ending.containers), 60, "the pod's containers to stop"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug: expire_sandbox (sandbox/lifecycle/sandboxes.py) quarantines a retained "
+    "sandbox without an audit entry — only a Kubernetes Event says it ended",
+)
+def test_a_retained_expiry_is_in_the_operators_audit_log(
+    dp_api: client.ApiClient,
+    dp_operator: OperatorProcess,
+    dp_audit: tuple[Path, Path],
+    world: ExpiryWorld,
+) -> None:
+    """The end of a retained sandbox (its network cut, its grants no longer in force) is
+    an event an auditor must find in the log, as the end of a deleted one is."""
+    sandbox = unique("sbx")
+    ends = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=15)
+    apply(
+        dp_api,
+        sandbox_manifest(
+            sandbox,
+            world.tenant,
+            resources={"cpu": "1", "memory": "1Gi", "storage": "1Gi"},
+            datasets=[{"name": world.dataset, "purpose": "fraud-detection"}],
+            lifetime={"expiresAt": ends.isoformat().replace("+00:00", "Z"), "onExpiry": "retain"},
+        ),
+    )
+    namespace = sandbox_namespace(world.tenant, sandbox)
+    try:
+        wait_for(
+            lambda: get(dp_api, "NetworkPolicy", "quarantine", namespace),
+            90,
+            "the operator to quarantine the expired sandbox",
+        )
+        log, _ = dp_audit
+        wait_for(
+            lambda: [
+                e
+                for e in _entries(log)
+                if e["resource"].get("name") == sandbox
+                and e["action"] in ("sandbox.expired", "sandbox.quarantined")
+            ],
+            15,
+            "an audit entry for the retained sandbox's end",
+        )
+    finally:
+        delete(dp_api, "Sandbox", sandbox, f"tenant-{world.tenant}")
