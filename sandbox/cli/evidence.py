@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,7 +37,7 @@ from sandbox.cli.output import (
     fail,
     print_rows,
 )
-from sandbox.evidence.collect import Scope, collect, read_cluster, time_text
+from sandbox.evidence.collect import Collected, Scope, collect, read_cluster, time_text
 
 __all__ = ["app"]
 
@@ -85,9 +86,57 @@ def keygen(
     typer.echo(signer.verifier.vkey)
 
 
+def _cluster_reader(kubeconfig: Path) -> Callable[[list[str]], dict[str, dict[str, Any]]]:
+    """What reads the sandbox namespaces' isolation objects from the cluster."""
+    from kubernetes.client.rest import ApiException
+
+    from sandbox.errors import SandboxError
+    from sandbox.kube.clients import kube_client
+
+    try:
+        api = kube_client(kubeconfig)
+    except SandboxError as exc:
+        fail(str(exc))
+
+    def read(namespaces: list[str]) -> dict[str, dict[str, Any]]:
+        try:
+            return read_cluster(api, namespaces, dt.datetime.now(dt.UTC))
+        except ApiException as exc:
+            fail(f"cannot read the isolation objects: {exc.status} {exc.reason}")
+
+    return read
+
+
+def _collect(
+    scope: Scope,
+    log: Path | None,
+    server: str | None,
+    token_file: Path | None,
+    reader: Callable[[list[str]], dict[str, dict[str, Any]]] | None,
+) -> Collected:
+    """The scope's evidence from the log directory or the audit service."""
+    if log is not None:
+        try:
+            return collect(log, scope, cluster=reader)
+        except (AuditError, OSError) as exc:
+            fail(f"cannot read log {log}: {exc}")
+    from sandbox.evidence.remote import collect_from_server
+
+    assert server is not None  # one of the two, checked by the caller
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"--token-file: {exc}", EXIT_USAGE)
+    try:
+        return collect_from_server(server, scope, token=token, cluster=reader)
+    except (AuditError, ValueError, KeyError, TypeError) as exc:
+        fail(f"cannot read the audit service at {server}: {exc}")
+
+
 @app.command("pack")
 def pack(
-    log: Annotated[Path, typer.Option("--log", help="Audit log directory.", show_default=False)],
     out: Annotated[
         Path, typer.Option("-o", "--out", help="New directory for the pack.", show_default=False)
     ],
@@ -112,48 +161,43 @@ def pack(
     pdf: Annotated[
         bool, typer.Option("--pdf", help="Also print the report to report.pdf (needs chromium).")
     ] = False,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="Audit log directory (or --server).")
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Audit service URL: read the tenant's entries from it."),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="Bearer token allowed to read the tenant (--server)."),
+    ] = None,
 ) -> None:
-    """Write a signed evidence pack for a tenant or sandbox."""
+    """Write a signed evidence pack for a tenant or sandbox, from a copy of the audit log
+    (--log) or from a running audit service's read API (--server)."""
     from sandbox.evidence.pack import write_pack  # OSCAL models: loaded only when used
     from sandbox.evidence.pdf import BROWSERS, PdfError, find_browser
 
     scope = _scope(tenant, sandbox, since, until)
+    if (log is None) == (server is None):
+        fail("give exactly one of --log DIR and --server URL", EXIT_USAGE)
+    if token_file is not None and server is None:
+        fail("--token-file goes with --server", EXIT_USAGE)
     if pdf and find_browser() is None:
         fail(f"--pdf needs a headless browser ({', '.join(BROWSERS)}); install chromium")
     try:
         signer = load_signer(key)
     except AuditError as exc:
         fail(f"--key: {exc}")
-    reader = None
-    if kubeconfig is not None:
-        from kubernetes.client.rest import ApiException
-
-        from sandbox.errors import SandboxError
-        from sandbox.kube.clients import kube_client
-
-        try:
-            api = kube_client(kubeconfig)
-        except SandboxError as exc:
-            fail(str(exc))
-
-        def reader_fn(namespaces: list[str]) -> dict[str, dict[str, object]]:
-            try:
-                return read_cluster(api, namespaces, dt.datetime.now(dt.UTC))
-            except ApiException as exc:
-                fail(f"cannot read the isolation objects: {exc.status} {exc.reason}")
-
-        reader = reader_fn
-    try:
-        found = collect(log, scope, cluster=reader)
-    except (AuditError, OSError) as exc:
-        fail(f"cannot read log {log}: {exc}")
+    reader = None if kubeconfig is None else _cluster_reader(kubeconfig)
+    found = _collect(scope, log, server, token_file, reader)
     if not found.entries:
         what = (
             f"sandbox {scope.tenant}/{scope.sandbox}" if scope.sandbox else f"tenant {scope.tenant}"
         )
         fail(f"the log has no entry of {what} in that range; nothing was written")
-    vkey_path = log / VKEY_FILE
-    log_vkey = vkey_path.read_bytes() if vkey_path.is_file() else None
+    vkey_path = None if log is None else log / VKEY_FILE
+    log_vkey = vkey_path.read_bytes() if vkey_path is not None and vkey_path.is_file() else None
     try:
         info, findings = write_pack(found, out, signer, log_vkey=log_vkey, pdf=pdf)
     except (FileExistsError, OSError, PdfError) as exc:
