@@ -18,7 +18,7 @@ from operators.metrics import RECONCILE_FAILURES, RECONCILES
 from operators.wiring import build_platform
 from sandbox.api.conditions import find_condition, is_true
 from sandbox.api.meta import API_GROUP, API_VERSION
-from sandbox.api.sandbox import SandboxSpec
+from sandbox.api.sandbox import SandboxSpec, SandboxStatus
 from sandbox.exports.outbox import ArtifactStore
 from sandbox.lifecycle import (
     StepResult,
@@ -32,6 +32,7 @@ from sandbox.lifecycle import (
 )
 from sandbox.lifecycle.exports import reconcile_export, review_status
 from sandbox.lifecycle.policies import reconcile_sandbox_policy, remove_sandbox_policy
+from sandbox.lifecycle.step import read_status
 
 __all__: list[str] = []
 
@@ -153,9 +154,9 @@ def sandbox_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if ready is None or ready.get("reason") not in ("Expired", "ExpiredRetained"):
             _finish(expire_sandbox(platform, body), body, patch, "Sandbox", "expire")
         return
-    policy = (body.get("status") or {}).get("policy") or {}
+    policy = read_status(SandboxStatus, body).policy
     digest = platform.engine.policy_digest
-    if policy and digest and policy.get("digest") != digest:
+    if policy is not None and digest and policy.digest != digest:
         # The policy set changed since the last decision: decide again (this may
         # quarantine a running sandbox, or provision one that was denied before).
         _finish(provision_sandbox(platform, body), body, patch, "Sandbox", "reevaluate")

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from audit.client import LocalAuditSink
+from audit.client import AuditUnavailable, LocalAuditSink
 from audit.entry import Resource
 from audit.log import AuditLog, LogReader
 from audit.signing import Signer
@@ -140,3 +140,15 @@ def test_a_status_field_that_does_not_parse_is_ignored() -> None:
     )
     assert status.namespace == "tenant-t1"
     assert status.observed_generation is None
+
+
+def test_a_step_without_an_audit_condition_raises_and_writes_nothing(
+    sink: LocalAuditSink,
+) -> None:
+    """A drift check or teardown must not flip a condition because the log is down."""
+    step = Step(_platform(sink), _body(), SandboxStatus, RESOURCE, audit_condition=None)
+    step.log("sandbox.drift.corrected", "success")
+    step.status.datasets = []
+    sink.log.close()
+    with pytest.raises(AuditUnavailable):
+        step.finish()

@@ -31,7 +31,7 @@ from sandbox.kube.apply import get
 from sandbox.lifecycle.objects import object_meta, parse_time, problems, tenant_of
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
-from sandbox.lifecycle.step import Step
+from sandbox.lifecycle.step import Step, read_status
 
 __all__ = [
     "ReviewVerdict",
@@ -249,13 +249,11 @@ def _verdict(platform: Platform, body: Mapping[str, Any]) -> ReviewVerdict:
         return ReviewVerdict(False, "ExportNotFound", f"no ModelExport {export_name!r} here")
     if tenant_obj is None:
         return ReviewVerdict(False, "TenantNotFound", f"{namespace} is no tenant's home")
-    seen = {r.get("name"): r for r in (export.get("status") or {}).get("reviews") or []}
+    seen = {r.name: r for r in read_status(ModelExportStatus, export).reviews}
     if name in seen:
         record = seen[name]
         return ReviewVerdict(
-            bool(record.get("accepted")),
-            str(record.get("reason") or "Counted"),
-            "as recorded by the export",
+            record.accepted, record.reason or "Counted", "as recorded by the export"
         )
     try:
         tenant_spec = TenantSpec.model_validate(tenant_obj.get("spec") or {})
