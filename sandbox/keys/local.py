@@ -366,6 +366,9 @@ class KekRotation:
     """Keys rewrapped by this call."""
     already_current: int
     """Keys already under the new KEK (an earlier, interrupted rotation)."""
+    failed: tuple[str, ...] = ()
+    """Sandboxes whose stored key could not be read or unwrapped (left as they were);
+    while any is listed, keep the old KEK."""
 
 
 class LocalKeyProvider:
@@ -519,8 +522,10 @@ class LocalKeyProvider:
         compare-and-swap on the store: a key destroyed meanwhile stays destroyed. The
         data keys themselves do not change, so volumes are unaffected.
 
-        Resumable: keys already under ``new_kek`` are skipped. Keep the old KEK (as a
-        ``previous_keks`` entry) until this returns; then it can be discarded.
+        Resumable: keys already under ``new_kek`` are skipped. A stored key that cannot be
+        read or unwrapped is left as it is and listed in ``failed``. Keep the old KEK (as
+        a ``previous_keks`` entry) until this returns with nothing failed; then it can be
+        discarded.
         """
         _check_kek(new_kek)
         new_id = kek_id(new_kek)
@@ -533,14 +538,31 @@ class LocalKeyProvider:
             with stripe:
                 pass
         rewrapped = already = 0
+        failed: list[str] = []
         for sandbox_id in self._store.ids():
-            with self._lock(sandbox_id):
-                outcome = self._rewrap(sandbox_id, new_id)
+            try:
+                with self._lock(sandbox_id):
+                    outcome = self._rewrap(sandbox_id, new_id)
+            except KeyIntegrityError:
+                # One bad record must not keep every other key under the old KEK.
+                _log.warning("kek.rotation_skipped", sandbox=sandbox_id, kek_id=new_id)
+                failed.append(sandbox_id)
+                continue
             rewrapped += outcome == "rewrapped"
             already += outcome == "current"
-        _log.info("kek.rotated", old_kek_id=old_id, new_kek_id=new_id, rewrapped=rewrapped)
+        _log.info(
+            "kek.rotated",
+            old_kek_id=old_id,
+            new_kek_id=new_id,
+            rewrapped=rewrapped,
+            failed=len(failed),
+        )
         return KekRotation(
-            old_kek_id=old_id, new_kek_id=new_id, rewrapped=rewrapped, already_current=already
+            old_kek_id=old_id,
+            new_kek_id=new_id,
+            rewrapped=rewrapped,
+            already_current=already,
+            failed=tuple(failed),
         )
 
     def _rewrap(self, sandbox_id: str, new_id: str) -> str:

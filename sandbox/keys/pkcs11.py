@@ -497,13 +497,28 @@ class Pkcs11KeyProvider:
         """
         cutoff = made_before or dt.datetime.now(dt.UTC)
         rotated = current = 0
+        failed: list[str] = []
         for sandbox_id in self._store.ids():
-            with self._lock(sandbox_id):
-                outcome = self._rotate_one(sandbox_id, cutoff)
+            try:
+                with self._lock(sandbox_id):
+                    outcome = self._rotate_one(sandbox_id, cutoff)
+            except KeyIntegrityError:
+                # One bad record must not stop the others; it keeps its KEK.
+                _log.warning("kek.rotation_skipped", sandbox=sandbox_id, provider=PROVIDER_NAME)
+                failed.append(sandbox_id)
+                continue
             rotated += outcome == "rotated"
             current += outcome == "current"
-        _log.info("kek.rotated", provider=PROVIDER_NAME, rotated=rotated, already_current=current)
-        return Pkcs11KekRotation(made_before=cutoff, rotated=rotated, already_current=current)
+        _log.info(
+            "kek.rotated",
+            provider=PROVIDER_NAME,
+            rotated=rotated,
+            already_current=current,
+            failed=len(failed),
+        )
+        return Pkcs11KekRotation(
+            made_before=cutoff, rotated=rotated, already_current=current, failed=tuple(failed)
+        )
 
     def rotate_data_key(self, sandbox_id: str) -> KeyRef:
         """Give the sandbox a new token KEK and a new data key (new key id); destroy the old.
@@ -825,3 +840,5 @@ class Pkcs11KekRotation:
     """Sandboxes given a new token KEK by this call."""
     already_current: int
     """Sandboxes whose KEK was already newer than ``made_before``."""
+    failed: tuple[str, ...] = ()
+    """Sandboxes whose stored key could not be read or unwrapped (left as they were)."""

@@ -137,9 +137,10 @@ class SecretWrappedKeyStore:
     def swap(self, sandbox_id: str, expected: bytes, blob: bytes) -> bool:
         """Replace the Secret's value only if it still holds ``expected``.
 
-        The PUT carries the ``resourceVersion`` that was compared, so the API server
+        The patch carries the ``resourceVersion`` that was compared, so the API server
         refuses it (409) if the Secret changed meanwhile, and a deleted Secret (404) is
-        never re-created: a rotation racing a destroy cannot bring a key back.
+        never re-created: a rotation racing a destroy cannot bring a key back. A patch
+        needs only the ``patch`` verb the operator's ClusterRole grants.
         """
         name = _secret_name(sandbox_id)
         self._forget(sandbox_id)
@@ -147,11 +148,12 @@ class SecretWrappedKeyStore:
         data = ((current or {}).get("data") or {}).get("value")
         if current is None or not data or base64.b64decode(data) != expected:
             return False
-        body = _secret(name, self._namespace, blob, managed_labels(key="wrapped-data-key"))
-        body["metadata"]["annotations"] = {"regsandbox.io/sandbox-id": sandbox_id}
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        body = {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "data": {"value": base64.b64encode(blob).decode("ascii")},
+        }
         try:
-            replace_object(self._api, body)
+            client.CoreV1Api(self._api).patch_namespaced_secret(name, self._namespace, body)
         except ApiException as exc:
             if exc.status in (404, 409):
                 return False

@@ -277,3 +277,18 @@ def test_pkcs11_data_key_rotation_destroys_the_old_token_key(
     store.put(sid, old_copy or b"", replace=True)
     with pytest.raises(KeyNotFoundError):
         provider.data_key(sid)
+
+
+def test_local_kek_rotation_skips_and_reports_an_unreadable_record() -> None:
+    """One altered record must not leave every other key under the old KEK."""
+    store = MemoryWrappedKeyStore()
+    kek, new_kek = generate_kek(), generate_kek()
+    provider = LocalKeyProvider(kek, store)
+    good = provider.create(_sid(), REGION, TAGS).sandbox_id
+    key = provider.data_key(good)
+    store.put("altered", b"{not a record", replace=True)
+    rotation = provider.rotate_kek(new_kek)
+    assert rotation.failed == ("altered",)
+    assert rotation.rewrapped == 1
+    assert LocalKeyProvider(new_kek, store).data_key(good) == key
+    assert store.get("altered") == b"{not a record"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
-from sandbox.keys.local import LocalKeyProvider
+from sandbox.keys.local import LocalKeyProvider, generate_kek
 from sandbox.keys.secret_store import KEK_SECRET, SecretWrappedKeyStore, load_or_create_kek
 from sandbox.kube.apply import apply, get
+from tests.lifecycle.helpers import SYSTEM_NS
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +51,33 @@ def test_kek_is_made_once_and_immutable(admin_api: client.ApiClient, namespace: 
     provider = LocalKeyProvider(kek, SecretWrappedKeyStore(admin_api, namespace))
     ref = provider.create("sbx-a-c", "lu-1", {})
     assert LocalKeyProvider(kek, SecretWrappedKeyStore(admin_api, namespace)).get("sbx-a-c") == ref
+
+
+def test_rotation_and_destruction_work_with_the_operators_own_rights(
+    operator_kubeconfig: Path,
+) -> None:
+    """The chart's ClusterRole (get, list, create, patch, delete on Secrets) is enough to
+    rewrap under a new KEK, and a swap never re-creates a Secret deleted meanwhile."""
+    api = config.new_client_from_config(config_file=str(operator_kubeconfig))
+    store = SecretWrappedKeyStore(api, SYSTEM_NS, cache_seconds=0)
+    sid = f"swap-{secrets.token_hex(4)}"
+    assert store.put(sid, b"one") == b"one"
+    assert store.swap(sid, b"stale", b"two") is False  # changed meanwhile: not written
+    assert store.swap(sid, b"one", b"two") is True
+    assert store.get(sid) == b"two"
+    kek, new_kek = generate_kek(), generate_kek()
+    provider = LocalKeyProvider(kek, store)
+    other = f"swap-{secrets.token_hex(4)}"
+    provider.create(other, "lu-1", {})
+    data_key = provider.data_key(other)
+    rotation = provider.rotate_kek(new_kek)
+    assert rotation.rewrapped >= 1
+    assert sid in rotation.failed  # not a wrapped-key record: left alone, reported
+    assert other not in rotation.failed
+    assert LocalKeyProvider(new_kek, store).data_key(other) == data_key
+    destruction = provider.destroy(other)
+    assert destruction.confirmation is not None
+    assert "404 Not Found" in destruction.confirmation
+    assert store.delete(sid) is True
+    assert store.swap(sid, b"two", b"three") is False  # deleted: never re-created
+    assert store.get(sid) is None
