@@ -188,8 +188,10 @@ def test_the_tour_of_make_demo_runs_against_the_chart_with_real_workload_pods(
     ]
     assert reads, [e["action"] for e in entries]
     assert {e["actor"]["pod"] for e in reads} == {pod}, reads
-    [written] = [e for e in entries if e["action"] == "model.artifact.written"]
-    assert written["actor"]["pod"] == pod, written
+    writes = [e for e in entries if e["action"] == "model.artifact.written"]
+    # the model written, then the second write under its name refused — both by the pod
+    assert [e["outcome"] for e in writes] == ["success", "denied"], writes
+    assert {e["actor"]["pod"] for e in writes} == {pod}, writes
     assert [e for e in entries if e["action"] == "model.export.released"], entries[-5:]
     assert [e for e in entries if e["action"] == "key.destroyed"], entries[-5:]
 
