@@ -1,7 +1,10 @@
-"""``sandboxctl audit``: create, append to, inspect and verify an audit log offline.
+"""``sandboxctl audit``: create, append to, inspect and verify an audit log.
 
 Read-only commands open the log without taking the writer lock and see it as of its
-latest checkpoint. Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.
+latest checkpoint; ``log``, ``show``, ``verify``, ``prove`` and ``consistency`` can
+instead read through the audit service with ``--server`` (:mod:`sandbox.cli.audit_remote`),
+checking everything against ``--vkey``. Exit codes: 0 ok, 1 error, 2 usage, 3 a check
+failed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -19,19 +23,28 @@ import typer
 from pydantic import ValidationError
 
 from audit.checkpoint import open_checkpoint
+from audit.client import AuditUnavailable
 from audit.entry import Entry, Event
 from audit.errors import AuditError, MalformedError, VerificationError
 from audit.log import KEY_FILE, VKEY_FILE, AuditLog, LogReader
 from audit.merkle import verify_consistency
 from audit.note import Signer, Verifier, b64encode
 from audit.proof import verify_tlog_proof
+from audit.remote import RemoteLog
 from audit.signing import generate_key_file, load_signer, load_verifier, read_key_text
 from audit.snapshot import snapshot
 from audit.verify import verify_log
 from audit.witness import CosignatureVerifier
 from audit.witnessing import COSIGNED_FILE, verify_cosigned
 from sandbox.api.meta import parse_rfc3339
-from sandbox.cli import audit_archive, audit_serve
+from sandbox.cli import audit_archive, audit_remote, audit_serve
+from sandbox.cli.audit_remote import (
+    CaFileOpt,
+    ContextOpt,
+    KubeconfigOpt,
+    ServerOpt,
+    TokenFileOpt,
+)
 from sandbox.cli.output import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -58,6 +71,10 @@ VKeyOpt = Annotated[
     typer.Option("--vkey", help="Trusted verifier key: a file, or the name+id+key text."),
 ]
 Output = Annotated[OutputFormat, typer.Option("-o", "--output", help="Output format.")]
+MaybeLogDir = Annotated[
+    Path | None,
+    typer.Option("--log", help="Log directory (or read through --server).", show_default=False),
+]
 
 _COLUMNS = ["index", "time", "action", "actor", "tenant", "sandbox", "resource", "outcome"]
 _WIDE = ["allow", "event_id", "request_id"]
@@ -98,6 +115,33 @@ def _verifiers(vkey: str | None, log: Path | None = None) -> list[Verifier]:
         return [Verifier.from_vkey(vkey)]
     except AuditError as exc:
         _error(exc)
+
+
+def _one_source(log: Path | None, server: str | None) -> None:
+    if (log is None) == (server is None):
+        fail("give --log DIR or --server URL (one of them)", EXIT_USAGE)
+
+
+def _remote(
+    server: str,
+    vkey: str | None,
+    tenant: str | None,
+    token_file: Path | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    ca_file: Path | None,
+) -> RemoteLog:
+    if vkey is None:
+        fail("--server needs --vkey: the log's published verifier key", EXIT_USAGE)
+    return audit_remote.open_remote(
+        server,
+        _verifiers(vkey),
+        tenant=tenant,
+        token_file=token_file,
+        kubeconfig=kubeconfig,
+        context=context,
+        ca_file=ca_file,
+    )
 
 
 def _reader(log: Path) -> LogReader:
@@ -160,7 +204,7 @@ def append(log: LogDir, key: KeyFile = None) -> None:
 
 @app.command("verify")
 def verify(
-    log: LogDir,
+    log: MaybeLogDir = None,
     vkey: VKeyOpt = None,
     trusted: Annotated[
         list[Path] | None,
@@ -190,12 +234,39 @@ def verify(
         ),
     ] = None,
     output: Output = OutputFormat.table,
+    server: ServerOpt = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="With --server: verify only this tenant's entries.")
+    ] = None,
+    save_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-checkpoint",
+            help="With --server: write the verified checkpoint here (use it as --trusted "
+            "next time).",
+        ),
+    ] = None,
+    token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Re-hash every entry, rebuild the tree and check the checkpoint signature.
 
     With --witness-vkey, the latest cosigned checkpoint must also carry valid
     cosignatures from --witness-quorum of those witnesses, and the log must extend it.
+    With --server: the checkpoint must verify with --vkey and extend every --trusted
+    checkpoint; the whole log is re-hashed, or (--tenant) each of the tenant's entries
+    is checked with its inclusion proof.
     """
+    _one_source(log, server)
+    if server is not None:
+        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
+        _verify_remote(remote, trusted or [], save_checkpoint, output)
+        return
+    assert log is not None
+    if tenant is not None or save_checkpoint is not None:
+        fail("--tenant and --save-checkpoint need --server", EXIT_USAGE)
     verifiers = _verifiers(vkey, log)
     saved = [_read_file(p) for p in trusted or []]
     witnessed: tuple[str, ...] = ()
@@ -231,6 +302,42 @@ def verify(
             f"ok: {report.entries} entries verified; checkpoint {report.checkpoint.size} "
             f"signed by {', '.join(report.verified_by)}"
             + (f"; cosigned by {', '.join(witnessed)}" if witnessed else "")
+        )
+    else:
+        print_rows([row], list(row), output, name_key="origin")
+
+
+def _verify_remote(
+    remote: RemoteLog, trusted: list[Path], save: Path | None, output: OutputFormat
+) -> None:
+    saved = [_read_file(p) for p in trusted]
+    with remote:
+        try:
+            note, checkpoint = remote.checkpoint()
+            extends = [remote.check_extends(old, checkpoint).size for old in saved]
+            count = sum(1 for _ in remote.entries())
+        except (VerificationError, MalformedError) as exc:
+            fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
+        except AuditUnavailable as exc:
+            audit_remote.unavailable(exc)
+    if save is not None:
+        try:
+            save.write_bytes(note)
+        except OSError as exc:
+            fail(f"cannot write {save}: {exc.strerror}")
+    scope = "the whole log" if remote.tenant is None else f"tenant {remote.tenant}"
+    row = {
+        "origin": checkpoint.origin,
+        "scope": scope,
+        "entries": count,
+        "checkpoint_size": checkpoint.size,
+        "root": b64encode(checkpoint.root),
+        "extends": ",".join(map(str, extends)),
+    }
+    if output is OutputFormat.table:
+        typer.echo(
+            f"ok: {count} entries of {scope} verified against checkpoint {checkpoint.size}"
+            + (f"; extends {row['extends']}" if extends else "")
         )
     else:
         print_rows([row], list(row), output, name_key="origin")
@@ -296,8 +403,38 @@ def _time_option(value: str | None) -> datetime | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _local_entries(log: Path) -> Iterator[tuple[int, bytes]]:
+    with _reader(log) as reader:
+        yield from reader.iter_entries()
+
+
+@dataclass(frozen=True)
+class _Filter:
+    tenant: str | None
+    sandbox: str | None
+    action: str | None
+    actor: str | None
+    since: datetime | None
+    until: datetime | None
+
+    def __call__(self, entry: Entry) -> bool:
+        who, res = entry.actor, entry.resource
+        return (
+            (self.tenant is None or res.tenant == self.tenant)
+            and (self.sandbox is None or res.sandbox == self.sandbox)
+            and (
+                self.action is None
+                or entry.action == self.action
+                or entry.action.startswith(self.action + ".")
+            )
+            and (self.actor is None or self.actor in (who.user, who.service_account, who.pod))
+            and (self.since is None or entry.time >= self.since)
+            and (self.until is None or entry.time < self.until)
+        )
+
+
 def _entries(
-    log: Path,
+    source: Iterator[tuple[int, bytes]],
     tenant: str | None,
     sandbox: str | None,
     action: str | None,
@@ -305,29 +442,18 @@ def _entries(
     since: str | None,
     until: str | None,
 ) -> Iterator[Entry]:
-    start, end = _time_option(since), _time_option(until)
-    with _reader(log) as reader:
-        try:
-            for _, data in reader.iter_entries():
-                entry = Entry.from_bytes(data)
-                if tenant is not None and entry.resource.tenant != tenant:
-                    continue
-                if sandbox is not None and entry.resource.sandbox != sandbox:
-                    continue
-                if action is not None and not (
-                    entry.action == action or entry.action.startswith(action + ".")
-                ):
-                    continue
-                who = entry.actor
-                if actor is not None and actor not in (who.user, who.service_account, who.pod):
-                    continue
-                if start is not None and entry.time < start:
-                    continue
-                if end is not None and entry.time >= end:
-                    continue
+    wanted = _Filter(tenant, sandbox, action, actor, _time_option(since), _time_option(until))
+    try:
+        for _, data in source:
+            entry = Entry.from_bytes(data)
+            if wanted(entry):
                 yield entry
-        except AuditError as exc:
-            _error(exc)
+    except AuditUnavailable as exc:
+        audit_remote.unavailable(exc)
+    except VerificationError as exc:
+        fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
+    except AuditError as exc:
+        _error(exc)
 
 
 def _row(entry: Entry) -> dict[str, Any]:
@@ -358,7 +484,7 @@ UntilOpt = Annotated[str | None, typer.Option(help="Until this time (ISO 8601, e
 
 @app.command("log")
 def log_command(
-    log: LogDir,
+    log: MaybeLogDir = None,
     tenant: TenantOpt = None,
     sandbox: SandboxOpt = None,
     action: ActionOpt = None,
@@ -366,9 +492,34 @@ def log_command(
     since: SinceOpt = None,
     until: UntilOpt = None,
     output: Output = OutputFormat.table,
+    server: ServerOpt = None,
+    vkey: VKeyOpt = None,
+    token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
-    """List entries, filtered; ``-o table|wide|json|yaml|csv``."""
-    entries = _entries(log, tenant, sandbox, action, actor, since, until)
+    """List entries, filtered; ``-o table|wide|json|yaml|csv``.
+
+    With --server, entries come through the audit service, each checked against a
+    checkpoint signed by --vkey; --tenant then reads that tenant's slice only (what a
+    tenant auditor may read).
+    """
+    _one_source(log, server)
+    if server is not None:
+        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
+        with remote:
+            _print_entries(
+                _entries(remote.entries(), tenant, sandbox, action, actor, since, until), output
+            )
+        return
+    assert log is not None
+    _print_entries(
+        _entries(_local_entries(log), tenant, sandbox, action, actor, since, until), output
+    )
+
+
+def _print_entries(entries: Iterator[Entry], output: OutputFormat) -> None:
     if output in (OutputFormat.json, OutputFormat.yaml):
         print_data([e.model_dump(mode="json") for e in entries], output)
         return
@@ -379,7 +530,7 @@ def log_command(
 
 @app.command("show")
 def show(
-    log: LogDir,
+    log: MaybeLogDir = None,
     tenant: TenantOpt = None,
     sandbox: SandboxOpt = None,
     action: ActionOpt = None,
@@ -387,9 +538,30 @@ def show(
     since: SinceOpt = None,
     until: UntilOpt = None,
     output: Output = OutputFormat.yaml,
+    server: ServerOpt = None,
+    vkey: VKeyOpt = None,
+    token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Show whole entries, filtered like ``log`` (default ``-o yaml``)."""
-    log_command(log, tenant, sandbox, action, actor, since, until, output)
+    log_command(
+        log,
+        tenant,
+        sandbox,
+        action,
+        actor,
+        since,
+        until,
+        output,
+        server,
+        vkey,
+        token_file,
+        kubeconfig,
+        context,
+        ca_file,
+    )
 
 
 @app.command("checkpoint")
@@ -434,8 +606,36 @@ def entry_command(
 
 
 @app.command("prove")
-def prove(log: LogDir, index: Annotated[int, typer.Option(help="Entry index.")]) -> None:
-    """Print a C2SP tlog-proof receipt for an entry, against the latest checkpoint."""
+def prove(
+    index: Annotated[int, typer.Option(help="Entry index.")],
+    log: MaybeLogDir = None,
+    server: ServerOpt = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="With --server: the entry's tenant (your scope).")
+    ] = None,
+    vkey: VKeyOpt = None,
+    token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Print a C2SP tlog-proof receipt for an entry, against the latest checkpoint.
+
+    With --server the receipt is fetched and checked with --vkey before it is printed.
+    """
+    _one_source(log, server)
+    if server is not None:
+        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
+        with remote:
+            try:
+                body, _ = remote.receipt(index)
+            except (VerificationError, MalformedError) as exc:
+                fail(f"receipt does not verify: {exc}", EXIT_VERIFY_FAILED)
+            except AuditUnavailable as exc:
+                audit_remote.unavailable(exc)
+        sys.stdout.write(body.decode())
+        return
+    assert log is not None
     with _reader(log) as reader:
         try:
             receipt = reader.receipt(index)
@@ -461,11 +661,36 @@ def verify_proof(
 
 @app.command("consistency")
 def consistency(
-    log: LogDir,
     old: Annotated[Path, typer.Option("--old", help="A checkpoint saved earlier.")],
+    log: MaybeLogDir = None,
     vkey: VKeyOpt = None,
+    server: ServerOpt = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="With --server: read in this tenant's scope.")
+    ] = None,
+    token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Prove that the current checkpoint extends an older one; print the proof."""
+    _one_source(log, server)
+    if server is not None:
+        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
+        with remote:
+            try:
+                _, current = remote.checkpoint()
+                before = remote.check_extends(_read_file(old), current)
+                hashes = remote.consistency(before, current)
+            except (VerificationError, MalformedError) as exc:
+                fail(f"not consistent: {exc}", EXIT_VERIFY_FAILED)
+            except AuditUnavailable as exc:
+                audit_remote.unavailable(exc)
+        for h in hashes:
+            typer.echo(b64encode(h))
+        err_console.print(f"ok: size {current.size} extends size {before.size}", highlight=False)
+        return
+    assert log is not None
     verifiers = _verifiers(vkey, log)
     with _reader(log) as reader:
         try:

@@ -1,0 +1,224 @@
+"""Reading a remote audit log and checking what it says, as a compliance officer does.
+
+:class:`RemoteLog` reads from ``sandboxctl audit serve`` in one of two scopes: the whole
+log, or one tenant's slice (``tenant=``). It trusts nothing the service says that it can
+check itself:
+
+- every checkpoint is opened with the caller's verifier keys (the published ``vkey``),
+  never with a key the service hands out;
+- the whole log is re-hashed entry by entry and must give the checkpoint's root;
+- a tenant's entries each come with an inclusion proof, checked against the checkpoint
+  of their page; if the log grows while pages are read, each newer checkpoint must be
+  consistent with the first one;
+- :meth:`RemoteLog.check_extends` proves the current checkpoint extends one the caller
+  saved earlier (a rollback or a fork fails).
+
+Failures raise :class:`~audit.errors.VerificationError`; a service that cannot be read
+raises :class:`~audit.client.AuditUnavailable` (or ``AuditRejected`` for 401/403).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from audit.checkpoint import Checkpoint, open_checkpoint
+from audit.client import AuditRejected, AuditUnavailable
+from audit.errors import MalformedError, VerificationError
+from audit.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
+from audit.note import Verifier, b64decode
+from audit.proof import TlogProof, verify_tlog_proof
+
+__all__ = ["PAGE", "RemoteLog"]
+
+PAGE = 1_000
+"""Entries asked for per request."""
+
+
+class RemoteLog:
+    """A remote audit log, read in the whole-log scope or one tenant's (``tenant``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        verifiers: Iterable[Verifier],
+        *,
+        tenant: str | None = None,
+        timeout: float = 30.0,
+        verify_tls: str | bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.verifiers = tuple(verifiers)
+        """Keys checkpoints must verify with."""
+        if not self.verifiers:
+            raise ValueError("a remote log is read with at least one trusted verifier key")
+        self.tenant = tenant
+        """The tenant whose slice is read, or None for the whole log."""
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout,
+            verify=verify_tls,
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._prefix = "/v1" if tenant is None else f"/v1/tenants/{tenant}"
+
+    def __repr__(self) -> str:
+        return f"RemoteLog({str(self._http.base_url)!r}, tenant={self.tenant!r})"  # no token
+
+    def _get(self, path: str, *, scoped: bool = True, **params: Any) -> httpx.Response:
+        url = (self._prefix if scoped else "/v1") + path
+        try:
+            response = self._http.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise AuditUnavailable(
+                f"audit service at {self._http.base_url} unreachable: {type(exc).__name__}"
+            ) from exc
+        if response.status_code != 200:
+            detail = response.text[:300].strip()
+            error = AuditRejected if 400 <= response.status_code < 500 else AuditUnavailable
+            raise error(f"audit service answered GET {url} with {response.status_code}: {detail}")
+        return response
+
+    def _open(self, note: bytes) -> Checkpoint:
+        return open_checkpoint(note, self.verifiers)
+
+    def checkpoint(self) -> tuple[bytes, Checkpoint]:
+        """The current checkpoint note, verified with the trusted keys, and its content."""
+        note = self._get("/checkpoint").content
+        return note, self._open(note)
+
+    def consistency(self, old: Checkpoint, new: Checkpoint) -> list[bytes]:
+        """Fetch and check a consistency proof from ``old`` to ``new``."""
+        if old.origin != new.origin:
+            raise VerificationError(f"checkpoints of two logs: {old.origin!r}, {new.origin!r}")
+        if old.size > new.size:
+            raise VerificationError(
+                f"the log shrank: {old.size} entries before, {new.size} now (rollback)"
+            )
+        if old.size == 0:
+            return []
+        proof: list[bytes] = []
+        if old.size < new.size:
+            body = self._get("/proof/consistency", old=old.size, new=new.size).json()
+            proof = _hashes(body)
+        verify_consistency(old.size, new.size, proof, old.root, new.root)
+        return proof
+
+    def check_extends(self, saved: bytes, current: Checkpoint) -> Checkpoint:
+        """Check that ``current`` extends the checkpoint note ``saved``; return the latter."""
+        old = self._open(saved)
+        self.consistency(old, current)
+        return old
+
+    def entries(self) -> Iterator[tuple[int, bytes]]:
+        """Every readable entry, ``(index, exact bytes)``, each checked as it arrives.
+
+        Whole log: entries up to the checkpoint, and at the end the recomputed root
+        must equal the checkpoint's. Tenant: each entry's inclusion proof.
+        """
+        if self.tenant is None:
+            yield from self._whole()
+        else:
+            yield from self._slice()
+
+    def _whole(self) -> Iterator[tuple[int, bytes]]:
+        _, checkpoint = self.checkpoint()
+        tree = CompactRange()
+        for start in range(0, checkpoint.size, PAGE):
+            end = min(start + PAGE, checkpoint.size)
+            lines = self._get("/entries", scoped=False, start=start, end=end).content.split(b"\n")
+            if lines[-1] != b"" or len(lines) - 1 != end - start:
+                raise AuditUnavailable(f"audit service returned a short range [{start}, {end})")
+            for offset, data in enumerate(lines[:-1]):
+                tree.append(leaf_hash(data))
+                yield start + offset, data
+        if tree.root() != checkpoint.root:
+            raise VerificationError(
+                f"the {checkpoint.size} entries served do not hash to the checkpoint's root"
+            )
+
+    def _slice(self) -> Iterator[tuple[int, bytes]]:
+        first: Checkpoint | None = None
+        start: int | None = 0
+        while start is not None:
+            page = self._get("/entries", start=start, limit=PAGE).json()
+            try:
+                checkpoint = self._open(str(page["checkpoint"]).encode())
+                items = list(page["entries"])
+                after = page["next"]
+            except (KeyError, TypeError) as exc:
+                raise AuditUnavailable(f"audit service gave a malformed page: {exc}") from exc
+            if first is None:
+                first = checkpoint
+            elif checkpoint != first:
+                self.consistency(first, checkpoint)
+            for item in items:
+                index, data = _proven(item, checkpoint)
+                yield index, data
+            if after is not None and (not isinstance(after, int) or after <= start):
+                raise AuditUnavailable("audit service gave a page that does not move forward")
+            start = after
+
+    def receipt(self, index: int) -> tuple[bytes, bytes]:
+        """A tlog-proof of entry ``index`` and the entry's bytes, checked together."""
+        receipt = self._get(f"/receipt/{index}").content
+        if self.tenant is None:
+            data = self._get(f"/entries/{index}").content
+        else:
+            item = self._get(f"/entries/{index}").json()
+            data = _decode_entry(item)
+        try:
+            proof = TlogProof.parse(receipt)
+        except MalformedError as exc:
+            raise AuditUnavailable(f"audit service gave a malformed receipt: {exc}") from exc
+        if proof.index != index:
+            raise VerificationError(f"the receipt is for entry {proof.index}, not {index}")
+        verify_tlog_proof(proof, data, self.verifiers)
+        return receipt, data
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> RemoteLog:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _hashes(body: Any) -> list[bytes]:
+    try:
+        return [b64decode(h, "proof hash") for h in body["hashes"]]
+    except (KeyError, TypeError, MalformedError) as exc:
+        raise AuditUnavailable(f"audit service gave a malformed proof: {exc}") from exc
+
+
+def _decode_entry(item: Any) -> bytes:
+    try:
+        return base64.b64decode(item["entry"], validate=True)
+    except (KeyError, TypeError, binascii.Error) as exc:
+        raise AuditUnavailable(f"audit service gave a malformed entry: {exc}") from exc
+
+
+def _proven(item: Any, checkpoint: Checkpoint) -> tuple[int, bytes]:
+    data = _decode_entry(item)
+    try:
+        index = item["index"]
+        proof = [b64decode(h, "proof hash") for h in item["inclusion"]]
+    except (KeyError, TypeError, MalformedError) as exc:
+        raise AuditUnavailable(f"audit service gave a malformed entry: {exc}") from exc
+    if type(index) is not int:
+        raise AuditUnavailable("audit service gave an entry without an index")
+    verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
+    return index, data
