@@ -183,7 +183,7 @@ category(d) := object.get(d, "category", object.get(_legacy_category, object.get
 
 # personal(d) is true when dataset d holds data within the GDPR's scope: anything but
 # anonymous. Pseudonymised data is personal data (GDPR Recital 26).
-personal(d) if identifiability(d) != "anonymous"
+personal(d) if object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
 
 # identified(d) is true when dataset d holds directly identifying personal data (any
 # value other than anonymous or pseudonymised reads as identified).
@@ -194,13 +194,13 @@ identified(d) if not identifiability(d) in {"anonymous", "pseudonymised"}
 # category whatever category its steward gave, pseudonymised included (Recital 26).
 # An unknown category reads as special-category.
 special(d) if {
-	personal(d)
-	not category(d) in {"ordinary", "criminal-offence"}
+	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
+	not object.get(d, "category", object.get(_legacy_category, object.get(d, "personalData", ""), "ordinary")) in {"ordinary", "criminal-offence"}
 }
 
 special(d) if {
 	d.sector == "health"
-	personal(d)
+	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
 }
 
 # criminal(d) is true when dataset d holds personal data on criminal convictions and
@@ -212,14 +212,21 @@ criminal(d) if {
 
 # sensitive(d) is true for special-category and criminal-offence personal data: the
 # data the platform keeps inside the EEA.
-sensitive(d) if special(d)
+sensitive(d) if {
+	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
+	object.get(d, "category", object.get(_legacy_category, object.get(d, "personalData", ""), "ordinary")) != "ordinary"
+}
 
-sensitive(d) if criminal(d)
+sensitive(d) if {
+	d.sector == "health"
+	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
+}
 
 # describe(d) says what dataset d holds, e.g. "pseudonymised special-category".
-describe(d) := concat(" ", [identifiability(d), "special-category"]) if special(d)
+describe(d) := concat(" ", [identifiability(d), _described_category(d)])
 
-describe(d) := concat(" ", [identifiability(d), category(d)]) if not special(d)
+_described_category(d) := "special-category" if special(d)
+else := category(d)
 
 # processes_personal_data is true when any dataset in input is personal data.
 processes_personal_data if {

@@ -62,6 +62,7 @@ __all__ = [
     "PolicyLoadError",
     "PolicySet",
     "SourceProblem",
+    "arity_conflicts",
     "find_calls",
     "policy_digest",
     "read_default_policy",
@@ -478,6 +479,55 @@ _KEYWORDS = frozenset(
 
 def _blank(match: re.Match[str]) -> str:
     return "".join("\n" if ch == "\n" else " " for ch in match.group(0))
+
+
+def _arity(text: str, start: int) -> int:
+    """The number of arguments of the call or head whose ``(`` is at ``start``."""
+    depth, commas, empty = 0, 0, True
+    for char in text[start:]:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                break
+        elif char == "," and depth == 1:
+            commas += 1
+        elif depth == 1 and not char.isspace():
+            empty = False
+    return 0 if empty and commas == 0 else commas + 1
+
+
+def arity_conflicts(modules: Mapping[str, str]) -> list[SourceProblem]:
+    """Functions of one name defined with different numbers of arguments.
+
+    regopy 1.5 aborts the whole process (not an error it raises) when it compiles a
+    bundle in which two packages define a function of the same name with different
+    arities, e.g. ``a.f(x)`` and ``b.f(x, y)``, whether or not either is called.
+    Each problem names a definition and the other arities its name has elsewhere, so
+    such a set can be refused before it reaches the engine.
+    """
+    heads: list[tuple[str, int, str, int]] = []
+    for path, source in modules.items():
+        text = _STRING_OR_COMMENT.sub(_blank, source)
+        for match in _FUNCTION_HEAD.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            heads.append((path, line, match.group(1), _arity(text, match.end() - 1)))
+    arities: dict[str, set[int]] = {}
+    for _, _, name, arity in heads:
+        arities.setdefault(name, set()).add(arity)
+    return [
+        SourceProblem(
+            path,
+            line,
+            f"function {name}() takes {arity} argument(s) here and "
+            f"{', '.join(str(a) for a in sorted(arities[name] - {arity}))} elsewhere; "
+            f"the embedded engine (regopy) crashes on a name defined with different "
+            "arities in different packages: rename one",
+        )
+        for path, line, name, arity in sorted(heads)
+        if len(arities[name]) > 1
+    ]
 
 
 def find_calls(modules: Mapping[str, str]) -> list[tuple[str, int, str]]:
