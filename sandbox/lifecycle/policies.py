@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.entry import Resource
-from sandbox.api.conditions import is_true
 from sandbox.api.sandboxpolicy import AcceptedPolicy, SandboxPolicySpec, SandboxPolicyStatus
 from sandbox.kube.apply import list_objects
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
-from sandbox.lifecycle.step import Step
+from sandbox.lifecycle.step import Step, read_status
 from sandbox.policy.policyset import CustomPolicy, PolicyLoadError
 
 __all__ = ["reconcile_sandbox_policy", "remove_sandbox_policy"]
@@ -36,21 +35,20 @@ def _custom(name: str, spec: Mapping[str, Any]) -> CustomPolicy:
     )
 
 
-def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The raw ``status.accepted.spec``: the last version accepted, as it was written."""
-    return dict(((body.get("status") or {}).get("accepted") or {}).get("spec") or {})
+def _snapshot(status: SandboxPolicyStatus) -> dict[str, Any]:
+    """``status.accepted.spec``: the last version accepted, in its wire form (or empty)."""
+    return status.accepted.spec.wire() if status.accepted is not None else {}
 
 
 def _last_accepted(obj: Mapping[str, Any]) -> CustomPolicy | None:
     """The version of ``obj`` in force: its spec if accepted as is, else the last accepted."""
     name = str(obj["metadata"]["name"])
-    status = obj.get("status") or {}
-    conditions = status.get("conditions")
-    accepted = [c for c in conditions or [] if c.get("type") == "Accepted"]
+    status = read_status(SandboxPolicyStatus, obj)
+    accepted = next((c for c in status.conditions if c.type == "Accepted"), None)
     generation = obj["metadata"].get("generation")
-    if is_true(conditions, "Accepted") and accepted[0].get("observedGeneration") == generation:
+    if accepted and accepted.status == "True" and accepted.observed_generation == generation:
         return _custom(name, obj.get("spec") or {})
-    snapshot = _snapshot(obj)
+    snapshot = _snapshot(status)
     return _custom(name, snapshot) if snapshot else None
 
 
@@ -115,7 +113,7 @@ def _loaded(step: _PolicyStep, spec: dict[str, Any], digest: str) -> None:
 
 def _refused(step: _PolicyStep, name: str, exc: Exception) -> None:
     """Say why the new spec was refused, keeping the last accepted version in force."""
-    snapshot, accepted = _snapshot(step.body), step.previous.accepted
+    snapshot, accepted = _snapshot(step.previous), step.previous.accepted
     kept = "the previous policy set stays in force"
     if snapshot and accepted is not None:
         # Make sure the last accepted version is loaded: after a restart, or when another
