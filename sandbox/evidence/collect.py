@@ -112,6 +112,8 @@ class Collected:
     """Its tree size."""
     entries: list[tuple[int, bytes]] = field(default_factory=list)
     """``(index, exact bytes)`` of every entry in scope, in index order."""
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    """The entries parsed, same order (kept so the pack does not parse them again)."""
     receipt: bytes = b""
     """The batch receipt proving every entry against :attr:`checkpoint`
     (see :mod:`sandbox.evidence.receipts`)."""
@@ -164,6 +166,7 @@ def collect(
             if b"\n" in data:
                 raise MalformedError(f"entry {index} is not canonical JSON (holds a newline)")
             found.entries.append((index, data))
+            found.docs.append(doc)
             if doc.get("action") == "sandbox.provisioned":
                 namespace = str((doc.get("details") or {}).get("namespace") or "")
                 if namespace and namespace not in namespaces:

@@ -295,7 +295,8 @@ def write_pack(
     for namespace, snapshot in found.cluster.items():
         _write(out, cluster_file(namespace), canonical_json(snapshot), digests)
     log = log_facts(found.origin, found.size, found.checkpoint, len(found.entries))
-    derived = derive(info, found.entries, found.cluster, log)
+    docs = found.docs if len(found.docs) == len(found.entries) else None
+    derived = derive(info, found.entries, found.cluster, log, docs)
     for path, data in derived.files.items():
         _write(out, path, data, digests)
     if pdf:

@@ -92,6 +92,7 @@ def _take(
         ).json()
         proof = _hashes(again.get("hashes"), f"proof of entry {index}")
     found.entries.append((index, data))
+    found.docs.append(doc)
     proofs[index] = proof
 
 
