@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
 from audit.access import CachedAuthority, Reader, Scope, Verb, check_tenant_name
@@ -127,3 +130,46 @@ def test_the_cache_is_bounded_and_can_be_turned_off() -> None:
     off.may_read(reader, Scope("a"), "get")
     off.may_read(reader, Scope("a"), "get")
     assert inner.calls == 6
+
+
+def test_an_unreachable_api_server_fails_reads_closed_with_503(tmp_path: Path) -> None:
+    from kubernetes import client
+
+    from audit.log import AuditLog
+    from audit.note import Signer
+    from audit.service import AccessPolicy, create_app
+    from sandbox.devenv.processes import free_port
+    from sandbox.kube.audit_access import KubernetesReaders
+    from tests.servers import serve_app
+
+    cfg = client.Configuration()
+    cfg.host = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    readers = KubernetesReaders(client.ApiClient(cfg), lambda t: f"tenant-{t}", timeout=2)
+    signer = Signer.generate("audit.regsandbox.test/closed")
+    log = AuditLog.create(tmp_path / "log", "audit.regsandbox.test/closed", signer)
+    try:
+        log.append(event("bank", 0))
+        log.publish_checkpoint()
+        app = create_app(log, AccessPolicy(writers={}, readers={}, authority=readers))
+        with serve_app(app) as url:
+            for path in ("/v1/tenants/bank/entries", "/v1/checkpoint", "/tlog/checkpoint"):
+                answer = httpx.get(
+                    f"{url}{path}", headers={"Authorization": "Bearer some-token"}, timeout=30
+                )
+                assert answer.status_code == 503, (path, answer.text)
+                assert "some-token" not in answer.text
+    finally:
+        log.close()
+
+
+def test_serve_refuses_open_reads_with_kubernetes_readers(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+
+    writers = tmp_path / "writers"
+    writers.write_text("")
+    args = ["serve", "--log", str(tmp_path), "--writers", str(writers)]
+    result = CliRunner().invoke(app, ["audit", *args, "--kube-readers", "--open-reads"])
+    assert result.exit_code == 2
+    assert "--open-reads" in result.stderr
