@@ -181,9 +181,18 @@ identifiability(d) := object.get(
 # category(d) is ordinary, special-category or criminal-offence as the dataset states it.
 category(d) := object.get(d, "category", object.get(_legacy_category, object.get(d, "personalData", ""), "ordinary"))
 
+# personal, special and sensitive spell out identifiability(d) and category(d) instead
+# of calling them: the embedded engine (regopy) compiles a copy of a function for
+# every call path under each `with` of a test, and these are called from nearly every
+# rule, so the chain made `sandboxctl policy test` peak at 16 GiB. lib_test.rego
+# checks they still agree with identifiability and category.
+
 # personal(d) is true when dataset d holds data within the GDPR's scope: anything but
 # anonymous. Pseudonymised data is personal data (GDPR Recital 26).
-personal(d) if object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
+personal(d) if {
+	legacy := object.get(d, "personalData", "")
+	object.get(d, "identifiability", object.get(_legacy_identifiability, legacy, "identified")) != "anonymous"
+}
 
 # identified(d) is true when dataset d holds directly identifying personal data (any
 # value other than anonymous or pseudonymised reads as identified).
@@ -194,13 +203,15 @@ identified(d) if not identifiability(d) in {"anonymous", "pseudonymised"}
 # category whatever category its steward gave, pseudonymised included (Recital 26).
 # An unknown category reads as special-category.
 special(d) if {
-	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
-	not object.get(d, "category", object.get(_legacy_category, object.get(d, "personalData", ""), "ordinary")) in {"ordinary", "criminal-offence"}
+	legacy := object.get(d, "personalData", "")
+	object.get(d, "identifiability", object.get(_legacy_identifiability, legacy, "identified")) != "anonymous"
+	not object.get(d, "category", object.get(_legacy_category, legacy, "ordinary")) in {"ordinary", "criminal-offence"}
 }
 
 special(d) if {
 	d.sector == "health"
-	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
+	legacy := object.get(d, "personalData", "")
+	object.get(d, "identifiability", object.get(_legacy_identifiability, legacy, "identified")) != "anonymous"
 }
 
 # criminal(d) is true when dataset d holds personal data on criminal convictions and
@@ -213,19 +224,22 @@ criminal(d) if {
 # sensitive(d) is true for special-category and criminal-offence personal data: the
 # data the platform keeps inside the EEA.
 sensitive(d) if {
-	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
-	object.get(d, "category", object.get(_legacy_category, object.get(d, "personalData", ""), "ordinary")) != "ordinary"
+	legacy := object.get(d, "personalData", "")
+	object.get(d, "identifiability", object.get(_legacy_identifiability, legacy, "identified")) != "anonymous"
+	object.get(d, "category", object.get(_legacy_category, legacy, "ordinary")) != "ordinary"
 }
 
 sensitive(d) if {
 	d.sector == "health"
-	object.get(d, "identifiability", object.get(_legacy_identifiability, object.get(d, "personalData", ""), "identified")) != "anonymous"
+	legacy := object.get(d, "personalData", "")
+	object.get(d, "identifiability", object.get(_legacy_identifiability, legacy, "identified")) != "anonymous"
 }
 
 # describe(d) says what dataset d holds, e.g. "pseudonymised special-category".
 describe(d) := concat(" ", [identifiability(d), _described_category(d)])
 
 _described_category(d) := "special-category" if special(d)
+
 else := category(d)
 
 # processes_personal_data is true when any dataset in input is personal data.

@@ -51,3 +51,54 @@ test_facts_in_area_matches_in_area if {
 	}
 	slow == fast
 }
+
+# personal, special and sensitive spell out identifiability and category (see
+# lib.rego); over every class and legacy personalData value, with and without a
+# sector, they must say what the definitions through those two functions say.
+test_spelled_out_classes_match_identifiability_and_category if {
+	datasets := [d |
+		some ident in [null, "anonymous", "pseudonymised", "identified", "unknown"]
+		some cat in [null, "ordinary", "special-category", "criminal-offence", "unknown"]
+		some legacy in [null, "none", "anonymised", "pseudonymised", "personal", "special-category"]
+		some sector in [null, "health", "finance"]
+		full := {"name": "d", "identifiability": ident, "category": cat, "personalData": legacy, "sector": sector}
+		d := object.remove(full, [k | some k in object.keys(full); full[k] == null])
+	]
+	count(datasets) == 450
+	every d in datasets {
+		_personal(d) == _personal_by_definition(d)
+		_special(d) == _special_by_definition(d)
+		_sensitive(d) == _sensitive_by_definition(d)
+	}
+}
+
+_personal(d) if lib.personal(d)
+
+else := false
+
+_special(d) if lib.special(d)
+
+else := false
+
+_sensitive(d) if lib.sensitive(d)
+
+else := false
+
+_special_by_definition(d) if {
+	lib.identifiability(d) != "anonymous"
+	not lib.category(d) in {"ordinary", "criminal-offence"}
+} else if {
+	d.sector == "health"
+	lib.identifiability(d) != "anonymous"
+} else := false
+
+_sensitive_by_definition(d) if {
+	_special_by_definition(d)
+} else if {
+	lib.identifiability(d) != "anonymous"
+	lib.category(d) == "criminal-offence"
+} else := false
+
+_personal_by_definition(d) if {
+	lib.identifiability(d) != "anonymous"
+} else := false

@@ -1,7 +1,8 @@
 package main_test
 
-# Requests the law forbids, decided through the entry points the engines query. Each
-# per-dataset check is asked of both paths that put a dataset in reach of a sandbox
+# Requests the law forbids, decided through the entry points the engines query
+# (data.main.sandbox_provision, dataset_grant and model_export). Each per-dataset
+# check is asked of both paths that put a dataset in reach of a sandbox
 # (sandbox.provision and dataset.grant): one set of rules per dataset, whichever path.
 
 import data.main
@@ -96,35 +97,37 @@ _triage := {
 	},
 }
 
-_decided(action, tenant, datasets, sandbox) := codes if {
+# _both(tenant, datasets, sandbox) are the violation codes of provisioning and of the
+# grant, which must be denied alike. Each asks the action's own entry point, as the
+# engines do (main_test checks that decision answers the same).
+_both(tenant, datasets, sandbox) := [_codes_of(provision), _codes_of(grant)] if {
 	cluster := _cluster
-	d := main.decision with input.action as action
+	provision := main.sandbox_provision with input.action as "sandbox.provision"
 		with input.now as "2026-12-06T00:00:00Z"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as datasets
 		with input.sandbox as sandbox
-	codes := {v.code | some v in d.violations}
+	grant := main.dataset_grant with input.action as "dataset.grant"
+		with input.now as "2026-12-06T00:00:00Z"
+		with input.cluster as cluster
+		with input.tenant as tenant
+		with input.datasets as datasets
+		with input.sandbox as sandbox
 }
 
-# _both(tenant, datasets, sandbox) are the violation codes of provisioning and of the
-# grant, which must be denied alike.
-_both(tenant, datasets, sandbox) := [
-	_decided("sandbox.provision", tenant, datasets, sandbox),
-	_decided("dataset.grant", tenant, datasets, sandbox),
-]
-
-_export(tenant, datasets, sandbox, export) := codes if {
+_export(tenant, datasets, sandbox, export) := _codes_of(d) if {
 	cluster := _cluster
-	d := main.decision with input.action as "model.export"
+	d := main.model_export with input.action as "model.export"
 		with input.now as "2026-12-06T00:00:00Z"
 		with input.cluster as cluster
 		with input.tenant as tenant
 		with input.datasets as datasets
 		with input.sandbox as sandbox
 		with input.export as export
-	codes := {v.code | some v in d.violations}
 }
+
+_codes_of(decision) := {v.code | some v in decision.violations}
 
 test_baselines_are_allowed_on_both_paths if {
 	_both(_hospital, [_icu], _sepsis) == [set(), set()]

@@ -12,7 +12,9 @@ At load time the engine refuses a set that:
 * does not parse or compile (the error names the file and line);
 * calls a function that is neither defined in the set nor a builtin regopy
   implements (regopy would otherwise leave every rule that calls it undefined);
-* leaves ``data.main.decision`` undefined for an empty input.
+* leaves ``data.main.decision`` undefined for an empty input;
+* defines one function name with different arities in different packages, on which
+  regopy aborts the process (see :func:`~sandbox.policy.policyset.arity_conflicts`).
 
 Results are read through regopy's C API rather than :class:`regopy.Output`: regopy
 1.5 writes strings into its JSON output without escaping them, so a string holding a
@@ -39,6 +41,7 @@ from sandbox.policy.policyset import (
     PolicyLoadError,
     PolicySet,
     SourceProblem,
+    arity_conflicts,
     find_calls,
 )
 
@@ -159,6 +162,9 @@ class EmbeddedEngine(PolicyEngine):
     def _install(self, policy_set: PolicySet) -> None:
         if self._opa_check is not None:
             opa_check(self._opa_check, policy_set.modules)
+        conflicts = arity_conflicts(policy_set.modules)
+        if conflicts:
+            raise PolicyLoadError("policy would crash the embedded engine", conflicts)
         interpreter = new_interpreter(policy_set.modules, policy_set.data)
         problems = unsupported_calls(interpreter, policy_set.modules)
         if problems:

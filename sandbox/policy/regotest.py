@@ -1,29 +1,39 @@
 """Run Rego unit tests (``test_*`` rules) with the embedded engine, no OPA needed.
 
-regopy has no test runner, so every ``test_*`` rule of the ``*_test.rego`` modules is
-compiled, with the policies, into one bundle whose entry points are the tests, and each
-entry point is evaluated: ``true`` passes, undefined or any other value fails, an
-engine error is reported as an error. ``todo_test_*`` rules are
-skipped, as ``opa test`` does.
+regopy has no test runner, so the ``test_*`` rules of each test package are compiled,
+with the policies, into a bundle whose entry points are the tests, and each entry
+point is evaluated: ``true`` passes, undefined or any other value fails, an engine
+error is reported as an error. ``todo_test_*`` rules are skipped, as ``opa test`` does.
+
+One bundle is compiled per test package (all ``*_test.rego`` files declaring it),
+not one for every test: regopy compiles every rule of every module it is given, and
+each ``with`` replacement copies the rules it reaches once per call path, so a
+bundle holding all the tests peaks at the sum of them all (16 GiB for the shipped
+policies before their tests and helpers were trimmed). A test may therefore use the
+rules and functions of its own package and of the policies, not those of another
+test package.
 
 Known regopy 1.5 limitations, which ``opa test`` does not have:
 
-* ``with input as <object>`` crashes the process (segmentation fault) when the
-  replaced input reaches an arithmetic or comparison builtin; replace fields with
+* ``with input as <object>`` crashes the process (segmentation fault or abort) when
+  the replaced input reaches an arithmetic or comparison builtin; replace fields with
   ``with input.<field> as ...`` instead;
 * ``with input.<field> as <rule reference>`` is ignored; bind the rule to a local
   variable first (``cluster := _cluster``), one binding per line.
-* two test packages defining a function of the same name with different arities
-  (``_codes(violations)`` in one, ``_codes(action, tenant, ...)`` in another) crash the
-  process (segmentation fault) when compiled into one bundle; give helpers distinct
-  names.
+* a function name defined with different arities in different packages (policy or
+  test) aborts the process at compile time; such a set is refused before compiling
+  (:func:`~sandbox.policy.policyset.arity_conflicts`).
+* every ``with`` clause costs a copy of everything the replaced value reaches, and
+  helper-function chains are copied once per call path: keep the clauses of a test
+  package few (route cases through one helper) and query the per-action entry
+  point (``data.main.sandbox_provision``...) rather than ``data.main.decision``.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,7 +45,12 @@ from sandbox.policy.embedded import (
     query_entrypoint,
     unsupported_calls,
 )
-from sandbox.policy.policyset import CUSTOM_MODULE_DIR, PolicyLoadError, PolicySet
+from sandbox.policy.policyset import (
+    CUSTOM_MODULE_DIR,
+    PolicyLoadError,
+    PolicySet,
+    arity_conflicts,
+)
 
 __all__ = ["Outcome", "TestResult", "discover_tests", "run_tests"]
 
@@ -88,14 +103,16 @@ def discover_tests(policy_set: PolicySet) -> Iterator[tuple[str, str, str]]:
 def run_tests(policy_set: PolicySet, *, pattern: str | None = None) -> list[TestResult]:
     """Run every test rule of ``policy_set`` whose name matches ``pattern``.
 
-    Tests of the default SandboxPolicies (``sandboxpolicy/*_test.rego``) are compiled
-    with those policies' modules; every other test without them, as the built-in
-    packages are evaluated (regopy ignores a ``with data.custom...`` replacement when
-    a ``custom`` package exists).
+    Each test package is compiled on its own with the policy modules. Tests of the
+    default SandboxPolicies (``sandboxpolicy/*_test.rego``) are compiled with those
+    policies' modules; every other test without them, as the built-in packages are
+    evaluated (regopy ignores a ``with data.custom...`` replacement when a ``custom``
+    package exists).
 
     Raises:
-        PolicyLoadError: if the modules or tests do not compile or call builtins the
-            embedded engine lacks.
+        PolicyLoadError: if the modules or tests do not compile, call builtins the
+            embedded engine lacks, or define a function name with different arities
+            (on which regopy would abort the process).
     """
     selector = re.compile(pattern) if pattern else None
     selected = [
@@ -104,21 +121,35 @@ def run_tests(policy_set: PolicySet, *, pattern: str | None = None) -> list[Test
         if not selector or selector.search(f"{test[1]}.{test[2]}")
     ]
     defaults = {policy.module_path: policy.rego for policy in policy_set.defaults}
+    conflicts = arity_conflicts({**policy_set.modules, **defaults, **policy_set.tests})
+    if conflicts:
+        raise PolicyLoadError("tests would crash the embedded engine", conflicts)
+    packages = _packages(policy_set.tests)
     prefix = CUSTOM_MODULE_DIR + "/"
+    groups: dict[tuple[bool, str], list[tuple[str, str, str]]] = {}
+    for test in selected:
+        groups.setdefault((test[0].startswith(prefix), test[1]), []).append(test)
     outcomes: dict[tuple[str, str], TestResult] = {}
-    for with_defaults in (False, True):
-        group = [t for t in selected if t[0].startswith(prefix) is with_defaults]
+    for (with_defaults, package), group in groups.items():
         tests = {
             path: source
             for path, source in policy_set.tests.items()
-            if path.startswith(prefix) is with_defaults
+            if path.startswith(prefix) is with_defaults and packages.get(path) == package
         }
-        if not tests:
-            continue
         modules = {**policy_set.modules, **(defaults if with_defaults else {}), **tests}
-        for test in _run_group(policy_set, modules, group):
-            outcomes[test.path, test.name] = test
+        for result in _run_group(policy_set, modules, group):
+            outcomes[result.path, result.name] = result
     return [outcomes[path, rule] for path, _, rule in selected]
+
+
+def _packages(sources: Mapping[str, str]) -> dict[str, str]:
+    """The package each source declares, by path (sources without one are left out)."""
+    found: dict[str, str] = {}
+    for path, source in sources.items():
+        match = _PACKAGE.search(source)
+        if match:
+            found[path] = match.group(1)
+    return found
 
 
 def _run_group(
