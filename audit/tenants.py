@@ -21,13 +21,26 @@ from audit.errors import MalformedError
 __all__ = ["TenantIndex", "entry_tenant"]
 
 
+_RESOURCE = b'"resource":{'
+_DECODER = json.JSONDecoder()
+
+
 def entry_tenant(data: bytes) -> str | None:
-    """The ``resource.tenant`` of canonical entry bytes, or None if it names none."""
+    """The ``resource.tenant`` of canonical entry bytes, or None if it names none.
+
+    Reads only the ``resource`` object. In canonical form (RFC 8785) the top-level keys
+    are sorted, and the only keys after ``resource`` are ``schema_version`` (a number)
+    and ``time`` (a string); a string never holds an unescaped ``"``. So the last
+    ``"resource":{`` in the bytes opens the top-level resource, whatever ``details``
+    holds (the same reasoning as :func:`audit.entry.entry_index_hint`).
+    """
+    at = data.rfind(_RESOURCE)
+    if at < 0:
+        raise MalformedError("entry has no resource object")
     try:
-        document = json.loads(data)
+        resource, _ = _DECODER.raw_decode(data[at + len(_RESOURCE) - 1 :].decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedError(f"entry is not JSON: {exc}") from None
-    resource = document.get("resource") if isinstance(document, dict) else None
+        raise MalformedError(f"entry's resource is not JSON: {exc}") from None
     tenant = resource.get("tenant") if isinstance(resource, dict) else None
     return tenant if isinstance(tenant, str) and tenant else None
 

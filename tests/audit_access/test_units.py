@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from audit.access import CachedAuthority, Reader, Scope, Verb, check_tenant_name
+from audit.entry import encode_entry
 from audit.errors import MalformedError
 from audit.tenants import TenantIndex
 from audit.tiles import Tile, parse_tile_path, tile_width
@@ -59,10 +60,7 @@ def test_tile_widths_follow_the_tree_size() -> None:
 
 def test_the_tenant_index_pages_a_tenants_entries_only() -> None:
     plan = ["a", "b", None, "a", "a", "b", "a"]
-    data = [
-        event(tenant, n).model_dump_json().encode()  # resource.tenant is all it reads
-        for n, tenant in enumerate(plan)
-    ]
+    data = [encode_entry(event(tenant, n), n) for n, tenant in enumerate(plan)]
     index = TenantIndex(lambda i: data[i])
     assert index.page("a", 0, 2, 5) == ([0, 3], 4)
     assert index.page("a", 4, 2, 5) == ([4], None)
@@ -173,3 +171,30 @@ def test_serve_refuses_open_reads_with_kubernetes_readers(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["audit", *args, "--kube-readers", "--open-reads"])
     assert result.exit_code == 2
     assert "--open-reads" in result.stderr
+
+
+def test_the_tenant_is_read_from_the_top_level_resource_whatever_details_hold() -> None:
+    from audit.entry import Actor, Event, Resource
+    from audit.tenants import entry_tenant
+
+    tricky = [
+        {"resource": {"tenant": "other"}},
+        {"zzz": {"resource": {"tenant": "other"}}},
+        {"note": '"resource":{"tenant":"other"}'},
+        {"resource": [{"tenant": "other"}], "tenant": "other"},
+    ]
+    for n, details in enumerate(tricky):
+        for tenant in ("bank", None):
+            data = encode_entry(
+                Event(
+                    actor=Actor(user='x"resource":{"tenant":"other"}'),
+                    action="dataset.read",
+                    resource=Resource(kind="Dataset", name='n"}', tenant=tenant),
+                    outcome="success",
+                    details=details,
+                ),
+                n,
+            )
+            assert entry_tenant(data) == tenant, data
+    with pytest.raises(MalformedError):
+        entry_tenant(b'{"action":"x"}')
