@@ -44,9 +44,9 @@ ROLES = ("regsandbox-platform-auditor", "regsandbox-tenant-auditor", "regsandbox
 STATIC_READER = "static-reader-token-for-the-fallback"
 
 
-def render_chart(repo: Path, *assignments: str) -> list[dict[str, Any]]:
-    """The chart's documents, rendered by the pinned helm."""
-    sets = [arg for assignment in assignments for arg in ("--set", assignment)]
+def render_chart(repo: Path, *assignments: str, set_flag: str = "--set") -> list[dict[str, Any]]:
+    """The chart's documents, rendered by the pinned helm (``set_flag`` per assignment)."""
+    sets = [arg for assignment in assignments for arg in (set_flag, assignment)]
     rendered = subprocess.run(
         [str(tool_path("helm")), "template", "rs", str(repo / "charts/regsandbox"), *sets],
         capture_output=True,

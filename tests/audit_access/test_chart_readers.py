@@ -101,3 +101,25 @@ def test_the_service_identity_holds_exactly_the_two_reviews(setup: Setup) -> Non
             ("authentication.k8s.io", "tokenreviews", "create"),
             ("authorization.k8s.io", "subjectaccessreviews", "create"),
         }, namespace
+
+
+def test_readers_reach_the_service_only_from_the_peers_the_values_name(repo_root: Path) -> None:
+    assert _find(render_chart(repo_root), "NetworkPolicy", "rs-audit-readers") is None
+    peer = '[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}}}]'
+    docs = render_chart(
+        repo_root,
+        "audit.kubernetesReaders.enabled=true",
+        f"audit.kubernetesReaders.from={peer}",
+        set_flag="--set-json",
+    )
+    policy = _find(docs, "NetworkPolicy", "rs-audit-readers")
+    assert policy is not None
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+            ],
+            "ports": [{"protocol": "TCP", "port": 8080}],
+        }
+    ]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "audit"
