@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -254,28 +257,43 @@ def test_check_with_the_opa_engine(opa_url: str) -> None:
     assert "by the opa engine" in stderr
 
 
-def _policy_test(*args: str) -> subprocess.CompletedProcess[str]:
+POLICY_TEST_PEAK_BUDGET = 3 * 1024**3
+"""Most memory ``sandboxctl policy test`` may take for the shipped tests (bytes).
+
+regopy compiles one bundle per test package; each ``with`` copies what it reaches, so
+a helper-function chain under many ``with`` clauses once made the run peak at 16 GiB
+(1.4 GiB after the fix). A policy change that brings that back fails here."""
+
+
+def _policy_test(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
     """``sandboxctl policy test`` as a user runs it, in a process of its own.
 
-    regopy compiles the shipped test bundle with a peak of several GiB (the built-in
-    packages' tests since the transfer rules; ``opa test`` needs a fraction of a second):
-    in a process of its own that memory is returned when it ends, not kept by pytest.
+    Returns the result and the process's peak resident memory in bytes (its own
+    rusage, read with ``wait4``, so nothing else pytest started counts).
     """
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "policy", "test", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    command = [sys.executable, "-m", "sandbox.cli", "policy", "test", *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        deadline = threading.Timer(600, process.kill)
+        deadline.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            deadline.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+    return result, usage.ru_maxrss * 1024
 
 
 def test_policy_test_runs_the_shipped_rego_tests() -> None:
-    result = _policy_test(str(POLICY_DIR), "-o", "json")
+    result, peak = _policy_test(str(POLICY_DIR), "-o", "json")
     assert result.returncode == EXIT_OK, result.stderr
     rows = json.loads(result.stdout)
     assert len(rows) >= 40
     assert {r["result"] for r in rows} == {"PASS"}
+    assert peak <= POLICY_TEST_PEAK_BUDGET, f"policy test peaked at {peak / 1024**3:.1f} GiB"
 
 
 def test_policy_test_reports_failures_with_exit_3(tmp_path: Path) -> None:
@@ -296,7 +314,7 @@ def test_policy_test_reports_failures_with_exit_3(tmp_path: Path) -> None:
 
 
 def test_policy_test_filters_by_name() -> None:
-    result = _policy_test(str(POLICY_DIR), "-r", "finance", "-o", "json")
+    result, _ = _policy_test(str(POLICY_DIR), "-r", "finance", "-o", "json")
     assert result.returncode == EXIT_OK, result.stderr
     assert all("finance" in r["test"] for r in json.loads(result.stdout))
 
