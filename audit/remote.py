@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -29,10 +31,21 @@ import httpx
 
 from audit.checkpoint import Checkpoint, open_checkpoint
 from audit.client import AuditRejected, AuditUnavailable
-from audit.errors import MalformedError, VerificationError
+from audit.errors import MalformedError, StorageError, VerificationError
+from audit.log import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    ENTRIES_FILE,
+    HASHES_FILE,
+    OFFSETS_FILE,
+    VKEY_FILE,
+    config_bytes,
+)
 from audit.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
 from audit.note import Verifier, b64decode
 from audit.proof import TlogProof, verify_tlog_proof
+from audit.signing import write_vkey_file
+from audit.wal import MAGIC, encode_record
 
 __all__ = ["PAGE", "RemoteLog"]
 
@@ -125,12 +138,13 @@ class RemoteLog:
         must equal the checkpoint's. Tenant: each entry's inclusion proof.
         """
         if self.tenant is None:
-            yield from self._whole()
+            yield from self._whole(self.checkpoint()[1])
         else:
             yield from self._slice()
 
-    def _whole(self) -> Iterator[tuple[int, bytes]]:
-        _, checkpoint = self.checkpoint()
+    def _whole(
+        self, checkpoint: Checkpoint, store: Callable[[bytes], object] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         tree = CompactRange()
         for start in range(0, checkpoint.size, PAGE):
             end = min(start + PAGE, checkpoint.size)
@@ -138,7 +152,9 @@ class RemoteLog:
             if lines[-1] != b"" or len(lines) - 1 != end - start:
                 raise AuditUnavailable(f"audit service returned a short range [{start}, {end})")
             for offset, data in enumerate(lines[:-1]):
-                tree.append(leaf_hash(data))
+                produced = tree.append(leaf_hash(data))
+                if store is not None:
+                    store(b"".join(produced))
                 yield start + offset, data
         if tree.root() != checkpoint.root:
             raise VerificationError(
@@ -166,6 +182,40 @@ class RemoteLog:
             if after is not None and (not isinstance(after, int) or after <= start):
                 raise AuditUnavailable("audit service gave a page that does not move forward")
             start = after
+
+    def snapshot(self, dest: Path) -> Checkpoint:
+        """Copy the whole log, as of the current checkpoint, into the new directory ``dest``.
+
+        The copy is an ordinary log directory (verify it offline with ``audit verify``):
+        the entries as served, the tree hashes computed here from them, the checkpoint
+        (written last, once the entries hash to its root) and the trusted verifier key.
+        """
+        if self.tenant is not None:
+            raise ValueError("only the whole log can be copied; a tenant's slice is no log")
+        if dest.exists() and any(dest.iterdir()):
+            raise StorageError(f"{dest} is not empty; a snapshot goes to a new directory")
+        note, checkpoint = self.checkpoint()
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / CONFIG_FILE).write_bytes(config_bytes(checkpoint.origin))
+        key = next((v for v in self.verifiers if v.name == checkpoint.origin), self.verifiers[0])
+        write_vkey_file(dest / VKEY_FILE, key)
+        with (
+            (dest / ENTRIES_FILE).open("xb") as entries,
+            (dest / HASHES_FILE).open("xb") as hashes,
+            (dest / OFFSETS_FILE).open("xb") as offsets,
+        ):
+            entries.write(MAGIC)
+            position = len(MAGIC)
+            for _, data in self._whole(checkpoint, hashes.write):
+                record = encode_record(data)
+                offsets.write(position.to_bytes(8, "big"))
+                entries.write(record)
+                position += len(record)
+            for done in (entries, hashes, offsets):
+                done.flush()
+                os.fsync(done.fileno())
+        (dest / CHECKPOINT_FILE).write_bytes(note)
+        return checkpoint
 
     def receipt(self, index: int) -> tuple[bytes, bytes]:
         """A tlog-proof of entry ``index`` and the entry's bytes, checked together."""

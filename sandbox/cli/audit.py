@@ -374,16 +374,42 @@ def _check_cosigned(
 
 @app.command("snapshot")
 def snapshot_command(
-    log: LogDir,
     to: Annotated[
         Path, typer.Option("--to", help="New directory for the copy.", show_default=False)
     ],
+    log: MaybeLogDir = None,
+    server: ServerOpt = None,
+    vkey: VKeyOpt = None,
+    token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Copy the log as of its latest checkpoint, safely while it is being written.
 
     The copy holds the entries, hashes and offsets the checkpoint covers, the checkpoint,
     the configuration and the verifier key (never the signing key); verify it offline.
+    With --server (the whole log, so the platform auditor role) the entries come through
+    the service and must hash to the checkpoint --vkey verifies before it is written.
     """
+    _one_source(log, server)
+    if server is not None:
+        remote = _remote(server, vkey, None, token_file, kubeconfig, context, ca_file)
+        with remote:
+            try:
+                checkpoint = remote.snapshot(to)
+            except VerificationError as exc:
+                fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
+            except AuditUnavailable as exc:
+                audit_remote.unavailable(exc)
+            except (AuditError, OSError) as exc:
+                fail(f"cannot write the copy to {to}: {exc}")
+        typer.echo(
+            f"ok: {checkpoint.size} entries as of checkpoint {b64encode(checkpoint.root)} "
+            f"copied to {to}; verify with: sandboxctl audit verify --log {to} --vkey <key>"
+        )
+        return
+    assert log is not None
     try:
         checkpoint = snapshot(log, to)
     except AuditError as exc:

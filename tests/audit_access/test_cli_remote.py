@@ -123,3 +123,21 @@ def test_the_kubeconfig_token_is_used_and_the_whole_log_needs_the_platform_role(
     code, _, err = run("log", "--server", setup.url, "--vkey", vkey, "--kubeconfig", str(cert_user))
     assert code == 2
     assert "--token-file" in err
+
+
+def test_a_platform_auditor_takes_a_snapshot_that_verifies_offline(
+    setup: Setup, tmp_path: Path
+) -> None:
+    vkey = setup.signer.verifier.vkey
+    platform = str(_token(setup, "platform", tmp_path))
+    copy = tmp_path / "copy"
+    remote = ["--server", setup.url, "--vkey", vkey]
+    code, out, err = run("snapshot", *remote, "--token-file", platform, "--to", str(copy))
+    assert code == 0, err
+    code, out, err = run("verify", "--log", str(copy), "--vkey", vkey)
+    assert code == 0, err
+    assert f"ok: {setup.log.checkpoint.size} entries verified" in out
+    tenant = str(_token(setup, "tenant-a", tmp_path))
+    code, _, err = run("snapshot", *remote, "--token-file", tenant, "--to", str(tmp_path / "no"))
+    assert code == 1
+    assert "403" in err
