@@ -113,3 +113,33 @@ def test_server_and_log_are_exclusive(tmp_path: Path) -> None:
     )
     assert code == 2
     assert "exactly one of --log DIR and --server URL" in err
+
+
+class _NewerPages(httpx.BaseTransport):
+    """Forwards to the real service, but says every page was answered under a larger
+    checkpoint (as when the log grows while a pack is made)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.refetched = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path.endswith("/proof/inclusion"):
+            self.refetched += 1
+        if not request.url.path.endswith("/entries"):
+            return response
+        page = json.loads(response.read())
+        page["size"] += 1
+        return httpx.Response(200, json=page)
+
+
+def test_proofs_are_fetched_again_for_the_first_checkpoint(service: RealAuditService) -> None:
+    from sandbox.evidence.collect import collect
+
+    transport = _NewerPages()
+    remote = collect_from_server(service.url, Scope("bank-a"), transport=transport)
+    local = collect(service.log, Scope("bank-a"))
+    assert transport.refetched == len(remote.entries) > 0
+    assert remote.entries == local.entries
+    assert remote.receipt == local.receipt
