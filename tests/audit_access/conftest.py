@@ -107,6 +107,8 @@ class Setup:
     """Suffix of every cluster-scoped object made here."""
     auditors_ns: str
     """Namespace of the auditor ServiceAccounts."""
+    service_kubeconfig: Path
+    """Kubeconfig of the audit service's own identity (bound to the review role only)."""
 
 
 def event(tenant: str | None, n: int) -> Event:
@@ -196,6 +198,7 @@ def setup(
                 admin_api,
                 suffix,
                 auditors,
+                kubeconfig,
             )
     finally:
         log.close()
