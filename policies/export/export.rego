@@ -16,6 +16,25 @@ required_reviewers := sectors.exportReviewers[lib.sector]
 
 _requester := object.get(input, ["export", "requester"], "")
 
+# _requester_name is the requester trimmed, "" when it is not a string.
+_requester_name := trim_space(_requester) if is_string(_requester)
+
+else := ""
+
+# _recorded holds the recorded approvals, null until reviews are recorded (and when
+# input.export is absent or not an object: object.get on input, never on
+# input.export, so both engines read a missing export alike).
+_recorded := object.get(input, ["export", "approvals"], null)
+
+# _approvers are the distinct approvers named by the recorded approvals: non-blank
+# strings, trimmed. Anything else in the list (or a list that is not one) names
+# nobody, so it can neither count as a review nor hide a self-review.
+_approvers := {trim_space(a) |
+	is_array(_recorded)
+	some a in _recorded
+	lib.nonblank(a)
+}
+
 _export_subject := concat("", ["export/", object.get(input, ["export", "name"], "")])
 
 # Obligation: the export needs this many distinct approving reviewers.
@@ -48,13 +67,16 @@ obligations contains o if {
 
 # METADATA
 # title: No self-review
-# description: The requester of an export may not approve it.
+# description: |
+#   The requester of an export may not approve it. Read from the recorded approvals
+#   only; an export without any (or without input.export at all) has no self-review.
 # custom:
 #   code: EXPORT_SELF_REVIEW
 #   regulation: four-eyes principle
 violations contains v if {
 	lib.exporting
-	_requester in object.get(input.export, "approvals", [])
+	_requester_name != ""
+	_requester_name in _approvers
 	v := lib.violation(
 		"EXPORT_SELF_REVIEW",
 		concat("", ["requester '", _requester, "' approved their own export"]),
@@ -68,16 +90,14 @@ violations contains v if {
 # description: |
 #   Once approvals are recorded, the number of distinct approvers other than the
 #   requester must reach the sector's requirement (finance 2, health 1, others 1).
+#   Blank names and approvals that are not a list of names count for nobody.
 # custom:
 #   code: EXPORT_INSUFFICIENT_REVIEWS
 #   regulation: AI Act Art. 14 human oversight; four-eyes principle (simplified)
 violations contains v if {
 	lib.exporting
-	approvals := input.export.approvals
-	distinct := {a |
-		some a in approvals
-		a != _requester
-	}
+	_recorded != null
+	distinct := _approvers - {_requester_name}
 	count(distinct) < required_reviewers
 	v := lib.violation(
 		"EXPORT_INSUFFICIENT_REVIEWS",

@@ -48,3 +48,30 @@ test_a_blank_justification_is_missing if {
 		with input.export as {"name": "e1", "requester": "alice", "justification": " \n\t"}
 	codes == {"EXPORT_JUSTIFICATION_MISSING"}
 }
+
+# Four-eyes principle: a self-review needs a recorded approval by the requester. With
+# no export in the input there is nothing approved, so nothing self-reviewed.
+test_no_export_is_no_self_review if {
+	codes := _codes(export.violations) with input.action as "model.export"
+		with input.tenant as {"name": "h", "sector": "health"}
+	codes == {"EXPORT_JUSTIFICATION_MISSING"}
+}
+
+test_a_padded_self_approval_is_still_a_self_review if {
+	codes := _codes(export.violations) with input.action as "model.export"
+		with input.tenant as {"name": "h", "sector": "health"}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice", "approvals": [" alice "]}
+	codes == {"EXPORT_SELF_REVIEW", "EXPORT_INSUFFICIENT_REVIEWS"}
+}
+
+# A blank name or an approval list that is not a list of names approves nothing.
+test_blank_or_malformed_approvals_count_for_nobody if {
+	codes := _codes(export.violations) with input.action as "model.export"
+		with input.tenant as {"name": "b", "sector": "finance"}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice", "approvals": ["", " ", 7, "bob"]}
+	codes == {"EXPORT_INSUFFICIENT_REVIEWS"}
+	object_codes := _codes(export.violations) with input.action as "model.export"
+		with input.tenant as {"name": "h", "sector": "health"}
+		with input.export as {"name": "e1", "justification": "deploy", "requester": "alice", "approvals": {"bob": true}}
+	object_codes == {"EXPORT_INSUFFICIENT_REVIEWS"}
+}

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opa_client.errors import DeletePolicyError
@@ -73,6 +74,49 @@ def test_every_denying_rule_has_metadata(opa_binary: Path) -> None:
 def test_opa_engine_decides_like_the_embedded_one(opa: OpaEngine, embedded: EmbeddedEngine) -> None:
     for document in (baseline(), baseline("model.export"), baseline("sandbox.delete")):
         assert opa.decide(document) == embedded.decide(document)
+
+
+def _export_edges() -> list[tuple[dict[str, Any] | str | None, bool, bool]]:
+    """Exports as a hand-written input may give them: (export, self-review, too few)."""
+    good = {
+        "name": "e1",
+        "requester": "alice",
+        "justification": "deploy",
+        "destination": {"region": "onprem:lu-national-1"},
+    }
+    return [
+        (None, False, False),  # input.export absent
+        ("not an object", False, False),
+        ({}, False, False),
+        ({**good, "approvals": ["alice"]}, True, True),
+        ({**good, "approvals": [" alice\t"]}, True, True),
+        ({**good, "approvals": "alice"}, False, True),
+        ({**good, "approvals": {"bob": True, "carol": True}}, False, True),
+        ({**good, "approvals": ["", "  ", 7, None, "bob"]}, False, True),
+        ({**good, "approvals": ["bob", "carol"]}, False, False),
+        ({**good, "requester": 7, "approvals": ["bob", "carol"]}, False, False),
+    ]
+
+
+@pytest.mark.parametrize(("export", "self_review", "too_few"), _export_edges())
+def test_engines_agree_on_malformed_and_missing_exports(
+    opa: OpaEngine,
+    embedded: EmbeddedEngine,
+    export: dict[str, Any] | str | None,
+    self_review: bool,
+    too_few: bool,
+) -> None:
+    """Four-eyes principle on a finance export (two reviewers): only recorded approvals
+    by named people count, and the requester's own never does, in both engines."""
+    document = baseline("model.export")
+    if export is not None:
+        document["export"] = export
+    ours, theirs = embedded.decide(document), opa.decide(document)
+    assert ours == theirs, document
+    codes = {v.code for v in ours.violations}
+    assert ("EXPORT_SELF_REVIEW" in codes) is self_review, codes
+    assert ("EXPORT_INSUFFICIENT_REVIEWS" in codes) is too_few, codes
+    assert not any(code.startswith("POLICY_ENGINE") for code in codes), codes
 
 
 def test_parity_on_generated_inputs(opa: OpaEngine, embedded: EmbeddedEngine) -> None:
