@@ -18,14 +18,14 @@ artifact) calls :meth:`Step.commit` and stops when it returns None.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 
 from audit.entry import Actor, Event, Resource
 from audit.errors import AuditError
-from sandbox.api.conditions import find_condition, is_true, set_condition
+from sandbox.api.conditions import is_true, set_condition
 from sandbox.api.meta import Condition, ConditionStatus, WireModel
 from sandbox.lifecycle.decisions import audit_decision
 from sandbox.lifecycle.platform import Platform
@@ -131,11 +131,6 @@ class Step(Generic[StatusT]):
         """Whether the condition ``type_`` was True in the status as read."""
         return is_true(_conditions(self.body), type_)
 
-    def previous_reason(self, type_: str) -> str | None:
-        """The reason of condition ``type_`` in the status as read."""
-        found = find_condition(_conditions(self.body), type_)
-        return None if found is None else str(found.get("reason"))
-
     def previous_reasons(self) -> set[str]:
         """Every condition reason in the status as read."""
         return {str(c.get("reason")) for c in _conditions(self.body)}
@@ -168,11 +163,6 @@ class Step(Generic[StatusT]):
     def queue(self, events: Iterable[Event]) -> None:
         """Queue audit events built elsewhere (grant changes, revocations)."""
         self._events.extend(events)
-
-    @property
-    def queued(self) -> Sequence[Event]:
-        """The events not yet on record."""
-        return tuple(self._events)
 
     def note(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         """Queue a Kubernetes Event (posted with the status)."""
