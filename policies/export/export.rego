@@ -17,9 +17,9 @@ required_reviewers := sectors.exportReviewers[lib.sector]
 _requester := object.get(input, ["export", "requester"], "")
 
 # _requester_name is the requester trimmed, "" when it is not a string.
-_requester_name := trim_space(_requester) if is_string(_requester)
+default _requester_name := ""
 
-else := ""
+_requester_name := trim_space(_requester) if is_string(_requester)
 
 # _recorded holds the recorded approvals, null until reviews are recorded (and when
 # input.export is absent or not an object: object.get on input, never on
@@ -29,7 +29,7 @@ _recorded := object.get(input, ["export", "approvals"], null)
 # _approvers are the distinct approvers named by the recorded approvals: non-blank
 # strings, trimmed. Anything else in the list (or a list that is not one) names
 # nobody, so it can neither count as a review nor hide a self-review.
-_approvers := {trim_space(a) |
+_approvers contains trim_space(a) if {
 	is_array(_recorded)
 	some a in _recorded
 	lib.nonblank(a)
