@@ -28,6 +28,7 @@ reference ``tlog`` code accepts those (tests/evidence/test_interop_go.py).
 from __future__ import annotations
 
 import binascii
+import itertools
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ class BatchReceipt:
         hashes = self.leaves if leaves is None else leaves
         if len(hashes) != len(self.indices):
             raise VerificationError("one leaf hash per index is needed")
+        if any(b <= a for a, b in itertools.pairwise(self.indices)):
+            raise VerificationError("the indices must ascend, each once")
         if self.indices and self.indices[-1] >= size:
             raise VerificationError(f"index {self.indices[-1]} is outside a tree of size {size}")
         walk = _Walk(self.indices, hashes, iter(self.nodes))

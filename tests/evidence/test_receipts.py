@@ -45,6 +45,9 @@ def test_a_receipt_that_does_not_fit_the_tree_is_refused() -> None:
         long.root(size)
     with pytest.raises(VerificationError, match="outside a tree"):
         receipt.root(7)
+    twice = BatchReceipt((2, 2, 7), receipt.leaves, receipt.nodes, CHECKPOINT)
+    with pytest.raises(VerificationError, match="ascend"):
+        twice.root(size)
     swapped = BatchReceipt(receipt.indices, receipt.leaves[::-1], receipt.nodes, CHECKPOINT)
     assert swapped.root(size) != tree.root()
 
