@@ -58,7 +58,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) ->
 
 
 def _entry(rec: Record) -> str:
-    return f'<code title="entries/{rec.index:012d}.json">#{rec.index}</code>'
+    return f'<code title="entries.ndjson#{rec.index}">#{rec.index}</code>'
 
 
 def _actor(rec: Record) -> str:

@@ -119,6 +119,7 @@ def test_key_never_destroyed(tmp_path: Path) -> None:
     assert f"entries.ndjson#{expired}" in hrefs
     html = (packed.pack / "report.html").read_text()
     assert f"entry-{expired}" in html
+    assert f'title="entries.ndjson#{expired}"' in html  # where the entry is in the pack
     assert "Not satisfied" in html
 
 
