@@ -20,6 +20,11 @@ A per-sandbox KEK (rather than one shared KEK) is what makes destruction provabl
 sandbox: the shared-KEK alternative can only delete the wrapped blob, whose old copies
 survive in etcd history until compaction.
 
+Rotation follows from the same design: :meth:`Pkcs11KeyProvider.rotate_kek` gives each
+sandbox a new token KEK and rewraps its data key inside the token, destroying the old
+KEK only after the new wrapped key is stored (each step is safe to be killed after);
+:meth:`Pkcs11KeyProvider.rotate_data_key` replaces a sandbox's KEK and data key together.
+
 Thread safety: python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which
 under PKCS#11 tells the module that the application will not call it from several
 threads at once (SoftHSM2 then turns its own locking off). The provider therefore keeps

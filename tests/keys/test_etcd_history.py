@@ -5,7 +5,8 @@ until it is compacted, and the API server serves them: a LIST at an exact old
 ``resourceVersion`` (``resourceVersionMatch=Exact``), or a watch starting there, whose
 ``DELETED`` event carries the object's last state, data and all. These tests pin down,
 as the operator's identity (the chart's ClusterRole: get/list, no watch, on Secrets),
-a tenant's, and an administrator's:
+an ordinary authenticated user's (a tenant member's rights are checked with the real
+operator in test_operator_crash.py), and an administrator's:
 
 - right after a ``local`` key is destroyed, GET and LIST find nothing;
 - a LIST at a revision from before the deletion still returns the wrapped key to the
@@ -14,7 +15,7 @@ a tenant's, and an administrator's:
   identity, so the operator's has no way left to read the wrapped key back (an
   administrator's watch can still be served from the API server's watch cache for a
   while — memory, not etcd; see the docs);
-- a tenant cannot get, list or watch the operator's Secrets at any time.
+- an ordinary user cannot get, list or watch the operator's Secrets at any time.
 
 docs/key-custody.md explains what this means for crypto-shredding and which compaction
 settings bound the window.
@@ -146,7 +147,7 @@ def test_a_destroyed_wrapped_key_is_readable_from_etcd_history_only_until_compac
     )
     assert listed.items == []
 
-    # A tenant never reaches the operator's Secrets: not by GET, LIST or WATCH.
+    # An ordinary user never reaches the operator's Secrets: not by GET, LIST or WATCH.
     tenant_core = client.CoreV1Api(tenant_api)
     assert _refused(lambda: tenant_core.read_namespaced_secret(name, SYSTEM_NS)) == 403
     assert _refused(lambda: _list_at(tenant_api, name, before)) == 403
