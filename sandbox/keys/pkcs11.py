@@ -667,6 +667,7 @@ class Pkcs11KeyProvider:
             self._connection().run(
                 "generate key", lambda session: _generate_kek(session, label, object_id)
             )
+            _crash_point("pkcs11-after-generate")
         wrapped = self._connection().run(
             "wrap", lambda session: _new_wrapped_data_key(session, label, object_id)
         )
@@ -830,7 +831,10 @@ def _destroy_object(session: Any, label: str, object_id: bytes) -> None:
 
 def _crash_point(name: str) -> None:
     """Crash tests only: SIGKILL this process at ``name`` when ``REGSANDBOX_TEST_KILL_AT``
-    names it. Unset (the default, and in every deployment) it does nothing."""
+    names it (``pkcs11-after-generate``: a new sandbox's token key exists, its wrapped
+    data key is not stored; ``pkcs11-after-swap``: a rotation stored the rewrapped key,
+    the old token key is not destroyed). Unset — the default, and in every deployment —
+    it does nothing."""
     if os.environ.get("REGSANDBOX_TEST_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
 

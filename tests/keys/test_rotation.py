@@ -292,3 +292,47 @@ def test_local_kek_rotation_skips_and_reports_an_unreadable_record() -> None:
     assert rotation.rewrapped == 1
     assert LocalKeyProvider(new_kek, store).data_key(good) == key
     assert store.get("altered") == b"{not a record"
+
+
+_CREATE = """
+import sys
+from pydantic import SecretStr
+from sandbox.keys import FileWrappedKeyStore, Pkcs11KeyProvider, Pkcs11Settings
+settings = Pkcs11Settings(module=sys.argv[1], token_label=sys.argv[2], pin=SecretStr(sys.argv[3]))
+Pkcs11KeyProvider(settings, FileWrappedKeyStore(sys.argv[4])).create(sys.argv[5], "eu-west-1", {})
+"""
+
+
+def test_pkcs11_create_killed_after_the_token_key_is_made_ends_with_one_key(
+    softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    """SIGKILL between C_GenerateKey and storing the wrapped key: the next create (after
+    the restart) adopts that token key; the sandbox never gets a second one."""
+    directory = tmp_path / "wrapped"
+    settings = softhsm.settings()
+    sid = _sid("hsm")
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CREATE,
+            str(settings.module),
+            settings.token_label,
+            settings.pin.get_secret_value(),
+            str(directory),
+            sid,
+        ],
+        env={**os.environ, "REGSANDBOX_TEST_KILL_AT": "pkcs11-after-generate"},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    store = FileWrappedKeyStore(directory)
+    made = _token_objects(softhsm, sid)
+    assert len(made) == 1  # the token key exists ...
+    assert store.get(sid) is None  # ... its wrapped data key was never stored
+    ref = Pkcs11KeyProvider(settings, store).create(sid, REGION, TAGS)
+    assert ref.key_id == f"pkcs11-{made[0].hex()}"
+    assert _token_objects(softhsm, sid) == made
+    assert len(Pkcs11KeyProvider(settings, store).data_key(sid)) == 32
