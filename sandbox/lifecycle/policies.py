@@ -133,11 +133,7 @@ def _refused(step: _PolicyStep, name: str, exc: Exception) -> None:
 def remove_sandbox_policy(platform: Platform, body: Mapping[str, Any]) -> StepResult:
     """Drop a deleted SandboxPolicy from the policy set and record the change."""
     name = str(body["metadata"]["name"])
-    digest = _change(platform, name, None)
-    platform.record(
-        "policy.changed",
-        Resource(kind="SandboxPolicy", name=name),
-        "success",
-        details={"digest": digest, "removed": True},
-    )
-    return StepResult()
+    resource = Resource(kind="SandboxPolicy", name=name)
+    step = Step(platform, body, SandboxPolicyStatus, resource, audit_condition=None)
+    step.log("policy.changed", "success", digest=_change(platform, name, None), removed=True)
+    return step.finish()

@@ -94,6 +94,10 @@ def correct_tenant_drift(platform: Platform, body: Mapping[str, Any]) -> StepRes
         spec = TenantSpec.model_validate(body.get("spec") or {})
     except ValidationError:
         return StepResult()
+    name = str(body["metadata"]["name"])
+    resource = Resource(kind="Tenant", name=name, tenant=name)
+    # The log being down must not flip a Ready tenant: a refusal is raised, kopf retries.
+    step = Step(platform, body, TenantStatus, resource, audit_condition=None)
     corrected: list[str] = []
     for obj in _desired(body, spec):
         meta = obj["metadata"]
@@ -102,14 +106,12 @@ def correct_tenant_drift(platform: Platform, body: Mapping[str, Any]) -> StepRes
             apply(platform.api, obj)
             what = "recreated" if live is None else "restored"
             corrected.append(f"{obj['kind']}/{meta['name']} {what}")
-    result = StepResult()
     if corrected:
-        name = str(body["metadata"]["name"])
-        platform.record(
+        step.log(
             "tenant.drift.corrected",
-            Resource(kind="Tenant", name=name, tenant=name),
             "success",
-            details={"namespace": tenant_namespace(name), "corrections": corrected},
+            namespace=tenant_namespace(name),
+            corrections=corrected,
         )
-        result.note("Warning", "DriftCorrected", "; ".join(corrected))
-    return result
+        step.note("Warning", "DriftCorrected", "; ".join(corrected))
+    return step.finish()
