@@ -499,6 +499,12 @@ class Pkcs11KeyProvider:
         destroys it. So the stored data key is always opened by exactly one live KEK.
         Resume an interrupted rotation by calling again with the same ``made_before``.
         The data keys do not change; volumes are unaffected.
+
+        Single writer: run it in the operator's process (its per-sandbox locks exclude
+        the operator's own calls) or with the operator stopped. Another process's
+        ``create`` treats the rotation's new token key as a crash leftover and destroys
+        it; the rotation notices and keeps the old key in the common interleaving, not
+        in every one.
         """
         cutoff = made_before or dt.datetime.now(dt.UTC)
         rotated = current = 0
@@ -507,8 +513,9 @@ class Pkcs11KeyProvider:
             try:
                 with self._lock(sandbox_id):
                     outcome = self._rotate_one(sandbox_id, cutoff)
-            except KeyIntegrityError:
-                # One bad record must not stop the others; it keeps its KEK.
+            except (KeyIntegrityError, KeyStateError):
+                # One bad record (or a race with another process) must not stop the
+                # others; that sandbox keeps its KEK.
                 _log.warning("kek.rotation_skipped", sandbox=sandbox_id, provider=PROVIDER_NAME)
                 failed.append(sandbox_id)
                 continue
@@ -620,6 +627,15 @@ class Pkcs11KeyProvider:
             )
             return False
         _crash_point("pkcs11-after-swap")
+        # Another process's create may have taken the new KEK for a crash leftover and
+        # destroyed it; then the stored key must go back to the old KEK, which is kept.
+        if new_object not in self._kek_ids(record.sandbox_id):
+            self._store.swap(record.sandbox_id, fresh.to_bytes(), blob)
+            raise KeyStateError(
+                f"the new token key of sandbox {record.sandbox_id!r} was destroyed by another "
+                "process during the rotation; the old key was kept — run rotations in the "
+                "operator's process or with the operator stopped, then retry"
+            )
         self._connection().run(
             "destroy old key",
             lambda session: _destroy_object(session, label, record.object_id),

@@ -336,3 +336,35 @@ def test_pkcs11_create_killed_after_the_token_key_is_made_ends_with_one_key(
     assert ref.key_id == f"pkcs11-{made[0].hex()}"
     assert _token_objects(softhsm, sid) == made
     assert len(Pkcs11KeyProvider(settings, store).data_key(sid)) == 32
+
+
+class _RacingStore(FileWrappedKeyStore):
+    """Runs ``before_swap`` once, just before a swap: another process's call lands there."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.before_swap: Any = None
+
+    def swap(self, sandbox_id: str, expected: bytes, blob: bytes) -> bool:
+        hook, self.before_swap = self.before_swap, None
+        if hook is not None:
+            hook()
+        return super().swap(sandbox_id, expected, blob)
+
+
+def test_pkcs11_rotation_keeps_the_old_kek_when_another_process_destroys_the_new_one(
+    softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    """An operator's create (another process: its own locks) sees the rotation's new token
+    key as a crash leftover and destroys it; the data key must stay recoverable."""
+    store = _RacingStore(tmp_path / "wrapped")
+    rotating = Pkcs11KeyProvider(softhsm.settings(), store)
+    operator = Pkcs11KeyProvider(softhsm.settings(), store)
+    sid = operator.create(_sid("hsm"), REGION, TAGS).sandbox_id
+    key, old_kek = operator.data_key(sid), _token_objects(softhsm, sid)
+    store.before_swap = lambda: operator.create(sid, REGION, TAGS)
+    rotation = rotating.rotate_kek()
+    assert sid in rotation.failed
+    assert _token_objects(softhsm, sid) == old_kek  # the old KEK was kept ...
+    assert _record_kek(store, sid) == old_kek[0]  # ... and the stored key names it
+    assert operator.data_key(sid) == key
