@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
+from audit.client import AuditRejected, AuditUnavailable
 from operators import runtime
 from operators.metrics import RECONCILE_FAILURES, RECONCILES
 from operators.wiring import build_platform
@@ -32,7 +35,7 @@ from sandbox.lifecycle import (
 )
 from sandbox.lifecycle.exports import reconcile_export, review_status
 from sandbox.lifecycle.policies import reconcile_sandbox_policy, remove_sandbox_policy
-from sandbox.lifecycle.step import read_status
+from sandbox.lifecycle.step import AUDIT_RETRY_SECONDS, read_status
 
 __all__: list[str] = []
 
@@ -81,6 +84,25 @@ def _finish(result: StepResult, body: kopf.Body, patch: kopf.Patch, kind: str, s
         raise kopf.TemporaryError(result.retry_reason, delay=result.retry_after)
 
 
+@contextmanager
+def _retry_soon_without_audit(kind: str, step: str) -> Iterator[None]:
+    """A step that raised because the audit log is unavailable is retried in seconds.
+
+    Nothing it did is visible yet (fail closed); kopf's default back-off for an arbitrary
+    error is a minute, while the log is usually back within seconds (a restart, a rollout).
+    A request the log refused as invalid is left to that default.
+    """
+    try:
+        yield
+    except AuditRejected:
+        raise
+    except AuditUnavailable as exc:
+        RECONCILE_FAILURES.labels(kind, step, "AuditLogUnavailable").inc()
+        raise kopf.TemporaryError(
+            f"audit log unavailable, nothing recorded: {exc}", delay=AUDIT_RETRY_SECONDS
+        ) from exc
+
+
 # -- Tenant -------------------------------------------------------------------------
 
 
@@ -127,7 +149,9 @@ def sandbox_provision(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.on.delete(API_GROUP, API_VERSION, "sandboxes")
 def sandbox_delete(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Tear down and destroy the key before the finalizer is released."""
-    _finish(teardown_sandbox(runtime.platform(), body), body, patch, "Sandbox", "delete")
+    with _retry_soon_without_audit("Sandbox", "delete"):
+        result = teardown_sandbox(runtime.platform(), body)
+    _finish(result, body, patch, "Sandbox", "delete")
 
 
 def _expired(body: kopf.Body) -> bool:
@@ -173,14 +197,17 @@ def sandbox_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.on.resume(API_GROUP, API_VERSION, "sandboxpolicies")
 def sandbox_policy_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Load the custom policy, or keep the previous set and say why."""
-    result = reconcile_sandbox_policy(runtime.platform(), body)
+    with _retry_soon_without_audit("SandboxPolicy", "load"):
+        result = reconcile_sandbox_policy(runtime.platform(), body)
     _finish(result, body, patch, "SandboxPolicy", "load")
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, "sandboxpolicies")
 def sandbox_policy_delete(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Drop the custom policy from the active set."""
-    _finish(remove_sandbox_policy(runtime.platform(), body), body, patch, "SandboxPolicy", "remove")
+    with _retry_soon_without_audit("SandboxPolicy", "remove"):
+        result = remove_sandbox_policy(runtime.platform(), body)
+    _finish(result, body, patch, "SandboxPolicy", "remove")
 
 
 # -- ModelExport and ExportReview ---------------------------------------------------
