@@ -368,3 +368,45 @@ def test_pkcs11_rotation_keeps_the_old_kek_when_another_process_destroys_the_new
     assert _token_objects(softhsm, sid) == old_kek  # the old KEK was kept ...
     assert _record_kek(store, sid) == old_kek[0]  # ... and the stored key names it
     assert operator.data_key(sid) == key
+
+
+def test_pkcs11_kek_rotation_under_concurrent_create_and_destroy(
+    softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    """4 threads create and destroy sandboxes while every KEK rotates: afterwards each
+    live sandbox has exactly one token key, the one its stored key names, its data key is
+    unchanged, and no destroyed sandbox has a token key or a stored key."""
+    store = FileWrappedKeyStore(tmp_path / "wrapped")
+    provider = Pkcs11KeyProvider(softhsm.settings(), store, lock_stripes=4)
+    before = [_sid("pre") for _ in range(12)]
+    for sid in before:
+        provider.create(sid, REGION, TAGS)
+    keys = {sid: provider.data_key(sid) for sid in before}
+    doomed = before[:6]
+    created: list[str] = []
+    start = threading.Barrier(5)
+
+    def churn(index: int) -> None:
+        start.wait(WAIT)
+        for round_ in range(4):
+            sid = _sid(f"new{index}{round_}")
+            provider.create(sid, REGION, TAGS)
+            created.append(sid)
+        for sid in doomed[index::4]:
+            provider.destroy(sid)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        workers = [pool.submit(churn, i) for i in range(4)]
+        start.wait(WAIT)
+        rotation = provider.rotate_kek()
+        for worker in workers:
+            worker.result(timeout=120)
+    assert rotation.failed == ()
+    for sid in doomed:
+        assert _token_objects(softhsm, sid) == []
+        assert store.get(sid) is None
+    for sid in [*before[6:], *created]:
+        objects = _token_objects(softhsm, sid)
+        assert objects == [_record_kek(store, sid)], sid
+    for sid in before[6:]:
+        assert provider.data_key(sid) == keys[sid]
