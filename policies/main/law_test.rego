@@ -344,3 +344,47 @@ test_criminal_offence_data_needs_an_authorisation if {
 	"CRIMINAL_OFFENCE_AUTHORISATION_MISSING" in provision
 	"CRIMINAL_OFFENCE_AUTHORISATION_MISSING" in grant
 }
+
+# GDPR Art. 44-46: Chapter V covers all personal data, pseudonymised included
+# (Recital 26), in every sector. Egress of ordinary personal data goes to the EEA, to
+# an adequacy country while its decision is in force, or under a declared transfer
+# the platform attested; anonymous data is outside the GDPR.
+test_ordinary_personal_data_egress_follows_chapter_v_in_every_sector if {
+	survey := {
+		"name": "survey",
+		"sector": "research",
+		"jurisdiction": "LU",
+		"location": {"region": "onprem:lu-national-1"},
+		"identifiability": "pseudonymised",
+		"category": "ordinary",
+		"allowedPurposes": ["fraud"],
+		"ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
+	}
+	us := [{"cidr": "203.0.113.0/24", "region": "aws:us-east-1"}]
+	sandbox := object.union(_fraud, {"datasets": [{"name": "survey", "purpose": "fraud"}], "egress": us})
+	_personal_egress_denied("finance", survey, sandbox)
+	_personal_egress_denied("health", survey, sandbox)
+	_personal_egress_denied("public", survey, sandbox)
+	_personal_egress_denied("research", survey, sandbox)
+	_personal_egress_denied("space", survey, sandbox)
+	lab := {"name": "lab", "sector": "research", "jurisdiction": "LU"}
+	anonymous := object.union(survey, {"identifiability": "anonymous"})
+	_both(lab, [anonymous], sandbox) == [set(), set()]
+	to_uk := object.union(sandbox, {"egress": [{"cidr": "203.0.113.0/24", "region": "azure:uksouth"}]})
+	_both(lab, [survey], to_uk) == [set(), set()]
+	scc := {"mechanism": "scc", "reference": "SCC-7", "recipient": "Survey Inc."}
+	declared := object.union(sandbox, {"egress": [object.union(us[0], {"transfer": scc})]})
+	_both(lab, [survey], declared) == [{"RESIDENCY_PERSONAL_DATA_EGRESS"}, {"RESIDENCY_PERSONAL_DATA_EGRESS"}]
+	attested := object.union(lab, {"attestations": {"transfers": [object.union(scc, {"country": "US"})]}})
+	_both(attested, [survey], declared) == [set(), set()]
+}
+
+# _personal_egress_denied is true when a tenant of sector holding dataset in sandbox is
+# denied RESIDENCY_PERSONAL_DATA_EGRESS on both paths. (regopy cannot call _both from
+# inside an iteration, hence one call per sector.)
+_personal_egress_denied(sector, dataset, sandbox) if {
+	tenant := {"name": "t", "sector": sector, "jurisdiction": "LU", "attestations": _hospital.attestations}
+	[provision, grant] := _both(tenant, [dataset], sandbox)
+	"RESIDENCY_PERSONAL_DATA_EGRESS" in provision
+	"RESIDENCY_PERSONAL_DATA_EGRESS" in grant
+}

@@ -433,3 +433,42 @@ data_violations contains v if {
 		concat("", ["dataset/", s.name]),
 	)
 }
+
+# METADATA
+# title: Personal data opens no egress outside the EEA and adequacy countries
+# description: |
+#   GDPR Chapter V applies to all personal data, in every sector: a sandbox holding
+#   identified or pseudonymised personal data of an ordinary category (Recital 26:
+#   pseudonymised data is personal data) may open egress only to catalogued regions
+#   in the EEA or in a country whose full adequacy decision (Art. 45) is in force
+#   until the sandbox ends, or to a destination whose entry declares a complete
+#   transfer under appropriate safeguards (Art. 46(2)(c) SCCs, Art. 46(2)(b) and 47
+#   BCRs, or the Art. 45 EU-US Data Privacy Framework for a certified US recipient)
+#   that the platform also attested on the Tenant (same mechanism, reference and
+#   country). Any transfer must meet these conditions (Art. 44); an egress rule is a
+#   channel through which the data can be transferred. Special-category and
+#   criminal-offence data are held to the rule above instead. An entry without a
+#   region is treated as outside. Simplified: an entry's location is the region it
+#   names; Art. 49 derogations are not modelled.
+# custom:
+#   code: RESIDENCY_PERSONAL_DATA_EGRESS
+#   regulation: GDPR Art. 44, Art. 45, Art. 46 (simplified)
+data_violations contains v if {
+	lib.data_access
+	some s in _stored
+	s.personal
+	not s.sensitive
+	some entry in _egress
+	not lib.adequate_until(entry.facts, lib.sandbox_end)
+	count(entry.gaps) > 0
+	v := lib.violation(
+		"RESIDENCY_PERSONAL_DATA_EGRESS",
+		concat("", [
+			"the sandbox holds ", s.describe, " personal data from '", s.name, "' and opens egress to '",
+			entry.cidr, "' in region '", entry.region, "', unknown or outside the EEA and adequacy countries; ",
+			"the entry's transfer lacks ", concat(", ", sort(entry.gaps)),
+		]),
+		"GDPR Art. 44, Art. 45, Art. 46 (simplified)",
+		concat("", ["dataset/", s.name]),
+	)
+}

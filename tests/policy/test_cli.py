@@ -45,6 +45,9 @@ CASES = [
             "FINANCE_EGRESS_OUTSIDE_EEA",
             "RESIDENCY_DATASET_OUTSIDE_AREA",
             "RESIDENCY_DATASET_OUTSIDE_EEA",
+            # GDPR Art. 44: customer data and an egress rule to a US API, both datasets.
+            "RESIDENCY_PERSONAL_DATA_EGRESS",
+            "RESIDENCY_PERSONAL_DATA_EGRESS",
         ],
     ),
     (

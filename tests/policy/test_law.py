@@ -211,6 +211,106 @@ def test_special_category_data_never_opens_egress_outside_eea(
     assert "RESIDENCY_SPECIAL_CATEGORY_EGRESS" in provision & grant
 
 
+def survey(sector: str, identifiability: str = "pseudonymised") -> Document:
+    """A tenant of ``sector`` holding ordinary (not special-category) personal data."""
+    document = baseline()
+    document["tenant"] = {
+        "name": "lab",
+        "sector": sector,
+        "jurisdiction": "LU",
+        "attestations": {
+            "supervisoryAuthority": "CSSF",
+            "dpiaReference": "CNPD-DPIA-2025-009",
+            "ethicsApproval": "CNER-2025-017",
+        },
+    }
+    document["datasets"] = [
+        {
+            "name": "survey",
+            "sector": "research",
+            "jurisdiction": "LU",
+            "location": {"bucket": "b", "region": LU},
+            "identifiability": identifiability,
+            "category": "ordinary",
+            "allowedPurposes": ["fraud"],
+            "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
+        }
+    ]
+    document["sandbox"]["lifetime"] = {"ttl": "720h"}
+    document["sandbox"]["datasets"] = [{"name": "survey", "purpose": "fraud"}]
+    return document
+
+
+SECTOR_NAMES = ["finance", "health", "public", "research", "space"]
+US_EAST = "aws:us-east-1"
+
+
+@pytest.mark.parametrize("identifiability", ["pseudonymised", "identified"])
+@pytest.mark.parametrize("sector", SECTOR_NAMES)
+def test_ordinary_personal_data_opens_no_egress_outside_eea_in_any_sector(
+    engine: PolicyEngine, sector: str, identifiability: str
+) -> None:
+    """GDPR Art. 44: any transfer of personal data to a third country (Recital 26:
+    pseudonymised included) needs adequacy (Art. 45) or safeguards (Art. 46)."""
+    for entry in (
+        {"cidr": "203.0.113.0/24", "region": US_EAST},
+        {"cidr": "203.0.113.0/24", "region": "unknown:region"},
+        {"cidr": "203.0.113.0/24"},
+    ):
+        document = survey(sector, identifiability)
+        document["sandbox"]["egress"] = [entry]
+        provision, grant = _both(engine, document)
+        assert "RESIDENCY_PERSONAL_DATA_EGRESS" in provision & grant, entry
+        assert "RESIDENCY_SPECIAL_CATEGORY_EGRESS" not in provision | grant
+
+
+@pytest.mark.parametrize("sector", SECTOR_NAMES)
+def test_ordinary_personal_data_may_reach_the_eea_and_adequacy_countries(
+    engine: PolicyEngine, sector: str
+) -> None:
+    for region in ("aws:eu-central-1", "azure:uksouth"):
+        document = survey(sector)
+        document["sandbox"]["egress"] = [{"cidr": "203.0.113.0/24", "region": region}]
+        provision, grant = _both(engine, document)
+        assert "RESIDENCY_PERSONAL_DATA_EGRESS" not in provision | grant, region
+
+
+def test_egress_of_personal_data_follows_the_transfer_rules(engine: PolicyEngine) -> None:
+    """Art. 45 adequacy only while in force; Art. 46 SCCs and the DPF (for certified US
+    recipients) only when declared and attested by the platform."""
+    research = survey("research")
+    research["sandbox"]["egress"] = [{"cidr": "203.0.113.0/24", "region": US_EAST}]
+    anonymous = copy.deepcopy(research)
+    anonymous["datasets"][0]["identifiability"] = "anonymous"
+    assert _both(engine, anonymous) == (set(), set())
+
+    uk = copy.deepcopy(research)
+    uk["sandbox"]["egress"] = [{"cidr": "203.0.113.0/24", "region": "azure:uksouth"}]
+    assert _both(engine, uk) == (set(), set())
+    uk["sandbox"]["lifetime"] = {"expiresAt": "2032-06-01T00:00:00Z"}
+    provision, grant = _both(engine, uk)
+    assert "RESIDENCY_PERSONAL_DATA_EGRESS" in provision & grant
+
+    scc = {"mechanism": "scc", "reference": "SCC 2021/914 module 2, C-7", "recipient": "S Inc."}
+    declared = copy.deepcopy(research)
+    declared["sandbox"]["egress"][0]["transfer"] = scc
+    provision, grant = _both(engine, declared)
+    assert provision == grant == {"RESIDENCY_PERSONAL_DATA_EGRESS"}
+    declared["tenant"]["attestations"]["transfers"] = [{**scc, "country": "US"}]
+    assert _both(engine, declared) == (set(), set())
+
+    dpf = {"mechanism": "dpf", "reference": "DPF-1", "recipient": "S Inc.", "certified": True}
+    certified = copy.deepcopy(research)
+    certified["sandbox"]["egress"][0]["transfer"] = dpf
+    certified["tenant"]["attestations"]["transfers"] = [{**dpf, "country": "US"}]
+    assert _both(engine, certified) == (set(), set())
+    canada = copy.deepcopy(certified)
+    canada["sandbox"]["egress"][0]["region"] = "aws:ca-central-1"
+    canada["tenant"]["attestations"]["transfers"] = [{**dpf, "country": "CA"}]
+    provision, grant = _both(engine, canada)
+    assert provision == grant == {"RESIDENCY_PERSONAL_DATA_EGRESS"}
+
+
 def _export(document: Document, region: str, justification: str = "deploy") -> Document:
     document = copy.deepcopy(document)
     document["action"] = "model.export"
