@@ -71,8 +71,29 @@ def test_every_denying_rule_has_metadata(opa_binary: Path) -> None:
     } <= codes
 
 
+def _egress_to_us(transfer: dict[str, Any] | None, attested: bool) -> dict[str, Any]:
+    """The baseline bank (ordinary pseudonymised data) opening egress to a US API."""
+    document = baseline()
+    entry: dict[str, Any] = {"cidr": "203.0.113.0/24", "ports": [443], "region": "aws:us-east-1"}
+    if transfer is not None:
+        entry["transfer"] = transfer
+    document["sandbox"]["egress"] = [entry]
+    if attested and transfer is not None:
+        document["tenant"]["attestations"]["transfers"] = [{**transfer, "country": "US"}]
+    return document
+
+
 def test_opa_engine_decides_like_the_embedded_one(opa: OpaEngine, embedded: EmbeddedEngine) -> None:
-    for document in (baseline(), baseline("model.export"), baseline("sandbox.delete")):
+    scc = {"mechanism": "scc", "reference": "SCC-7", "recipient": "API Inc."}
+    for document in (
+        baseline(),
+        baseline("model.export"),
+        baseline("sandbox.delete"),
+        _egress_to_us(None, attested=False),
+        _egress_to_us(scc, attested=False),
+        _egress_to_us(scc, attested=True),
+        {**_egress_to_us(None, attested=False), "action": "dataset.grant"},
+    ):
         assert opa.decide(document) == embedded.decide(document)
 
 
@@ -122,13 +143,22 @@ def test_engines_agree_on_malformed_and_missing_exports(
 def test_parity_on_generated_inputs(opa: OpaEngine, embedded: EmbeddedEngine) -> None:
     rng = random.Random(20250401)  # noqa: S311 - seeded, reproducible test inputs
     denied = 0
+    seen: set[str] = set()
     for _ in range(PARITY_CASES):
         document = random_input(rng)
         ours, theirs = embedded.decide(document), opa.decide(document)
         assert ours == theirs, document
         assert not any(v.code.startswith("POLICY_ENGINE") for v in ours.violations), ours
         denied += not ours.allow
+        seen.update(v.code for v in ours.violations)
     assert 0 < denied < PARITY_CASES
+    # The corpus reaches the transfer and review rules whose inputs it varies.
+    assert {
+        "RESIDENCY_PERSONAL_DATA_EGRESS",
+        "RESIDENCY_SPECIAL_CATEGORY_EGRESS",
+        "EXPORT_SELF_REVIEW",
+        "EXPORT_INSUFFICIENT_REVIEWS",
+    } <= seen
 
 
 def test_opa_rejects_a_bad_set_and_keeps_the_good_one(opa_url: str, policy_set: PolicySet) -> None:
