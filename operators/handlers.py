@@ -35,9 +35,12 @@ from sandbox.lifecycle import (
 )
 from sandbox.lifecycle.exports import reconcile_export, review_status
 from sandbox.lifecycle.policies import reconcile_sandbox_policy, remove_sandbox_policy
-from sandbox.lifecycle.step import AUDIT_RETRY_SECONDS, read_status
+from sandbox.lifecycle.step import read_status
 
-__all__: list[str] = []
+__all__ = ["AUDIT_RETRY_SECONDS"]
+
+AUDIT_RETRY_SECONDS = 5.0
+"""How soon a step that raised because the audit log was unavailable is tried again."""
 
 _SETTINGS = runtime.settings()
 _FINALIZER = "regsandbox.io/finalizer"
