@@ -37,7 +37,7 @@ from audit.verify import verify_log
 from audit.witness import CosignatureVerifier
 from audit.witnessing import COSIGNED_FILE, verify_cosigned
 from sandbox.api.meta import parse_rfc3339
-from sandbox.cli import audit_archive, audit_remote, audit_serve
+from sandbox.cli import audit_archive, audit_remote, audit_serve, audit_siem
 from sandbox.cli.audit_remote import (
     CaFileOpt,
     ContextOpt,
@@ -60,6 +60,7 @@ __all__ = ["ExportFormat", "app"]
 
 app = typer.Typer(help="The audit log: append, inspect, prove and verify.", no_args_is_help=True)
 audit_serve.register(app)
+audit_siem.register(app)
 app.add_typer(audit_archive.app, name="archive")
 
 LogDir = Annotated[Path, typer.Option("--log", help="Log directory.", show_default=False)]
