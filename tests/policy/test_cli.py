@@ -265,7 +265,7 @@ POLICY_TEST_PEAK_BUDGET = 3 * 1024**3
 
 regopy compiles one bundle per test package; each ``with`` copies what it reaches, so
 a helper-function chain under many ``with`` clauses once made the run peak at 16 GiB
-(1.4 GiB after the fix). A policy change that brings that back fails here."""
+(1.6 GiB after the fix). A policy change that brings that back fails here."""
 
 
 def _policy_test(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
