@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 SANDBOXCTL := $(VENV)/bin/sandboxctl
 DEV_DIR ?= .regsandbox/dev
 PYTEST_ARGS ?=
+# MODE for `make up` and `make demo`: auto (the chart on a local node when the machine
+# can host one, else processes), chart, or processes.
+MODE ?= auto
 
 .PHONY: help venv deps tools up cluster down test test-unit lint lint-rego fmt generate demo bench clean
 
@@ -46,8 +49,8 @@ deps: ## Install the Debian packages the data plane and images need (apt; root o
 tools: $(PY) deps ## Build the pinned Go tools that are missing from the cache
 	$(SANDBOXCTL) dev tools --build
 
-up: tools ## Run everything locally in the foreground: control plane, MinIO, audit, gateway, operator (Ctrl-C stops it)
-	$(SANDBOXCTL) dev stack --dir .regsandbox/stack
+up: tools ## Run everything locally in the foreground: the chart on a local node (root), else processes (Ctrl-C stops it)
+	$(SANDBOXCTL) dev stack --dir .regsandbox/stack --mode $(MODE)
 
 cluster: tools ## Only the control plane, in the foreground (Ctrl-C stops it)
 	$(SANDBOXCTL) dev up --dir $(DEV_DIR) --foreground
@@ -91,7 +94,7 @@ fmt: $(PY) ## Format and auto-fix
 	$(VENV)/bin/ruff check --fix .
 
 demo: tools ## A non-interactive tour on a fresh local stack (fails if any step misbehaves)
-	$(SANDBOXCTL) dev demo --dir .regsandbox/demo
+	$(SANDBOXCTL) dev demo --dir .regsandbox/demo --mode $(MODE)
 
 bench: tools ## Run the benchmarks (see BENCHMARKS.md)
 	$(PY) bench/devenv_up.py

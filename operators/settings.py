@@ -57,6 +57,11 @@ class OperatorSettings(BaseSettings):
     """Days the platform keeps audit records (attested to policy)."""
     key_provider: Literal["local", "aws-kms", "pkcs11"] = "local"
     """Where per-sandbox keys are made (``pkcs11``: an HSM; see the ``pkcs11_*`` settings)."""
+    local_kek_file: Path | None = None
+    """With ``local``: a file holding the KEK (base64), mounted from outside the cluster
+    (a CSI secrets-store volume from Vault or an HSM-backed store, a sealed host disk).
+    Unset, the KEK is kept in the Secret ``regsandbox-kek`` beside the wrapped keys it
+    protects — convenient, but etcd then holds both (docs/key-custody.md)."""
     pkcs11_module: Path | None = None
     """The HSM vendor's PKCS#11 library, e.g. ``/usr/lib/softhsm/libsofthsm2.so``."""
     pkcs11_token_label: str | None = Field(default=None, min_length=1, max_length=32)
@@ -108,6 +113,11 @@ class OperatorSettings(BaseSettings):
             raise ValueError(
                 "the longhorn storage profile encrypts volumes with a data key from the local "
                 "key provider; with key_provider aws-kms use the aws-ebs storage profile"
+            )
+        if self.local_kek_file is not None and self.key_provider != "local":
+            raise ValueError(
+                f"local_kek_file (REGSANDBOX_LOCAL_KEK_FILE) is the local provider's KEK; "
+                f"key_provider is {self.key_provider}"
             )
         if self.key_provider == "pkcs11" and not (
             self.pkcs11_module and self.pkcs11_token_label and self.pkcs11_pin_file

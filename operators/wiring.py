@@ -13,7 +13,7 @@ from sandbox.api.meta import provider_region
 from sandbox.errors import ConfigurationError
 from sandbox.keys.base import KeyProvider
 from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
-from sandbox.keys.local import LocalKeyProvider
+from sandbox.keys.local import LocalKeyProvider, read_kek_file
 from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
 from sandbox.keys.secret_store import SecretWrappedKeyStore, load_or_create_kek
 from sandbox.kube.cache import WatchedObjects
@@ -86,7 +86,10 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
             )
         hsm = Pkcs11Settings(module=module, token_label=label, pin=read_pin_file(pin_file))
         return Pkcs11KeyProvider(hsm, store, lock_stripes=4 * settings.workers)
-    kek = load_or_create_kek(api, settings.namespace)
+    if settings.local_kek_file is not None:
+        kek = read_kek_file(settings.local_kek_file)  # outside the cluster it protects
+    else:
+        kek = load_or_create_kek(api, settings.namespace)
     # Per-sandbox lock stripes: new sandboxes do not queue behind each other's API calls.
     return LocalKeyProvider(kek, store, lock_stripes=4 * settings.workers)
 

@@ -57,6 +57,7 @@ __all__ = [
     "WrappedKeyStore",
     "generate_kek",
     "kek_id",
+    "read_kek_file",
 ]
 
 PROVIDER_NAME = "local"
@@ -78,6 +79,34 @@ _log = structlog.get_logger("sandbox.keys.local")
 def generate_kek() -> bytes:
     """A fresh random key-encryption key, for the operator to keep in its Secret."""
     return secrets.token_bytes(KEK_BYTES)
+
+
+def read_kek_file(path: Path) -> bytes:
+    """The KEK from a file the operator mounts from outside the cluster it protects.
+
+    The file holds the 32-byte key base64-encoded (``head -c 32 /dev/urandom | base64``),
+    surrounding whitespace allowed. Errors name the file and what is wrong, never the
+    content.
+    """
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise KeyProviderError(
+            f"cannot read the local KEK file {path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        kek = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyProviderError(
+            f"the local KEK file {path} is not base64 (expected {KEK_BYTES} random bytes, "
+            "base64-encoded)"
+        ) from None
+    if len(kek) != KEK_BYTES:
+        raise KeyProviderError(
+            f"the local KEK file {path} holds {len(kek)} bytes; the KEK must be exactly "
+            f"{KEK_BYTES} bytes (base64-encoded)"
+        )
+    return kek
 
 
 def kek_id(kek: bytes) -> str:

@@ -215,6 +215,47 @@ def test_template_declares_the_accelerators_the_platform_offers(repo_root: Path)
     )
 
 
+def test_template_takes_the_local_kek_from_a_volume_outside_the_cluster(repo_root: Path) -> None:
+    chart = repo_root / "charts/regsandbox"
+    default = _template(chart)
+    assert "REGSANDBOX_LOCAL_KEK_FILE" not in _operator_env(default)
+    assert _operator_settings(_operator_env(default)).local_kek_file is None
+    csi = {
+        "driver": "secrets-store.csi.k8s.io",
+        "readOnly": True,
+        "volumeAttributes": {"secretProviderClass": "regsandbox-kek"},
+    }
+    docs = _template(
+        chart,
+        "operator.localKek.volume.csi.driver=secrets-store.csi.k8s.io",
+        "operator.localKek.volume.csi.readOnly=true",
+        "operator.localKek.volume.csi.volumeAttributes.secretProviderClass=regsandbox-kek",
+        "operator.localKek.fileName=kek.b64",
+    )
+    env = _operator_env(docs)
+    assert _operator_settings(env).local_kek_file == Path("/var/run/regsandbox/kek/kek.b64")
+    pod = _pod(docs, "operator")
+    [volume] = [v for v in pod["volumes"] if v["name"] == "local-kek"]
+    assert volume == {"name": "local-kek", "csi": csi}
+    [operator] = [c for c in pod["containers"] if c["name"] == "operator"]
+    [mount] = [m for m in operator["volumeMounts"] if m["name"] == "local-kek"]
+    assert mount == {
+        "name": "local-kek",
+        "mountPath": "/var/run/regsandbox/kek",
+        "readOnly": True,
+    }
+    # Another provider has no KEK of this kind: nothing is mounted for it.
+    hsm = _template(
+        chart,
+        "operator.keyProvider=pkcs11",
+        "operator.pkcs11.tokenLabel=t",
+        "operator.pkcs11.pinSecret=p",
+        "operator.localKek.volume.secret.secretName=kek",
+    )
+    assert "REGSANDBOX_LOCAL_KEK_FILE" not in _operator_env(hsm)
+    assert "fileName" in _refusal(chart, "operator.localKek.fileName=../kek")
+
+
 def test_template_with_an_opa_server_of_ones_own(repo_root: Path) -> None:
     chart = repo_root / "charts/regsandbox"
     docs = _template(chart, "operator.policyEngine=opa", "operator.opaUrl=http://opa.opa:8181")

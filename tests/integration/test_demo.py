@@ -1,4 +1,9 @@
-"""`make demo` runs the whole story on a fresh stack and succeeds."""
+"""`make demo` runs the whole story on a fresh stack and succeeds.
+
+Here on the stack of processes (``make demo MODE=processes``), which needs no node; the
+same tour on the Helm chart installed on a node, with real workload pods, runs in
+``tests/dataplane/test_chart_install.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_make_demo_succeeds(repo_root: Path) -> None:
     result = subprocess.run(
-        ["make", "-s", "demo"],
+        ["make", "-s", "demo", "MODE=processes"],
         cwd=repo_root,
         capture_output=True,
         text=True,
