@@ -164,6 +164,7 @@ class RemoteLog:
     def _slice(self) -> Iterator[tuple[int, bytes]]:
         first: Checkpoint | None = None
         start: int | None = 0
+        last = -1
         while start is not None:
             page = self._get("/entries", start=start, limit=PAGE).json()
             try:
@@ -178,6 +179,9 @@ class RemoteLog:
                 self.consistency(first, checkpoint)
             for item in items:
                 index, data = _proven(item, checkpoint)
+                if index < start or index <= last:
+                    raise VerificationError(f"the service sent entry {index} out of order")
+                last = index
                 yield index, data
             if after is not None and (not isinstance(after, int) or after <= start):
                 raise AuditUnavailable("audit service gave a page that does not move forward")
