@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sandbox.api.meta import parse_rfc3339
 from sandbox.provision.names import tenant_namespace
 
 __all__ = ["object_meta", "parse_time", "problems", "tenant_of"]
@@ -33,8 +34,8 @@ def tenant_of(namespace: str, *, exact: bool = False) -> str | None:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """A Kubernetes timestamp (RFC 3339, ``Z`` for UTC)."""
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """A Kubernetes timestamp (RFC 3339, ``Z`` for UTC); one with no time zone is refused."""
+    return parse_rfc3339(text)
 
 
 def problems(exc: ValidationError) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 
-from audit.entry import Actor, Event, Resource
+from audit.entry import Actor, Event, Outcome, Resource
 from audit.errors import AuditError
 from sandbox.api.conditions import is_true, set_condition
 from sandbox.api.meta import Condition, ConditionStatus, WireModel
@@ -38,9 +38,6 @@ AUDIT_DOWN: tuple[type[Exception], ...] = (AuditError, OSError)
 """What an audit sink raises when it cannot make an entry durable."""
 AUDIT_RETRY_SECONDS = 15.0
 """How soon a step whose events were not recorded is tried again."""
-
-Outcome = Literal["success", "failure", "denied"]
-"""The outcome of an audited action."""
 
 StatusT = TypeVar("StatusT", bound=WireModel)
 
