@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,10 @@ from operators import runtime
 from operators.logs import configure_logging
 from operators.settings import OperatorSettings
 
-__all__ = ["app", "main"]
+__all__ = ["LEADERSHIP_LOST_EXIT", "app", "main"]
+
+LEADERSHIP_LOST_EXIT = 75
+"""Exit status of a leader that could not renew its Lease in time (it restarts as a standby)."""
 
 app = typer.Typer(help="The regsandbox operator.", no_args_is_help=True)
 
@@ -44,13 +48,27 @@ def run(
     runtime.configure(settings)
     import operators.handlers  # noqa: F401 - registers the handlers with kopf
 
+    if not settings.leader_election:
+        asyncio.run(kopf.operator(clusterwide=True, standalone=True, liveness_endpoint=liveness))
+        return
+    from operators.leader import LeaderElector, lead
+    from operators.wiring import api_client
+
+    elector = LeaderElector(api_client(settings), settings.lease_settings())
     asyncio.run(
-        kopf.operator(
-            clusterwide=True,
-            standalone=True,
-            liveness_endpoint=liveness,
+        lead(
+            elector,
+            lambda: kopf.operator(clusterwide=True, standalone=True, liveness_endpoint=liveness),
+            on_lost=_stop_now,
+            liveness=liveness,
         )
     )
+
+
+def _stop_now() -> None:
+    """Leave at once, handlers and all: another replica may lead within seconds."""
+    sys.stderr.flush()
+    os._exit(LEADERSHIP_LOST_EXIT)
 
 
 def main() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from operators.leader import LeaseSettings
 from sandbox.api.accelerators import DEFAULT_ACCELERATORS, check_extended_resource
 from sandbox.exports.outbox import OutboxSettings
 from sandbox.policy.policyset import DEFAULT_POLICY_DIR
@@ -105,6 +108,41 @@ class OperatorSettings(BaseSettings):
     """Log level for the operator and kopf."""
     actor: str = "system:serviceaccount:regsandbox-system:regsandbox-operator"
     """Identity recorded in audit entries for the operator's own actions."""
+    leader_election: bool = False
+    """Act only while holding the Lease ``leader_election_lease`` in ``namespace``, so
+    several replicas can run and one takes over when the leader dies (the chart sets it;
+    see :mod:`operators.leader` for why a Lease and not kopf's peering)."""
+    leader_election_lease: str = "regsandbox-operator"
+    """Name of the leader-election Lease."""
+    leader_election_identity: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1
+    )
+    """This replica's name in the Lease (the chart sets the pod name)."""
+    leader_election_lease_seconds: int = Field(default=15, ge=2, le=300)
+    """Seconds a standby waits after the leader's last renewal before taking over: the
+    failover time after a crash, give or take one retry."""
+    leader_election_renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    """A leader that could not renew for this long stops (shorter than the lease)."""
+    leader_election_retry_seconds: float = Field(default=2.0, gt=0)
+    """Interval between renewals, and between a standby's attempts."""
+
+    @model_validator(mode="after")
+    def _election_timing(self) -> OperatorSettings:
+        """Refuse election timings under which two leaders could overlap."""
+        if self.leader_election:
+            self.lease_settings()
+        return self
+
+    def lease_settings(self) -> LeaseSettings:
+        """The leader-election settings (raises ValueError on inconsistent timings)."""
+        return LeaseSettings(
+            namespace=self.namespace,
+            name=self.leader_election_lease,
+            identity=self.leader_election_identity,
+            lease_seconds=self.leader_election_lease_seconds,
+            renew_deadline_seconds=self.leader_election_renew_deadline_seconds,
+            retry_seconds=self.leader_election_retry_seconds,
+        )
 
     @model_validator(mode="after")
     def _keys_fit_storage(self) -> OperatorSettings:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from kubernetes import client
@@ -77,6 +77,14 @@ def service_account_kubeconfig(
 class OperatorProcess:
     """One ``sandbox-operator run`` process with its log file."""
 
+    _started: ClassVar[list[OperatorProcess]] = []
+
+    @classmethod
+    def running(cls) -> list[OperatorProcess]:
+        """Every operator this Python process started that is still alive (a test that
+        needs the cluster to itself stops them, and starts them again afterwards)."""
+        return [proc for proc in cls._started if proc.alive()]
+
     def __init__(self, kubeconfig: Path, env: dict[str, str], log: Path) -> None:
         """Prepare (not start) an operator using ``kubeconfig`` and ``REGSANDBOX_*`` ``env``."""
         self.kubeconfig = kubeconfig
@@ -102,7 +110,14 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        if self not in OperatorProcess._started:
+            OperatorProcess._started.append(self)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while started."""
+        return self.proc.pid if self.proc is not None else None
 
     def alive(self) -> bool:
         """Whether the process is running."""

@@ -18,6 +18,8 @@ import yaml
 from sandbox.api.meta import API_GROUP
 
 __all__ = [
+    "LEADER_ELECTION_LEASE",
+    "LEADER_ELECTION_ROLE",
     "MEMBER_CLUSTER_ROLE",
     "OPERATOR_CLUSTER_ROLE",
     "OPERATOR_SERVICE_ACCOUNT",
@@ -25,6 +27,7 @@ __all__ = [
     "WORKLOAD_CLUSTER_ROLE",
     "chart_rules",
     "cluster_roles",
+    "leader_election_rules",
     "operator_rbac",
     "operator_rules",
     "render_rules",
@@ -40,6 +43,10 @@ OPERATOR_CLUSTER_ROLE = "regsandbox-operator"
 """The operator's own rights."""
 OPERATOR_SERVICE_ACCOUNT = "regsandbox-operator"
 """The operator's ServiceAccount, in the release namespace."""
+LEADER_ELECTION_ROLE = "regsandbox-operator-leader-election"
+"""The Role (in the release namespace) that lets operator replicas elect a leader."""
+LEADER_ELECTION_LEASE = "regsandbox-operator"
+"""The Lease the operator replicas elect their leader on."""
 
 _READ = ["get", "list", "watch"]
 _MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -135,6 +142,21 @@ def operator_rules() -> list[dict[str, Any]]:
     ]
 
 
+def leader_election_rules() -> list[dict[str, Any]]:
+    """The election's rights, in the operator's namespace only: read and renew its one
+    Lease by name; ``create`` cannot be limited by name (the name is not known to the
+    authorizer before the object exists), so it is granted alone."""
+    return [
+        _rule(
+            ["coordination.k8s.io"],
+            ["leases"],
+            ["get", "update"],
+            resourceNames=[LEADER_ELECTION_LEASE],
+        ),
+        _rule(["coordination.k8s.io"], ["leases"], ["create"]),
+    ]
+
+
 def operator_rbac(namespace: str) -> list[dict[str, Any]]:
     """ServiceAccount, ClusterRole and ClusterRoleBinding of the operator in ``namespace``."""
     return [
@@ -166,16 +188,37 @@ def operator_rbac(namespace: str) -> list[dict[str, Any]]:
                 {"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": namespace}
             ],
         },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": LEADER_ELECTION_ROLE, "namespace": namespace, "labels": _LABELS},
+            "rules": leader_election_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": LEADER_ELECTION_ROLE, "namespace": namespace, "labels": _LABELS},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": LEADER_ELECTION_ROLE,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": namespace}
+            ],
+        },
     ]
 
 
 def chart_rules() -> dict[str, list[dict[str, Any]]]:
-    """ClusterRole name -> rules, as the chart ships them in ``files/rbac/``."""
+    """ClusterRole (and the election Role) name -> rules, as the chart ships them in
+    ``files/rbac/``."""
     from sandbox.provision.gateway_rbac import GATEWAY_NAME, RULES
 
     rules = {role["metadata"]["name"]: role["rules"] for role in cluster_roles()}
     rules[OPERATOR_CLUSTER_ROLE] = operator_rules()
     rules[GATEWAY_NAME] = [dict(rule) for rule in RULES]
+    rules[LEADER_ELECTION_ROLE] = leader_election_rules()
     return rules
 
 

@@ -385,7 +385,10 @@ def _bindings(repo_root: Path, *assignments: str) -> dict[str, set[str]]:
 
 def test_the_chart_binds_each_identity_to_its_own_role_only(repo_root: Path) -> None:
     assert _bindings(repo_root) == {
-        "regsandbox-operator": {"ClusterRole/regsandbox-operator"},
+        "regsandbox-operator": {
+            "ClusterRole/regsandbox-operator",
+            "Role/regsandbox-operator-leader-election",
+        },
         "regsandbox-gateway": {"ClusterRole/regsandbox-gateway"},
         "regsandbox-audit": {"Role/regsandbox-audit-anchor"},
     }
