@@ -8,6 +8,7 @@ what admission will check. Exit codes: 0 ok, 1 error (including a refused review
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from sandbox.api.conditions import find_condition, is_true
@@ -109,31 +110,85 @@ def _get(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     return dict(found)
 
 
+AllNamespaces = Annotated[
+    bool, typer.Option("-A", "--all-namespaces", help="List across all namespaces.")
+]
+Selector = Annotated[
+    str | None,
+    typer.Option("-l", "--selector", help="Label selector, e.g. team=risk,stage!=test."),
+]
+WatchFlag = Annotated[
+    bool,
+    typer.Option("-w", "--watch", help="After listing, print every change until interrupted."),
+]
+
+_COLUMNS = ["name", "sandbox", "type", "state", "approvals", "requested_by"]
+_WIDE = ["destination", "sha256", "released_at"]
+
+
+def _print_one(obj: dict[str, Any], columns: list[str], output: OutputFormat) -> None:
+    """One object that changed while watching: a document, or a row without header."""
+    if output in (OutputFormat.json, OutputFormat.yaml):
+        if output is OutputFormat.yaml:
+            sys.stdout.write("---\n")
+        print_data(obj, output)
+    else:
+        print_rows([_row(obj)], columns, output, wide_columns=_WIDE, header=False)
+    sys.stdout.flush()
+
+
 @app.command("list")
 def list_exports(
     namespace: Namespace = None,
+    all_namespaces: AllNamespaces = False,
+    selector: Selector = None,
+    watch_changes: WatchFlag = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     output: Output = OutputFormat.table,
 ) -> None:
-    """List the ModelExports of a namespace."""
+    """List the ModelExports of a namespace (or all, ``-A``), like ``kubectl get``."""
+    if all_namespaces and namespace:
+        fail("give either -n/--namespace or -A/--all-namespaces", EXIT_USAGE)
     api, default_ns = _connect(kubeconfig, context)
-    try:
-        found = _objects(api).list_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace or default_ns, _PLURAL
+    objects = _objects(api)
+    scope: dict[str, Any] = {"label_selector": selector} if selector else {}
+    if all_namespaces:
+        call = functools.partial(
+            objects.list_cluster_custom_object, API_GROUP, API_VERSION, _PLURAL
         )
+    else:
+        call = functools.partial(
+            objects.list_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            namespace or default_ns,
+            _PLURAL,
+        )
+    try:
+        found = call(**scope)
     except ApiException as exc:
         fail(api_message(exc))
-    items = sorted(found.get("items", []), key=lambda o: o["metadata"]["name"])
+    items = sorted(
+        found.get("items", []),
+        key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]),
+    )
+    columns = (["namespace"] if all_namespaces else []) + _COLUMNS
     if output in (OutputFormat.json, OutputFormat.yaml):
         print_data(items, output)
+    else:
+        print_rows([_row(o) for o in items], columns, output, wide_columns=_WIDE)
+    sys.stdout.flush()
+    if not watch_changes:
         return
-    print_rows(
-        [_row(o) for o in items],
-        ["name", "sandbox", "type", "state", "approvals", "requested_by"],
-        output,
-        wide_columns=["destination", "sha256", "released_at"],
-    )
+    version = (found.get("metadata") or {}).get("resourceVersion")
+    try:
+        for event in watch.Watch().stream(call, resource_version=version, **scope):
+            _print_one(event["object"], columns, output)
+    except KeyboardInterrupt:
+        return
+    except ApiException as exc:
+        fail(api_message(exc))
 
 
 @app.command("show")

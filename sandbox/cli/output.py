@@ -65,11 +65,13 @@ def print_rows(
     *,
     wide_columns: Sequence[str] = (),
     name_key: str = "name",
+    header: bool = True,
 ) -> None:
     """Print a list of records in the requested format.
 
     ``columns`` are shown for ``table``; ``wide`` adds ``wide_columns``. ``json`` and
     ``yaml`` print the records whole; ``csv`` prints every table and wide column.
+    ``header=False`` leaves out the column names (rows that follow a first listing).
     """
     if fmt in (OutputFormat.json, OutputFormat.yaml):
         print_data([dict(r) for r in rows], fmt)
@@ -85,11 +87,12 @@ def print_rows(
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(shown)
+        if header:
+            writer.writerow(shown)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else row.get(c) for c in shown])
         return
-    table = Table(box=None, pad_edge=False, show_edge=False)
+    table = Table(box=None, pad_edge=False, show_edge=False, show_header=header)
     for col in shown:
         table.add_column(col.upper().replace("_", " "), overflow="fold")
     for row in rows:
