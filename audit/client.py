@@ -35,6 +35,7 @@ __all__ = [
     "AuditSink",
     "AuditUnavailable",
     "LocalAuditSink",
+    "TokenFile",
 ]
 
 
@@ -82,27 +83,69 @@ def _detail(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
+class TokenFile(httpx.Auth):
+    """A bearer token read from a file, again whenever the file changes.
+
+    For a projected ServiceAccount token, which the kubelet replaces before it expires:
+    the client presents the current one without restarting. A file that cannot be read
+    (or is empty) fails the request as :class:`AuditUnavailable`, never sends an old or
+    empty token.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[float, int] | None = None
+        self._token = ""
+
+    def __repr__(self) -> str:
+        return f"TokenFile({str(self.path)!r})"  # never the token
+
+    def current(self) -> str:
+        """The token in the file now (re-read when its modification time or size changed)."""
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_mtime, stat.st_size)
+            if seen != self._seen:
+                self._token = self.path.read_text().strip()
+                self._seen = seen
+        except OSError as exc:
+            raise AuditUnavailable(
+                f"cannot read the audit token file {self.path}: {exc.strerror or exc}"
+            ) from None
+        if not self._token:
+            raise AuditUnavailable(f"the audit token file {self.path} is empty")
+        return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        """Set ``Authorization: Bearer <current token>`` on ``request``."""
+        request.headers["Authorization"] = f"Bearer {self.current()}"
+        yield request
+
+
 class AuditClient:
     """HTTP client of the audit service.
 
-    ``token`` is the bearer token (a writer's, to append). ``verifiers``, if given, are
-    the log's keys: checkpoints and receipts whose checkpoint they do not verify raise
-    :class:`AuditUnavailable`. ``transport`` lets tests plug in an ASGI app.
+    ``token`` is the bearer token (a writer's, to append): a string, or a
+    :class:`TokenFile` re-read when it changes (projected ServiceAccount tokens).
+    ``verifiers``, if given, are the log's keys: checkpoints and receipts whose checkpoint
+    they do not verify raise :class:`AuditUnavailable`. ``transport`` lets tests plug in
+    an ASGI app.
     """
 
     def __init__(
         self,
         base_url: str,
-        token: str | None = None,
+        token: str | TokenFile | None = None,
         *,
         timeout: float = 5.0,
         verifiers: Iterable[Verifier] = (),
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Authorization": f"Bearer {token}"} if isinstance(token, str) and token else {}
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=headers,
+            auth=token if isinstance(token, TokenFile) else None,
             timeout=timeout,
             transport=transport,
             follow_redirects=False,

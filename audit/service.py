@@ -24,10 +24,14 @@ Routes (all under ``/v1``):
 ``GET /metrics``                          Prometheus metrics
 ========================================  ==================================================
 
-Access uses bearer tokens. Appends need a writer token from a token file: one
-``<sha256 hex of token> <identity>`` line per token (``#`` starts a comment), so the
-service never stores a token itself; tokens are compared in constant time and never
-logged. Reads are authorised per :class:`~audit.access.Scope`: a reader authority
+Access uses bearer tokens. Appends need a writer's token: in Kubernetes the writer's own
+projected ServiceAccount token, checked by TokenReview against the identities the service
+is given (``--kube-writer``), so there is no shared secret to create or rotate; or, as the
+explicit fallback, a token from a token file: one ``<sha256 hex of token> <identity>``
+line per token (``#`` starts a comment), so the service never stores a token itself;
+tokens are compared in constant time and never logged.
+
+Reads are authorised per :class:`~audit.access.Scope`: a reader authority
 (:mod:`audit.access`; in Kubernetes, TokenReview and SubjectAccessReview) says who a token
 belongs to and whether they may ``get`` or ``list`` in the whole log or one tenant's
 slice. Writer tokens and the tokens of a readers file (the explicit fallback) read the
@@ -346,6 +350,11 @@ class AccessPolicy:
     """Whether reads need no token at all."""
     authority: ReaderAuthority | None = None
     """Who else may read, and how much (e.g. Kubernetes identities; :mod:`audit.access`)."""
+    kube_writers: frozenset[str] = frozenset()
+    """Identities (e.g. ``system:serviceaccount:<ns>:<name>``) that may append with a token
+    :attr:`writer_authority` authenticates — no shared secret to create or rotate."""
+    writer_authority: ReaderAuthority | None = None
+    """Who is behind a writer's token (a TokenReview); only its ``authenticate`` is used."""
 
     def identify(self, token: str, tokens: Mapping[str, str]) -> str | None:
         """The identity of ``token`` in ``tokens``, compared in constant time."""
@@ -396,6 +405,11 @@ async def _authorize_read(
     static = policy.identify(token, policy.writers) or policy.identify(token, policy.readers)
     if static is not None:
         return Reader(static, whole_log=True)
+    if policy.authority is None and policy.writer_authority is not None:
+        # Writers read what they appended (receipts) with the token they append with.
+        writer = await _kube_writer(policy, token, "read")
+        if writer is not None:
+            return Reader(writer, whole_log=True)
     authority = policy.authority
     reader = None
     try:
@@ -405,8 +419,8 @@ async def _authorize_read(
             if policy.open_reads:
                 return anonymous
             raise _challenge(401, "unknown bearer token", "invalid_token")
-        if reader.whole_log:
-            return reader
+        if reader.whole_log or reader.name in policy.kube_writers:
+            return Reader(reader.name, whole_log=True)
         assert authority is not None
         allowed = await run_in_threadpool(authority.may_read, reader, scope, verb)
     except AccessUnavailable as exc:
@@ -420,24 +434,46 @@ async def _authorize_read(
     return reader
 
 
-def _authorize(policy: AccessPolicy, request: Request, *, write: bool) -> str:
-    """The caller's identity, or raise 401 (no or unknown token) / 403 (not allowed)."""
+async def _authorize_write(policy: AccessPolicy, request: Request) -> str:
+    """The writer's identity, or raise 401 (no or unknown token), 403 (may not append)
+    or 503 (the token cannot be checked now: fail closed)."""
     token = _bearer(request)
     if token is None:
-        if not write and policy.open_reads:
-            return "anonymous"
         raise _challenge(401, "a bearer token is required")
+    if len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
+        raise _challenge(401, "the bearer token is malformed", "invalid_token")
     writer = policy.identify(token, policy.writers)
-    reader = policy.identify(token, policy.readers)
     if writer is not None:
         return writer
-    if reader is not None:
-        if write:
-            raise _challenge(403, "this token may read but not append", "insufficient_scope")
-        return reader
-    if not write and policy.open_reads:
-        return "anonymous"
+    if policy.identify(token, policy.readers) is not None:
+        raise _challenge(403, "this token may read but not append", "insufficient_scope")
+    if policy.writer_authority is not None:
+        writer = await _kube_writer(policy, token, "append")
+        if writer is not None:
+            return writer
     raise _challenge(401, "unknown bearer token", "invalid_token")
+
+
+async def _kube_writer(policy: AccessPolicy, token: str, what: str) -> str | None:
+    """The identity behind ``token`` if it is one of the Kubernetes writers.
+
+    ``None`` when the token authenticates to no one; to an append, someone else gets 403.
+    An authority that cannot answer means 503: fail closed.
+    """
+    assert policy.writer_authority is not None
+    try:
+        who = await run_in_threadpool(policy.writer_authority.authenticate, token)
+    except AccessUnavailable as exc:
+        _log.warning(f"{what} not authorised: authority unavailable", error=str(exc))
+        raise HTTPException(503, "cannot check the caller's token right now; retry") from None
+    if who is None:
+        return None
+    if who.name in policy.kube_writers:
+        return who.name
+    if what == "append":
+        _log.info("append refused", caller=who.name)
+        raise _challenge(403, f"{who.name} may not append", "insufficient_scope")
+    return None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -580,7 +616,7 @@ def create_app(
     @app.post("/v1/entries")
     async def append(request: Request) -> JSONResponse:
         """Append a batch; answer once it is durable."""
-        identity = _authorize(policy, request, write=True)
+        identity = await _authorize_write(policy, request)
         body = await _read_body(request, max_body_bytes)
         events = _parse_events(body)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client, config
 
-from audit.client import AuditClient, AuditSink, LocalAuditSink
+from audit.client import AuditClient, AuditSink, LocalAuditSink, TokenFile
 from audit.entry import Actor
 from audit.signing import load_signer
 from operators.metrics import DECISION_SECONDS
@@ -51,7 +51,8 @@ def _engine(settings: OperatorSettings) -> tuple[PolicyEngine, PolicySet]:
 
 def _audit(settings: OperatorSettings) -> AuditSink:
     if settings.audit_url:
-        token = settings.audit_token_file.read_text().strip() if settings.audit_token_file else None
+        # Re-read whenever it changes (projected ServiceAccount tokens are rotated).
+        token = TokenFile(settings.audit_token_file) if settings.audit_token_file else None
         return AuditClient(settings.audit_url, token)
     if settings.audit_log_dir and settings.audit_signing_key:
         return LocalAuditSink(settings.audit_log_dir, load_signer(settings.audit_signing_key))

@@ -60,8 +60,21 @@ def _run(app: Starlette, listen: str) -> None:
 def serve(
     log: Annotated[Path, typer.Option("--log", help="Log directory (made by `audit init`).")],
     writers: Annotated[
-        Path, typer.Option("--writers", help="Token file of components allowed to append.")
-    ],
+        Path | None,
+        typer.Option(
+            "--writers",
+            help="Token file of components allowed to append (the fallback to --kube-writer).",
+        ),
+    ] = None,
+    kube_writer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kube-writer",
+            help="A Kubernetes identity allowed to append with its own token (TokenReview, "
+            "--audience), e.g. system:serviceaccount:regsandbox-system:regsandbox-operator; "
+            "repeat for each writer.",
+        ),
+    ] = None,
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = (
         "127.0.0.1:8080"
     ),
@@ -146,9 +159,10 @@ def serve(
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
-    Token files hold one '<sha256 hex of token> <identity>' line per token; with
-    --kube-readers, compliance officers read as themselves (Kubernetes tokens and RBAC)
-    and a readers token file is only an explicit fallback. With a
+    Writers append with their own Kubernetes tokens (--kube-writer, checked by TokenReview)
+    or, as the fallback, tokens from a token file ('<sha256 hex of token> <identity>' per
+    line); with --kube-readers, compliance officers read as themselves (Kubernetes tokens
+    and RBAC) and a readers token file is only an explicit fallback. With a
     checkpoint anchor, a log that does not extend the checkpoint it last signed is not
     opened: every request gets 503 and /healthz, /v1/status and /metrics say why.
     """
@@ -156,13 +170,19 @@ def serve(
     if kube_readers and open_reads:
         fail("--open-reads would let anyone read what --kube-readers restricts", EXIT_USAGE)
     anchor = _anchor(anchor_file, anchor_configmap, kubeconfig)
-    authority = _kube_readers(kubeconfig, audience, access_cache_seconds) if kube_readers else None
+    kube_writers = frozenset(w.strip() for w in kube_writer or [] if w.strip())
+    if writers is None and not kube_writers:
+        fail("give the writers: --kube-writer IDENTITY (repeat) or --writers FILE", EXIT_USAGE)
+    needs_kube = kube_readers or bool(kube_writers)
+    reviews = _kube_readers(kubeconfig, audience, access_cache_seconds) if needs_kube else None
     try:
         policy = AccessPolicy(
-            writers=load_tokens(writers),
+            writers=load_tokens(writers) if writers else {},
             readers=load_tokens(readers) if readers else {},
             open_reads=open_reads,
-            authority=authority,
+            authority=reviews if kube_readers else None,
+            kube_writers=kube_writers,
+            writer_authority=reviews if kube_writers else None,
         )
         signer = load_signer(key or log / KEY_FILE)
         endpoints = _witness_endpoints(witness, witness_vkey)

@@ -8,7 +8,7 @@ import boto3
 from botocore.config import Config
 from kubernetes import client
 
-from audit.client import AuditClient, AuditSink, AuditUnavailable, LocalAuditSink
+from audit.client import AuditClient, AuditSink, AuditUnavailable, LocalAuditSink, TokenFile
 from audit.errors import AuditError
 from audit.log import KEY_FILE
 from audit.signing import load_signer
@@ -28,12 +28,13 @@ def _audit(settings: GatewaySettings, stack: ExitStack) -> AuditSink:
     if settings.audit_url is not None:
         token = None
         if settings.audit_token_file is not None:
+            # Re-read whenever it changes: a projected ServiceAccount token is replaced by
+            # the kubelet before it expires. Checked once now, so a wrong path stops start-up.
+            token = TokenFile(settings.audit_token_file)
             try:
-                token = settings.audit_token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot read audit token file {settings.audit_token_file}: {exc.strerror}"
-                ) from None
+                token.current()
+            except AuditUnavailable as exc:
+                raise ConfigurationError(str(exc)) from None
         return stack.enter_context(
             AuditClient(settings.audit_url, token, timeout=settings.audit_timeout)
         )

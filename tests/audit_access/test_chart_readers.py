@@ -45,9 +45,19 @@ def test_the_auditor_roles_grant_reading_audit_entries_only(repo_root: Path) -> 
         role = _find(docs, "ClusterRole", name)
         assert role is not None, name
         assert role["rules"] == AUDITENTRIES, name
-    # Off by default: no review rights, the service keeps its token-file readers.
-    assert _find(docs, "ClusterRoleBinding", "regsandbox-audit-reviews") is None
-    assert "--kube-readers" not in _audit_args(docs)
+    # Readers are off by default: the service may check writers' tokens (TokenReview) and
+    # nothing more — no SubjectAccessReview, no --kube-readers.
+    role = _find(docs, "ClusterRole", "regsandbox-audit-reviews")
+    assert role is not None
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    args = _audit_args(docs)
+    assert "--kube-readers" not in args
+    assert [a for a in args if a.startswith("--kube-writer")] == [
+        "--kube-writer=system:serviceaccount:default:regsandbox-operator",
+        "--kube-writer=system:serviceaccount:default:regsandbox-gateway",
+    ]
 
 
 def test_kubernetes_readers_give_the_service_the_two_reviews_and_close_open_reads(

@@ -113,7 +113,8 @@ def test_the_chart_wires_the_anchor_by_default_and_drops_it_when_disabled(
         d for d in _anchor_objects(off) if d["kind"] == "ServiceAccount"
     ]
     [sts] = [d for d in off if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "rs-audit"]
-    assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # Still mounted without the anchor: the service checks writers' tokens (TokenReview).
+    assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     assert not [
         a for a in sts["spec"]["template"]["spec"]["containers"][0]["args"] if "anchor" in a
     ]

@@ -90,13 +90,26 @@ def _operator_settings(env: dict[str, str]) -> OperatorSettings:
         return OperatorSettings()  # type: ignore[call-arg]
 
 
+def test_the_chart_renders_the_same_bytes_for_the_same_values(repo_root: Path) -> None:
+    """GitOps-safe (Argo CD, Flux, `helm template`): nothing generated or looked up at render
+    time — no Secret of the chart's own (writers append to the audit service with their
+    projected ServiceAccount tokens), no random token that changes on every render."""
+    chart = repo_root / "charts/regsandbox"
+    first = helm(chart, "template", "rs", str(chart)).stdout
+    assert helm(chart, "template", "rs", str(chart)).stdout == first
+    assert "Secret" not in {d["kind"] for d in yaml.safe_load_all(first) if d}
+    templates = "".join(p.read_text() for p in (chart / "templates").glob("*"))
+    for generator in ("lookup", "randAlphaNum", "randAscii", "genCA", "uuidv4", "now"):
+        assert f"{generator} " not in templates, generator
+
+
 def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> None:
     chart = repo_root / "charts/regsandbox"
     lint = helm(chart, "lint", str(chart), "--strict", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     default = _template(chart)
     kinds = {d["kind"] for d in default}
-    assert {"Deployment", "StatefulSet", "ClusterRole", "NetworkPolicy", "Secret"} <= kinds
+    assert {"Deployment", "StatefulSet", "ClusterRole", "NetworkPolicy"} <= kinds
     assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
     for doc in default:
         # Every object carries the chart's standard labels, the admission policies too.

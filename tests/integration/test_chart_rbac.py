@@ -66,7 +66,13 @@ GATEWAY_NEEDS: frozenset[Rule] = frozenset(
 AUDIT_NEEDS: frozenset[Rule] = frozenset(
     {("", "configmaps", "get", ANCHOR), ("", "configmaps", "update", ANCHOR)}
 )
-"""Everything the audit service may do, and only in the release namespace."""
+"""Everything the audit service may do in the release namespace only."""
+
+AUDIT_EVERYWHERE: frozenset[Rule] = frozenset(
+    {("authentication.k8s.io", "tokenreviews", "create", "")}
+)
+"""What the audit service may do cluster-wide: check a writer's own ServiceAccount token
+(TokenReview; no shared writer secret). With kubernetesReaders off, nothing more."""
 
 EVERYONE: frozenset[Rule] = frozenset(
     {
@@ -286,22 +292,26 @@ def _rules(admin: client.ApiClient, user: str, namespace: str) -> frozenset[Rule
 
 
 @pytest.mark.parametrize(
-    ("user", "needs", "where"),
+    ("user", "needs", "where", "everywhere"),
     [
-        (GATEWAY, GATEWAY_NEEDS, set(NAMESPACES)),
-        (AUDIT, AUDIT_NEEDS, {NAMESPACE}),
+        (GATEWAY, GATEWAY_NEEDS, set(NAMESPACES), frozenset()),
+        (AUDIT, AUDIT_NEEDS, {NAMESPACE}, AUDIT_EVERYWHERE),
     ],
     ids=["gateway", "audit"],
 )
 def test_each_identity_holds_exactly_what_it_needs(
-    installed: client.ApiClient, user: str, needs: frozenset[Rule], where: set[str]
+    installed: client.ApiClient,
+    user: str,
+    needs: frozenset[Rule],
+    where: set[str],
+    everywhere: frozenset[Rule],
 ) -> None:
     for namespace in NAMESPACES:
-        expected = needs if namespace in where else frozenset()
+        expected = (needs if namespace in where else frozenset()) | everywhere
         held = _rules(installed, user, namespace) - EVERYONE
         assert held == expected, f"{user} in {namespace}: {sorted(held ^ expected)}"
     # Each needed permission, asked one by one (the rules review is advisory).
-    for group, resource, verb, name in sorted(needs):
+    for group, resource, verb, name in sorted(needs | everywhere):
         namespace = "" if resource in ("tokenreviews", "namespaces") else NAMESPACE
         assert _allowed(installed, user, verb, group, resource, "", namespace, name), (
             verb,
@@ -324,7 +334,9 @@ def test_the_gateway_cannot_do_what_its_audit_neighbour_can_and_the_reverse(
 ) -> None:
     assert not _allowed(installed, GATEWAY, "update", "", "configmaps", "", NAMESPACE, ANCHOR)
     assert not _allowed(installed, GATEWAY, "get", "", "configmaps", "", NAMESPACE, ANCHOR)
-    assert not _allowed(installed, AUDIT, "create", "authentication.k8s.io", "tokenreviews")
+    # The audit service checks writers' tokens, but asks nothing about what anyone may do
+    # unless Kubernetes readers are enabled.
+    assert not _allowed(installed, AUDIT, "create", "authorization.k8s.io", "subjectaccessreviews")
     assert not _allowed(installed, AUDIT, "get", "regsandbox.io", "sandboxes", "", SANDBOX_NS)
     assert not _allowed(installed, AUDIT, "get", "", "namespaces", "", "", NAMESPACE)
 
@@ -390,10 +402,15 @@ def test_the_chart_binds_each_identity_to_its_own_role_only(repo_root: Path) -> 
             "Role/regsandbox-operator-leader-election",
         },
         "regsandbox-gateway": {"ClusterRole/regsandbox-gateway"},
-        "regsandbox-audit": {"Role/regsandbox-audit-anchor"},
+        "regsandbox-audit": {
+            "Role/regsandbox-audit-anchor",
+            "ClusterRole/regsandbox-audit-reviews",
+        },
     }
-    # Without the anchor the audit service talks to no API server at all.
-    assert "regsandbox-audit" not in _bindings(repo_root, "audit.anchor.enabled=false")
+    # Without the anchor the audit service only checks writers' tokens.
+    assert _bindings(repo_root, "audit.anchor.enabled=false")["regsandbox-audit"] == {
+        "ClusterRole/regsandbox-audit-reviews"
+    }
 
 
 @pytest.mark.parametrize(
