@@ -448,12 +448,6 @@ class MissingAuditEntryError(AssertionError):
     """The operator's log has no entry for a sandbox's end."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MissingAuditEntryError,
-    reason="open bug: expire_sandbox (sandbox/lifecycle/sandboxes.py) quarantines a retained "
-    "sandbox without an audit entry — only a Kubernetes Event says it ended",
-)
 def test_a_retained_expiry_is_in_the_operators_audit_log(
     dp_api: client.ApiClient,
     dp_operator: OperatorProcess,

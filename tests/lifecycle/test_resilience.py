@@ -167,6 +167,45 @@ def test_expiry_destroys_namespace_and_key(
     operator.wait_until(lambda: get(admin_api, "Sandbox", name, home) is None, 30, "deletion")
 
 
+def test_a_retained_expiry_cuts_access_and_is_on_record_once(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+    audit_actions: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """AI Act Art. 59(1)(h) and EHDS Art. 73: an auditor must find the end of a sandbox in
+    the log whether its data is deleted or retained — not only a Kubernetes Event."""
+    tenant = tenant_factory()
+    home = f"tenant-{tenant}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
+    name = unique("kept")
+    apply(admin_api, sandbox_body(name, tenant, lifetime={"ttl": "6s", "onExpiry": "retain"}))
+    ns = f"sbx-{tenant}-{name}"
+    operator.wait_until(lambda: get(admin_api, "Namespace", ns), 30, "provisioning")
+
+    def retained() -> dict[str, Any] | None:
+        cond = condition(get(admin_api, "Sandbox", name, home), "Ready")
+        return cond if cond and cond["reason"] == "ExpiredRetained" else None
+
+    operator.wait_until(retained, 60, "the sandbox to expire, retained")
+    assert get(admin_api, "NetworkPolicy", "quarantine", ns) is not None
+    [ended] = operator.wait_until(
+        _audit_has(audit_actions, name, "sandbox.expired"), 10, "sandbox.expired"
+    )
+    assert ended["details"]["onExpiry"] == "retain"
+    # Over the next resyncs (every second here) the end stays recorded once, and the key
+    # (the retained data's) is not destroyed: watched for a few intervals.
+    watch_until = time.monotonic() + 4
+    while time.monotonic() < watch_until:
+        assert len(_audit_has(audit_actions, name, "sandbox.expired")()) == 1
+        assert not _audit_has(audit_actions, name, "key.destroyed")()
+        time.sleep(0.5)
+    # Deleting it then destroys the key, on record too.
+    delete(admin_api, "Sandbox", name, home)
+    operator.wait_until(_audit_has(audit_actions, name, "key.destroyed"), 60, "key.destroyed")
+    operator.wait_until(lambda: get(admin_api, "Sandbox", name, home) is None, 30, "deletion")
+
+
 def test_sigkill_mid_provisioning_converges_without_duplicates(
     admin_api: client.ApiClient,
     operator: OperatorProcess,

@@ -129,18 +129,24 @@ def expire_sandbox(
     tenant = tenant_of(namespace) or "unknown"
     ns = sandbox_namespace(tenant, name)
     spec = SandboxSpec.model_validate(body.get("spec") or {})
+    already = not step.was_true("Ready") and bool(
+        step.previous_reasons() & {"Expired", "ExpiredRetained"}
+    )
     if spec.lifetime.on_expiry == "retain":
         if get(platform.api, "Namespace", ns) is not None:
             quarantine(platform, ns, tenant, name)
             revoke_access(platform, ns)
+        if not already:
+            # The end is on record as for a deleted sandbox: its grants end and it expired
+            # (its key and data stay until the Sandbox is deleted, recorded then).
+            step.queue(revoke_all(platform, step.resource, step.previous.datasets, "expired"))
+            step.log("sandbox.expired", "success", namespace=ns, onExpiry="retain")
+            step.status.datasets = []
         reason, message = "ExpiredRetained", "lifetime ended; access cut, data kept until deletion"
     else:
         if not _teardown(step, "sandbox.expired"):
             return step.finish()
         reason, message = "Expired", "lifetime ended; namespace deleted and key destroyed"
-    already = not step.was_true("Ready") and bool(
-        step.previous_reasons() & {"Expired", "ExpiredRetained"}
-    )
     step.cond("Ready", False, reason, message)
     if not already:
         step.note("Normal", reason, message)
