@@ -15,7 +15,7 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
-from sandbox.kube.quota import write_admitted
+from sandbox.kube.quota import recount, write_admitted
 from sandbox.lifecycle.platform import Platform
 from sandbox.provision.names import sandbox_id, sandbox_namespace
 from sandbox.provision.sandbox_plan import effective_quota, isolation_objects
@@ -83,15 +83,33 @@ def write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> 
     re-converging, the API error is raised as it is (the sandbox stays as it was).
     """
     write = create_or_apply if first else apply
+    quota: dict[str, Any] | None = None
     for obj in objects:
         if first and _HALT_BEFORE:
             _halt_here(obj["kind"])
+        if obj["kind"] == "ResourceQuota":
+            quota = obj
         try:
-            write_admitted(write, api, obj)
+            try:
+                write_admitted(write, api, obj)
+            except ApiException as exc:
+                if not (first and quota is not None and _overcharged(exc)):
+                    raise
+                # A create the quota was charged for never landed: an operator killed
+                # while its request was in flight (the API server charges the quota in
+                # admission, then drops the write with the cancelled request). The
+                # controller only recounts on its full resync; have it count now.
+                recount(api, quota)
+                write_admitted(write, api, obj)
         except ApiException as exc:
             if not first:
                 raise
             raise WriteRefusedError(obj, exc) from exc
+
+
+def _overcharged(exc: ApiException) -> bool:
+    """A create refused as over quota (``create_or_apply`` found no such object)."""
+    return exc.status == 403 and "exceeded quota" in str(exc.body or "")
 
 
 def desired_objects(
