@@ -124,7 +124,7 @@ RESOURCES: tuple[Resource, ...] = (
         spec=TenantSpec,
         status=TenantStatus,
         description="An organisation admitted to the platform, with its members and attestations.",
-        short_names=("tnt",),
+        short_names=("sbxtnt",),  # not "tnt": Capsule's Tenant has it
         columns=(
             PrinterColumn("Organisation", ".spec.organisation"),
             PrinterColumn("Sector", ".spec.sector"),
@@ -161,7 +161,7 @@ RESOURCES: tuple[Resource, ...] = (
         spec=DatasetSpec,
         status=DatasetStatus,
         description="Regulated data in object storage, readable only through the gateway.",
-        short_names=("ds",),
+        short_names=("sbxds",),  # not "ds": the DaemonSet's
         columns=(
             PrinterColumn("Sector", ".spec.sector"),
             PrinterColumn("Jurisdiction", ".spec.jurisdiction"),
