@@ -59,6 +59,7 @@ def serve(
 ) -> None:
     """Serve the gateway's HTTP API; every dataset request is audited before it completes."""
     from sandbox.gateway import build_gateway, create_app
+    from sandbox.gateway.build import s3_surface
     from sandbox.gateway.settings import GatewaySettings
 
     host, port = _listen(listen)
@@ -75,10 +76,11 @@ def serve(
         try:
             settings = GatewaySettings.load(**overrides)
             gateway = build_gateway(settings, stack)
+            s3 = s3_surface(settings, gateway)
         except ConfigurationError as exc:
             fail(str(exc))
         config = uvicorn.Config(
-            create_app(gateway),
+            create_app(gateway, s3),
             host=host,
             port=port,
             log_level="warning",

@@ -5,6 +5,8 @@
 - ``GET  /v1/datasets/{dataset}/objects/{key}``  object bytes, streamed, one ``Range``
 - ``PUT  /v1/outbox/{path}``                     write an artifact into the sandbox's outbox
 - ``GET  /healthz``                              liveness
+- S3 and STS requests (SigV4-signed, or to ``/``), when enabled: see
+  :mod:`sandbox.gateway.s3api`
 
 Every dataset request, allowed or not, is logged in the audit log before its response
 completes (see :mod:`sandbox.gateway.records` for the entry shape):
@@ -41,6 +43,7 @@ from sandbox.gateway.auth import ReviewUnavailable, Unauthenticated
 from sandbox.gateway.gateway import Gateway, to_thread
 from sandbox.gateway.reads import get_object, head_object, list_objects
 from sandbox.gateway.records import RequestRecord
+from sandbox.gateway.s3api import S3Dispatch, S3Surface
 from sandbox.gateway.streaming import StreamAborted
 from sandbox.gateway.wire import (
     BINARY,
@@ -92,8 +95,9 @@ def _raw_path(request: Request) -> bytes:
     return raw
 
 
-def create_app(gateway: Gateway) -> FastAPI:
-    """The gateway's FastAPI application."""
+def create_app(gateway: Gateway, s3: S3Surface | None = None) -> FastAPI:
+    """The gateway's FastAPI application; with ``s3``, also its S3 and STS surface
+    (:mod:`sandbox.gateway.s3api`) on the same port."""
     app = FastAPI(
         title="regsandbox dataset gateway",
         version=__version__,
@@ -194,6 +198,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         """
         return await put_artifact(gateway, request, path, _credentials(token))
 
+    if s3 is not None:
+        app.add_middleware(S3Dispatch, surface=s3)
     return app
 
 

@@ -18,10 +18,12 @@ from sandbox.gateway.authz import GrantResolver
 from sandbox.gateway.gateway import Gateway
 from sandbox.gateway.outbox import OutboxWriter
 from sandbox.gateway.s3 import Storage
+from sandbox.gateway.s3api import S3Surface
 from sandbox.gateway.settings import GatewaySettings
+from sandbox.gateway.sts import CredentialIssuer, load_server_keys
 from sandbox.kube.clients import kube_client
 
-__all__ = ["build_gateway", "outbox_writer"]
+__all__ = ["build_gateway", "outbox_writer", "s3_surface"]
 
 
 def _audit(settings: GatewaySettings, stack: ExitStack) -> AuditSink:
@@ -110,3 +112,11 @@ def build_gateway(
         outbox=outbox_writer(settings),
         outbox_max_writes=settings.outbox_max_writes,
     )
+
+
+def s3_surface(settings: GatewaySettings, gateway: Gateway) -> S3Surface | None:
+    """The S3 and STS surface of ``gateway`` if ``settings`` name STS server keys."""
+    if settings.sts_key_file is None:
+        return None
+    keys = load_server_keys(settings.sts_key_file)
+    return S3Surface(gateway, CredentialIssuer(keys, lifetime=settings.sts_lifetime_seconds))

@@ -3,8 +3,9 @@
 Each request gets a :class:`RequestRecord` as it is handled; :meth:`RequestRecord.event`
 turns what is known so far into an :class:`~audit.entry.Event`:
 
-- ``action``: ``dataset.read`` (GET and HEAD of an object), ``dataset.list``, or
-  ``model.artifact.written`` (a write into the sandbox's export outbox);
+- ``action``: ``dataset.read`` (GET and HEAD of an object), ``dataset.list``,
+  ``model.artifact.written`` (a write into the sandbox's export outbox), or
+  ``credentials.issued`` (S3 credentials given to a pod, :mod:`sandbox.gateway.sts`);
 - ``actor``: the ServiceAccount and pod the API server vouched for (empty if none);
 - ``resource``: kind ``Dataset`` and the dataset name, or kind ``ModelArtifact`` and the
   artifact path; the sandbox, its tenant and namespace;
@@ -40,7 +41,7 @@ from sandbox.gateway.authz import SandboxRef
 
 __all__ = ["Action", "RequestRecord"]
 
-Action = Literal["dataset.read", "dataset.list", "model.artifact.written"]
+Action = Literal["dataset.read", "dataset.list", "model.artifact.written", "credentials.issued"]
 
 _MAX_TEXT = 1024
 

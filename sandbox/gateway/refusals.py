@@ -30,6 +30,14 @@ from sandbox.gateway.s3 import (
     RangeNotSatisfiable,
     StorageUnavailable,
 )
+from sandbox.gateway.sigv4 import (
+    BadRequest,
+    ReplayMemoryFull,
+    RequestReplayed,
+    SignatureRefused,
+    Unsupported,
+)
+from sandbox.gateway.sts import SessionRefused
 from sandbox.gateway.wire import ErrorBody
 
 __all__ = ["REFUSALS", "Refusal", "classify", "error_response", "response_headers"]
@@ -54,6 +62,12 @@ _REASON_OF_EXCEPTION = ""
 
 _TABLE: tuple[tuple[type[Exception], int, Outcome, str, bool | None], ...] = (
     (Unauthenticated, 401, "denied", _REASON_OF_EXCEPTION, False),
+    (RequestReplayed, 403, "denied", "RequestReplayed", False),  # S3 surface (sigv4, sts)
+    (ReplayMemoryFull, 503, "failure", "SlowDown", None),
+    (SignatureRefused, 403, "denied", _REASON_OF_EXCEPTION, False),
+    (SessionRefused, 403, "denied", _REASON_OF_EXCEPTION, False),
+    (BadRequest, 400, "denied", _REASON_OF_EXCEPTION, False),
+    (Unsupported, 501, "denied", "NotImplemented", False),
     (InvalidKey, 400, "denied", "InvalidKey", False),
     (EmptyArtifact, 400, "denied", "EmptyArtifact", False),
     (ArtifactExists, 409, "denied", "ArtifactExists", False),

@@ -93,6 +93,15 @@ class GatewaySettings(BaseSettings):
     :attr:`outbox_part_bytes`); more are refused with 429 and ``Retry-After``, so
     uploads cannot exhaust the memory the gateway needs for everyone's reads."""
 
+    # -- S3 surface (STS web identity) --------------------------------------------------
+    sts_key_file: Path | None = None
+    """File of the server keys sealing S3 session credentials (one base64 or hex key of
+    at least 32 bytes per line; the first seals, all open), mounted by every replica from
+    one Secret. Unset: the S3 and STS surface is off."""
+    sts_lifetime_seconds: int = Field(default=3600, ge=900, le=43200)
+    """Longest life of issued S3 credentials (also capped by the pod's token and the
+    sandbox's expiry)."""
+
     @model_validator(mode="after")
     def _one_audit_sink(self) -> GatewaySettings:
         if (self.audit_url is None) == (self.audit_log_dir is None):
