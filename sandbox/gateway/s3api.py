@@ -151,9 +151,14 @@ class S3Surface:
         try:
             check_raw_path(raw)
             identity, token = await self._authenticate(request, record)
-            return await self._dispatch(request, record, raw, token, identity)
+            answer = await self._dispatch(request, record, raw, token, identity)
         except REFUSALS as exc:
-            return self._as_s3(await self.gateway.refuse(record, exc), resource, head=head)
+            answer = self._as_s3(await self.gateway.refuse(record, exc), resource, head=head)
+        if request.method in ("PUT", "POST") and answer.status_code >= 300:
+            # The body may be unread (an SDK waiting on "Expect: 100-continue" never sends
+            # it): close the connection so its bytes are not read as the next request.
+            answer.headers["Connection"] = "close"
+        return answer
 
     async def _dispatch(
         self, request: Request, record: RequestRecord, raw: bytes, token: str, identity: Identity

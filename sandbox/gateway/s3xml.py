@@ -41,6 +41,8 @@ _CODES: Mapping[str, str] = {
     "SandboxNotFound": "AccessDenied",
     "NotASandbox": "AccessDenied",
     "EndpointNotAllowed": "AccessDenied",
+    "DatasetReadOnly": "AccessDenied",
+    "OutboxWriteOnly": "AccessDenied",
     "DatasetNotFound": "NoSuchBucket",
     # the request (4xx)
     "InvalidKey": "InvalidArgument",
