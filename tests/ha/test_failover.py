@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from sandbox.devenv.operator_process import OperatorProcess
+from operators.main import LEADERSHIP_LOST_EXIT
+from sandbox.devenv.operator_process import OperatorProcess, install_operator_rbac
 from sandbox.kube.apply import apply, get, list_objects
 from sandbox.provision.names import sandbox_id, tenant_namespace
+from sandbox.provision.rbac import LEADER_ELECTION_LEASE, LEADER_ELECTION_ROLE
 from sandbox.testing import sandbox_manifest
 
 from .conftest import SYSTEM_NS, lease_holder
@@ -195,3 +197,27 @@ def test_the_election_rights_reach_one_lease_in_the_operator_namespace(
     assert _allowed(admin_api, "create", None, SYSTEM_NS)
     granted = [a for a in ELECTION_ATTACKS if _allowed(admin_api, *a)]
     assert granted == []
+
+
+def test_a_leader_that_cannot_renew_stops_acting_before_its_lease_runs_out(
+    admin_api: client.ApiClient,
+    replicas: Callable[..., OperatorProcess],
+) -> None:
+    leader = replicas("replica-a", lease_seconds=6)
+    leader.wait_until(lambda: lease_holder(admin_api) == "replica-a", 60, "replica-a to lead")
+    leader.wait_until(lambda: _started_acting(leader), 30, "replica-a to act")
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    rbac.delete_namespaced_role_binding(LEADER_ELECTION_ROLE, SYSTEM_NS)  # renewals now 403
+    try:
+        _wait(lambda: not leader.alive(), 30, "the leader to exit")
+        assert leader.proc is not None
+        assert leader.proc.returncode == LEADERSHIP_LOST_EXIT
+        assert "lost lease" in leader.log.read_text(errors="replace")
+        # It could not release the lease either: a standby takes it once it expires,
+        # later than the renew deadline at which this leader stopped.
+        lease = client.CoordinationV1Api(admin_api).read_namespaced_lease(
+            LEADER_ELECTION_LEASE, SYSTEM_NS
+        )
+        assert lease.spec.holder_identity == "replica-a"
+    finally:
+        install_operator_rbac(admin_api, SYSTEM_NS)
