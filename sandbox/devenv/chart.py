@@ -70,6 +70,8 @@ class ChartRelease:
     gateway_replicas: int
     gateway_port: int = 8443
     """The port of the gateway Service (``gateway.port``)."""
+    operator_replicas: int = 2
+    """Operator replicas (``operator.replicas``; one leads, the others stand by)."""
 
 
 def _helm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -212,6 +214,7 @@ def install_chart(
         kubeconfig=plane.admin_kubeconfig,
         gateway_replicas=int(chosen.get("gateway", {}).get("replicas", 2)),
         gateway_port=int(chosen.get("gateway", {}).get("port", 8443)),
+        operator_replicas=int(chosen.get("operator", {}).get("replicas", 2)),
     )
 
 
@@ -231,10 +234,10 @@ def _ready_replicas(api: client.ApiClient, kind: str, name: str, namespace: str)
 
 
 def release_ready(api: client.ApiClient, release: ChartRelease) -> bool:
-    """Whether the operator, every gateway replica and the audit service are Ready."""
+    """Whether every operator and gateway replica and the audit service are Ready."""
     ns, name = release.namespace, release.name
     return (
-        _ready_replicas(api, "Deployment", f"{name}-operator", ns) == 1
+        _ready_replicas(api, "Deployment", f"{name}-operator", ns) == release.operator_replicas
         and _ready_replicas(api, "Deployment", f"{name}-gateway", ns) == release.gateway_replicas
         and _ready_replicas(api, "StatefulSet", f"{name}-audit", ns) == 1
     )

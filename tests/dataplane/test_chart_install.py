@@ -112,15 +112,16 @@ def test_every_component_of_the_chart_becomes_ready_from_local_images(
         component = pod.metadata.labels["app.kubernetes.io/component"]
         by_component.setdefault(component, []).append(pod)
     assert {c: len(p) for c, p in by_component.items()} == {
-        "operator": 1,
-        "gateway": 2,
+        "operator": installed.release.operator_replicas,
+        "gateway": installed.release.gateway_replicas,
         "audit": 1,
     }
-    # The operator pod runs both containers, the OPA sidecar from the local opa image.
-    [operator] = by_component["operator"]
-    containers = {s.name: s for s in operator.status.container_statuses}
-    assert set(containers) == {"operator", "opa"}
-    assert all(s.ready for s in containers.values()), containers
+    assert installed.release.operator_replicas == 2  # one leads, one stands by
+    # Each operator pod runs both containers, the OPA sidecar from the local opa image.
+    for operator in by_component["operator"]:
+        containers = {s.name: s for s in operator.status.container_statuses}
+        assert set(containers) == {"operator", "opa"}
+        assert all(s.ready for s in containers.values()), containers
     local = set(installed.release.images)
     for pod in pods:
         for spec in pod.spec.containers + (pod.spec.init_containers or []):
