@@ -119,4 +119,8 @@ def s3_surface(settings: GatewaySettings, gateway: Gateway) -> S3Surface | None:
     if settings.sts_key_file is None:
         return None
     keys = load_server_keys(settings.sts_key_file)
-    return S3Surface(gateway, CredentialIssuer(keys, lifetime=settings.sts_lifetime_seconds))
+    return S3Surface(
+        gateway,
+        CredentialIssuer(keys, lifetime=settings.sts_lifetime_seconds),
+        bind_source_address=settings.sts_bind_source_address,
+    )

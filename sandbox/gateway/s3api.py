@@ -111,6 +111,7 @@ class S3Surface:
         issuer: CredentialIssuer,
         *,
         replay: ReplayGuard | None = None,
+        bind_source_address: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.gateway = gateway
@@ -119,6 +120,8 @@ class S3Surface:
         """Issues and opens session credentials."""
         self.replay = replay or ReplayGuard(clock=clock)
         """Signatures already used."""
+        self.bind_source_address = bind_source_address
+        """Whether credentials work only from the address they were issued to."""
         self._clock = clock
 
     @staticmethod
@@ -229,6 +232,11 @@ class S3Surface:
         amz_date = headers.get("x-amz-date", "")
         signed_at = amz_time(amz_date, self._clock())
         session = self.issuer.open(headers.get("x-amz-security-token"), signed.access_key_id)
+        if session.source is not None and session.source != _source(request):
+            raise SessionRefused(
+                "InvalidToken",
+                "these credentials were issued to another pod; a pod must assume the role itself",
+            )
         raw: bytes = request.scope.get("raw_path") or b"/"
         verify_signature(
             signed,
@@ -423,7 +431,13 @@ class S3Surface:
             raise
         record.sandbox = ref
         not_after = min(expires.timestamp(), token_expiry(token) or expires.timestamp())
-        creds = self.issuer.issue(token, identity, not_after=not_after, duration=duration)
+        creds = self.issuer.issue(
+            token,
+            identity,
+            not_after=not_after,
+            duration=duration,
+            source=_source(request) if self.bind_source_address else None,
+        )
         event = record.event(
             "success",
             "issued",
@@ -508,6 +522,10 @@ def _ids(record: RequestRecord) -> dict[str, str]:
         "X-Request-Id": record.request_id,
         "Cache-Control": "no-store",
     }
+
+
+def _source(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _resource(bucket: str, key: str) -> str:

@@ -101,6 +101,9 @@ class GatewaySettings(BaseSettings):
     sts_lifetime_seconds: int = Field(default=3600, ge=900, le=43200)
     """Longest life of issued S3 credentials (also capped by the pod's token and the
     sandbox's expiry)."""
+    sts_bind_source_address: bool = True
+    """Accept S3 credentials only from the address (pod IP) they were issued to; turn off
+    only behind a proxy that hides client addresses."""
 
     @model_validator(mode="after")
     def _one_audit_sink(self) -> GatewaySettings:

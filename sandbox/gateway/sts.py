@@ -18,6 +18,11 @@ the token expiring, ends the session within ``review_cache_seconds``) and asks t
 resolver about the sandbox and the dataset (so an expired sandbox or a revoked grant
 is refused within ``grant_cache_seconds``).
 
+**Bound to the pod's address.** The session also holds the address the pod asked from
+(its pod IP, as the gateway's Service delivers it), and a request from any other address
+is refused: credentials copied out of one pod are useless in another. A gateway behind
+a proxy that hides client addresses should turn this off (``sts_bind_source_address``).
+
 **Revocation.** Credentials live at most ``lifetime`` seconds (default one hour, the AWS
 default; capped by the projected token's expiry and the sandbox's). To end every
 outstanding session at once, put a new key first in the Secret and drop the old one;
@@ -100,6 +105,8 @@ class Session:
     """Namespace of the pod's ServiceAccount at issue time."""
     pod: str | None
     """Pod the projected token was bound to at issue time."""
+    source: str | None
+    """Network address the credentials were issued to (the pod's IP), if bound."""
     secret_access_key: str
     """The signing secret of this session."""
     expiration: float
@@ -170,10 +177,17 @@ class CredentialIssuer:
         return f"CredentialIssuer(keys={len(self._keys)}, lifetime={self.lifetime})"  # no keys
 
     def issue(
-        self, web_token: str, identity: Identity, *, not_after: float, duration: int | None = None
+        self,
+        web_token: str,
+        identity: Identity,
+        *,
+        not_after: float,
+        duration: int | None = None,
+        source: str | None = None,
     ) -> IssuedCredentials:
         """Credentials for the pod ``identity`` that ``web_token`` proves, ending by
-        ``not_after`` (the sandbox's expiry, the token's) and within ``duration``."""
+        ``not_after`` (the sandbox's expiry, the token's) and within ``duration``;
+        usable only from address ``source`` if one is given."""
         now = self._clock()
         life = min(self.lifetime, duration or self.lifetime)
         expiration = float(int(min(now + life, not_after)))
@@ -182,6 +196,7 @@ class CredentialIssuer:
             "t": web_token,
             "ns": identity.namespace,
             "pod": identity.pod,
+            "src": source,
             "iat": int(now),
             "exp": int(expiration),
         }
@@ -232,6 +247,7 @@ class CredentialIssuer:
             web_token=str(payload["t"]),
             namespace=str(payload["ns"]),
             pod=payload.get("pod"),
+            source=payload.get("src"),
             secret_access_key=_secret(keys, token),
             expiration=expiration,
         )

@@ -88,6 +88,21 @@ def test_other_sandbox_credentials_do_not_open_its_bucket(
     assert (entry.resource.name, entry.details["key"]) == (world.claims, "small.csv")
 
 
+def test_credentials_copied_to_another_pod_are_refused(
+    s3_url: str, world: World, audit_sink: SwitchableSink, alpha: dict[str, str]
+) -> None:
+    c = _s3(s3_url, alpha)
+    gets = _capture(c, "GetObject")
+    assert c.get_object(Bucket=world.claims, Key="small.csv")["Body"].read()
+    start = audit_sink.size
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")  # another pod's address
+    copied = _resend(gets[0], transport=elsewhere)
+    assert copied.status_code == 403
+    assert b"<Code>InvalidToken</Code>" in copied.content
+    assert world.objects["small.csv"] not in copied.content
+    _logged(audit_sink, start, "InvalidToken")
+
+
 def test_bucket_not_granted(
     s3_url: str, world: World, audit_sink: SwitchableSink, alpha: dict[str, str]
 ) -> None:
@@ -243,13 +258,14 @@ def _capture(c: Any, operation: str) -> list[dict[str, Any]]:
     return sent
 
 
-def _resend(request: dict[str, Any], body: bytes = b"") -> httpx.Response:
+def _resend(
+    request: dict[str, Any], body: bytes = b"", transport: httpx.HTTPTransport | None = None
+) -> httpx.Response:
     headers = {
         k: (v.decode() if isinstance(v, bytes) else v) for k, v in request["headers"].items()
     }
-    return httpx.request(
-        request["method"], request["url"], headers=headers, content=body, timeout=30
-    )
+    with httpx.Client(transport=transport, timeout=30) as http:
+        return http.request(request["method"], request["url"], headers=headers, content=body)
 
 
 def test_replayed_requests_are_refused(
