@@ -9,7 +9,8 @@ granted datasets (read-only) and :data:`OUTBOX_BUCKET`, its export outbox (write
   ``GET /<dataset>?list-type=2`` ListObjectsV2 (``prefix``, ``delimiter=/``,
   ``continuation-token``, ``start-after``, ``max-keys``, ``encoding-type=url``);
 - ``HEAD``/``GET /<dataset>/<key>`` HeadObject, GetObject (one ``Range``);
-- ``PUT /outbox/<path>`` PutObject: an artifact of the sandbox's outbox;
+- ``PUT /outbox/<path>`` PutObject: an artifact of the sandbox's outbox, and the
+  multipart uploads of one (:mod:`sandbox.gateway.s3multipart`);
 - ``POST /`` with ``Action=AssumeRoleWithWebIdentity``: credentials
   (:mod:`sandbox.gateway.sts`).
 
@@ -48,6 +49,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.api.dataset import DatasetLocation
+from sandbox.gateway import s3multipart
 from sandbox.gateway.auth import Identity, Unauthenticated, token_expiry
 from sandbox.gateway.authz import Forbidden
 from sandbox.gateway.gateway import Gateway, to_thread
@@ -173,8 +175,6 @@ class S3Surface:
             if request.method != "GET":
                 raise Unsupported("only ListBuckets is offered on /")
             return await self._list_buckets(record, identity)
-        if "uploads" in query or "uploadId" in query or "partNumber" in query:
-            raise Unsupported("multipart uploads are not offered yet; use PutObject")
         if "x-amz-copy-source" in request.headers:
             raise Unsupported("CopyObject is not offered")
         if bucket == OUTBOX_BUCKET:
@@ -193,15 +193,34 @@ class S3Surface:
     async def _outbox(
         self, request: Request, record: RequestRecord, key: str, token: str, identity: Identity
     ) -> Response:
-        """The outbox takes new artifacts, and answers HeadBucket; nothing else."""
-        if request.method == "PUT" and key:
+        """The outbox takes new artifacts (PutObject, multipart), and answers HeadBucket."""
+        method, query, gw = request.method, request.query_params, self.gateway
+        upload_id = query.get("uploadId")
+        if key and method == "POST" and "uploads" in query:
+            return await s3multipart.create(gw, record, identity, key, OUTBOX_BUCKET)
+        if key and upload_id is not None:
+            if method == "PUT" and "partNumber" in query:
+                checked = self._checked(request)
+                number = query["partNumber"]
+                return await s3multipart.upload_part(
+                    gw, record, identity, checked, upload_id, number
+                )
+            if method == "POST":
+                body = self._checked(request)
+                return await s3multipart.complete(
+                    gw, record, identity, body, upload_id, OUTBOX_BUCKET
+                )
+            if method == "DELETE":
+                return await s3multipart.abort(gw, record, identity, upload_id)
+        if method == "PUT" and key and upload_id is None:
             return await self._put(request, key, token)
-        if request.method == "HEAD" and not key:
-            await self.gateway.active_sandbox(record, identity)
+        if method == "HEAD" and not key:
+            await gw.active_sandbox(record, identity)
             return await self._ok_head(record)
         raise Forbidden(
             "OutboxWriteOnly",
-            "the outbox only takes new artifacts (PutObject); it is not read or changed",
+            "the outbox only takes new artifacts (PutObject, multipart uploads); "
+            "it is not read or changed",
         )
 
     async def _read(
@@ -342,7 +361,9 @@ class S3Surface:
             record, event, lambda: xml_response(body, 200, _ids(record))
         )
 
-    async def _put(self, request: Request, key: str, token: str) -> Response:
+    @staticmethod
+    def _checked(request: Request) -> Request:
+        """``request``, whose body must match its signed ``X-Amz-Content-SHA256``."""
         claimed = request.headers.get("x-amz-content-sha256", "")
         if claimed.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
             "content-encoding", ""
@@ -353,7 +374,10 @@ class S3Surface:
             )
         if claimed != UNSIGNED_PAYLOAD and not _SHA256_HEX.match(claimed):
             raise BadRequest("InvalidArgument", "x-amz-content-sha256 must be a hex SHA-256")
-        checked = _CheckedBody(request.scope, request.receive, claimed)
+        return _CheckedBody(request.scope, request.receive, claimed)
+
+    async def _put(self, request: Request, key: str, token: str) -> Response:
+        checked = self._checked(request)
         answer = await put_artifact(self.gateway, checked, key, token)
         if not isinstance(answer, JSONResponse) or answer.status_code != 201:
             return self._as_s3(answer, _resource(OUTBOX_BUCKET, key), head=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
 import boto3
 import pyarrow as pa
@@ -19,6 +20,7 @@ import pytest
 import s3fs
 
 from audit.entry import Entry
+from sandbox.devenv.minio import MinioServer
 from sandbox.gateway import Gateway
 from sandbox.provision.names import sandbox_id
 from tests.gateway.conftest import SwitchableSink, World, sha256
@@ -158,3 +160,28 @@ def test_pyarrow_parquet_round_trip(
     )
     (read,) = _reads(audit_sink.entries_since(start), "small.csv")
     assert read.details["sha256"] == sha256(world.objects["small.csv"])
+
+
+def test_multipart_uploads_land_whole_and_logged_before_commit(
+    pod_env: PodEnv, world: World, audit_sink: SwitchableSink, s3: MinioServer
+) -> None:
+    pod_env.use(world.token("alpha"))
+    data = os.urandom(21 * 1024 * 1024)  # three 8 MiB parts with boto3's defaults
+    source = io.BytesIO(data)
+    start = audit_sink.size
+    boto3.client("s3").upload_fileobj(source, "outbox", "models/large.bin")
+    key = f"{sandbox_id(world.tenant, 'alpha')}/outbox/models/large.bin"
+    stored = s3.client().get_object(Bucket=OUTBOX, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == sha256(data)
+    entries = [e for e in audit_sink.entries_since(start) if e.action == "model.artifact.written"]
+    parts = [e for e in entries if e.details["phase"] == "part"]
+    assert len(parts) == 3
+    assert sum(int(str(e.details["bytes"])) for e in parts) == len(data)
+    (commit,) = [e for e in entries if e.details["phase"] == "commit"]
+    assert commit.details["sha256"] == sha256(data)
+    assert commit.details["object"] == key
+    assert commit.actor.pod == f"sbx-{world.tenant}-alpha/train-0"
+    staged = s3.client().list_objects_v2(
+        Bucket=OUTBOX, Prefix=f"{sandbox_id(world.tenant, 'alpha')}/staging/"
+    )
+    assert staged.get("KeyCount", 0) == 0

@@ -390,3 +390,46 @@ def test_no_audit_no_data(
         lambda: c.get_object(Bucket=world.claims, Key="small.csv"), "ServiceUnavailable", 503
     )
     assert world.objects["small.csv"] not in str(err.response).encode()
+
+
+def test_multipart_refusals(
+    s3_url: str, world: World, audit_sink: SwitchableSink, alpha: dict[str, str]
+) -> None:
+    c = _s3(s3_url, alpha)
+    start = audit_sink.size
+    _refused(
+        lambda: c.create_multipart_upload(Bucket=world.claims, Key="planted.bin"),
+        "AccessDenied",
+        403,
+    )
+    _logged(audit_sink, start, "DatasetReadOnly")
+    start = audit_sink.size
+    _refused(
+        lambda: c.upload_part(
+            Bucket="outbox", Key="models/m.bin", UploadId="../../x", PartNumber=1, Body=b"x"
+        ),
+        "NoSuchUpload",
+        400,
+    )
+    _logged(audit_sink, start, "NoSuchUpload")
+    upload = c.create_multipart_upload(Bucket="outbox", Key="models/m.bin")["UploadId"]
+    start = audit_sink.size
+    _refused(
+        lambda: c.complete_multipart_upload(
+            Bucket="outbox",
+            Key="models/m.bin",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"x"'}]},
+        ),
+        "InvalidPart",
+        400,
+    )
+    _logged(audit_sink, start, "InvalidPart")
+    c.put_object(Bucket="outbox", Key="models/taken.bin", Body=b"first")
+    start = audit_sink.size
+    _refused(
+        lambda: c.create_multipart_upload(Bucket="outbox", Key="models/taken.bin"),
+        "PreconditionFailed",
+        409,
+    )
+    _logged(audit_sink, start, "ArtifactExists")
