@@ -23,6 +23,11 @@ Modules, by job:
 - :mod:`~sandbox.gateway.auth` (TokenReview), :mod:`~sandbox.gateway.authz` (grants,
   read from the typed Sandbox status), :mod:`~sandbox.gateway.objectkeys` (S3
   object-key validation), :mod:`~sandbox.gateway.s3` (S3 reads of dataset objects);
+- the S3 surface: :mod:`~sandbox.gateway.s3api` (S3 requests through the same steps),
+  :mod:`~sandbox.gateway.s3multipart` (multipart uploads into the outbox),
+  :mod:`~sandbox.gateway.sts` (``AssumeRoleWithWebIdentity``: stateless session
+  credentials), :mod:`~sandbox.gateway.sigv4` (SigV4 checks with botocore's signer,
+  clock skew, replays) and :mod:`~sandbox.gateway.s3xml` (the XML answers);
 - :mod:`~sandbox.gateway.settings`, :mod:`~sandbox.gateway.build` and
   :mod:`~sandbox.gateway.rbac` (re-exports :mod:`sandbox.provision.gateway_rbac`).
 """
