@@ -73,12 +73,17 @@ __all__ = [
     "KEY_FILE",
     "LOCK_FILE",
     "OFFSETS_FILE",
+    "RECENT_EVENT_IDS",
     "VKEY_FILE",
     "AuditLog",
     "LogReader",
 ]
 
 log = logging.getLogger(__name__)
+
+RECENT_EVENT_IDS = 65536
+"""How many of the latest entries' event ids the writer remembers (read back from the
+log's tail when it opens): appending one of them again returns the index it has."""
 
 FORMAT = "regsandbox.io/audit-log/v1"
 """Value of ``format`` in ``log.json``."""
@@ -314,6 +319,9 @@ class AuditLog(LogReader):
             self._broken: BaseException | None = None
             self._closed = False
             self._recover()
+            self._recent: dict[str, int] = {}
+            for index, data in self.iter_entries(max(0, self._durable - RECENT_EVENT_IDS)):
+                self._remember(str(json.loads(data)["event_id"]), index)
         except BaseException:
             self._release()
             raise
@@ -583,16 +591,30 @@ class AuditLog(LogReader):
         """Append events in order; return their indices once all of them are durable.
 
         The whole batch is encoded before anything is written, so an invalid or
-        oversized event raises and appends nothing.
+        oversized event raises and appends nothing. An event whose ``event_id`` is among
+        the :data:`RECENT_EVENT_IDS` latest is not appended again: its index is the one
+        the log already has (a writer retrying after a crash or a lost reply).
         """
         if not events:
             return []
         with self._mu:
             self._check_writable()
             start = self._next_index
-            records = [encode_record(encode_entry(e, start + k)) for k, e in enumerate(events)]
+            indices: list[int] = []
+            fresh: list[Event] = []
+            batch: dict[str, int] = {}
+            for event in events:
+                known = self._recent.get(event.event_id, batch.get(event.event_id))
+                if known is None:
+                    known = batch[event.event_id] = start + len(fresh)
+                    fresh.append(event)
+                indices.append(known)
+            records = [encode_record(encode_entry(e, start + k)) for k, e in enumerate(fresh)]
             self._staged.extend(records)
+            for k, event in enumerate(fresh):
+                self._remember(event.event_id, start + k)
             self._next_index = target = start + len(records)
+            target = max([target, *(i + 1 for i in indices)])
             while self._durable < target:
                 self._check_writable()
                 if self._committing:
@@ -601,7 +623,13 @@ class AuditLog(LogReader):
                     self._commit()
         if self._durable - self._published_size and self._due():
             self._wake.set()
-        return list(range(start, target))
+        return indices
+
+    def _remember(self, event_id: str, index: int) -> None:
+        """Keep ``event_id`` among the :data:`RECENT_EVENT_IDS` latest (oldest forgotten)."""
+        self._recent[event_id] = index
+        if len(self._recent) > RECENT_EVENT_IDS:
+            del self._recent[next(iter(self._recent))]
 
     def _check_writable(self) -> None:
         if self._closed:

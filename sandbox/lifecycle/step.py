@@ -139,12 +139,15 @@ class Step(Generic[StatusT]):
         *,
         actor: Actor | None = None,
         policy: Decision | None = None,
+        event_id: str | None = None,
         **details: Any,
     ) -> None:
         """Queue an audit event about this object (details that are None are left out).
 
         ``policy`` is the policy decision behind the action, recorded as the entry's
-        ``decision``; keyword details go to the entry's ``details``.
+        ``decision``; keyword details go to the entry's ``details``. An ``event_id``
+        that a retry of the same step derives again makes the log keep one entry
+        (it answers a repeated id with the index it has).
         """
         self._events.append(
             Event(
@@ -154,6 +157,7 @@ class Step(Generic[StatusT]):
                 outcome=outcome,
                 decision=audit_decision(policy) if policy is not None else None,
                 details={k: v for k, v in details.items() if v is not None},
+                **({"event_id": event_id} if event_id else {}),
             )
         )
 

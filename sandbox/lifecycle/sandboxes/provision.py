@@ -10,9 +10,11 @@ status the gateway reads) only after their changes are on record.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from sandbox.api.conditions import find_condition
 from sandbox.api.meta import parse_duration, provider_region, rfc3339
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
@@ -205,6 +207,26 @@ def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> Ke
     return key
 
 
+def _provisioned_event_id(body: Mapping[str, Any]) -> str:
+    """The same id for every attempt to record one provisioning, a new one for the next.
+
+    An operator that dies after the log took ``sandbox.provisioned`` but before Ready
+    was written leaves the sandbox as it was; the next attempt (another replica, after
+    a failover) sees the same uid and the same last Ready transition, so it derives the
+    same id and the log keeps one entry. A later provisioning (after a quarantine) comes
+    after a Ready transition that was written, so it gets an id of its own.
+    """
+    ready = find_condition((body.get("status") or {}).get("conditions"), "Ready") or {}
+    attempt = (
+        f"{body['metadata'].get('uid')}/{ready.get('status')}/{ready.get('lastTransitionTime')}"
+    )
+    return str(uuid.uuid5(_EVENT_IDS, f"sandbox.provisioned/{attempt}"))
+
+
+_EVENT_IDS = uuid.UUID("6f0d2b7e-4c1a-5e3b-9a8d-2f6c1b0e7a41")
+"""Namespace of the audit event ids regsandbox derives (UUIDv5)."""
+
+
 def _mark_ready(
     step: SandboxStep,
     sandbox: LoadedSandbox,
@@ -257,6 +279,7 @@ def _mark_ready(
             "sandbox.provisioned",
             "success",
             policy=decision,
+            event_id=_provisioned_event_id(step.body),
             namespace=ns,
             keyId=key.key_id,
             storageClass=storage_class,

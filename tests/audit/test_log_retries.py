@@ -1,0 +1,40 @@
+"""An event appended again — a writer retrying after its crash or a lost reply — is one entry.
+
+The writer cannot know whether the log took an event when it died (or its connection
+did) between the append and the acknowledgement. Sending it again with the same
+``event_id`` must not make a second entry: the log answers with the index it has, also
+after it was closed and reopened. Any other event is appended as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audit.log import AuditLog, LogReader
+from audit.note import Signer
+
+from .helpers import ORIGIN, event
+
+
+def test_the_same_event_id_is_appended_once_and_answered_with_its_index(tmp_path: Path) -> None:
+    signer = Signer.generate(ORIGIN)
+    first, second, third = event(1), event(2), event(3)
+    with AuditLog.create(tmp_path / "log", ORIGIN, signer) as log:
+        assert log.append_batch([first, second]) == [0, 1]
+        # A retry carries the same id but a new time and nonce (the event was rebuilt).
+        retried = second.model_copy(update={"nonce": "f" * 32})
+        assert log.append_batch([retried, third]) == [1, 2]
+        assert log.append_batch([third, third]) == [2, 2]
+        assert log.size == 3
+    with AuditLog(tmp_path / "log", signer) as reopened:  # a new writer, after a restart
+        assert reopened.append_batch([first, event(4)]) == [0, 3]
+        assert reopened.size == 4
+    reader = LogReader(tmp_path / "log")
+    try:
+        ids = [reader.entry(i).event_id for i in range(reader.size)]
+        # The entry kept is the first one sent.
+        assert reader.entry(1).nonce == second.nonce
+    finally:
+        reader.close()
+    assert ids == [first.event_id, second.event_id, third.event_id, ids[3]]
+    assert len(set(ids)) == 4
