@@ -250,3 +250,36 @@ def test_upgrade_from_the_previous_chart_keeps_the_audit_log_claim_and_the_keys(
     )
     history = _helm("history", "rs", "-n", namespace, "-o", "yaml", *kubeconfig).stdout
     assert [r["status"] for r in yaml.safe_load(history)] == ["superseded", "deployed"]
+
+
+def _docs(repo_root: Path, *assignments: str) -> list[dict[str, Any]]:
+    rendered = _render(repo_root / "charts/regsandbox", "regsandbox-system", *assignments)
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def test_two_electing_operator_replicas_and_a_disruption_budget_by_default(
+    repo_root: Path,
+) -> None:
+    docs = _docs(repo_root)
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rs-operator"
+    )
+    assert operator["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REGSANDBOX_LEADER_ELECTION"]["value"] == "true"
+    assert env["REGSANDBOX_LEADER_ELECTION_IDENTITY"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    timings = [
+        float(env[f"REGSANDBOX_LEADER_ELECTION_{k}_SECONDS"]["value"])
+        for k in ("RETRY", "RENEW_DEADLINE", "LEASE")
+    ]
+    assert timings == sorted(set(timings))  # retry < renew deadline < lease
+    budget = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # One replica: no budget, which would block every node drain.
+    assert not [
+        d for d in _docs(repo_root, "operator.replicas=1") if d["kind"] == "PodDisruptionBudget"
+    ]
