@@ -13,7 +13,7 @@ this project wrote. Typical use::
 
 from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
 from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from audit.entry import MAX_ENTRY_BYTES, Actor, Decision, Entry, Event, Resource
+from audit.entry import MAX_ENTRY_BYTES, Actor, DecisionRecord, Entry, Event, Resource
 from audit.errors import (
     AnchorConflictError,
     AnchorMismatchError,
@@ -48,7 +48,7 @@ __all__ = [
     "AuditLog",
     "Checkpoint",
     "CheckpointAnchor",
-    "Decision",
+    "DecisionRecord",
     "Entry",
     "EntryTooLargeError",
     "Event",

@@ -31,7 +31,7 @@ __all__ = [
     "MAX_ENTRY_BYTES",
     "SCHEMA_VERSION",
     "Actor",
-    "Decision",
+    "DecisionRecord",
     "Entry",
     "Event",
     "Outcome",
@@ -84,7 +84,7 @@ class Resource(_Model):
     """Sandbox the action happened in, if any."""
 
 
-class Decision(_Model):
+class DecisionRecord(_Model):
     """The policy decision that allowed or refused the action."""
 
     allow: bool
@@ -116,7 +116,7 @@ class Event(_Model):
     """Dotted action name: ``dataset.read``, ``model.export.released``, ``key.destroyed`` …"""
     resource: Resource
     """What was acted on."""
-    decision: Decision | None = None
+    decision: DecisionRecord | None = None
     """Policy decision, if one was made."""
     outcome: Outcome
     """What came of it."""

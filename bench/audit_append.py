@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from audit import Actor, AuditLog, Decision, Event, Resource
+from audit import Actor, AuditLog, DecisionRecord, Event, Resource
 from audit.log import KEY_FILE
 from audit.signing import generate_key_file, load_signer
 
@@ -33,7 +33,7 @@ def make_event(rng: random.Random) -> Event:
         ),
         action="dataset.read",
         resource=Resource(kind="Dataset", name="claims-2024", tenant="bank-a", sandbox="fraud"),
-        decision=Decision(allow=True, policy_digest="sha256:" + "ab" * 32),
+        decision=DecisionRecord(allow=True, policy_digest="sha256:" + "ab" * 32),
         outcome="success",
         request_id=f"req-{n}",
         details={

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from audit import Actor, AuditLog, Decision, Event, Resource, Signer
+from audit import Actor, AuditLog, DecisionRecord, Event, Resource, Signer
 from sandbox.evidence.collect import Scope, collect
 from sandbox.evidence.pack import write_pack
 from sandbox.evidence.verify import verify_pack
@@ -28,7 +28,7 @@ ORIGIN = "bench.regsandbox.example/evidence"
 TENANT, SANDBOX, DATASET = "bank-a", "fraud", "card-claims"
 NS = f"sbx-{TENANT}-{SANDBOX}"
 OPERATOR = Actor(user="system:serviceaccount:regsandbox-system:regsandbox-operator")
-ALLOW = Decision(allow=True, policy_digest="sha256:" + "5e" * 32)
+ALLOW = DecisionRecord(allow=True, policy_digest="sha256:" + "5e" * 32)
 
 
 def _op(action: str, details: dict[str, object], *, kind: str = "Sandbox") -> Event:
@@ -54,7 +54,7 @@ def _read(n: int) -> Event:
         resource=Resource(
             kind="Dataset", name=DATASET, namespace=NS, tenant=TENANT, sandbox=SANDBOX
         ),
-        decision=Decision(allow=True),
+        decision=DecisionRecord(allow=True),
         outcome="success",
         details={
             "phase": "read",

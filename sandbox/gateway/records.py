@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from audit.entry import Actor, Decision, Event, Outcome, Resource
+from audit.entry import Actor, DecisionRecord, Event, Outcome, Resource
 from sandbox.gateway.auth import Identity
 from sandbox.gateway.authz import SandboxRef
 
@@ -103,7 +103,7 @@ class RequestRecord:
         )
         decision = None
         if allow is not None:
-            decision = Decision(allow=allow, codes=(reason,) if reason and not allow else ())
+            decision = DecisionRecord(allow=allow, codes=(reason,) if reason and not allow else ())
         facts: dict[str, JsonValue] = {"phase": phase, "method": self.method, "status": status}
         if reason:
             facts["reason"] = reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audit.entry import Decision as AuditDecision
+from audit.entry import DecisionRecord
 from sandbox.api.export import ExportPolicyOutcome
 from sandbox.api.sandbox import PolicyOutcome
 from sandbox.api.sandbox import Violation as StatusViolation
@@ -13,9 +13,9 @@ from sandbox.policy.model import Decision, PolicyWarning, Violation
 __all__ = ["audit_decision", "export_policy_status", "sandbox_policy_status"]
 
 
-def audit_decision(decision: Decision) -> AuditDecision:
+def audit_decision(decision: Decision) -> DecisionRecord:
     """The audit entry's ``decision``: allow, policy digest and violation codes."""
-    return AuditDecision(
+    return DecisionRecord(
         allow=decision.allow,
         policy_digest=decision.policy_digest or None,
         codes=tuple(v.code for v in decision.violations),

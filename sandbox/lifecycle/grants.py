@@ -12,8 +12,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from audit.entry import Decision as AuditDecision
-from audit.entry import Event, Resource
+from audit.entry import DecisionRecord, Event, Resource
 from sandbox.api.conditions import set_condition
 from sandbox.api.meta import rfc3339
 from sandbox.api.sandbox import DatasetGrant, SandboxSpec
@@ -123,7 +122,7 @@ def grant_events(
             action = "dataset.revoked"
         else:
             action, result = "dataset.denied", "denied"
-        decision = AuditDecision(
+        decision = DecisionRecord(
             allow=outcome.granted,
             policy_digest=policy_digest or None,
             codes=tuple(outcome.violations),

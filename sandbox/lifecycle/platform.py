@@ -10,13 +10,13 @@ from typing import Any, Literal
 from kubernetes import client
 
 from audit.client import AuditSink
-from audit.entry import Actor, Decision, Event, Resource
+from audit.entry import Actor, DecisionRecord, Event, Resource
 from sandbox.keys.base import KeyProvider
 from sandbox.kube.apply import get
 from sandbox.kube.cache import WatchedObjects
 from sandbox.lifecycle.policy_state import PolicyState
 from sandbox.policy.engine import PolicyEngine
-from sandbox.policy.model import Decision as PolicyDecision
+from sandbox.policy.model import Decision as PolicyDecision  # the engine's answer
 from sandbox.policy.model import PolicyInput
 from sandbox.policy.policyset import PolicySet
 from sandbox.provision.sandbox_plan import IsolationSettings
@@ -102,7 +102,7 @@ class Platform:
         resource: Resource,
         outcome: Literal["success", "failure", "denied"],
         *,
-        decision: Decision | None = None,
+        decision: DecisionRecord | None = None,
         details: dict[str, Any] | None = None,
     ) -> Event:
         """An audit event of the operator's own action (to record, alone or in a batch)."""
@@ -121,7 +121,7 @@ class Platform:
         resource: Resource,
         outcome: Literal["success", "failure", "denied"],
         *,
-        decision: Decision | None = None,
+        decision: DecisionRecord | None = None,
         details: dict[str, Any] | None = None,
     ) -> int:
         """Append one event durably and return its index; raises when the log cannot."""

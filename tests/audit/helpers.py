@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from audit.canonical import canonical_json
-from audit.entry import Actor, Decision, Event, Resource
+from audit.entry import Actor, DecisionRecord, Event, Resource
 from audit.log import CHECKPOINT_FILE, ENTRIES_FILE, HASHES_FILE, OFFSETS_FILE, AuditLog
 from audit.merkle import CompactRange, leaf_hash
 from audit.note import Signer
@@ -22,7 +22,7 @@ def event(i: int = 0, *, tenant: str = "bank-a", action: str = "dataset.read") -
         actor=Actor(user=f"user{i % 3}@bank.example", groups=("bank-a:members",)),
         action=action,
         resource=Resource(kind="Dataset", name=f"claims-{i}", tenant=tenant, sandbox="fraud"),
-        decision=Decision(allow=True, policy_digest="sha256:" + "a" * 64),
+        decision=DecisionRecord(allow=True, policy_digest="sha256:" + "a" * 64),
         outcome="success",
         details={"bytes": i, "object": f"claims/part-{i}.parquet"},
     )

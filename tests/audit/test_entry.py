@@ -15,7 +15,7 @@ from audit.canonical import canonical_json
 from audit.entry import (
     MAX_ENTRY_BYTES,
     Actor,
-    Decision,
+    DecisionRecord,
     Entry,
     Event,
     Resource,
@@ -31,7 +31,7 @@ def event(**overrides: Any) -> Event:
         "actor": Actor(user="alice@bank.example", groups=("bank-a:members",)),
         "action": "dataset.read",
         "resource": Resource(kind="Dataset", name="claims-2024", tenant="bank-a", sandbox="fraud"),
-        "decision": Decision(allow=True, policy_digest="sha256:" + "a" * 64),
+        "decision": DecisionRecord(allow=True, policy_digest="sha256:" + "a" * 64),
         "outcome": "success",
         "details": {"bytes": 1024, "sha256": "b" * 64, "object": "claims/part-0.parquet"},
     }

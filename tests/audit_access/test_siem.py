@@ -118,14 +118,14 @@ def test_killed_and_restarted_the_exporter_loses_nothing_and_repeats_one_batch_a
 
 def test_an_ocsf_event_says_who_did_what_to_which_resource_and_how_it_ended() -> None:
     from audit.checkpoint import Checkpoint
-    from audit.entry import Actor, Decision, Event, Resource, encode_entry
+    from audit.entry import Actor, DecisionRecord, Event, Resource, encode_entry
 
     data = encode_entry(
         Event(
             actor=Actor(user="alice", groups=("bank:members",), pod="sbx-bank-a/train-0"),
             action="dataset.read",
             resource=Resource(kind="Dataset", name="claims", tenant="bank", sandbox="a"),
-            decision=Decision(allow=False, codes=("GRANT_MISSING",)),
+            decision=DecisionRecord(allow=False, codes=("GRANT_MISSING",)),
             outcome="denied",
             request_id="req-1",
         ),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.entry import Actor, Decision, Event, Resource
+from audit.entry import Actor, DecisionRecord, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
 from audit.signing import write_vkey_file
@@ -49,7 +49,7 @@ class History:
         sandbox: str,
         *,
         outcome: str = "success",
-        decision: Decision | None = None,
+        decision: DecisionRecord | None = None,
         details: dict[str, Any] | None = None,
         kind: str = "Sandbox",
         name: str | None = None,
@@ -72,7 +72,7 @@ class History:
 
     def provision(self, tenant: str, sandbox: str, dataset: str) -> str:
         """tenant.applied … sandbox.provisioned; returns the key id."""
-        allow = Decision(allow=True, policy_digest=POLICY)
+        allow = DecisionRecord(allow=True, policy_digest=POLICY)
         self.add(
             actor=OPERATOR,
             action="tenant.applied",
@@ -115,7 +115,7 @@ class History:
             "resource": Resource(
                 kind="Dataset", name=dataset, namespace=ns, tenant=tenant, sandbox=sandbox
             ),
-            "decision": Decision(allow=True),
+            "decision": DecisionRecord(allow=True),
         }
         base = {"method": "GET", "status": 200, "key": "part-0001.parquet"}
         if streamed:
@@ -169,7 +169,7 @@ class History:
         """An export through the airlock: submitted, checked, reviewed, released."""
         name = f"{sandbox}-model-v1"
         requester = f"alice@{tenant}.example"
-        allow = Decision(allow=True, policy_digest=POLICY)
+        allow = DecisionRecord(allow=True, policy_digest=POLICY)
         source = f"s3://regsandbox-outbox/{tenant}/{sandbox}/model.onnx"
         destination = f"s3://{tenant}-models/{name}/model.onnx"
 
