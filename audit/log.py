@@ -85,6 +85,15 @@ RECENT_EVENT_IDS = 65536
 """How many of the latest entries' event ids the writer remembers (read back from the
 log's tail when it opens): appending one of them again returns the index it has."""
 
+_WHAT = ("actor", "action", "resource", "outcome", "decision", "details")
+"""What an event says happened; a retry may differ only in when it was stamped."""
+
+
+def _what(event: dict[str, object]) -> bytes:
+    """The canonical bytes of what ``event`` (an event or an entry, as JSON) records."""
+    return canonical_json({key: event.get(key) for key in _WHAT})
+
+
 FORMAT = "regsandbox.io/audit-log/v1"
 """Value of ``format`` in ``log.json``."""
 CONFIG_FILE = "log.json"
@@ -319,9 +328,10 @@ class AuditLog(LogReader):
             self._broken: BaseException | None = None
             self._closed = False
             self._recover()
-            self._recent: dict[str, int] = {}
+            self._recent: dict[str, tuple[int, bytes]] = {}
             for index, data in self.iter_entries(max(0, self._durable - RECENT_EVENT_IDS)):
-                self._remember(str(json.loads(data)["event_id"]), index)
+                stored = json.loads(data)
+                self._remember(str(stored["event_id"]), index, _what(stored))
         except BaseException:
             self._release()
             raise
@@ -602,17 +612,25 @@ class AuditLog(LogReader):
             start = self._next_index
             indices: list[int] = []
             fresh: list[Event] = []
-            batch: dict[str, int] = {}
-            for event in events:
-                known = self._recent.get(event.event_id, batch.get(event.event_id))
+            what = [_what(e.model_dump(mode="json")) for e in events]
+            seen: dict[str, tuple[int, bytes]] = {}
+            for event, about in zip(events, what, strict=True):
+                known = self._recent.get(event.event_id) or seen.get(event.event_id)
                 if known is None:
-                    known = batch[event.event_id] = start + len(fresh)
+                    known = seen[event.event_id] = (start + len(fresh), about)
                     fresh.append(event)
-                indices.append(known)
+                elif known[1] != about:
+                    # A retry carries the same event; anything else reusing the id would be
+                    # lost silently if answered with the old index: refuse the whole batch.
+                    raise MalformedError(
+                        f"event id {event.event_id} is already entry {known[0]}, recording "
+                        "another event; a retry must resend the same event"
+                    )
+                indices.append(known[0])
             records = [encode_record(encode_entry(e, start + k)) for k, e in enumerate(fresh)]
             self._staged.extend(records)
             for k, event in enumerate(fresh):
-                self._remember(event.event_id, start + k)
+                self._remember(event.event_id, start + k, seen[event.event_id][1])
             self._next_index = target = start + len(records)
             target = max([target, *(i + 1 for i in indices)])
             while self._durable < target:
@@ -625,9 +643,9 @@ class AuditLog(LogReader):
             self._wake.set()
         return indices
 
-    def _remember(self, event_id: str, index: int) -> None:
+    def _remember(self, event_id: str, index: int, about: bytes) -> None:
         """Keep ``event_id`` among the :data:`RECENT_EVENT_IDS` latest (oldest forgotten)."""
-        self._recent[event_id] = index
+        self._recent[event_id] = (index, about)
         if len(self._recent) > RECENT_EVENT_IDS:
             del self._recent[next(iter(self._recent))]
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from audit.errors import MalformedError
 from audit.log import AuditLog, LogReader
 from audit.note import Signer
 
@@ -38,3 +41,30 @@ def test_the_same_event_id_is_appended_once_and_answered_with_its_index(tmp_path
         reader.close()
     assert ids == [first.event_id, second.event_id, third.event_id, ids[3]]
     assert len(set(ids)) == 4
+
+
+def test_an_event_id_reused_for_another_event_is_refused_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """Answering a different event with the old index would drop it silently: a writer's
+    bug (or a forged retry) must get an error, and the batch must append nothing."""
+    signer = Signer.generate(ORIGIN)
+    original = event(1)
+    with AuditLog.create(tmp_path / "log", ORIGIN, signer) as log:
+        assert log.append(original) == 0
+        other = event(2).model_copy(update={"event_id": original.event_id})
+        with pytest.raises(MalformedError, match="already entry 0"):
+            log.append_batch([event(3), other])
+        # Within one batch, too.
+        first = event(4)
+        twin = event(5).model_copy(update={"event_id": first.event_id})
+        with pytest.raises(MalformedError, match="another event"):
+            log.append_batch([first, twin])
+        assert log.size == 1
+        # A genuine retry (rebuilt: new time and nonce) is still answered with its index.
+        rebuilt = original.model_copy(update={"nonce": "e" * 32, "time": event(9).time})
+        assert log.append(rebuilt) == 0
+    with AuditLog(tmp_path / "log", signer) as reopened:  # remembered across a restart
+        with pytest.raises(MalformedError):
+            reopened.append(event(6).model_copy(update={"event_id": original.event_id}))
+        assert reopened.size == 1
