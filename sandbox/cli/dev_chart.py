@@ -69,7 +69,8 @@ def chart(
             )
             kubectl = bin_dir() / TOOLS["kubectl"].filename
             typer.echo(
-                f"release {release.name} Ready in {waited:.0f}s: operator with OPA sidecar, "
+                f"release {release.name} Ready in {waited:.0f}s: "
+                f"{release.operator_replicas} operators (one leads) with OPA sidecars, "
                 f"{release.gateway_replicas} gateways, audit service "
                 f"({', '.join(release.images)})"
             )

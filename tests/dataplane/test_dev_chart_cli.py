@@ -70,12 +70,12 @@ def test_dev_chart_installs_the_release_and_ctrl_c_leaves_no_process(repo_root: 
             except queue.Empty:
                 continue
         ready_line = next(line for line in output if "Ready in" in line)
-        assert "operator with OPA sidecar, 2 gateways, audit service" in ready_line
+        assert "2 operators (one leads) with OPA sidecars, 2 gateways, audit service" in ready_line
         assert "localhost/regsandbox:" in ready_line
         assert "localhost/opa:" in ready_line
 
         api = api_client(directory / "cp" / "admin.kubeconfig")
-        assert _ready(api, "Deployment", "regsandbox-operator") == 1
+        assert _ready(api, "Deployment", "regsandbox-operator") == 2  # leader + standby
         assert _ready(api, "Deployment", "regsandbox-gateway") == 2
         assert _ready(api, "StatefulSet", "regsandbox-audit") == 1
 

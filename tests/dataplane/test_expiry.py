@@ -396,8 +396,15 @@ def test_expiry_with_delete_stops_reads_at_the_end_and_takes_the_pods_with_the_n
     # Every read the gateway saw after the end is in its log as refused, naming the pod.
     refused_rows = [r for r in rows if r["status"] == 403]
     if refused_rows:
+        # The gateway's log covers them once its next checkpoint is signed: wait for all.
         refusals = wait_for(
-            lambda: _refusals_named(world, ending), 30, "the refused reads' audit entries"
+            lambda: (
+                (found := _refusals_named(world, ending))
+                and len(found) >= len(refused_rows)
+                and found
+            ),
+            30,
+            f"the {len(refused_rows)} refused reads' audit entries",
         )
         assert len(refusals) >= len(refused_rows)
 
