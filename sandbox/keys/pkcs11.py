@@ -204,7 +204,14 @@ class _Connection:
         try:
             library = pkcs11.lib(str(settings.module))
             token = library.get_token(token_label=settings.token_label)
-            self._session = token.open(rw=True, user_pin=settings.pin.get_secret_value())
+            try:
+                self._session = token.open(rw=True, user_pin=settings.pin.get_secret_value())
+            except p11.UserAlreadyLoggedIn:
+                # Login belongs to the application: a session this process opened before
+                # (and could not close, e.g. after the token hiccuped) still holds it, so
+                # a new session is already the user's. Without this every later call would
+                # fail until the process restarts.
+                self._session = token.open(rw=True)
         except p11.NoSuchToken:
             raise KeyProviderUnavailable(
                 f"{where}: no token with this label is present in module "

@@ -327,3 +327,29 @@ def test_missing_softhsm_fails_under_ci_and_is_skipped_only_elsewhere(
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="softhsm2"):
         _missing("softhsm2-util is not on PATH")
+
+
+def test_a_process_still_logged_in_from_a_lost_session_keeps_working(
+    softhsm: SoftHsm, store: FileWrappedKeyStore, sid: str
+) -> None:
+    """Login belongs to the application, not to a session (PKCS#11 v2.40, C_Login). When
+    a session the process opened earlier still holds the login — the provider dropped it
+    after a hiccup and could not close it — a new login answers CKR_USER_ALREADY_LOGGED_IN.
+    The provider must use the login it has, not fail every call until a restart (seen in
+    CI: every provisioning and teardown failed with UserAlreadyLoggedIn)."""
+    from sandbox.keys import pkcs11 as provider_module
+
+    token = pkcs11.lib(str(softhsm.module)).get_token(token_label=TOKEN_LABEL)
+    try:  # a session that holds the application's login
+        leftover = token.open(rw=True, user_pin=USER_PIN)
+    except p11.UserAlreadyLoggedIn:  # an earlier test's provider logged the process in
+        leftover = token.open(rw=True)
+    try:
+        with provider_module._CONNECTIONS_LOCK:
+            provider_module._CONNECTIONS.clear()  # the provider's own session is gone
+        fresh = Pkcs11KeyProvider(softhsm.settings(), store)
+        ref = fresh.create(sid, REGION, TAGS)
+        assert len(fresh.data_key(sid)) == 32
+        assert fresh.destroy(sid).key_id == ref.key_id
+    finally:
+        leftover.close()
