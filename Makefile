@@ -82,7 +82,7 @@ lint-rego: $(PY) ## policies/: opa fmt --list --fail, opa check --strict, Regal 
 
 # Every generator is `python -m MODULE` writing its chart files to their default place
 # (the file header names the module); the staleness tests compare without any server.
-GENERATORS := sandbox.api.crd sandbox.provision.rbac sandbox.exports.admission \
+GENERATORS := sandbox.api.crd sandbox.provision.rbac sandbox.artifacts.admission \
 	sandbox.storage.admission sandbox.provision.accelerator_admission sandbox.policy.defaults
 
 generate: $(PY) ## Regenerate the chart's CRDs, RBAC, admission policies and default SandboxPolicies

@@ -22,7 +22,7 @@ from operators.wiring import build_platform
 from sandbox.api.conditions import find_condition, is_true
 from sandbox.api.meta import API_GROUP, API_VERSION
 from sandbox.api.sandbox import SandboxSpec, SandboxStatus
-from sandbox.exports.outbox import ArtifactStore
+from sandbox.artifacts.outbox import ArtifactStore
 from sandbox.lifecycle import (
     StepResult,
     correct_drift,

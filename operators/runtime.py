@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operators.settings import OperatorSettings
-from sandbox.exports.outbox import ArtifactStore
+from sandbox.artifacts.outbox import ArtifactStore
 from sandbox.lifecycle.platform import Platform
 
 __all__ = ["artifact_store", "configure", "platform", "settings"]

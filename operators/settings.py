@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from operators.leader import LeaseSettings
 from sandbox.api.accelerators import DEFAULT_ACCELERATORS, check_extended_resource
-from sandbox.exports.outbox import OutboxSettings
+from sandbox.artifacts.outbox import OutboxSettings
 from sandbox.policy.policyset import DEFAULT_POLICY_DIR
 from sandbox.storage.profiles import LonghornProfile, StorageProfile
 

@@ -27,6 +27,7 @@ from kubernetes import client
 
 from audit.log import AuditLog
 from audit.signing import generate_key_file
+from sandbox.artifacts.admission import apply_admission_policies
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.operator_process import (
@@ -38,7 +39,6 @@ from sandbox.devenv.processes import free_port, log_tail
 from sandbox.devenv.toolchain import tool_path
 from sandbox.devenv.workload import Workload, token_workload
 from sandbox.errors import ControlPlaneError
-from sandbox.exports.admission import apply_admission_policies
 from sandbox.gateway.rbac import gateway_rbac
 from sandbox.kube.apply import apply
 from sandbox.kube.clients import install_crds, kube_client

@@ -32,8 +32,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from sandbox.api.export import ExportArtifact
+from sandbox.artifacts.outbox import outbox_key
 from sandbox.errors import SandboxError
-from sandbox.exports.outbox import outbox_key
 from sandbox.gateway.authz import SandboxRef
 from sandbox.gateway.objectkeys import InvalidKey, validate_key
 from sandbox.gateway.s3 import StorageUnavailable

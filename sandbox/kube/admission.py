@@ -2,7 +2,7 @@
 
 Every policy is CEL evaluated by the API server itself (no webhook server), fails
 closed (``failurePolicy: Fail``) and is bound with ``Deny`` and no exemption. The
-modules that own a policy (:mod:`sandbox.exports.admission`,
+modules that own a policy (:mod:`sandbox.artifacts.admission`,
 :mod:`sandbox.storage.admission`) build it from these pieces and generate the chart
 file that ships it; a test fails when a chart file and its module differ.
 

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from audit.log import AuditLog, LogReader
 from audit.signing import generate_key_file
+from sandbox.artifacts.admission import apply_admission_policies
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.operator_process import (
@@ -26,7 +27,6 @@ from sandbox.devenv.operator_process import (
     install_operator_rbac,
     service_account_kubeconfig,
 )
-from sandbox.exports.admission import apply_admission_policies
 from sandbox.kube.apply import apply, delete, get
 from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import install_crds

@@ -8,8 +8,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from sandbox.artifacts.outbox import outbox_prefix
 from sandbox.devenv.minio import MinioServer
-from sandbox.exports.outbox import outbox_prefix
 from sandbox.provision.names import sandbox_id
 from sandbox.testing import sandbox_manifest
 

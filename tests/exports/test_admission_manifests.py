@@ -1,16 +1,16 @@
-"""The chart's admission policies are exactly what sandbox.exports.admission makes."""
+"""The chart's admission policies are exactly what sandbox.artifacts.admission makes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sandbox.exports.admission import CHART_FILE, admission_policies, render
+from sandbox.artifacts.admission import CHART_FILE, admission_policies, render
 from sandbox.kube.admission import CHART_LABELS, load_chart_file
 
 
 def test_chart_file_is_in_step_with_the_python(repo_root: Path) -> None:
     text = (repo_root / CHART_FILE).read_text()
-    assert text == render(), "regenerate: python -m sandbox.exports.admission"
+    assert text == render(), "regenerate: python -m sandbox.artifacts.admission"
     # Exactly these objects, each labelled with the chart's standard labels.
     assert load_chart_file(text) == admission_policies()
     assert text.count(CHART_LABELS) == len(admission_policies())

@@ -546,7 +546,7 @@ def test_nothing_is_released_while_the_audit_log_is_down(
     minio: MinioServer,
     outbox_settings: dict[str, Any],
 ) -> None:
-    from sandbox.exports.outbox import ArtifactStore, OutboxSettings
+    from sandbox.artifacts.outbox import ArtifactStore, OutboxSettings
     from sandbox.lifecycle.exports import reconcile_export
     from sandbox.lifecycle.platform import Platform
     from sandbox.policy.embedded import EmbeddedEngine

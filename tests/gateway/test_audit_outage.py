@@ -24,10 +24,10 @@ import httpx
 import pytest
 from kubernetes import client
 
+from sandbox.artifacts.outbox import outbox_key, outbox_prefix
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.processes import free_port
-from sandbox.exports.outbox import outbox_key, outbox_prefix
 from sandbox.gateway.rbac import GATEWAY_NAME
 from sandbox.provision.names import sandbox_id
 from tests.real_audit import RealAuditService

@@ -36,10 +36,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from audit.entry import Entry
+from sandbox.artifacts.outbox import ArtifactStore, OutboxSettings, outbox_key
 from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ConfigurationError
-from sandbox.exports.outbox import ArtifactStore, OutboxSettings, outbox_key
 from sandbox.gateway import AUDIENCE, Gateway, GrantResolver, Storage, TokenReviewer, create_app
 from sandbox.gateway.build import outbox_writer
 from sandbox.gateway.outbox import OutboxWriter

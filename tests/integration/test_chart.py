@@ -17,11 +17,11 @@ from audit.log import AuditLog
 from audit.signing import generate_key_file
 from operators.settings import OperatorSettings
 from sandbox.api.accelerators import DEFAULT_ACCELERATORS
+from sandbox.artifacts.admission import admission_policies
+from sandbox.artifacts.outbox import OutboxSettings, RegisteredDestination
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.operator_process import OperatorProcess, service_account_kubeconfig
 from sandbox.devenv.toolchain import tool_path
-from sandbox.exports.admission import admission_policies
-from sandbox.exports.outbox import OutboxSettings, RegisteredDestination
 from sandbox.kube.apply import apply, get
 from sandbox.policy.opa import OPA_SIDECAR_ENV
 from sandbox.provision.accelerator_admission import accelerator_policies

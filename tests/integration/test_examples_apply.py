@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client
 
 from sandbox.api.resources import RESOURCES
-from sandbox.exports.admission import apply_admission_policies
+from sandbox.artifacts.admission import apply_admission_policies
 from sandbox.kube.apply import apply
 from sandbox.provision.rbac import MEMBER_CLUSTER_ROLE, cluster_roles
 from sandbox.storage.admission import apply_claim_policies

@@ -12,7 +12,7 @@ from audit.entry import Resource
 from sandbox.api.conditions import is_true
 from sandbox.api.export import ModelExportSpec, ModelExportStatus
 from sandbox.api.tenant import TenantSpec
-from sandbox.exports.outbox import ArtifactStore
+from sandbox.artifacts.outbox import ArtifactStore
 from sandbox.kube.apply import get
 from sandbox.lifecycle.exports.release import after_release, release
 from sandbox.lifecycle.exports.request import approvals, check_policy, reject_on_review, submit

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sandbox.api.export import ModelExportSpec
+from sandbox.artifacts.outbox import ArtifactStore, RegisteredDestination
 from sandbox.errors import SandboxError
-from sandbox.exports.outbox import ArtifactStore, RegisteredDestination
 from sandbox.kube.apply import get
 from sandbox.lifecycle.facts import cluster_facts
 from sandbox.lifecycle.platform import Platform

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandbox.api.export import ReviewDecision
-from sandbox.exports.outbox import (
+from sandbox.artifacts.outbox import (
     ArtifactChanged,
     ArtifactInfo,
     ArtifactNotFound,

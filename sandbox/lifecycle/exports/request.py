@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandbox.api.export import ReviewDecision
-from sandbox.exports.outbox import ArtifactInfo, ArtifactNotFound, ExportStorageError, outbox_key
+from sandbox.artifacts.outbox import ArtifactInfo, ArtifactNotFound, ExportStorageError, outbox_key
 from sandbox.lifecycle.decisions import export_policy_status
 from sandbox.lifecycle.exports.decision import (
     decide_export,

@@ -10,7 +10,7 @@ from typing import Any
 from audit.entry import Actor
 from sandbox.api.export import ModelExportSpec, ModelExportStatus
 from sandbox.api.tenant import TenantSpec
-from sandbox.exports.outbox import ArtifactStore
+from sandbox.artifacts.outbox import ArtifactStore
 from sandbox.lifecycle.step import Step
 
 __all__ = ["ExportRun", "ExportStep"]

@@ -1,6 +1,10 @@
-"""The model export airlock: outbox storage and the admission policies for identities."""
+"""Model artifacts on their way out: the outbox store and the admission policies guarding it.
 
-from sandbox.exports.outbox import (
+The reconcile of a ModelExport lives in :mod:`sandbox.lifecycle.exports`; this package only
+stores what a sandbox wrote and says which identities may touch it.
+"""
+
+from sandbox.artifacts.outbox import (
     ArtifactChanged,
     ArtifactInfo,
     ArtifactNotFound,

@@ -9,7 +9,7 @@
 No one is exempt and no webhook server is involved. The chart ships the same objects
 in ``charts/regsandbox/templates/admission-policies.yaml``; regenerate it with::
 
-    python -m sandbox.exports.admission charts/regsandbox/templates/admission-policies.yaml
+    python -m sandbox.artifacts.admission charts/regsandbox/templates/admission-policies.yaml
 
 and a test fails when the two differ.
 """
@@ -111,7 +111,7 @@ def render() -> str:
     """The manifests as the chart file: a header, then YAML documents."""
     return render_policies(
         admission_policies(),
-        "sandbox.exports.admission",
+        "sandbox.artifacts.admission",
         "Export identities come from the API server",
     )
 
@@ -122,7 +122,7 @@ def apply_admission_policies(api: client.ApiClient) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sandbox.exports.admission [FILE]`` writes the chart file."""
+    """``python -m sandbox.artifacts.admission [FILE]`` writes the chart file."""
     write_chart_file(sys.argv[1:] if argv is None else argv, CHART_FILE, render)
 
 
