@@ -5,62 +5,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from audit.signing import generate_key_file
-from sandbox.cli import app
-from tests.evidence.history import History, Written, compliant, write_log
-
-runner = CliRunner()
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _setup(tmp_path: Path) -> tuple[Written, Path, Path]:
-    history = History()
-    compliant(history, "bank-a", "fraud", "card-claims")
-    written = write_log(tmp_path / "log", history.events)
-    key = tmp_path / "officer.key"
-    signer = generate_key_file(key, "evidence.regsandbox.test/officer")
-    vkey = tmp_path / "officer.vkey"
-    vkey.write_text(signer.verifier.vkey + "\n")
-    return written, key, vkey
+from tests.evidence.cli import Officer, officer, run
 
 
 def test_pack_then_verify(tmp_path: Path) -> None:
-    written, key, vkey = _setup(tmp_path)
+    officer_ = officer(tmp_path)
     pack = tmp_path / "pack"
-    code, out, err = run(
-        "evidence",
-        "pack",
-        "--log",
-        str(written.path),
-        "--sandbox",
-        "bank-a/fraud",
-        "-o",
-        str(pack),
-        "--key",
-        str(key),
-    )
+    code, out, err = officer_.pack(pack, "--sandbox", "bank-a/fraud")
     assert code == 0, err
     assert out == f"evidencepack/{pack} written\n"
     assert "aia-59-1-g: satisfied" in err
-    code, out, err = run(
-        "evidence", "verify", str(pack), "--vkey", str(vkey), "--vkey", str(written.vkey)
-    )
+    code, out, err = officer_.verify(pack)
     assert code == 0, err
     assert "pack verified" in err
+    # a vkey given as text rather than as a file
     code, out, _ = run(
         "evidence",
         "verify",
         str(pack),
         "--vkey",
-        str(vkey),
+        str(officer_.vkey),
         "--vkey",
-        written.vkey.read_text().strip(),
+        officer_.written.vkey.read_text().strip(),
         "-o",
         "json",
     )
@@ -77,40 +43,14 @@ def test_pack_then_verify(tmp_path: Path) -> None:
 
 
 def test_verify_failure_exits_3_naming_the_item(tmp_path: Path) -> None:
-    written, key, vkey = _setup(tmp_path)
+    officer_ = officer(tmp_path)
     pack = tmp_path / "pack"
-    assert (
-        run(
-            "evidence",
-            "pack",
-            "--log",
-            str(written.path),
-            "--tenant",
-            "bank-a",
-            "-o",
-            str(pack),
-            "--key",
-            str(key),
-        )[0]
-        == 0
-    )
+    assert officer_.pack(pack, "--tenant", "bank-a")[0] == 0
     (pack / "report.html").write_text("<html>all fine</html>")
-    code, _, err = run(
-        "evidence", "verify", str(pack), "--vkey", str(vkey), "--vkey", str(written.vkey)
-    )
+    code, _, err = officer_.verify(pack)
     assert code == 3
     assert "FAILED report.html" in err
-    code, out, _ = run(
-        "evidence",
-        "verify",
-        str(pack),
-        "--vkey",
-        str(vkey),
-        "--vkey",
-        str(written.vkey),
-        "-o",
-        "json",
-    )
+    code, out, _ = officer_.verify(pack, "-o", "json")
     assert code == 3
     doc = json.loads(out)
     assert doc["ok"] is False
@@ -118,91 +58,40 @@ def test_verify_failure_exits_3_naming_the_item(tmp_path: Path) -> None:
 
 
 def test_errors_exit_1_or_2(tmp_path: Path) -> None:
-    written, key, vkey = _setup(tmp_path)
-    code, _, err = run("evidence", "verify", str(tmp_path / "nope"), "--vkey", str(vkey))
+    officer_ = officer(tmp_path)
+    out = tmp_path / "p"
+    code, _, err = run("evidence", "verify", str(tmp_path / "nope"), "--vkey", str(officer_.vkey))
     assert code == 1
     assert "not a pack directory" in err
-    code, _, err = run(
-        "evidence",
-        "pack",
-        "--log",
-        str(tmp_path / "missing"),
-        "--tenant",
-        "x",
-        "-o",
-        str(tmp_path / "p"),
-        "--key",
-        str(key),
-    )
+    code, _, err = officer_.pack(out, "--tenant", "x", log=tmp_path / "missing")
     assert code == 1
     assert "cannot read log" in err
-    assert not (tmp_path / "p").exists()
-    code, _, err = run(
-        "evidence", "pack", "--log", str(written.path), "-o", str(tmp_path / "p"), "--key", str(key)
-    )
+    assert not out.exists()
+    code, _, err = officer_.pack(out)
     assert code == 2
     assert "--tenant" in err
-    code, _, err = run(
-        "evidence",
-        "pack",
-        "--log",
-        str(written.path),
-        "--tenant",
-        "bank-z",
-        "-o",
-        str(tmp_path / "p"),
-        "--key",
-        str(key),
-    )
+    code, _, err = officer_.pack(out, "--tenant", "bank-z")
     assert code == 1
     assert "no entry of tenant bank-z" in err
-    assert not (tmp_path / "p").exists()
-    code, _, err = run(
-        "evidence",
-        "pack",
-        "--log",
-        str(written.path),
-        "--tenant",
-        "bank-a",
-        "--since",
-        "yesterday",
-        "-o",
-        str(tmp_path / "p"),
-        "--key",
-        str(key),
-    )
+    assert not out.exists()
+    code, _, err = officer_.pack(out, "--tenant", "bank-a", "--since", "yesterday")
     assert code == 2
 
 
 def test_keygen_makes_a_key_packs_verify_with(tmp_path: Path) -> None:
-    history = History()
-    compliant(history, "bank-a", "fraud", "card-claims")
-    written = write_log(tmp_path / "log", history.events)
-    key = tmp_path / "officer.key"
+    log = officer(tmp_path).written
+    key = tmp_path / "keygen.key"
     code, out, err = run("evidence", "keygen", "--key", str(key), "--name", "ev.example/o")
     assert code == 0, err
     assert out.startswith("ev.example/o+")
     assert key.stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "officer.key.vkey").read_text() == out
+    assert (tmp_path / "keygen.key.vkey").read_text() == out
     assert run("evidence", "keygen", "--key", str(key), "--name", "ev.example/o")[0] == 1
+    made = Officer(log, key, tmp_path / "keygen.key.vkey")
     pack = tmp_path / "pack"
-    assert (
-        run(
-            "evidence",
-            "pack",
-            "--log",
-            str(written.path),
-            "--tenant",
-            "bank-a",
-            "-o",
-            str(pack),
-            "--key",
-            str(key),
-        )[0]
-        == 0
-    )
+    assert made.pack(pack, "--tenant", "bank-a")[0] == 0
     code, _, err = run(
-        "evidence", "verify", str(pack), "--vkey", out.strip(), "--vkey", str(written.vkey)
+        "evidence", "verify", str(pack), "--vkey", out.strip(), "--vkey", str(log.vkey)
     )
     assert code == 0, err
 
@@ -211,20 +100,9 @@ def test_receipt_of_one_entry_verifies_with_the_audit_tools(tmp_path: Path) -> N
     """The C2SP tlog-proof printed for one entry of a pack is checked by
     ``sandboxctl audit verify-proof`` with the log's key alone; an index the pack does
     not hold is refused."""
-    written, key, _ = _setup(tmp_path)
+    officer_ = officer(tmp_path)
     pack = tmp_path / "pack"
-    code, _, err = run(
-        "evidence",
-        "pack",
-        "--log",
-        str(written.path),
-        "--tenant",
-        "bank-a",
-        "-o",
-        str(pack),
-        "--key",
-        str(key),
-    )
+    code, _, err = officer_.pack(pack, "--tenant", "bank-a")
     assert code == 0, err
     index = json.loads((pack / "entries.ndjson").read_bytes().splitlines()[2])["index"]
     entry = tmp_path / "entry.json"
@@ -242,7 +120,7 @@ def test_receipt_of_one_entry_verifies_with_the_audit_tools(tmp_path: Path) -> N
         "--entry",
         str(entry),
         "--vkey",
-        str(written.vkey),
+        str(officer_.written.vkey),
     )
     assert code == 0, err
     code, _, err = run("evidence", "receipt", str(pack), "--index", "999999")

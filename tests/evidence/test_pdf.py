@@ -10,28 +10,16 @@ import pytest
 
 from audit.note import Note
 from sandbox.evidence.pdf import find_browser
-from tests.evidence.test_cli import _setup, run
+from tests.evidence.cli import officer, run
 
 _MISSING = "Debian's chromium is not installed (`make deps` installs it)"
 
 
 def _pack(tmp_path: Path) -> tuple[int, str, Path, list[str]]:
-    written, key, vkey = _setup(tmp_path)
+    officer_ = officer(tmp_path)
     pack = tmp_path / "pack"
-    code, _, err = run(
-        "evidence",
-        "pack",
-        "--log",
-        str(written.path),
-        "--tenant",
-        "bank-a",
-        "-o",
-        str(pack),
-        "--key",
-        str(key),
-        "--pdf",
-    )
-    return code, err, pack, ["--vkey", str(vkey), "--vkey", str(written.vkey)]
+    code, _, err = officer_.pack(pack, "--tenant", "bank-a", "--pdf")
+    return code, err, pack, officer_.vkeys
 
 
 @pytest.mark.skipif(find_browser() is None and not os.environ.get("CI"), reason=_MISSING)

@@ -17,8 +17,8 @@ from audit.log import AuditLog
 from audit.signing import generate_key_file, write_vkey_file
 from sandbox.evidence.collect import Scope
 from sandbox.evidence.remote import collect_from_server
+from tests.evidence.cli import run
 from tests.evidence.history import History, compliant
-from tests.evidence.test_cli import run
 from tests.real_audit import RealAuditService
 
 ORIGIN = "audit.regsandbox.test/evidence-server"
