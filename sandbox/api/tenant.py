@@ -42,10 +42,14 @@ class Role(StrEnum):
     owner = "owner"
     member = "member"
     reviewer = "reviewer"
+    auditor = "auditor"
 
 
 class Member(WireModel):
-    """A user or a group of the tenant, and its role (exactly one of user or group)."""
+    """A user or a group of the tenant, and its role (exactly one of user or group).
+
+    A ServiceAccount is named as a user, ``system:serviceaccount:<namespace>:<name>``.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -63,7 +67,8 @@ class Member(WireModel):
     group: str | None = Field(default=None, min_length=1, max_length=253)
     """Group name exactly as the API server authenticates it."""
     role: Role
-    """owner and member manage Sandboxes and ModelExports; reviewer manages ExportReviews."""
+    """owner and member manage Sandboxes and ModelExports; reviewer manages ExportReviews;
+    auditor reads the tenant's audit entries (with proofs) and nothing else."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Member:

@@ -23,7 +23,9 @@ __all__ = [
     "MEMBER_CLUSTER_ROLE",
     "OPERATOR_CLUSTER_ROLE",
     "OPERATOR_SERVICE_ACCOUNT",
+    "PLATFORM_AUDITOR_CLUSTER_ROLE",
     "REVIEWER_CLUSTER_ROLE",
+    "TENANT_AUDITOR_CLUSTER_ROLE",
     "WORKLOAD_CLUSTER_ROLE",
     "chart_rules",
     "cluster_roles",
@@ -37,6 +39,11 @@ MEMBER_CLUSTER_ROLE = "regsandbox-tenant-member"
 """Owners and members in the tenant's home namespace."""
 REVIEWER_CLUSTER_ROLE = "regsandbox-tenant-reviewer"
 """Reviewers in the tenant's home namespace."""
+TENANT_AUDITOR_CLUSTER_ROLE = "regsandbox-tenant-auditor"
+"""Auditors in the tenant's home namespace: read that tenant's audit entries, nothing else."""
+PLATFORM_AUDITOR_CLUSTER_ROLE = "regsandbox-platform-auditor"
+"""The whole audit log; platform engineers bind it with a ClusterRoleBinding (the
+operator never binds it)."""
 WORKLOAD_CLUSTER_ROLE = "regsandbox-sandbox-workloads"
 """Owners and members in a sandbox namespace: run workloads, change nothing else."""
 OPERATOR_CLUSTER_ROLE = "regsandbox-operator"
@@ -61,7 +68,8 @@ def _rule(
 
 
 def cluster_roles() -> list[dict[str, Any]]:
-    """The three ClusterRoles that RoleBindings made by the operator refer to."""
+    """The ClusterRoles that RoleBindings made by the operator refer to, and the
+    platform auditor's."""
     events = _rule(["", "events.k8s.io"], ["events"], _READ)
     member = [
         _rule([API_GROUP], ["sandboxes", "modelexports"], _MANAGE),
@@ -77,6 +85,10 @@ def cluster_roles() -> list[dict[str, Any]]:
         ),
         events,
     ]
+    # The audit service asks a SubjectAccessReview on this resource, which no API serves
+    # (sandbox.kube.audit_access): in tenant-<name> for that tenant's entries,
+    # cluster-scoped for the whole log. RBAC grants a resource by name alone.
+    auditor = [_rule([API_GROUP], ["auditentries"], ["get", "list"])]
     workloads = [
         _rule([""], ["pods", "services", "configmaps"], _RUN),
         _rule([""], ["pods/log", "pods/status"], _READ),
@@ -99,6 +111,8 @@ def cluster_roles() -> list[dict[str, Any]]:
             (MEMBER_CLUSTER_ROLE, member),
             (REVIEWER_CLUSTER_ROLE, reviewer),
             (WORKLOAD_CLUSTER_ROLE, workloads),
+            (TENANT_AUDITOR_CLUSTER_ROLE, auditor),
+            (PLATFORM_AUDITOR_CLUSTER_ROLE, auditor),
         )
     ]
 
@@ -119,6 +133,7 @@ def operator_rules() -> list[dict[str, Any]]:
                 "limitranges",
                 "persistentvolumeclaims",
                 "secrets",
+                "configmaps",
             ],
             ["get", "list", "create", "patch", "delete"],
         ),
@@ -134,7 +149,12 @@ def operator_rules() -> list[dict[str, Any]]:
             ["rbac.authorization.k8s.io"],
             ["clusterroles"],
             ["bind"],
-            resourceNames=[MEMBER_CLUSTER_ROLE, REVIEWER_CLUSTER_ROLE, WORKLOAD_CLUSTER_ROLE],
+            resourceNames=[
+                MEMBER_CLUSTER_ROLE,
+                REVIEWER_CLUSTER_ROLE,
+                WORKLOAD_CLUSTER_ROLE,
+                TENANT_AUDITOR_CLUSTER_ROLE,
+            ],
         ),
         _rule(["storage.k8s.io"], ["storageclasses"], ["get", "create", "patch", "delete"]),
         # kopf discovers and watches the regsandbox resources through their CRDs.

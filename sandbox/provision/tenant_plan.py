@@ -6,14 +6,21 @@ from typing import Any
 
 from sandbox.api.tenant import Member, Role, TenantSpec
 from sandbox.provision.names import managed_labels, tenant_namespace
-from sandbox.provision.rbac import MEMBER_CLUSTER_ROLE, REVIEWER_CLUSTER_ROLE
+from sandbox.provision.rbac import (
+    MEMBER_CLUSTER_ROLE,
+    REVIEWER_CLUSTER_ROLE,
+    TENANT_AUDITOR_CLUSTER_ROLE,
+)
 
-__all__ = ["MEMBER_ROLE", "REVIEWER_ROLE", "member_subjects", "tenant_objects"]
+__all__ = ["AUDITOR_ROLE", "MEMBER_ROLE", "REVIEWER_ROLE", "member_subjects", "tenant_objects"]
 
 MEMBER_ROLE = MEMBER_CLUSTER_ROLE
 """ClusterRole bound in the home namespace for owners and members."""
 REVIEWER_ROLE = REVIEWER_CLUSTER_ROLE
 """ClusterRole bound in the home namespace for reviewers."""
+AUDITOR_ROLE = TENANT_AUDITOR_CLUSTER_ROLE
+"""ClusterRole bound in the home namespace for auditors: the tenant's audit entries, read
+through the audit service, which asks a SubjectAccessReview in this namespace."""
 
 
 def member_subjects(members: list[Member], roles: set[Role]) -> list[dict[str, str]]:
@@ -45,7 +52,10 @@ def tenant_objects(name: str, spec: TenantSpec) -> list[dict[str, Any]]:
     """Namespace and RoleBindings (to the shipped ClusterRoles) of a tenant's home.
 
     Owners and members manage Sandboxes and ModelExports; reviewers manage
-    ExportReviews and read the rest; nobody gets anything else in the namespace.
+    ExportReviews and read the rest; auditors read the tenant's audit entries and
+    nothing of the namespace's objects; nobody gets anything else in the namespace.
+    Each binding exists with no subjects when no member holds its role, so removing
+    the last such member empties it (the apply replaces the subject list).
     """
     ns = tenant_namespace(name)
     labels = managed_labels(tenant=name, sector=spec.sector.value)
@@ -65,6 +75,8 @@ def tenant_objects(name: str, spec: TenantSpec) -> list[dict[str, Any]]:
     ]
     members = member_subjects(spec.members, {Role.owner, Role.member})
     reviewers = member_subjects(spec.members, {Role.reviewer})
+    auditors = member_subjects(spec.members, {Role.auditor})
     objects.append(_binding(MEMBER_ROLE, ns, labels, members))
     objects.append(_binding(REVIEWER_ROLE, ns, labels, reviewers))
+    objects.append(_binding(AUDITOR_ROLE, ns, labels, auditors))
     return objects
