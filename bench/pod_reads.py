@@ -57,10 +57,9 @@ from sandbox.devenv.dataplane import unavailable_reason
 from sandbox.devenv.images import image_ref
 from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.toolchain import find_tools_dir, tool_path
-from sandbox.gateway.settings import AUDIENCE
+from sandbox.devenv.workload import TOKEN_DIR, workload_pod
 from sandbox.kube.apply import apply, get
 from sandbox.provision.names import sandbox_namespace
-from sandbox.provision.sandbox_plan import WORKLOAD_SERVICE_ACCOUNT
 from sandbox.testing import api_client, sandbox_manifest
 
 SYSTEM_NS = "regsandbox-system"
@@ -68,7 +67,7 @@ RELEASE = "regsandbox"
 BUCKET = "bench-datasets"
 SMALL_KEY, BIG_KEY = "reads/small-4k.bin", "reads/big.bin"
 POD = "reader"
-PROJECTED_DIR = "/var/run/regsandbox"
+PROJECTED_DIR = TOKEN_DIR
 """Where the pod's projected ServiceAccount token for the gateway is mounted (file ``token``)."""
 EXCEPTION = "bench-only-direct-minio"
 APP_UID = 10001
@@ -116,57 +115,11 @@ class LoadWatch:
 
 
 def _reader_pod(namespace: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": POD, "namespace": namespace, "labels": {"app": POD}},
-        "spec": {
-            "serviceAccountName": WORKLOAD_SERVICE_ACCOUNT,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": APP_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["sleep", "infinity"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                    "resources": {
-                        "requests": {"cpu": "100m", "memory": "64Mi"},
-                        "limits": {"cpu": "1", "memory": "256Mi"},
-                    },
-                    "volumeMounts": [
-                        {"name": "token", "mountPath": PROJECTED_DIR, "readOnly": True}
-                    ],
-                }
-            ],
-            "volumes": [
-                {
-                    "name": "token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "audience": AUDIENCE,
-                                    "expirationSeconds": 3600,
-                                    "path": "token",
-                                }
-                            }
-                        ]
-                    },
-                }
-            ],
-        },
+    resources = {
+        "requests": {"cpu": "100m", "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "256Mi"},
     }
+    return workload_pod(POD, namespace, image, APP_UID, resources=resources)
 
 
 def direct_exception(namespace: str, endpoint: str) -> dict[str, Any]:

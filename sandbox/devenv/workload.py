@@ -159,11 +159,25 @@ def token_workload(api: client.ApiClient, namespace: str, gateway_url: str) -> T
     return TokenWorkload(gateway_url, str(token.status.token))
 
 
-def workload_pod(name: str, namespace: str, image: str, uid: int) -> dict[str, Any]:
+_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+
+
+def workload_pod(
+    name: str,
+    namespace: str,
+    image: str,
+    uid: int,
+    *,
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A pod that passes the ``restricted`` profile and a sandbox's quota and idles.
 
     It runs as the workload ServiceAccount with no API token mounted, only a projected
-    token for the gateway's audience at ``TOKEN_DIR/token``.
+    token for the gateway's audience at ``TOKEN_DIR/token``. ``resources`` replaces the
+    small default requests and limits.
     """
     return {
         "apiVersion": "v1",
@@ -187,10 +201,7 @@ def workload_pod(name: str, namespace: str, image: str, uid: int) -> dict[str, A
                     "imagePullPolicy": "Never",
                     "command": ["sleep", "infinity"],
                     "securityContext": _container_security(),
-                    "resources": {
-                        "requests": {"cpu": "50m", "memory": "64Mi"},
-                        "limits": {"cpu": "500m", "memory": "256Mi"},
-                    },
+                    "resources": resources or _RESOURCES,
                     "volumeMounts": [{"name": "token", "mountPath": TOKEN_DIR, "readOnly": True}],
                 }
             ],

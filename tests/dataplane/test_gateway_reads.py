@@ -29,11 +29,13 @@ from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.images import image_ref, import_images
 from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.operator_process import OperatorProcess
+from sandbox.devenv.workload import TOKEN_DIR as WORKLOAD_TOKEN_DIR
+from sandbox.devenv.workload import workload_pod
 from sandbox.gateway.rbac import GATEWAY_NAME, gateway_rbac
-from sandbox.gateway.settings import AUDIENCE, GatewaySettings
+from sandbox.gateway.settings import GatewaySettings
 from sandbox.kube.apply import apply, delete, get
 from sandbox.provision.names import sandbox_namespace
-from sandbox.provision.sandbox_plan import WORKLOAD_SERVICE_ACCOUNT, IsolationSettings
+from sandbox.provision.sandbox_plan import IsolationSettings
 from sandbox.testing import sandbox_manifest
 
 from .pods import SYSTEM_NS, Kubectl, unique, wait_for, wait_running
@@ -44,7 +46,7 @@ ORIGIN = "audit.regsandbox.test/dataplane-gateway"
 GATEWAY_UID = 10001
 BUCKET = "dp-datasets"
 KEY = "claims/2024/part-0001.bin"
-TOKEN_DIR = "/var/run/regsandbox"
+TOKEN_DIR = WORKLOAD_TOKEN_DIR
 
 READ = """
 import hashlib, json, sys, urllib.error, urllib.request
@@ -152,54 +154,8 @@ def _gateway_objects(
 
 
 def _workload(namespace: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "trainer", "namespace": namespace},
-        "spec": {
-            "serviceAccountName": WORKLOAD_SERVICE_ACCOUNT,
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": GATEWAY_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["sleep", "infinity"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                    "resources": {
-                        "requests": {"cpu": "50m", "memory": "64Mi"},
-                        "limits": {"cpu": "500m", "memory": "256Mi"},
-                    },
-                    "volumeMounts": [{"name": "token", "mountPath": TOKEN_DIR, "readOnly": True}],
-                }
-            ],
-            "volumes": [
-                {
-                    "name": "token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "audience": AUDIENCE,
-                                    "expirationSeconds": 3600,
-                                    "path": "token",
-                                }
-                            }
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    """The tour's workload pod (restricted, projected gateway token), named ``trainer``."""
+    return workload_pod("trainer", namespace, image, GATEWAY_UID)
 
 
 def _grants(api: client.ApiClient, tenant: str, sandbox: str) -> dict[str, bool]:
