@@ -71,6 +71,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ from audit.access import (
 from audit.checkpoint import Checkpoint
 from audit.entry import Event, encode_entry
 from audit.errors import AnchorConflictError, AnchorMismatchError, AuditError, MalformedError
+from audit.metrics import HttpMetrics, LogMetrics
 from audit.note import Note, b64encode
 from audit.proof import TlogProof
 from audit.signing import read_key_text
@@ -593,6 +595,15 @@ def create_app(
         # No anchor: export no anchor gauge rather than a 0 that would read as a mismatch.
         metrics.registry.unregister(metrics.anchor_consistent)
         metrics.registry.unregister(metrics.anchored_size)
+    HttpMetrics(metrics.registry, "regsandbox_audit").install(app)
+    log_metrics = LogMetrics(
+        metrics.registry,
+        size=lambda: log.size,
+        checkpoint_size=lambda: Checkpoint.from_text(Note.parse(log.checkpoint_note).text).size,
+        cosignatures=None
+        if witnessing is None
+        else lambda: {name: s.last_success for name, s in witnessing.status().items()},
+    )
 
     @app.exception_handler(IndexError)
     async def out_of_range(request: Request, exc: IndexError) -> JSONResponse:
@@ -619,6 +630,7 @@ def create_app(
         identity = await _authorize_write(policy, request)
         body = await _read_body(request, max_body_bytes)
         events = _parse_events(body)
+        started = time.perf_counter()
         try:
             indices = await run_in_threadpool(log.append_batch, events)
         except MalformedError as exc:
@@ -631,6 +643,7 @@ def create_app(
         if len(indices) != len(events):
             _log.error("append returned a wrong count", writer=identity, events=len(events))
             raise HTTPException(503, "the log did not confirm every event")
+        log_metrics.appended(len(events), time.perf_counter() - started, indices[-1] + 1)
         _log.info("appended", writer=identity, events=len(events), first=indices[0])
         return JSONResponse({"indices": indices})
 

@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from audit.client import AuditRejected, AuditUnavailable
 from operators import runtime
-from operators.metrics import RECONCILE_FAILURES, RECONCILES
+from operators.metrics import EVENTS, RECONCILE_FAILURES, RECONCILES, bounded_reason, serve
 from operators.wiring import build_platform
 from sandbox.api.conditions import find_condition, is_true
 from sandbox.api.meta import API_GROUP, API_VERSION
@@ -62,7 +61,7 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     store = ArtifactStore(_SETTINGS.export_outbox) if _SETTINGS.export_outbox else None
     runtime.configure(_SETTINGS, build_platform(_SETTINGS), store)
     if _SETTINGS.metrics_port:
-        start_http_server(_SETTINGS.metrics_port, addr=_SETTINGS.metrics_host)
+        serve(_SETTINGS.metrics_host, _SETTINGS.metrics_port)  # no-op if `run` serves it
     logger.info("regsandbox operator started")
 
 
@@ -81,9 +80,14 @@ def _finish(result: StepResult, body: kopf.Body, patch: kopf.Patch, kind: str, s
         patch.metadata.annotations[key] = value
     for note in result.events:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+        EVENTS.labels(kind, note.type, bounded_reason(note.reason)).inc()
     RECONCILES.labels(kind, step).inc()
     if result.retry_after is not None:
-        RECONCILE_FAILURES.labels(kind, step, result.retry_reason[:60]).inc()
+        # The reason label is the step's Warning reason (a code), never its message,
+        # which names objects: one series per sandbox would not be a metric.
+        warnings = [n.reason for n in result.events if n.type == "Warning"]
+        reason = bounded_reason(warnings[-1] if warnings else "Waiting")
+        RECONCILE_FAILURES.labels(kind, step, reason).inc()
         raise kopf.TemporaryError(result.retry_reason, delay=result.retry_after)
 
 

@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from operators.metrics import LEADER
+
 __all__ = ["LeaderElector", "LeaseSettings", "lead"]
 
 _log = logging.getLogger("regsandbox.leader")
@@ -159,6 +161,7 @@ class LeaderElector:
     def _mark_renewed(self, lease: client.V1Lease) -> None:
         self._seen_version, self._seen_at = lease.metadata.resource_version, time.monotonic()
         self._renewed_at = time.monotonic()
+        LEADER.set(1)
 
     def release(self) -> None:
         """Give the Lease up now (clean shutdown), so a standby takes over at its next try."""
@@ -178,6 +181,7 @@ class LeaderElector:
         except ApiException as exc:  # the Lease then simply expires
             _log.warning("leader election: could not release lease %s: %s", s.name, exc.reason)
         self._renewed_at = None
+        LEADER.set(0)
 
     async def _attempt(self) -> bool | None:
         """One round in a thread: True/False as the API server answered, None if it did not."""
@@ -203,6 +207,7 @@ class LeaderElector:
             # False: another replica holds it; None: no answer, which is fine until the
             # renew deadline (standbys wait the longer lease duration).
             if renewed is False or not self.leading:
+                LEADER.set(0)
                 _log.error(
                     "leader election: %s lost lease %s; stopping",
                     self.settings.identity,
@@ -250,6 +255,7 @@ async def lead(
     ``on_lost`` must stop this replica from acting at once (the operator exits); a clean
     end of ``work`` (SIGTERM) releases the Lease so a standby takes over without waiting.
     """
+    LEADER.set(0)
     async with _standby_liveness(liveness):
         await elector.acquire()
     keeper = asyncio.create_task(elector.hold(on_lost))

@@ -47,8 +47,12 @@ def run(
         os.environ["KUBECONFIG"] = str(settings.kubeconfig)
     runtime.configure(settings)
     import operators.handlers  # noqa: F401 - registers the handlers with kopf
+    from operators.metrics import LEADER, serve
 
+    if settings.metrics_port:  # standbys serve metrics too (regsandbox_operator_leader 0)
+        serve(settings.metrics_host, settings.metrics_port)
     if not settings.leader_election:
+        LEADER.set(1)
         asyncio.run(kopf.operator(clusterwide=True, standalone=True, liveness_endpoint=liveness))
         return
     from operators.leader import LeaderElector, lead

@@ -56,6 +56,14 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key.")] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help="HOST:PORT serving Prometheus metrics at /metrics (apart from the API port, "
+            "which sandboxes reach); default: not served.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the gateway's HTTP API; every dataset request is audited before it completes."""
     from sandbox.gateway import build_gateway, create_app
@@ -63,6 +71,7 @@ def serve(
     from sandbox.gateway.settings import GatewaySettings
 
     host, port = _listen(listen)
+    metrics_at = _listen(metrics_listen) if metrics_listen else None
     if (tls_cert is None) != (tls_key is None):
         fail("give both --tls-cert and --tls-key, or neither", EXIT_USAGE)
     overrides: dict[str, object] = {}
@@ -79,6 +88,10 @@ def serve(
             s3 = s3_surface(settings, gateway)
         except ConfigurationError as exc:
             fail(str(exc))
+        if metrics_at is not None:
+            from sandbox.gateway.metrics import serve_metrics
+
+            serve_metrics(*metrics_at)
         config = uvicorn.Config(
             create_app(gateway, s3),
             host=host,

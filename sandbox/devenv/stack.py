@@ -146,6 +146,8 @@ class Stack:
 
     kind: str = "processes"
     """What runs the components: ``processes`` on this machine."""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Prometheus endpoints by component (``operator``, ``gateway``, ``audit``)."""
 
     def check(self) -> None:
         """Raise if any process died."""
@@ -265,6 +267,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
         say("starting the dataset gateway")
         gateway_port = free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
+        gateway_metrics = free_port()
         gw_kubeconfig = service_account_kubeconfig(
             admin, SYSTEM_NS, base / "gateway.kubeconfig", service_account="regsandbox-gateway"
         )
@@ -279,6 +282,8 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 str(gw_kubeconfig),
                 "--audit-url",
                 audit_url,
+                "--metrics-listen",
+                f"127.0.0.1:{gateway_metrics}",
             ],
             {
                 "REGSANDBOX_GATEWAY_AUDIT_TOKEN_FILE": str(audit_dir / "gateway.token"),
@@ -296,6 +301,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
 
         say("starting the operator")
         op_kubeconfig = service_account_kubeconfig(admin, SYSTEM_NS, base / "operator.kubeconfig")
+        operator_metrics = free_port()
         operator = OperatorProcess(
             op_kubeconfig,
             {
@@ -305,7 +311,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                 "REGSANDBOX_AUDIT_URL": audit_url,
                 "REGSANDBOX_AUDIT_TOKEN_FILE": str(audit_dir / "operator.token"),
                 "REGSANDBOX_RESYNC_SECONDS": str(settings.resync_seconds),
-                "REGSANDBOX_METRICS_PORT": str(free_port()),
+                "REGSANDBOX_METRICS_PORT": str(operator_metrics),
                 "REGSANDBOX_POLICY_DIR": str(settings.repo / "policies"),
                 "REGSANDBOX_OPA_CHECK_BINARY": str(tool_path("opa")),
                 "REGSANDBOX_EXPORT_RESYNC_SECONDS": str(settings.resync_seconds),
@@ -337,4 +343,9 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
             gateway_url=gateway_url,
             operator=operator,
             services=[audit, gateway],
+            metrics={
+                "operator": f"http://127.0.0.1:{operator_metrics}/metrics",
+                "gateway": f"http://127.0.0.1:{gateway_metrics}/metrics",
+                "audit": f"{audit_url}/metrics",
+            },
         )

@@ -41,6 +41,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sandbox import __version__
 from sandbox.gateway.auth import ReviewUnavailable, Unauthenticated
 from sandbox.gateway.gateway import Gateway, to_thread
+from sandbox.gateway.metrics import instrument
 from sandbox.gateway.reads import get_object, head_object, list_objects
 from sandbox.gateway.records import RequestRecord
 from sandbox.gateway.s3api import S3Dispatch, S3Surface
@@ -200,6 +201,7 @@ def create_app(gateway: Gateway, s3: S3Surface | None = None) -> FastAPI:
 
     if s3 is not None:
         app.add_middleware(S3Dispatch, surface=s3)
+    instrument(app, s3)  # outermost: S3 requests are counted too
     return app
 
 

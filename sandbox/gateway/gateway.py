@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ from audit.client import AuditSink, AuditUnavailable
 from audit.entry import Event
 from sandbox.gateway.auth import Identity, TokenReviewer
 from sandbox.gateway.authz import Forbidden, Grant, GrantResolver, NotCached, SandboxRef
+from sandbox.gateway.metrics import (
+    APPEND_FAILURES,
+    APPEND_SECONDS,
+    AUDIT_UNAVAILABLE,
+    count_refusal,
+)
 from sandbox.gateway.objectkeys import InvalidKey, check_raw_path
 from sandbox.gateway.outbox import OutboxWriter, TooManyWrites
 from sandbox.gateway.records import RequestRecord
@@ -76,11 +83,14 @@ class Gateway:
 
     async def append(self, record: RequestRecord, event: Event) -> bool:
         """Make ``event`` durable; False (and logged) if the audit log refused it."""
+        started = time.perf_counter()
         try:
             await to_thread(self.audit.append, [event])
         except AuditUnavailable as err:
+            APPEND_FAILURES.inc()
             _log.error("audit append failed", request_id=record.request_id, error=str(err))
             return False
+        APPEND_SECONDS.observe(time.perf_counter() - started)
         return True
 
     async def log_then(
@@ -94,6 +104,7 @@ class Gateway:
     @staticmethod
     def unavailable(record: RequestRecord, what: str = "nothing was sent") -> JSONResponse:
         """The 503 of a request whose record the audit log refused."""
+        AUDIT_UNAVAILABLE.inc()
         return error_response(
             record, 503, "AuditUnavailable", f"the audit log is unavailable; {what}"
         )
@@ -121,6 +132,7 @@ class Gateway:
         _log.info(
             "refused", request_id=record.request_id, status=refusal.status, reason=refusal.reason
         )
+        count_refusal(refusal.reason, refusal.status)
         if not await self.append(record, event):
             return self.unavailable(record, "nothing was sent or stored")
         return error_response(record, refusal.status, refusal.reason, str(exc), headers)

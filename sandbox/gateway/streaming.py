@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from audit.client import AuditSink, AuditUnavailable
 from audit.entry import Outcome
 from sandbox.errors import SandboxError
+from sandbox.gateway.metrics import APPEND_FAILURES, STREAMS_ABORTED
 from sandbox.gateway.records import RequestRecord
 from sandbox.gateway.s3 import ObjectStream, StorageUnavailable
 
@@ -140,6 +141,7 @@ class AuditedStream(Response):
             _log.warning(
                 "storage failed mid-stream", request_id=self._record.request_id, error=str(exc)
             )
+            STREAMS_ABORTED.labels("StorageUnavailable").inc()
             await self._finish_quietly("failure", 502, "StorageUnavailable")
             raise StreamAborted(str(exc)) from None
         except BaseException:
@@ -203,6 +205,8 @@ class AuditedStream(Response):
         try:
             await self._finish("success", self.status_code, None, self._stream.length, digest)
         except AuditUnavailable as exc:
+            APPEND_FAILURES.inc()
+            STREAMS_ABORTED.labels("AuditUnavailable").inc()
             _log.error(
                 "audit append failed; aborting stream",
                 request_id=self._record.request_id,
@@ -231,4 +235,5 @@ class AuditedStream(Response):
         try:
             await self._finish(outcome, status, reason, self._sent, None)
         except AuditUnavailable as exc:
+            APPEND_FAILURES.inc()
             _log.error("audit append failed", request_id=self._record.request_id, error=str(exc))
