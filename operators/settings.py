@@ -88,6 +88,15 @@ class OperatorSettings(BaseSettings):
     """Namespace of the dataset gateway (sandboxes may reach it)."""
     gateway_port: int = Field(default=8443, ge=1, le=65535)
     """Port the dataset gateway's pods listen on (sandbox NetworkPolicies allow it)."""
+    gateway_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+/?$")
+    """The gateway's in-cluster URL (e.g. ``http://regsandbox-gateway.regsandbox-system.svc:8443``);
+    when set, every sandbox namespace gets the ``regsandbox-s3`` ConfigMap of AWS SDK
+    variables that pods take with ``envFrom`` (the chart sets it when the S3 surface is on)."""
+    gateway_s3_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    """Region S3 clients in sandboxes sign for (the gateway accepts any)."""
+    gateway_sts_key_secret: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{0,252}$")
+    """Secret in ``namespace`` holding the gateway's STS sealing keys: created once, with a
+    random key, when absent (the chart sets it unless the user supplies the Secret)."""
     accelerator_resources: list[Annotated[str, AfterValidator(check_extended_resource)]] = Field(
         default_factory=lambda: list(DEFAULT_ACCELERATORS)
     )

@@ -7,6 +7,7 @@ from kubernetes import client, config
 from audit.client import AuditClient, AuditSink, LocalAuditSink, TokenFile
 from audit.entry import Actor
 from audit.signing import load_signer
+from operators.gateway_keys import ensure_sts_key_secret
 from operators.metrics import DECISION_SECONDS
 from operators.settings import OperatorSettings
 from sandbox.api.meta import provider_region
@@ -113,6 +114,8 @@ def build_platform(settings: OperatorSettings) -> Platform:
         isolation=IsolationSettings(
             gateway_namespace=settings.gateway_namespace,
             gateway_port=settings.gateway_port,
+            gateway_url=settings.gateway_url,
+            gateway_s3_region=settings.gateway_s3_region,
             accelerators=tuple(dict.fromkeys(settings.accelerator_resources)),
         ),
         actor=Actor(user=settings.actor),
@@ -120,4 +123,6 @@ def build_platform(settings: OperatorSettings) -> Platform:
         watched={kind: WatchedObjects(kind) for kind in ("Tenant", "Dataset")},
     )
     platform.ensure_policies()
+    if settings.gateway_sts_key_secret is not None:
+        ensure_sts_key_secret(api, settings.namespace, settings.gateway_sts_key_secret)
     return platform

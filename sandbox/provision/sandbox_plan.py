@@ -52,6 +52,11 @@ class IsolationSettings:
     """Labels selecting the gateway pods."""
     gateway_port: int = 8443
     """Port the gateway listens on."""
+    gateway_url: str | None = None
+    """The gateway's in-cluster URL for S3 clients; when set, every sandbox namespace gets
+    the ``regsandbox-s3`` ConfigMap (:mod:`sandbox.provision.s3_client_env`)."""
+    gateway_s3_region: str = "us-east-1"
+    """Region S3 clients in sandboxes sign for (any region is accepted)."""
     dns_namespace: str = "kube-system"
     """Namespace of the cluster DNS."""
     dns_pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)

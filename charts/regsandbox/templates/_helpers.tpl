@@ -67,3 +67,9 @@ http://127.0.0.1:8181
 {{- with .endpoint }}{{ $_ := set $outbox "endpoint" . }}{{ end -}}
 {{- toJson $outbox -}}
 {{- end -}}
+
+{{/* The Secret of the gateway's STS sealing keys: the user's, or the one the operator
+creates once (never rendered here, so the manifests stay the same on every render). */}}
+{{- define "regsandbox.stsKeySecret" -}}
+{{- .Values.gateway.s3.stsKeySecret | default (printf "%s-gateway-sts" .Release.Name) -}}
+{{- end -}}

@@ -17,7 +17,8 @@ from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
 from sandbox.kube.quota import recount, write_admitted
 from sandbox.lifecycle.platform import Platform
-from sandbox.provision.names import sandbox_id, sandbox_namespace
+from sandbox.provision.names import managed_labels, sandbox_id, sandbox_namespace
+from sandbox.provision.s3_client_env import S3ClientSettings, s3_client_configmap
 from sandbox.provision.sandbox_plan import effective_quota, isolation_objects
 from sandbox.storage.profiles import assert_encrypted, storage_class_name, workspace_pvc
 
@@ -34,6 +35,7 @@ _APPLY_ORDER = {
             "NetworkPolicy",
             "ResourceQuota",
             "Secret",
+            "ConfigMap",
             "PersistentVolumeClaim",
             "ServiceAccount",
             "RoleBinding",
@@ -139,5 +141,10 @@ def desired_objects(
     objects.append(storage.storage_class)
     objects.extend(storage.secrets)
     objects.append(workspace_pvc(sid, ns, quota.storage, storage_class_name(sid)))
+    gateway = platform.isolation
+    if gateway.gateway_url is not None:  # the S3 client environment (envFrom)
+        where = S3ClientSettings(gateway.gateway_url, gateway.gateway_s3_region)
+        labels = managed_labels(tenant=tenant, sandbox=name)
+        objects.append(s3_client_configmap(ns, where, labels))
     # sorted() is stable: objects of one kind (the NetworkPolicies) keep their order.
     return sorted(objects, key=lambda obj: _APPLY_ORDER.get(obj["kind"], _APPLY_LATE))
