@@ -99,6 +99,7 @@ from audit.access import (
     check_tenant_name,
 )
 from audit.checkpoint import Checkpoint
+from audit.console import CheckpointHistory, ConsoleSettings, ConsoleSource, mount_console
 from audit.entry import Event, encode_entry
 from audit.errors import AnchorConflictError, AnchorMismatchError, AuditError, MalformedError
 from audit.metrics import HttpMetrics, LogMetrics
@@ -578,12 +579,14 @@ def create_app(
     metrics: ServiceMetrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     witnessing: Witnessing | None = None,
+    console: ConsoleSettings | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``log`` under ``policy``.
 
     ``max_body_bytes`` bounds an append body (default :data:`MAX_BODY_BYTES`);
     ``witnessing``, if given, provides ``/v1/checkpoint/cosigned`` and the ``Witnessed``
-    condition (start and stop it yourself).
+    condition (start and stop it yourself); ``console`` sets up the read-only web
+    console at ``/console`` (:mod:`audit.console`), which reads as the API does.
     """
     app = FastAPI(title="regsandbox audit log", docs_url=None, redoc_url=None)
     metrics = metrics or ServiceMetrics()
@@ -614,8 +617,11 @@ def create_app(
         _log.error("read failed", path=request.url.path, error=str(exc))
         return JSONResponse({"detail": "the log cannot be read right now"}, status_code=503)
 
+    history = CheckpointHistory()
+
     def current() -> tuple[bytes, Checkpoint]:
         note = log.checkpoint_note
+        history.observe(note)
         return note, Checkpoint.from_text(Note.parse(note).text)
 
     async def read_state(
@@ -733,8 +739,15 @@ def create_app(
         body = TlogProof(index, tuple(proof), note).to_bytes()
         return Response(body, media_type="text/plain; charset=utf-8")
 
-    _tenant_routes(app, log, policy, current)
+    tenants = TenantIndex(log.entry_bytes)
+    _tenant_routes(app, log, policy, current, tenants)
     _tile_routes(app, log, policy, current)
+    mount_console(
+        app,
+        ConsoleSource(log, current, tenants, history),
+        lambda request, scope, verb: _authorize_read(policy, request, scope, verb),
+        console,
+    )
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -770,9 +783,9 @@ def _tenant_routes(
     log: LogBackend,
     policy: AccessPolicy,
     current: Callable[[], tuple[bytes, Checkpoint]],
+    index: TenantIndex,
 ) -> None:
     """``/v1/tenants/{tenant}/…``: one tenant's entries, each with its proof."""
-    index = TenantIndex(log.entry_bytes)
 
     async def state(request: Request, tenant: str, verb: Verb) -> tuple[bytes, Checkpoint]:
         await _authorize_read(policy, request, _tenant_scope(tenant), verb)
