@@ -572,6 +572,21 @@ def create_refusing_app(
     return app
 
 
+_LOGGED_REQUEST_IDS = 32
+"""Most request ids one append's log line names (a batch can hold thousands)."""
+
+
+def _request_ids(events: Sequence[Event]) -> list[str]:
+    """The distinct request ids of ``events``, in order, at most :data:`_LOGGED_REQUEST_IDS`."""
+    seen: dict[str, None] = {}
+    for event in events:
+        if event.request_id and event.request_id not in seen:
+            seen[event.request_id] = None
+            if len(seen) == _LOGGED_REQUEST_IDS:
+                break
+    return list(seen)
+
+
 def create_app(
     log: LogBackend,
     policy: AccessPolicy,
@@ -640,17 +655,35 @@ def create_app(
         try:
             indices = await run_in_threadpool(log.append_batch, events)
         except MalformedError as exc:
-            _log.warning("append refused", writer=identity, events=len(events), error=str(exc))
+            _log.warning(
+                "append refused",
+                writer=identity,
+                events=len(events),
+                request_ids=_request_ids(events),
+                error=str(exc),
+            )
             raise HTTPException(422, str(exc)) from None
         except (AuditError, OSError) as exc:
-            _log.error("append failed", writer=identity, events=len(events), error=str(exc))
+            _log.error(
+                "append failed",
+                writer=identity,
+                events=len(events),
+                request_ids=_request_ids(events),
+                error=str(exc),
+            )
             metrics.appends_refused.inc()
             raise HTTPException(503, "the log could not make the batch durable") from None
         if len(indices) != len(events):
             _log.error("append returned a wrong count", writer=identity, events=len(events))
             raise HTTPException(503, "the log did not confirm every event")
         log_metrics.appended(len(events), time.perf_counter() - started, indices[-1] + 1)
-        _log.info("appended", writer=identity, events=len(events), first=indices[0])
+        _log.info(
+            "appended",
+            writer=identity,
+            events=len(events),
+            first=indices[0],
+            request_ids=_request_ids(events),
+        )
         return JSONResponse({"indices": indices})
 
     @app.get("/v1/checkpoint")

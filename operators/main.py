@@ -36,12 +36,23 @@ def run(
     liveness: Annotated[
         str | None, typer.Option(help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="json, console, or auto: JSON in a cluster or a pipe, readable on a terminal.",
+            envvar="REGSANDBOX_LOG_FORMAT",
+        ),
+    ] = "auto",
 ) -> None:
     """Run the operator until interrupted; settings come from REGSANDBOX_* variables."""
     import kopf
 
     settings = OperatorSettings(kubeconfig=kubeconfig)
-    configure_logging(settings.log_level)
+    try:
+        configure_logging(settings.log_level, log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if settings.kubeconfig:
         # kopf's own client reads the same kubeconfig as ours.
         os.environ["KUBECONFIG"] = str(settings.kubeconfig)

@@ -5,10 +5,12 @@ Each command group lives in its own module and is mounted here.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from sandbox import __version__
-from sandbox.cli import audit, dev, evidence, export, gateway, policy
+from sandbox.cli import audit, dev, evidence, export, gateway, logsetup, policy
 
 __all__ = ["app", "main"]
 
@@ -19,6 +21,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="Logs of servers and local stacks: json, console, or auto (JSON in a "
+            "cluster or a pipe, readable on a terminal).",
+            envvar="REGSANDBOX_LOG_FORMAT",
+        ),
+    ] = "auto",
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="DEBUG, INFO (servers' default), WARNING or ERROR."),
+    ] = None,
+) -> None:
+    """Operate and inspect regsandbox: policies, audit log, exports, gateway, local stack."""
+    logsetup.set_options(log_format, log_level)
+
+
 app.add_typer(dev.app, name="dev")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")

@@ -32,6 +32,7 @@ from audit.witness import (
 )
 from audit.witnessing import COSIGNED_FILE, WitnessEndpoint, Witnessing, fetch_witnessed
 from sandbox.cli import audit_archive
+from sandbox.cli.logsetup import configure_process_logging
 from sandbox.cli.output import EXIT_USAGE, fail
 
 __all__ = ["register"]
@@ -46,10 +47,12 @@ def _listen(value: str) -> tuple[str, int]:
 
 def _run(app: Starlette, listen: str) -> None:
     host, port = _listen(listen)
+    configure_process_logging()
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        log_config=None,  # uvicorn's lines go through sandbox.logs like ours
         log_level="warning",
         access_log=False,  # request lines carry nothing we need and may carry tokens
         server_header=False,
@@ -167,6 +170,7 @@ def serve(
     opened: every request gets 503 and /healthz, /v1/status and /metrics say why.
     """
     _listen(listen)
+    configure_process_logging()
     if kube_readers and open_reads:
         fail("--open-reads would let anyone read what --kube-readers restricts", EXIT_USAGE)
     anchor = _anchor(anchor_file, anchor_configmap, kubeconfig)

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from sandbox.cli.logsetup import configure_process_logging
 from sandbox.cli.output import EXIT_USAGE, fail
 from sandbox.errors import ConfigurationError
 
@@ -74,6 +75,7 @@ def serve(
     metrics_at = _listen(metrics_listen) if metrics_listen else None
     if (tls_cert is None) != (tls_key is None):
         fail("give both --tls-cert and --tls-key, or neither", EXIT_USAGE)
+    configure_process_logging()
     overrides: dict[str, object] = {}
     if kubeconfig is not None:
         overrides["kubeconfig"] = kubeconfig
@@ -96,8 +98,9 @@ def serve(
             create_app(gateway, s3),
             host=host,
             port=port,
+            log_config=None,  # uvicorn's lines go through sandbox.logs like ours
             log_level="warning",
-            access_log=False,  # request lines are in the audit log; headers carry tokens
+            access_log=False,  # the gateway logs each request itself, without its headers
             server_header=False,
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,

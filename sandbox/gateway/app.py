@@ -8,6 +8,9 @@
 - S3 and STS requests (SigV4-signed, or to ``/``), when enabled: see
   :mod:`sandbox.gateway.s3api`
 
+Every answer carries ``X-Request-Id``, the id in the audit entries and the logs the
+request caused (:mod:`sandbox.gateway.requestids`).
+
 Every dataset request, allowed or not, is logged in the audit log before its response
 completes (see :mod:`sandbox.gateway.records` for the entry shape):
 
@@ -44,6 +47,7 @@ from sandbox.gateway.gateway import Gateway, to_thread
 from sandbox.gateway.metrics import instrument
 from sandbox.gateway.reads import get_object, head_object, list_objects
 from sandbox.gateway.records import RequestRecord
+from sandbox.gateway.requestids import RequestIds
 from sandbox.gateway.s3api import S3Dispatch, S3Surface
 from sandbox.gateway.streaming import StreamAborted
 from sandbox.gateway.wire import (
@@ -202,6 +206,7 @@ def create_app(gateway: Gateway, s3: S3Surface | None = None) -> FastAPI:
     if s3 is not None:
         app.add_middleware(S3Dispatch, surface=s3)
     instrument(app, s3)  # outermost: S3 requests are counted too
+    app.add_middleware(RequestIds)  # around everything: every answer and log line has its id
     return app
 
 

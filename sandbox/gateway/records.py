@@ -12,7 +12,10 @@ turns what is known so far into an :class:`~audit.entry.Event`:
 - ``decision``: allow, or deny with the CamelCase reason as code (absent if no decision
   was reached, e.g. the API server was down);
 - ``outcome``: ``success``, ``denied`` or ``failure``;
-- ``details``: ``phase`` (``refused``, ``head``, ``list``, ``read`` for a read logged in
+- ``request_id``: the request's id (:mod:`sandbox.gateway.requestids`), also in the
+  answer's ``X-Request-Id``;
+- ``details``: ``client_request_id`` (the client's own well-formed ``X-Request-Id``, if
+  it sent one), ``phase`` (``refused``, ``head``, ``list``, ``read`` for a read logged in
   one record, ``started``/``completed`` for a streamed one), ``method``, ``status``,
   ``reason``, ``key``, ``range``, ``bytes`` sent, ``sha256`` of the bytes sent,
   ``whole_object``, ``object_size``, ``etag``.
@@ -29,7 +32,6 @@ why; refusals before the commit are one ``refused`` record, as for reads.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +40,7 @@ from pydantic import JsonValue
 from audit.entry import Actor, DecisionRecord, Event, Outcome, Resource
 from sandbox.gateway.auth import Identity
 from sandbox.gateway.authz import SandboxRef
+from sandbox.gateway.requestids import client_request_id, request_id
 
 __all__ = ["Action", "RequestRecord"]
 
@@ -69,7 +72,7 @@ class RequestRecord:
     """Who, once authenticated."""
     sandbox: SandboxRef | None = None
     """Which sandbox, once known."""
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=request_id)
     """Correlates the audit records, the response header and the gateway's own logs."""
     kind: str = "Dataset"
     """Resource kind: ``Dataset``, or ``ModelArtifact`` for outbox writes."""
@@ -105,6 +108,9 @@ class RequestRecord:
         if allow is not None:
             decision = DecisionRecord(allow=allow, codes=(reason,) if reason and not allow else ())
         facts: dict[str, JsonValue] = {"phase": phase, "method": self.method, "status": status}
+        client = client_request_id()
+        if client is not None:
+            facts["client_request_id"] = client
         if reason:
             facts["reason"] = reason
         if self.key is not None:
