@@ -99,6 +99,7 @@ from audit.access import (
     check_tenant_name,
 )
 from audit.checkpoint import Checkpoint
+from audit.client_certs import CertificateRefused, verified_client_reader
 from audit.console import CheckpointHistory, ConsoleSettings, ConsoleSource, mount_console
 from audit.entry import Event, encode_entry
 from audit.errors import AnchorConflictError, AnchorMismatchError, AuditError, MalformedError
@@ -358,6 +359,15 @@ class AccessPolicy:
     :attr:`writer_authority` authenticates — no shared secret to create or rotate."""
     writer_authority: ReaderAuthority | None = None
     """Who is behind a writer's token (a TokenReview); only its ``authenticate`` is used."""
+    client_certificates: bool = False
+    """Whether a TLS client certificate the server verified (ASGI TLS extension;
+    :mod:`audit.client_certs`) identifies a reader: CN the user, O the groups, each read
+    authorised by :attr:`authority`. It appends only if its user is a :attr:`kube_writers`
+    identity. Enable it only behind a server that verifies client certificates."""
+
+    def __post_init__(self) -> None:
+        if self.client_certificates and self.authority is None:
+            raise ValueError("client certificates need a reader authority to authorise reads")
 
     def identify(self, token: str, tokens: Mapping[str, str]) -> str | None:
         """The identity of ``token`` in ``tokens``, compared in constant time."""
@@ -395,8 +405,13 @@ async def _authorize_read(
     """The reader, allowed to ``verb`` in ``scope``; or raise 401, 403 or 503.
 
     Static tokens (writers, the readers file) and open reads see the whole log; any other
-    token goes to the reader authority, which fails closed: if it cannot answer, 503.
+    token goes to the reader authority, which fails closed: if it cannot answer, 503. A
+    verified client certificate, when enabled, comes first (as in kube-apiserver) and is
+    authorised by the same authority.
     """
+    certified = _certified(policy, request)
+    if certified is not None:
+        return await _authorized(policy, certified, scope, verb)
     token = _bearer(request)
     anonymous = Reader("anonymous", whole_log=True)
     if token is None:
@@ -418,13 +433,38 @@ async def _authorize_read(
     try:
         if authority is not None:
             reader = await run_in_threadpool(authority.authenticate, token)
-        if reader is None:
-            if policy.open_reads:
-                return anonymous
-            raise _challenge(401, "unknown bearer token", "invalid_token")
-        if reader.whole_log or reader.name in policy.kube_writers:
-            return Reader(reader.name, whole_log=True)
-        assert authority is not None
+    except AccessUnavailable as exc:
+        _log.warning("read not authorised: authority unavailable", error=str(exc))
+        raise HTTPException(503, "cannot check the caller's access right now; retry") from None
+    if reader is None:
+        if policy.open_reads:
+            return anonymous
+        raise _challenge(401, "unknown bearer token", "invalid_token")
+    return await _authorized(policy, reader, scope, verb)
+
+
+def _certified(policy: AccessPolicy, request: Request) -> Reader | None:
+    """The reader of a verified client certificate, if enabled and presented; else None.
+
+    A presented certificate that names no acceptable user is refused with 401, never
+    read as anonymous nor passed over for a token.
+    """
+    if not policy.client_certificates:
+        return None
+    try:
+        return verified_client_reader(request.scope)
+    except CertificateRefused as exc:
+        raise _challenge(401, str(exc), "invalid_token") from None
+
+
+async def _authorized(policy: AccessPolicy, reader: Reader, scope: Scope, verb: Verb) -> Reader:
+    """``reader`` if the reader authority lets them ``verb`` in ``scope``; else 403 (503)."""
+    if reader.whole_log or reader.name in policy.kube_writers:
+        return Reader(reader.name, whole_log=True)
+    authority = policy.authority
+    if authority is None:
+        raise _challenge(403, f"{reader.name} may not read here", "insufficient_scope")
+    try:
         allowed = await run_in_threadpool(authority.may_read, reader, scope, verb)
     except AccessUnavailable as exc:
         _log.warning("read not authorised: authority unavailable", error=str(exc))
@@ -439,8 +479,15 @@ async def _authorize_read(
 
 async def _authorize_write(policy: AccessPolicy, request: Request) -> str:
     """The writer's identity, or raise 401 (no or unknown token), 403 (may not append)
-    or 503 (the token cannot be checked now: fail closed)."""
+    or 503 (the token cannot be checked now: fail closed). A verified client certificate
+    appends only when its user is one of the Kubernetes writers."""
     token = _bearer(request)
+    certified = _certified(policy, request) if token is None else None
+    if certified is not None:
+        if certified.name in policy.kube_writers:
+            return certified.name
+        _log.info("append refused", caller=certified.name)
+        raise _challenge(403, f"{certified.name} may not append", "insufficient_scope")
     if token is None:
         raise _challenge(401, "a bearer token is required")
     if len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():

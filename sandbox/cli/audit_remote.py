@@ -8,22 +8,30 @@ as the whole log or, with ``--tenant``, one tenant's slice.
 The bearer token is the caller's: ``--token-file``, else the token the kubeconfig's
 current (or ``--context``) user carries, including one from an exec credential plugin.
 The service accepts only tokens for its audience (``regsandbox-audit`` by default), e.g.
-``kubectl create token bank-auditor --audience regsandbox-audit``. Client certificates
-are not sent. Every checkpoint is checked with ``--vkey``, the verifier key the platform
-publishes — never with a key the service would hand out.
+``kubectl create token bank-auditor --audience regsandbox-audit``. If the kubeconfig's
+user has a client certificate, it is presented too: an audit service that terminates TLS
+with the cluster's client CA (``audit serve --client-ca-file``) accepts it as that user
+(CN) and groups (O), so a certificate user needs no token. Every checkpoint is checked
+with ``--vkey``, the verifier key the platform publishes — never with a key the service
+would hand out.
 """
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import httpx
 import typer
 
 from audit.client import AuditRejected, AuditUnavailable
 from audit.note import Verifier
 from audit.remote import RemoteLog
 from sandbox.cli.output import EXIT_USAGE, fail
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 __all__ = [
     "CaFileOpt",
@@ -69,6 +77,19 @@ def bearer_token(token_file: Path | None, kubeconfig: Path | None, context: str 
         if not token:
             fail(f"--token-file {token_file} is empty")
         return token
+    from_kube = _kube_token(_kube_user(kubeconfig, context))
+    if from_kube is None:
+        fail(
+            "the kubeconfig user carries no bearer token; pass --token-file with a token "
+            "for the audit service's audience, e.g. kubectl create token NAME --audience "
+            "regsandbox-audit",
+            EXIT_USAGE,
+        )
+    return from_kube
+
+
+def _kube_user(kubeconfig: Path | None, context: str | None) -> client.Configuration:
+    """The kubeconfig's current (or ``context``) user, as the kubernetes client reads it."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
@@ -80,15 +101,23 @@ def bearer_token(token_file: Path | None, kubeconfig: Path | None, context: str 
         )
     except (config.ConfigException, OSError) as exc:
         fail(f"cannot read the kubeconfig: {exc}")
+    return cfg
+
+
+def _kube_token(cfg: client.Configuration) -> str | None:
     scheme, _, token = str(cfg.api_key.get("authorization", "")).partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        fail(
-            "the kubeconfig user carries no bearer token (a client certificate is not "
-            "accepted by the audit service); pass --token-file with a token for its "
-            "audience, e.g. kubectl create token NAME --audience regsandbox-audit",
-            EXIT_USAGE,
-        )
-    return token
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _tls_context(ca_file: Path | None, cert: str | None, key: str | None) -> ssl.SSLContext:
+    """Trust ``ca_file`` (else the system's roots) and present ``cert`` if given."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if cert and key:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load the TLS files: {exc}")
+    return ctx
 
 
 def open_remote(
@@ -101,12 +130,24 @@ def open_remote(
     context: str | None,
     ca_file: Path | None,
 ) -> RemoteLog:
-    """A :class:`RemoteLog` at ``server`` read with the caller's token."""
+    """A :class:`RemoteLog` at ``server`` read with the caller's token, or the client
+    certificate of the kubeconfig's user (over https, sent along with any token)."""
     if not server.startswith(("https://", "http://")):
         fail(f"--server {server!r}: want an http(s):// URL", EXIT_USAGE)
-    token = bearer_token(token_file, kubeconfig, context)
-    verify: str | bool = str(ca_file) if ca_file is not None else True
-    return RemoteLog(server, token, verifiers, tenant=tenant, verify_tls=verify)
+    if token_file is not None:
+        token = bearer_token(token_file, kubeconfig, context)
+        return RemoteLog(server, token, verifiers, tenant=tenant, verify_tls=_verify(ca_file))
+    user = _kube_user(kubeconfig, context)
+    cert, key = user.cert_file, user.key_file
+    if not (cert and key and server.startswith("https://")):
+        token = bearer_token(None, kubeconfig, context)  # or fail, saying what to do
+        return RemoteLog(server, token, verifiers, tenant=tenant, verify_tls=_verify(ca_file))
+    transport = httpx.HTTPTransport(verify=_tls_context(ca_file, cert, key))
+    return RemoteLog(server, _kube_token(user), verifiers, tenant=tenant, transport=transport)
+
+
+def _verify(ca_file: Path | None) -> str | bool:
+    return str(ca_file) if ca_file is not None else True
 
 
 def unavailable(exc: AuditUnavailable) -> NoReturn:

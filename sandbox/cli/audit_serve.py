@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,7 @@ from audit.witness import (
     witness_app,
 )
 from audit.witnessing import COSIGNED_FILE, WitnessEndpoint, Witnessing, fetch_witnessed
-from sandbox.cli import audit_archive
+from sandbox.cli import audit_archive, audit_tls
 from sandbox.cli.logsetup import configure_process_logging
 from sandbox.cli.output import EXIT_USAGE, fail
 
@@ -159,6 +160,30 @@ def serve(
     archive_region: audit_archive.ArchiveRegion = None,
     archive_retention_days: audit_archive.ArchiveRetentionDays = None,
     archive_interval: audit_archive.ArchiveInterval = 30.0,
+    tls_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-listen",
+            help="HOST:PORT of a second listener where the service terminates TLS itself "
+            "(for readers; needs --tls-cert and --tls-key).",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM) of --tls-listen.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="Its private key (PEM).")
+    ] = None,
+    client_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--client-ca-file",
+            help="On --tls-listen, accept client certificates verified against this CA "
+            "bundle (e.g. the cluster's client CA): CN is the user, O the groups, each read "
+            "authorised like a token's (needs --kube-readers). Unverified or expired "
+            "certificates are refused in the handshake.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
@@ -177,6 +202,7 @@ def serve(
     kube_writers = frozenset(w.strip() for w in kube_writer or [] if w.strip())
     if writers is None and not kube_writers:
         fail("give the writers: --kube-writer IDENTITY (repeat) or --writers FILE", EXIT_USAGE)
+    tls = _tls_listener(tls_listen, tls_cert, tls_key, client_ca_file, kube_readers)
     needs_kube = kube_readers or bool(kube_writers)
     reviews = _kube_readers(kubeconfig, audience, access_cache_seconds) if needs_kube else None
     try:
@@ -187,6 +213,7 @@ def serve(
             authority=reviews if kube_readers else None,
             kube_writers=kube_writers,
             writer_authority=reviews if kube_writers else None,
+            client_certificates=client_ca_file is not None,
         )
         signer = load_signer(key or log / KEY_FILE)
         endpoints = _witness_endpoints(witness, witness_vkey)
@@ -211,13 +238,36 @@ def serve(
             retention_days=archive_retention_days,
             interval=archive_interval,
         )
-        _run(app, listen)
+        with audit_tls.serving(app, tls) if tls else contextlib.nullcontext():
+            _run(app, listen)
     finally:
         if archiver is not None:
             archiver.stop()
         if witnessing is not None:
             witnessing.stop()
         audit_log.close()
+
+
+def _tls_listener(
+    listen: str | None,
+    cert: Path | None,
+    key: Path | None,
+    client_ca: Path | None,
+    kube_readers: bool,
+) -> audit_tls.TlsListener | None:
+    if listen is None:
+        if cert or key or client_ca:
+            fail("--tls-cert, --tls-key and --client-ca-file need --tls-listen", EXIT_USAGE)
+        return None
+    if cert is None or key is None:
+        fail("--tls-listen needs --tls-cert and --tls-key", EXIT_USAGE)
+    if client_ca is not None and not kube_readers:
+        fail("--client-ca-file needs --kube-readers (reads are authorised by RBAC)", EXIT_USAGE)
+    for path in (cert, key, client_ca):
+        if path is not None and not path.is_file():
+            fail(f"{path} does not exist", EXIT_USAGE)
+    host, port = _listen(listen)
+    return audit_tls.TlsListener(host, port, cert, key, client_ca)
 
 
 def _witness_endpoints(urls: list[str] | None, vkeys: list[str] | None) -> list[WitnessEndpoint]:
