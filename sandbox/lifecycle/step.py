@@ -7,7 +7,8 @@ audit event is durable before the status that shows its effect is written. A
 - the status is a typed model from :mod:`sandbox.api` (``step.status``), so a renamed
   field is a mypy error, and only the fields a step sets are written (a merge patch);
 - events are queued with :meth:`Step.log` and appended in one batch by
-  :meth:`Step.commit`; the only way out of a step, :meth:`Step.finish`, commits first;
+  :meth:`Step.commit`, each with the reconcile's id as its ``request_id``; the only way
+  out of a step, :meth:`Step.finish`, commits first;
 - when the log cannot take a batch, the status falls back to what was last on record
   (the last successful commit), the step's audit condition says ``AuditLogUnavailable``,
   and the step is retried — the unrecorded change is never shown.
@@ -18,6 +19,7 @@ artifact) calls :meth:`Step.commit` and stops when it returns None.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
@@ -108,6 +110,8 @@ class Step(Generic[StatusT]):
         )
         self._touched: set[str] = set()
         self._failed = False
+        self.reconcile_id = uuid.uuid4().hex
+        """This reconcile's id: the ``request_id`` of the entries it logs (unless set)."""
 
     # -- building --------------------------------------------------------------------
 
@@ -197,7 +201,14 @@ class Step(Generic[StatusT]):
         indices: list[int] = []
         if self._events:
             try:
-                indices = self.platform.record_many(self._events)
+                indices = self.platform.record_many(
+                    [
+                        e
+                        if e.request_id
+                        else e.model_copy(update={"request_id": self.reconcile_id})
+                        for e in self._events
+                    ]
+                )
             except AUDIT_DOWN as exc:
                 if self._audit_condition is None:
                     raise

@@ -151,6 +151,16 @@ def test_killing_the_leader_mid_batch_provisions_every_sandbox_exactly_once(
     # was written: the new leader records it again with the same event id, and the log
     # keeps the one entry it has.
     assert sorted(n for n, c in per_sandbox.items() if c > 1) == []
+    # And one sandbox.provisioning (the intent logged before anything is created): the
+    # new leader decides again from the object the killed one read, and derives the
+    # same event id.
+    intents = Counter(
+        e["resource"]["sandbox"]
+        for e in audit_entries()
+        if e["action"] == "sandbox.provisioning" and e["resource"].get("tenant") == tenant
+    )
+    assert set(intents) == set(names)
+    assert sorted(n for n, c in intents.items() if c > 1) == []
 
 
 ELECTION_ATTACKS = [

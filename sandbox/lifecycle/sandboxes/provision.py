@@ -19,7 +19,7 @@ from sandbox.api.meta import parse_duration, provider_region, rfc3339
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import delete, get
-from sandbox.lifecycle.decisions import sandbox_policy_status
+from sandbox.lifecycle.decisions import audit_decision, sandbox_policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_events, grant_verdict
 from sandbox.lifecycle.objects import parse_time
@@ -177,8 +177,26 @@ def _allow(step: SandboxStep, decision: Decision) -> None:
 def _record_intent(step: SandboxStep, decision: Decision) -> bool:
     """Fail closed: nothing is created unless the log has taken the decision first."""
     step.commit()  # a refusal below still shows the decision, as before
-    step.log("sandbox.provisioning", "success", policy=decision)
+    step.log(
+        "sandbox.provisioning",
+        "success",
+        policy=decision,
+        event_id=_intent_event_id(step.body, decision),
+    )
     return step.commit() is not None
+
+
+def _intent_event_id(body: Mapping[str, Any], decision: Decision) -> str:
+    """The same id for every attempt to record one provisioning intent under one decision.
+
+    A leader that dies after the log took ``sandbox.provisioning`` leaves the sandbox
+    unprovisioned; the replica taking over decides again and derives the same id (same
+    uid, same last Ready transition, same decision), so the log keeps the one entry it
+    has. A decision that differs (another policy bundle, other findings) is another
+    intent with an id of its own, as is any provisioning after a written Ready transition.
+    """
+    recorded = audit_decision(decision).model_dump_json()
+    return _derived_event_id("sandbox.provisioning", body, recorded)
 
 
 def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> KeyRef | None:
@@ -197,7 +215,12 @@ def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> Ke
             platform, body, sandbox.tenant, sandbox.tenant_spec, sandbox.spec, key
         )
         # A first provisioning creates (cheaper for the API server); a re-converge applies.
-        write_all(platform.api, objects, first=not was_ready and not quarantined)
+        write_all(
+            platform.api,
+            objects,
+            first=not was_ready and not quarantined,
+            versions=platform.versions,
+        )
         if quarantined:
             ns = sandbox_namespace(sandbox.tenant, sandbox.name)
             delete(platform.api, "NetworkPolicy", "quarantine", ns)
@@ -216,11 +239,16 @@ def _provisioned_event_id(body: Mapping[str, Any]) -> str:
     same id and the log keeps one entry. A later provisioning (after a quarantine) comes
     after a Ready transition that was written, so it gets an id of its own.
     """
+    return _derived_event_id("sandbox.provisioned", body)
+
+
+def _derived_event_id(action: str, body: Mapping[str, Any], *facts: str) -> str:
+    """UUIDv5 of ``action``, the sandbox's uid, its last Ready transition and ``facts``."""
     ready = find_condition((body.get("status") or {}).get("conditions"), "Ready") or {}
     attempt = (
         f"{body['metadata'].get('uid')}/{ready.get('status')}/{ready.get('lastTransitionTime')}"
     )
-    return str(uuid.uuid5(_EVENT_IDS, f"sandbox.provisioned/{attempt}"))
+    return str(uuid.uuid5(_EVENT_IDS, "/".join((f"{action}/{attempt}", *facts))))
 
 
 _EVENT_IDS = uuid.UUID("6f0d2b7e-4c1a-5e3b-9a8d-2f6c1b0e7a41")
