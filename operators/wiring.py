@@ -18,6 +18,7 @@ from sandbox.keys.local import LocalKeyProvider, read_kek_file
 from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
 from sandbox.keys.secret_store import SecretWrappedKeyStore, load_or_create_kek
 from sandbox.kube.cache import WatchedObjects
+from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.platform import Platform
 from sandbox.policy.embedded import EmbeddedEngine
 from sandbox.policy.engine import PolicyEngine
@@ -121,6 +122,7 @@ def build_platform(settings: OperatorSettings) -> Platform:
         actor=Actor(user=settings.actor),
         on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),
         watched={kind: WatchedObjects(kind) for kind in ("Tenant", "Dataset")},
+        versions=VersionIndex(api).start(),
     )
     platform.ensure_policies()
     if settings.gateway_sts_key_secret is not None:

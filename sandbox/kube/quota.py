@@ -97,13 +97,13 @@ def counts_at_least(quota: Mapping[str, Any], resource: str, minimum: int) -> bo
 
 def write_admitted(
     write: Write, api: client.ApiClient, obj: dict[str, Any], timeout: float = 10.0
-) -> None:
-    """Write ``obj``, retrying refusals of :func:`quota_pending` for up to ``timeout``."""
+) -> Any:
+    """Write ``obj``, retrying refusals of :func:`quota_pending` for up to ``timeout``;
+    returns what the write returned."""
     sleep = _backoff(timeout)
     while True:
         try:
-            write(api, obj)
-            return
+            return write(api, obj)
         except ApiException as exc:
             if not quota_pending(exc) or not sleep():
                 raise

@@ -14,6 +14,7 @@ from audit.entry import Actor, DecisionRecord, Event, Resource
 from sandbox.keys.base import KeyProvider
 from sandbox.kube.apply import get
 from sandbox.kube.cache import WatchedObjects
+from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.policy_state import PolicyState
 from sandbox.policy.engine import PolicyEngine
 from sandbox.policy.model import Decision as PolicyDecision  # the engine's answer
@@ -63,6 +64,9 @@ class Platform:
 
     watched: dict[str, WatchedObjects] = field(default_factory=dict)
     """Cluster-scoped kinds the operator watches (Tenant, Dataset), read from the watch."""
+    versions: VersionIndex | None = None
+    """Versions of the sandboxes' objects, so a drift check reads only what changed
+    (None: every check reads every object)."""
 
     policies: InitVar[PolicySet | None] = None
     """The policy set the engine should hold; loaded lazily when the engine was down."""

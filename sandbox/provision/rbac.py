@@ -137,13 +137,22 @@ def operator_rules() -> list[dict[str, Any]]:
             ],
             ["get", "list", "create", "patch", "delete"],
         ),
+        # Watched for names and versions only (sandbox.kube.versions); never Secrets,
+        # whose watch from an old revision would replay deleted wrapped keys.
         _rule(
-            ["networking.k8s.io"], ["networkpolicies"], ["get", "list", "create", "patch", "delete"]
+            [""],
+            ["serviceaccounts", "resourcequotas", "limitranges", "persistentvolumeclaims"],
+            ["watch"],
+        ),
+        _rule(
+            ["networking.k8s.io"],
+            ["networkpolicies"],
+            ["get", "list", "watch", "create", "patch", "delete"],
         ),
         _rule(
             ["rbac.authorization.k8s.io"],
             ["roles", "rolebindings"],
-            ["get", "list", "create", "patch", "delete"],
+            ["get", "list", "watch", "create", "patch", "delete"],
         ),
         _rule(
             ["rbac.authorization.k8s.io"],
@@ -156,7 +165,11 @@ def operator_rules() -> list[dict[str, Any]]:
                 TENANT_AUDITOR_CLUSTER_ROLE,
             ],
         ),
-        _rule(["storage.k8s.io"], ["storageclasses"], ["get", "create", "patch", "delete"]),
+        _rule(
+            ["storage.k8s.io"],
+            ["storageclasses"],
+            ["get", "list", "watch", "create", "patch", "delete"],
+        ),
         # kopf discovers and watches the regsandbox resources through their CRDs.
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
     ]

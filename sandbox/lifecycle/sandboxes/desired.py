@@ -16,6 +16,8 @@ from sandbox.api.tenant import TenantSpec
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
 from sandbox.kube.quota import recount, write_admitted
+from sandbox.kube.versions import VersionIndex
+from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
 from sandbox.provision.names import managed_labels, sandbox_id, sandbox_namespace
 from sandbox.provision.s3_client_env import S3ClientSettings, s3_client_configmap
@@ -78,11 +80,19 @@ def _halt_here(kind: str) -> None:
         threading.Event().wait()  # until the process is killed
 
 
-def write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> None:
+def write_all(
+    api: ApiClient,
+    objects: list[dict[str, Any]],
+    *,
+    first: bool,
+    versions: VersionIndex | None = None,
+) -> None:
     """Write a sandbox's objects in order: created on a first provisioning, else applied.
 
     A refusal on a first provisioning says which object was refused; while
     re-converging, the API error is raised as it is (the sandbox stays as it was).
+    Each object the API server's answer shows holding what was written is vouched
+    for in ``versions``, so the next drift check need not read it back.
     """
     write = create_or_apply if first else apply
     quota: dict[str, Any] | None = None
@@ -93,7 +103,7 @@ def write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> 
             quota = obj
         try:
             try:
-                write_admitted(write, api, obj)
+                written = write_admitted(write, api, obj)
             except ApiException as exc:
                 if not (first and quota is not None and _overcharged(exc)):
                     raise
@@ -102,11 +112,13 @@ def write_all(api: ApiClient, objects: list[dict[str, Any]], *, first: bool) -> 
                 # admission, then drops the write with the cancelled request). The
                 # controller only recounts on its full resync; have it count now.
                 recount(api, quota)
-                write_admitted(write, api, obj)
+                written = write_admitted(write, api, obj)
         except ApiException as exc:
             if not first:
                 raise
             raise WriteRefusedError(obj, exc) from exc
+        if versions is not None and isinstance(written, dict) and holds(obj, written):
+            versions.vouch(obj, written)
 
 
 def _overcharged(exc: ApiException) -> bool:

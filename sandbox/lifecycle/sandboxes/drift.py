@@ -51,19 +51,31 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
 def _restore(
     platform: Platform, desired: list[dict[str, Any]]
 ) -> tuple[list[str], dict[str, dict[str, Any] | None]]:
-    """Re-apply each desired object that is missing or edited; what was done, what was seen."""
+    """Re-apply each desired object that is missing or edited; what was done, what was seen.
+
+    An object the platform's :class:`~sandbox.kube.versions.VersionIndex` shows unchanged
+    since it was seen holding what is desired now is not read again (only its kind is
+    noted as present); the ResourceQuota is always read, for its usage.
+    """
     corrected: list[str] = []
     seen: dict[str, dict[str, Any] | None] = {}
+    index = platform.versions
     for obj in desired:
         meta = obj["metadata"]
-        live = get(platform.api, obj["kind"], meta["name"], meta.get("namespace"))
-        seen[obj["kind"]] = live
+        kind = obj["kind"]
+        if kind != "ResourceQuota" and index is not None and index.unchanged(obj):
+            seen[kind] = seen.get(kind) or {}
+            continue
+        live = get(platform.api, kind, meta["name"], meta.get("namespace"))
+        seen[kind] = live
         if live is None:
-            apply(platform.api, obj)
-            corrected.append(f"{obj['kind']}/{meta['name']} recreated")
+            live = apply(platform.api, obj)
+            corrected.append(f"{kind}/{meta['name']} recreated")
         elif not holds(obj, live):
-            apply(platform.api, obj)
-            corrected.append(f"{obj['kind']}/{meta['name']} restored")
+            live = apply(platform.api, obj)
+            corrected.append(f"{kind}/{meta['name']} restored")
+        if index is not None and holds(obj, live):
+            index.vouch(obj, live)
     return corrected, seen
 
 
@@ -109,7 +121,14 @@ def _remove_foreign(
     ns = sandbox_namespace(sandbox.tenant, sandbox.name)
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind in _GUARDED_KINDS:
-        for live in list_objects(platform.api, kind, ns):
-            live_name = live["metadata"]["name"]
+        for live_name in _names(platform, kind, ns):
             if (kind, live_name) not in wanted and delete(platform.api, kind, live_name, ns):
                 corrected.append(f"{kind}/{live_name} removed")
+
+
+def _names(platform: Platform, kind: str, namespace: str) -> set[str]:
+    """Every ``kind`` object's name in ``namespace``: from the index, else listed."""
+    known = platform.versions.names(kind, namespace) if platform.versions else None
+    if known is not None:
+        return known
+    return {live["metadata"]["name"] for live in list_objects(platform.api, kind, namespace)}

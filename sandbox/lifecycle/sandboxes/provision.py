@@ -215,7 +215,12 @@ def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> Ke
             platform, body, sandbox.tenant, sandbox.tenant_spec, sandbox.spec, key
         )
         # A first provisioning creates (cheaper for the API server); a re-converge applies.
-        write_all(platform.api, objects, first=not was_ready and not quarantined)
+        write_all(
+            platform.api,
+            objects,
+            first=not was_ready and not quarantined,
+            versions=platform.versions,
+        )
         if quarantined:
             ns = sandbox_namespace(sandbox.tenant, sandbox.name)
             delete(platform.api, "NetworkPolicy", "quarantine", ns)

@@ -1,0 +1,188 @@
+"""A drift check reads back only what changed, and still sees every change (real API server).
+
+The operator vouches for the version of each object it saw holding what it wanted; a
+metadata-only watch tells it when that version is no longer the live one. These tests
+edit, delete and add objects behind its back, as a person with kubectl would, and stop
+the watch, as a lost connection would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from sandbox.devenv.operator_process import OperatorProcess
+from sandbox.kube.apply import apply, delete
+from sandbox.kube.versions import VersionIndex
+
+from .conftest import METRICS_PORT
+from .helpers import ready_sandbox, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _poll(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _policy(ns: str, name: str, ports: list[int]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "regsandbox"},
+        },
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": p, "protocol": "TCP"} for p in ports]}],
+        },
+    }
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> Iterator[str]:
+    ns = unique("versions")
+    apply(admin_api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    yield ns
+    delete(admin_api, "Namespace", ns, propagation="Background")
+
+
+@pytest.fixture
+def index(admin_api: client.ApiClient) -> Iterator[VersionIndex]:
+    versions = VersionIndex(admin_api, watch_seconds=2, stale_after=6.0).start()
+    assert versions.wait_synced(20), versions
+    yield versions
+    versions.stop()
+
+
+def test_an_object_seen_holding_is_unchanged_until_anyone_touches_it(
+    admin_api: client.ApiClient, index: VersionIndex, namespace: str
+) -> None:
+    desired = _policy(namespace, "allow-dns", [53])
+    index.vouch(desired, apply(admin_api, desired))
+    _poll(lambda: index.unchanged(desired), "the watch to report the written version")
+
+    # What the operator wants changes (a new egress rule): no longer vouched for.
+    assert not index.unchanged(_policy(namespace, "allow-dns", [53, 5353]))
+
+    # A hand edit of a field the operator does not even set still changes the version.
+    client.NetworkingV1Api(admin_api).patch_namespaced_network_policy(
+        "allow-dns", namespace, {"metadata": {"annotations": {"edited-by": "someone"}}}
+    )
+    _poll(lambda: not index.unchanged(desired), "the edit to be seen")
+
+    # Seen holding again (a drift check read it), then deleted behind the operator's back.
+    index.vouch(desired, apply(admin_api, desired))
+    _poll(lambda: index.unchanged(desired), "the re-applied version")
+    delete(admin_api, "NetworkPolicy", "allow-dns", namespace, propagation="Background")
+    _poll(lambda: not index.unchanged(desired), "the deletion to be seen")
+
+
+def test_objects_nobody_vouched_for_are_never_unchanged(
+    admin_api: client.ApiClient, index: VersionIndex, namespace: str
+) -> None:
+    desired = _policy(namespace, "allow-gateway", [8443])
+    apply(admin_api, desired)
+    probe = _policy(namespace, "probe", [1])
+    index.vouch(probe, apply(admin_api, probe))
+    _poll(lambda: index.unchanged(probe), "the watch to catch up")
+    assert not index.unchanged(desired)
+
+
+def test_policies_and_rbac_made_by_others_are_listed_by_name(
+    admin_api: client.ApiClient, index: VersionIndex, namespace: str
+) -> None:
+    foreign = _policy(namespace, "allow-everything", [1])
+    del foreign["metadata"]["labels"]
+    apply(admin_api, foreign)
+    _poll(lambda: "allow-everything" in (index.names("NetworkPolicy", namespace) or set()), "it")
+    with pytest.raises(ValueError, match="own objects only"):
+        index.names("LimitRange", namespace)
+
+
+def test_an_index_that_lost_the_api_server_answers_unknown(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    versions = VersionIndex(admin_api, watch_seconds=1, stale_after=3.0).start()
+    assert versions.wait_synced(20)
+    desired = _policy(namespace, "default-deny", [1])
+    versions.vouch(desired, apply(admin_api, desired))
+    _poll(lambda: versions.unchanged(desired), "the written version")
+    versions.stop()
+    _poll(lambda: not versions.unchanged(desired), "the stopped index to go stale")
+    assert versions.names("NetworkPolicy", namespace) is None
+
+
+def test_secrets_are_never_watched(admin_api: client.ApiClient) -> None:
+    with pytest.raises(ValueError, match="Secrets are never watched"):
+        VersionIndex(admin_api, ("Namespace", "Secret"))
+
+
+def _requests(api: client.ApiClient) -> Counter[tuple[str, str]]:
+    """``apiserver_request_total`` by (verb, resource)."""
+    response = api.call_api(
+        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
+    )[0]
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in response.data.decode().splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = (labels.get("verb", ""), labels.get("resource", ""))
+            counts[key] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def _drift_checks() -> int:
+    """How many Sandbox drift checks the session operator has run."""
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).text
+    prefix = 'regsandbox_reconciles_total{kind="Sandbox",step="drift"}'
+    return sum(
+        int(float(line.split()[-1])) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+_NEVER_READ = (
+    ("GET", "limitranges"),
+    ("GET", "serviceaccounts"),
+    ("GET", "networkpolicies"),
+    ("LIST", "networkpolicies"),
+    ("LIST", "rolebindings"),
+    ("LIST", "roles"),
+)
+"""Reads a drift check of an untouched sandbox no longer makes (each was one per check).
+(RoleBindings are still read by the Tenants' own checks, of their home namespaces.)"""
+
+
+def test_drift_checks_of_an_untouched_sandbox_read_none_of_its_watched_objects(
+    admin_api: client.ApiClient,
+    operator: OperatorProcess,
+    tenant_factory: Callable[..., str],
+) -> None:
+    """The session operator checks every Ready sandbox each second (resync 1 s)."""
+    tenant = tenant_factory()
+    ready_sandbox(admin_api, operator, tenant)
+    # Past the first checks after the operator started (its index was being listed).
+    start = _drift_checks()
+    operator.wait_until(lambda: _drift_checks() >= start + 2, 30, "two drift checks")
+    before = _requests(admin_api)
+    start = _drift_checks()
+    operator.wait_until(lambda: _drift_checks() >= start + 4, 30, "four more drift checks")
+    after = _requests(admin_api)
+    read = {key: after[key] - before[key] for key in _NEVER_READ}
+    assert read == dict.fromkeys(_NEVER_READ, 0), read
