@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from operators import runtime
+from operators.keys import app as keys_app
 from operators.logs import configure_logging
 from operators.settings import OperatorSettings
 
@@ -25,6 +26,9 @@ app = typer.Typer(help="The regsandbox operator.", no_args_is_help=True)
 @app.callback()
 def _root() -> None:
     """The regsandbox operator."""
+
+
+app.add_typer(keys_app, name="keys")
 
 
 @app.command("run")

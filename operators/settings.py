@@ -65,6 +65,11 @@ class OperatorSettings(BaseSettings):
     (a CSI secrets-store volume from Vault or an HSM-backed store, a sealed host disk).
     Unset, the KEK is kept in the Secret ``regsandbox-kek`` beside the wrapped keys it
     protects — convenient, but etcd then holds both (docs/key-custody.md)."""
+    local_previous_kek_file: Path | None = None
+    """With ``local_kek_file``: a file holding the previous KEK during a rotation (read
+    again as it changes; absent or empty means none). Keys wrapped under it still
+    unwrap; ``sandbox-operator keys rotate-kek`` rewraps them under the current KEK, and
+    then it can be emptied (docs/key-custody.md, "Rotating the KEK")."""
     pkcs11_module: Path | None = None
     """The HSM vendor's PKCS#11 library, e.g. ``/usr/lib/softhsm/libsofthsm2.so``."""
     pkcs11_token_label: str | None = Field(default=None, min_length=1, max_length=32)
@@ -165,6 +170,11 @@ class OperatorSettings(BaseSettings):
             raise ValueError(
                 f"local_kek_file (REGSANDBOX_LOCAL_KEK_FILE) is the local provider's KEK; "
                 f"key_provider is {self.key_provider}"
+            )
+        if self.local_previous_kek_file is not None and self.local_kek_file is None:
+            raise ValueError(
+                "local_previous_kek_file (REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE) needs "
+                "local_kek_file: with the KEK in a Secret, the previous KEKs are Secrets too"
             )
         if self.key_provider == "pkcs11" and not (
             self.pkcs11_module and self.pkcs11_token_label and self.pkcs11_pin_file

@@ -13,10 +13,11 @@ from operators.settings import OperatorSettings
 from sandbox.api.meta import provider_region
 from sandbox.errors import ConfigurationError
 from sandbox.keys.base import KeyProvider
+from sandbox.keys.kek_ring import FileKekRing, KekSource, SecretKekRing
 from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
-from sandbox.keys.local import LocalKeyProvider, read_kek_file
+from sandbox.keys.local import LocalKeyProvider
 from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
-from sandbox.keys.secret_store import SecretWrappedKeyStore, load_or_create_kek
+from sandbox.keys.secret_store import SecretWrappedKeyStore
 from sandbox.kube.cache import WatchedObjects
 from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.platform import Platform
@@ -26,7 +27,7 @@ from sandbox.policy.opa import OpaEngine
 from sandbox.policy.policyset import PolicySet
 from sandbox.provision.sandbox_plan import IsolationSettings
 
-__all__ = ["api_client", "build_platform"]
+__all__ = ["api_client", "audit_sink", "build_platform", "key_provider"]
 
 
 def api_client(settings: OperatorSettings) -> client.ApiClient:
@@ -51,7 +52,8 @@ def _engine(settings: OperatorSettings) -> tuple[PolicyEngine, PolicySet]:
     return EmbeddedEngine(opa_check=settings.opa_check_binary), policies
 
 
-def _audit(settings: OperatorSettings) -> AuditSink:
+def audit_sink(settings: OperatorSettings) -> AuditSink:
+    """The audit sink the settings select."""
     if settings.audit_url:
         # Re-read whenever it changes (projected ServiceAccount tokens are rotated).
         token = TokenFile(settings.audit_token_file) if settings.audit_token_file else None
@@ -64,7 +66,8 @@ def _audit(settings: OperatorSettings) -> AuditSink:
     )
 
 
-def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
+def key_provider(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
+    """The key provider the settings select (the operator's, and ``keys`` commands')."""
     if settings.key_provider == "aws-kms":
         return AwsKmsKeyProvider(
             AwsKmsSettings(
@@ -89,12 +92,13 @@ def _keys(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
             )
         hsm = Pkcs11Settings(module=module, token_label=label, pin=read_pin_file(pin_file))
         return Pkcs11KeyProvider(hsm, store, lock_stripes=4 * settings.workers)
-    if settings.local_kek_file is not None:
-        kek = read_kek_file(settings.local_kek_file)  # outside the cluster it protects
+    source: KekSource
+    if settings.local_kek_file is not None:  # outside the cluster it protects
+        source = FileKekRing(settings.local_kek_file, settings.local_previous_kek_file)
     else:
-        kek = load_or_create_kek(api, settings.namespace)
+        source = SecretKekRing(api, settings.namespace)
     # Per-sandbox lock stripes: new sandboxes do not queue behind each other's API calls.
-    return LocalKeyProvider(kek, store, lock_stripes=4 * settings.workers)
+    return LocalKeyProvider.from_source(source, store, lock_stripes=4 * settings.workers)
 
 
 def build_platform(settings: OperatorSettings) -> Platform:
@@ -106,8 +110,8 @@ def build_platform(settings: OperatorSettings) -> Platform:
         engine=engine,
         policies=policies,
         base_policies=policies,
-        audit=_audit(settings),
-        keys=_keys(settings, api),
+        audit=audit_sink(settings),
+        keys=key_provider(settings, api),
         storage=settings.storage_profile,
         cluster_region=settings.cluster_region,
         cluster_jurisdiction=settings.cluster_jurisdiction,

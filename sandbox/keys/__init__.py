@@ -19,12 +19,14 @@ from sandbox.keys.base import (
     KeyStateError,
     validate_sandbox_id,
 )
+from sandbox.keys.kek_ring import FileKekRing, KekRing, KekSource, SecretKekRing
 from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings, alias_name
 from sandbox.keys.local import (
     FileWrappedKeyStore,
     KekRotation,
     LocalKeyProvider,
     MemoryWrappedKeyStore,
+    RewrappedKey,
     WrappedKeyStore,
     generate_kek,
     kek_id,
@@ -40,8 +42,11 @@ __all__ = [
     "AwsKmsKeyProvider",
     "AwsKmsSettings",
     "DestructionOutcome",
+    "FileKekRing",
     "FileWrappedKeyStore",
+    "KekRing",
     "KekRotation",
+    "KekSource",
     "KeyDestruction",
     "KeyIntegrityError",
     "KeyNotFoundError",
@@ -55,6 +60,8 @@ __all__ = [
     "Pkcs11KekRotation",
     "Pkcs11KeyProvider",
     "Pkcs11Settings",
+    "RewrappedKey",
+    "SecretKekRing",
     "WrappedKeyStore",
     "alias_name",
     "generate_kek",

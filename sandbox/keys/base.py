@@ -9,7 +9,9 @@ material never appears in a ``KeyRef``, an error message or a ``repr``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import signal
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -27,6 +29,7 @@ __all__ = [
     "KeyProviderUnavailable",
     "KeyRef",
     "KeyStateError",
+    "crash_point",
     "validate_sandbox_id",
 ]
 
@@ -72,6 +75,18 @@ def validate_sandbox_id(sandbox_id: str) -> str:
             f"starting and ending with a letter or digit, at most {_SANDBOX_ID_MAX} characters"
         )
     return sandbox_id
+
+
+def crash_point(name: str) -> None:
+    """Crash tests only: SIGKILL this process at ``name`` when ``REGSANDBOX_TEST_KILL_AT``
+    names it. Points: ``pkcs11-after-generate`` (a new sandbox's token key exists, its
+    wrapped data key is not stored), ``pkcs11-after-swap`` (a rotation stored the
+    rewrapped key, the old token key is not destroyed), ``kms-after-create-key`` (a KMS
+    key exists without its alias), ``kek-after-rewrap`` (a KEK rotation rewrapped one
+    key and not the others). Unset — the default, and in every deployment — it does
+    nothing."""
+    if os.environ.get("REGSANDBOX_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,12 @@ through the alias ``alias/regsandbox/<sandbox-id>``: that alias is what makes
 schedules the key's deletion (the only way KMS deletes a key) and then removes the
 alias, in that order, so a crash in between is finished by the next call.
 
+A crash between CreateKey and CreateAlias leaves a key that no alias finds: an orphan.
+Before it makes a key, :meth:`AwsKmsKeyProvider.create` sweeps the region for enabled
+keys tagged for the sandbox (and managed by regsandbox) that no alias points to, adopts
+the oldest (gives it the alias) and schedules the others for deletion, so the sandbox
+ends with exactly one key however often the operator was killed.
+
 The endpoint URL is configurable for tests (moto) and sovereign or private clouds.
 """
 
@@ -40,6 +46,7 @@ from sandbox.keys.base import (
     KeyProviderUnavailable,
     KeyRef,
     KeyStateError,
+    crash_point,
     validate_sandbox_id,
 )
 
@@ -84,6 +91,7 @@ _UNREACHABLE = (
 _log = structlog.get_logger("sandbox.keys.kms")
 
 _T = TypeVar("_T")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def alias_name(sandbox_id: str) -> str:
@@ -124,6 +132,7 @@ class AwsKmsKeyProvider:
         self._settings = settings
         self._session = session if session is not None else boto3.Session()
         self._clients: dict[str, KMSClient] = {}
+        self._owners: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -159,6 +168,9 @@ class AwsKmsKeyProvider:
             if found is not None:
                 return self._usable(found, other, sandbox_id, wanted_region=region)
 
+        orphans = self._orphans(region, sandbox_id)
+        if orphans:
+            return self._adopt(orphans, region, alias, sandbox_id)
         client = self._client(region)
         all_tags = {**tags, SANDBOX_LABEL: sandbox_id, "app.kubernetes.io/managed-by": MANAGED_BY}
         created = self._call(
@@ -173,6 +185,7 @@ class AwsKmsKeyProvider:
             ),
         )
         metadata = created["KeyMetadata"]
+        crash_point("kms-after-create-key")
         try:
             self._call(
                 "CreateAlias",
@@ -190,6 +203,107 @@ class AwsKmsKeyProvider:
             return self._usable(winner, region, sandbox_id, wanted_region=region)
         _log.info("key.created", sandbox=sandbox_id, key_id=metadata["Arn"], provider=PROVIDER_NAME)
         return self._ref(metadata, region, sandbox_id)
+
+    def _orphans(self, region: str, sandbox_id: str) -> list[KeyMetadataTypeDef]:
+        """Enabled keys in ``region`` tagged for ``sandbox_id`` that no alias points to,
+        oldest first: left by a crash between CreateKey and CreateAlias.
+
+        KMS cannot search by tag, so this lists the aliases and the keys and reads the
+        tags of keys without an alias; a key's owner (its tags never change) is
+        remembered, so each key's tags are read once per process.
+        """
+        client = self._client(region)
+
+        def aliased() -> set[str]:
+            found: set[str] = set()
+            for page in client.get_paginator("list_aliases").paginate():
+                found.update(a["TargetKeyId"] for a in page["Aliases"] if "TargetKeyId" in a)
+            return found
+
+        def unaliased(targets: set[str]) -> list[str]:
+            return [
+                key["KeyId"]
+                for page in client.get_paginator("list_keys").paginate()
+                for key in page["Keys"]
+                if key["KeyId"] not in targets
+            ]
+
+        targets = self._call("ListAliases", region, sandbox_id, aliased)
+        candidates = self._call("ListKeys", region, sandbox_id, lambda: unaliased(targets))
+        found: list[KeyMetadataTypeDef] = []
+        for key_id in candidates:
+            if self._owner(region, key_id, sandbox_id) != sandbox_id:
+                continue
+            metadata = self._describe(region, key_id, sandbox_id)
+            if metadata["KeyState"] == "Enabled":
+                found.append(metadata)
+        return sorted(found, key=lambda m: (_utc(m.get("CreationDate")) or _EPOCH, m["KeyId"]))
+
+    def _describe(self, region: str, key_id: str, sandbox_id: str) -> KeyMetadataTypeDef:
+        client = self._client(region)
+        answer = self._call(
+            "DescribeKey", region, sandbox_id, lambda: client.describe_key(KeyId=key_id)
+        )
+        return answer["KeyMetadata"]
+
+    def _owner(self, region: str, key_id: str, sandbox_id: str) -> str | None:
+        """The sandbox a key was made for (its tags), or None for keys regsandbox did not make."""
+        if (region, key_id) in self._owners:
+            return self._owners[(region, key_id)]
+        client = self._client(region)
+
+        def tags() -> dict[str, str]:
+            found: dict[str, str] = {}
+            for page in client.get_paginator("list_resource_tags").paginate(KeyId=key_id):
+                found.update({t["TagKey"]: t["TagValue"] for t in page.get("Tags", [])})
+            return found
+
+        try:
+            found = self._call("ListResourceTags", region, sandbox_id, tags)
+        except _NotFoundError:
+            return None
+        except KeyProviderError as error:
+            if isinstance(error, KeyProviderUnavailable):
+                raise
+            return None  # e.g. a key in another account's grant we may not read: not ours
+        owner = (
+            found.get(SANDBOX_LABEL)
+            if found.get("app.kubernetes.io/managed-by") == MANAGED_BY
+            else None
+        )
+        self._owners[(region, key_id)] = owner
+        return owner
+
+    def _adopt(
+        self, orphans: list[KeyMetadataTypeDef], region: str, alias: str, sandbox_id: str
+    ) -> KeyRef:
+        """Give the oldest orphan the sandbox's alias; schedule the others' deletion."""
+        keep, extra = orphans[0], orphans[1:]
+        for other in extra:
+            self._abandon(region, other["KeyId"], sandbox_id)
+        client = self._client(region)
+        try:
+            self._call(
+                "CreateAlias",
+                region,
+                sandbox_id,
+                lambda: client.create_alias(AliasName=alias, TargetKeyId=keep["KeyId"]),
+            )
+        except KeyProviderError:
+            winner = self._describe_alias(region, alias, sandbox_id)  # a concurrent create
+            if winner is None:
+                raise
+            if winner["KeyId"] != keep["KeyId"]:
+                self._abandon(region, keep["KeyId"], sandbox_id)
+            return self._usable(winner, region, sandbox_id, wanted_region=region)
+        _log.warning(
+            "key.adopted",
+            sandbox=sandbox_id,
+            key_id=keep["Arn"],
+            provider=PROVIDER_NAME,
+            discarded=len(extra),
+        )
+        return self._ref(keep, region, sandbox_id)
 
     def get(self, sandbox_id: str) -> KeyRef | None:
         """The sandbox's usable key, or ``None`` if it has none or it is pending deletion."""
@@ -383,7 +497,8 @@ class AwsKmsKeyProvider:
                 raise KeyProviderError(
                     f"{where} was refused ({code}); grant the operator's role "
                     "kms:CreateKey, kms:CreateAlias, kms:DescribeKey, kms:TagResource, "
-                    "kms:ScheduleKeyDeletion and kms:DeleteAlias"
+                    "kms:ScheduleKeyDeletion, kms:DeleteAlias, kms:ListKeys, kms:ListAliases "
+                    "and kms:ListResourceTags"
                 ) from None
             raise KeyProviderError(f"{where} failed with {code}") from None
         except _UNREACHABLE as error:

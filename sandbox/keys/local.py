@@ -27,10 +27,10 @@ import secrets
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -43,8 +43,12 @@ from sandbox.keys.base import (
     KeyProviderError,
     KeyRef,
     KeyStateError,
+    crash_point,
     validate_sandbox_id,
 )
+
+if TYPE_CHECKING:
+    from sandbox.keys.kek_ring import KekSource
 
 __all__ = [
     "DATA_KEY_BYTES",
@@ -54,6 +58,7 @@ __all__ = [
     "KekRotation",
     "LocalKeyProvider",
     "MemoryWrappedKeyStore",
+    "RewrappedKey",
     "WrappedKeyStore",
     "generate_kek",
     "kek_id",
@@ -134,8 +139,8 @@ class WrappedKeyStore(Protocol):
     it to create (409 → read the existing Secret); ``replace=True`` to an update.
     """
 
-    def get(self, sandbox_id: str) -> bytes | None:
-        """The stored bytes, or ``None``."""
+    def get(self, sandbox_id: str, *, fresh: bool = False) -> bytes | None:
+        """The stored bytes, or ``None``; ``fresh`` bypasses any cache."""
         ...
 
     def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
@@ -177,8 +182,9 @@ class MemoryWrappedKeyStore:
     def __repr__(self) -> str:
         return f"MemoryWrappedKeyStore(entries={len(self._items)})"
 
-    def get(self, sandbox_id: str) -> bytes | None:
-        """The stored bytes, or ``None``."""
+    def get(self, sandbox_id: str, *, fresh: bool = False) -> bytes | None:
+        """The stored bytes, or ``None`` (there is no cache to bypass)."""
+        del fresh
         with self._lock:
             return self._items.get(sandbox_id)
 
@@ -236,8 +242,9 @@ class FileWrappedKeyStore:
     def _path(self, sandbox_id: str) -> Path:
         return self._directory / f"{validate_sandbox_id(sandbox_id)}{self._SUFFIX}"
 
-    def get(self, sandbox_id: str) -> bytes | None:
-        """The stored bytes, or ``None``."""
+    def get(self, sandbox_id: str, *, fresh: bool = False) -> bytes | None:
+        """The stored bytes, or ``None`` (read from disk every time)."""
+        del fresh
         try:
             return self._path(sandbox_id).read_bytes()
         except FileNotFoundError:
@@ -384,11 +391,27 @@ def _aad(sandbox_id: str, key_id: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class RewrappedKey:
+    """One data key a KEK rotation rewrapped (identifiers only, for the audit entry)."""
+
+    sandbox_id: str
+    """The sandbox the key belongs to."""
+    key_id: str
+    """The data key's id (unchanged by a KEK rotation)."""
+    old_kek_id: str
+    """The KEK it was wrapped under before (``local``: a fingerprint; ``pkcs11``: the
+    token object)."""
+    new_kek_id: str
+    """The KEK it is wrapped under now."""
+
+
+@dataclass(frozen=True, slots=True)
 class KekRotation:
-    """What :meth:`LocalKeyProvider.rotate_kek` did."""
+    """What :meth:`LocalKeyProvider.rotate_kek` or :meth:`~LocalKeyProvider.rewrap_all` did."""
 
     old_kek_id: str
-    """Fingerprint of the KEK in use before the rotation."""
+    """Fingerprint of the KEK in use before the rotation (for :meth:`rewrap_all`, the
+    previous KEKs' fingerprints joined by commas, or the current one when there is none)."""
     new_kek_id: str
     """Fingerprint of the KEK every key is now wrapped under."""
     rewrapped: int
@@ -398,6 +421,8 @@ class KekRotation:
     failed: tuple[str, ...] = ()
     """Sandboxes whose stored key could not be read or unwrapped (left as they were);
     while any is listed, keep the old KEK."""
+    keys: tuple[RewrappedKey, ...] = ()
+    """The keys this call rewrapped."""
 
 
 class LocalKeyProvider:
@@ -421,6 +446,7 @@ class LocalKeyProvider:
         *,
         previous_keks: Iterable[bytes] = (),
         lock_stripes: int = 64,
+        source: KekSource | None = None,
     ) -> None:
         _check_kek(kek)
         if lock_stripes < 1:
@@ -432,8 +458,44 @@ class LocalKeyProvider:
             self._keks[kek_id(old)] = bytes(old)
         self._keks[kek_id(kek)] = self._kek
         self._store = store
+        self._source = source
         self._cache: dict[str, tuple[str, bytearray]] = {}
         self._stripes = tuple(threading.Lock() for _ in range(lock_stripes))
+
+    @classmethod
+    def from_source(
+        cls, source: KekSource, store: WrappedKeyStore, *, lock_stripes: int = 64
+    ) -> LocalKeyProvider:
+        """A provider whose KEKs come from ``source`` (a Secret ring or files).
+
+        The source is read again before every new key is wrapped, and when a stored key
+        names a KEK this process does not hold: a KEK staged for rotation is used at once,
+        and a dropped one is forgotten, without restarting the operator.
+        """
+        ring = source.load()
+        return cls(
+            ring.current,
+            store,
+            previous_keks=ring.previous,
+            lock_stripes=lock_stripes,
+            source=source,
+        )
+
+    def refresh(self) -> None:
+        """Re-read the KEK ring from the source (no-op without one)."""
+        if self._source is None:
+            return
+        ring = self._source.load()
+        keks = {kek_id(old): bytes(old) for old in ring.previous}
+        keks[kek_id(ring.current)] = bytes(ring.current)
+        self._keks = keks  # readers see the old or the new ring, never half of one
+        self._kek = keks[kek_id(ring.current)]
+
+    @property
+    def kek_ids(self) -> tuple[str, ...]:
+        """Fingerprints of every KEK this provider can unwrap with, current last."""
+        current = self.kek_id
+        return (*sorted(k for k in self._keks if k != current), current)
 
     def __repr__(self) -> str:
         return f"LocalKeyProvider(kek_id={self.kek_id!r}, store={self._store!r})"
@@ -459,6 +521,7 @@ class LocalKeyProvider:
         with self._lock(sandbox_id):
             existing = self._load(sandbox_id)
             if existing is None:
+                self.refresh()  # wrap under the KEK current now, even one staged a moment ago
                 key_id = f"local-{secrets.token_hex(16)}"
                 data_key = bytearray(secrets.token_bytes(DATA_KEY_BYTES))
                 candidate = self._wrap(
@@ -477,6 +540,7 @@ class LocalKeyProvider:
                     _log.info(
                         "key.created", sandbox=sandbox_id, key_id=key_id, provider=PROVIDER_NAME
                     )
+                    self._follow_rotation(sandbox_id, stored)
                 else:  # another creator won the race; ours was never stored
                     _zero(data_key)
                 existing = stored
@@ -510,6 +574,11 @@ class LocalKeyProvider:
             if cached is not None and cached[0] == record.key_id:
                 return bytes(cached[1])
             self._forget(sandbox_id)
+            if record.kek_id not in self._keks:
+                # Rewrapped by a rotation in another process since it was cached, or
+                # under a KEK staged since this process last looked: read both again.
+                self.refresh()
+                record = self._load(sandbox_id, fresh=True) or record
             plaintext = self._unwrap(record)
             self._cache[sandbox_id] = (record.key_id, bytearray(plaintext))
             return plaintext
@@ -545,6 +614,10 @@ class LocalKeyProvider:
     def rotate_kek(self, new_kek: bytes) -> KekRotation:
         """Rewrap every data key under ``new_kek`` and make it the current KEK.
 
+        For a provider without a KEK source (tests, single-process use). With a source,
+        stage the new KEK there (``sandbox-operator keys rotate-kek`` does) and call
+        :meth:`rewrap_all`.
+
         No downtime: ``new_kek`` becomes current first (new keys are wrapped under it),
         then each sandbox's key is rewrapped holding only that sandbox's lock, so creates,
         reads and destroys of other sandboxes go on meanwhile. Each rewrap is a
@@ -561,12 +634,34 @@ class LocalKeyProvider:
         old_id = self.kek_id
         self._keks[new_id] = bytes(new_kek)
         self._kek = self._keks[new_id]
+        return self._rewrap_every(old_id)
+
+    def rewrap_all(self, on_rewrapped: Callable[[RewrappedKey], None] | None = None) -> KekRotation:
+        """Rewrap every stored key that is not under the current KEK (re-read from the
+        source first); the rotation step after a new KEK was staged.
+
+        Each rewrap is a compare-and-swap, so this runs beside a live operator (in its
+        process or another): keys the operator makes meanwhile are wrapped under the
+        current KEK already, and a key destroyed meanwhile stays destroyed. Killed at any
+        point, run it again. When it returns with nothing ``failed`` and a listing shows
+        no key under a previous KEK, the previous KEKs may be dropped. ``on_rewrapped`` is
+        called after each rewrap (the audit entry); if it raises, the rotation stops.
+        """
+        self.refresh()
+        previous = [k for k in self.kek_ids if k != self.kek_id]
+        return self._rewrap_every(",".join(previous) or self.kek_id, on_rewrapped)
+
+    def _rewrap_every(
+        self, old_label: str, on_rewrapped: Callable[[RewrappedKey], None] | None = None
+    ) -> KekRotation:
+        new_id = self.kek_id
         # Barrier: a create that read the old KEK holds its stripe until its key is
         # stored, so once every stripe has been free once, the listing below sees it.
         for stripe in self._stripes:
             with stripe:
                 pass
-        rewrapped = already = 0
+        already = 0
+        done: list[RewrappedKey] = []
         failed: list[str] = []
         for sandbox_id in self._store.ids():
             try:
@@ -577,26 +672,61 @@ class LocalKeyProvider:
                 _log.warning("kek.rotation_skipped", sandbox=sandbox_id, kek_id=new_id)
                 failed.append(sandbox_id)
                 continue
-            rewrapped += outcome == "rewrapped"
+            if isinstance(outcome, RewrappedKey):
+                done.append(outcome)
+                if on_rewrapped is not None:
+                    on_rewrapped(outcome)
+                crash_point("kek-after-rewrap")
             already += outcome == "current"
         _log.info(
             "kek.rotated",
-            old_kek_id=old_id,
+            old_kek_id=old_label,
             new_kek_id=new_id,
-            rewrapped=rewrapped,
+            rewrapped=len(done),
             failed=len(failed),
         )
         return KekRotation(
-            old_kek_id=old_id,
+            old_kek_id=old_label,
             new_kek_id=new_id,
-            rewrapped=rewrapped,
+            rewrapped=len(done),
             already_current=already,
             failed=tuple(failed),
+            keys=tuple(done),
         )
 
-    def _rewrap(self, sandbox_id: str, new_id: str) -> str:
-        """Rewrap one stored key under KEK ``new_id``: ``rewrapped``, ``current`` or ``gone``."""
-        blob = self._store.get(sandbox_id)
+    def under_previous(self) -> list[str]:
+        """Sandboxes whose stored key (read from the store, uncached) is not under the
+        current KEK; dropping the previous KEKs is safe only when this is empty."""
+        self.refresh()
+        left: list[str] = []
+        for sandbox_id in self._store.ids():
+            blob = self._store.get(sandbox_id, fresh=True)
+            if blob is None:
+                continue
+            try:
+                current = _Record.from_bytes(sandbox_id, blob).kek_id == self.kek_id
+            except KeyIntegrityError:
+                current = False
+            if not current:
+                left.append(sandbox_id)
+        return left
+
+    def _follow_rotation(self, sandbox_id: str, stored: _Record) -> None:
+        """After storing a new key: if a KEK was staged meanwhile, rewrap it now.
+
+        A rotation lists the stored keys after staging; a key wrapped under the old KEK
+        but stored after that listing would otherwise stay under a KEK about to be
+        dropped. Reading the ring again after the store closes that window.
+        """
+        if self._source is None:
+            return
+        self.refresh()
+        if stored.kek_id != self.kek_id:
+            self._rewrap(sandbox_id, self.kek_id)
+
+    def _rewrap(self, sandbox_id: str, new_id: str) -> str | RewrappedKey:
+        """Rewrap one stored key under KEK ``new_id``: the key, ``current`` or ``gone``."""
+        blob = self._store.get(sandbox_id, fresh=True)
         if blob is None:
             return "gone"
         record = _Record.from_bytes(sandbox_id, blob)
@@ -613,7 +743,7 @@ class LocalKeyProvider:
             kek=self._keks[new_id],
         )
         if self._store.swap(sandbox_id, blob, fresh.to_bytes()):
-            return "rewrapped"
+            return RewrappedKey(sandbox_id, record.key_id, record.kek_id, new_id)
         return "gone"  # destroyed (or rewritten) meanwhile: left as it now is
 
     def rotate_data_key(self, sandbox_id: str) -> KeyRef:
@@ -631,6 +761,7 @@ class LocalKeyProvider:
             if blob is None:
                 raise KeyNotFoundError(f"sandbox {sandbox_id!r} has no local key to rotate")
             record = _Record.from_bytes(sandbox_id, blob)
+            self.refresh()
             key_id = f"local-{secrets.token_hex(16)}"
             fresh = self._wrap(
                 sandbox_id=sandbox_id,
@@ -646,6 +777,7 @@ class LocalKeyProvider:
                     "was being rotated; look at the sandbox and retry"
                 )
             self._forget(sandbox_id)
+            self._follow_rotation(sandbox_id, fresh)
         _log.info(
             "key.rotated",
             sandbox=sandbox_id,
@@ -706,8 +838,8 @@ class LocalKeyProvider:
         """The stripe serialising calls for ``sandbox_id``."""
         return self._stripes[zlib.crc32(sandbox_id.encode()) % len(self._stripes)]
 
-    def _load(self, sandbox_id: str) -> _Record | None:
-        blob = self._store.get(sandbox_id)
+    def _load(self, sandbox_id: str, *, fresh: bool = False) -> _Record | None:
+        blob = self._store.get(sandbox_id, fresh=True) if fresh else self._store.get(sandbox_id)
         if blob is None:
             return None
         record = _Record.from_bytes(sandbox_id, blob)

@@ -48,9 +48,7 @@ import binascii
 import datetime as dt
 import hmac
 import json
-import os
 import secrets
-import signal
 import threading
 import zlib
 from collections.abc import Callable
@@ -72,9 +70,10 @@ from sandbox.keys.base import (
     KeyProviderUnavailable,
     KeyRef,
     KeyStateError,
+    crash_point,
     validate_sandbox_id,
 )
-from sandbox.keys.local import DATA_KEY_BYTES, WrappedKeyStore
+from sandbox.keys.local import DATA_KEY_BYTES, RewrappedKey, WrappedKeyStore
 
 __all__ = [
     "LABEL_PREFIX",
@@ -401,7 +400,7 @@ class Pkcs11KeyProvider:
             raise KeyProviderError(f"a region is needed to create the key of {sandbox_id!r}")
         with self._lock(sandbox_id):
             object_ids = self._kek_ids(sandbox_id)  # first: an unreachable token fails closed
-            record = self._load(sandbox_id)
+            record = self._load_current(sandbox_id, object_ids)
             if record is not None:
                 if record.object_id not in object_ids:
                     raise KeyStateError(
@@ -409,7 +408,9 @@ class Pkcs11KeyProvider:
                         f"{self._settings.token_label!r} holds no such key: it was destroyed "
                         "(finish with destroy) or the wrong token is configured"
                     )
-                self._discard_others(sandbox_id, keep=record.object_id, found=object_ids)
+                # Other token keys of this sandbox are left alone here: they may be a
+                # rotation's new KEK (a `keys rotate-kek` Job, another process) just
+                # before its swap. The rotation itself, or destroy, removes leftovers.
             else:
                 record = self._make(sandbox_id, region, tags, object_ids)
             if record.region != region:
@@ -423,7 +424,7 @@ class Pkcs11KeyProvider:
         """The sandbox's key, or ``None`` when there is none (or it was destroyed)."""
         validate_sandbox_id(sandbox_id)
         object_ids = self._kek_ids(sandbox_id)  # first: an unreachable token fails closed
-        record = self._load(sandbox_id)
+        record = self._load_current(sandbox_id, object_ids)
         if record is None or record.object_id not in object_ids:
             return None  # no key, or the token key is gone and the wrapped key is dead weight
         return record.ref()
@@ -441,7 +442,17 @@ class Pkcs11KeyProvider:
                 raise KeyNotFoundError(
                     f"sandbox {sandbox_id!r} has no pkcs11 key (never created, or destroyed)"
                 )
-            return self._connection().run("unwrap", lambda session: self._unwrap(session, record))
+            try:
+                return self._connection().run(
+                    "unwrap", lambda session: self._unwrap(session, record)
+                )
+            except KeyNotFoundError:
+                # A rotation in another process may have replaced the KEK since the
+                # stored key was cached: read it from the store itself, once.
+                latest = self._load(sandbox_id, fresh=True)
+                if latest is None or latest.object_id == record.object_id:
+                    raise
+            return self._connection().run("unwrap", lambda session: self._unwrap(session, latest))
 
     def destroy(self, sandbox_id: str) -> KeyDestruction:
         """Destroy the sandbox's KEK in the token (``C_DestroyObject``), confirm, then
@@ -491,7 +502,12 @@ class Pkcs11KeyProvider:
             confirmation=confirmation,
         )
 
-    def rotate_kek(self, *, made_before: dt.datetime | None = None) -> Pkcs11KekRotation:
+    def rotate_kek(
+        self,
+        *,
+        made_before: dt.datetime | None = None,
+        on_rotated: Callable[[RewrappedKey], None] | None = None,
+    ) -> Pkcs11KekRotation:
         """Give every sandbox whose token KEK was made at or before ``made_before``
         (default: now) a new token KEK, rewrapping its data key inside the token; the old KEK is
         destroyed after the new wrapped key is stored.
@@ -505,16 +521,16 @@ class Pkcs11KeyProvider:
         open only the superseded copy, and the next call (any create or rotation)
         destroys it. So the stored data key is always opened by exactly one live KEK.
         Resume an interrupted rotation by calling again with the same ``made_before``.
-        The data keys do not change; volumes are unaffected.
+        The data keys do not change; volumes are unaffected. ``on_rotated`` is called
+        after each sandbox's step (3) (the audit entry); if it raises, the rotation stops.
 
-        Single writer: run it in the operator's process (its per-sandbox locks exclude
-        the operator's own calls) or with the operator stopped. Another process's
-        ``create`` treats the rotation's new token key as a crash leftover and destroys
-        it; the rotation notices and keeps the old key in the common interleaving, not
-        in every one.
+        It runs beside a live operator in another process: the operator's ``create``
+        and ``get`` leave other token keys of a sandbox alone, and re-read a stored key
+        whose token key is gone. Run one rotation at a time.
         """
         cutoff = made_before or dt.datetime.now(dt.UTC)
-        rotated = current = 0
+        current = 0
+        done: list[RewrappedKey] = []
         failed: list[str] = []
         for sandbox_id in self._store.ids():
             try:
@@ -526,17 +542,24 @@ class Pkcs11KeyProvider:
                 _log.warning("kek.rotation_skipped", sandbox=sandbox_id, provider=PROVIDER_NAME)
                 failed.append(sandbox_id)
                 continue
-            rotated += outcome == "rotated"
+            if isinstance(outcome, RewrappedKey):
+                done.append(outcome)
+                if on_rotated is not None:
+                    on_rotated(outcome)
             current += outcome == "current"
         _log.info(
             "kek.rotated",
             provider=PROVIDER_NAME,
-            rotated=rotated,
+            rotated=len(done),
             already_current=current,
             failed=len(failed),
         )
         return Pkcs11KekRotation(
-            made_before=cutoff, rotated=rotated, already_current=current, failed=tuple(failed)
+            made_before=cutoff,
+            rotated=len(done),
+            already_current=current,
+            failed=tuple(failed),
+            keys=tuple(done),
         )
 
     def rotate_data_key(self, sandbox_id: str) -> KeyRef:
@@ -586,8 +609,8 @@ class Pkcs11KeyProvider:
         )
         return fresh.ref()
 
-    def _rotate_one(self, sandbox_id: str, cutoff: dt.datetime) -> str:
-        """Rotate one sandbox's KEK: ``rotated``, ``current`` or ``gone``."""
+    def _rotate_one(self, sandbox_id: str, cutoff: dt.datetime) -> str | RewrappedKey:
+        """Rotate one sandbox's KEK: what was rotated, ``current`` or ``gone``."""
         label = kek_label(sandbox_id)
         object_ids = self._kek_ids(sandbox_id)
         blob = self._store.get(sandbox_id)
@@ -617,7 +640,14 @@ class Pkcs11KeyProvider:
             kek_object=object_id,
             kek_created_at=dt.datetime.now(dt.UTC),
         )
-        return "rotated" if self._swap_then_retire(record, blob, fresh, object_id) else "gone"
+        if not self._swap_then_retire(record, blob, fresh, object_id):
+            return "gone"
+        return RewrappedKey(
+            sandbox_id,
+            record.key_id,
+            f"pkcs11-kek-{record.object_id.hex()}",
+            f"pkcs11-kek-{object_id.hex()}",
+        )
 
     def _swap_then_retire(
         self, record: _Record, blob: bytes, fresh: _Record, new_object: bytes
@@ -633,7 +663,7 @@ class Pkcs11KeyProvider:
                 "discard unused key", lambda session: _destroy_object(session, label, new_object)
             )
             return False
-        _crash_point("pkcs11-after-swap")
+        crash_point("pkcs11-after-swap")
         # Another process's create may have taken the new KEK for a crash leftover and
         # destroyed it; then the stored key must go back to the old KEK, which is kept.
         if new_object not in self._kek_ids(record.sandbox_id):
@@ -690,7 +720,7 @@ class Pkcs11KeyProvider:
             self._connection().run(
                 "generate key", lambda session: _generate_kek(session, label, object_id)
             )
-            _crash_point("pkcs11-after-generate")
+            crash_point("pkcs11-after-generate")
         wrapped = self._connection().run(
             "wrap", lambda session: _new_wrapped_data_key(session, label, object_id)
         )
@@ -781,9 +811,17 @@ class Pkcs11KeyProvider:
     def _lock(self, sandbox_id: str) -> threading.Lock:
         return self._stripes[zlib.crc32(sandbox_id.encode()) % len(self._stripes)]
 
-    def _load(self, sandbox_id: str) -> _Record | None:
-        blob = self._store.get(sandbox_id)
+    def _load(self, sandbox_id: str, *, fresh: bool = False) -> _Record | None:
+        blob = self._store.get(sandbox_id, fresh=True) if fresh else self._store.get(sandbox_id)
         return None if blob is None else _Record.from_bytes(sandbox_id, blob)
+
+    def _load_current(self, sandbox_id: str, object_ids: list[bytes]) -> _Record | None:
+        """The stored record; read again uncached when it names a token key that is gone
+        (a rotation in another process replaced it after this process cached it)."""
+        record = self._load(sandbox_id)
+        if record is not None and record.object_id not in object_ids:
+            record = self._load(sandbox_id, fresh=True)
+        return record
 
 
 _DATA_KEY_TEMPLATE: dict[Attribute, Any] = {
@@ -852,16 +890,6 @@ def _destroy_object(session: Any, label: str, object_id: bytes) -> None:
         obj.destroy()
 
 
-def _crash_point(name: str) -> None:
-    """Crash tests only: SIGKILL this process at ``name`` when ``REGSANDBOX_TEST_KILL_AT``
-    names it (``pkcs11-after-generate``: a new sandbox's token key exists, its wrapped
-    data key is not stored; ``pkcs11-after-swap``: a rotation stored the rewrapped key,
-    the old token key is not destroyed). Unset — the default, and in every deployment —
-    it does nothing."""
-    if os.environ.get("REGSANDBOX_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @dataclass(frozen=True, slots=True)
 class Pkcs11KekRotation:
     """What :meth:`Pkcs11KeyProvider.rotate_kek` did."""
@@ -874,3 +902,5 @@ class Pkcs11KekRotation:
     """Sandboxes whose KEK was already newer than ``made_before``."""
     failed: tuple[str, ...] = ()
     """Sandboxes whose stored key could not be read or unwrapped (left as they were)."""
+    keys: tuple[RewrappedKey, ...] = ()
+    """The keys this call gave a new token KEK."""

@@ -81,10 +81,10 @@ class SecretWrappedKeyStore:
     def __repr__(self) -> str:
         return f"SecretWrappedKeyStore(namespace={self._namespace!r})"
 
-    def get(self, sandbox_id: str) -> bytes | None:
-        """The wrapped key of ``sandbox_id``, or None."""
+    def get(self, sandbox_id: str, *, fresh: bool = False) -> bytes | None:
+        """The wrapped key of ``sandbox_id``, or None; ``fresh`` asks the API server."""
         with self._lock:
-            cached = self._cache.get(sandbox_id)
+            cached = None if fresh else self._cache.get(sandbox_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         blob = _read(self._api, self._namespace, _secret_name(sandbox_id))

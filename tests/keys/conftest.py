@@ -6,7 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +14,12 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
+from sandbox.devenv.operator_process import OperatorProcess
 from sandbox.keys import Pkcs11Settings
 from tests.lifecycle.conftest import (  # noqa: F401 - the operator-crash tests use these
     audit_dir,
     crds,
+    operator_env,
     operator_kubeconfig,
     tenant_factory,
 )
@@ -106,3 +108,26 @@ def moto_kms_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def start_operator(
+    operator_kubeconfig: Path,  # noqa: F811 - the fixture imported above
+    audit_dir: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operators with extra settings; every one is stopped at the end."""
+    started: list[OperatorProcess] = []
+
+    def start(**env: str) -> OperatorProcess:
+        proc = OperatorProcess(
+            operator_kubeconfig,
+            operator_env(audit_dir, **env),
+            tmp_path / f"operator-{len(started)}.log",
+        )
+        started.append(proc.start())
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from operators.settings import OperatorSettings
-from operators.wiring import _keys
+from operators.wiring import key_provider
 from sandbox.keys import KeyProviderError
 from sandbox.keys.local import KEK_BYTES, LocalKeyProvider, kek_id, read_kek_file
 from sandbox.keys.secret_store import KEK_SECRET
@@ -90,7 +90,7 @@ def test_the_operator_uses_the_file_and_keeps_no_kek_in_the_cluster(
     path = tmp_path / "kek"
     path.write_text(base64.b64encode(kek).decode())
     try:
-        provider = _keys(_settings(namespace=namespace, local_kek_file=path), admin_api)
+        provider = key_provider(_settings(namespace=namespace, local_kek_file=path), admin_api)
         assert isinstance(provider, LocalKeyProvider)
         assert provider.kek_id == kek_id(kek)
         sandbox = f"sbx-{secrets.token_hex(4)}"
@@ -103,7 +103,7 @@ def test_the_operator_uses_the_file_and_keeps_no_kek_in_the_cluster(
         # Another KEK cannot unwrap what this one wrapped.
         other = tmp_path / "other"
         other.write_text(base64.b64encode(secrets.token_bytes(KEK_BYTES)).decode())
-        stranger = _keys(_settings(namespace=namespace, local_kek_file=other), admin_api)
+        stranger = key_provider(_settings(namespace=namespace, local_kek_file=other), admin_api)
         assert isinstance(stranger, LocalKeyProvider)
         with pytest.raises(KeyProviderError):
             stranger.data_key(sandbox)

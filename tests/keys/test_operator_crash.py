@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,33 +35,11 @@ from sandbox.keys.pkcs11 import kek_label
 from sandbox.keys.secret_store import KEK_SECRET
 from sandbox.kube.apply import apply, delete, get, list_objects
 from tests.keys.conftest import TOKEN_LABEL, USER_PIN, SoftHsm
-from tests.lifecycle.conftest import operator_env
 from tests.lifecycle.helpers import SYSTEM_NS, condition, sandbox_body, unique
 
 pytestmark = pytest.mark.integration
 
 WRAPPED = "regsandbox.io/key=wrapped-data-key"
-
-
-@pytest.fixture
-def start_operator(
-    operator_kubeconfig: Path, audit_dir: tuple[Path, Path], tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start operators with extra settings; every one is stopped at the end."""
-    started: list[OperatorProcess] = []
-
-    def start(**env: str) -> OperatorProcess:
-        proc = OperatorProcess(
-            operator_kubeconfig,
-            operator_env(audit_dir, **env),
-            tmp_path / f"operator-{len(started)}.log",
-        )
-        started.append(proc.start())
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def _provider_env(provider: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:

@@ -352,11 +352,14 @@ class _RacingStore(FileWrappedKeyStore):
         return super().swap(sandbox_id, expected, blob)
 
 
-def test_pkcs11_rotation_keeps_the_old_kek_when_another_process_destroys_the_new_one(
+def test_pkcs11_rotation_in_another_process_survives_the_operators_create(
     softhsm: SoftHsm, tmp_path: Path
 ) -> None:
-    """An operator's create (another process: its own locks) sees the rotation's new token
-    key as a crash leftover and destroys it; the data key must stay recoverable."""
+    """A `keys rotate-kek` Job rotates while the operator (another process: its own
+    locks) reconciles the sandbox: the operator's create lands between the rotation's
+    new token key and its swap. It must not take the new key for a crash leftover and
+    destroy it, and the operator keeps unwrapping the key after the rotation, though it
+    cached the stored key from before."""
     store = _RacingStore(tmp_path / "wrapped")
     rotating = Pkcs11KeyProvider(softhsm.settings(), store)
     operator = Pkcs11KeyProvider(softhsm.settings(), store)
@@ -364,10 +367,14 @@ def test_pkcs11_rotation_keeps_the_old_kek_when_another_process_destroys_the_new
     key, old_kek = operator.data_key(sid), _token_objects(softhsm, sid)
     store.before_swap = lambda: operator.create(sid, REGION, TAGS)
     rotation = rotating.rotate_kek()
-    assert sid in rotation.failed
-    assert _token_objects(softhsm, sid) == old_kek  # the old KEK was kept ...
-    assert _record_kek(store, sid) == old_kek[0]  # ... and the stored key names it
+    assert rotation.failed == ()
+    assert [k.sandbox_id for k in rotation.keys] == [sid]
+    new_kek = _token_objects(softhsm, sid)
+    assert len(new_kek) == 1
+    assert new_kek != old_kek  # rotated: one token key, the new one ...
+    assert _record_kek(store, sid) == new_kek[0]  # ... named by the stored key
     assert operator.data_key(sid) == key
+    assert operator.get(sid) is not None
 
 
 def test_pkcs11_kek_rotation_under_concurrent_create_and_destroy(
