@@ -15,6 +15,7 @@ from audit.client_certs import (
     certificate_reader,
     verified_client_reader,
 )
+from audit.service import AccessPolicy
 from sandbox.devenv.pki import CertificateAuthority
 
 CA = CertificateAuthority.create("mapping-test")
@@ -70,3 +71,8 @@ def test_the_tls_extension_is_read_only_when_the_server_verified_the_chain() -> 
     failed = {"client_cert_chain": [pem], "client_cert_error": "certificate has expired"}
     with pytest.raises(CertificateRefused):
         verified_client_reader({"extensions": {"tls": failed}})
+
+
+def test_client_certificates_need_an_authority_to_authorise_them() -> None:
+    with pytest.raises(ValueError, match="reader authority"):
+        AccessPolicy(writers={}, readers={}, client_certificates=True)

@@ -10,7 +10,8 @@ auditor role in tenant A's home namespace, one by user (CN), one by group (O):
   B and the whole log, and may not append (not a writer);
 - a certificate of another CA, or an expired one, is refused — never read as anonymous;
 - no certificate falls back to the bearer token (and to 401 without one);
-- ``sandboxctl audit log --server`` uses the kubeconfig user's client certificate.
+- ``sandboxctl audit log --server`` uses the kubeconfig user's client certificate;
+- a certificate appends only if its user is one of the service's Kubernetes writers.
 """
 
 from __future__ import annotations
@@ -32,14 +33,19 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
 from typer.testing import CliRunner
 
+from audit.access import CachedAuthority
 from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
+from audit.service import AccessPolicy, create_app
 from audit.signing import generate_key_file
 from sandbox.cli import app as cli_app
+from sandbox.cli.audit_tls import TlsListener, serving
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.pki import CertificateAuthority, IssuedCert
 from sandbox.devenv.processes import free_port
+from sandbox.kube.audit_access import KubernetesReaders
+from sandbox.kube.clients import kube_client
 from sandbox.provision.names import tenant_namespace
 from tests.audit_access.conftest import Setup
 from tests.servers import stop_process, wait_healthy
@@ -113,9 +119,9 @@ def served(
         "expired": _expired(cluster_ca, users["auditor"]),
     }
     certs = {name: cert.write(base / "certs", name) for name, cert in issued.items()}
-    serving = CertificateAuthority.create("audit-serving-test")
-    serving.save(base / "serving")
-    tls_cert, tls_key = serving.issue_server("audit", ["localhost"], ["127.0.0.1"]).write(
+    server_ca = CertificateAuthority.create("audit-serving-test")
+    server_ca.save(base / "serving")
+    tls_cert, tls_key = server_ca.issue_server("audit", ["localhost"], ["127.0.0.1"]).write(
         base / "serving", "tls"
     )
 
@@ -245,3 +251,53 @@ def test_the_cli_reads_with_the_kubeconfig_users_certificate(
     other = runner.invoke(cli_app, ["audit", "log", *remote, "--tenant", setup.tenant_b])
     assert other.exit_code == 1
     assert "403" in other.stderr
+
+
+def test_a_certificate_appends_only_as_a_listed_kubernetes_writer(
+    setup: Setup, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """In process: the same listener, a service that lists one writer identity."""
+    cluster_ca = CertificateAuthority.load(control_plane.pki_dir)
+    writer = f"system:serviceaccount:{setup.auditors_ns}:cert-writer"
+    certs = {
+        "writer": cluster_ca.issue_client(writer).write(tmp_path, "writer"),
+        "reader": cluster_ca.issue_client(f"cert-reader-{setup.suffix}").write(tmp_path, "reader"),
+    }
+    server_ca = CertificateAuthority.create("audit-serving-writers")
+    tls_cert, tls_key = server_ca.issue_server("audit", [], ["127.0.0.1"]).write(tmp_path, "tls")
+    (tmp_path / "serving-ca.crt").write_bytes(server_ca.cert_pem)
+    authority = CachedAuthority(
+        KubernetesReaders(kube_client(setup.service_kubeconfig), tenant_namespace), ttl=0
+    )
+    policy = AccessPolicy(
+        writers={},
+        readers={},
+        authority=authority,
+        kube_writers=frozenset({writer}),
+        client_certificates=True,
+    )
+    signer = Signer.generate(ORIGIN)
+    listener = TlsListener(
+        "127.0.0.1", free_port(), tls_cert, tls_key, control_plane.pki_dir / "ca.crt"
+    )
+    event = Event(
+        actor=Actor(user=writer),
+        action="policy.changed",
+        resource=Resource(kind="SandboxPolicy", name="p"),
+        outcome="success",
+    ).model_dump(mode="json")
+    with (
+        AuditLog.create(tmp_path / "log", ORIGIN, signer) as log,
+        serving(create_app(log, policy), listener),
+    ):
+        url = f"https://127.0.0.1:{listener.port}/v1/entries"
+        answers = {}
+        for who, (cert, key) in certs.items():
+            ctx = ssl.create_default_context(cafile=str(tmp_path / "serving-ca.crt"))
+            ctx.load_cert_chain(str(cert), str(key))
+            with httpx.Client(verify=ctx, timeout=30) as http:
+                answers[who] = http.post(url, json={"events": [event]})
+        assert answers["writer"].status_code == 200, answers["writer"].text
+        assert answers["writer"].json() == {"indices": [0]}
+        assert answers["reader"].status_code == 403
+        assert log.size == 1
