@@ -187,12 +187,15 @@ class RemoteLog:
                 raise AuditUnavailable("audit service gave a page that does not move forward")
             start = after
 
-    def snapshot(self, dest: Path) -> Checkpoint:
+    def snapshot(
+        self, dest: Path, progress: Callable[[int, int], None] | None = None
+    ) -> Checkpoint:
         """Copy the whole log, as of the current checkpoint, into the new directory ``dest``.
 
         The copy is an ordinary log directory (verify it offline with ``audit verify``):
         the entries as served, the tree hashes computed here from them, the checkpoint
         (written last, once the entries hash to its root) and the trusted verifier key.
+        ``progress(copied, size)`` is told how far the copy is, every 1024 entries.
         """
         if self.tenant is not None:
             raise ValueError("only the whole log can be copied; a tenant's slice is no log")
@@ -210,11 +213,13 @@ class RemoteLog:
         ):
             entries.write(MAGIC)
             position = len(MAGIC)
-            for _, data in self._whole(checkpoint, hashes.write):
+            for copied, (_, data) in enumerate(self._whole(checkpoint, hashes.write), 1):
                 record = encode_record(data)
                 offsets.write(position.to_bytes(8, "big"))
                 entries.write(record)
                 position += len(record)
+                if progress is not None and copied % 1024 == 0:
+                    progress(copied, checkpoint.size)
             for done in (entries, hashes, offsets):
                 done.flush()
                 os.fsync(done.fileno())

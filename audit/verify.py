@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,10 @@ from audit.note import Verifier, open_note
 from audit.signing import load_signer, load_verifier
 from audit.wal import MAGIC, RecordDamageError, read_records
 
-__all__ = ["UnsignedTail", "VerifyReport", "verify_log"]
+__all__ = ["PROGRESS_EVERY", "UnsignedTail", "VerifyReport", "verify_log"]
+
+PROGRESS_EVERY = 1 << 16
+"""Entries between two calls of :func:`verify_log`'s ``progress``."""
 
 _BUFFER = 1 << 20
 _END = (b",", b"}")
@@ -144,13 +147,15 @@ def verify_log(
     *,
     trusted: Sequence[bytes] = (),
     deep: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     """Verify the log at ``path``; raise :class:`~audit.errors.VerificationError` if bad.
 
     ``verifiers`` are the trusted log keys (default: the directory's own ``log.vkey``,
     which only proves self-consistency). ``trusted`` are signed checkpoints saved
     earlier: the log must still contain each of them. ``deep`` also parses every entry
-    against the schema (slower).
+    against the schema (slower). ``progress(done, signed)`` is called every
+    :data:`PROGRESS_EVERY` entries with the entries verified so far and the checkpoint's size.
     """
     path = Path(path)
     try:
@@ -174,7 +179,9 @@ def verify_log(
             raise VerificationError(
                 f"fork: two checkpoints of size {old.size} with different roots"
             )
-    entries, tail = _stream(path, roots, deep, quiescent=not _writer_active(path))
+    entries, tail = _stream(
+        path, roots, deep, quiescent=not _writer_active(path), progress=progress
+    )
     if entries < max(roots):
         missing = entries
         raise VerificationError(
@@ -200,7 +207,12 @@ def _fold(stack: list[bytes]) -> bytes:
 
 
 def _stream(
-    path: Path, roots: dict[int, bytes], deep: bool, *, quiescent: bool
+    path: Path,
+    roots: dict[int, bytes],
+    deep: bool,
+    *,
+    quiescent: bool,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, UnsignedTail | None]:
     """Re-hash every entry, comparing stored hashes, offsets and checkpoint roots.
 
@@ -211,7 +223,7 @@ def _stream(
     signed = max(roots)
     wal = os.open(path / ENTRIES_FILE, os.O_RDONLY)
     try:
-        return _scan(path, wal, roots, deep, quiescent=quiescent), None
+        return _scan(path, wal, roots, deep, quiescent=quiescent, progress=progress), None
     except _TailError as cut:
         if cut.index < signed:  # pragma: no cover - _scan raises VerificationError there
             raise
@@ -229,8 +241,17 @@ def _tail(wal: int, cut: _TailError) -> UnsignedTail:
     return UnsignedTail(cut.index, max(0, size - cut.offset), records, cut.reason)
 
 
-def _scan(path: Path, wal: int, roots: dict[int, bytes], deep: bool, *, quiescent: bool) -> int:
+def _scan(
+    path: Path,
+    wal: int,
+    roots: dict[int, bytes],
+    deep: bool,
+    *,
+    quiescent: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     signed = max(roots)
+    next_report = PROGRESS_EVERY if progress is not None else -1
 
     def crash_like(index: int, offset: int, reason: str, error: VerificationError) -> Exception:
         """Past the signed prefix a crash explains it; inside, it is tampering."""
@@ -293,6 +314,9 @@ def _scan(path: Path, wal: int, roots: dict[int, bytes], deep: bool, *, quiescen
                 if deep:
                     _deep_check(size, data)
                 size += 1
+                if size == next_report:
+                    progress(size, signed)  # type: ignore[misc]  # set whenever next_report is
+                    next_report += PROGRESS_EVERY
                 if size == next_root:
                     if _fold(stack) != roots[size]:
                         raise VerificationError(

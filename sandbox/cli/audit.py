@@ -13,6 +13,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -55,6 +56,7 @@ from sandbox.cli.output import (
     print_data,
     print_rows,
 )
+from sandbox.cli.progress import Progress, QuietOpt
 
 __all__ = ["ExportFormat", "app"]
 
@@ -118,31 +120,54 @@ def _verifiers(vkey: str | None, log: Path | None = None) -> list[Verifier]:
         _error(exc)
 
 
-def _one_source(log: Path | None, server: str | None) -> None:
-    if (log is None) == (server is None):
-        fail("give --log DIR or --server URL (one of them)", EXIT_USAGE)
+@dataclass(frozen=True)
+class _Source:
+    """Where a read-only command reads: ``--log DIR``, or ``--server URL`` and its options."""
+
+    log: Path | None
+    server: str | None
+    vkey: str | None
+    token_file: Path | None
+    kubeconfig: Path | None
+    context: str | None
+    ca_file: Path | None
+
+    def remote(self, tenant: str | None = None) -> RemoteLog | None:
+        """The audit service to read through (in ``tenant``'s scope), or None for ``--log``.
+
+        Exactly one of ``--log`` and ``--server`` must be given, and ``--server`` needs
+        ``--vkey`` (usage errors otherwise).
+        """
+        if (self.log is None) == (self.server is None):
+            fail("give --log DIR or --server URL (one of them)", EXIT_USAGE)
+        if self.server is None:
+            return None
+        if self.vkey is None:
+            fail("--server needs --vkey: the log's published verifier key", EXIT_USAGE)
+        return audit_remote.open_remote(
+            self.server,
+            _verifiers(self.vkey),
+            tenant=tenant,
+            token_file=self.token_file,
+            kubeconfig=self.kubeconfig,
+            context=self.context,
+            ca_file=self.ca_file,
+        )
 
 
-def _remote(
-    server: str,
-    vkey: str | None,
-    tenant: str | None,
-    token_file: Path | None,
-    kubeconfig: Path | None,
-    context: str | None,
-    ca_file: Path | None,
-) -> RemoteLog:
-    if vkey is None:
-        fail("--server needs --vkey: the log's published verifier key", EXIT_USAGE)
-    return audit_remote.open_remote(
-        server,
-        _verifiers(vkey),
-        tenant=tenant,
-        token_file=token_file,
-        kubeconfig=kubeconfig,
-        context=context,
-        ca_file=ca_file,
-    )
+@contextmanager
+def _remote_reads(
+    failed: str,
+    refused: tuple[type[AuditError], ...] = (VerificationError, MalformedError),
+) -> Iterator[None]:
+    """Reads through the service: what does not verify exits 3 (``failed: why``); an
+    unreachable or refusing service is reported as such."""
+    try:
+        yield
+    except refused as exc:
+        fail(f"{failed}: {exc}", EXIT_VERIFY_FAILED)
+    except AuditUnavailable as exc:
+        audit_remote.unavailable(exc)
 
 
 def _reader(log: Path) -> LogReader:
@@ -251,6 +276,7 @@ def verify(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     ca_file: CaFileOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Re-hash every entry, rebuild the tree and check the checkpoint signature.
 
@@ -260,10 +286,11 @@ def verify(
     checkpoint; the whole log is re-hashed, or (--tenant) each of the tenant's entries
     is checked with its inclusion proof.
     """
-    _one_source(log, server)
-    if server is not None:
-        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
-        _verify_remote(remote, trusted or [], save_checkpoint, output)
+    source = _Source(log, server, vkey, token_file, kubeconfig, context, ca_file)
+    remote = source.remote(tenant)
+    progress = Progress(quiet=quiet)
+    if remote is not None:
+        _verify_remote(remote, trusted or [], save_checkpoint, output, progress)
         return
     assert log is not None
     if tenant is not None or save_checkpoint is not None:
@@ -279,7 +306,8 @@ def verify(
     elif witness_quorum is not None or cosigned is not None:
         fail("--witness-quorum and --cosigned need --witness-vkey", EXIT_USAGE)
     try:
-        report = verify_log(log, verifiers, trusted=saved, deep=deep)
+        with progress.task("verifying entries") as advance:
+            report = verify_log(log, verifiers, trusted=saved, deep=deep, progress=advance)
     except VerificationError as exc:
         where = f"entry {exc.index}: " if exc.index is not None else ""
         fail(f"verification failed: {where}{exc}", EXIT_VERIFY_FAILED)
@@ -309,18 +337,22 @@ def verify(
 
 
 def _verify_remote(
-    remote: RemoteLog, trusted: list[Path], save: Path | None, output: OutputFormat
+    remote: RemoteLog,
+    trusted: list[Path],
+    save: Path | None,
+    output: OutputFormat,
+    progress: Progress,
 ) -> None:
     saved = [_read_file(p) for p in trusted]
-    with remote:
-        try:
-            note, checkpoint = remote.checkpoint()
-            extends = [remote.check_extends(old, checkpoint).size for old in saved]
-            count = sum(1 for _ in remote.entries())
-        except (VerificationError, MalformedError) as exc:
-            fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
-        except AuditUnavailable as exc:
-            audit_remote.unavailable(exc)
+    with remote, _remote_reads("verification failed"):
+        note, checkpoint = remote.checkpoint()
+        extends = [remote.check_extends(old, checkpoint).size for old in saved]
+        count = 0
+        with progress.task("verifying entries", total=checkpoint.size) as advance:
+            for _ in remote.entries():
+                count += 1
+                if count % 1024 == 0:
+                    advance(count, None)
     if save is not None:
         try:
             save.write_bytes(note)
@@ -385,6 +417,7 @@ def snapshot_command(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     ca_file: CaFileOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy the log as of its latest checkpoint, safely while it is being written.
 
@@ -393,16 +426,15 @@ def snapshot_command(
     With --server (the whole log, so the platform auditor role) the entries come through
     the service and must hash to the checkpoint --vkey verifies before it is written.
     """
-    _one_source(log, server)
-    if server is not None:
-        remote = _remote(server, vkey, None, token_file, kubeconfig, context, ca_file)
-        with remote:
+    remote = _Source(log, server, vkey, token_file, kubeconfig, context, ca_file).remote()
+    progress = Progress(quiet=quiet)
+    if remote is not None:
+        with remote, _remote_reads("verification failed", (VerificationError,)):
             try:
-                checkpoint = remote.snapshot(to)
-            except VerificationError as exc:
-                fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
-            except AuditUnavailable as exc:
-                audit_remote.unavailable(exc)
+                with progress.task("copying entries") as advance:
+                    checkpoint = remote.snapshot(to, progress=advance)
+            except (VerificationError, AuditUnavailable):
+                raise
             except (AuditError, OSError) as exc:
                 fail(f"cannot write the copy to {to}: {exc}")
         typer.echo(
@@ -412,7 +444,8 @@ def snapshot_command(
         return
     assert log is not None
     try:
-        checkpoint = snapshot(log, to)
+        with progress.task("copying the log"):
+            checkpoint = snapshot(log, to)
     except AuditError as exc:
         _error(exc)
     typer.echo(
@@ -532,9 +565,8 @@ def log_command(
     checkpoint signed by --vkey; --tenant then reads that tenant's slice only (what a
     tenant auditor may read).
     """
-    _one_source(log, server)
-    if server is not None:
-        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
+    remote = _Source(log, server, vkey, token_file, kubeconfig, context, ca_file).remote(tenant)
+    if remote is not None:
         with remote:
             _print_entries(
                 _entries(remote.entries(), tenant, sandbox, action, actor, since, until), output
@@ -650,16 +682,10 @@ def prove(
 
     With --server the receipt is fetched and checked with --vkey before it is printed.
     """
-    _one_source(log, server)
-    if server is not None:
-        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
-        with remote:
-            try:
-                body, _ = remote.receipt(index)
-            except (VerificationError, MalformedError) as exc:
-                fail(f"receipt does not verify: {exc}", EXIT_VERIFY_FAILED)
-            except AuditUnavailable as exc:
-                audit_remote.unavailable(exc)
+    remote = _Source(log, server, vkey, token_file, kubeconfig, context, ca_file).remote(tenant)
+    if remote is not None:
+        with remote, _remote_reads("receipt does not verify"):
+            body, _ = remote.receipt(index)
         sys.stdout.write(body.decode())
         return
     assert log is not None
@@ -701,18 +727,12 @@ def consistency(
     ca_file: CaFileOpt = None,
 ) -> None:
     """Prove that the current checkpoint extends an older one; print the proof."""
-    _one_source(log, server)
-    if server is not None:
-        remote = _remote(server, vkey, tenant, token_file, kubeconfig, context, ca_file)
-        with remote:
-            try:
-                _, current = remote.checkpoint()
-                before = remote.check_extends(_read_file(old), current)
-                hashes = remote.consistency(before, current)
-            except (VerificationError, MalformedError) as exc:
-                fail(f"not consistent: {exc}", EXIT_VERIFY_FAILED)
-            except AuditUnavailable as exc:
-                audit_remote.unavailable(exc)
+    remote = _Source(log, server, vkey, token_file, kubeconfig, context, ca_file).remote(tenant)
+    if remote is not None:
+        with remote, _remote_reads("not consistent"):
+            _, current = remote.checkpoint()
+            before = remote.check_extends(_read_file(old), current)
+            hashes = remote.consistency(before, current)
         for h in hashes:
             typer.echo(b64encode(h))
         err_console.print(f"ok: size {current.size} extends size {before.size}", highlight=False)

@@ -12,7 +12,9 @@ import typer
 
 from sandbox.cli.dev_chart import chart
 from sandbox.cli.dev_images import images
+from sandbox.cli.logsetup import configure_process_logging
 from sandbox.cli.output import OutputFormat, err_console, fail, print_data, print_rows
+from sandbox.cli.progress import Progress, QuietOpt
 from sandbox.devenv.controlplane import DEFAULT_DIR, ControlPlane
 from sandbox.devenv.toolchain import TOOLS, bin_dir, build_tools
 from sandbox.errors import SandboxError
@@ -29,10 +31,6 @@ app.command("chart")(chart)
 DirOption = Annotated[
     Path, typer.Option("--dir", help="Directory for state, certificates, data and logs.")
 ]
-
-
-def _progress(message: str) -> None:
-    err_console.print(f"[dim]•[/dim] {message}", highlight=False)
 
 
 @app.command("up")
@@ -56,13 +54,14 @@ def up(
             ),
         ),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Start etcd, kube-apiserver and kube-controller-manager and wait until ready."""
     if data_plane and timeout == 90.0:
         timeout = 240.0  # the node, its images and CoreDNS come on top
     plane = ControlPlane(directory, durable_etcd=durable_etcd, data_plane=data_plane)
     try:
-        state = plane.up(timeout=timeout, progress=_progress)
+        state = plane.up(timeout=timeout, progress=Progress(quiet=quiet).note)
     except SandboxError as exc:
         fail(str(exc))
     kubeconfig = plane.admin_kubeconfig
@@ -154,11 +153,12 @@ def tools(
     tools_dir: Annotated[
         Path | None, typer.Option(help="The repository's tools/ directory.")
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """List the pinned tools and where they are cached; --build builds missing ones."""
     if build:
         try:
-            build_tools(name, tools_dir=tools_dir, progress=_progress)
+            build_tools(name, tools_dir=tools_dir, progress=Progress(quiet=quiet).note)
         except SandboxError as exc:
             fail(str(exc))
     rows = []
@@ -204,6 +204,7 @@ def stack(
         Path, typer.Option(help="The regsandbox checkout (examples, policies).")
     ] = Path(),
     mode: ModeOption = StackMode.auto,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run everything locally — control plane, MinIO, audit service, gateway, operator.
 
@@ -217,11 +218,15 @@ def stack(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    settings = StackSettings(directory=directory, repo=repo.resolve(), progress=_progress)
+    configure_process_logging()
+    progress = Progress(quiet=quiet)
+    settings = StackSettings(directory=directory, repo=repo.resolve(), progress=progress.note)
     if mode is StackMode.auto:
         reason = unavailable_reason()
         if reason is not None:
-            _progress(f"no local node ({reason}): running the components as processes")
+            err_console.print(
+                f"no local node ({reason}): running the components as processes", highlight=False
+            )
         mode = StackMode.processes if reason else StackMode.chart
     try:
         if mode is StackMode.chart:
@@ -276,6 +281,7 @@ def demo(
 
     from sandbox.devenv.demo import run_demo
 
+    configure_process_logging()
     shutil.rmtree(directory, ignore_errors=True)
     if not run_demo(repo.resolve(), directory, mode=mode.value):
         raise typer.Exit(1)

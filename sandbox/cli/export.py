@@ -30,6 +30,7 @@ from sandbox.cli.output import (
     print_data,
     print_rows,
 )
+from sandbox.cli.progress import Progress, QuietOpt
 from sandbox.kube.apply import api_message
 
 __all__ = ["app", "export_state"]
@@ -251,6 +252,7 @@ def _review(
     kubeconfig: Path | None,
     context: str | None,
     wait: float,
+    quiet: bool = False,
 ) -> None:
     api, default_ns = _connect(kubeconfig, context)
     ns = namespace or default_ns
@@ -281,17 +283,21 @@ def _review(
         fail(f"{decision} refused: {api_message(exc)}")
     typer.echo(f"exportreview/{review_name} created")
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        current = _objects(api).get_namespaced_custom_object(
-            API_GROUP, API_VERSION, ns, _REVIEWS, review_name
-        )
-        accepted = find_condition((current.get("status") or {}).get("conditions"), "Accepted")
-        if accepted is not None:
-            if accepted.get("status") != "True":
-                fail(f"{decision} refused: {accepted.get('reason')}: {accepted.get('message')}")
-            err_console.print(f"{decision} by {user} counts", highlight=False)
-            return
-        time.sleep(0.5)
+    accepted = None
+    with Progress(quiet=quiet).task("waiting for the operator's verdict"):
+        while accepted is None and time.monotonic() < deadline:
+            current = _objects(api).get_namespaced_custom_object(
+                API_GROUP, API_VERSION, ns, _REVIEWS, review_name
+            )
+            conditions = (current.get("status") or {}).get("conditions")
+            accepted = find_condition(conditions, "Accepted")
+            if accepted is None:
+                time.sleep(0.5)
+    if accepted is not None:
+        if accepted.get("status") != "True":
+            fail(f"{decision} refused: {accepted.get('reason')}: {accepted.get('message')}")
+        err_console.print(f"{decision} by {user} counts", highlight=False)
+        return
     if wait > 0:
         err_console.print("the operator has not judged the review yet", highlight=False)
 
@@ -304,9 +310,10 @@ def approve(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     wait: Wait = 15.0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Approve an export as the current user (who must be a reviewer, not the requester)."""
-    _review("approve", name, comment, namespace, kubeconfig, context, wait)
+    _review("approve", name, comment, namespace, kubeconfig, context, wait, quiet)
 
 
 @app.command("reject")
@@ -317,9 +324,10 @@ def reject(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     wait: Wait = 15.0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Reject an export as the current user; one accepted rejection closes it."""
-    _review("reject", name, comment, namespace, kubeconfig, context, wait)
+    _review("reject", name, comment, namespace, kubeconfig, context, wait, quiet)
 
 
 @app.command("revoke")
@@ -330,11 +338,12 @@ def revoke(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     wait: Wait = 15.0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Revoke a released export: the released object is removed from the destination."""
     if not comment.strip():
         fail("give the reason with --comment", EXIT_USAGE)
-    _review("revoke", name, comment, namespace, kubeconfig, context, wait)
+    _review("revoke", name, comment, namespace, kubeconfig, context, wait, quiet)
 
 
 @app.command("receipt")
