@@ -165,8 +165,12 @@ def test_lint_and_template_with_default_and_other_values(repo_root: Path) -> Non
     assert settings.opa_url == "http://127.0.0.1:8181"
     assert (settings.key_provider, settings.storage_profile.kind) == ("aws-kms", "aws-ebs")
     assert settings.gateway_port == 9443
-    assert gateway["args"][-1] == "0.0.0.0:9443"
-    assert gateway["ports"] == [{"name": "http", "containerPort": 9443}]
+    listen = gateway["args"].index("--listen")
+    assert gateway["args"][listen + 1] == "0.0.0.0:9443"
+    assert gateway["ports"] == [
+        {"name": "http", "containerPort": 9443},
+        {"name": "metrics", "containerPort": 9090},  # apart from the port sandboxes reach
+    ]
 
     policies = {d["metadata"]["name"]: d for d in default if d["kind"] == "SandboxPolicy"}
     assert sorted(policies) == ["egress-https-only", "egress-narrow-cidr", "lifetime-review"]
