@@ -34,8 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
-import hmac
 import json
 import re
 import time
@@ -63,6 +61,7 @@ from sandbox.gateway.reads import get_object, head_object
 from sandbox.gateway.records import Action, RequestRecord
 from sandbox.gateway.refusals import REFUSALS
 from sandbox.gateway.s3 import ObjectNotFound, StorageUnavailable
+from sandbox.gateway.s3chunked import BodyCheck, body_check
 from sandbox.gateway.s3xml import (
     ListedObject,
     error_xml,
@@ -74,9 +73,9 @@ from sandbox.gateway.s3xml import (
     xml_response,
 )
 from sandbox.gateway.sigv4 import (
-    UNSIGNED_PAYLOAD,
     BadRequest,
     ReplayGuard,
+    SeedSignature,
     SignatureRefused,
     Unsupported,
     amz_time,
@@ -101,7 +100,6 @@ _MAX_FORM = 64 * 1024
 _HIGHEST = "\U0010ffff"  # sorts after every key under a common prefix
 _SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
 _ROLE_ARN = re.compile(r"^arn:[a-z-]+:iam::[0-9a-z-]{0,32}:role/[\w+=,.@/-]{1,512}$")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class S3Surface:
@@ -257,7 +255,7 @@ class S3Surface:
                 "these credentials were issued to another pod; a pod must assume the role itself",
             )
         raw: bytes = request.scope.get("raw_path") or b"/"
-        verify_signature(
+        request.state.sigv4_seed = verify_signature(
             signed,
             session.secret_access_key,
             method=request.method,
@@ -363,18 +361,12 @@ class S3Surface:
 
     @staticmethod
     def _checked(request: Request) -> Request:
-        """``request``, whose body must match its signed ``X-Amz-Content-SHA256``."""
-        claimed = request.headers.get("x-amz-content-sha256", "")
-        if claimed.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
-            "content-encoding", ""
-        ):
-            raise Unsupported(
-                "aws-chunked uploads are not offered; set "
-                "AWS_REQUEST_CHECKSUM_CALCULATION=when_required"
-            )
-        if claimed != UNSIGNED_PAYLOAD and not _SHA256_HEX.match(claimed):
-            raise BadRequest("InvalidArgument", "x-amz-content-sha256 must be a hex SHA-256")
-        return _CheckedBody(request.scope, request.receive, claimed)
+        """``request``, whose body is decoded (aws-chunked) and verified as it is read:
+        the signed ``X-Amz-Content-SHA256``, chunk signatures, flexible checksums
+        (:mod:`sandbox.gateway.s3chunked`)."""
+        seed: SeedSignature | None = getattr(request.state, "sigv4_seed", None)
+        check = body_check({k.lower(): v for k, v in request.headers.items()}, seed)
+        return _CheckedBody(request.scope, request.receive, check)
 
     async def _put(self, request: Request, key: str, token: str) -> Response:
         checked = self._checked(request)
@@ -502,23 +494,18 @@ class S3Dispatch:
 
 
 class _CheckedBody(Request):
-    """The request, whose body must hash to the signed ``X-Amz-Content-SHA256``."""
+    """The request, whose body is decoded and verified by ``check`` as it streams; the
+    last read raises if the body as a whole fails (before any writer commits)."""
 
-    def __init__(self, scope: Scope, receive: Receive, claimed: str) -> None:
+    def __init__(self, scope: Scope, receive: Receive, check: BodyCheck) -> None:
         super().__init__(scope, receive)
-        self._claimed = claimed
+        self._check = check
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
-        digest = hashlib.sha256() if self._claimed != UNSIGNED_PAYLOAD else None
         async for chunk in super().stream():
-            if digest is not None and chunk:
-                digest.update(chunk)
-            yield chunk
-        if digest is not None and not hmac.compare_digest(digest.hexdigest(), self._claimed):
-            raise BadRequest(
-                "XAmzContentSHA256Mismatch",
-                "the body's SHA-256 is not the x-amz-content-sha256 that was signed",
-            )
+            for piece in self._check.feed(chunk):
+                yield piece
+        self._check.finish()
 
 
 def _split(raw: bytes, *, errors: str) -> tuple[str, str]:

@@ -48,6 +48,7 @@ __all__ = [
     "ReplayGuard",
     "ReplayMemoryFull",
     "RequestReplayed",
+    "SeedSignature",
     "SignatureRefused",
     "SignedRequest",
     "Unsupported",
@@ -167,6 +168,29 @@ def amz_time(value: str | None, now: float) -> float:
     return float(stamp)
 
 
+@dataclass(frozen=True)
+class SeedSignature:
+    """A verified request signature, which seeds the signature chain of an aws-chunked
+    body (``STREAMING-AWS4-HMAC-SHA256-PAYLOAD``): each chunk is signed over the
+    previous chunk's signature, the first over this one."""
+
+    signature: str
+    """The request's signature (hex)."""
+    amz_date: str
+    """``X-Amz-Date`` of the request."""
+    scope: str
+    """Credential scope, ``date/region/service/aws4_request``."""
+    signer: S3SigV4Auth
+    """botocore's signer with the session's secret key (derives the signing key)."""
+    request: AWSRequest
+    """The request as signed (its context carries the timestamp)."""
+
+    def sign(self, string_to_sign: str) -> str:
+        """HMAC-SHA256 of ``string_to_sign`` under the request's signing key (hex)."""
+        signature: str = self.signer.signature(string_to_sign, self.request)
+        return signature
+
+
 def verify_signature(  # noqa: PLR0913 - the parts of the request, by keyword
     signed: SignedRequest,
     secret_key: str,
@@ -177,11 +201,12 @@ def verify_signature(  # noqa: PLR0913 - the parts of the request, by keyword
     raw_query: str,
     headers: Mapping[str, str],
     amz_date: str,
-) -> None:
+) -> SeedSignature:
     """Recompute the signature with botocore over the request as received; compare.
 
     ``headers`` are the request's headers (lower-case names); only the signed ones are
     used, with the payload hash the client claimed (the body is checked separately).
+    Returns the verified signature, which signs the chunks of an aws-chunked body.
 
     Raises:
         SignatureRefused: ``SignatureDoesNotMatch``, or the scope's date is not the
@@ -208,6 +233,9 @@ def verify_signature(  # noqa: PLR0913 - the parts of the request, by keyword
             "SignatureDoesNotMatch",
             "the request signature we calculated does not match the signature you provided",
         )
+    return SeedSignature(
+        signed.signature, amz_date, signer.credential_scope(request), signer, request
+    )
 
 
 class ReplayGuard:

@@ -126,3 +126,83 @@ class PodEnv:
 def pod_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_url: str) -> PodEnv:
     """The environment the operator gives a sandbox pod (call ``use(token)``)."""
     return PodEnv(monkeypatch, tmp_path, s3_url)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "gateway.crt", directory / "gateway.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture(scope="session")
+def tls_gateway(
+    s3_gateway: Gateway, surface: S3Surface, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """The same gateway behind TLS (as behind an ingress or a service mesh): boto3 and
+    s3fs then send their defaults, aws-chunked bodies with a checksum trailer.
+    Yields the https URL and the CA bundle (AWS_CA_BUNDLE) that trusts it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from sandbox.devenv.processes import free_port
+
+    cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(s3_gateway, surface),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the TLS gateway did not start")
+            time.sleep(0.02)
+        yield f"https://127.0.0.1:{port}", cert
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
