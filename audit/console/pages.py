@@ -63,7 +63,11 @@ _PAGE = 50
 _BUDGET = 5_000
 _MAX_FORM = 64 * 1024
 _MAX_TOKEN = 16 * 1024
-_STATIC = {"console.css": "text/css; charset=utf-8", "verify.js": "text/javascript; charset=utf-8"}
+_STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "verify.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _log = structlog.get_logger("audit.console")
 
 ReadCheck = Callable[[Request, Scope, Verb], Awaitable[Reader]]
@@ -245,6 +249,14 @@ class _Console:
         session = self.sessions.get(session_id)
         return None if session is None else (session_id, session)
 
+    def home(self, request: Request) -> _Ctx | None:
+        """The signed-in officer's own scope, for the links of a page they were refused."""
+        found = self.session_of(request)
+        if found is None or request.headers.get("authorization"):
+            return None
+        session = found[1]
+        return _Ctx(Reader(session.reader), session.tenant, session)
+
     async def check(self, request: Request, token: str, tenant: str | None, verb: Verb) -> Reader:
         """The service's read check, for ``token`` (a request carrying it as a bearer)."""
         headers = [(k, v) for k, v in request.scope["headers"] if k != b"authorization"]
@@ -297,7 +309,7 @@ class _Console:
             self.clear_cookie(request, response, SESSION_COOKIE)
             return response
         except HTTPException as exc:
-            return self.error(request, exc.status_code, str(exc.detail), ctx)
+            return self.error(request, exc.status_code, str(exc.detail), ctx or self.home(request))
         except MalformedError as exc:
             return self.error(request, 400, str(exc), ctx)
         except AuditError as exc:
@@ -449,15 +461,19 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _same_origin(request: Request) -> bool:
-    """False for a form posted from another site (Fetch Metadata, or Origin if sent)."""
+    """False for a form posted from another site.
+
+    Fetch Metadata decides when the browser sends it (every current browser does);
+    otherwise the Origin, when it names one (with ``Referrer-Policy: no-referrer`` a
+    browser sends ``Origin: null``). The form's nonce is checked in any case.
+    """
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+        return True
+    return origin.split("://", 1)[-1] == request.headers.get("host", "")
 
 
 def mount_console(

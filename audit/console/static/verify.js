@@ -34,6 +34,9 @@ const RegsandboxProof = (() => {
   }
 
   async function sha256(bytes) {
+    if (!globalThis.crypto?.subtle) {
+      throw new Error("this browser offers no WebCrypto here: open the console over https or on localhost");
+    }
     return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   }
 
@@ -60,6 +63,7 @@ const RegsandboxProof = (() => {
   }
 
   async function verifyInclusion(index, size, leaf, proof, root) {
+    if (leaf.length !== 32 || root.length !== 32) return false;
     const got = await rootFromInclusion(index, size, leaf, proof);
     return got !== null && equal(got, root);
   }
@@ -67,9 +71,9 @@ const RegsandboxProof = (() => {
   // RFC 9162 section 2.1.4.2.
   async function verifyConsistency(first, second, firstRoot, secondRoot, proof) {
     let m = BigInt(first), n = BigInt(second);
-    if (m < 0n || m > n) return false;
+    if (m <= 0n || m > n) return false;  // a proof from the empty tree proves nothing
     if (m === n) return proof.length === 0 && equal(firstRoot, secondRoot);
-    if (m === 0n) return proof.length === 0;
+    if (firstRoot.length !== 32 || secondRoot.length !== 32) return false;
     if (proof.length === 0 || proof.some((p) => p.length !== 32)) return false;
     let path = proof;
     if ((m & (m - 1n)) === 0n) path = [firstRoot, ...proof];
@@ -112,9 +116,10 @@ const RegsandboxProof = (() => {
 
   // C2SP signed-note: vkey "name+hash+base64(0x01 || key)", key id = SHA-256(name \n 0x01 key)[:4].
   async function verifyNoteSignature(note, vkey) {
-    const parts = vkey.trim().split("+");
-    if (parts.length !== 3) throw new Error("a verifier key is name+hash+key");
-    const [name, hash, keyB64] = parts;
+    // The key's base64 may itself hold "+": split at the first two only.
+    const found = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+=*)$/.exec(vkey.trim());
+    if (!found) throw new Error("a verifier key is name+hash+key");
+    const [, name, hash, keyB64] = found;
     const key = fromB64(keyB64);
     if (key.length !== 33 || key[0] !== 1) throw new Error("not an Ed25519 verifier key");
     const id = (await sha256(concat(enc.encode(name + "\n"), key))).slice(0, 4);
