@@ -407,7 +407,7 @@ def test_a_tenants_member_rbac_edited_by_hand_is_restored_and_audited(
     bindings = operator.wait_until(
         lambda: list_objects(admin_api, "RoleBinding", home), 30, "the member RoleBindings"
     )
-    victim = next(b for b in bindings if b["subjects"])
+    victim = next(b for b in bindings if b.get("subjects"))
     name = victim["metadata"]["name"]
     # Someone swaps the members for themselves.
     mallory = {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
