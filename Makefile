@@ -11,6 +11,9 @@ PYTEST_ARGS ?=
 # MODE for `make up` and `make demo`: auto (the chart on a local node when the machine
 # can host one, else processes), chart, or processes.
 MODE ?= auto
+# KEY_PROVIDER for `make up`: local, or pkcs11 (a SoftHSM2 token made under the stack dir;
+# the components then run as processes).
+KEY_PROVIDER ?= local
 
 .PHONY: help venv deps tools up cluster down test test-unit lint lint-rego fmt generate demo bench clean
 
@@ -50,7 +53,7 @@ tools: $(PY) deps ## Build the pinned Go tools that are missing from the cache
 	$(SANDBOXCTL) dev tools --build
 
 up: tools ## Run everything locally in the foreground: the chart on a local node (root), else processes (Ctrl-C stops it)
-	$(SANDBOXCTL) dev stack --dir .regsandbox/stack --mode $(MODE)
+	$(SANDBOXCTL) dev stack --dir .regsandbox/stack --mode $(MODE) --key-provider $(KEY_PROVIDER)
 
 cluster: tools ## Only the control plane, in the foreground (Ctrl-C stops it)
 	$(SANDBOXCTL) dev up --dir $(DEV_DIR) --foreground

@@ -195,6 +195,20 @@ ModeOption = Annotated[
 ]
 
 
+def _mode_for_keys(mode: StackMode, key_provider: str) -> StackMode:
+    """pkcs11 runs the components as processes (the SoftHSM2 token is on this machine)."""
+    if key_provider not in ("local", "pkcs11"):
+        raise typer.BadParameter("use local or pkcs11", param_hint="--key-provider")
+    if key_provider == "local":
+        return mode
+    if mode is StackMode.chart:
+        raise typer.BadParameter(
+            "the local node's operator image has no SoftHSM2 token; use --mode processes",
+            param_hint="--key-provider pkcs11",
+        )
+    return StackMode.processes
+
+
 @app.command("stack")
 def stack(
     directory: Annotated[
@@ -205,6 +219,13 @@ def stack(
     ] = Path(),
     mode: ModeOption = StackMode.auto,
     quiet: QuietOpt = False,
+    key_provider: Annotated[
+        str,
+        typer.Option(
+            "--key-provider",
+            help="local, or pkcs11: a SoftHSM2 token initialised under --dir (processes mode).",
+        ),
+    ] = "local",
 ) -> None:
     """Run everything locally — control plane, MinIO, audit service, gateway, operator.
 
@@ -220,7 +241,10 @@ def stack(
         signal.signal(sig, lambda *_: stop.set())
     configure_process_logging()
     progress = Progress(quiet=quiet)
-    settings = StackSettings(directory=directory, repo=repo.resolve(), progress=progress.note)
+    settings = StackSettings(
+        directory=directory, repo=repo.resolve(), progress=progress.note, key_provider=key_provider
+    )
+    mode = _mode_for_keys(mode, key_provider)
     if mode is StackMode.auto:
         reason = unavailable_reason()
         if reason is not None:

@@ -36,6 +36,7 @@ from sandbox.devenv.operator_process import (
     service_account_kubeconfig,
 )
 from sandbox.devenv.processes import free_port, log_tail
+from sandbox.devenv.softhsm import init_softhsm
 from sandbox.devenv.toolchain import tool_path
 from sandbox.devenv.workload import Workload, token_workload
 from sandbox.errors import ControlPlaneError
@@ -76,6 +77,8 @@ class StackSettings:
     examples: tuple[str, ...] = ("finance", "health")
     resync_seconds: float = 2.0
     progress: Callable[[str], None] = field(default=lambda _m: None)
+    key_provider: str = "local"
+    """``local``, or ``pkcs11``: a SoftHSM2 token under ``<directory>/softhsm``."""
 
 
 @dataclass
@@ -301,6 +304,12 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
 
         say("starting the operator")
         op_kubeconfig = service_account_kubeconfig(admin, SYSTEM_NS, base / "operator.kubeconfig")
+        keys_env: dict[str, str] = {}
+        if settings.key_provider == "pkcs11":
+            say("initialising the SoftHSM2 token for the pkcs11 key provider")
+            hsm = init_softhsm(base / "softhsm")
+            apply(admin, hsm.pin_secret(SYSTEM_NS))  # where the chart reads the PIN
+            keys_env = hsm.operator_env()
         operator_metrics = free_port()
         operator = OperatorProcess(
             op_kubeconfig,
@@ -324,6 +333,7 @@ def running_stack(settings: StackSettings) -> Iterator[Stack]:
                         "destinations": {EXPORT_BUCKET: {"region": "aws:eu-central-1"}},
                     }
                 ),
+                **keys_env,
             },
             logs / "operator.log",
         ).start()

@@ -286,7 +286,7 @@ def test_operator_settings_require_the_token_and_pin_file(tmp_path: Path) -> Non
     from kubernetes import client
 
     from operators.settings import OperatorSettings
-    from operators.wiring import _keys
+    from operators.wiring import key_provider
 
     base = {"cluster_region": "onprem:lu-national-1", "cluster_jurisdiction": "LU"}
     with pytest.raises(ValueError, match="pkcs11_pin_file"):
@@ -309,7 +309,7 @@ def test_operator_settings_require_the_token_and_pin_file(tmp_path: Path) -> Non
         pkcs11_token_label=TOKEN_LABEL,
         pkcs11_pin_file=pin_file,
     )
-    keys = _keys(settings, client.ApiClient())  # nothing reaches the token yet
+    keys = key_provider(settings, client.ApiClient())  # nothing reaches the token yet
     assert isinstance(keys, Pkcs11KeyProvider)
     assert USER_PIN not in repr(keys)
     with pytest.raises(KeyProviderUnavailable):  # hsm.so does not exist: fail closed
