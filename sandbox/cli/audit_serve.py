@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from audit.access import DEFAULT_CACHE_SECONDS, CachedAuthority, ReaderAuthority
 from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
+from audit.console import ConsoleSettings
 from audit.errors import AnchorMismatchError, AuditError
 from audit.log import KEY_FILE, AuditLog, read_origin
 from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
@@ -184,6 +185,24 @@ def serve(
             "certificates are refused in the handshake.",
         ),
     ] = None,
+    console_session_minutes: Annotated[
+        int,
+        typer.Option(
+            "--console-session-minutes",
+            help="How long a sign-in to the web console (/console) lasts; every page still "
+            "checks the officer's token and RBAC.",
+            min=1,
+            max=720,
+        ),
+    ] = 15,
+    console_secure_cookies: Annotated[
+        bool,
+        typer.Option(
+            "--console-secure-cookies",
+            help="Mark the console's cookies Secure even when the request reached this "
+            "process over plain HTTP (behind a TLS-terminating ingress).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
@@ -227,7 +246,11 @@ def serve(
         fail(str(exc))
     archiver = None
     try:
-        app = create_app(audit_log, policy, witnessing=witnessing)
+        console = ConsoleSettings(
+            session_seconds=console_session_minutes * 60.0,
+            secure_cookies=True if console_secure_cookies else None,
+        )
+        app = create_app(audit_log, policy, witnessing=witnessing, console=console)
         archiver = audit_archive.start_archiver(
             audit_log,
             app,

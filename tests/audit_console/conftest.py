@@ -53,6 +53,8 @@ class Console:
     tenant_a: str
     tenant_b: str
     tokens: dict[str, str]
+    service_kubeconfig: Path
+    """Kubeconfig of the audit service's own identity (bound to the review role only)."""
     indices: dict[str, list[int]] = field(default_factory=dict)
     """Labels (``a-loans-read``, ``b-loans-read``, ``a-hostile`` …) → entry indices."""
 
@@ -191,7 +193,7 @@ def console(
     policy = AccessPolicy(writers={}, readers={}, authority=authority)
     try:
         with serve_app(create_app(log, policy)) as url:
-            yield Console(url, log, signer, tenant_a, tenant_b, tokens, indices)
+            yield Console(url, log, signer, tenant_a, tenant_b, tokens, kubeconfig, indices)
     finally:
         log.close()
         rbac = client.RbacAuthorizationV1Api(admin_api)
