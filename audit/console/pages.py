@@ -269,7 +269,8 @@ class _Console:
         """Who is asking, allowed to ``verb`` in ``tenant``'s scope; raises on refusal.
 
         A request with an ``Authorization`` header is checked with it alone; else the
-        session's token is; with neither, the browser is sent to sign in.
+        session's token is; with neither, the request as it came (a verified client
+        certificate, or open reads), and failing that the browser is sent to sign in.
         """
         if tenant is not None:
             try:
@@ -281,7 +282,14 @@ class _Console:
             return _Ctx(reader, tenant, None)
         found = self.session_of(request)
         if found is None:
-            raise _SignIn
+            # No token: what the service's check allows without one (a verified client
+            # certificate, or open reads); anything else is sent to sign in.
+            try:
+                return _Ctx(await self.authorize(request, Scope(tenant), verb), tenant, None)
+            except HTTPException as exc:
+                if exc.status_code == 401:
+                    raise _SignIn from None
+                raise
         session_id, session = found
         try:
             reader = await self.check(request, session.token, tenant, verb)

@@ -1,0 +1,141 @@
+"""The console's parts that need no server: sessions, filters, the checkpoint history.
+
+Sessions end when they expire or are closed and never hold more than their bound;
+filters mean what an officer reads on the form (an action covers its dotted steps, a
+time range is half-open and UTC); the history remembers each checkpoint once. A service
+with open reads (a developer's laptop) shows its console without a sign-in, and one
+without sends the browser to sign in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from audit.console import CheckpointHistory, Filters, SessionStore
+from audit.entry import Actor, Event, Resource
+from audit.errors import MalformedError
+from audit.log import AuditLog
+from audit.note import Signer
+from audit.service import AccessPolicy, create_app
+from tests.servers import serve_app
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_ends_when_it_expires_or_is_closed() -> None:
+    clock = Clock()
+    store = SessionStore(60, clock=clock)
+    session_id, session = store.open("the-token", "bank", "alice")
+    assert "the-token" not in session_id
+    assert store.get(session_id) == session
+    clock.now += 59
+    assert store.get(session_id) == session
+    clock.now += 1
+    assert store.get(session_id) is None
+    other, _ = store.open("t2", None, "bob")
+    store.close(other)
+    assert store.get(other) is None
+    assert store.get("never-issued") is None
+
+
+def test_the_store_keeps_at_most_its_bound_dropping_the_oldest() -> None:
+    store = SessionStore(60, size=2)
+    first, _ = store.open("a", None, "a")
+    second, _ = store.open("b", None, "b")
+    third, _ = store.open("c", None, "c")
+    assert store.get(first) is None
+    assert store.get(second) is not None
+    assert store.get(third) is not None
+
+
+def _doc(action: str, when: str, **resource: str) -> dict[str, object]:
+    return {
+        "action": action,
+        "time": when,
+        "outcome": "success",
+        "actor": {"service_account": "tenant-bank/analyst"},
+        "resource": {"kind": "Dataset", "name": "loans", **resource},
+    }
+
+
+def test_filters_mean_what_the_form_says() -> None:
+    reviewed = _doc("model.export.reviewed", "2026-03-02T15:00:00.000000Z")
+    exported = _doc("model.exported", "2026-03-02T15:00:00.000000Z")
+    assert Filters(action="model.export").matches(reviewed)
+    assert not Filters(action="model.export").matches(exported)
+    assert Filters(action="model.export.reviewed").matches(reviewed)
+    assert Filters(actor="analyst").matches(reviewed)
+    assert not Filters(actor="auditor").matches(reviewed)
+    assert Filters(dataset="loans").matches(reviewed)
+    assert not Filters(dataset="cards").matches(reviewed)
+    assert Filters(since="2026-03-02T15:00", until="2026-03-02T15:00:01").matches(reviewed)
+    assert not Filters(until="2026-03-02T15:00").matches(reviewed)  # until is exclusive
+    assert Filters(since="2026-03-02T16:00+01:00").matches(reviewed)  # a zone is honoured
+    assert not Filters(since="2026-01-01").matches({**reviewed, "time": None})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("since", "yesterday"),
+        ("outcome", "maybe"),
+        ("tenant", "Not_A_Tenant"),
+        ("actor", "x" * 300),
+    ],
+)
+def test_bad_filters_are_refused_with_the_field_named(field: str, value: str) -> None:
+    with pytest.raises(MalformedError):
+        Filters.from_query({field: value})
+
+
+def test_the_history_remembers_each_checkpoint_once(tmp_path: Path) -> None:
+    signer = Signer.generate("log.example/h")
+    with AuditLog.create(tmp_path / "log", "log.example/h", signer) as log:
+        history = CheckpointHistory(size=2)
+        first = log.checkpoint_note
+        history.observe(first)
+        history.observe(first)
+        assert [s.note for s in history.seen()] == [first]
+        for n in range(2):
+            log.append(_event(n))
+            history.observe(log.publish_checkpoint())
+        assert [s.checkpoint.size for s in history.seen()] == [1, 2]  # bounded: 0 dropped
+
+
+def _event(n: int) -> Event:
+    return Event(
+        actor=Actor(user="u"),
+        action="dataset.read",
+        resource=Resource(kind="Dataset", name=f"d{n}", tenant="bank"),
+        outcome="success",
+    )
+
+
+@pytest.mark.parametrize(("open_reads", "status"), [(True, 200), (False, 303)])
+def test_without_credentials_the_console_reads_only_what_the_api_would(
+    tmp_path: Path, open_reads: bool, status: int
+) -> None:
+    signer = Signer.generate("log.example/open")
+    with AuditLog.create(tmp_path / "log", "log.example/open", signer) as log:
+        log.append(_event(0))
+        log.publish_checkpoint()
+        policy = AccessPolicy(writers={}, readers={}, open_reads=open_reads)
+        with serve_app(create_app(log, policy)) as url:
+            page = httpx.get(f"{url}/console/tenants/bank/entries", timeout=30)
+        assert page.status_code == status
+        if open_reads:
+            assert "d0" in page.text
+            assert "Sign out" not in page.text
+        else:
+            assert page.headers["location"] == "/console/login"
