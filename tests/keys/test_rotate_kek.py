@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,11 +27,21 @@ from kubernetes import client
 
 from audit.log import AuditLog, LogReader
 from audit.signing import generate_key_file
+from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.operator_process import OperatorProcess
-from sandbox.keys import KeyIntegrityError, LocalKeyProvider, SecretKekRing, kek_id
+from sandbox.keys import (
+    FileKekRing,
+    KeyIntegrityError,
+    LocalKeyProvider,
+    Pkcs11KeyProvider,
+    SecretKekRing,
+    generate_kek,
+    kek_id,
+)
 from sandbox.keys.kek_ring import KEK_LABEL
 from sandbox.keys.secret_store import SecretWrappedKeyStore
 from sandbox.kube.apply import apply, delete, get, list_objects
+from tests.keys.conftest import TOKEN_LABEL, USER_PIN, SoftHsm
 from tests.lifecycle.conftest import operator_env
 from tests.lifecycle.helpers import SYSTEM_NS, condition, sandbox_body, unique
 
@@ -200,3 +211,81 @@ def _old_kek_opens_nothing(old_kek: bytes, store: SecretWrappedKeyStore, sids: l
     for sid in sids:
         with pytest.raises(KeyIntegrityError):
             LocalKeyProvider(old_kek, store).data_key(sid)
+
+
+def _fresh_namespace(api: client.ApiClient) -> str:
+    name = f"keys-{secrets.token_hex(4)}"
+    apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+def test_pkcs11_rotate_kek_command_gives_every_sandbox_a_new_token_key(
+    admin_api: client.ApiClient,
+    control_plane: ControlPlane,
+    softhsm: SoftHsm,
+    tmp_path: Path,
+) -> None:
+    """The same command with pkcs11: each live sandbox's token KEK is replaced (the data
+    key stays), and each replacement is audited with the old and new token objects."""
+    namespace = _fresh_namespace(admin_api)
+    store = SecretWrappedKeyStore(admin_api, namespace, cache_seconds=0)
+    operator = Pkcs11KeyProvider(softhsm.settings(), store)
+    sids = [f"sbx-cli-{secrets.token_hex(3)}" for _ in range(2)]
+    refs = {sid: operator.create(sid, "lu-national-1", {}) for sid in sids}
+    keys = {sid: operator.data_key(sid) for sid in sids}
+    pin = tmp_path / "pin"
+    pin.write_text(USER_PIN + "\n")
+    audit = _audit_log(tmp_path)
+    run = _rotate(
+        control_plane.admin_kubeconfig,
+        audit,
+        REGSANDBOX_NAMESPACE=namespace,
+        REGSANDBOX_KEY_PROVIDER="pkcs11",
+        REGSANDBOX_PKCS11_MODULE=str(softhsm.module),
+        REGSANDBOX_PKCS11_TOKEN_LABEL=TOKEN_LABEL,
+        REGSANDBOX_PKCS11_PIN_FILE=str(pin),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 rotated" in run.stdout
+    reader = LogReader(audit[0])
+    try:
+        rotated = [reader.entry(i) for i in range(reader.size)]
+    finally:
+        reader.close()
+    assert sorted(e.resource.sandbox or "" for e in rotated) == sorted(sids)
+    for entry in rotated:
+        sid = entry.resource.sandbox or ""
+        record = json.loads(store.get(sid) or b"{}")
+        assert entry.action == "key.rotated"
+        assert entry.details["provider"] == "pkcs11"
+        assert entry.details["keyId"] == refs[sid].key_id  # the data key's id stays
+        assert entry.details["newKekId"] == f"pkcs11-kek-{record['kekObjectId']}"
+        assert entry.details["oldKekId"] != entry.details["newKekId"]
+        assert operator.data_key(sid) == keys[sid]  # the operator's cached copy follows
+
+
+def test_file_kek_rotate_command_rewraps_and_says_to_empty_the_previous_file(
+    admin_api: client.ApiClient, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    namespace = _fresh_namespace(admin_api)
+    current, previous = tmp_path / "kek", tmp_path / "previous-kek"
+    old, new = generate_kek(), generate_kek()
+    current.write_text(base64.b64encode(old).decode())
+    store = SecretWrappedKeyStore(admin_api, namespace, cache_seconds=0)
+    operator = LocalKeyProvider.from_source(FileKekRing(current, previous), store)
+    sid = operator.create(f"sbx-cli-{secrets.token_hex(3)}", "lu-national-1", {}).sandbox_id
+    key = operator.data_key(sid)
+    current.write_text(base64.b64encode(new).decode())  # the secret store rotated the files
+    previous.write_text(base64.b64encode(old).decode())
+    env = {
+        "REGSANDBOX_NAMESPACE": namespace,
+        "REGSANDBOX_LOCAL_KEK_FILE": str(current),
+        "REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE": str(previous),
+    }
+    run = _rotate(control_plane.admin_kubeconfig, _audit_log(tmp_path), **env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE" in run.stdout
+    assert list_objects(admin_api, "Secret", namespace, KEK_LABEL) == []  # never in etcd
+    previous.write_text("")
+    assert operator.data_key(sid) == key
+    _old_kek_opens_nothing(old, store, [sid])
