@@ -16,7 +16,8 @@ without requiring one:
 
 uvicorn (0.55) does not fill the ASGI TLS extension itself; :class:`PeerCertProtocol`
 reads the verified peer certificate once per connection, after the handshake, and adds
-it to each request's scope.
+it to each request's scope. Renegotiation is off (a connection keeps the identity of its
+handshake) and TLS 1.2 is the oldest version accepted.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import asyncio
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from audit.client_certs import TLS_EXTENSION
@@ -77,6 +79,14 @@ class PeerCertProtocol(H11Protocol):
         self.app = _WithPeerCert(self.app, tls)
 
 
+def _hardened(config: Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's context for the configured files, without renegotiation or TLS < 1.2."""
+    ctx = default()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    return ctx
+
+
 @dataclass(frozen=True)
 class TlsListener:
     """Where and how the TLS listener serves."""
@@ -113,6 +123,7 @@ class TlsListener:
             # Ask, do not require: no certificate means the bearer-token path; a
             # certificate that fails verification aborts the handshake.
             ssl_cert_reqs=ssl.CERT_OPTIONAL if self.client_ca else ssl.CERT_NONE,
+            ssl_context_factory=_hardened,
         )
 
 

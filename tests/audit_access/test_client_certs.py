@@ -301,3 +301,10 @@ def test_a_certificate_appends_only_as_a_listed_kubernetes_writer(
         assert answers["writer"].json() == {"indices": [0]}
         assert answers["reader"].status_code == 403
         assert log.size == 1
+    # A connection keeps the identity of its handshake: no renegotiation, TLS 1.2 or newer.
+    config = listener.config(create_app(log, policy))
+    config.load()
+    assert config.ssl is not None
+    assert config.ssl.options & ssl.OP_NO_RENEGOTIATION
+    assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert config.ssl.verify_mode == ssl.CERT_OPTIONAL
