@@ -202,3 +202,25 @@ def test_key_rotation_co_signs_and_is_logged(tmp_path: Path) -> None:
     with AuditLog(tmp_path / "log", [new]) as log:
         assert log.size == 5
     verify_log(tmp_path / "log", [new.verifier])
+
+
+def test_a_range_reads_exactly_the_entries_one_by_one_reads_and_notices_damage(
+    tmp_path: Path,
+) -> None:
+    make_log(tmp_path / "log", 40)
+    with LogReader(tmp_path / "log") as reader:
+        one_by_one = [reader.entry_bytes(i) for i in range(40)]
+        assert reader.entry_range(0, 40) == one_by_one
+        assert reader.entry_range(17, 18) == one_by_one[17:18]
+        assert reader.entry_range(39, 39) == []
+        with pytest.raises(IndexError):
+            reader.entry_range(30, 41)  # past the checkpoint
+        middle = reader._offsets.offset(23) + 12
+    wal = tmp_path / "log" / ENTRIES_FILE
+    data = bytearray(wal.read_bytes())
+    data[middle] ^= 0xFF
+    wal.write_bytes(bytes(data))
+    with LogReader(tmp_path / "log") as reader:
+        assert reader.entry_range(0, 23) == one_by_one[:23]
+        with pytest.raises(StorageError, match="entry 23 is damaged"):
+            reader.entry_range(20, 30)

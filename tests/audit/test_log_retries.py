@@ -8,6 +8,7 @@ after it was closed and reopened. Any other event is appended as before.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,41 @@ def test_an_event_id_reused_for_another_event_is_refused_and_nothing_is_lost(
         with pytest.raises(MalformedError):
             reopened.append(event(6).model_copy(update={"event_id": original.event_id}))
         assert reopened.size == 1
+
+
+def test_retries_racing_their_first_attempt_get_its_index_and_make_no_second_entry(
+    tmp_path: Path,
+) -> None:
+    """Writers retrying on a timeout may resend while the first attempt is still being
+    committed by another thread: each event id ends up as one entry, and every caller
+    is answered with that entry's index."""
+    signer = Signer.generate(ORIGIN)
+    events = [event(i) for i in range(200)]
+    answers: dict[str, set[int]] = {e.event_id: set() for e in events}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    with AuditLog.create(tmp_path / "log", ORIGIN, signer, checkpoint_interval=60) as log:
+
+        def writer(offset: int) -> None:
+            for k in range(0, len(events), 5):
+                chunk = events[k : k + 5]
+                chunk = chunk[offset % 5 :] + chunk[: offset % 5]  # each in its own order
+                batch = [e.model_copy(update={"nonce": f"{offset:032x}"}) for e in chunk]
+                try:
+                    found = log.append_batch(batch)
+                except Exception as exc:  # reported below: a thread's error fails no test
+                    errors.append(exc)
+                    return
+                with lock:
+                    for e, index in zip(batch, found, strict=True):
+                        answers[e.event_id].add(index)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert log.size == len(events)
+        stored = {log.entry(i).event_id: i for i in range(log.size)}
+    assert all(answers[e.event_id] == {stored[e.event_id]} for e in events)
