@@ -4,18 +4,34 @@ Each entry becomes one OCSF *API Activity* event (class 6003), carried as the bo
 OpenTelemetry log record and posted to an OTLP/HTTP logs endpoint (``…/v1/logs``, JSON
 encoding). The event keeps what a SIEM needs to check it later against the log itself:
 
-- ``metadata.uid`` is the entry's ``event_id`` and ``metadata.sequence`` its index;
-- ``unmapped.regsandbox`` holds the log's origin, the index, the SHA-256 leaf hash of the
-  exact entry bytes and the checkpoint (size and root) that covers it.
+- ``metadata.uid`` is the entry's identity, ``<origin>#<index>`` (:func:`entry_uid`):
+  the same for every send of that entry, different for every other entry of any log;
+  ``metadata.sequence`` is its index;
+- ``unmapped.regsandbox`` holds the log's origin, the index, the writer's ``event_id``,
+  the SHA-256 leaf hash of the exact entry bytes and the signed checkpoint (size and
+  root) that covers the entry. An entry is forwarded only once a checkpoint that the
+  trusted keys verify covers it.
 
-Delivery: the :class:`Exporter` reads entries in order from a :class:`Cursor` (the next
-index to send, kept in a small file replaced atomically and fsynced), posts a batch,
-and moves the cursor only once the receiver has answered 2xx. So a restart resumes
-where the last acknowledged batch ended: nothing is lost, nothing acknowledged is sent
-again. A crash between the receiver's answer and the cursor's move repeats that one
-batch; each record carries the same ``metadata.uid`` (and the OTLP log record's
-attributes the index), so a receiver keying on it stores every entry exactly once.
-Only entries covered by a checkpoint that the trusted keys verify are sent.
+Delivery guarantee (what can honestly be promised over HTTP): an acknowledgement can be
+lost after the receiver stored a batch, so no sender alone can deliver exactly once.
+The :class:`Exporter` therefore gives:
+
+- *no loss, no gap, in order*: entries are sent in index order, one request at a time;
+  the :class:`Cursor` (the next index, in a file replaced atomically and fsynced with
+  its directory) moves past a batch only after the receiver answered 2xx for it; a
+  batch the source returns out of order is refused;
+- *at most one batch again per interruption*: after a crash, a restart, a timeout or a
+  5xx, sending resumes at the cursor, so only the batch whose acknowledgement was not
+  recorded can arrive twice; after each interruption batches start small
+  (``resume_batch``) and double, so a crash loop repeats little;
+- *exactly once where the receiver is idempotent*: every repeat carries the same
+  ``metadata.uid`` (and OTLP attribute ``regsandbox.entry.uid``), so a sink that stores
+  records under that key (a document id, a primary key) or deduplicates on it keeps each
+  entry exactly once.
+
+A receiver that refuses a batch for good (a 4xx other than 408/429, or an OTLP partial
+success rejecting records) stops the exporter with :class:`ReceiverRefusedError`, the cursor
+unmoved: dropping audit entries silently is worse than stopping.
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ from audit.checkpoint import Checkpoint, open_checkpoint
 from audit.client import AuditUnavailable
 from audit.durable import replace_file
 from audit.entry import Entry
-from audit.errors import MalformedError
+from audit.errors import AuditError, MalformedError
 from audit.log import LogReader
 from audit.merkle import leaf_hash
 from audit.note import Verifier, b64encode
@@ -45,6 +61,8 @@ __all__ = [
     "Exporter",
     "LocalSource",
     "OtlpSink",
+    "ReceiverRefusedError",
+    "entry_uid",
     "ocsf_event",
     "otlp_logs",
 ]
@@ -74,6 +92,20 @@ _ACTIVITIES = {
     "destroyed": 4,
     "expired": 4,
 }
+
+
+class ReceiverRefusedError(AuditError):
+    """The SIEM receiver refused a batch for good: sending it again would not help."""
+
+
+def entry_uid(origin: str, index: int) -> str:
+    """The identity of entry ``index`` of the log ``origin``: ``<origin>#<index>``.
+
+    Deterministic, so every send of an entry carries the same uid, and unique across
+    logs, whose origins differ. A SIEM keys on it (``metadata.uid``) to store each
+    entry once.
+    """
+    return f"{origin}#{index}"
 
 
 def _activity(action: str) -> tuple[int, str]:
@@ -122,7 +154,7 @@ def ocsf_event(data: bytes, origin: str, checkpoint: Checkpoint) -> dict[str, An
         "resources": [resource],
         "metadata": {
             "version": OCSF_VERSION,
-            "uid": entry.event_id,
+            "uid": entry_uid(origin, entry.index),
             "sequence": entry.index,
             "log_name": origin,
             "product": {"name": "regsandbox audit log", "vendor_name": "regsandbox"},
@@ -131,6 +163,7 @@ def ocsf_event(data: bytes, origin: str, checkpoint: Checkpoint) -> dict[str, An
             "regsandbox": {
                 "origin": origin,
                 "index": entry.index,
+                "event_id": entry.event_id,
                 "leaf_hash": b64encode(leaf_hash(data)),
                 "checkpoint": {"size": checkpoint.size, "root": b64encode(checkpoint.root)},
             }
@@ -159,7 +192,11 @@ def otlp_logs(events: Sequence[dict[str, Any]], origin: str) -> dict[str, Any]:
                     "key": "regsandbox.index",
                     "value": {"intValue": str(event["metadata"]["sequence"])},
                 },
-                {"key": "event.id", "value": {"stringValue": event["metadata"]["uid"]}},
+                {"key": "regsandbox.entry.uid", "value": {"stringValue": event["metadata"]["uid"]}},
+                {
+                    "key": "regsandbox.event_id",
+                    "value": {"stringValue": event["unmapped"]["regsandbox"]["event_id"]},
+                },
             ],
         }
         for event in events
@@ -180,25 +217,43 @@ def otlp_logs(events: Sequence[dict[str, Any]], origin: str) -> dict[str, Any]:
 
 
 class Cursor:
-    """The next index to forward, kept in a file replaced atomically and durably."""
+    """The next index to forward, and of which log, in a file replaced atomically and durably.
+
+    The file holds ``{"next": <index>, "origin": "<origin>"}``; a bare index (the format
+    before the origin was kept) is read as well, and rewritten at the next save.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         """The cursor file."""
 
+    def read(self) -> tuple[int, str | None]:
+        """The next index to forward (0 without a file) and the log's origin, if known."""
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return 0, None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MalformedError(f"cursor file {self.path} cannot be read: {exc}") from exc
+        if text.isdigit():
+            return int(text), None
+        try:
+            doc = json.loads(text)
+            index, origin = doc["next"], doc["origin"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedError(f"cursor file {self.path} is damaged; fix or remove it") from exc
+        if not (isinstance(index, int) and index >= 0 and isinstance(origin, str) and origin):
+            raise MalformedError(f"cursor file {self.path} is damaged; fix or remove it")
+        return index, origin
+
     def load(self) -> int:
         """The next index to forward (0 without a file)."""
-        try:
-            text = self.path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return 0
-        if not text.isdigit():
-            raise MalformedError(f"cursor file {self.path} is damaged; fix or remove it")
-        return int(text)
+        return self.read()[0]
 
-    def save(self, index: int) -> None:
-        """Record that every entry below ``index`` was acknowledged."""
-        replace_file(self.path, f"{index}\n".encode())
+    def save(self, index: int, origin: str) -> None:
+        """Record that every entry of log ``origin`` below ``index`` was acknowledged."""
+        doc = json.dumps({"next": index, "origin": origin}, separators=(",", ":"))
+        replace_file(self.path, doc.encode() + b"\n")
 
 
 class EntrySource(Protocol):
@@ -227,11 +282,21 @@ class LocalSource:
 
     def entries(self, start: int, end: int) -> list[bytes]:
         """Entries ``[start, end)``."""
-        return [self.reader.entry_bytes(i) for i in range(start, end)]
+        return self.reader.entry_range(start, end)
+
+
+_RETRYABLE = frozenset({408, 429})
+"""4xx answers that mean "later", not "never" (OTLP/HTTP also retries 5xx here)."""
 
 
 class OtlpSink:
-    """Posts OTLP/HTTP JSON log requests; any answer but 2xx raises AuditUnavailable."""
+    """Posts OTLP/HTTP JSON log requests and tells an acknowledgement from a refusal.
+
+    :meth:`send` returns once the receiver answered 2xx. A transport error, a timeout, a
+    5xx, 408 or 429 raise :class:`~audit.client.AuditUnavailable` (send again later: the
+    batch may or may not have been stored); any other answer, or a 2xx whose OTLP partial
+    success rejects records, raises :class:`ReceiverRefusedError`.
+    """
 
     def __init__(
         self, url: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0
@@ -244,18 +309,58 @@ class OtlpSink:
         """Post one request and wait for the receiver's acknowledgement."""
         try:
             answer = self._http.post(self.url, json=body)
+        except httpx.TimeoutException as exc:
+            raise AuditUnavailable(
+                f"SIEM receiver did not answer in time ({type(exc).__name__})"
+            ) from exc
         except httpx.HTTPError as exc:
             raise AuditUnavailable(f"SIEM receiver unreachable: {type(exc).__name__}") from exc
-        if not 200 <= answer.status_code < 300:
-            raise AuditUnavailable(f"SIEM receiver answered {answer.status_code}")
+        status = answer.status_code
+        if status >= 500 or status in _RETRYABLE:
+            raise AuditUnavailable(f"SIEM receiver answered {status}")
+        if not 200 <= status < 300:
+            raise ReceiverRefusedError(
+                f"SIEM receiver refused the batch: {status} {_detail(answer)}"
+            )
+        rejected, message = _partial_rejection(answer)
+        if rejected:
+            raise ReceiverRefusedError(
+                f"SIEM receiver rejected {rejected} record(s) of the batch: {message}"
+            )
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
 
 
+def _detail(answer: httpx.Response) -> str:
+    return " ".join(answer.text.split())[:200]
+
+
+def _partial_rejection(answer: httpx.Response) -> tuple[int, str]:
+    """``(rejectedLogRecords, errorMessage)`` of an OTLP partial success (0 if none)."""
+    try:
+        doc = answer.json()
+    except ValueError:
+        return 0, ""
+    partial = doc.get("partialSuccess") if isinstance(doc, dict) else None
+    if not isinstance(partial, dict):
+        return 0, ""
+    rejected = partial.get("rejectedLogRecords", 0)
+    try:
+        count = int(rejected)  # int64 is a string in OTLP JSON
+    except (TypeError, ValueError):
+        return 0, ""
+    return count, str(partial.get("errorMessage", ""))[:200]
+
+
 class Exporter:
-    """Forwards checkpointed entries from ``source`` to ``sink``, from ``cursor`` on."""
+    """Forwards checkpointed entries from ``source`` to ``sink``, from ``cursor`` on.
+
+    One request at a time, in index order; ``batch`` entries per request at most, starting
+    at ``resume_batch`` after a start or an interruption and doubling per acknowledged
+    batch (see the module's delivery guarantee).
+    """
 
     def __init__(
         self,
@@ -265,6 +370,7 @@ class Exporter:
         verifiers: Iterable[Verifier],
         *,
         batch: int = 256,
+        resume_batch: int = 16,
     ) -> None:
         self.source, self.sink, self.cursor = source, sink, cursor
         self.verifiers = tuple(verifiers)
@@ -273,37 +379,63 @@ class Exporter:
             raise ValueError("the exporter needs the log's verifier key")
         if not 0 < batch <= 1000:
             raise ValueError("batch is 1 to 1000 entries")
+        if resume_batch < 1:
+            raise ValueError("resume_batch is at least 1 entry")
         self.batch = batch
-        """Entries per request."""
+        """Most entries per request."""
+        self.resume_batch = min(batch, resume_batch)
+        """Entries in the first request after a start or an interruption."""
+        self._window = self.resume_batch
 
-    def run_once(self) -> int:
-        """Forward every entry the current checkpoint covers past the cursor; return how many."""
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """Forward every entry the current checkpoint covers past the cursor; return how many.
+
+        Stops early (between batches) once ``stop`` is set. Raises
+        :class:`~audit.client.AuditUnavailable` when the source or the receiver cannot be
+        reached (the cursor stays where the last acknowledged batch ended).
+        """
         checkpoint = open_checkpoint(self.source.checkpoint(), self.verifiers)
-        start = self.cursor.load()
+        origin = checkpoint.origin
+        start, known = self.cursor.read()
+        if known is not None and known != origin:
+            raise MalformedError(
+                f"the cursor {self.cursor.path} belongs to the log {known!r}, "
+                f"not to {origin!r}: give each log its own cursor file"
+            )
         if start > checkpoint.size:
             raise MalformedError(
                 f"the cursor ({start}) is past the log's checkpoint ({checkpoint.size}): "
                 "a different log, or one that was rolled back"
             )
         sent = 0
-        while start < checkpoint.size:
-            end = min(start + self.batch, checkpoint.size)
+        while start < checkpoint.size and not (stop is not None and stop.is_set()):
+            end = min(start + self._window, checkpoint.size)
             datas = self.source.entries(start, end)
-            events = [ocsf_event(d, checkpoint.origin, checkpoint) for d in datas]
+            events = [ocsf_event(d, origin, checkpoint) for d in datas]
             indices = [e["metadata"]["sequence"] for e in events]
             if indices != list(range(start, end)):
                 raise MalformedError(f"the source returned entries {indices[:3]}… for {start}")
-            self.sink.send(otlp_logs(events, checkpoint.origin))
-            self.cursor.save(end)
+            try:
+                self.sink.send(otlp_logs(events, origin))
+            except AuditUnavailable:
+                self._window = self.resume_batch  # the next try repeats little if it is cut
+                raise
+            self.cursor.save(end, origin)
             sent += end - start
             start = end
+            self._window = min(self.batch, self._window * 2)
         return sent
 
     def run(self, stop: threading.Event, interval: float = 5.0) -> None:
-        """Forward until ``stop`` is set, polling every ``interval`` seconds; retry failures."""
+        """Forward until ``stop`` is set, polling every ``interval`` seconds; retry failures.
+
+        :class:`ReceiverRefusedError` and a damaged cursor or source end the run (raised).
+        """
+        start = self.cursor.load()
+        _log.info("SIEM export started", next_index=start)
         while not stop.is_set():
             try:
-                self.run_once()
+                self.run_once(stop)
             except AuditUnavailable as exc:  # the cursor has not moved: retry later
-                _log.warning("SIEM export paused", error=str(exc))
+                _log.warning("SIEM export paused", error=str(exc), next_index=self.cursor.load())
             stop.wait(interval)

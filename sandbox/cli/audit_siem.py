@@ -3,7 +3,10 @@
 Reads the whole log, through the audit service (``--server``, the platform auditor's
 scope) or in place (``--log``), and forwards every checkpointed entry past the cursor
 file to an OTLP/HTTP logs endpoint (:mod:`audit.siem`). Kill it and start it again with
-the same ``--cursor``: it resumes after the last batch the receiver acknowledged.
+the same ``--cursor``: it resumes after the last batch the receiver acknowledged, so
+nothing is lost and only that one unacknowledged batch can arrive twice, with the same
+``metadata.uid``. Timeouts, 5xx, 408 and 429 are retried every ``--interval``; a receiver
+that refuses a batch for good stops the exporter (exit 1) with the cursor unmoved.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def siem_export(
     once: Annotated[bool, typer.Option("--once", help="Forward what there is, then stop.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls.", min=0.05)] = 5.0,
     batch: Annotated[int, typer.Option(help="Entries per request.", min=1, max=1000)] = 256,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the receiver's answer.", min=0.1)
+    ] = 10.0,
 ) -> None:
     """Forward audit entries as OCSF events over OTLP/HTTP, resumable from --cursor."""
     from sandbox.cli.audit import _verifiers  # the one parser of --vkey
@@ -61,7 +67,7 @@ def siem_export(
             source = LocalSource(LogReader(log))
         except (AuditError, OSError) as exc:
             fail(f"cannot open log {log}: {exc}")
-    sink = OtlpSink(otlp_url)
+    sink = OtlpSink(otlp_url, timeout=timeout)
     exporter = Exporter(source, sink, Cursor(cursor), verifiers, batch=batch)
     try:
         if once:
