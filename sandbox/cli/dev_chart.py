@@ -10,14 +10,12 @@ from typing import Annotated
 
 import typer
 
-from sandbox.cli.output import err_console, fail
+from sandbox.cli.logsetup import configure_process_logging
+from sandbox.cli.output import fail
+from sandbox.cli.progress import Progress, QuietOpt
 from sandbox.errors import SandboxError
 
 __all__ = ["chart"]
-
-
-def _progress(message: str) -> None:
-    err_console.print(f"[dim]•[/dim] {message}", highlight=False)
 
 
 def chart(
@@ -28,6 +26,7 @@ def chart(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the node and for the release.")
     ] = 300.0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the chart as a platform engineer would: a node, MinIO, helm install, all Ready.
 
@@ -42,6 +41,8 @@ def chart(
     from sandbox.devenv.toolchain import TOOLS, bin_dir
     from sandbox.kube.clients import kube_client
 
+    configure_process_logging()
+    progress = Progress(quiet=quiet).note
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -50,20 +51,20 @@ def chart(
     try:
         with ExitStack() as stack:
             stack.callback(plane.down)
-            plane.up(timeout=timeout, progress=_progress)
+            plane.up(timeout=timeout, progress=progress)
             state = plane.load_state()
             assert state is not None
-            _progress(f"starting MinIO on the node's link ({state.bind_address})")
+            progress(f"starting MinIO on the node's link ({state.bind_address})")
             storage = stack.enter_context(running_minio(base / "minio", host=state.bind_address))
             release = install_chart(
                 plane,
                 repo=repo.resolve(),
                 storage=storage,
                 directory=base / "release",
-                progress=_progress,
+                progress=progress,
             )
             stack.callback(uninstall_chart, release)
-            _progress("waiting for the operator, the gateways and the audit service")
+            progress("waiting for the operator, the gateways and the audit service")
             waited = wait_release_ready(
                 kube_client(plane.admin_kubeconfig), release, timeout=timeout
             )

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sandbox.cli.output import OutputFormat, err_console, fail, print_rows
+from sandbox.cli.output import OutputFormat, fail, print_rows
+from sandbox.cli.progress import Progress, QuietOpt
 from sandbox.devenv.images import (
     IMAGES,
     archive_ref,
@@ -20,10 +21,6 @@ from sandbox.devenv.images import (
 from sandbox.errors import SandboxError
 
 __all__ = ["images"]
-
-
-def _progress(message: str) -> None:
-    err_console.print(f"[dim]•[/dim] {message}", highlight=False)
 
 
 def _unbuildable(image: str, reason: str) -> dict[str, object]:
@@ -54,6 +51,7 @@ def images(
     ] = None,
     repo: Annotated[Path, typer.Option(help="The regsandbox checkout.")] = Path(),
     output: Annotated[OutputFormat, typer.Option("-o", "--output")] = OutputFormat.table,
+    quiet: QuietOpt = False,
 ) -> None:
     """List the local images (pause, busybox, opa, regsandbox) and their cache state.
 
@@ -65,14 +63,15 @@ def images(
     if unknown:
         fail(f"unknown image(s): {', '.join(unknown)}; known: {', '.join(IMAGES)}", 2)
     checkout = repo.resolve()
+    progress = Progress(quiet=quiet).note
     try:
         built: dict[str, Path] = {}
         if build or import_to is not None:
             for image in selected:
-                built[image] = build_image(image, repo=checkout, progress=_progress)
+                built[image] = build_image(image, repo=checkout, progress=progress)
         if import_to is not None:
             for image in selected:
-                import_archive(import_to, built[image], progress=_progress)
+                import_archive(import_to, built[image], progress=progress)
         rows: list[dict[str, object]] = []
         for image in selected:
             # What was just built; otherwise what the checkout would build now.

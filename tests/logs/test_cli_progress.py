@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import struct
@@ -19,6 +20,7 @@ from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.signing import generate_key_file
 from audit.verify import verify_log
+from sandbox.cli.progress import Progress
 
 ORIGIN = "audit.regsandbox.test/progress"
 SANDBOXCTL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "sandboxctl"
@@ -124,3 +126,20 @@ def test_verify_reports_how_far_it_is(log_dir: Path, monkeypatch: pytest.MonkeyP
     report = verify_log(log_dir, progress=lambda done, total: seen.append((done, total)))
     assert report.entries == ENTRIES
     assert seen == [(50, ENTRIES), (100, ENTRIES)]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_notes_reach_a_terminal_only_and_never_with_quiet() -> None:
+    # What `dev up`, `dev tools --build`, `dev images` and `dev chart` report through.
+    shown, piped, quiet = _Terminal(), io.StringIO(), _Terminal()
+    for stream, is_quiet in ((shown, False), (piped, False), (quiet, True)):
+        progress = Progress(quiet=is_quiet, stream=stream)
+        progress.note("building kube-apiserver v1.31")
+        with progress.task("copying", total=3) as advance:
+            advance(2, None)
+    assert "building kube-apiserver v1.31" in shown.getvalue()
+    assert piped.getvalue() == quiet.getvalue() == ""
