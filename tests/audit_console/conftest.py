@@ -55,6 +55,10 @@ class Console:
     tokens: dict[str, str]
     service_kubeconfig: Path
     """Kubeconfig of the audit service's own identity (bound to the review role only)."""
+    policy: AccessPolicy
+    """The service's access policy (its reader authority asks the control plane)."""
+    suffix: str
+    """Suffix of every cluster-scoped object made here (the roles' names end in it)."""
     indices: dict[str, list[int]] = field(default_factory=dict)
     """Labels (``a-loans-read``, ``b-loans-read``, ``a-hostile`` …) → entry indices."""
 
@@ -193,7 +197,9 @@ def console(
     policy = AccessPolicy(writers={}, readers={}, authority=authority)
     try:
         with serve_app(create_app(log, policy)) as url:
-            yield Console(url, log, signer, tenant_a, tenant_b, tokens, kubeconfig, indices)
+            yield Console(
+                url, log, signer, tenant_a, tenant_b, tokens, kubeconfig, policy, suffix, indices
+            )
     finally:
         log.close()
         rbac = client.RbacAuthorizationV1Api(admin_api)

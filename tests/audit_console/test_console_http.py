@@ -11,6 +11,8 @@ signing out ends the session on the server, and every response forbids inline sc
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from http.cookies import SimpleCookie
 
@@ -18,7 +20,9 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from audit.checkpoint import open_checkpoint
 from audit.console import CONTENT_SECURITY_POLICY
+from audit.merkle import leaf_hash, verify_inclusion
 from tests.audit_console.conftest import HOSTILE, SECRET_OF_B, Console
 
 pytestmark = pytest.mark.integration
@@ -307,3 +311,30 @@ def test_the_timeline_groups_matches_by_day(console: Console) -> None:
     assert page.status_code == 200
     days = re.findall(r"<h2>(\d{4}-\d\d-\d\d) <meter", page.text)
     assert days == ["2026-01-15", "2026-03-02"]
+
+
+def test_an_entry_page_carries_the_proof_the_json_api_returns(console: Console) -> None:
+    web, _ = sign_in(console, "tenant-a", console.tenant_a)
+    index = console.of("a-loans-read")[1]
+    page = web.get(f"/console/tenants/{console.tenant_a}/entries/{index}")
+    found = re.search(
+        r'<script type="application/json" id="proof-data">(.*?)</script>', page.text, re.S
+    )
+    assert found, page.text
+    embedded = json.loads(found.group(1))
+    api = httpx.get(
+        f"{console.url}/v1/tenants/{console.tenant_a}/entries/{index}",
+        headers={"Authorization": f"Bearer {console.tokens['tenant-a']}"},
+        timeout=30,
+    )
+    assert api.status_code == 200
+    assert embedded == api.json()
+    # and it is a proof: the project's own verifier accepts it against the signed checkpoint
+    checkpoint = open_checkpoint(embedded["checkpoint"].encode(), [console.signer.verifier])
+    verify_inclusion(
+        leaf_hash(base64.b64decode(embedded["entry"])),
+        index,
+        checkpoint.size,
+        [base64.b64decode(h) for h in embedded["inclusion"]],
+        checkpoint.root,
+    )
