@@ -167,9 +167,9 @@ class _Connection:
     session per (module, token) and runs one call at a time through it.
     """
 
-    def __init__(self, settings: Pkcs11Settings) -> None:
+    def __init__(self, settings: Pkcs11Settings, lock: threading.Lock) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
+        self._lock = lock  # the module's: shared by every connection to it
         self._session: Any = None
 
     @property
@@ -249,17 +249,22 @@ class _Connection:
 
 
 _CONNECTIONS: dict[tuple[str, str], _Connection] = {}
+_MODULE_LOCKS: dict[str, threading.Lock] = {}
 _CONNECTIONS_LOCK = threading.Lock()
 
 
 def _connection(settings: Pkcs11Settings) -> _Connection:
     key = (str(settings.module), settings.token_label)
     with _CONNECTIONS_LOCK:
+        # One lock per module, whatever the token: the module runs without locking, so
+        # no two calls may be inside it at once, not even a first login racing another.
+        lock = _MODULE_LOCKS.setdefault(key[0], threading.Lock())
         existing = _CONNECTIONS.get(key)
-        if existing is None or not existing.logged_in:
+        if existing is None or not (existing.logged_in or existing.matches_pin(settings.pin)):
             # A connection that never logged in (wrong PIN, token down) is not evidence
-            # of the right PIN: the newest settings replace it.
-            existing = _CONNECTIONS[key] = _Connection(settings)
+            # of the right PIN: other settings replace it. The same settings reuse it,
+            # so handler threads starting together share one login, not one each.
+            existing = _CONNECTIONS[key] = _Connection(settings, lock)
         elif not existing.matches_pin(settings.pin):
             raise KeyProviderError(
                 f"token {settings.token_label!r} is already open in this process with a "

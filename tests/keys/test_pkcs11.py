@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -353,3 +355,54 @@ def test_a_process_still_logged_in_from_a_lost_session_keeps_working(
         assert fresh.destroy(sid).key_id == ref.key_id
     finally:
         leftover.close()
+
+
+_STAMPEDE = """
+import sys, threading
+from pathlib import Path
+from pydantic import SecretStr
+from sandbox.keys import FileWrappedKeyStore, Pkcs11KeyProvider, Pkcs11Settings
+settings = Pkcs11Settings(module=sys.argv[1], token_label=sys.argv[2], pin=SecretStr(sys.argv[3]))
+provider = Pkcs11KeyProvider(settings, FileWrappedKeyStore(Path(sys.argv[4])))
+start = threading.Barrier(16)
+made, failed = [], []
+def create(i):
+    start.wait()
+    try:
+        made.append(provider.create(f"{sys.argv[5]}-{i:02d}", "lu-national-1", {}).key_id)
+    except Exception as exc:
+        failed.append(type(exc).__name__)
+threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(made), sorted(set(failed)))
+"""
+
+
+def test_sixteen_handler_threads_reaching_the_token_first_at_once_share_one_login(
+    softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    """An operator starting with many sandboxes: its 16 handler threads all reach the
+    token before anyone has logged in. Each used to open (and log in) its own session,
+    calling into the module at the same time — which the module, initialised without
+    locking, does not survive (PKCS11Error, or a segfault)."""
+    settings = softhsm.settings()
+    for attempt in range(3):  # a race: give it a few chances to show
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _STAMPEDE,
+                str(settings.module),
+                settings.token_label,
+                settings.pin.get_secret_value(),
+                str(tmp_path / f"wrapped-{attempt}"),
+                f"sbx-stampede-{uuid.uuid4().hex[:8]}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.strip().splitlines()[-1] == "16 []"
