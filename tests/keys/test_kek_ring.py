@@ -169,3 +169,14 @@ def test_the_keys_command_refuses_a_data_key_rotation_without_confirmation() -> 
     assert run.returncode == 2
     assert "--yes" in run.stderr
     assert run.stdout == ""
+
+
+def test_a_previous_kek_file_without_a_kek_file_is_refused_at_start(tmp_path: Path) -> None:
+    from operators.settings import OperatorSettings
+
+    with pytest.raises(ValueError, match="LOCAL_PREVIOUS_KEK_FILE"):
+        OperatorSettings(
+            cluster_region="onprem:lu-national-1",
+            cluster_jurisdiction="LU",
+            local_previous_kek_file=tmp_path / "previous-kek",
+        )

@@ -289,3 +289,42 @@ def test_file_kek_rotate_command_rewraps_and_says_to_empty_the_previous_file(
     previous.write_text("")
     assert operator.data_key(sid) == key
     _old_kek_opens_nothing(old, store, [sid])
+
+
+def test_rotate_data_key_command_gives_a_new_key_and_audits_both_ids(
+    admin_api: client.ApiClient, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    namespace = _fresh_namespace(admin_api)
+    store = SecretWrappedKeyStore(admin_api, namespace, cache_seconds=0)
+    operator = LocalKeyProvider.from_source(SecretKekRing(admin_api, namespace), store)
+    sid = f"sbx-cli-{secrets.token_hex(3)}"
+    old = operator.create(sid, "lu-national-1", {})
+    old_key = operator.data_key(sid)
+    audit = _audit_log(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "operators.main", "keys", "rotate-data-key", sid, "--yes"],
+        env={
+            **os.environ,
+            **operator_env(audit),
+            "REGSANDBOX_KUBECONFIG": str(control_plane.admin_kubeconfig),
+            "REGSANDBOX_NAMESPACE": namespace,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    new = operator.get(sid)
+    assert new is not None
+    assert new.key_id != old.key_id
+    assert operator.data_key(sid) != old_key  # the old data key is shredded, not kept
+    assert f"key/{new.key_id} rotated" in run.stdout
+    reader = LogReader(audit[0])
+    try:
+        [entry] = [reader.entry(i) for i in range(reader.size)]
+    finally:
+        reader.close()
+    assert (entry.action, entry.resource.sandbox) == ("key.rotated", sid)
+    assert entry.details["scope"] == "data-key"
+    assert (entry.details["oldKeyId"], entry.details["newKeyId"]) == (old.key_id, new.key_id)
