@@ -17,11 +17,10 @@ proven consistent with the current one in the browser) and ``proof/consistency``
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -30,13 +29,13 @@ from urllib.parse import parse_qs
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from audit.access import Reader, Scope, Verb, check_tenant_name
 from audit.checkpoint import Checkpoint
 from audit.console.history import CheckpointHistory
 from audit.console.query import EXPORT_ACTIONS, Filters, Found, Paging, Row, search
+from audit.console.render import CONTENT_SECURITY_POLICY, b64, environment, harden, json_for_html
 from audit.console.sessions import DEFAULT_SESSION_SECONDS, Session, SessionStore
 from audit.errors import AuditError, MalformedError
 from audit.tenants import TenantIndex
@@ -49,12 +48,6 @@ __all__ = [
     "ReadCheck",
     "mount_console",
 ]
-
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
-    "object-src 'none'"
-)
-"""Every console response carries this: only the service's own files, no inline script."""
 
 SESSION_COOKIE = "regsandbox_console"
 LOGIN_COOKIE = "regsandbox_console_login"
@@ -127,44 +120,6 @@ class _SignIn(Exception):  # noqa: N818 - control flow: send the browser to the 
     pass
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _json_for_html(value: object) -> str:
-    """JSON safe inside a ``<script type="application/json">`` (no ``<``, ``>``, ``&``)."""
-    text = json.dumps(value, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _pretty(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-
-
-def _actor(doc: Mapping[str, Any]) -> str:
-    actor = doc.get("actor") or {}
-    return str(actor.get("user") or actor.get("service_account") or actor.get("pod") or "—")
-
-
-def _resource(doc: Mapping[str, Any]) -> str:
-    res = doc.get("resource") or {}
-    where = "/".join(str(res[k]) for k in ("namespace",) if res.get(k))
-    return f"{res.get('kind', '?')} {where + '/' if where else ''}{res.get('name', '?')}"
-
-
-def _environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("audit.console", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["actor"] = _actor
-    env.filters["resource"] = _resource
-    env.filters["pretty"] = _pretty
-    return env
-
-
 @dataclass
 class _Ctx:
     """One request's view: who, which scope, and the URLs of that scope."""
@@ -192,22 +147,13 @@ class _Console:
         self.authorize = authorize
         self.settings = settings
         self.sessions = SessionStore(settings.session_seconds)
-        self.env = _environment()
+        self.env = environment()
 
     # -- responses -----------------------------------------------------------------------
 
-    @staticmethod
-    def harden(response: Response, *, cache: str = "no-store") -> Response:
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = cache
-        return response
-
     def page(self, name: str, code: int = 200, **values: Any) -> Response:
         html = self.env.get_template(name).render(**values)
-        return self.harden(HTMLResponse(html, status_code=code))
+        return harden(HTMLResponse(html, status_code=code))
 
     def error(
         self, request: Request, status: int, message: str, ctx: _Ctx | None = None
@@ -313,7 +259,7 @@ class _Console:
             ctx = await self.context(request, tenant, verb)
             return await render(ctx)
         except _SignIn:
-            response = self.harden(RedirectResponse(f"{_PREFIX}/login", status_code=303))
+            response = harden(RedirectResponse(f"{_PREFIX}/login", status_code=303))
             self.clear_cookie(request, response, SESSION_COOKIE)
             return response
         except HTTPException as exc:
@@ -358,7 +304,7 @@ class _Console:
         session_id, _ = self.sessions.open(token, tenant, reader.name)
         _log.info("console sign-in", reader=reader.name, scope=str(Scope(tenant)))
         base = f"{_PREFIX}/log" if tenant is None else f"{_PREFIX}/tenants/{tenant}"
-        response = self.harden(RedirectResponse(f"{base}/entries", status_code=303))
+        response = harden(RedirectResponse(f"{base}/entries", status_code=303))
         self.set_cookie(request, response, SESSION_COOKIE, session_id, int(self.sessions.lifetime))
         self.clear_cookie(request, response, LOGIN_COOKIE)
         return response
@@ -511,7 +457,7 @@ def _auth_routes(app: FastAPI, console: _Console) -> None:  # noqa: C901 - one r
                 if tenant is None
                 else f"{_PREFIX}/tenants/{tenant}/entries"
             )
-        return console.harden(RedirectResponse(target, status_code=303))
+        return harden(RedirectResponse(target, status_code=303))
 
     @app.get(f"{_PREFIX}/static/{{name}}", include_in_schema=False)
     async def static(name: str) -> Response:
@@ -519,7 +465,7 @@ def _auth_routes(app: FastAPI, console: _Console) -> None:  # noqa: C901 - one r
         if media is None:
             raise HTTPException(404, "no such file")
         data = resources.files("audit.console").joinpath("static", name).read_bytes()
-        return console.harden(Response(data, media_type=media), cache="no-cache")
+        return harden(Response(data, media_type=media), cache="no-cache")
 
     @app.get(f"{_PREFIX}/login", include_in_schema=False)
     async def login_form(request: Request) -> Response:
@@ -544,7 +490,7 @@ def _auth_routes(app: FastAPI, console: _Console) -> None:  # noqa: C901 - one r
                 return console.error(request, 403, "sign out from the console's own page")
             console.sessions.close(session_id)
             _log.info("console sign-out", reader=session.reader)
-        response = console.harden(RedirectResponse(f"{_PREFIX}/login", status_code=303))
+        response = harden(RedirectResponse(f"{_PREFIX}/login", status_code=303))
         console.clear_cookie(request, response, SESSION_COOKIE)
         return response
 
@@ -582,8 +528,8 @@ def _scope_routes(app: FastAPI, console: _Console, base: str) -> None:  # noqa: 
             data, proof = await run_in_threadpool(read)
             proven = {
                 "index": index,
-                "entry": _b64(data),
-                "inclusion": [_b64(h) for h in proof],
+                "entry": b64(data),
+                "inclusion": [b64(h) for h in proof],
                 "size": cp.size,
                 "checkpoint": note.decode(),
             }
@@ -593,8 +539,8 @@ def _scope_routes(app: FastAPI, console: _Console, base: str) -> None:  # noqa: 
                 index=index,
                 doc=json.loads(data),
                 raw=data.decode("utf-8", "replace"),
-                proof=[_b64(h) for h in proof],
-                proof_json=_json_for_html(proven),
+                proof=[b64(h) for h in proof],
+                proof_json=json_for_html(proven),
                 note=note.decode(),
                 size=cp.size,
             )
@@ -646,8 +592,8 @@ def _scope_routes(app: FastAPI, console: _Console, base: str) -> None:  # noqa: 
                     out.append(
                         {
                             "seen": seen,
-                            "root": _b64(seen.checkpoint.root),
-                            "proof": _json_for_html([_b64(h) for h in proof]),
+                            "root": b64(seen.checkpoint.root),
+                            "proof": json_for_html([b64(h) for h in proof]),
                         }
                     )
                 return out
@@ -657,7 +603,7 @@ def _scope_routes(app: FastAPI, console: _Console, base: str) -> None:  # noqa: 
                 ctx=ctx,
                 note=note.decode(),
                 size=cp.size,
-                root=_b64(cp.root),
+                root=b64(cp.root),
                 rows=await run_in_threadpool(rows),
             )
 
@@ -672,7 +618,7 @@ def _scope_routes(app: FastAPI, console: _Console, base: str) -> None:  # noqa: 
             if not 0 < old <= cp.size:
                 raise HTTPException(404, f"no proof from {old} to {cp.size}")
             proof = await run_in_threadpool(console.source.log.consistency_proof, old, cp.size)
-            body = {"old": old, "new": cp.size, "hashes": [_b64(h) for h in proof]}
-            return console.harden(JSONResponse(body))
+            body = {"old": old, "new": cp.size, "hashes": [b64(h) for h in proof]}
+            return harden(JSONResponse(body))
 
         return await console.guarded(request, tenant, "get", render)
