@@ -56,6 +56,7 @@ _PAGE = 50
 _BUDGET = 5_000
 _MAX_FORM = 64 * 1024
 _MAX_TOKEN = 16 * 1024
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _STATIC = {
     "console.css": "text/css; charset=utf-8",
     "verify.js": "text/javascript; charset=utf-8",
@@ -90,8 +91,8 @@ class ConsoleSettings:
     session_seconds: float = DEFAULT_SESSION_SECONDS
     """How long a sign-in lasts (the token is still reviewed on every page)."""
     secure_cookies: bool | None = None
-    """Mark cookies Secure: None for "when the request came over TLS"; True behind a
-    TLS-terminating proxy that does not forward the scheme."""
+    """Mark cookies Secure: None for "unless plain HTTP to a loopback address" (so over
+    TLS, and behind a TLS-terminating proxy); True always; False never."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,17 @@ class _Console:
         return response
 
     def secure(self, request: Request) -> bool:
+        """Whether cookies are Secure: over TLS, and to any host but this machine's.
+
+        Plain HTTP is accepted only on loopback (``kubectl port-forward``); a request
+        for another host over plain HTTP came through a TLS-terminating proxy that did
+        not say so — or has no TLS at all, and then no cookie should be sent.
+        """
         if self.settings.secure_cookies is not None:
             return self.settings.secure_cookies
-        return request.url.scheme == "https"
+        host = (request.url.hostname or "").lower()
+        loopback = host in _LOOPBACK or host.endswith(".localhost")
+        return request.url.scheme == "https" or not loopback
 
     def set_cookie(
         self, request: Request, response: Response, name: str, value: str, max_age: int
@@ -277,8 +286,9 @@ class _Console:
     ) -> Response:
         """The sign-in form, with a fresh CSRF nonce in a cookie and in the form."""
         nonce = secrets.token_urlsafe(32)
+        plain = request.url.scheme != "https" and self.secure(request)
         response = self.page(
-            "login.html", code, csrf=nonce, message=message, tenant=tenant, ctx=None
+            "login.html", code, csrf=nonce, message=message, tenant=tenant, plain=plain, ctx=None
         )
         self.set_cookie(request, response, LOGIN_COOKIE, nonce, 1800)
         return response

@@ -199,8 +199,9 @@ def serve(
         bool,
         typer.Option(
             "--console-secure-cookies",
-            help="Mark the console's cookies Secure even when the request reached this "
-            "process over plain HTTP (behind a TLS-terminating ingress).",
+            help="Mark the console's cookies Secure always; by default they are Secure "
+            "unless the browser reached the service over plain HTTP on localhost "
+            "(kubectl port-forward).",
         ),
     ] = False,
 ) -> None:

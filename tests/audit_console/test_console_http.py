@@ -103,6 +103,21 @@ def test_over_tls_the_cookie_is_secure(console: Console) -> None:
     assert _cookie(answer, "regsandbox_console")["regsandbox_console"]["secure"]
 
 
+def test_plain_http_to_another_host_still_gets_a_secure_cookie_and_a_warning(
+    console: Console,
+) -> None:
+    # Plain HTTP for a name other than this machine's: a proxy that did not say it
+    # terminated TLS, or no TLS at all. Either way the cookie must not travel in clear.
+    web = _client(console)
+    form = web.get("/console/login", headers={"Host": "audit.bank.example"})
+    assert form.status_code == 200
+    assert 'id="plain"' in form.text
+    assert _cookie(form, "regsandbox_console_login")["regsandbox_console_login"]["secure"]
+    local = web.get("/console/login")
+    assert 'id="plain"' not in local.text
+    assert not _cookie(local, "regsandbox_console_login")["regsandbox_console_login"]["secure"]
+
+
 def test_sign_in_refuses_other_audiences_unbound_users_and_forged_forms(console: Console) -> None:
     _, wrong = sign_in(console, "wrong-audience", console.tenant_a)
     assert wrong.status_code == 401
