@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -69,8 +70,15 @@ def fingerprint(obj: Mapping[str, Any]) -> bytes:
 
 
 def _key(obj: Mapping[str, Any]) -> Key:
+    # Interned: a sandbox's dozen objects share one namespace string, and every
+    # sandbox's objects the same few names.
     meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    return sys.intern(str(meta.get("namespace") or "")), sys.intern(str(meta.get("name") or ""))
+
+
+def _stamp(version: str, wanted: bytes) -> bytes:
+    """One digest of a version and a fingerprint (what is kept per vouched object)."""
+    return hashlib.blake2b(version.encode() + b"\0" + wanted, digest_size=16).digest()
 
 
 class _GoneError(Exception):
@@ -83,7 +91,7 @@ class _Kind:
 
     name: str
     versions: dict[Key, str] = field(default_factory=dict)
-    vouched: dict[Key, tuple[str, bytes]] = field(default_factory=dict)
+    vouched: dict[Key, bytes] = field(default_factory=dict)
     synced: bool = False
     contact: float = 0.0
     """When the API server last answered this kind's list or watch (monotonic)."""
@@ -146,8 +154,7 @@ class VersionIndex:
         return (
             version is not None
             and vouched is not None
-            and vouched[0] == version
-            and vouched[1] == fingerprint(desired)
+            and vouched == _stamp(version, fingerprint(desired))
         )
 
     def vouch(self, desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
@@ -157,7 +164,7 @@ class VersionIndex:
         version = (live.get("metadata") or {}).get("resourceVersion")
         if state is None or not version:
             return
-        stamp = (str(version), fingerprint(desired))
+        stamp = _stamp(str(version), fingerprint(desired))
         with self._lock:
             state.vouched[_key(desired)] = stamp
 
