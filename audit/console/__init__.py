@@ -17,7 +17,7 @@ from audit.console.pages import (
     ReadCheck,
     mount_console,
 )
-from audit.console.query import Filters, search
+from audit.console.query import Filters, Paging, search
 from audit.console.sessions import DEFAULT_SESSION_SECONDS, Session, SessionStore
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ConsoleSettings",
     "ConsoleSource",
     "Filters",
+    "Paging",
     "ReadCheck",
     "SeenCheckpoint",
     "Session",

@@ -346,7 +346,7 @@ class _Console:
         return note, cp
 
     async def find(
-        self, ctx: _Ctx, filters: Filters, start: int, limit: int = _PAGE
+        self, ctx: _Ctx, filters: Filters, start: int | None, limit: int = _PAGE
     ) -> tuple[Found, bytes]:
         def run() -> tuple[Found, bytes]:
             note, cp = self.state()
@@ -355,7 +355,7 @@ class _Console:
                 self.source.tenants,
                 ctx.tenant,
                 filters,
-                Paging(start, limit, _BUDGET),
+                Paging(start, limit, _BUDGET, filters.newest_first),
                 cp.size,
             )
             return found, note
@@ -378,8 +378,10 @@ def _filters(request: Request, tenant: str | None) -> Filters:
     return filters if tenant is None else filters.with_(tenant=tenant)
 
 
-def _start(request: Request) -> int:
-    raw = request.query_params.get("start", "0")
+def _start(request: Request) -> int | None:
+    raw = request.query_params.get("start")
+    if raw is None or raw == "":
+        return None
     if not raw.isdigit() or len(raw) > 16:
         raise MalformedError("start: want a non-negative entry index")
     return int(raw)
@@ -390,7 +392,8 @@ def _day(row: Row) -> str:
 
 
 def _exports(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Export entries grouped per ModelExport, in the order first seen."""
+    """Export entries grouped per ModelExport (in the page's order), each export's steps
+    in the order they happened."""
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in rows:
         res = row.doc.get("resource") or {}
@@ -399,6 +402,8 @@ def _exports(rows: Sequence[Row]) -> list[dict[str, Any]]:
             key, {"tenant": key[0], "namespace": key[1], "name": key[2], "steps": []}
         )
         group["steps"].append(row)
+    for group in groups.values():
+        group["steps"].sort(key=lambda row: row.index)
     return list(groups.values())
 
 
@@ -515,9 +520,7 @@ def _scope_routes(app: FastAPI, console: _Console, base: str) -> None:  # noqa: 
         async def render(ctx: _Ctx) -> Response:
             filters = _filters(request, ctx.tenant)
             found, _ = await console.find(ctx, filters, _start(request))
-            return console.page(
-                "entries.html", ctx=ctx, filters=filters, found=found, start=_start(request)
-            )
+            return console.page("entries.html", ctx=ctx, filters=filters, found=found)
 
         return await console.guarded(request, tenant, "list", render)
 

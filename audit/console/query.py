@@ -1,9 +1,10 @@
 """What the console searches for, and how it pages through the log to find it.
 
 A :class:`Filters` comes from a page's query string; :func:`search` walks the entries of
-one scope in index order (oldest first) and keeps those that match. For a tenant's scope
-the walk goes only through that tenant's entries (:class:`audit.tenants.TenantIndex`),
-the same read path as ``/v1/tenants/{t}/entries``; no other tenant's entry is read for it.
+one scope in index order (newest first, or oldest first) and keeps those that match.
+For a tenant's scope the walk goes only through that tenant's entries
+(:class:`audit.tenants.TenantIndex`), the same read path as ``/v1/tenants/{t}/entries``;
+no other tenant's entry is read for it.
 
 Every walk is bounded: a page stops after ``limit`` matches or after looking at
 ``budget`` entries, and says where the next page starts, so a narrow filter over a long
@@ -29,8 +30,10 @@ EXPORT_ACTIONS = "model.export"
 """Action prefix of every step of a model export: submitted, policy-checked, reviewed…"""
 
 _OUTCOMES = ("success", "failure", "denied")
+_ORDERS = ("", "oldest")
 _MAX_TEXT = 256
 _CHUNK = 500
+_MAX_WINDOW = 1 << 16
 
 
 def _time(name: str, value: str) -> datetime:
@@ -73,6 +76,8 @@ class Filters:
     """Entries at or after this time (ISO 8601; UTC unless a zone is given)."""
     until: str = ""
     """Entries before this time."""
+    order: str = ""
+    """``oldest`` for oldest first; newest first otherwise."""
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filters:
@@ -86,6 +91,8 @@ class Filters:
             check_tenant_name(found.tenant)
         if found.outcome and found.outcome not in _OUTCOMES:
             raise MalformedError(f"outcome: want one of {', '.join(_OUTCOMES)}")
+        if found.order not in _ORDERS:
+            raise MalformedError("order: want 'oldest', or nothing for newest first")
         found.window()
         return found
 
@@ -95,9 +102,10 @@ class Filters:
         until = _time("until", self.until) if self.until else None
         return since, until
 
-    def active(self) -> bool:
-        """Whether any filter is set."""
-        return any(getattr(self, f.name) for f in fields(self))
+    @property
+    def newest_first(self) -> bool:
+        """Whether pages list the newest entries first (the default)."""
+        return self.order != "oldest"
 
     def with_(self, **changes: str) -> Filters:
         """A copy with some fields changed."""
@@ -165,15 +173,17 @@ class Found:
 class Paging:
     """Where a page starts and how much it may hold and read."""
 
-    start: int = 0
-    """First entry index to look at."""
+    start: int | None = None
+    """First entry index to look at; None: the newest (or, oldest first, entry 0)."""
     limit: int = 50
     """Most matches on the page."""
     budget: int = 5_000
     """Most entries read for the page."""
+    newest_first: bool = True
+    """Walk from ``start`` down to entry 0, rather than up to the end."""
 
 
-def _indices(tenants: TenantIndex, tenant: str | None, start: int, size: int) -> Iterator[int]:
+def _ascending(tenants: TenantIndex, tenant: str | None, start: int, size: int) -> Iterator[int]:
     if tenant is None:
         yield from range(start, size)
         return
@@ -181,6 +191,22 @@ def _indices(tenants: TenantIndex, tenant: str | None, start: int, size: int) ->
     while at is not None:
         chosen, at = tenants.page(tenant, at, _CHUNK, size)
         yield from chosen
+
+
+def _descending(tenants: TenantIndex, tenant: str | None, start: int, size: int) -> Iterator[int]:
+    """Indices from ``start`` down to 0: a tenant's, window by growing window, each window
+    one bisection of the index, so a sparse tenant costs few steps."""
+    high = min(start + 1, size)
+    if tenant is None:
+        yield from range(high - 1, -1, -1)
+        return
+    window = _CHUNK
+    while high > 0:
+        low = max(0, high - window)
+        chosen, _ = tenants.page(tenant, low, high - low, high)
+        yield from reversed(chosen)
+        high = low
+        window = min(window * 2, _MAX_WINDOW)
 
 
 def search(
@@ -192,7 +218,8 @@ def search(
     size: int,
 ) -> Found:
     """Up to ``paging.limit`` entries of the scope matching ``filters``, from
-    ``paging.start`` on, in the first ``size`` entries (a checkpoint's).
+    ``paging.start`` on (down, newest first, or up), in the first ``size`` entries (a
+    checkpoint's).
 
     ``scope_tenant`` None walks the whole log (a tenant filter then walks only that
     tenant's entries); a tenant walks only that tenant's entries. At most
@@ -201,7 +228,12 @@ def search(
     walk = scope_tenant if scope_tenant is not None else (filters.tenant or None)
     rows: list[Row] = []
     scanned = 0
-    for index in _indices(tenants, walk, max(paging.start, 0), size):
+    if paging.newest_first:
+        start = size - 1 if paging.start is None else min(paging.start, size - 1)
+        indices = _descending(tenants, walk, start, size)
+    else:
+        indices = _ascending(tenants, walk, max(paging.start or 0, 0), size)
+    for index in indices:
         if scanned >= paging.budget or len(rows) >= paging.limit:
             return Found(rows, index, scanned, size)
         scanned += 1

@@ -105,7 +105,7 @@ def test_an_officer_filters_a_datasets_reads_and_sees_an_entrys_proof_verified(
     with page.expect_navigation():
         page.click("#apply")
     wanted = console.of("a-loans-read", "a-loans-read-march")
-    assert [int(i) for i in _column(page, 1)] == wanted
+    assert [int(i) for i in _column(page, 1)] == wanted[::-1]  # newest first
     assert set(_column(page, 3)) == {"dataset.read"}
     assert set(_column(page, 6)) == {console.tenant_a}
     assert SECRET_OF_B not in page.content()

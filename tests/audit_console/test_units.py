@@ -9,17 +9,19 @@ without sends the browser to sign in.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from audit.console import CheckpointHistory, Filters, SessionStore
+from audit.console import CheckpointHistory, Filters, Paging, SessionStore, search
 from audit.entry import Actor, Event, Resource
 from audit.errors import MalformedError
 from audit.log import AuditLog
 from audit.note import Signer
 from audit.service import AccessPolicy, create_app
+from audit.tenants import TenantIndex
 from tests.servers import serve_app
 
 
@@ -139,3 +141,46 @@ def test_without_credentials_the_console_reads_only_what_the_api_would(
             assert "Sign out" not in page.text
         else:
             assert page.headers["location"] == "/console/login"
+
+
+def _entries(n: int, tenant_at: set[int]) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "action": "dataset.read",
+                "outcome": "success",
+                "resource": {
+                    "kind": "Dataset",
+                    "name": "d",
+                    "tenant": "x" if i in tenant_at else "y",
+                },
+                "time": "2026-03-02T15:00:00.000000Z",
+            },
+            separators=(",", ":"),
+        ).encode()
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+def test_a_sparse_tenant_pages_through_the_whole_log_each_entry_once(newest_first: bool) -> None:
+    where = {5, 1500, 2999, 70_000}
+    data = _entries(70_001, where)
+    tenants = TenantIndex(data.__getitem__)
+    seen: list[int] = []
+    start: int | None = None
+    for _ in range(10):
+        found = search(
+            data.__getitem__,
+            tenants,
+            "x",
+            Filters(),
+            Paging(start, limit=3, budget=100, newest_first=newest_first),
+            len(data),
+        )
+        assert found.scanned <= 4  # only the tenant's entries are read
+        seen += [row.index for row in found.rows]
+        start = found.next_start
+        if start is None:
+            break
+    assert seen == sorted(where, reverse=newest_first)
