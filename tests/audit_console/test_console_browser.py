@@ -125,6 +125,11 @@ def test_an_officer_filters_a_datasets_reads_and_sees_an_entrys_proof_verified(
     page.fill("#vkey", stranger.verifier.vkey)
     page.click("#vkey-check")
     assert _settled(page, "#signature") == "failed"
+    # The key that verified is remembered: the next entry's checkpoint is checked with it.
+    page.goto(f"{console.url}/console/tenants/{console.tenant_a}/entries/{wanted[0]}")
+    assert _settled(page, "#verdict") == "verified"
+    assert _settled(page, "#signature") == "verified"
+    assert page.input_value("#vkey") == console.signer.verifier.vkey
     assert page.errors == []  # no CSP violation, no script error
 
 

@@ -5,6 +5,7 @@
 
 const RegsandboxProof = (() => {
   const enc = new TextEncoder();
+  const VKEY_ITEM = "regsandbox.audit.vkey";  // the published verifier key, once checked
 
   function fromB64(text) {
     const bin = atob(text);
@@ -151,26 +152,37 @@ const RegsandboxProof = (() => {
       const p = JSON.parse(data.textContent);
       const cp = parseNote(p.checkpoint);
       if (cp.size !== BigInt(p.size)) throw new Error("the proof is for another tree size");
-      const leaf = await leafHash(fromB64(p.entry));
+      const entry = fromB64(p.entry);
+      const raw = document.getElementById("raw");
+      if (raw && raw.textContent !== new TextDecoder().decode(entry)) {
+        throw new Error("the bytes shown are not the bytes proven");
+      }
+      const leaf = await leafHash(entry);
       const ok = await verifyInclusion(p.index, p.size, leaf, p.inclusion.map(fromB64), cp.root);
       show(verdict, ok, ok
-        ? `Verified: entry ${p.index} is in the log of ${p.size} entries whose root hash ${toB64(cp.root)} the checkpoint signs.`
+        ? `Verified: entry ${p.index} is in the log of ${p.size} entries with root hash ${toB64(cp.root)}, as the checkpoint below states.`
         : `NOT verified: the proof does not lead from this entry to the checkpoint's root hash.`);
     } catch (err) {
       show(verdict, false, `NOT verified: ${err.message}`);
     }
     const form = document.getElementById("vkey-form");
+    const input = document.getElementById("vkey");
     const out = document.getElementById("signature");
-    form?.addEventListener("submit", async (event) => {
-      event.preventDefault();
+    if (!form || !input || !out) return;
+    const check = async () => {
       try {
         const note = document.getElementById("checkpoint-note").textContent;
-        const ok = await verifyNoteSignature(note, document.getElementById("vkey").value);
-        show(out, ok, ok ? "Signature verified with this key." : "NOT verified: no valid signature by this key.");
+        const ok = await verifyNoteSignature(note, input.value);
+        if (ok) localStorage.setItem(VKEY_ITEM, input.value.trim());
+        show(out, ok, ok ? "Signature verified with this key (remembered in this browser)."
+                         : "NOT verified: no valid signature by this key.");
       } catch (err) {
         show(out, false, `NOT verified: ${err.message}`);
       }
-    });
+    };
+    form.addEventListener("submit", (event) => { event.preventDefault(); check(); });
+    const remembered = localStorage.getItem(VKEY_ITEM);
+    if (remembered) { input.value = remembered; await check(); }
   }
 
   async function checkHistory() {
