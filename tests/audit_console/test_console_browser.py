@@ -130,6 +130,8 @@ def test_an_officer_filters_a_datasets_reads_and_sees_an_entrys_proof_verified(
     assert _settled(page, "#verdict") == "verified"
     assert _settled(page, "#signature") == "verified"
     assert page.input_value("#vkey") == console.signer.verifier.vkey
+    page.goto(f"{console.url}/console/tenants/{console.tenant_a}/checkpoints")
+    assert _settled(page, "#current-signature") == "verified"
     assert page.errors == []  # no CSP violation, no script error
 
 

@@ -189,6 +189,17 @@ const RegsandboxProof = (() => {
     const table = document.getElementById("history");
     if (!table) return;
     const size = BigInt(table.dataset.size), root = fromB64(table.dataset.root);
+    const remembered = localStorage.getItem(VKEY_ITEM);
+    const signature = document.getElementById("current-signature");
+    if (remembered && signature) {
+      try {
+        const ok = await verifyNoteSignature(document.getElementById("current-note").textContent, remembered);
+        show(signature, ok, ok ? "The current checkpoint's signature verifies with the key you checked earlier."
+                               : "NOT verified: the current checkpoint is not signed by the key you checked earlier.");
+      } catch (err) {
+        show(signature, false, `NOT verified: ${err.message}`);
+      }
+    }
     for (const row of table.querySelectorAll("tr.history-row")) {
       const cell = row.querySelector("td.verdict");
       try {
