@@ -22,6 +22,9 @@ Routes (all under ``/v1``):
 ``GET /healthz``                          200 while the log can append and sign; 503 with
                                           the failing condition otherwise
 ``GET /metrics``                          Prometheus metrics
+``/console/…``                            the read-only web console for compliance officers
+                                          (:mod:`audit.console`): the same read check as
+                                          above, per page, for the page's scope
 ========================================  ==================================================
 
 Access uses bearer tokens. Appends need a writer's token: in Kubernetes the writer's own
