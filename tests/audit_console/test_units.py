@@ -9,7 +9,9 @@ without sends the browser to sign in.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -184,3 +186,21 @@ def test_a_sparse_tenant_pages_through_the_whole_log_each_entry_once(newest_firs
         if start is None:
             break
     assert seen == sorted(where, reverse=newest_first)
+
+
+def test_every_page_and_asset_ships_in_the_wheel() -> None:
+    """pyproject's package-data covers each template and static file (the image installs
+    the wheel, so a file it misses would be a 500 in production, not in a checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    with (root / "pyproject.toml").open("rb") as handle:
+        patterns = tomllib.load(handle)["tool"]["setuptools"]["package-data"]["audit.console"]
+    package = root / "audit" / "console"
+    files = [
+        path.relative_to(package).as_posix()
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file()
+    ]
+    assert {"templates/entry.html", "static/verify.js", "static/console.css"} <= set(files)
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
+    assert missing == []
