@@ -542,6 +542,8 @@ class Pkcs11KeyProvider:
                 with self._lock(sandbox_id):
                     outcome = self._rotate_one(sandbox_id, cutoff)
             except (KeyIntegrityError, KeyStateError):
+                if self._store.get(sandbox_id, fresh=True) is None:
+                    continue  # destroyed meanwhile (by the operator): nothing to rotate
                 # One bad record (or a race with another process) must not stop the
                 # others; that sandbox keeps its KEK.
                 _log.warning("kek.rotation_skipped", sandbox=sandbox_id, provider=PROVIDER_NAME)
