@@ -13,6 +13,8 @@ from sandbox.api.meta import Condition, Duration, Quantity, WireModel
 from sandbox.api.transfers import AttestedTransfer
 
 __all__ = [
+    "ANONYMOUS_USER",
+    "EVERYONE_GROUPS",
     "Attestations",
     "DataPermit",
     "Member",
@@ -45,10 +47,25 @@ class Role(StrEnum):
     auditor = "auditor"
 
 
+EVERYONE_GROUPS = ("system:authenticated", "system:unauthenticated", "system:serviceaccounts")
+"""Groups Kubernetes puts every user, every anonymous request or every ServiceAccount in."""
+ANONYMOUS_USER = "system:anonymous"
+"""The user of a request without credentials."""
+_EVERYONE = (
+    "may not be everyone: the groups system:authenticated, system:unauthenticated and "
+    "system:serviceaccounts hold every user, every anonymous caller and every ServiceAccount "
+    "of the cluster, and system:anonymous is any caller without credentials; name the "
+    "people, or a group of them"
+)
+
+
 class Member(WireModel):
     """A user or a group of the tenant, and its role (exactly one of user or group).
 
     A ServiceAccount is named as a user, ``system:serviceaccount:<namespace>:<name>``.
+    A member may not be everyone (system:authenticated, system:unauthenticated,
+    system:serviceaccounts, system:anonymous): that would open the tenant's audit
+    entries, or its data, to the whole cluster.
     """
 
     model_config = ConfigDict(
@@ -57,7 +74,12 @@ class Member(WireModel):
                 {
                     "rule": "has(self.user) != has(self.group)",
                     "message": "set exactly one of user or group",
-                }
+                },
+                {
+                    "rule": f"(!has(self.group) || !(self.group in {list(EVERYONE_GROUPS)!r}))"
+                    f" && (!has(self.user) || self.user != {ANONYMOUS_USER!r})",
+                    "message": f"a member {_EVERYONE}",
+                },
             ]
         }
     )
@@ -74,6 +96,8 @@ class Member(WireModel):
     def _exactly_one(self) -> Member:
         if (self.user is None) == (self.group is None):
             raise ValueError("a member needs exactly one of user or group")
+        if self.group in EVERYONE_GROUPS or self.user == ANONYMOUS_USER:
+            raise ValueError(f"member {self.name} {_EVERYONE}")
         return self
 
     @property

@@ -22,6 +22,7 @@ from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
 from audit.service import AccessPolicy, create_app
+from sandbox.api.tenant import TenantSpec
 from sandbox.devenv.operator_process import OperatorProcess
 from sandbox.kube.apply import apply, get
 from sandbox.kube.audit_access import AUDIENCE, KubernetesReaders
@@ -232,3 +233,37 @@ def test_an_auditor_member_gets_no_other_right(
     assert not may(auditor, "list", "sandboxes", home, group="regsandbox.io")
     assert not may(auditor, "list", "modelexports", home, group="regsandbox.io")
     assert not may(auditor, "get", "tenants", None, group="regsandbox.io")
+
+
+@pytest.mark.parametrize(
+    ("member", "role"),
+    [
+        ({"group": "system:authenticated"}, "auditor"),
+        ({"group": "system:unauthenticated"}, "auditor"),
+        ({"group": "system:serviceaccounts"}, "auditor"),
+        ({"user": "system:anonymous"}, "auditor"),
+        ({"group": "system:authenticated"}, "owner"),
+    ],
+)
+def test_a_tenant_cannot_name_everyone_as_a_member(
+    admin_api: client.ApiClient,
+    tenant_factory: Callable[..., str],
+    member: dict[str, str],
+    role: str,
+) -> None:
+    """Naming every (or no) user as a member would let the whole cluster — or anyone who
+    can reach the API server — read a regulated tenant's audit entries (or its data):
+    the API server refuses such a Tenant, so the operator never binds it."""
+    with pytest.raises(client.ApiException) as refused:
+        tenant_factory(members=[{**member, "role": role}])
+    assert refused.value.status == 422
+    assert "may not be everyone" in str(refused.value.body)
+    with pytest.raises(ValueError, match="may not be everyone"):
+        TenantSpec.model_validate(
+            {
+                "organisation": "Org",
+                "sector": "finance",
+                "jurisdiction": "LU",
+                "members": [{**member, "role": role}],
+            }
+        )
