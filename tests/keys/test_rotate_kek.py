@@ -139,8 +139,8 @@ def test_kek_rotation_beside_a_live_operator_is_resumable_and_retires_the_old_ke
         half = ring.load()
         assert half.previous == (old_kek,)  # staged: a new current KEK, the old one kept
         new_id = half.current_id
-        under = {sid: r["kekId"] for sid, r in _records(admin_api).items()}
-        assert sorted(under[sid] for sid in before).count(new_id) == 1  # one rewrap, then -9
+        # One rewrap, then -9 (other tests' live sandboxes share the namespace: count all).
+        assert [r["kekId"] for r in _records(admin_api).values()].count(new_id) == 1
 
         # No downtime: the operator provisions while the ring is half-rotated, under the
         # new KEK at once (it re-reads the ring before it wraps: no restart).
@@ -195,12 +195,15 @@ def _check_audit(
     finally:
         reader.close()
     rotated = [e for e in entries if e.action == "key.rotated"]
-    assert sorted(e.resource.sandbox or "" for e in rotated) == sorted(rewrapped)
+    sandboxes = [e.resource.sandbox or "" for e in rotated]
+    assert len(sandboxes) == len(set(sandboxes))  # each key once, across the two runs
+    assert set(rewrapped) <= set(sandboxes)  # (and other tests' live keys, if any)
     for entry in rotated:
         assert entry.details["provider"] == "local"
         assert entry.details["oldKekId"] == kek_id(old_kek)
         assert entry.details["newKekId"] == new_id
-        assert entry.details["keyId"] == records[entry.resource.sandbox or ""]["keyId"]
+        record = records.get(entry.resource.sandbox or "")
+        assert record is None or entry.details["keyId"] == record["keyId"]
     assert [e.action for e in entries].count("kek.retired") == 1
     for secret in (old_kek, data_key):
         assert base64.b64encode(secret) not in raw
