@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audit.access import Reader, Scope, Verb, check_tenant_name
 from audit.checkpoint import Checkpoint
+from audit.client_certs import TLS_EXTENSION
 from audit.console.history import CheckpointHistory
 from audit.console.query import EXPORT_ACTIONS, Filters, Found, Paging, Row, search
 from audit.console.render import CONTENT_SECURITY_POLICY, b64, environment, harden, json_for_html
@@ -213,11 +214,17 @@ class _Console:
         return _Ctx(Reader(session.reader), session.tenant, session)
 
     async def check(self, request: Request, token: str, tenant: str | None, verb: Verb) -> Reader:
-        """The service's read check, for ``token`` (a request carrying it as a bearer)."""
+        """The service's read check, for ``token`` alone (a request carrying it as a
+        bearer, and no client certificate: the service would read as the certificate
+        first, leaving a pasted or a session's token unchecked)."""
         headers = [(k, v) for k, v in request.scope["headers"] if k != b"authorization"]
         headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
+        extensions = request.scope.get("extensions") or {}
+        extensions = {k: v for k, v in extensions.items() if k != TLS_EXTENSION}
         return await self.authorize(
-            Request({**request.scope, "headers": headers}), Scope(tenant), verb
+            Request({**request.scope, "headers": headers, "extensions": extensions}),
+            Scope(tenant),
+            verb,
         )
 
     async def context(self, request: Request, tenant: str | None, verb: Verb) -> _Ctx:

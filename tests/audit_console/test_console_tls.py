@@ -127,3 +127,25 @@ def test_a_sign_in_over_tls_gets_a_secure_cookie(console: Console, tls: Tls) -> 
                 jar.load(value)
         assert jar["regsandbox_console"]["secure"]
         assert web.get(answer.headers["location"]).status_code == 200
+
+
+def test_a_sign_in_over_a_certificate_connection_checks_the_pasted_token(
+    console: Console, tls: Tls
+) -> None:
+    """The token pasted into the sign-in form is what the session will read with, so it
+    is the token that is checked, not the certificate the connection happens to carry:
+    a made-up token opens no session (else the session would hold an unchecked token,
+    recorded under the certificate's name)."""
+    with _client(tls, with_cert=True) as web:
+        form = web.get("/console/login")
+        found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert found
+        answer = web.post(
+            "/console/login",
+            data={"csrf": found.group(1), "token": "not-a-token", "tenant": console.tenant_a},
+        )
+        assert answer.status_code == 401, answer.text
+        assert not any(
+            v.startswith("regsandbox_console=") and "Max-Age=0" not in v
+            for v in answer.headers.get_list("set-cookie")
+        )
