@@ -14,6 +14,15 @@ organisation (O) a group, plus ``system:authenticated``. That reader is then aut
 like any other, with the same SubjectAccessReview, so one RoleBinding to the
 ``regsandbox-tenant-auditor`` ClusterRole serves a token and a certificate alike.
 
+One difference: the group ``system:masters``, which kube-apiserver lets past every
+authorizer (a SubjectAccessReview naming it is always allowed), is dropped. A certificate
+names its groups itself, and the service may be given a CA other than the cluster's, so
+what a certificate reads is always what RBAC bindings grant, and shows in them.
+Trust in the CA is otherwise whole: a certificate it signs is that user, as it would be
+to kube-apiserver — including a Kubernetes writer's name, which may append. Give the
+service the cluster's client CA, or one whose every certificate you would accept as that
+Kubernetes user.
+
 This module only reads what the server verified; it never verifies a chain itself, and
 an app whose server does not verify client certificates must not enable them.
 """
@@ -31,6 +40,7 @@ from audit.errors import AuditError
 
 __all__ = [
     "AUTHENTICATED_GROUP",
+    "PRIVILEGED_GROUP",
     "TLS_EXTENSION",
     "CertificateRefused",
     "certificate_reader",
@@ -41,6 +51,8 @@ TLS_EXTENSION = "tls"
 """Key of the ASGI TLS extension in ``scope["extensions"]``."""
 AUTHENTICATED_GROUP = "system:authenticated"
 """The group kube-apiserver adds to every authenticated user."""
+PRIVILEGED_GROUP = "system:masters"
+"""The group kube-apiserver authorises without RBAC; never taken from a certificate."""
 
 
 class CertificateRefused(AuditError):  # noqa: N818 - the HTTP meaning, 401
@@ -52,7 +64,8 @@ def _text(value: str | bytes) -> str:
 
 
 def certificate_reader(pem: str | bytes) -> Reader:
-    """The reader a verified client certificate names: CN the user, O the groups.
+    """The reader a verified client certificate names: CN the user, O the groups
+    (less :data:`PRIVILEGED_GROUP`).
 
     Raises:
         CertificateRefused: it cannot be parsed, has no CN, or is not for client auth.
@@ -73,7 +86,7 @@ def certificate_reader(pem: str | bytes) -> Reader:
     if len(names) != 1 or not names[0]:
         raise CertificateRefused("the client certificate must name exactly one user (CN)")
     groups = [_text(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-    groups = list(dict.fromkeys(g for g in groups if g))
+    groups = list(dict.fromkeys(g for g in groups if g and g != PRIVILEGED_GROUP))
     if AUTHENTICATED_GROUP not in groups:
         groups.append(AUTHENTICATED_GROUP)
     return Reader(names[0], tuple(groups))

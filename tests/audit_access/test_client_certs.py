@@ -108,12 +108,14 @@ def served(
         "auditor": f"cert-auditor-{suffix}",
         "by-group": f"cert-colleague-{suffix}",
         "unbound": f"cert-nobody-{suffix}",
+        "masters": f"cert-root-{suffix}",
     }
     office = f"bank-audit-office-{suffix}"
     issued = {
         "auditor": cluster_ca.issue_client(users["auditor"]),
         "by-group": cluster_ca.issue_client(users["by-group"], [office]),
         "unbound": cluster_ca.issue_client(users["unbound"]),
+        "masters": cluster_ca.issue_client(users["masters"], ["system:masters"]),
         # Same user as the auditor: only the issuer or the validity is wrong.
         "other-ca": CertificateAuthority.create("not-the-cluster").issue_client(users["auditor"]),
         "expired": _expired(cluster_ca, users["auditor"]),
@@ -209,6 +211,17 @@ def test_a_verified_certificate_reads_its_tenant_as_its_user_or_group(
             appended = http.post(f"{served.url}/v1/entries", json={"events": []})
             assert appended.status_code == 403, appended.text
     assert _get(served, "unbound", f"/v1/tenants/{a}/entries") == 403
+
+
+def test_a_certificate_cannot_claim_the_group_that_bypasses_rbac(
+    setup: Setup, served: Served
+) -> None:
+    """kube-apiserver lets ``system:masters`` past every authorizer, and answers a
+    SubjectAccessReview naming it "allowed". A certificate names its groups itself, and
+    the service may be given a CA other than the cluster's: the group is dropped, so a
+    certificate reads only what RBAC bindings grant its user and other groups."""
+    for path in ("/v1/checkpoint", "/tlog/checkpoint", f"/v1/tenants/{setup.tenant_a}/entries"):
+        assert _get(served, "masters", path) == 403, path
 
 
 @pytest.mark.parametrize("who", ["other-ca", "expired"])
