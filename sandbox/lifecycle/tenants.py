@@ -15,7 +15,7 @@ from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
 from sandbox.lifecycle.step import Step
 from sandbox.provision.names import tenant_namespace
-from sandbox.provision.tenant_plan import tenant_objects
+from sandbox.provision.tenant_plan import name_problem, tenant_objects
 
 __all__ = ["correct_tenant_drift", "reconcile_tenant"]
 
@@ -33,7 +33,13 @@ def reconcile_tenant(platform: Platform, body: Mapping[str, Any]) -> StepResult:
 
 
 def _validated(step: _TenantStep) -> TenantSpec | None:
-    """The tenant's spec, or None with ``Ready=False/InvalidSpec`` saying what to fix."""
+    """The tenant's spec, or None with ``Ready=False/InvalidSpec`` (or ``InvalidName``)
+    saying what to fix."""
+    problem = name_problem(str(step.body["metadata"]["name"]))
+    if problem is not None:
+        step.cond("Ready", False, "InvalidName", f"recreate the Tenant: {problem}")
+        step.status.observed_generation = step.generation
+        return None
     try:
         return TenantSpec.model_validate(step.body.get("spec") or {})
     except ValidationError as exc:
@@ -95,6 +101,8 @@ def correct_tenant_drift(platform: Platform, body: Mapping[str, Any]) -> StepRes
     except ValidationError:
         return StepResult()
     name = str(body["metadata"]["name"])
+    if name_problem(name) is not None:
+        return StepResult()
     resource = Resource(kind="Tenant", name=name, tenant=name)
     # The log being down must not flip a Ready tenant: a refusal is raised, kopf retries.
     step = Step(platform, body, TenantStatus, resource, audit_condition=None)

@@ -12,7 +12,15 @@ from sandbox.provision.rbac import (
     TENANT_AUDITOR_CLUSTER_ROLE,
 )
 
-__all__ = ["AUDITOR_ROLE", "MEMBER_ROLE", "REVIEWER_ROLE", "member_subjects", "tenant_objects"]
+__all__ = [
+    "AUDITOR_ROLE",
+    "MAX_TENANT_NAME",
+    "MEMBER_ROLE",
+    "REVIEWER_ROLE",
+    "member_subjects",
+    "name_problem",
+    "tenant_objects",
+]
 
 MEMBER_ROLE = MEMBER_CLUSTER_ROLE
 """ClusterRole bound in the home namespace for owners and members."""
@@ -21,6 +29,26 @@ REVIEWER_ROLE = REVIEWER_CLUSTER_ROLE
 AUDITOR_ROLE = TENANT_AUDITOR_CLUSTER_ROLE
 """ClusterRole bound in the home namespace for auditors: the tenant's audit entries, read
 through the audit service, which asks a SubjectAccessReview in this namespace."""
+
+
+MAX_TENANT_NAME = 63 - len("tenant-")
+"""Longest Tenant name whose home namespace is exactly ``tenant-<name>``."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why a Tenant may not have ``name``, or None.
+
+    A longer name's namespace would be shortened with a hash suffix (a namespace name
+    has at most 63 characters), and that shortened name is one another Tenant could
+    take outright: both Tenants' members and auditors would then be bound in one
+    namespace, where the audit service asks about both tenants' entries.
+    """
+    if tenant_namespace(name) != f"tenant-{name}" or len(name) > MAX_TENANT_NAME:
+        return (
+            f"the name is {len(name)} characters; a Tenant's name has at most "
+            f"{MAX_TENANT_NAME}, so that its home namespace is exactly tenant-<name>"
+        )
+    return None
 
 
 def member_subjects(members: list[Member], roles: set[Role]) -> list[dict[str, str]]:

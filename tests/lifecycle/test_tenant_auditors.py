@@ -24,7 +24,7 @@ from audit.note import Signer
 from audit.service import AccessPolicy, create_app
 from sandbox.api.tenant import TenantSpec
 from sandbox.devenv.operator_process import OperatorProcess
-from sandbox.kube.apply import apply, get
+from sandbox.kube.apply import apply, delete, get
 from sandbox.kube.audit_access import AUDIENCE, KubernetesReaders
 from sandbox.provision.names import tenant_namespace
 from sandbox.provision.rbac import TENANT_AUDITOR_CLUSTER_ROLE
@@ -267,3 +267,45 @@ def test_a_tenant_cannot_name_everyone_as_a_member(
                 "members": [{**member, "role": role}],
             }
         )
+
+
+def test_a_tenant_whose_home_namespace_would_be_shortened_is_refused(
+    admin_api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    """A namespace name has at most 63 characters; a longer ``tenant-<name>`` used to be
+    cut and given a hash suffix — a name another Tenant can take outright (the name of
+    the cut namespace, less ``tenant-``), and then the two Tenants' members and auditors
+    are bound in one namespace, where the audit service asks about both. So a name that
+    does not fit is refused, and nothing is made for it."""
+    long_name = unique("t") + "-" + "x" * 60
+    long_name = long_name[:60]
+    squatted = tenant_namespace(long_name)
+    assert squatted != f"tenant-{long_name}"  # the shortened name a squatter could take
+    body = {
+        "apiVersion": "regsandbox.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": long_name},
+        "spec": {
+            "organisation": "Org with a long name",
+            "sector": "research",
+            "jurisdiction": "LU",
+            "members": [{"user": "long-auditor", "role": "auditor"}],
+        },
+    }
+    apply(admin_api, body)
+    try:
+
+        def refused() -> bool:
+            status = (get(admin_api, "Tenant", long_name) or {}).get("status") or {}
+            return any(
+                c.get("type") == "Ready"
+                and c.get("status") == "False"
+                and c.get("reason") == "InvalidName"
+                for c in status.get("conditions") or []
+            )
+
+        operator.wait_until(refused, 30, f"Tenant {long_name} refused for its name")
+        assert get(admin_api, "Namespace", squatted) is None
+        assert get(admin_api, "Namespace", f"tenant-{long_name}") is None
+    finally:
+        delete(admin_api, "Tenant", long_name)
