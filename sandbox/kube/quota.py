@@ -59,17 +59,18 @@ class QuotaNotSettledError(Exception):
     """The quota controller did not act on a quota within the time allowed."""
 
 
-def _backoff(timeout: float) -> Callable[[], bool]:
-    """A sleeper: sleeps 5 ms, then longer up to 0.25 s; False once ``timeout`` has passed."""
+def _backoff(timeout: float, first: float = 0.005, most: float = 0.25) -> Callable[[], bool]:
+    """A sleeper: sleeps ``first``, then twice as long each time up to ``most``; False
+    once ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
-    delay = 0.005
+    delay = first
 
     def sleep() -> bool:
         nonlocal delay
         if time.monotonic() + delay > deadline:
             return False
         time.sleep(delay)
-        delay = min(delay * 2, 0.25)
+        delay = min(delay * 2, most)
         return True
 
     return sleep
@@ -112,8 +113,12 @@ def write_admitted(
 def _await_hard(
     api: client.ApiClient, namespace: str, name: str, present: bool, timeout: float
 ) -> None:
-    """Wait until the controller's ``status.hard`` has (or no longer has) the recount key."""
-    sleep = _backoff(timeout)
+    """Wait until the controller's ``status.hard`` has (or no longer has) the recount key.
+
+    The controller takes tens of milliseconds at best and seconds in a burst, so the
+    reads start at 50 ms apart: a burst of recounts does not add a burst of reads.
+    """
+    sleep = _backoff(timeout, first=0.05, most=0.5)
     while True:
         live = get(api, "ResourceQuota", name, namespace) or {}
         hard = (live.get("status") or {}).get("hard") or {}

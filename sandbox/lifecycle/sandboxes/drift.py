@@ -55,7 +55,8 @@ def _restore(
 
     An object the platform's :class:`~sandbox.kube.versions.VersionIndex` shows unchanged
     since it was seen holding what is desired now is not read again (only its kind is
-    noted as present); the ResourceQuota is always read, for its usage.
+    noted as present). The ResourceQuota is vouched for only while it counts the
+    workspace claim, so one that does not is read (and recounted) at every check.
     """
     corrected: list[str] = []
     seen: dict[str, dict[str, Any] | None] = {}
@@ -63,7 +64,7 @@ def _restore(
     for obj in desired:
         meta = obj["metadata"]
         kind = obj["kind"]
-        if kind != "ResourceQuota" and index is not None and index.unchanged(obj):
+        if index is not None and index.unchanged(obj):
             seen[kind] = seen.get(kind) or {}
             continue
         live = get(platform.api, kind, meta["name"], meta.get("namespace"))
@@ -74,9 +75,17 @@ def _restore(
         elif not holds(obj, live):
             live = apply(platform.api, obj)
             corrected.append(f"{kind}/{meta['name']} restored")
-        if index is not None and holds(obj, live):
+        if index is not None and holds(obj, live) and _settled(live):
             index.vouch(obj, live)
     return corrected, seen
+
+
+def _settled(live: Mapping[str, Any]) -> bool:
+    """Whether nothing but an edit can make ``live`` need a check: true of every object
+    but a ResourceQuota that does not yet count the workspace claim."""
+    return live.get("kind") != "ResourceQuota" or (
+        usage_known(live) and counts_at_least(live, "persistentvolumeclaims", 1)
+    )
 
 
 def _claim_uncounted(seen: Mapping[str, Mapping[str, Any] | None]) -> bool:
