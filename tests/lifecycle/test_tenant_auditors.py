@@ -28,6 +28,7 @@ from sandbox.kube.apply import apply, delete, get
 from sandbox.kube.audit_access import AUDIENCE, KubernetesReaders
 from sandbox.provision.names import tenant_namespace
 from sandbox.provision.rbac import TENANT_AUDITOR_CLUSTER_ROLE
+from sandbox.provision.tenant_plan import MAX_TENANT_NAME, name_problem
 from tests.servers import serve_app
 
 from .helpers import ready_sandbox, unique
@@ -309,3 +310,10 @@ def test_a_tenant_whose_home_namespace_would_be_shortened_is_refused(
         assert get(admin_api, "Namespace", f"tenant-{long_name}") is None
     finally:
         delete(admin_api, "Tenant", long_name)
+
+
+def test_the_longest_tenant_name_still_has_its_own_home_namespace() -> None:
+    fits, too_long = "a" * MAX_TENANT_NAME, "a" * (MAX_TENANT_NAME + 1)
+    assert name_problem(fits) is None
+    assert tenant_namespace(fits) == f"tenant-{fits}"
+    assert name_problem(too_long) is not None
