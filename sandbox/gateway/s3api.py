@@ -382,8 +382,11 @@ class S3Surface:
         return Response(status_code=200, headers=headers)
 
     def _as_s3(self, answer: Response, resource: str, *, head: bool) -> Response:
-        """A refusal of the Gateway (JSON) as the S3 error; anything else as it is."""
+        """A refusal of the Gateway (JSON) as the S3 error; anything else as it is (with
+        the request id also as ``x-amz-request-id``, where S3 clients look for it)."""
         if answer.status_code < 300 or not isinstance(answer, JSONResponse):
+            if "x-request-id" in answer.headers and "x-amz-request-id" not in answer.headers:
+                answer.headers["x-amz-request-id"] = answer.headers["x-request-id"]
             return answer
         body = json.loads(bytes(answer.body))
         request_id = str(body.get("requestId", ""))

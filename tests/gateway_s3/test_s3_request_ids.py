@@ -63,6 +63,7 @@ def test_s3_requests_carry_their_id_and_no_credential_is_logged(
     got = s3.get_object(Bucket=world.claims, Key="small.csv")
     assert got["Body"].read() == world.objects["small.csv"]
     rid = got["ResponseMetadata"]["HTTPHeaders"]["x-request-id"]
+    assert got["ResponseMetadata"]["RequestId"] == rid  # x-amz-request-id: the same id
     reads = [e for e in audit_sink.entries_since(start) if e.action == "dataset.read"]
     assert reads
     assert {e.request_id for e in reads} == {rid}
