@@ -48,17 +48,23 @@ def _key(session_id: str) -> bytes:
 
 
 class SessionStore:
-    """Sessions by id, bounded in number and lifetime; thread-safe."""
+    """Sessions by id, bounded in number and lifetime; thread-safe.
+
+    Each reader keeps at most ``per_reader`` sessions (their newest), so one officer
+    signing in again and again cannot push everyone else's sessions out of the bound.
+    """
 
     def __init__(
         self,
         lifetime: float = DEFAULT_SESSION_SECONDS,
         *,
         size: int = 10_000,
+        per_reader: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if lifetime <= 0 or size < 1:
+        if lifetime <= 0 or size < 1 or per_reader < 1:
             raise ValueError("sessions need a positive lifetime and size")
+        self._per_reader = per_reader
         self.lifetime = lifetime
         """Seconds a session lasts."""
         self._size = size
@@ -76,6 +82,9 @@ class SessionStore:
             token, tenant, reader, secrets.token_urlsafe(32), self._clock() + self.lifetime
         )
         with self._lock:
+            own = [k for k, s in self._sessions.items() if s.reader == reader]
+            for key in own[: max(0, len(own) - self._per_reader + 1)]:
+                del self._sessions[key]
             self._sessions[_key(session_id)] = session
             while len(self._sessions) > self._size:
                 self._sessions.popitem(last=False)

@@ -204,3 +204,14 @@ def test_every_page_and_asset_ships_in_the_wheel() -> None:
     assert {"templates/entry.html", "static/verify.js", "static/console.css"} <= set(files)
     missing = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
     assert missing == []
+
+
+def test_one_reader_signing_in_again_and_again_signs_no_one_else_out() -> None:
+    """The store is bounded; one officer (any tenant's auditor) opening sessions in a
+    loop must not push everyone else's out of it: each reader keeps only their own
+    newest few."""
+    store = SessionStore(60, size=50, per_reader=4)
+    others = [store.open(f"t{n}", None, f"officer-{n}")[0] for n in range(3)]
+    loop = [store.open("x", "bank", "mallory")[0] for _ in range(500)]
+    assert all(store.get(s) is not None for s in others)
+    assert [s for s in loop if store.get(s) is not None] == loop[-4:]
