@@ -18,10 +18,11 @@ One difference: the group ``system:masters``, which kube-apiserver lets past eve
 authorizer (a SubjectAccessReview naming it is always allowed), is dropped. A certificate
 names its groups itself, and the service may be given a CA other than the cluster's, so
 what a certificate reads is always what RBAC bindings grant, and shows in them.
-Trust in the CA is otherwise whole: a certificate it signs is that user, as it would be
-to kube-apiserver — including a Kubernetes writer's name, which may append. Give the
-service the cluster's client CA, or one whose every certificate you would accept as that
-Kubernetes user.
+Trust in the CA is otherwise whole for reads: a certificate it signs is that user, as
+it would be to kube-apiserver. It is never trusted to write: a certificate appends
+nothing, even naming a Kubernetes writer (writers append with their token, which the
+API server vouches for). Give the service the cluster's client CA, or one whose every
+certificate you would accept as that Kubernetes user.
 
 This module only reads what the server verified; it never verifies a chain itself, and
 an app whose server does not verify client certificates must not enable them.

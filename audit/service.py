@@ -370,8 +370,10 @@ class AccessPolicy:
     client_certificates: bool = False
     """Whether a TLS client certificate the server verified (ASGI TLS extension;
     :mod:`audit.client_certs`) identifies a reader: CN the user, O the groups, each read
-    authorised by :attr:`authority`. It appends only if its user is a :attr:`kube_writers`
-    identity. Enable it only behind a server that verifies client certificates."""
+    authorised by :attr:`authority`. A certificate never appends, and one naming a
+    :attr:`kube_writers` identity gets no whole-log read for it: the CA names any user
+    it signs, and writers append with the token the API server vouches for. Enable it
+    only behind a server that verifies client certificates."""
 
     def __post_init__(self) -> None:
         if self.client_certificates and self.authority is None:
@@ -419,7 +421,7 @@ async def _authorize_read(
     """
     certified = _certified(policy, request)
     if certified is not None:
-        return await _authorized(policy, certified, scope, verb)
+        return await _authorized(policy, certified, scope, verb, writers=False)
     token = _bearer(request)
     anonymous = Reader("anonymous", whole_log=True)
     if token is None:
@@ -465,9 +467,15 @@ def _certified(policy: AccessPolicy, request: Request) -> Reader | None:
         raise _challenge(401, str(exc), "invalid_token") from None
 
 
-async def _authorized(policy: AccessPolicy, reader: Reader, scope: Scope, verb: Verb) -> Reader:
-    """``reader`` if the reader authority lets them ``verb`` in ``scope``; else 403 (503)."""
-    if reader.whole_log or reader.name in policy.kube_writers:
+async def _authorized(
+    policy: AccessPolicy, reader: Reader, scope: Scope, verb: Verb, *, writers: bool = True
+) -> Reader:
+    """``reader`` if the reader authority lets them ``verb`` in ``scope``; else 403 (503).
+
+    ``writers``: whether a Kubernetes writer's name reads the whole log (not for a name
+    only a client certificate vouches for).
+    """
+    if reader.whole_log or (writers and reader.name in policy.kube_writers):
         return Reader(reader.name, whole_log=True)
     authority = policy.authority
     if authority is None:
@@ -488,14 +496,18 @@ async def _authorized(policy: AccessPolicy, reader: Reader, scope: Scope, verb: 
 async def _authorize_write(policy: AccessPolicy, request: Request) -> str:
     """The writer's identity, or raise 401 (no or unknown token), 403 (may not append)
     or 503 (the token cannot be checked now: fail closed). A verified client certificate
-    appends only when its user is one of the Kubernetes writers."""
+    never appends: it is vouched for only by the CA the service was given, which names
+    any user it signs, a writer's included; writers append with their token."""
     token = _bearer(request)
     certified = _certified(policy, request) if token is None else None
     if certified is not None:
-        if certified.name in policy.kube_writers:
-            return certified.name
-        _log.info("append refused", caller=certified.name)
-        raise _challenge(403, f"{certified.name} may not append", "insufficient_scope")
+        _log.info("append refused: client certificate", caller=certified.name)
+        raise _challenge(
+            403,
+            f"{certified.name} may not append with a client certificate; writers append "
+            "with their ServiceAccount token",
+            "insufficient_scope",
+        )
     if token is None:
         raise _challenge(401, "a bearer token is required")
     if len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():

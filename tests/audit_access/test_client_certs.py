@@ -11,7 +11,8 @@ auditor role in tenant A's home namespace, one by user (CN), one by group (O):
 - a certificate of another CA, or an expired one, is refused — never read as anonymous;
 - no certificate falls back to the bearer token (and to 401 without one);
 - ``sandboxctl audit log --server`` uses the kubeconfig user's client certificate;
-- a certificate appends only if its user is one of the service's Kubernetes writers.
+- a certificate never appends, nor reads the whole log as a Kubernetes writer it names;
+- a certificate's ``system:masters`` group is ignored (it would bypass RBAC).
 """
 
 from __future__ import annotations
@@ -266,10 +267,16 @@ def test_the_cli_reads_with_the_kubeconfig_users_certificate(
     assert "403" in other.stderr
 
 
-def test_a_certificate_appends_only_as_a_listed_kubernetes_writer(
+def test_a_certificate_never_appends_nor_reads_as_a_kubernetes_writer(
     setup: Setup, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """In process: the same listener, a service that lists one writer identity."""
+    """In process: the same listener, a service that lists one writer identity.
+
+    A certificate is vouched for only by the CA the service was given, which names any
+    user it signs (a cert-manager issuer lets anyone who may create a Certificate pick
+    its common name). Writers append with their ServiceAccount token, which the API
+    server vouches for; a certificate naming a writer appends nothing and gets no
+    whole-log read — a forged entry in the audit log is the one thing it must not buy."""
     cluster_ca = CertificateAuthority.load(control_plane.pki_dir)
     writer = f"system:serviceaccount:{setup.auditors_ns}:cert-writer"
     certs = {
@@ -310,10 +317,15 @@ def test_a_certificate_appends_only_as_a_listed_kubernetes_writer(
             ctx.load_cert_chain(str(cert), str(key))
             with httpx.Client(verify=ctx, timeout=30) as http:
                 answers[who] = http.post(url, json={"events": [event]})
-        assert answers["writer"].status_code == 200, answers["writer"].text
-        assert answers["writer"].json() == {"indices": [0]}
+        assert answers["writer"].status_code == 403, answers["writer"].text
         assert answers["reader"].status_code == 403
-        assert log.size == 1
+        assert log.size == 0
+        cert, key = certs["writer"]
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "serving-ca.crt"))
+        ctx.load_cert_chain(str(cert), str(key))
+        with httpx.Client(verify=ctx, timeout=30) as http:
+            whole = http.get(f"https://127.0.0.1:{listener.port}/v1/checkpoint")
+        assert whole.status_code == 403, whole.text
     # A connection keeps the identity of its handshake: no renegotiation, TLS 1.2 or newer.
     config = listener.config(create_app(log, policy))
     config.load()
