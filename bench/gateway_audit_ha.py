@@ -24,16 +24,28 @@ import hashlib
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from sandbox.devenv.chartstack import running_chart_stack
 from sandbox.devenv.dataplane import unavailable_reason
 from sandbox.devenv.failover import SAMPLE, kill_audit, kill_gateway, read_entries, reading_sandbox
-from sandbox.devenv.readloop import outages
+from sandbox.devenv.readloop import Answer, outages
 from sandbox.devenv.stack import StackSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DIGEST = hashlib.sha256(SAMPLE).hexdigest()
+
+
+def _unlogged(log: Path, ok: list[Answer], timeout: float = 60.0) -> list[Answer]:
+    """Answered reads without an entry, once a checkpoint covers them (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = read_entries(log)
+        lost = [a for a in ok if a.request_id not in entries]
+        if not lost or time.monotonic() > deadline:
+            return lost
+        time.sleep(0.5)
 
 
 def main() -> int:
@@ -67,9 +79,8 @@ def main() -> int:
                 refused = [a for a in kill.answers if a.status == 503]
                 other = [a for a in kill.answers if a.status not in (200, 503)]
                 window = max((g.seconds for g in outages(kill.answers)), default=0.0)
-                entries = read_entries(stack.audit_log)
                 ok = [a for a in kill.answers if a.status == 200]
-                lost = [a for a in ok if a.request_id not in entries]
+                lost = _unlogged(stack.audit_log, ok)
                 audit_rows.append(
                     (
                         len(kill.answers),

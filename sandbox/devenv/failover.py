@@ -44,7 +44,7 @@ __all__ = [
     "reading_sandbox",
 ]
 
-OBJECT = "/v1/datasets/lux-bank-transactions/objects/transactions/2024/part-0001.csv"
+OBJECT = "/v1/datasets/lux-bank-transactions/objects/part-0001.csv"
 """The sample object the reader reads (seeded by :func:`sandbox.devenv.stack.seed_storage`)."""
 SAMPLE = b"txn_id,amount,merchant,label\n1,12.50,m1,0\n2,9800.00,m9,1\n"
 """Its bytes."""
@@ -89,6 +89,7 @@ def reading_sandbox(stack: ChartStack, repo: Path, name: str = "fraud-model") ->
     [sandbox] = yaml.safe_load_all((repo / "examples/finance/sandbox-fraud-model.yaml").read_text())
     sandbox["metadata"]["name"] = name
     sandbox["spec"]["lifetime"] = {"ttl": "2h"}
+    _wait(lambda: get(stack.admin, "Namespace", _HOME), 120, f"the tenant's home {_HOME}")
     apply(stack.admin, sandbox)
 
     def granted() -> dict[str, Any] | None:

@@ -41,6 +41,8 @@ from sandbox.devenv.failover import (
 from sandbox.devenv.readloop import outages
 from sandbox.devenv.stack import StackSettings
 
+from .pods import wait_for
+
 pytestmark = pytest.mark.dataplane
 
 DIGEST = hashlib.sha256(SAMPLE).hexdigest()
@@ -90,9 +92,23 @@ def test_the_gateway_answers_503_not_data_while_the_audit_service_restarts_and_l
     assert [a for a in ok if a.n > kill.recovered_after]
     # Every read answered 200 was acknowledged by the log before it was answered: each
     # has its entry in the log the restarted service serves.
-    entries = read_entries(reading.stack.audit_log)
-    lost = [a for a in ok if a.request_id not in entries]
-    assert lost == [], f"{len(lost)} of {len(ok)} answered reads have no audit entry"
+    # (A reader of the volume sees entries once a checkpoint covers them, within the
+    # service's checkpoint interval: wait for that, bounded.)
+    log = reading.stack.audit_log
+
+    def covered() -> dict[str, list[dict[str, object]]] | None:
+        found = read_entries(log)
+        return found if all(a.request_id in found for a in ok) else None
+
+    try:
+        entries = wait_for(covered, 60, "a checkpoint covering every answered read")
+    except TimeoutError:
+        entries = read_entries(log)
+    lost = [a.n for a in ok if a.request_id not in entries]
+    assert lost == [], (
+        f"{len(lost)} of {len(ok)} answered reads have no audit entry: reads {lost} "
+        f"(killed after read {kill.killed_after}, back after read {kill.recovered_after})"
+    )
     for answer in ok:
         [entry] = entries[answer.request_id]
         assert entry["outcome"] == "success"
