@@ -33,7 +33,12 @@ from botocore.exceptions import ClientError
 
 from sandbox.devenv.minio import MinioServer
 from sandbox.gateway.s3chunked import body_check
-from sandbox.gateway.sigv4 import SignatureRefused, parse_authorization, verify_signature
+from sandbox.gateway.sigv4 import (
+    BadRequest,
+    SignatureRefused,
+    parse_authorization,
+    verify_signature,
+)
 from sandbox.provision.names import sandbox_id
 from tests.gateway.conftest import SwitchableSink, World, sha256
 
@@ -409,3 +414,36 @@ def test_a_signed_trailer_is_verified(
         else:
             assert answer.status_code == 400, answer.text
             assert "<Code>BadDigest</Code>" in answer.text
+
+
+def _crc64nvme_reference(data: bytes) -> str:
+    """CRC-64/NVME bit by bit, from its definition (poly 0xAD93D23594C93659 reflected)."""
+    crc = (1 << 64) - 1
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x9A6C9329AC4BC9B5 if crc & 1 else crc >> 1
+    return base64.b64encode((crc ^ ((1 << 64) - 1)).to_bytes(8, "big")).decode()
+
+
+def test_crc64nvme_trailers_as_arrows_sdk_sends_them() -> None:
+    # The catalogue's check value of CRC-64/NVME over "123456789".
+    assert base64.b64decode(_crc64nvme_reference(b"123456789")).hex() == "ae8b14860a799888"
+    data = os.urandom(3000)
+    headers = _chunked_headers(
+        len(data),
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        **{"x-amz-trailer": "x-amz-checksum-crc64nvme"},
+    )
+    for claimed, accepted in ((_crc64nvme_reference(data), True), (_crc32(data), False)):
+        body = b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc64nvme:%s\r\n\r\n" % (
+            len(data),
+            data,
+            claimed.encode(),
+        )
+        check = body_check(headers, None)
+        if accepted:
+            assert _decode(check, body, 1000) == data
+        else:
+            with pytest.raises(BadRequest, match="did not match"):
+                _decode(check, body, 1000)
