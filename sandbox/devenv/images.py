@@ -76,6 +76,8 @@ __all__ = [
     "DEBIAN_SUITE",
     "IMAGES",
     "REGSANDBOX_PACKAGES",
+    "WORKLOAD_CLIENT_PINS",
+    "WORKLOAD_PYTHON",
     "ImageBuildError",
     "archive_ref",
     "build_image",
@@ -109,6 +111,41 @@ REGSANDBOX_PACKAGES = (
 ``libatomic1`` and ``libstdc++6`` are what native libraries in the wheels (regopy) link;
 the build checks that every shared object in the venv finds its libraries, so a missing
 one fails the build, not a pod."""
+
+WORKLOAD_CLIENT_PINS = (
+    # The S3 clients tenants' notebooks use (boto3, s3fs/fsspec for pandas), for the
+    # data-plane tests of a pod that reads through the gateway's S3 API configured only
+    # by environment. Their own venv: s3fs's aiobotocore pins a botocore older than the
+    # gateway's. Resolved with `pip install --dry-run --report` for CPython 3.11.
+    "aiobotocore==3.10.0",
+    "aiohappyeyeballs==2.7.1",
+    "aiohttp==3.14.5",
+    "aioitertools==0.13.0",
+    "aiosignal==1.4.0",
+    "attrs==26.1.0",
+    "boto3==1.43.117",
+    "botocore==1.43.117",
+    "frozenlist==1.8.0",
+    "fsspec==2026.9.0",
+    "idna==3.21",
+    "jmespath==1.1.0",
+    "multidict==7.2.1",
+    "propcache==0.5.4",
+    "python-dateutil==2.9.0.post0",
+    "s3fs==2026.9.0",
+    "s3transfer==0.19.3",
+    "six==1.17.0",
+    "typing_extensions==4.16.0",
+    "urllib3==2.8.0",
+    "wrapt==2.5.2",
+    "yarl==1.25.1",
+)
+"""A tenant's S3 client libraries, in the regsandbox image's second venv at
+:data:`WORKLOAD_PYTHON` (not on ``PATH``; the regsandbox venv is unchanged)."""
+
+_WORKLOAD_VENV = "/opt/workload"
+WORKLOAD_PYTHON = f"{_WORKLOAD_VENV}/bin/python"
+"""The Python of the workload-clients venv in the regsandbox image."""
 
 PAUSE_TAG = "3.10"
 BUSYBOX_TAG = "1.35"
@@ -294,6 +331,7 @@ def _inputs(name: str, repo: Path | None) -> dict[str, Any]:
         inputs["sources"] = _tree_digest(root, _SOURCE_PATHS)
         inputs["policies"] = _tree_digest(root, _POLICY_PATHS)
         inputs["pins"] = _runtime_pins(root)
+        inputs["workload_pins"] = list(WORKLOAD_CLIENT_PINS)
         inputs["opa"] = sha256_file(tool_path("opa"))
         inputs["ref"] = image_ref(name, root)
     return inputs
@@ -495,6 +533,56 @@ def _chroot(root: Path, *args: str, what: str) -> str:
     return _run(["chroot", str(root), *args], what, env=env)
 
 
+def _check_libraries(root: Path) -> None:
+    """Every shared object in the image's venvs finds its libraries."""
+    linked = _chroot(
+        root,
+        "/bin/sh",
+        "-c",
+        f"find {_VENV} {_WORKLOAD_VENV} -type f -name '*.so*' -exec ldd {{}} + 2>&1",
+        what="ldd of the venv's shared objects",
+    )
+    unresolved = sorted({line.split()[0] for line in linked.splitlines() if "not found" in line})
+    if unresolved:
+        raise ImageBuildError(
+            f"libraries missing from the image: {', '.join(unresolved)}; add their Debian "
+            "packages to REGSANDBOX_PACKAGES"
+        )
+
+
+def _install_workload_clients(
+    root: Path, work: Path, pip: list[str], pip_env: dict[str, str]
+) -> None:
+    """The tenants' S3 clients into their own venv of the image, checked like the main one."""
+    wheels = work / "client-wheels"
+    pins = work / "client-pins.txt"
+    pins.write_text("\n".join(WORKLOAD_CLIENT_PINS) + "\n")
+    _run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), "-r", str(pins)],
+        "pip wheel (workload S3 clients)",
+        env=pip_env,
+    )
+    staged = root / "client-wheels"  # outside /opt/workload: not in the layer
+    shutil.copytree(wheels, staged)
+    _chroot(root, "/usr/bin/python3", "-m", "venv", _WORKLOAD_VENV, what="venv (workload)")
+    names = sorted(f"/client-wheels/{w.name}" for w in staged.glob("*.whl"))
+    _chroot(
+        root,
+        WORKLOAD_PYTHON,
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        *names,
+        what="pip install (workload S3 clients)",
+    )
+    _chroot(root, WORKLOAD_PYTHON, "-m", "pip", "check", what="pip check (workload venv)")
+    _chroot(root, WORKLOAD_PYTHON, "-c", "import boto3, s3fs", what="import the S3 clients")
+
+
 def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Progress) -> None:
     if os.geteuid() != 0:
         raise ImageBuildError("building the regsandbox image needs root (mmdebstrap, chroot)")
@@ -549,19 +637,8 @@ def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Pro
     # Every dependency present and compatible, every native library resolvable, every
     # entrypoint importable.
     _chroot(root, f"{_VENV}/bin/python", "-m", "pip", "check", what="pip check in the image")
-    linked = _chroot(
-        root,
-        "/bin/sh",
-        "-c",
-        f"find {_VENV} -type f -name '*.so*' -exec ldd {{}} + 2>&1",
-        what="ldd of the venv's shared objects",
-    )
-    unresolved = sorted({line.split()[0] for line in linked.splitlines() if "not found" in line})
-    if unresolved:
-        raise ImageBuildError(
-            f"libraries missing from the image: {', '.join(unresolved)}; add their Debian "
-            "packages to REGSANDBOX_PACKAGES"
-        )
+    _install_workload_clients(root, work, pip, pip_env)
+    _check_libraries(root)
     for script in ("sandboxctl", "sandbox-operator"):
         _chroot(root, f"{_VENV}/bin/{script}", "--help", what=f"{script} --help in the image")
     policies = root / _VENV.lstrip("/") / "policies"
@@ -580,6 +657,7 @@ def _build_regsandbox(work: Path, out: Path, ref: str, repo: Path, progress: Pro
     writer.file("etc/group", group.encode())
     writer.copy("usr/local/bin/opa", tool_path("opa"), 0o755)
     writer.tree(_VENV.lstrip("/"), root / _VENV.lstrip("/"))
+    writer.tree(_WORKLOAD_VENV.lstrip("/"), root / _WORKLOAD_VENV.lstrip("/"))
     writer.close()
     config = {
         "User": f"{_APP_UID}:{_APP_UID}",
