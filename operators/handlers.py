@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from audit.client import AuditRejected, AuditUnavailable
+from audit.errors import LogLockedError
 from operators import runtime
 from operators.metrics import EVENTS, RECONCILE_FAILURES, RECONCILES, bounded_reason, serve
 from operators.wiring import build_platform
@@ -36,10 +37,12 @@ from sandbox.lifecycle.exports import reconcile_export, review_status
 from sandbox.lifecycle.policies import reconcile_sandbox_policy, remove_sandbox_policy
 from sandbox.lifecycle.step import read_status
 
-__all__ = ["AUDIT_RETRY_SECONDS"]
+__all__ = ["AUDIT_RETRY_SECONDS", "STARTUP_RETRY_SECONDS"]
 
 AUDIT_RETRY_SECONDS = 5.0
 """How soon a step that raised because the audit log was unavailable is tried again."""
+STARTUP_RETRY_SECONDS = 1.0
+"""How soon a new leader tries again to open a local audit log its predecessor still holds."""
 
 _SETTINGS = runtime.settings()
 _FINALIZER = "regsandbox.io/finalizer"
@@ -59,7 +62,15 @@ def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     # Handlers are synchronous and mostly wait on the API server: run many at once.
     settings.execution.max_workers = _SETTINGS.workers
     store = ArtifactStore(_SETTINGS.export_outbox) if _SETTINGS.export_outbox else None
-    runtime.configure(_SETTINGS, build_platform(_SETTINGS), store)
+    try:
+        platform = build_platform(_SETTINGS)
+    except AuditUnavailable as exc:
+        if not isinstance(exc.__cause__, LogLockedError):
+            raise
+        # The previous leader released the Lease and is still exiting with the log
+        # open: try again in a second, not kopf's minute.
+        raise kopf.TemporaryError(str(exc), delay=STARTUP_RETRY_SECONDS) from exc
+    runtime.configure(_SETTINGS, platform, store)
     if _SETTINGS.metrics_port:
         serve(_SETTINGS.metrics_host, _SETTINGS.metrics_port)  # no-op if `run` serves it
     logger.info("regsandbox operator started")
