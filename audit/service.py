@@ -108,7 +108,6 @@ from audit.entry import Event, encode_entry
 from audit.errors import AnchorConflictError, AnchorMismatchError, AuditError, MalformedError
 from audit.metrics import HttpMetrics, LogMetrics
 from audit.note import Note, b64encode
-from audit.priority import AppendsFirst
 from audit.proof import TlogProof
 from audit.signing import read_key_text
 from audit.tenants import TenantIndex
@@ -671,7 +670,6 @@ def create_app(
     console at ``/console`` (:mod:`audit.console`), which reads as the API does.
     """
     app = FastAPI(title="regsandbox audit log", docs_url=None, redoc_url=None)
-    app.add_middleware(AppendsFirst)  # reads of the log yield to appends in flight
     metrics = metrics or ServiceMetrics()
     app.state.metrics = metrics
     app.state.conditions = []  # more informing conditions, e.g. the archive's (Archived)
