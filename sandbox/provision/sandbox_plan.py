@@ -28,6 +28,7 @@ __all__ = [
     "IsolationSettings",
     "effective_quota",
     "isolation_objects",
+    "namespace_object",
     "quarantine_policy",
     "quota_hard",
     "unoffered_accelerators",
@@ -236,6 +237,26 @@ def quarantine_policy(ns: str, labels: dict[str, str]) -> dict[str, Any]:
     )
 
 
+def namespace_object(name: str, tenant: str, tenant_spec: TenantSpec) -> dict[str, Any]:
+    """The sandbox's namespace: labelled with its tenant and sandbox (the labels say whose
+    it is), Pod Security ``restricted`` enforced."""
+    labels = managed_labels(tenant=tenant, sandbox=name, sector=tenant_spec.sector.value)
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": sandbox_namespace(tenant, name),
+            "labels": {
+                **labels,
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+                "pod-security.kubernetes.io/audit": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
+    }
+
+
 def isolation_objects(
     name: str,
     tenant: str,
@@ -255,20 +276,7 @@ def isolation_objects(
     ns = sandbox_namespace(tenant, name)
     labels = managed_labels(tenant=tenant, sandbox=name, sector=tenant_spec.sector.value)
     objects: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": ns,
-                "labels": {
-                    **labels,
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                    "pod-security.kubernetes.io/audit": "restricted",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
-            },
-        },
+        namespace_object(name, tenant, tenant_spec),
         *network_policies(ns, labels, egress, settings),
         {
             "apiVersion": "v1",

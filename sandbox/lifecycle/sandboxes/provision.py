@@ -18,19 +18,24 @@ from sandbox.api.conditions import find_condition
 from sandbox.api.meta import parse_duration, provider_region, rfc3339
 from sandbox.errors import SandboxError
 from sandbox.keys.base import KeyProviderError, KeyRef
-from sandbox.kube.apply import delete, get
+from sandbox.kube.apply import delete
 from sandbox.lifecycle.decisions import audit_decision, sandbox_policy_status
 from sandbox.lifecycle.facts import provision_input
 from sandbox.lifecycle.grants import evaluate_grants, grant_events, grant_verdict
 from sandbox.lifecycle.objects import parse_time
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
+from sandbox.lifecycle.sandboxes.claim import claim_namespace, owned_namespace
 from sandbox.lifecycle.sandboxes.desired import WriteRefusedError, desired_objects, write_all
 from sandbox.lifecycle.sandboxes.step import LoadedSandbox, SandboxStep, expires_at, load
 from sandbox.lifecycle.sandboxes.teardown import expire_sandbox, quarantine, was_quarantined
 from sandbox.policy.model import Decision
 from sandbox.provision.names import sandbox_id, sandbox_namespace
-from sandbox.provision.sandbox_plan import effective_quota, unoffered_accelerators
+from sandbox.provision.sandbox_plan import (
+    effective_quota,
+    namespace_object,
+    unoffered_accelerators,
+)
 from sandbox.storage.profiles import StorageProfileError, storage_class_name
 
 __all__ = ["provision_sandbox"]
@@ -134,7 +139,12 @@ def _deny(
     reason = "PolicyEngineUnavailable" if engine_down else "PolicyDenied"
     message = "; ".join(f"{v.code}: {v.msg}" for v in decision.violations)
     ns = sandbox_namespace(sandbox.tenant, sandbox.name)
-    provisioned = not engine_down and get(platform.api, "Namespace", ns) is not None
+    # Only this sandbox's own namespace: one that another sandbox of the same name
+    # holds (see claim.py) is not this sandbox's to cut off.
+    provisioned = (
+        not engine_down
+        and owned_namespace(platform.api, ns, sandbox.tenant, sandbox.name)[0] is not None
+    )
     if provisioned:
         reason = "NonCompliant"
         quarantine(platform, ns, sandbox.tenant, sandbox.name)
@@ -204,6 +214,19 @@ def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> Ke
     platform, body = step.platform, step.body
     sid = sandbox_id(sandbox.tenant, sandbox.name)
     quarantined = was_quarantined(body)
+    claimed = False
+    if not was_ready:
+        # Before the key: the id may be another sandbox's, and so would its key be.
+        namespace = namespace_object(sandbox.name, sandbox.tenant, sandbox.tenant_spec)
+        holder, claimed = claim_namespace(platform.api, namespace, sandbox.tenant, sandbox.name)
+        if holder is not None:
+            step.fail(
+                "NameTaken",
+                f"namespace {namespace['metadata']['name']} (this sandbox's name and key id) "
+                f"belongs to {holder}; rename this sandbox",
+                retry=300,
+            )
+            return None
     try:
         # Region-catalogue ids are "provider:region"; key stores want the bare region.
         key = platform.keys.create(
@@ -214,6 +237,8 @@ def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> Ke
         objects = desired_objects(
             platform, body, sandbox.tenant, sandbox.tenant_spec, sandbox.spec, key
         )
+        if claimed:  # just created with these very fields: nothing to write again
+            objects = [obj for obj in objects if obj["kind"] != "Namespace"]
         # A first provisioning creates (cheaper for the API server); a re-converge applies.
         write_all(
             platform.api,

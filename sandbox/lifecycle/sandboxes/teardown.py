@@ -14,6 +14,7 @@ from sandbox.lifecycle.grants import revoke_all
 from sandbox.lifecycle.objects import object_meta, tenant_of
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
+from sandbox.lifecycle.sandboxes.claim import other_owner, owned_namespace
 from sandbox.lifecycle.sandboxes.step import SandboxStep
 from sandbox.provision.names import managed_labels, sandbox_id, sandbox_namespace
 from sandbox.provision.sandbox_plan import WORKLOAD_ROLE, quarantine_policy
@@ -76,7 +77,20 @@ def _teardown(step: SandboxStep, action: str) -> bool:
     name, namespace, _ = object_meta(step.body)
     tenant = tenant_of(namespace) or "unknown"
     ns, sid = sandbox_namespace(tenant, name), sandbox_id(tenant, name)
-    if get(platform.api, "Namespace", ns) is not None:
+    live, holder = owned_namespace(platform.api, ns, tenant, name)
+    holder = holder or (other_owner(platform.api, tenant, name) if live is None else None)
+    if holder is not None:
+        # The name is another sandbox's (see claim.py): this one never had a namespace
+        # or a key, and the holder's stay.
+        destruction = KeyDestruction(
+            sid,
+            "none",
+            "absent",
+            confirmation=f"this sandbox never had a key: {sid} belongs to {holder}",
+        )
+        _record_end_once(step, destruction, action, ns)
+        return True
+    if live is not None:
         revoke_access(platform, ns)
         delete(platform.api, "Namespace", ns)
         if get(platform.api, "Namespace", ns) is not None:
@@ -84,10 +98,15 @@ def _teardown(step: SandboxStep, action: str) -> bool:
             return False
     delete(platform.api, "StorageClass", storage_class_name(sid))
     destruction = platform.keys.destroy(sid)
+    _record_end_once(step, destruction, action, ns)
+    return True
+
+
+def _record_end_once(step: SandboxStep, destruction: KeyDestruction, action: str, ns: str) -> None:
+    """:func:`_record_end` unless a previous attempt's record is already durable."""
     annotations = (step.body.get("metadata") or {}).get("annotations") or {}
     if ANNOTATION_KEY_AUDITED not in annotations:
         _record_end(step, destruction, action, ns)
-    return True
 
 
 def _record_end(step: SandboxStep, destruction: KeyDestruction, action: str, ns: str) -> None:
@@ -133,7 +152,7 @@ def expire_sandbox(
         step.previous_reasons() & {"Expired", "ExpiredRetained"}
     )
     if spec.lifetime.on_expiry == "retain":
-        if get(platform.api, "Namespace", ns) is not None:
+        if owned_namespace(platform.api, ns, tenant, name)[0] is not None:
             quarantine(platform, ns, tenant, name)
             revoke_access(platform, ns)
         if not already:
