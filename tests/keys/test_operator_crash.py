@@ -5,9 +5,10 @@ sandbox with every provider, and a destroyed key must not be readable back throu
 API server by the operator's identity or a tenant's. The operator runs as a process
 under the chart's RBAC against the session control plane, with ``local`` (wrapped keys
 in Secrets), ``pkcs11`` (a SoftHSM2 token) and ``aws-kms`` (moto's server); the kill
-point is the operator's crash-test switch ``REGSANDBOX_TEST_HALT_BEFORE=Namespace:<marker>``:
+point is the operator's crash-test switch ``REGSANDBOX_TEST_HALT_BEFORE=StorageClass:<marker>``:
 a first provisioning stops for good right after ``keys.create`` returned and before any
-object or status is written.
+object but the namespace (created first: it is the sandbox's claim on its name) or the
+status is written.
 
 moto serves only AWS region names, so the ``aws-kms`` operator runs as a cluster in
 ``aws:eu-central-1`` (jurisdiction DE) with the aws-ebs storage profile, for a DE tenant;
@@ -158,7 +159,7 @@ def test_sigkill_between_key_created_and_status_written_leaves_one_key(
     )
     home = f"tenant-{tenant}"
     halted = tmp_path / "halted"
-    doomed = start_operator(**env, REGSANDBOX_TEST_HALT_BEFORE=f"Namespace:{halted}")
+    doomed = start_operator(**env, REGSANDBOX_TEST_HALT_BEFORE=f"StorageClass:{halted}")
     doomed.wait_until(lambda: get(admin_api, "Namespace", home), 60, "the home namespace")
     name = unique("crash")
     sid = f"sbx-{tenant}-{name}"
@@ -167,7 +168,10 @@ def test_sigkill_between_key_created_and_status_written_leaves_one_key(
     made = _keys_in_provider(provider, admin_api, sid, request)
     assert len(made) == 1, made  # the key exists ...
     assert "keyId" not in ((get(admin_api, "Sandbox", name, home) or {}).get("status") or {})
-    assert get(admin_api, "Namespace", sid) is None  # ... and nothing after it was written
+    # ... and nothing after it was written (the namespace, the sandbox's claim on its
+    # name, comes before the key)
+    assert not list_objects(admin_api, "StorageClass", None, f"regsandbox.io/sandbox={sid}")
+    assert get(admin_api, "NetworkPolicy", "default-deny", sid) is None
     doomed.kill()
 
     operator = start_operator(**env)
