@@ -49,6 +49,9 @@ from audit_append import make_event
 
 ORIGIN = "bench.regsandbox.example/reads"
 
+SANDBOXCTL = (sys.executable, "-m", "sandbox.cli")
+"""This interpreter's ``sandboxctl``, whether or not a venv's bin is on PATH."""
+
 
 def _reader(
     url: str,
@@ -205,7 +208,7 @@ def main() -> None:
     key = args.dir / "log.key"
     generate_key_file(key, ORIGIN)
     subprocess.run(
-        ["sandboxctl", "audit", "init", "--log", str(log), "--origin", ORIGIN, "--key", str(key)],
+        [*SANDBOXCTL, "audit", "init", "--log", str(log), "--origin", ORIGIN, "--key", str(key)],
         check=True,
         capture_output=True,
     )
@@ -216,7 +219,7 @@ def main() -> None:
     load_before = _load()
     server = subprocess.Popen(
         [
-            "sandboxctl", "audit", "serve", "--log", str(log), "--key", str(key),
+            *SANDBOXCTL, "audit", "serve", "--log", str(log), "--key", str(key),
             "--writers", str(args.dir / "writers"), "--readers", str(args.dir / "readers"),
             "--listen", f"127.0.0.1:{args.port}",
         ],
