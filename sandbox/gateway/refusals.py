@@ -76,7 +76,7 @@ _TABLE: tuple[tuple[type[Exception], int, Outcome, str, bool | None], ...] = (
     (OutboxNotConfigured, 503, "failure", "OutboxNotConfigured", None),
     (Forbidden, 403, "denied", _REASON_OF_EXCEPTION, False),
     (EndpointNotAllowed, 403, "denied", "EndpointNotAllowed", True),
-    (ObjectNotFound, 404, "failure", "ObjectNotFound", True),
+    (ObjectNotFound, 404, "failure", _REASON_OF_EXCEPTION, True),  # or NoSuchUpload
     (RangeNotSatisfiable, 416, "failure", "RangeNotSatisfiable", True),
     (StorageUnavailable, 502, "failure", "StorageUnavailable", True),
     (ReviewUnavailable, 503, "failure", "KubernetesUnavailable", None),

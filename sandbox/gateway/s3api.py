@@ -52,6 +52,7 @@ from sandbox.gateway.auth import Identity, Unauthenticated, token_expiry
 from sandbox.gateway.authz import Forbidden
 from sandbox.gateway.gateway import Gateway, to_thread
 from sandbox.gateway.objectkeys import (
+    MAX_KEY_BYTES,
     InvalidKey,
     check_raw_path,
     dataset_prefix,
@@ -325,7 +326,7 @@ class S3Surface:
         max_keys = _max_keys(query.get("max-keys"), self.gateway.list_max_keys)
         after = _after(continuation) if continuation else start_after
         if after is not None:
-            validate_listing_prefix(after.rstrip(_HIGHEST).rstrip("/") or "x")
+            _check_marker(after)
         base = dataset_prefix(grant.location.prefix)
         objects, prefixes, truncated = await to_thread(
             _list_page, self.gateway, grant.location, base, prefix, delimiter, after, max_keys
@@ -559,6 +560,17 @@ def _after(token: str) -> str:
         return base64.urlsafe_b64decode(token.encode("ascii")).decode()
     except (ValueError, binascii.Error, UnicodeError):
         raise InvalidKey("the continuation token is not one this gateway gave") from None
+
+
+def _check_marker(after: str) -> None:
+    """Refuse a ``start-after`` (or continuation) marker no key could equal. It is only a
+    position in the listing (the store lists under the dataset's prefix whatever it is),
+    so any key the listing can show, ``%`` or ``..`` in it included, is accepted, and
+    paging past such a key works as on S3."""
+    if len(after.rstrip(_HIGHEST).encode()) > MAX_KEY_BYTES:
+        raise InvalidKey(f"start-after is longer than {MAX_KEY_BYTES} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in after):
+        raise InvalidKey("start-after contains NUL or a control character")
 
 
 def _list_page(  # noqa: PLR0917 - one call, run in a worker thread

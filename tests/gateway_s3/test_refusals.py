@@ -409,7 +409,7 @@ def test_multipart_refusals(
             Bucket="outbox", Key="models/m.bin", UploadId="../../x", PartNumber=1, Body=b"x"
         ),
         "NoSuchUpload",
-        400,
+        404,  # S3 API reference: NoSuchUpload is 404 Not Found
     )
     _logged(audit_sink, start, "NoSuchUpload")
     upload = c.create_multipart_upload(Bucket="outbox", Key="models/m.bin")["UploadId"]
