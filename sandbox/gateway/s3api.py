@@ -231,12 +231,17 @@ class S3Surface:
             validate_listing_prefix(key)
             raise ObjectNotFound("no such object (a key ending in '/' names a folder)")
         head = request.method == "HEAD"
+        byte_range = request.headers.get("range")
+        if byte_range is not None and (
+            not byte_range.strip().lower().startswith("bytes=") or "," in byte_range
+        ):
+            # RFC 9110 14.2: a range unit the server does not know is ignored; S3 serves
+            # no multi-range requests. S3 and MinIO then send the whole object (200).
+            byte_range = record.byte_range = None
         if head:
             answer = await head_object(self.gateway, record, raw, token, key)
         else:
-            answer = await get_object(
-                self.gateway, record, raw, token, key, request.headers.get("range")
-            )
+            answer = await get_object(self.gateway, record, raw, token, key, byte_range)
         return self._as_s3(answer, _resource(record.name, key), head=head)
 
     async def _authenticate(self, request: Request, record: RequestRecord) -> tuple[Identity, str]:
@@ -328,9 +333,13 @@ class S3Surface:
         if after is not None:
             _check_marker(after)
         base = dataset_prefix(grant.location.prefix)
-        objects, prefixes, truncated = await to_thread(
-            _list_page, self.gateway, grant.location, base, prefix, delimiter, after, max_keys
-        )
+        objects: list[ListedObject] = []
+        prefixes: list[str] = []
+        truncated = False
+        if max_keys > 0:  # MaxKeys=0 is an empty, untruncated page (as on S3)
+            objects, prefixes, truncated = await to_thread(
+                _list_page, self.gateway, grant.location, base, prefix, delimiter, after, max_keys
+            )
         next_token = None
         if truncated:
             last = max([o.key for o in objects] + [p + _HIGHEST for p in prefixes])
@@ -552,7 +561,7 @@ def _max_keys(value: str | None, most: int) -> int:
         return most
     if not value.isdigit() or len(value) > 7:
         raise InvalidKey("max-keys must be a number")
-    return max(1, min(int(value), most))
+    return min(int(value), most)
 
 
 def _after(token: str) -> str:
