@@ -56,12 +56,19 @@ from sandbox.gateway.objectkeys import (
     InvalidKey,
     check_raw_path,
     dataset_prefix,
+    storage_key,
     validate_listing_prefix,
 )
 from sandbox.gateway.reads import get_object, head_object
 from sandbox.gateway.records import Action, RequestRecord
-from sandbox.gateway.refusals import REFUSALS
-from sandbox.gateway.s3 import ObjectNotFound, StorageUnavailable
+from sandbox.gateway.refusals import REFUSALS, response_headers
+from sandbox.gateway.s3 import (
+    ByteRange,
+    ObjectNotFound,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+    parse_range,
+)
 from sandbox.gateway.s3chunked import BodyCheck, body_check
 from sandbox.gateway.s3xml import (
     ListedObject,
@@ -83,6 +90,7 @@ from sandbox.gateway.sigv4 import (
     parse_authorization,
     verify_signature,
 )
+from sandbox.gateway.streaming import object_headers
 from sandbox.gateway.sts import (
     MAX_LIFETIME_SECONDS,
     MIN_LIFETIME_SECONDS,
@@ -238,11 +246,43 @@ class S3Surface:
             # RFC 9110 14.2: a range unit the server does not know is ignored; S3 serves
             # no multi-range requests. S3 and MinIO then send the whole object (200).
             byte_range = record.byte_range = None
-        if head:
+        if head and byte_range is not None:
+            answer = await self._head_range(record, raw, token, key, byte_range)
+        elif head:
             answer = await head_object(self.gateway, record, raw, token, key)
         else:
             answer = await get_object(self.gateway, record, raw, token, key, byte_range)
         return self._as_s3(answer, _resource(record.name, key), head=head)
+
+    async def _head_range(
+        self, record: RequestRecord, raw: bytes, token: str, key: str, byte_range: str
+    ) -> Response:
+        """HeadObject with a Range: 206 with the range's Content-Length and
+        Content-Range, or 416 InvalidRange, as S3 answers (no byte is sent)."""
+        gw = self.gateway
+        try:
+            grant = await gw.admit_read(record, raw, token)
+            full = storage_key(grant.location.prefix, key)
+            wanted = parse_range(byte_range)
+            info = await to_thread(gw.storage.head, grant.location, full)
+            first, last = _span(wanted, info.size)
+        except REFUSALS as exc:
+            return await gw.refuse(record, exc)
+        headers = {
+            **response_headers(record, 206),
+            **object_headers(last - first + 1, info.etag, info.last_modified),
+            "Content-Range": f"bytes {first}-{last}/{info.size}",
+        }
+        event = record.event(
+            "success", "head", status=206, allow=True, bytes=0, object_size=info.size
+        )
+        return await gw.log_then(
+            record,
+            event,
+            lambda: Response(
+                status_code=206, headers=headers, media_type="application/octet-stream"
+            ),
+        )
 
     async def _authenticate(self, request: Request, record: RequestRecord) -> tuple[Identity, str]:
         """Check the signature and the session; the pod's identity and projected token."""
@@ -569,6 +609,21 @@ def _after(token: str) -> str:
         return base64.urlsafe_b64decode(token.encode("ascii")).decode()
     except (ValueError, binascii.Error, UnicodeError):
         raise InvalidKey("the continuation token is not one this gateway gave") from None
+
+
+def _span(wanted: ByteRange | None, size: int) -> tuple[int, int]:
+    """The first and last byte ``wanted`` names in an object of ``size`` bytes (clipped
+    to its end); RangeNotSatisfiable when it names none."""
+    if wanted is None:
+        raise RangeNotSatisfiable("no byte range", size)
+    if wanted.start is None:  # the last n bytes
+        if size == 0:
+            raise RangeNotSatisfiable("range outside the object", size)
+        return max(0, size - (wanted.end or 0)), size - 1
+    if wanted.start >= size:
+        raise RangeNotSatisfiable("range outside the object", size)
+    last = size - 1 if wanted.end is None else min(wanted.end, size - 1)
+    return wanted.start, last
 
 
 def _check_marker(after: str) -> None:
