@@ -586,3 +586,14 @@ def test_multipart_errors_match_s3(sides: Sides, scratch: str, case: str) -> Non
             side.abort()
     direct, through = answers
     assert through == direct
+
+
+def test_upload_part_after_abort_is_no_such_upload(sides: Sides, scratch: str) -> None:
+    """UploadPart into an aborted upload: 404 NoSuchUpload on both."""
+    answers = []
+    for side in _both(sides, scratch, "part-after-abort"):
+        side.abort()
+        answers.append(_error(lambda side=side: side.part(1, b"late")))  # type: ignore[misc]
+    direct, through = answers
+    assert direct == (404, "NoSuchUpload")
+    assert through == direct
