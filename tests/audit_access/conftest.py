@@ -144,65 +144,52 @@ def _bind(admin: client.ApiClient, role: str, sa_ns: str, sa: str, namespace: st
         rbac.create_namespaced_role_binding(namespace, body)
 
 
-@pytest.fixture(scope="module")
-def setup(
-    control_plane: ControlPlane,
-    admin_api: client.ApiClient,
-    repo_root: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Setup]:
-    """Tenants a and b, auditors, a log with entries of both, the service on a free port."""
+@dataclass(frozen=True)
+class Auditors:
+    """Tenants a and b, and ServiceAccounts bound as their auditors and as the service."""
+
+    suffix: str
+    tenant_a: str
+    tenant_b: str
+    namespace: str
+    """Where the ServiceAccounts live."""
+    tokens: dict[str, str]
+    """Tokens for the audience: ``tenant-a``, ``platform``, ``nobody``, ``wrong-audience``."""
+    kubeconfig: Path
+    """The audit service's own kubeconfig (it may create SubjectAccessReviews)."""
+    service_api: client.ApiClient
+
+
+@contextlib.contextmanager
+def auditor_identities(
+    plane: ControlPlane, admin: client.ApiClient, repo: Path, workdir: Path, prefix: str
+) -> Iterator[Auditors]:
+    """Make the tenants' namespaces, the auditors and their bindings; remove them after."""
     suffix = secrets.token_hex(3)
     tenant_a, tenant_b = f"bank-{suffix}", f"clinic-{suffix}"
-    auditors = f"auditors-{suffix}"
-    core = client.CoreV1Api(admin_api)
+    auditors = f"{prefix}-{suffix}"
+    core = client.CoreV1Api(admin)
     namespaces = [tenant_namespace(tenant_a), tenant_namespace(tenant_b), auditors]
     for ns in namespaces:
         core.create_namespace({"metadata": {"name": ns}})
-    for sa in ("tenant-a", "platform", "nobody", "audit-service"):
-        core.create_namespaced_service_account(auditors, {"metadata": {"name": sa}})
-    _apply_roles(admin_api, repo_root, suffix)
-    _bind(admin_api, f"regsandbox-tenant-auditor-{suffix}", auditors, "tenant-a", namespaces[0])
-    _bind(admin_api, f"regsandbox-platform-auditor-{suffix}", auditors, "platform", None)
-    _bind(admin_api, f"regsandbox-audit-reviews-{suffix}", auditors, "audit-service", None)
-    tokens = {
-        name: sa_token(admin_api, auditors, name, AUDIENCE)
-        for name in ("tenant-a", "platform", "nobody")
-    }
-    tokens["wrong-audience"] = sa_token(admin_api, auditors, "tenant-a", "regsandbox-gateway")
-    service_token = sa_token(admin_api, auditors, "audit-service", None)
-    kubeconfig = tmp_path_factory.mktemp("access-kube") / "service.kubeconfig"
-    service_api = kube_client(token_kubeconfig(control_plane, service_token, kubeconfig))
-
-    signer = Signer.generate(ORIGIN)
-    log = AuditLog.create(tmp_path_factory.mktemp("access-log"), ORIGIN, signer)
-    plan = [tenant_a, tenant_b, None, tenant_a, tenant_b, tenant_b, tenant_a] * 3
-    indices: dict[str | None, list[int]] = {}
-    for n, tenant in enumerate(plan):
-        indices.setdefault(tenant, []).append(log.append(event(tenant, n)))
-    log.publish_checkpoint()
-    authority = CachedAuthority(KubernetesReaders(service_api, tenant_namespace), ttl=0)
-    policy = AccessPolicy(
-        writers={}, readers={token_digest(STATIC_READER): "siem-export"}, authority=authority
-    )
     try:
-        with serve_app(create_app(log, policy)) as url:
-            yield Setup(
-                tenant_a,
-                tenant_b,
-                tokens,
-                url,
-                log,
-                signer,
-                indices,
-                admin_api,
-                suffix,
-                auditors,
-                kubeconfig,
-            )
+        for sa in ("tenant-a", "platform", "nobody", "audit-service"):
+            core.create_namespaced_service_account(auditors, {"metadata": {"name": sa}})
+        _apply_roles(admin, repo, suffix)
+        _bind(admin, f"regsandbox-tenant-auditor-{suffix}", auditors, "tenant-a", namespaces[0])
+        _bind(admin, f"regsandbox-platform-auditor-{suffix}", auditors, "platform", None)
+        _bind(admin, f"regsandbox-audit-reviews-{suffix}", auditors, "audit-service", None)
+        tokens = {
+            name: sa_token(admin, auditors, name, AUDIENCE)
+            for name in ("tenant-a", "platform", "nobody")
+        }
+        tokens["wrong-audience"] = sa_token(admin, auditors, "tenant-a", "regsandbox-gateway")
+        service_token = sa_token(admin, auditors, "audit-service", None)
+        kubeconfig = workdir / "service.kubeconfig"
+        service_api = kube_client(token_kubeconfig(plane, service_token, kubeconfig))
+        yield Auditors(suffix, tenant_a, tenant_b, auditors, tokens, kubeconfig, service_api)
     finally:
-        log.close()
-        rbac = client.RbacAuthorizationV1Api(admin_api)
+        rbac = client.RbacAuthorizationV1Api(admin)
         for name in ROLES:
             with contextlib.suppress(ApiException):
                 rbac.delete_cluster_role(f"{name}-{suffix}")
@@ -212,3 +199,44 @@ def setup(
         for ns in namespaces:
             with contextlib.suppress(ApiException):
                 core.delete_namespace(ns)
+
+
+@pytest.fixture(scope="module")
+def setup(
+    control_plane: ControlPlane,
+    admin_api: client.ApiClient,
+    repo_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Setup]:
+    """Tenants a and b, auditors, a log with entries of both, the service on a free port."""
+    workdir = tmp_path_factory.mktemp("access-kube")
+    with auditor_identities(control_plane, admin_api, repo_root, workdir, "auditors") as who:
+        signer = Signer.generate(ORIGIN)
+        log = AuditLog.create(tmp_path_factory.mktemp("access-log"), ORIGIN, signer)
+        plan = [who.tenant_a, who.tenant_b, None, who.tenant_a, who.tenant_b, who.tenant_b]
+        plan = [*plan, who.tenant_a] * 3
+        indices: dict[str | None, list[int]] = {}
+        for n, tenant in enumerate(plan):
+            indices.setdefault(tenant, []).append(log.append(event(tenant, n)))
+        log.publish_checkpoint()
+        authority = CachedAuthority(KubernetesReaders(who.service_api, tenant_namespace), ttl=0)
+        policy = AccessPolicy(
+            writers={}, readers={token_digest(STATIC_READER): "siem-export"}, authority=authority
+        )
+        try:
+            with serve_app(create_app(log, policy)) as url:
+                yield Setup(
+                    who.tenant_a,
+                    who.tenant_b,
+                    who.tokens,
+                    url,
+                    log,
+                    signer,
+                    indices,
+                    admin_api,
+                    who.suffix,
+                    who.namespace,
+                    who.kubeconfig,
+                )
+        finally:
+            log.close()

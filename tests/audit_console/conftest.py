@@ -11,8 +11,6 @@ and one entry whose details carry markup and quotes, as a tenant's workload coul
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from audit.access import CachedAuthority
 from audit.entry import Actor, DecisionRecord, Event, Outcome, Resource
@@ -28,10 +25,9 @@ from audit.log import AuditLog
 from audit.note import Signer
 from audit.service import AccessPolicy, create_app
 from sandbox.devenv.controlplane import ControlPlane
-from sandbox.kube.audit_access import AUDIENCE, KubernetesReaders
-from sandbox.kube.clients import kube_client
+from sandbox.kube.audit_access import KubernetesReaders
 from sandbox.provision.names import tenant_namespace
-from tests.audit_access.conftest import ROLES, _apply_roles, _bind, sa_token, token_kubeconfig
+from tests.audit_access.conftest import auditor_identities
 from tests.servers import serve_app
 
 ORIGIN = "audit.regsandbox.test/console"
@@ -168,47 +164,26 @@ def console(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Console]:
     """Two tenants, three auditors, the log above, the audit service with its console."""
-    suffix = secrets.token_hex(3)
-    tenant_a, tenant_b = f"bank-{suffix}", f"clinic-{suffix}"
-    auditors = f"console-{suffix}"
-    core = client.CoreV1Api(admin_api)
-    namespaces = [tenant_namespace(tenant_a), tenant_namespace(tenant_b), auditors]
-    for ns in namespaces:
-        core.create_namespace({"metadata": {"name": ns}})
-    for sa in ("tenant-a", "platform", "nobody", "audit-service"):
-        core.create_namespaced_service_account(auditors, {"metadata": {"name": sa}})
-    _apply_roles(admin_api, repo_root, suffix)
-    _bind(admin_api, f"regsandbox-tenant-auditor-{suffix}", auditors, "tenant-a", namespaces[0])
-    _bind(admin_api, f"regsandbox-platform-auditor-{suffix}", auditors, "platform", None)
-    _bind(admin_api, f"regsandbox-audit-reviews-{suffix}", auditors, "audit-service", None)
-    tokens = {
-        name: sa_token(admin_api, auditors, name, AUDIENCE)
-        for name in ("tenant-a", "platform", "nobody")
-    }
-    tokens["wrong-audience"] = sa_token(admin_api, auditors, "tenant-a", "regsandbox-gateway")
-    service_token = sa_token(admin_api, auditors, "audit-service", None)
-    kubeconfig = tmp_path_factory.mktemp("console-kube") / "service.kubeconfig"
-    service_api = kube_client(token_kubeconfig(control_plane, service_token, kubeconfig))
-
-    signer = Signer.generate(ORIGIN)
-    log = AuditLog.create(tmp_path_factory.mktemp("console-log"), ORIGIN, signer)
-    indices = _fill(log, tenant_a, tenant_b)
-    authority = CachedAuthority(KubernetesReaders(service_api, tenant_namespace), ttl=0)
-    policy = AccessPolicy(writers={}, readers={}, authority=authority)
-    try:
-        with serve_app(create_app(log, policy)) as url:
-            yield Console(
-                url, log, signer, tenant_a, tenant_b, tokens, kubeconfig, policy, suffix, indices
-            )
-    finally:
-        log.close()
-        rbac = client.RbacAuthorizationV1Api(admin_api)
-        for name in ROLES:
-            with contextlib.suppress(ApiException):
-                rbac.delete_cluster_role(f"{name}-{suffix}")
-        for sa, role in (("platform", "platform-auditor"), ("audit-service", "audit-reviews")):
-            with contextlib.suppress(ApiException):
-                rbac.delete_cluster_role_binding(f"{sa}-regsandbox-{role}-{suffix}"[:63])
-        for ns in namespaces:
-            with contextlib.suppress(ApiException):
-                core.delete_namespace(ns)
+    workdir = tmp_path_factory.mktemp("console-kube")
+    with auditor_identities(control_plane, admin_api, repo_root, workdir, "console") as who:
+        signer = Signer.generate(ORIGIN)
+        log = AuditLog.create(tmp_path_factory.mktemp("console-log"), ORIGIN, signer)
+        indices = _fill(log, who.tenant_a, who.tenant_b)
+        authority = CachedAuthority(KubernetesReaders(who.service_api, tenant_namespace), ttl=0)
+        policy = AccessPolicy(writers={}, readers={}, authority=authority)
+        try:
+            with serve_app(create_app(log, policy)) as url:
+                yield Console(
+                    url,
+                    log,
+                    signer,
+                    who.tenant_a,
+                    who.tenant_b,
+                    who.tokens,
+                    who.kubeconfig,
+                    policy,
+                    who.suffix,
+                    indices,
+                )
+        finally:
+            log.close()
