@@ -97,13 +97,17 @@ def test_a_second_sandbox_with_the_same_namespace_name_is_refused_and_harms_noth
         )
         assert get(admin_api, "Namespace", ns) is not None
         assert get(admin_api, "StorageClass", victim_status["storageClass"]) is not None
-        ended = [
-            e
-            for e in audit_actions()
-            if e["action"] == "key.destroyed" and e["resource"].get("tenant") == attacker
-        ]
-        assert ended, "the attacker sandbox's end is on record"
-        assert all(e["details"]["outcome"] == "absent" for e in ended)
+
+        def ended() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in audit_actions()
+                if e["action"] == "key.destroyed" and e["resource"].get("tenant") == attacker
+            ]
+
+        # the log shows an entry once a checkpoint covers it
+        operator.wait_until(ended, 30, "the attacker sandbox's end on record")
+        assert all(e["details"]["outcome"] == "absent" for e in ended())
         assert not [
             e
             for e in audit_actions()
