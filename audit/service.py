@@ -82,7 +82,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -122,8 +122,12 @@ __all__ = [
     "AccessPolicy",
     "LogBackend",
     "LogStatus",
+    "ReadBackend",
+    "ReadGate",
     "ServiceMetrics",
     "TileSource",
+    "add_read_routes",
+    "authorize_read",
     "create_app",
     "create_refusing_app",
     "load_tokens",
@@ -146,8 +150,10 @@ _LARGEST_INDEX = 2**53 - 1
 _log = structlog.get_logger("audit.service")
 
 
-class LogBackend(Protocol):
-    """What the service needs from the log; :class:`audit.log.AuditLog` provides it."""
+class ReadBackend(Protocol):
+    """What the read routes need from the log: :class:`audit.log.AuditLog` (the writer's
+    own view) or :class:`audit.read_server.PublishedLog` (the durable files, as of the
+    checkpoint the writer last published)."""
 
     @property
     def size(self) -> int:
@@ -157,14 +163,6 @@ class LogBackend(Protocol):
     @property
     def checkpoint_note(self) -> bytes:
         """The latest signed checkpoint note."""
-        ...
-
-    def append_batch(self, events: Sequence[Event]) -> list[int]:
-        """Append events as one batch; return their indices once all are durable."""
-        ...
-
-    def publish_checkpoint(self) -> bytes:
-        """Sign a checkpoint covering every durable entry now; return it."""
         ...
 
     def entry_bytes(self, index: int) -> bytes:
@@ -181,6 +179,29 @@ class LogBackend(Protocol):
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Consistency proof from ``old_size`` to ``new_size`` entries."""
+        ...
+
+
+class LogBackend(ReadBackend, Protocol):
+    """What the service needs from the log; :class:`audit.log.AuditLog` provides it."""
+
+    def append_batch(self, events: Sequence[Event]) -> list[int]:
+        """Append events as one batch; return their indices once all are durable."""
+        ...
+
+    def publish_checkpoint(self) -> bytes:
+        """Sign a checkpoint covering every durable entry now; return it."""
+        ...
+
+
+class ReadGate(Protocol):
+    """The read check of one listener: the reader, allowed ``verb`` in ``scope``, and
+    (on a read server) within their rate for ``cost`` entries; raises 401/403/429/503."""
+
+    async def __call__(
+        self, request: Request, scope: Scope, verb: Verb, cost: int = 1
+    ) -> Reader:  # pragma: no cover - a protocol
+        """Authorise the read, or raise :class:`~fastapi.HTTPException`."""
         ...
 
 
@@ -374,6 +395,13 @@ class AccessPolicy:
     it signs, and writers append with the token the API server vouches for. Enable it
     only behind a server that verifies client certificates."""
 
+    reads_at: str | None = None
+    """Set on the append listener when reads have a listener of their own (the read
+    server, :mod:`audit.read_server`): where that is, e.g. ``port 8081``. This listener
+    then serves reads to writers only (their receipts and checkpoints) and refuses
+    everyone else with 403 naming it, so no reader bypasses the read server's lower
+    priority and rate bound by asking the writer."""
+
     def __post_init__(self) -> None:
         if self.client_certificates and self.authority is None:
             raise ValueError("client certificates need a reader authority to authorise reads")
@@ -408,7 +436,7 @@ def _challenge(status: int, detail: str, error: str | None = None) -> HTTPExcept
 _WHOLE_LOG = Scope()
 
 
-async def _authorize_read(
+async def authorize_read(
     policy: AccessPolicy, request: Request, scope: Scope, verb: Verb
 ) -> Reader:
     """The reader, allowed to ``verb`` in ``scope``; or raise 401, 403 or 503.
@@ -450,6 +478,31 @@ async def _authorize_read(
             return anonymous
         raise _challenge(401, "unknown bearer token", "invalid_token")
     return await _authorized(policy, reader, scope, verb)
+
+
+async def _writer_read(policy: AccessPolicy, request: Request, reads_at: str) -> Reader:
+    """A writer reading on the append listener; anyone else is sent to ``reads_at``.
+
+    Only writer tokens (the writers file, or a Kubernetes writer by TokenReview) pass;
+    the reader authority is never asked here, so a reader's token costs the writer no
+    review either.
+    """
+    refused = _challenge(
+        403,
+        f"this listener serves the log's writers; read the log on the read server ({reads_at})",
+        "insufficient_scope",
+    )
+    token = _bearer(request)
+    if token is None:
+        raise refused
+    if len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
+        raise _challenge(401, "the bearer token is malformed", "invalid_token")
+    writer = policy.identify(token, policy.writers)
+    if writer is None and policy.writer_authority is not None:
+        writer = await _kube_writer(policy, token, "read")
+    if writer is None:
+        raise refused
+    return Reader(writer, whole_log=True)
 
 
 def _certified(policy: AccessPolicy, request: Request) -> Reader | None:
@@ -673,6 +726,7 @@ def create_app(
     metrics = metrics or ServiceMetrics()
     app.state.metrics = metrics
     app.state.conditions = []  # more informing conditions, e.g. the archive's (Archived)
+    app.state.more_metrics = []  # more exposition text, e.g. the read server's
     if witnessing is not None:
         witnessing.attach_metrics(WitnessingMetrics(metrics.registry))
     if not isinstance(log, LogStatus) or log.anchored_checkpoint is None:
@@ -689,15 +743,6 @@ def create_app(
         else lambda: {name: s.last_success for name, s in witnessing.status().items()},
     )
 
-    @app.exception_handler(IndexError)
-    async def out_of_range(request: Request, exc: IndexError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(AuditError)
-    async def unreadable(request: Request, exc: AuditError) -> JSONResponse:
-        _log.error("read failed", path=request.url.path, error=str(exc))
-        return JSONResponse({"detail": "the log cannot be read right now"}, status_code=503)
-
     history = CheckpointHistory()
 
     def current() -> tuple[bytes, Checkpoint]:
@@ -705,11 +750,10 @@ def create_app(
         history.observe(note)
         return note, Checkpoint.from_text(Note.parse(note).text)
 
-    async def read_state(
-        request: Request, scope: Scope = _WHOLE_LOG, verb: Verb = "get"
-    ) -> tuple[bytes, Checkpoint]:
-        await _authorize_read(policy, request, scope, verb)
-        return await run_in_threadpool(current)
+    async def gate(request: Request, scope: Scope, verb: Verb, cost: int = 1) -> Reader:
+        if policy.reads_at is not None:
+            return await _writer_read(policy, request, policy.reads_at)
+        return await authorize_read(policy, request, scope, verb)
 
     @app.post("/v1/entries")
     async def append(request: Request) -> JSONResponse:
@@ -752,6 +796,104 @@ def create_app(
         )
         return JSONResponse({"indices": indices})
 
+    add_read_routes(
+        app,
+        log,
+        gate,
+        current,
+        cosigned=None if witnessing is None else witnessing.cosigned,
+        publish=log.publish_checkpoint,
+        history=history,
+        console=None if policy.reads_at is not None else (console or ConsoleSettings()),
+    )
+    if policy.reads_at is not None:
+        _console_elsewhere(app, policy.reads_at)
+
+    def conditions() -> list[dict[str, str]]:
+        found = _log_conditions(log, metrics)
+        if witnessing is not None:
+            found.append(_witness_condition(witnessing))
+        found.extend(extra() for extra in app.state.conditions)
+        return found
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """200 while the log appends and signs; 503 with the failing condition otherwise."""
+        found = _log_conditions(log, metrics)
+        if all(c["status"] == "True" for c in found):
+            return Response("ok\n", media_type="text/plain")
+        return _status_response(found)
+
+    @app.get("/v1/status")
+    async def status() -> Response:
+        """The service's conditions (no token needed; they hold no log content)."""
+        return _status_response(conditions())
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        """Prometheus metrics, and those of any part serving beside (the read server)."""
+        _log_conditions(log, metrics)
+        more = [await run_in_threadpool(extra) for extra in app.state.more_metrics]
+        body = generate_latest(metrics.registry) + b"".join(more)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _console_elsewhere(app: FastAPI, reads_at: str) -> None:
+    """``/console`` on an append listener whose reads are served elsewhere: say where."""
+
+    @app.get("/console", include_in_schema=False)
+    @app.get("/console/{rest:path}", include_in_schema=False)
+    async def elsewhere(rest: str = "") -> Response:
+        return PlainTextResponse(
+            f"The audit console is served by the read server ({reads_at}).\n",
+            status_code=404,
+            headers={
+                "Content-Security-Policy": "default-src 'none'",
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+def add_read_routes(  # noqa: PLR0913 - what differs between the two listeners
+    app: FastAPI,
+    log: ReadBackend,
+    gate: ReadGate,
+    current: Callable[[], tuple[bytes, Checkpoint]],
+    *,
+    cosigned: Callable[[], bytes | None] | None = None,
+    publish: Callable[[], bytes] | None = None,
+    history: CheckpointHistory | None = None,
+    console: ConsoleSettings | None = None,
+) -> None:
+    """Add every read route to ``app``: entries, proofs, receipts, the tenant routes,
+    tlog-tiles, the checkpoints and (with ``console``) the web console.
+
+    The append listener (:func:`create_app`) and the read server
+    (:func:`audit.read_server.create_read_app`) both serve reads through this, each with
+    its own ``gate`` (who may read, and how fast) and ``current`` (the checkpoint: the
+    writer's own, or the one it last published). ``cosigned`` gives the latest
+    witness-cosigned checkpoint, if any; ``publish``, where the writer serves, signs a
+    checkpoint now for a receipt of an entry that is durable but not yet covered.
+    """
+    history = history or CheckpointHistory()
+
+    @app.exception_handler(IndexError)
+    async def out_of_range(request: Request, exc: IndexError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(AuditError)
+    async def unreadable(request: Request, exc: AuditError) -> JSONResponse:
+        _log.error("read failed", path=request.url.path, error=str(exc))
+        return JSONResponse({"detail": "the log cannot be read right now"}, status_code=503)
+
+    async def read_state(
+        request: Request, scope: Scope = _WHOLE_LOG, verb: Verb = "get", cost: int = 1
+    ) -> tuple[bytes, Checkpoint]:
+        await gate(request, scope, verb, cost)
+        return await run_in_threadpool(current)
+
     @app.get("/v1/checkpoint")
     async def checkpoint(request: Request) -> Response:
         """The latest signed checkpoint."""
@@ -761,22 +903,15 @@ def create_app(
         )
 
     @app.get("/v1/checkpoint/cosigned")
-    async def cosigned(request: Request) -> Response:
+    async def cosigned_checkpoint(request: Request) -> Response:
         """The latest checkpoint carrying witness cosignatures (may trail the latest)."""
-        await _authorize_read(policy, request, _WHOLE_LOG, "get")
-        note = None if witnessing is None else await run_in_threadpool(witnessing.cosigned)
+        await gate(request, _WHOLE_LOG, "get")
+        note = None if cosigned is None else await run_in_threadpool(cosigned)
         if note is None:
             raise HTTPException(404, "no checkpoint has been cosigned by a witness yet")
         return Response(
             note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
         )
-
-    def conditions() -> list[dict[str, str]]:
-        found = _log_conditions(log, metrics)
-        if witnessing is not None:
-            found.append(_witness_condition(witnessing))
-        found.extend(extra() for extra in app.state.conditions)
-        return found
 
     @app.get("/v1/entries/{index}")
     async def entry(request: Request, index: int) -> Response:
@@ -790,7 +925,8 @@ def create_app(
     @app.get("/v1/entries")
     async def entries(request: Request, start: int, end: int) -> Response:
         """Entries ``[start, end)``, one per line."""
-        _, cp = await read_state(request, verb="list")
+        cost = min(max(1, end - start), MAX_RANGE)
+        _, cp = await read_state(request, verb="list", cost=cost)
         if not 0 <= start < end <= cp.size:
             raise HTTPException(404, f"range [{start}, {end}) is not in a log of {cp.size}")
         if end - start > MAX_RANGE:
@@ -825,12 +961,12 @@ def create_app(
     async def receipt(request: Request, index: int) -> Response:
         """A C2SP tlog-proof of entry ``index`` against the latest checkpoint.
 
-        An entry that is durable but not yet in a checkpoint gets one signed now, so a
-        writer can ask for a receipt right after its append.
+        Where the writer serves, an entry that is durable but not yet in a checkpoint
+        gets one signed now, so a writer can ask for a receipt right after its append.
         """
         note, cp = await read_state(request)
-        if 0 <= index < log.size and index >= cp.size:
-            note = await run_in_threadpool(log.publish_checkpoint)
+        if publish is not None and 0 <= index < log.size and index >= cp.size:
+            note = await run_in_threadpool(publish)
             cp = Checkpoint.from_text(Note.parse(note).text)
         if not 0 <= index < cp.size:
             raise HTTPException(404, f"no entry {index} in the log of {cp.size}")
@@ -839,35 +975,10 @@ def create_app(
         return Response(body, media_type="text/plain; charset=utf-8")
 
     tenants = TenantIndex(log.entry_bytes)
-    _tenant_routes(app, log, policy, current, tenants)
-    _tile_routes(app, log, policy, current)
-    mount_console(
-        app,
-        ConsoleSource(log, current, tenants, history),
-        lambda request, scope, verb: _authorize_read(policy, request, scope, verb),
-        console,
-    )
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        """200 while the log appends and signs; 503 with the failing condition otherwise."""
-        found = _log_conditions(log, metrics)
-        if all(c["status"] == "True" for c in found):
-            return Response("ok\n", media_type="text/plain")
-        return _status_response(found)
-
-    @app.get("/v1/status")
-    async def status() -> Response:
-        """The service's conditions (no token needed; they hold no log content)."""
-        return _status_response(conditions())
-
-    @app.get("/metrics")
-    async def metrics_route() -> Response:
-        """Prometheus metrics."""
-        _log_conditions(log, metrics)
-        return _metrics_response(metrics)
-
-    return app
+    _tenant_routes(app, log, gate, current, tenants)
+    _tile_routes(app, log, gate, current)
+    if console is not None:
+        mount_console(app, ConsoleSource(log, current, tenants, history), gate, console)
 
 
 def _tenant_scope(tenant: str) -> Scope:
@@ -879,15 +990,17 @@ def _tenant_scope(tenant: str) -> Scope:
 
 def _tenant_routes(
     app: FastAPI,
-    log: LogBackend,
-    policy: AccessPolicy,
+    log: ReadBackend,
+    gate: ReadGate,
     current: Callable[[], tuple[bytes, Checkpoint]],
     index: TenantIndex,
 ) -> None:
     """``/v1/tenants/{tenant}/…``: one tenant's entries, each with its proof."""
 
-    async def state(request: Request, tenant: str, verb: Verb) -> tuple[bytes, Checkpoint]:
-        await _authorize_read(policy, request, _tenant_scope(tenant), verb)
+    async def state(
+        request: Request, tenant: str, verb: Verb, cost: int = 1
+    ) -> tuple[bytes, Checkpoint]:
+        await gate(request, _tenant_scope(tenant), verb, cost)
         return await run_in_threadpool(current)
 
     async def own(tenant: str, entry_index: int, cp: Checkpoint) -> None:
@@ -922,7 +1035,7 @@ def _tenant_routes(
         request: Request, tenant: str, start: int = 0, limit: int = 100
     ) -> JSONResponse:
         """The tenant's entries from index ``start`` on, each with its inclusion proof."""
-        note, cp = await state(request, tenant, "list")
+        note, cp = await state(request, tenant, "list", min(max(1, limit), MAX_RANGE))
         if start < 0 or not 0 < limit <= MAX_RANGE:
             raise HTTPException(400, f"want start >= 0 and 0 < limit <= {MAX_RANGE}")
 
@@ -987,8 +1100,8 @@ _TILE_CACHE = "private, max-age=31536000, immutable"
 
 def _tile_routes(
     app: FastAPI,
-    log: LogBackend,
-    policy: AccessPolicy,
+    log: ReadBackend,
+    gate: ReadGate,
     current: Callable[[], tuple[bytes, Checkpoint]],
 ) -> None:
     """``/tlog/``: the whole log as C2SP tlog-tiles, for whole-log readers."""
@@ -996,7 +1109,7 @@ def _tile_routes(
     @app.get("/tlog/checkpoint")
     async def tiles_checkpoint(request: Request) -> Response:
         """The latest signed checkpoint, as tlog-tiles clients expect it."""
-        await _authorize_read(policy, request, _WHOLE_LOG, "list")
+        await gate(request, _WHOLE_LOG, "list")
         note, _ = await run_in_threadpool(current)
         return Response(
             note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
@@ -1005,11 +1118,12 @@ def _tile_routes(
     @app.get("/tlog/tile/{rest:path}")
     async def tile(request: Request, rest: str) -> Response:
         """A hash tile or an entry bundle, if the checkpoint covers it."""
-        await _authorize_read(policy, request, _WHOLE_LOG, "list")
         try:
             wanted = parse_tile_path(f"tile/{rest}")
         except MalformedError as exc:
+            await gate(request, _WHOLE_LOG, "list")
             raise HTTPException(404, str(exc)) from None
+        await gate(request, _WHOLE_LOG, "list", 1 if wanted.level is not None else wanted.width)
         _, cp = await run_in_threadpool(current)
         if wanted.width > tile_width(wanted.level, wanted.index, cp.size):
             raise HTTPException(404, f"{wanted.path} is not in the checkpointed log of {cp.size}")

@@ -10,10 +10,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 from starlette.applications import Starlette
@@ -23,6 +30,15 @@ from audit.anchor import CheckpointAnchor, FileCheckpointAnchor
 from audit.console import ConsoleSettings
 from audit.errors import AnchorMismatchError, AuditError
 from audit.log import KEY_FILE, AuditLog, read_origin
+from audit.read_server import (
+    DEFAULT_READ_BURST,
+    DEFAULT_READ_NICE,
+    DEFAULT_READ_RATE,
+    PublishedLog,
+    ReaderRates,
+    ReadServerProcess,
+    create_read_app,
+)
 from audit.service import AccessPolicy, create_app, create_refusing_app, load_tokens
 from audit.signing import load_signer, read_key_text
 from audit.witness import (
@@ -204,6 +220,42 @@ def serve(
             "(kubectl port-forward).",
         ),
     ] = False,
+    read_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--read-listen",
+            help="HOST:PORT of a read server: a process of its own, at a lower CPU "
+            "priority, serving every read (entries, proofs, receipts, tenants, tiles, "
+            "checkpoints, the console; and --tls-listen) from the published log, so "
+            "readers never slow appends. --listen then serves writers only.",
+        ),
+    ] = None,
+    read_nice: Annotated[
+        int,
+        typer.Option(
+            "--read-nice",
+            help="How many nice steps below the writer the read server runs.",
+            min=0,
+            max=39,
+        ),
+    ] = DEFAULT_READ_NICE,
+    read_rate: Annotated[
+        float,
+        typer.Option(
+            "--read-rate",
+            help="Entries per second each reader (authenticated identity) may read on the "
+            "read server; past it, 429 with Retry-After (0: no bound).",
+            min=0,
+        ),
+    ] = DEFAULT_READ_RATE,
+    read_burst: Annotated[
+        float,
+        typer.Option(
+            "--read-burst",
+            help="Entries a reader may read at once before --read-rate applies.",
+            min=1000,
+        ),
+    ] = DEFAULT_READ_BURST,
 ) -> None:
     """Serve the audit log over HTTP: authenticated appends, reads, proofs, receipts.
 
@@ -213,8 +265,14 @@ def serve(
     and RBAC) and a readers token file is only an explicit fallback. With a
     checkpoint anchor, a log that does not extend the checkpoint it last signed is not
     opened: every request gets 503 and /healthz, /v1/status and /metrics say why.
+
+    With --read-listen, reads have a process of their own (restarted if it dies; the
+    ReadsServed condition in /v1/status and regsandbox_audit_read_server_up say when it
+    is down) and the --listen port answers readers with 403 naming the read port.
     """
     _listen(listen)
+    if read_listen is not None:
+        _listen(read_listen)
     configure_process_logging()
     if kube_readers and open_reads:
         fail("--open-reads would let anyone read what --kube-readers restricts", EXIT_USAGE)
@@ -246,12 +304,46 @@ def serve(
     except AuditError as exc:
         fail(str(exc))
     archiver = None
+    reads: ReadServerProcess | None = None
     try:
         console = ConsoleSettings(
             session_seconds=console_session_minutes * 60.0,
             secure_cookies=True if console_secure_cookies else None,
         )
+        # With a read server, this listener serves writers and sends readers there.
+        policy = (
+            policy
+            if read_listen is None
+            else dataclasses.replace(
+                policy, reads_at=f"port {_listen(read_listen)[1]}", client_certificates=False
+            )
+        )
         app = create_app(audit_log, policy, witnessing=witnessing, console=console)
+        if read_listen is not None:
+            reads = _start_reads(
+                app,
+                ReadServerConfig(
+                    log=str(log),
+                    listen=read_listen,
+                    writer_status=f"{_loopback_url(listen)}/v1/status",
+                    nice=read_nice,
+                    rate=read_rate,
+                    burst=read_burst,
+                    writers=None if writers is None else str(writers),
+                    readers=None if readers is None else str(readers),
+                    kube_writers=sorted(kube_writers),
+                    open_reads=open_reads,
+                    kube_readers=kube_readers,
+                    kubeconfig=None if kubeconfig is None else str(kubeconfig),
+                    audience=audience,
+                    access_cache_seconds=access_cache_seconds,
+                    tls=None if tls is None else [tls_listen or "", str(tls.cert), str(tls.key)],
+                    client_ca=None if client_ca_file is None else str(client_ca_file),
+                    console_session_minutes=console_session_minutes,
+                    console_secure_cookies=console_secure_cookies,
+                ),
+            )
+            tls = None  # the read server terminates TLS for readers
         archiver = audit_archive.start_archiver(
             audit_log,
             app,
@@ -265,11 +357,137 @@ def serve(
         with audit_tls.serving(app, tls) if tls else contextlib.nullcontext():
             _run(app, listen)
     finally:
+        if reads is not None:
+            reads.stop()
         if archiver is not None:
             archiver.stop()
         if witnessing is not None:
             witnessing.stop()
         audit_log.close()
+
+
+def _start_reads(app: Starlette, config: ReadServerConfig) -> ReadServerProcess:
+    """Start the read server of ``config`` beside ``app``: its condition and metrics
+    join the app's."""
+    reads = ReadServerProcess(
+        [sys.executable, "-m", "sandbox.cli", "audit", "serve-reads", config.to_arg()],
+        f"{_loopback_url(config.listen)}/healthz",
+        app.state.metrics.registry,
+    )
+    app.state.conditions.append(reads.condition)
+    app.state.more_metrics.append(reads.scrape)
+    reads.start()
+    return reads
+
+
+def _loopback_url(listen: str) -> str:
+    """The URL this host reaches a ``HOST:PORT`` listener at (any-address: loopback)."""
+    host, port = _listen(listen)
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - a listen address, not a bind
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadServerConfig:
+    """What ``audit serve`` hands its read server (paths and flags; never a secret)."""
+
+    log: str
+    listen: str
+    writer_status: str
+    nice: int
+    rate: float
+    burst: float
+    writers: str | None
+    readers: str | None
+    kube_writers: list[str]
+    open_reads: bool
+    kube_readers: bool
+    kubeconfig: str | None
+    audience: str
+    access_cache_seconds: float
+    tls: list[str] | None
+    client_ca: str | None
+    console_session_minutes: int
+    console_secure_cookies: bool
+
+    def to_arg(self) -> str:
+        """As one JSON command-line argument."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_arg(cls, text: str) -> ReadServerConfig:
+        """From :meth:`to_arg`'s text."""
+        return cls(**json.loads(text))
+
+
+def serve_reads(
+    config: Annotated[str, typer.Argument(help="The read server's settings (JSON).")],
+) -> None:
+    """The read server that `audit serve --read-listen` starts (not for direct use)."""
+    configure_process_logging()
+    settings = ReadServerConfig.from_arg(config)
+    os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + settings.nice))
+    _exit_with_parent()
+    tls = None
+    if settings.tls is not None:
+        listen_tls, cert, key = settings.tls
+        ca = None if settings.client_ca is None else Path(settings.client_ca)
+        tls = _tls_listener(listen_tls, Path(cert), Path(key), ca, settings.kube_readers)
+    kube_writers = frozenset(settings.kube_writers)
+    needs_kube = settings.kube_readers or bool(kube_writers)
+    kubeconfig = None if settings.kubeconfig is None else Path(settings.kubeconfig)
+    reviews = (
+        _kube_readers(kubeconfig, settings.audience, settings.access_cache_seconds)
+        if needs_kube
+        else None
+    )
+    try:
+        policy = AccessPolicy(
+            writers=load_tokens(Path(settings.writers)) if settings.writers else {},
+            readers=load_tokens(Path(settings.readers)) if settings.readers else {},
+            open_reads=settings.open_reads,
+            authority=reviews if settings.kube_readers else None,
+            kube_writers=kube_writers,
+            writer_authority=reviews if kube_writers else None,
+            client_certificates=settings.client_ca is not None,
+        )
+        log = PublishedLog(Path(settings.log))
+    except AuditError as exc:
+        fail(str(exc))
+    status_url = settings.writer_status
+
+    def writer_status() -> tuple[int, bytes]:
+        answer = httpx.get(status_url, timeout=2.0)
+        return answer.status_code, answer.content
+
+    app = create_read_app(
+        log,
+        policy,
+        rates=ReaderRates(settings.rate, settings.burst),
+        console=ConsoleSettings(
+            session_seconds=settings.console_session_minutes * 60.0,
+            secure_cookies=True if settings.console_secure_cookies else None,
+        ),
+        writer_status=writer_status,
+    )
+    try:
+        with audit_tls.serving(app, tls) if tls else contextlib.nullcontext():
+            _run(app, settings.listen)
+    finally:
+        log.close()
+
+
+def _exit_with_parent() -> None:
+    """End this process (SIGTERM) when the process that started it is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _tls_listener(
@@ -424,6 +642,7 @@ def witness_keygen(
 def register(app: typer.Typer) -> None:
     """Add ``serve`` and the ``witness`` group to ``app`` (the ``sandboxctl audit`` app)."""
     app.command("serve")(serve)
+    app.command("serve-reads", hidden=True)(serve_reads)
     witness = typer.Typer(help="Run a C2SP tlog-witness for this log.", no_args_is_help=True)
     witness.command("serve")(witness_serve)
     witness.command("keygen")(witness_keygen)
