@@ -25,41 +25,51 @@ sandbox a new token KEK and rewraps its data key inside the token, destroying th
 KEK only after the new wrapped key is stored (each step is safe to be killed after);
 :meth:`Pkcs11KeyProvider.rotate_data_key` replaces a sandbox's KEK and data key together.
 
-Thread safety: python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which
-under PKCS#11 tells the module that the application will not call it from several
-threads at once (SoftHSM2 then turns its own locking off). The provider therefore keeps
-one logged-in session per module and token for the whole process, reopens it after the
-token comes back, and serialises calls into the module; calls for one sandbox are
-additionally serialised by a striped lock so a sandbox never gets two keys. Token
-operations take well under a millisecond on SoftHSM2 and a few on network HSMs, far
-below the API-server round trips around them.
+Process model: no token call runs in the calling process. The operator embeds the
+policy engine (``regopy``), whose library exports its own C++ allocator; a PKCS#11 module
+written in C++ (SoftHSM2) loaded next to it has its memory freed into the wrong
+allocator and the operator grows with every call. So each (module, token) gets one
+worker process (:mod:`sandbox.keys.pkcs11_worker`, a fresh interpreter that never
+imports ``regopy``) holding the one logged-in session; the provider sends it one
+request at a time over a pipe (length-prefixed JSON, see that module) and gives it the
+PIN through the pipe, never argv or the environment. python-pkcs11 initialises the
+module with ``C_Initialize(NULL)`` — no concurrent calls — and the one-call-at-a-time
+pipe keeps that. Calls for one sandbox are additionally serialised by a striped lock so
+a sandbox never gets two keys. A pipe hop costs well under a millisecond, far below the
+API-server round trips around each call.
 
 Failing closed: a module that cannot be loaded, a token that is absent, a session that
-breaks — each raises :class:`~sandbox.keys.base.KeyProviderUnavailable` (a wrong PIN
-raises :class:`~sandbox.keys.base.KeyProviderError`); there is no fallback to another
-provider, and a sandbox whose wrapped key exists but whose token key is missing is
-refused rather than silently given a new key.
+breaks, a worker that dies or does not answer within ``call_timeout`` (it is killed and
+the next call starts another, at a bounded rate) — each raises
+:class:`~sandbox.keys.base.KeyProviderUnavailable` (a wrong PIN raises
+:class:`~sandbox.keys.base.KeyProviderError`); there is no fallback to another provider,
+and a sandbox whose wrapped key exists but whose token key is missing is refused rather
+than silently given a new key.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import contextlib
 import datetime as dt
 import hmac
 import json
+import os
 import secrets
+import select
+import subprocess
+import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pkcs11
 import structlog
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
-from pkcs11 import exceptions as p11
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from sandbox.keys.base import (
@@ -74,6 +84,13 @@ from sandbox.keys.base import (
     validate_sandbox_id,
 )
 from sandbox.keys.local import DATA_KEY_BYTES, RewrappedKey, WrappedKeyStore
+from sandbox.keys.pkcs11_worker import (
+    ERROR_KINDS,
+    ProtocolError,
+    decode_frame_length,
+    encode_frame,
+    write_all,
+)
 
 __all__ = [
     "LABEL_PREFIX",
@@ -93,34 +110,9 @@ LABEL_PREFIX = "regsandbox/"
 
 _RECORD_KIND = "regsandbox.io/pkcs11-wrapped-key"
 _RECORD_VERSION = 1
-_WRAP_MECHANISM = Mechanism.AES_KEY_WRAP
 _KEY_ID_BYTES = 16
 
-# The session (or the token behind it) is gone: drop the session, report unavailable.
-_BROKEN = (
-    p11.DeviceError,
-    p11.DeviceMemory,
-    p11.DeviceRemoved,
-    p11.TokenNotPresent,
-    p11.TokenNotRecognised,
-    p11.SessionClosed,
-    p11.SessionHandleInvalid,
-    p11.SessionCount,
-    p11.UserNotLoggedIn,
-    p11.GeneralError,
-    p11.FunctionFailed,
-    p11.HostMemory,
-)
-_BAD_WRAPPED = (
-    p11.WrappedKeyInvalid,
-    p11.WrappedKeyLenRange,
-    p11.EncryptedDataInvalid,
-    p11.EncryptedDataLenRange,
-)
-
 _log = structlog.get_logger("sandbox.keys.pkcs11")
-
-_T = TypeVar("_T")
 
 
 def kek_label(sandbox_id: str) -> str:
@@ -157,114 +149,230 @@ class Pkcs11Settings(BaseModel):
     """Label of the token (``CKA_LABEL`` of the token, at most 32 characters)."""
     pin: SecretStr
     """User PIN (read from a mounted Secret file; never shown)."""
+    call_timeout: float = Field(default=30.0, gt=0)
+    """Seconds one token call may take before the worker is killed and the call fails
+    closed (:class:`~sandbox.keys.base.KeyProviderUnavailable`)."""
 
 
 class _Connection:
-    """One logged-in read/write session to one token, shared by the whole process.
+    """The worker process that holds one token's logged-in session, and its lock.
 
-    PKCS#11 login state belongs to the application, not to a session, and the binding
-    initialises the module without locking callbacks, so the process keeps a single
-    session per (module, token) and runs one call at a time through it.
+    Every token call goes to a worker process (:mod:`sandbox.keys.pkcs11_worker`) that
+    never loads the policy engine; see the module docstring. Calls run one at a time. A
+    worker that dies or does not answer within ``settings.call_timeout`` fails the call
+    in flight with :class:`KeyProviderUnavailable` (it is killed); the next call starts a
+    new one, at most :data:`_MAX_STARTS` in :data:`_START_WINDOW` seconds.
     """
 
-    def __init__(self, settings: Pkcs11Settings, lock: threading.Lock) -> None:
+    def __init__(self, settings: Pkcs11Settings) -> None:
         self._settings = settings
-        self._lock = lock  # the module's: shared by every connection to it
-        self._session: Any = None
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._starts: collections.deque[float] = collections.deque()
+        self._answered = False
 
     @property
     def logged_in(self) -> bool:
-        """True while a logged-in session is open."""
-        return self._session is not None
+        """True once the token answered a call with these settings (the PIN was right)."""
+        return self._answered
+
+    @property
+    def worker_pid(self) -> int | None:
+        """Process id of the running worker, if one runs."""
+        process = self._process
+        return None if process is None or process.poll() is not None else process.pid
 
     def matches_pin(self, pin: SecretStr) -> bool:
         return hmac.compare_digest(
             pin.get_secret_value().encode(), self._settings.pin.get_secret_value().encode()
         )
 
-    def run(self, what: str, call: Callable[[Any], _T]) -> _T:
-        """Run ``call(session)`` alone on the module, translating errors."""
+    def run(self, what: str, op: str, **fields: str | list[str]) -> Any:
+        """Send ``op`` to the worker and return its result, translating error replies."""
         where = f"PKCS#11 {what} on token {self._settings.token_label!r}"
         with self._lock:
-            try:
-                session = self._open(where)
-                return call(session)
-            except _BROKEN as error:
-                self._drop()
-                raise KeyProviderUnavailable(
-                    f"{where}: the token is unavailable ({type(error).__name__}); "
-                    "check the HSM and its network, then retry"
-                ) from None
+            reply = self._exchange(where, {"op": op, "what": what, **fields})
+        if "ok" in reply:
+            return reply["ok"]
+        kind, message = reply.get("error"), reply.get("message")
+        if kind not in ERROR_KINDS or not isinstance(message, str):
+            raise KeyProviderUnavailable(f"{where}: the PKCS#11 worker sent a malformed reply")
+        raise _ReplyError(str(kind), message)
 
-    def _open(self, where: str) -> Any:
-        if self._session is not None:
-            return self._session
-        settings = self._settings
+    def close(self) -> None:
+        """Stop the worker (it also stops by itself when this process exits)."""
+        with self._lock:
+            self._stop()
+
+    def _exchange(self, where: str, request: dict[str, Any]) -> dict[str, Any]:
+        process = self._process
+        if process is None or process.poll() is not None:
+            process = self._start(where)
         try:
-            library = pkcs11.lib(str(settings.module))
-            token = library.get_token(token_label=settings.token_label)
-            try:
-                self._session = token.open(rw=True, user_pin=settings.pin.get_secret_value())
-            except p11.UserAlreadyLoggedIn:
-                # Login belongs to the application: a session this process opened before
-                # (and could not close, e.g. after the token hiccuped) still holds it, so
-                # a new session is already the user's. Without this every later call would
-                # fail until the process restarts.
-                self._session = token.open(rw=True)
-        except p11.NoSuchToken:
+            assert process.stdin is not None
+            write_all(process.stdin.fileno(), encode_frame(request))
+            reply = self._receive(process, self._settings.call_timeout)
+        except (OSError, ProtocolError, ValueError) as error:
+            self._stop(type(error).__name__)
             raise KeyProviderUnavailable(
-                f"{where}: no token with this label is present in module "
-                f"{str(settings.module)!r}; check the HSM, the slot and the token label"
+                f"{where}: the PKCS#11 worker process failed during the call "
+                f"({type(error).__name__}); the call did not complete — retry"
             ) from None
-        except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange) as error:
-            raise KeyProviderError(
-                f"{where}: the token refused the PIN ({type(error).__name__}); check the "
-                "PIN Secret (repeated attempts may lock the token)"
-            ) from None
-        except (p11.PinLocked, p11.PinExpired, p11.UserPinNotInitialized) as error:
-            raise KeyProviderError(
-                f"{where}: the user PIN cannot be used ({type(error).__name__}); "
-                "the token's security officer must reset it"
-            ) from None
-        except _BROKEN as error:
+        except _WorkerGoneError as gone:
+            self._stop(str(gone))
             raise KeyProviderUnavailable(
-                f"{where}: cannot open a session ({type(error).__name__}); retry later"
+                f"{where}: the PKCS#11 worker process {gone}; the call did not complete "
+                "— retry (a new worker is started)"
             ) from None
-        except p11.PKCS11Error as error:
-            # Loading failures (missing library, wrong architecture) arrive as the base
-            # class; the message names the file, never the PIN.
-            raise KeyProviderUnavailable(
-                f"{where}: cannot load or use module {str(settings.module)!r} "
-                f"({type(error).__name__}); install the HSM client and check the path"
-            ) from None
-        return self._session
+        self._answered = self._answered or "ok" in reply
+        return reply
 
-    def _drop(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            try:
-                session.close()
-            except p11.PKCS11Error:
-                _log.debug("pkcs11.session_close_failed", token=self._settings.token_label)
+    def _receive(self, process: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        header = self._read(fd, 4, deadline, timeout)
+        body = self._read(fd, decode_frame_length(header), deadline, timeout)
+        reply = json.loads(body)
+        if not isinstance(reply, dict):
+            raise ProtocolError("a reply must be a JSON object")
+        return reply
+
+    def _read(self, fd: int, count: int, deadline: float, timeout: float) -> bytes:
+        chunks: list[bytes] = []
+        while count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise _WorkerGoneError(f"did not answer within {timeout:g} s and was killed")
+            chunk = os.read(fd, count)
+            if not chunk:
+                raise _WorkerGoneError("exited")
+            chunks.append(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    def _start(self, where: str) -> subprocess.Popen[bytes]:
+        now = time.monotonic()
+        while self._starts and now - self._starts[0] > _START_WINDOW:
+            self._starts.popleft()
+        if len(self._starts) >= _MAX_STARTS:
+            wait = _START_WINDOW - (now - self._starts[0])
+            raise KeyProviderUnavailable(
+                f"{where}: the PKCS#11 worker process was started {len(self._starts)} times "
+                f"in {_START_WINDOW:g} s; not starting another for {wait:.0f} s — check the "
+                "HSM module (it may crash the worker)"
+            )
+        self._stop()
+        self._starts.append(now)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", str(_WORKER_SCRIPT)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+                env=_worker_environment(self._settings.pin),
+                close_fds=True,
+            )
+        except OSError as error:
+            raise KeyProviderUnavailable(
+                f"{where}: cannot start the PKCS#11 worker process ({type(error).__name__})"
+            ) from None
+        self._process = process
+        hello = {
+            "op": "hello",
+            "module": str(self._settings.module),
+            "token": self._settings.token_label,
+            "pin": self._settings.pin.get_secret_value(),
+        }
+        try:
+            assert process.stdin is not None
+            write_all(process.stdin.fileno(), encode_frame(hello))
+            reply = self._receive(process, max(self._settings.call_timeout, _START_TIMEOUT))
+            if not isinstance(reply.get("ok"), dict):
+                raise ProtocolError("unexpected answer to hello")
+        except (OSError, ProtocolError, ValueError, _WorkerGoneError) as error:
+            self._stop(f"start: {type(error).__name__}")
+            raise KeyProviderUnavailable(
+                f"{where}: the PKCS#11 worker process did not start ({type(error).__name__}); "
+                "check that python-pkcs11 is installed"
+            ) from None
+        _log.info("pkcs11.worker_started", token=self._settings.token_label, pid=process.pid)
+        return process
+
+    def _stop(self, reason: str | None = None) -> None:
+        """Kill and reap the worker; ``reason`` (why it failed) is logged when given."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if reason is not None:
+            _log.warning(
+                "pkcs11.worker_failed",
+                token=self._settings.token_label,
+                pid=process.pid,
+                reason=reason,
+                returncode=process.returncode,
+            )
+
+
+class _WorkerGoneError(Exception):
+    """The worker exited or did not answer in time."""
+
+
+class _ReplyError(Exception):
+    """The worker answered a call with an error of ``kind``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+_WORKER_SCRIPT = Path(__file__).with_name("pkcs11_worker.py")
+_MAX_STARTS = 5
+"""At most this many worker starts per :data:`_START_WINDOW` (a crashing module)."""
+_START_WINDOW = 60.0
+_START_TIMEOUT = 30.0
+"""Seconds a new worker may take to start (an interpreter start on a loaded node)."""
+
+
+def _worker_environment(pin: SecretStr) -> dict[str, str]:
+    """The worker's environment: the operator's, without its own settings or the PIN.
+
+    The module's own variables (``SOFTHSM2_CONF``, a vendor's ``ChrystokiConfigurationPath``
+    …) pass through; ``REGSANDBOX_*`` do not (except the crash tests' kill point), nor
+    anything holding the PIN.
+    """
+    secret = pin.get_secret_value()
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if (not name.startswith("REGSANDBOX_") or name == "REGSANDBOX_TEST_KILL_AT")
+        and secret not in value
+    }
 
 
 _CONNECTIONS: dict[tuple[str, str], _Connection] = {}
-_MODULE_LOCKS: dict[str, threading.Lock] = {}
 _CONNECTIONS_LOCK = threading.Lock()
 
 
 def _connection(settings: Pkcs11Settings) -> _Connection:
     key = (str(settings.module), settings.token_label)
     with _CONNECTIONS_LOCK:
-        # One lock per module, whatever the token: the module runs without locking, so
-        # no two calls may be inside it at once, not even a first login racing another.
-        lock = _MODULE_LOCKS.setdefault(key[0], threading.Lock())
         existing = _CONNECTIONS.get(key)
         if existing is None or not (existing.logged_in or existing.matches_pin(settings.pin)):
             # A connection that never logged in (wrong PIN, token down) is not evidence
             # of the right PIN: other settings replace it. The same settings reuse it,
-            # so handler threads starting together share one login, not one each.
-            existing = _CONNECTIONS[key] = _Connection(settings, lock)
+            # so handler threads starting together share one worker and one login.
+            if existing is not None:
+                existing.close()
+            existing = _CONNECTIONS[key] = _Connection(settings)
         elif not existing.matches_pin(settings.pin):
             raise KeyProviderError(
                 f"token {settings.token_label!r} is already open in this process with a "
@@ -448,16 +556,14 @@ class Pkcs11KeyProvider:
                     f"sandbox {sandbox_id!r} has no pkcs11 key (never created, or destroyed)"
                 )
             try:
-                return self._connection().run(
-                    "unwrap", lambda session: self._unwrap(session, record)
-                )
+                return self._unwrap(record)
             except KeyNotFoundError:
                 # A rotation in another process may have replaced the KEK since the
                 # stored key was cached: read it from the store itself, once.
                 latest = self._load(sandbox_id, fresh=True)
                 if latest is None or latest.object_id == record.object_id:
                     raise
-            return self._connection().run("unwrap", lambda session: self._unwrap(session, latest))
+            return self._unwrap(latest)
 
     def destroy(self, sandbox_id: str) -> KeyDestruction:
         """Destroy the sandbox's KEK in the token (``C_DestroyObject``), confirm, then
@@ -469,9 +575,7 @@ class Pkcs11KeyProvider:
                 record = self._load(sandbox_id)
             except KeyIntegrityError:
                 record = None  # an unreadable record must not stop the destruction
-            destroyed = self._connection().run(
-                "destroy", lambda session: self._destroy_all(session, label)
-            )
+            destroyed = _object_ids(self._call("destroy", "destroy_all", label=label))
             remaining = self._kek_ids(sandbox_id)
             if remaining:
                 raise KeyProviderError(
@@ -592,12 +696,8 @@ class Pkcs11KeyProvider:
                 )
             self._discard_others(sandbox_id, keep=record.object_id, found=object_ids)
             object_id = secrets.token_bytes(_KEY_ID_BYTES)
-            self._connection().run(
-                "generate key", lambda session: _generate_kek(session, label, object_id)
-            )
-            wrapped = self._connection().run(
-                "wrap", lambda session: _new_wrapped_data_key(session, label, object_id)
-            )
+            self._generate(label, object_id)
+            wrapped = self._wrap_new(label, object_id)
             fresh = _Record(
                 sandbox_id=sandbox_id,
                 key_id=f"pkcs11-{object_id.hex()}",
@@ -631,12 +731,8 @@ class Pkcs11KeyProvider:
         if record.kek_since > cutoff:
             return "current"
         object_id = secrets.token_bytes(_KEY_ID_BYTES)
-        self._connection().run(
-            "generate key", lambda session: _generate_kek(session, label, object_id)
-        )
-        wrapped = self._connection().run(
-            "rewrap", lambda session: self._rewrap(session, record, object_id)
-        )
+        self._generate(label, object_id)
+        wrapped = self._rewrap(record, object_id)
         fresh = _Record(
             sandbox_id=sandbox_id,
             key_id=record.key_id,
@@ -666,9 +762,7 @@ class Pkcs11KeyProvider:
         """
         label = kek_label(record.sandbox_id)
         if not self._store.swap(record.sandbox_id, blob, fresh.to_bytes()):
-            self._connection().run(
-                "discard unused key", lambda session: _destroy_object(session, label, new_object)
-            )
+            self._call("discard unused key", "destroy", label=label, id=new_object.hex())
             return False
         crash_point("pkcs11-after-swap")
         # Another process's create may have taken the new KEK for a crash leftover and
@@ -680,39 +774,42 @@ class Pkcs11KeyProvider:
                 "process during the rotation; the old key was kept — run rotations in the "
                 "operator's process or with the operator stopped, then retry"
             )
-        self._connection().run(
-            "destroy old key",
-            lambda session: _destroy_object(session, label, record.object_id),
-        )
+        self._call("destroy old key", "destroy", label=label, id=record.object_id.hex())
         return True
 
-    def _rewrap(self, session: Any, record: _Record, new_object: bytes) -> bytes:
+    def _rewrap(self, record: _Record, new_object: bytes) -> bytes:
         """Unwrap under the old KEK and wrap under the new, both inside the token."""
-        label = kek_label(record.sandbox_id)
-        old = list(session.get_objects(_template(label, record.object_id)))
-        new = list(session.get_objects(_template(label, new_object)))
-        if not old or not new:
-            raise KeyStateError(f"a token key of sandbox {record.sandbox_id!r} vanished")
         try:
-            data_key = old[0].unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.AES,
-                record.wrapped,
-                mechanism=_WRAP_MECHANISM,
-                store=False,
-                capabilities=MechanismFlag(0),
-                template=_DATA_KEY_TEMPLATE,
+            return _blob(
+                self._call(
+                    "rewrap",
+                    "rewrap",
+                    label=kek_label(record.sandbox_id),
+                    old=record.object_id.hex(),
+                    new=new_object.hex(),
+                    wrapped=record.wrapped.hex(),
+                )
             )
-        except _BAD_WRAPPED:
+        except KeyIntegrityError:
             raise KeyIntegrityError(
                 f"key {record.key_id} of sandbox {record.sandbox_id!r} failed to unwrap "
                 "during KEK rotation; it was altered — left as it is"
             ) from None
+        except KeyStateError:
+            raise KeyStateError(f"a token key of sandbox {record.sandbox_id!r} vanished") from None
+
+    def _generate(self, label: str, object_id: bytes) -> None:
+        """``C_GenerateKey`` of a new non-extractable KEK on the token."""
+        self._call("generate key", "generate", label=label, id=object_id.hex())
+
+    def _wrap_new(self, label: str, object_id: bytes) -> bytes:
+        """A fresh data key from the token's RNG, returned only wrapped under the KEK."""
         try:
-            rewrapped: bytes = new[0].wrap_key(data_key, mechanism=_WRAP_MECHANISM)
-        finally:
-            data_key.destroy()
-        return rewrapped
+            return _blob(self._call("wrap", "wrap_new", label=label, id=object_id.hex()))
+        except KeyStateError:
+            raise KeyStateError(
+                f"token key {object_id.hex()} ({label}) vanished while in use"
+            ) from None
 
     def _make(
         self, sandbox_id: str, region: str, tags: dict[str, str], object_ids: list[bytes]
@@ -724,13 +821,9 @@ class Pkcs11KeyProvider:
             self._discard_others(sandbox_id, keep=object_id, found=object_ids)
         else:
             object_id = secrets.token_bytes(_KEY_ID_BYTES)
-            self._connection().run(
-                "generate key", lambda session: _generate_kek(session, label, object_id)
-            )
+            self._generate(label, object_id)
             crash_point("pkcs11-after-generate")
-        wrapped = self._connection().run(
-            "wrap", lambda session: _new_wrapped_data_key(session, label, object_id)
-        )
+        wrapped = self._wrap_new(label, object_id)
         candidate = _Record(
             sandbox_id=sandbox_id,
             key_id=f"pkcs11-{object_id.hex()}",
@@ -751,66 +844,48 @@ class Pkcs11KeyProvider:
         extra = [object_id for object_id in found if object_id != keep]
         if not extra:
             return
-        label = kek_label(sandbox_id)
-
-        def discard(session: Any) -> None:
-            for object_id in extra:
-                for obj in session.get_objects(_template(label, object_id)):
-                    obj.destroy()
-
-        self._connection().run("discard duplicate key", discard)
+        self._call(
+            "discard duplicate key",
+            "discard",
+            label=kek_label(sandbox_id),
+            ids=[object_id.hex() for object_id in extra],
+        )
         _log.warning("key.duplicates_destroyed", sandbox=sandbox_id, count=len(extra))
 
     def _kek_ids(self, sandbox_id: str) -> list[bytes]:
-        label = kek_label(sandbox_id)
-        return self._connection().run("find", lambda session: _find_ids(session, label))
+        return _object_ids(self._call("find", "find", label=kek_label(sandbox_id)))
 
-    def _unwrap(self, session: Any, record: _Record) -> bytes:
-        label = kek_label(record.sandbox_id)
-        keks = list(session.get_objects(_template(label, record.object_id)))
-        if not keks:
+    def _unwrap(self, record: _Record) -> bytes:
+        try:
+            value = _blob(
+                self._call(
+                    "unwrap",
+                    "unwrap",
+                    label=kek_label(record.sandbox_id),
+                    id=record.object_id.hex(),
+                    wrapped=record.wrapped.hex(),
+                )
+            )
+        except KeyNotFoundError:
             raise KeyNotFoundError(
                 f"the token key {record.key_id} of sandbox {record.sandbox_id!r} does not "
                 f"exist on token {self._settings.token_label!r} (destroyed)"
-            )
-        try:
-            data_key = keks[0].unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.AES,
-                record.wrapped,
-                mechanism=_WRAP_MECHANISM,
-                store=False,
-                capabilities=MechanismFlag(0),
-                template=_DATA_KEY_TEMPLATE,
-            )
-        except (*_BAD_WRAPPED, p11.GeneralError) as error:
-            if isinstance(error, p11.GeneralError):
-                # SoftHSM2 answers a failed RFC 3394 integrity check with
-                # CKR_GENERAL_ERROR: it is the wrapped key's fault only if the token
-                # still answers; otherwise the token is unavailable.
-                try:
-                    list(session.get_objects(_template(label, record.object_id)))
-                except p11.PKCS11Error:
-                    raise error from None
+            ) from None
+        except KeyIntegrityError:
             raise KeyIntegrityError(
                 f"key {record.key_id} of sandbox {record.sandbox_id!r} failed to unwrap: "
                 "the stored key was altered or moved from another sandbox; do not use it"
             ) from None
-        try:
-            value = bytes(data_key[Attribute.VALUE])
-        finally:
-            data_key.destroy()
         if len(value) != DATA_KEY_BYTES:
             raise KeyIntegrityError(f"key {record.key_id} unwrapped to the wrong length")
         return value
 
-    def _destroy_all(self, session: Any, label: str) -> list[bytes]:
-        destroyed: list[bytes] = []
-        for obj in list(session.get_objects(_template(label))):
-            object_id = bytes(obj[Attribute.ID])
-            obj.destroy()
-            destroyed.append(object_id)
-        return sorted(destroyed)
+    def _call(self, what: str, op: str, **fields: str | list[str]) -> Any:
+        """One token call through the worker; an error reply raises the matching error."""
+        try:
+            return self._connection().run(what, op, **fields)
+        except _ReplyError as error:
+            raise _ERRORS[error.kind](error.message) from None
 
     def _connection(self) -> _Connection:
         return _connection(self._settings)
@@ -831,70 +906,30 @@ class Pkcs11KeyProvider:
         return record
 
 
-_DATA_KEY_TEMPLATE: dict[Attribute, Any] = {
-    Attribute.TOKEN: False,
-    Attribute.SENSITIVE: False,
-    Attribute.EXTRACTABLE: True,
+_ERRORS: dict[str, type[KeyProviderError]] = {
+    "unavailable": KeyProviderUnavailable,
+    "error": KeyProviderError,
+    "not_found": KeyNotFoundError,
+    "integrity": KeyIntegrityError,
+    "state": KeyStateError,
 }
-"""A data key exists in the token only as a session object, for as long as one call."""
 
 
-def _template(label: str, object_id: bytes | None = None) -> dict[Attribute, Any]:
-    template: dict[Attribute, Any] = {
-        Attribute.CLASS: ObjectClass.SECRET_KEY,
-        Attribute.KEY_TYPE: KeyType.AES,
-        Attribute.LABEL: label,
-    }
-    if object_id is not None:
-        template[Attribute.ID] = object_id
-    return template
-
-
-def _find_ids(session: Any, label: str) -> list[bytes]:
-    return sorted(bytes(obj[Attribute.ID]) for obj in session.get_objects(_template(label)))
-
-
-def _generate_kek(session: Any, label: str, object_id: bytes) -> None:
-    session.generate_key(
-        KeyType.AES,
-        256,
-        id=object_id,
-        label=label,
-        store=True,
-        capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
-        template={
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False,
-            Attribute.MODIFIABLE: False,
-            Attribute.ENCRYPT: False,
-            Attribute.DECRYPT: False,
-            Attribute.SIGN: False,
-            Attribute.VERIFY: False,
-            Attribute.DERIVE: False,
-        },
-    )
-
-
-def _new_wrapped_data_key(session: Any, label: str, object_id: bytes) -> bytes:
-    """A fresh data key from the token's RNG, returned only wrapped under the KEK."""
-    keks = list(session.get_objects(_template(label, object_id)))
-    if not keks:
-        raise KeyStateError(f"token key {object_id.hex()} ({label}) vanished while in use")
-    data_key = session.generate_key(
-        KeyType.AES, DATA_KEY_BYTES * 8, store=False, template=_DATA_KEY_TEMPLATE
-    )
+def _blob(value: Any) -> bytes:
+    """A byte string from a worker reply (hex)."""
+    if not isinstance(value, str):
+        raise KeyProviderUnavailable("the PKCS#11 worker sent a malformed reply")
     try:
-        wrapped: bytes = keks[0].wrap_key(data_key, mechanism=_WRAP_MECHANISM)
-    finally:
-        data_key.destroy()
-    return wrapped
+        return bytes.fromhex(value)
+    except ValueError:
+        raise KeyProviderUnavailable("the PKCS#11 worker sent a malformed reply") from None
 
 
-def _destroy_object(session: Any, label: str, object_id: bytes) -> None:
-    for obj in list(session.get_objects(_template(label, object_id))):
-        obj.destroy()
+def _object_ids(value: Any) -> list[bytes]:
+    """``CKA_ID`` values from a worker reply (a list of hex strings), sorted."""
+    if not isinstance(value, list):
+        raise KeyProviderUnavailable("the PKCS#11 worker sent a malformed reply")
+    return sorted(_blob(item) for item in value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,15 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pkcs11
 import pytest
 from moto.server import ThreadedMotoServer
+from pkcs11 import exceptions as p11
 from pydantic import SecretStr
 
 from sandbox.devenv.operator_process import OperatorProcess
@@ -45,6 +49,18 @@ class SoftHsm:
     def settings(self, token_label: str = TOKEN_LABEL, pin: str = USER_PIN) -> Pkcs11Settings:
         """Provider settings for one of this session's tokens."""
         return Pkcs11Settings(module=self.module, token_label=token_label, pin=SecretStr(pin))
+
+    @contextmanager
+    def session(self, token_label: str = TOKEN_LABEL) -> Iterator[Any]:
+        """A logged-in session of the test process itself, to look at the token without
+        the provider (whose session lives in its worker process)."""
+        token = pkcs11.lib(str(self.module)).get_token(token_label=token_label)
+        try:
+            session = token.open(rw=True, user_pin=USER_PIN)
+        except p11.UserAlreadyLoggedIn:  # login belongs to the process: an earlier test's
+            session = token.open(rw=True)
+        with session:
+            yield session
 
 
 def _missing(what: str) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pkcs11
 import pytest
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11
@@ -63,19 +62,11 @@ def sid() -> str:
 
 
 @pytest.fixture
-def token_session(softhsm: SoftHsm, provider: Pkcs11KeyProvider) -> Iterator[Any]:
-    """An independent session on the same token, to look at it without the provider.
-
-    Login state belongs to the process, so after the provider logged in this session
-    (opened without a PIN) sees the private objects too.
-    """
-    provider.get("warm-up")  # logs the process in
-    token = pkcs11.lib(str(softhsm.module)).get_token(token_label=TOKEN_LABEL)
-    session = token.open(rw=True)
-    try:
+def token_session(softhsm: SoftHsm) -> Iterator[Any]:
+    """A logged-in session of the test process on the same token, to look at it without
+    the provider (whose own session lives in its worker process)."""
+    with softhsm.session() as session:
         yield session
-    finally:
-        session.close()
 
 
 def _objects(session: Any, sandbox_id: str) -> list[Any]:
@@ -329,32 +320,6 @@ def test_missing_softhsm_fails_under_ci_and_is_skipped_only_elsewhere(
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="softhsm2"):
         _missing("softhsm2-util is not on PATH")
-
-
-def test_a_process_still_logged_in_from_a_lost_session_keeps_working(
-    softhsm: SoftHsm, store: FileWrappedKeyStore, sid: str
-) -> None:
-    """Login belongs to the application, not to a session (PKCS#11 v2.40, C_Login). When
-    a session the process opened earlier still holds the login — the provider dropped it
-    after a hiccup and could not close it — a new login answers CKR_USER_ALREADY_LOGGED_IN.
-    The provider must use the login it has, not fail every call until a restart (seen in
-    CI: every provisioning and teardown failed with UserAlreadyLoggedIn)."""
-    from sandbox.keys import pkcs11 as provider_module
-
-    token = pkcs11.lib(str(softhsm.module)).get_token(token_label=TOKEN_LABEL)
-    try:  # a session that holds the application's login
-        leftover = token.open(rw=True, user_pin=USER_PIN)
-    except p11.UserAlreadyLoggedIn:  # an earlier test's provider logged the process in
-        leftover = token.open(rw=True)
-    try:
-        with provider_module._CONNECTIONS_LOCK:
-            provider_module._CONNECTIONS.clear()  # the provider's own session is gone
-        fresh = Pkcs11KeyProvider(softhsm.settings(), store)
-        ref = fresh.create(sid, REGION, TAGS)
-        assert len(fresh.data_key(sid)) == 32
-        assert fresh.destroy(sid).key_id == ref.key_id
-    finally:
-        leftover.close()
 
 
 _STAMPEDE = """

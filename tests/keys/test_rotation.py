@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pkcs11
 import pytest
 from pkcs11 import Attribute, ObjectClass
 
@@ -33,7 +32,7 @@ from sandbox.keys import (
     kek_id,
 )
 from sandbox.keys.pkcs11 import kek_label
-from tests.keys.conftest import TOKEN_LABEL, SoftHsm
+from tests.keys.conftest import SoftHsm
 
 REGION = "eu-west-1"
 TAGS = {"regsandbox.io/tenant": "acme-bank"}
@@ -171,8 +170,7 @@ def test_local_data_key_rotation_gives_a_new_key_and_shreds_the_old(tmp_path: Pa
 
 def _token_objects(softhsm: SoftHsm, sandbox_id: str) -> list[bytes]:
     """``CKA_ID`` of the sandbox's token keys, asked of the token in a session of our own."""
-    token = pkcs11.lib(str(softhsm.module)).get_token(token_label=TOKEN_LABEL)
-    with token.open(rw=True) as session:
+    with softhsm.session() as session:
         found = session.get_objects(
             {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: kek_label(sandbox_id)}
         )
