@@ -5,7 +5,7 @@ pointing at what the components really serve.
   prometheus-operator installs the chart as before), and the render stays a pure
   function of the values.
 - On: every object passes the API server's strict dry run, the monitoring kinds
-  against the fields of prometheus-operator's CRDs (``crds/``: the chart's fields only).
+  against prometheus-operator's own CRDs (``crds/``, vendored unmodified from a release).
 - The ServiceMonitor selects exactly the three metrics Services; each Service selects
   one component's pods and targets a container port that serves ``/metrics``.
 - Every series an alert uses is one the components export, and the platform
