@@ -58,6 +58,8 @@ class Tool:
     """Extra ``-ldflags`` (version stamping)."""
     env: tuple[tuple[str, str], ...] = field(default=())
     """Extra build environment, e.g. ``CGO_ENABLED=0`` for a binary that runs in a pod."""
+    tags: tuple[str, ...] = field(default=())
+    """Go build tags, e.g. to leave out code the project never runs."""
 
     @property
     def filename(self) -> str:
@@ -165,6 +167,17 @@ TOOLS: dict[str, Tool] = {
             "github.com/minio/minio",
             "v0.0.0-20260212201848-7aac2a2c5b7c",
         ),
+        Tool(
+            "promtool",
+            "promtool",
+            "github.com/prometheus/prometheus/cmd/promtool",
+            "github.com/prometheus/prometheus",
+            "v0.316.0",
+            ("-X github.com/prometheus/common/version.Version=v0.316.0",),
+            # Checks and unit-tests the chart's alerting rules. Without Prometheus's
+            # service-discovery plugins (cloud SDKs), which halves a cold build.
+            tags=("remove_all_sd",),
+        ),
     )
 }
 """Every pinned tool, by name."""
@@ -240,6 +253,8 @@ def build_tools(
         started = time.monotonic()
         partial = target.with_name(f".{tool.filename}.partial")
         cmd = [go, "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *tool.ldflags))]
+        if tool.tags:
+            cmd += ["-tags", ",".join(tool.tags)]
         cmd += ["-o", str(partial), tool.package]
         env = {**os.environ, "GOFLAGS": os.environ.get("GOFLAGS", "-buildvcs=false")}
         env.update(dict(tool.env))
