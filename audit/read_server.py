@@ -332,6 +332,7 @@ class ReadServerProcess:
         *,
         probe_interval: float = 2.0,
         probe_failures: int = 3,
+        probe_timeout: float = 2.0,
         startup_timeout: float = 60.0,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -342,6 +343,7 @@ class ReadServerProcess:
         self._probe_interval = probe_interval
         self._probe_failures = probe_failures
         self._startup_timeout = startup_timeout
+        self._probe_timeout = probe_timeout
         self._env = env
         self._stop = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
@@ -417,7 +419,7 @@ class ReadServerProcess:
 
     def _probe(self) -> bool:
         try:
-            return httpx.get(self.health_url, timeout=2.0).status_code == 200
+            return httpx.get(self.health_url, timeout=self._probe_timeout).status_code == 200
         except httpx.HTTPError:
             return False
 

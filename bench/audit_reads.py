@@ -1,6 +1,7 @@
 """Benchmark: do readers slow appends? Same service, same run, rounds with and without a reader.
 
     python bench/audit_reads.py --pairs 6 --seconds 10 --dir /tmp/audit-reads [--reader entries]
+        [--layout split|single] [--read-rate N]
 
 Starts ``sandboxctl audit serve`` (a separate process, as the chart runs it) on a fresh
 log, fills it with ``--prefill`` entries, then measures durable appends through the HTTP
@@ -19,6 +20,20 @@ The service runs at nice ``--service-nice`` (-10 by default, as root): on a node
 its CPU request. On a shared machine run the whole bench at that priority too
 (``nice -n -10 python bench/audit_reads.py …``), so the machine's other work decides the
 result less; ``--service-nice 0`` measures without either.
+
+``--layout split`` (the default, as the chart runs it) starts the service with
+``--read-listen``: reads go to the read server, a process of its own ``--read-nice``
+steps below the writer (10 by default), and the reader pages through the read port.
+``--layout single`` is the earlier design, kept for the before/after row: one process
+serves appends and reads, and the reader pages through the append port.
+
+The reader client is the part of this bench that would not share the service's cores
+in a cluster (an auditor's laptop, a SIEM, a mirror). Here it shares the two cores, so
+in the split layout it runs at the read server's nice value (``--reader-nice``, by
+default the read server's): the same priority as the reads it asks for, below the
+writer and the appender. In the single layout it runs at the bench's own priority, as
+before. ``--read-rate`` is the read server's per-reader bound (entries/s; its default
+when not given, 0 for none); the reader's achieved entries/s is printed with the result.
 """
 
 from __future__ import annotations
@@ -60,7 +75,10 @@ def _reader(
     stop: float,
     counter: Any,
     cpu: Any,
+    nice: int | None,
 ) -> None:
+    if nice is not None:
+        _renice(nice)
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     reads = 0
     while time.monotonic() < stop:
@@ -148,17 +166,23 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _round(
-    appender: Appender, args: argparse.Namespace, url: str, token: str, server: int, reader: bool
+    appender: Appender,
+    args: argparse.Namespace,
+    url: str,
+    token: str,
+    servers: list[int],
+    reader: bool,
 ) -> dict[str, float]:
     """One round, with a reader or without: appends/s, reads/s and CPU shares."""
     counter = multiprocessing.Value("q", 0)
     reader_cpu = multiprocessing.Value("d", 0.0)
     proc = None
-    server_cpu, own_cpu = _cpu_seconds(server), time.process_time()
+    server_cpu, own_cpu = [_cpu_seconds(pid) for pid in servers], time.process_time()
     if reader:
         stop = time.monotonic() + args.seconds
         proc = multiprocessing.Process(
-            target=_reader, args=(url, token, args.reader, stop, counter, reader_cpu)
+            target=_reader,
+            args=(url, token, args.reader, stop, counter, reader_cpu, args.reader_nice),
         )
         proc.start()
     rate = appender.run_for(args.seconds)
@@ -167,10 +191,32 @@ def _round(
     return {
         "appends": rate,
         "reads": counter.value / args.seconds,
-        "server_cpu": (_cpu_seconds(server) - server_cpu) / args.seconds,
+        "server_cpu": (_cpu_seconds(servers[0]) - server_cpu[0]) / args.seconds,
+        "read_server_cpu": (
+            (_cpu_seconds(servers[1]) - server_cpu[1]) / args.seconds if len(servers) > 1 else 0.0
+        ),
         "client_cpu": (time.process_time() - own_cpu) / args.seconds,
         "reader_cpu": reader_cpu.value / args.seconds,
     }
+
+
+def _read_server(args: argparse.Namespace, url: str) -> tuple[str, list[str]]:
+    """Where the reader reads, and the service's read-server options (split layout)."""
+    if args.layout != "split":
+        return url, []
+    options = ["--read-listen", f"127.0.0.1:{args.port + 1}", "--read-nice", str(args.read_nice)]
+    if args.read_rate is not None:
+        options += ["--read-rate", str(args.read_rate)]
+    return f"http://127.0.0.1:{args.port + 1}", options
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids of ``pid``'s children (the read server, in the split layout)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def _renice(value: int) -> None:
@@ -199,7 +245,23 @@ def main() -> None:
         default=-10,
         help="nice value of the audit service (0: as the clients; negative needs root)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=["split", "single"],
+        default="split",
+        help="split: reads on the read server (--read-listen); single: one process",
+    )
+    parser.add_argument("--read-nice", type=int, default=10, help="read server's nice steps")
+    parser.add_argument("--read-rate", type=float, default=None, help="per-reader entries/s")
+    parser.add_argument(
+        "--reader-nice",
+        type=int,
+        default=None,
+        help="nice value of the reader client (default: the read server's in split layout)",
+    )
     args = parser.parse_args()
+    if args.reader_nice is None and args.layout == "split":
+        args.reader_nice = min(19, args.service_nice + args.read_nice)
     if args.pairs < 5:
         parser.error("--pairs must be at least 5 for a median that means something")
 
@@ -216,25 +278,27 @@ def main() -> None:
     (args.dir / "writers").write_text(f"{token_digest(writer)} bench-writer\n")
     (args.dir / "readers").write_text(f"{token_digest(reader)} bench-reader\n")
     url = f"http://127.0.0.1:{args.port}"
+    read_url, split = _read_server(args, url)
     load_before = _load()
     server = subprocess.Popen(
         [
             *SANDBOXCTL, "audit", "serve", "--log", str(log), "--key", str(key),
             "--writers", str(args.dir / "writers"), "--readers", str(args.dir / "readers"),
-            "--listen", f"127.0.0.1:{args.port}",
+            "--listen", f"127.0.0.1:{args.port}", *split,
         ],
         stderr=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         preexec_fn=lambda: _renice(args.service_nice),
     )  # fmt: skip
     service_nice = os.getpriority(os.PRIO_PROCESS, server.pid)
+    read_nice: int | None = None
     rounds: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     ratios: list[float] = []
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{read_url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -246,10 +310,12 @@ def main() -> None:
             appender.post(1000)
         time.sleep(1.5)  # let a checkpoint cover the prefill
         appender.run_for(min(3.0, args.seconds))  # warm up
+        servers = [server.pid, *_children(server.pid)]
+        read_nice = os.getpriority(os.PRIO_PROCESS, servers[-1]) if len(servers) > 1 else None
         for pair in range(args.pairs):
             found: dict[bool, dict[str, float]] = {}
             for with_reader in (False, True) if pair % 2 == 0 else (True, False):
-                found[with_reader] = _round(appender, args, url, reader, server.pid, with_reader)
+                found[with_reader] = _round(appender, args, read_url, reader, servers, with_reader)
                 rounds[with_reader].append(found[with_reader])
             ratios.append(found[True]["appends"] / found[False]["appends"])
             print(
@@ -270,11 +336,18 @@ def main() -> None:
         f"{args.pairs} pairs of {args.seconds:.0f} s rounds, {appender.appended:,} appended"
     )
     print(f"load average before: {load_before}; after: {_load()}; cores: {os.cpu_count()}")
-    print(f"service nice value: {service_nice} (clients: {os.getpriority(os.PRIO_PROCESS, 0)})")
+    print(
+        f"layout: {args.layout}; service nice value: {service_nice} (appender: "
+        f"{os.getpriority(os.PRIO_PROCESS, 0)}; reader client: "
+        f"{'as the appender' if args.reader_nice is None else args.reader_nice}; read server: "
+        f"{read_nice if args.layout == 'split' else 'none'}; read rate: "
+        f"{'default' if args.read_rate is None else args.read_rate})"
+    )
     for reader_on, name in ((False, "without reader"), (True, "with reader")):
         print(
             f"{name:>14}: appends/s median {median(reader_on, 'appends'):,.0f}; CPU (cores) "
             f"service {median(reader_on, 'server_cpu'):.2f}, "
+            f"read server {median(reader_on, 'read_server_cpu'):.2f}, "
             f"appender {median(reader_on, 'client_cpu'):.2f}, "
             f"reader {median(reader_on, 'reader_cpu'):.2f}"
         )

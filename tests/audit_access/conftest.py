@@ -31,13 +31,13 @@ from audit.access import CachedAuthority
 from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
-from audit.service import AccessPolicy, create_app, token_digest
+from audit.service import AccessPolicy, token_digest
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.toolchain import tool_path
 from sandbox.kube.audit_access import AUDIENCE, KubernetesReaders
 from sandbox.kube.clients import kube_client
 from sandbox.provision.names import tenant_namespace
-from tests.servers import serve_app
+from tests.audit_service.conftest import serving_reads
 
 ORIGIN = "audit.regsandbox.test/access"
 ROLES = ("regsandbox-platform-auditor", "regsandbox-tenant-auditor", "regsandbox-audit-reviews")
@@ -203,12 +203,18 @@ def auditor_identities(
 
 @pytest.fixture(scope="module")
 def setup(
+    request: pytest.FixtureRequest,
     control_plane: ControlPlane,
     admin_api: client.ApiClient,
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Setup]:
-    """Tenants a and b, auditors, a log with entries of both, the service on a free port."""
+    """Tenants a and b, auditors, a log with entries of both, the service on a free port.
+
+    Parametrise it indirectly with a layout of :data:`tests.audit_service.conftest.LAYOUTS`
+    to read through the read server instead of the writer's listener.
+    """
+    layout = getattr(request, "param", "writer")
     workdir = tmp_path_factory.mktemp("access-kube")
     with auditor_identities(control_plane, admin_api, repo_root, workdir, "auditors") as who:
         signer = Signer.generate(ORIGIN)
@@ -224,7 +230,7 @@ def setup(
             writers={}, readers={token_digest(STATIC_READER): "siem-export"}, authority=authority
         )
         try:
-            with serve_app(create_app(log, policy)) as url:
+            with serving_reads(layout, log, policy) as url:
                 yield Setup(
                     who.tenant_a,
                     who.tenant_b,

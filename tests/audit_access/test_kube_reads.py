@@ -21,9 +21,13 @@ from audit.note import b64decode
 from audit.proof import TlogProof, verify_tlog_proof
 from sandbox.provision.names import tenant_namespace
 from tests.audit_access.conftest import STATIC_READER, Setup, event
-from tests.audit_service.conftest import wait_for
+from tests.audit_service.conftest import LAYOUTS, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # Each test runs against the writer's listener and against the read server.
+    pytest.mark.parametrize("setup", LAYOUTS, indirect=True),
+]
 
 
 def _get(setup: Setup, path: str, who: str | None, **params: object) -> httpx.Response:

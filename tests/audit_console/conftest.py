@@ -23,12 +23,12 @@ from audit.access import CachedAuthority
 from audit.entry import Actor, DecisionRecord, Event, Outcome, Resource
 from audit.log import AuditLog
 from audit.note import Signer
-from audit.service import AccessPolicy, create_app
+from audit.service import AccessPolicy
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.kube.audit_access import KubernetesReaders
 from sandbox.provision.names import tenant_namespace
 from tests.audit_access.conftest import auditor_identities
-from tests.servers import serve_app
+from tests.audit_service.conftest import serving_reads
 
 ORIGIN = "audit.regsandbox.test/console"
 HOSTILE = "<script>window.__pwned = 1</script> said \"yes\" & 'no'"
@@ -158,12 +158,18 @@ def _fill(log: AuditLog, a: str, b: str) -> dict[str, list[int]]:
 
 @pytest.fixture(scope="module")
 def console(
+    request: pytest.FixtureRequest,
     control_plane: ControlPlane,
     admin_api: client.ApiClient,
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Console]:
-    """Two tenants, three auditors, the log above, the audit service with its console."""
+    """Two tenants, three auditors, the log above, the audit service with its console.
+
+    Parametrise it indirectly with ``read-server`` to serve the console from the read
+    server (:mod:`audit.read_server`) instead of the writer's listener.
+    """
+    layout = getattr(request, "param", "writer")
     workdir = tmp_path_factory.mktemp("console-kube")
     with auditor_identities(control_plane, admin_api, repo_root, workdir, "console") as who:
         signer = Signer.generate(ORIGIN)
@@ -172,7 +178,7 @@ def console(
         authority = CachedAuthority(KubernetesReaders(who.service_api, tenant_namespace), ttl=0)
         policy = AccessPolicy(writers={}, readers={}, authority=authority)
         try:
-            with serve_app(create_app(log, policy)) as url:
+            with serving_reads(layout, log, policy) as url:
                 yield Console(
                     url,
                     log,

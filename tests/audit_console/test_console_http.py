@@ -24,8 +24,13 @@ from audit.checkpoint import open_checkpoint
 from audit.console import CONTENT_SECURITY_POLICY
 from audit.merkle import leaf_hash, verify_inclusion
 from tests.audit_console.conftest import HOSTILE, SECRET_OF_B, Console
+from tests.audit_service.conftest import LAYOUTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # Each test runs against the writer's listener and against the read server.
+    pytest.mark.parametrize("console", LAYOUTS, indirect=True),
+]
 
 _ROW = re.compile(r'class="entry-link" href="[^"]*/entries/(\d+)"')
 

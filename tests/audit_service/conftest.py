@@ -18,6 +18,8 @@ from starlette.applications import Starlette
 from audit.entry import Actor, Event, Resource
 from audit.log import AuditLog
 from audit.note import Signer
+from audit.read_server import PublishedLog, create_read_app
+from audit.service import AccessPolicy, create_app
 from sandbox.devenv.processes import free_port as free_port  # the tests import it here
 from tests.servers import serve_app
 
@@ -45,6 +47,30 @@ def serving(app: Starlette) -> Iterator[str]:
     """Run ``app`` with uvicorn in a thread; yield its base URL."""
     with serve_app(app) as url:
         yield url
+
+
+LAYOUTS = ("writer", "read-server")
+"""Where reads are served: the writer's own listener, or the read server over the files."""
+
+
+@contextlib.contextmanager
+def serving_reads(layout: str, log: AuditLog, policy: AccessPolicy) -> Iterator[str]:
+    """Serve ``log``'s reads under ``policy`` as ``layout`` says; yield the base URL.
+
+    ``read-server`` is :func:`audit.read_server.create_read_app` over the log's durable
+    files (what ``audit serve --read-listen`` runs in its read process); it sees what
+    ``log`` publishes (``publish_checkpoint``).
+    """
+    if layout == "writer":
+        with serving(create_app(log, policy)) as url:
+            yield url
+        return
+    published = PublishedLog(log.path)
+    try:
+        with serving(create_read_app(published, policy)) as url:
+            yield url
+    finally:
+        published.close()
 
 
 def make_event(n: int = 0, *, action: str = "dataset.read") -> Event:
