@@ -14,9 +14,7 @@ from sandbox.api.meta import provider_region
 from sandbox.errors import ConfigurationError
 from sandbox.keys.base import KeyProvider
 from sandbox.keys.kek_ring import FileKekRing, KekSource, SecretKekRing
-from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
 from sandbox.keys.local import LocalKeyProvider
-from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
 from sandbox.keys.secret_store import SecretWrappedKeyStore
 from sandbox.kube.cache import WatchedObjects
 from sandbox.kube.versions import VersionIndex
@@ -66,9 +64,18 @@ def audit_sink(settings: OperatorSettings) -> AuditSink:
     )
 
 
-def key_provider(settings: OperatorSettings, api: client.ApiClient) -> KeyProvider:
-    """The key provider the settings select (the operator's, and ``keys`` commands')."""
+def key_provider(
+    settings: OperatorSettings, api: client.ApiClient, versions: VersionIndex | None = None
+) -> KeyProvider:
+    """The key provider the settings select (the operator's, and ``keys`` commands').
+
+    The aws-kms and pkcs11 providers are imported only when selected: boto3 is not
+    loaded into an operator that does not use it. ``versions`` (the operator's index)
+    lets wrapped keys be reused while their Secrets are unchanged.
+    """
     if settings.key_provider == "aws-kms":
+        from sandbox.keys.kms import AwsKmsKeyProvider, AwsKmsSettings
+
         return AwsKmsKeyProvider(
             AwsKmsSettings(
                 regions=tuple(settings.kms_regions) or (provider_region(settings.cluster_region),),
@@ -76,8 +83,10 @@ def key_provider(settings: OperatorSettings, api: client.ApiClient) -> KeyProvid
                 pending_window_days=settings.kms_pending_window_days,
             )
         )
-    store = SecretWrappedKeyStore(api, settings.namespace)
+    store = SecretWrappedKeyStore(api, settings.namespace, versions=versions)
     if settings.key_provider == "pkcs11":
+        from sandbox.keys.pkcs11 import Pkcs11KeyProvider, Pkcs11Settings, read_pin_file
+
         # The token is first reached on the first key call, so the operator starts while
         # the HSM is down and provisioning fails closed (KeyProviderUnavailable).
         module, label, pin_file = (
@@ -105,13 +114,14 @@ def build_platform(settings: OperatorSettings) -> Platform:
     """Connect to the API server, load policies, open the audit sink, set up keys."""
     api = api_client(settings)
     engine, policies = _engine(settings)
+    versions = VersionIndex(api).start()
     platform = Platform(
         api=api,
         engine=engine,
         policies=policies,
         base_policies=policies,
         audit=audit_sink(settings),
-        keys=key_provider(settings, api),
+        keys=key_provider(settings, api, versions),
         storage=settings.storage_profile,
         cluster_region=settings.cluster_region,
         cluster_jurisdiction=settings.cluster_jurisdiction,
@@ -126,7 +136,7 @@ def build_platform(settings: OperatorSettings) -> Platform:
         actor=Actor(user=settings.actor),
         on_decision=lambda action, seconds: DECISION_SECONDS.labels(action).observe(seconds),
         watched={kind: WatchedObjects(kind) for kind in ("Tenant", "Dataset")},
-        versions=VersionIndex(api).start(),
+        versions=versions,
     )
     platform.ensure_policies()
     if settings.gateway_sts_key_secret is not None:

@@ -461,6 +461,11 @@ class LocalKeyProvider:
         self._source = source
         self._cache: dict[str, tuple[str, bytearray]] = {}
         self._stripes = tuple(threading.Lock() for _ in range(lock_stripes))
+        self._ring_lock = threading.Lock()
+        self._ring_started = 0
+        """Reads of the source begun so far (each numbered by this count when begun)."""
+        self._ring_read = 0
+        """The number of the last read of the source that completed."""
 
     @classmethod
     def from_source(
@@ -482,14 +487,28 @@ class LocalKeyProvider:
         )
 
     def refresh(self) -> None:
-        """Re-read the KEK ring from the source (no-op without one)."""
+        """Re-read the KEK ring from the source (no-op without one).
+
+        When this returns, the ring in use is one read that *began after* this call
+        did; that is all a caller relies on (see :meth:`_follow_rotation`). Calls made
+        while a read is under way therefore wait for the next read and share it: in a
+        burst of new sandboxes the source (a LIST of Secrets) is read a few times per
+        round trip instead of twice per key.
+        """
         if self._source is None:
             return
-        ring = self._source.load()
-        keks = {kek_id(old): bytes(old) for old in ring.previous}
-        keks[kek_id(ring.current)] = bytes(ring.current)
-        self._keks = keks  # readers see the old or the new ring, never half of one
-        self._kek = keks[kek_id(ring.current)]
+        ticket = self._ring_started  # reads numbered above this begin after this call
+        with self._ring_lock:
+            if self._ring_read > ticket:
+                return  # a read that began after this call has completed
+            self._ring_started += 1
+            number = self._ring_started
+            ring = self._source.load()
+            keks = {kek_id(old): bytes(old) for old in ring.previous}
+            keks[kek_id(ring.current)] = bytes(ring.current)
+            self._keks = keks  # readers see the old or the new ring, never half of one
+            self._kek = keks[kek_id(ring.current)]
+            self._ring_read = number
 
     @property
     def kek_ids(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -22,6 +22,9 @@ from sandbox.keys.local import generate_kek
 from sandbox.kube.apply import create, delete, get, list_objects
 from sandbox.kube.apply import replace as replace_object
 from sandbox.provision.names import managed_labels
+
+if TYPE_CHECKING:
+    from sandbox.kube.versions import VersionIndex
 
 __all__ = ["KEK_SECRET", "SecretWrappedKeyStore", "load_or_create_kek"]
 
@@ -57,22 +60,49 @@ def _secret(name: str, namespace: str, blob: bytes, labels: dict[str, str]) -> d
 class SecretWrappedKeyStore:
     """A ``WrappedKeyStore`` backed by one Secret per sandbox."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, cache_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        cache_seconds: float = 60.0,
+        versions: VersionIndex | None = None,
+    ) -> None:
         """Keep wrapped keys in ``namespace`` (the operator's own).
 
         Wrapped keys read or written are remembered for ``cache_seconds``: they are
         ciphertext, and every reconcile needs them, so this saves an API read per
-        sandbox per resync. A destroy forgets at once.
+        sandbox per resync. A destroy forgets at once. With ``versions``, a remembered
+        key is used after that too for as long as the index shows its Secret at the
+        version it was read or written at (a rewrap or deletion by another process
+        changes that version, and the Secret is read again).
         """
         self._api = api
         self._namespace = namespace
         self._cache_seconds = cache_seconds
+        self._versions = versions
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
-    def _remember(self, sandbox_id: str, blob: bytes) -> None:
+    def _as_stored(self, sandbox_id: str, blob: bytes) -> dict[str, Any]:
+        """The Secret's identity and value, as the version index fingerprints it."""
+        return {
+            "kind": "Secret",
+            "metadata": {"name": _secret_name(sandbox_id), "namespace": self._namespace},
+            "data": {"value": base64.b64encode(blob).decode("ascii")},
+        }
+
+    def _remember(self, sandbox_id: str, blob: bytes, live: dict[str, Any] | None = None) -> None:
+        """Cache ``blob``; ``live`` is the Secret as the API server showed it holding it."""
         with self._lock:
             self._cache[sandbox_id] = (time.monotonic() + self._cache_seconds, blob)
+        if live is not None and self._versions is not None:
+            self._versions.vouch(self._as_stored(sandbox_id, blob), live)
+
+    def _unchanged(self, sandbox_id: str, blob: bytes) -> bool:
+        """Whether the index shows the Secret still at a version seen holding ``blob``."""
+        return self._versions is not None and self._versions.unchanged(
+            self._as_stored(sandbox_id, blob)
+        )
 
     def _forget(self, sandbox_id: str) -> None:
         with self._lock:
@@ -85,11 +115,15 @@ class SecretWrappedKeyStore:
         """The wrapped key of ``sandbox_id``, or None; ``fresh`` asks the API server."""
         with self._lock:
             cached = None if fresh else self._cache.get(sandbox_id)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and (
+            cached[0] > time.monotonic() or self._unchanged(sandbox_id, cached[1])
+        ):
             return cached[1]
-        blob = _read(self._api, self._namespace, _secret_name(sandbox_id))
+        secret = get(self._api, "Secret", _secret_name(sandbox_id), self._namespace)
+        data = ((secret or {}).get("data") or {}).get("value")
+        blob = base64.b64decode(data) if data else None
         if blob is not None:
-            self._remember(sandbox_id, blob)
+            self._remember(sandbox_id, blob, secret)
         return blob
 
     def put(self, sandbox_id: str, blob: bytes, *, replace: bool = False) -> bytes:
@@ -110,7 +144,7 @@ class SecretWrappedKeyStore:
                 if exc.status != 404:
                     raise
         try:
-            create(self._api, body)
+            written = create(self._api, body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -119,7 +153,7 @@ class SecretWrappedKeyStore:
             if stored is None:
                 raise
             return stored
-        self._remember(sandbox_id, blob)
+        self._remember(sandbox_id, blob, written)
         return blob
 
     def delete(self, sandbox_id: str) -> bool:

@@ -23,12 +23,16 @@ A recount changes ``spec.hard`` twice — adding :data:`RECOUNT_KEY`, then remov
 because a spec change is what makes the controller count afresh. That key limits
 objects of a resource that does not exist, so no limit is lifted or tightened on the
 way (deleting and recreating the quota would leave the namespace unlimited until the
-new quota's usage was computed).
+new quota's usage was computed). The controller computes a quota's whole usage afresh
+whenever it syncs it, whichever spec it then reads, so :func:`request_recount` sends
+both changes back to back and returns: the drift check looks again at its next run
+instead of holding a worker while the controller catches up (seconds in a burst).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,7 +40,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sandbox.kube.apply import apply, get
+from sandbox.kube.apply import FIELD_MANAGER, apply, get
 
 __all__ = [
     "RECOUNT_KEY",
@@ -44,6 +48,8 @@ __all__ = [
     "counts_at_least",
     "quota_pending",
     "recount",
+    "recount_asked_at",
+    "request_recount",
     "usage_known",
     "write_admitted",
 ]
@@ -139,9 +145,39 @@ def recount(api: client.ApiClient, quota: dict[str, Any], timeout: float = 10.0)
     """
     meta = quota["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    marked = copy.deepcopy(quota)
-    marked["spec"]["hard"][RECOUNT_KEY] = "0"
-    apply(api, marked)
+    apply(api, _marked(quota))
     _await_hard(api, namespace, name, True, timeout)
     apply(api, quota)
     _await_hard(api, namespace, name, False, timeout)
+
+
+def _marked(quota: dict[str, Any]) -> dict[str, Any]:
+    marked = copy.deepcopy(quota)
+    marked["spec"]["hard"][RECOUNT_KEY] = "0"
+    return marked
+
+
+def request_recount(api: client.ApiClient, quota: dict[str, Any]) -> None:
+    """Have the quota controller count ``quota``'s namespace afresh, without waiting.
+
+    The two applies of :func:`recount`, back to back: each changes ``spec.hard``, so the
+    controller queues the quota, and when it syncs it (once or twice) it computes all of
+    its usage again. No limit changes. The caller checks the count at its next look and
+    asks again if it is still short; :func:`recount_asked_at` tells how long ago it asked.
+    """
+    apply(api, _marked(quota))
+    apply(api, quota)
+
+
+def recount_asked_at(live: Mapping[str, Any]) -> dt.datetime | None:
+    """When the operator last applied the quota's spec (a recount, or a drift correction),
+    from its ``managedFields``; None if it never applied it (only created it)."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if (
+            entry.get("manager") == FIELD_MANAGER
+            and entry.get("operation") == "Apply"
+            and not entry.get("subresource")
+            and entry.get("time")
+        ):
+            return dt.datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00"))
+    return None

@@ -14,7 +14,13 @@ vouch for being current — a kind not listed yet, or no answer from the API ser
 ``stale_after`` seconds — it answers "unknown" and the caller reads the object as
 before. Secrets are never watched: the operator's identity may not watch Secrets
 (a watch from an old revision would replay deleted wrapped keys; see
-docs/key-custody.md), so they are always read back.
+docs/key-custody.md). Their versions come instead from a metadata-only LIST of the
+operator's own Secrets (label ``app.kubernetes.io/managed-by=regsandbox``, the ``list``
+the operator already has), made when a check asks and the last one is older than
+``list_fresh_for`` seconds, and shared by every check meanwhile: a few LISTs per
+interval instead of a GET per sandbox per check. A Secret changed after the LIST a
+check relied on is seen by the next check, so such a change is corrected within one
+drift interval plus ``list_fresh_for``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from kubernetes import client
 
 from sandbox.kube.apply import KINDS
 
-__all__ = ["ALL_OBJECTS_KINDS", "WATCHED_KINDS", "VersionIndex", "fingerprint"]
+__all__ = ["ALL_OBJECTS_KINDS", "LISTED_KINDS", "WATCHED_KINDS", "VersionIndex", "fingerprint"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +57,9 @@ WATCHED_KINDS = (
     "RoleBinding",
 )
 """Kinds of a sandbox's objects the index follows (every one but Secrets)."""
+
+LISTED_KINDS = ("Secret",)
+"""Kinds the index learns by listing (metadata only, on demand), never by watching."""
 
 ALL_OBJECTS_KINDS = frozenset({"NetworkPolicy", "Role", "RoleBinding"})
 """Kinds followed whoever made them: one the operator did not make weakens isolation."""
@@ -94,7 +103,12 @@ class _Kind:
     vouched: dict[Key, bytes] = field(default_factory=dict)
     synced: bool = False
     contact: float = 0.0
-    """When the API server last answered this kind's list or watch (monotonic)."""
+    """When the API server last answered this kind's list or watch (monotonic); for a
+    listed kind, when its last LIST was sent (what it shows is at least that recent)."""
+    listed: bool = False
+    """Learnt by on-demand LISTs only (:data:`LISTED_KINDS`), never watched."""
+    listing: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a listed kind is being listed: checks meanwhile wait for that LIST."""
 
 
 class VersionIndex:
@@ -111,17 +125,29 @@ class VersionIndex:
         *,
         stale_after: float = 150.0,
         watch_seconds: int = 60,
+        listed: tuple[str, ...] = LISTED_KINDS,
+        list_fresh_for: float = 5.0,
     ) -> None:
         """Follow ``kinds``; trust the index only within ``stale_after`` seconds of the
-        API server's last answer (each watch is renewed every ``watch_seconds``)."""
+        API server's last answer (each watch is renewed every ``watch_seconds``).
+
+        ``listed`` kinds are listed when asked about, at most once per
+        ``list_fresh_for`` seconds, and trusted for that long after each LIST.
+        """
         if stale_after <= watch_seconds:
             raise ValueError("stale_after must exceed watch_seconds")
         if "Secret" in kinds:
-            raise ValueError("Secrets are never watched: they are read back (see above)")
+            raise ValueError("Secrets are never watched: they are listed (see above)")
+        if set(listed) - set(LISTED_KINDS):
+            raise ValueError(f"only {LISTED_KINDS} are learnt by listing")
+        if list_fresh_for <= 0:
+            raise ValueError("list_fresh_for must be positive")
         self._api = client.ApiClient(api.configuration)  # watches hold their connections
         self._stale_after = stale_after
         self._watch_seconds = watch_seconds
+        self._list_fresh_for = list_fresh_for
         self._kinds = {kind: _Kind(kind) for kind in kinds}
+        self._kinds.update({kind: _Kind(kind, listed=True) for kind in listed})
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -137,7 +163,8 @@ class VersionIndex:
         state = self._kinds.get(kind)
         if state is None or not state.synced:
             return None
-        if time.monotonic() - state.contact > self._stale_after:
+        trusted_for = self._list_fresh_for if state.listed else self._stale_after
+        if time.monotonic() - state.contact > trusted_for:
             return None
         return state
 
@@ -145,8 +172,12 @@ class VersionIndex:
         """Whether the live object is, version for version, one the operator saw holding
         exactly ``desired``. False whenever the index cannot tell."""
         key = _key(desired)
+        kind = str(desired["kind"])
+        state = self._kinds.get(kind)
+        if state is not None and state.listed:
+            self._list_if_stale(state)
         with self._lock:
-            state = self._current(str(desired["kind"]))
+            state = self._current(kind)
             if state is None:
                 return False
             version = state.versions.get(key)
@@ -182,11 +213,28 @@ class VersionIndex:
                 return None
             return {name for ns, name in state.versions if ns == namespace}
 
-    # -- watching --------------------------------------------------------------------
+    # -- listing and watching --------------------------------------------------------
+
+    def _list_if_stale(self, state: _Kind) -> None:
+        """List a listed kind unless a LIST sent within ``list_fresh_for`` answered.
+
+        One LIST at a time; checks asking meanwhile wait for it and share its answer.
+        A failure leaves the kind unknown (the caller reads the object back).
+        """
+        with state.listing:
+            with self._lock:
+                fresh = self._current(state.name) is not None
+            if fresh or self._stop.is_set():
+                return
+            try:
+                self._list(state.name)
+            except Exception as exc:  # unknown: the caller reads the object instead
+                _log.warning("listing %s failed: %s", state.name, exc)
+                self._unsynced(state.name)
 
     def start(self) -> VersionIndex:
-        """Start one daemon thread per kind; returns self."""
-        for kind in self._kinds:
+        """Start one daemon thread per watched kind; returns self."""
+        for kind in (k for k, state in self._kinds.items() if not state.listed):
             thread = threading.Thread(
                 target=self._follow, args=(kind,), name=f"versions-{kind}", daemon=True
             )
@@ -201,9 +249,9 @@ class VersionIndex:
             thread.join(timeout)
 
     def wait_synced(self, timeout: float) -> bool:
-        """Wait until every kind has been listed; whether it was within ``timeout``."""
+        """Wait until every watched kind has been listed; whether it was within ``timeout``."""
         deadline = time.monotonic() + timeout
-        while not all(state.synced for state in self._kinds.values()):
+        while not all(state.synced for state in self._kinds.values() if not state.listed):
             if time.monotonic() > deadline or self._stop.wait(0.05):
                 return False
         return True
@@ -265,6 +313,7 @@ class VersionIndex:
 
     def _list(self, kind: str) -> str:
         """List ``kind`` (metadata only, in pages); replace its versions; the list's version."""
+        sent = time.monotonic()
         versions: dict[Key, str] = {}
         token = ""
         while True:
@@ -287,7 +336,8 @@ class VersionIndex:
             state.versions = versions
             state.vouched = {k: v for k, v in state.vouched.items() if k in versions}
             state.synced = True
-            state.contact = time.monotonic()
+            # A listed kind is only as current as the LIST's first page was when sent.
+            state.contact = sent if state.listed else time.monotonic()
         return str((page.get("metadata") or {}).get("resourceVersion") or "")
 
     def _watch(self, kind: str, version: str) -> str:

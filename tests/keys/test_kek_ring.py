@@ -14,6 +14,8 @@ import base64
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from kubernetes import client
 from sandbox.keys import (
     FileKekRing,
     FileWrappedKeyStore,
+    KekRing,
     KeyIntegrityError,
     KeyProviderError,
     LocalKeyProvider,
@@ -117,6 +120,64 @@ def test_a_key_wrapped_before_staging_and_stored_after_the_listing_is_rewrapped(
     key = operator.data_key(sid)
     _write(previous, None)
     assert LocalKeyProvider.from_source(FileKekRing(current, previous), store).data_key(sid) == key
+
+
+class _GatedRing:
+    """A KEK source whose first read blocks until the test opens the gate."""
+
+    def __init__(self, current: Path, previous: Path) -> None:
+        self.files = FileKekRing(current, previous)
+        self.reads = 0
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def load(self) -> KekRing:
+        self.reads += 1
+        ring = self.files.load()  # what this read sees is fixed when it begins
+        if self.reads == 2:  # the first read after the provider was made
+            self.entered.set()
+            assert self.gate.wait(20)
+        return ring
+
+
+def _waiting_in_refresh(thread: threading.Thread) -> bool:
+    """Whether ``thread`` has entered :meth:`LocalKeyProvider.refresh` and taken its ticket."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "refresh" and "ticket" in frame.f_locals:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_ring_reads_are_shared_but_never_older_than_the_call(tmp_path: Path) -> None:
+    """In a burst of new keys the ring is read once per round trip, not twice per key;
+    yet a call made after a KEK was staged never gets a ring read before the staging
+    (a key wrapped under it could be left under a KEK about to be dropped)."""
+    current, previous = tmp_path / "kek", tmp_path / "previous-kek"
+    old, new = generate_kek(), generate_kek()
+    _write(current, old)
+    source = _GatedRing(current, previous)
+    operator = LocalKeyProvider.from_source(source, FileWrappedKeyStore(tmp_path / "w"))
+    early = threading.Thread(target=operator.refresh)
+    early.start()
+    assert source.entered.wait(20)  # a read under way, begun before the staging
+    _write(current, new)
+    _write(previous, old)
+    late = [threading.Thread(target=operator.refresh) for _ in range(8)]
+    for thread in late:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while not all(_waiting_in_refresh(t) or not t.is_alive() for t in late):
+        assert time.monotonic() < deadline, "the refreshes did not start"
+        time.sleep(0.01)
+    source.gate.set()
+    for thread in [early, *late]:
+        thread.join(20)
+    # The early read, then one read shared by all eight calls made after the staging.
+    assert source.reads == 3
+    assert operator.kek_id == kek_id(new)
+    assert operator.kek_ids == (kek_id(old), kek_id(new))
 
 
 def test_previous_kek_file_errors_name_the_file_not_the_content(tmp_path: Path) -> None:

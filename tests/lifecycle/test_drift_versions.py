@@ -9,18 +9,23 @@ the watch, as a lost connection would.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 from kubernetes import client
 
 from sandbox.devenv.operator_process import OperatorProcess
-from sandbox.kube.apply import apply, delete
+from sandbox.keys.secret_store import SecretWrappedKeyStore
+from sandbox.kube.apply import _pool, apply, delete, get
 from sandbox.kube.versions import VersionIndex
+from sandbox.lifecycle.platform import Platform
+from sandbox.lifecycle.sandboxes.drift import _restore
 
 from .conftest import METRICS_PORT
 from .helpers import ready_sandbox, unique
@@ -132,6 +137,111 @@ def test_an_index_that_lost_the_api_server_answers_unknown(
 def test_secrets_are_never_watched(admin_api: client.ApiClient) -> None:
     with pytest.raises(ValueError, match="Secrets are never watched"):
         VersionIndex(admin_api, ("Namespace", "Secret"))
+
+
+def _counting(api: client.ApiClient) -> tuple[client.ApiClient, list[tuple[str, str]]]:
+    """A client on ``api``'s server and credentials, and the requests it sends."""
+    counted = client.ApiClient(api.configuration)
+    route = _pool(counted)
+    assert route is not None
+    pool = route[0]
+    sent: list[tuple[str, str]] = []
+    urlopen = pool.urlopen
+
+    def record(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append((method, url))
+        return urlopen(method, url, *args, **kwargs)
+
+    pool.urlopen = record  # type: ignore[method-assign]
+    return counted, sent
+
+
+def _secret(ns: str, name: str, value: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "regsandbox"},
+        },
+        "type": "Opaque",
+        "stringData": {"value": value},
+    }
+
+
+def test_drift_checks_read_an_untouched_secret_never_and_an_edited_one_at_once(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    """Secrets are not watched; a metadata-only LIST of the operator's Secrets, shared by
+    every check within ``list_fresh_for``, stands in for the GET each check made."""
+    index = VersionIndex(admin_api, (), list_fresh_for=0.5)
+    counted, sent = _counting(admin_api)
+    platform = cast(Platform, SimpleNamespace(api=counted, versions=index))
+    desired = {**_secret(namespace, "storage-key", "k1"), "data": {"value": "azE="}}
+    del desired["stringData"]
+    index.vouch(desired, apply(admin_api, desired))
+    path = f"/api/v1/namespaces/{namespace}/secrets/storage-key"
+
+    _poll(lambda: index.unchanged(desired), "a LIST showing the written version")
+    sent.clear()
+    for _ in range(5):
+        assert _restore(platform, [desired]) == ([], {"Secret": {}})
+    assert [s for s in sent if path in s[1]] == []
+
+    # Edited behind the operator's back: the next LIST shows a new version, and the
+    # check reads it and puts the value back.
+    client.CoreV1Api(admin_api).patch_namespaced_secret(
+        "storage-key", namespace, {"data": {"value": "ZWRpdGVk"}}
+    )
+    _poll(
+        lambda: _restore(platform, [desired])[0] == ["Secret/storage-key restored"],
+        "the edit to be seen and restored",
+        timeout=10,
+    )
+    assert ("GET", path) in [(m, u.split("?")[0]) for m, u in sent]
+    live = get(admin_api, "Secret", "storage-key", namespace)
+    assert live is not None
+    assert live["data"] == {"value": "azE="}
+
+
+def test_the_index_lists_secrets_by_metadata_only_and_never_watches_them(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    index = VersionIndex(admin_api, ("Namespace",), list_fresh_for=0.5).start()
+    try:
+        assert index.wait_synced(20)
+        assert not [t for t in threading.enumerate() if t.name == "versions-Secret"]
+        desired = _secret(namespace, "listed", "v")
+        index.vouch(desired, apply(admin_api, desired))
+        _poll(lambda: index.unchanged(desired), "the LIST")
+        delete(admin_api, "Secret", "listed", namespace)
+        _poll(lambda: not index.unchanged(desired), "the deletion to be listed", timeout=10)
+    finally:
+        index.stop()
+    # A stopped index lists no more: it cannot vouch for anything.
+    assert not index.unchanged(desired)
+
+
+def test_a_cached_wrapped_key_is_read_again_only_when_its_secret_changed(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    """The key store's cache outlives its minute while the Secret's version is the one it
+    read; a rewrap (or deletion) by another process is read at once."""
+    index = VersionIndex(admin_api, (), list_fresh_for=0.5)
+    counted, sent = _counting(admin_api)
+    store = SecretWrappedKeyStore(counted, namespace, cache_seconds=0, versions=index)
+    other = SecretWrappedKeyStore(admin_api, namespace, cache_seconds=0)
+    assert store.put("sbx-a-b", b"wrapped-1") == b"wrapped-1"
+    sent.clear()
+    for _ in range(5):
+        assert store.get("sbx-a-b") == b"wrapped-1"
+    assert sent == []  # no GET: the LIST shows the Secret at the version it wrote
+
+    assert other.swap("sbx-a-b", b"wrapped-1", b"wrapped-2")  # a rotation elsewhere
+    _poll(lambda: store.get("sbx-a-b") == b"wrapped-2", "the rewrapped key", timeout=10)
+    assert other.delete("sbx-a-b")
+    _poll(lambda: store.get("sbx-a-b") is None, "the deletion", timeout=10)
 
 
 def _requests(api: client.ApiClient) -> Counter[tuple[str, str]]:

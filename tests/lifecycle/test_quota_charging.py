@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ from sandbox.kube.quota import (
     counts_at_least,
     quota_pending,
     recount,
+    recount_asked_at,
+    request_recount,
     usage_known,
     write_admitted,
 )
@@ -134,6 +137,40 @@ def test_a_quota_that_missed_the_claim_is_recounted_without_lifting_a_limit(
     assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
     assert live["spec"]["hard"] == _HARD  # the recount key is gone again
     assert RECOUNT_KEY not in live["status"]["hard"]
+
+
+def test_a_requested_recount_mends_the_count_without_waiting_for_the_controller(
+    admin_api: client.ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drift check asks and moves on: two applies, no read while the controller works
+    (in a burst it takes seconds, and a waiting check held one of the operator's workers)."""
+    ns = _namespace(admin_api)
+    quota = _quota(ns)
+    create(admin_api, quota)
+    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    _under_count(admin_api, ns)
+    assert recount_asked_at(_live(admin_api, ns)) is None  # created, never applied
+
+    sent: list[str] = []
+    real_get, real_apply = quota_module.get, quota_module.apply
+    monkeypatch.setattr(quota_module, "get", lambda *a: sent.append("GET") or real_get(*a))
+    monkeypatch.setattr(quota_module, "apply", lambda *a: sent.append("APPLY") or real_apply(*a))
+    request_recount(admin_api, quota)
+    assert sent == ["APPLY", "APPLY"]
+
+    live = _until(
+        lambda: (
+            (q := _live(admin_api, ns)) and counts_at_least(q, "persistentvolumeclaims", 1) and q
+        ),
+        "the controller to count the claim",
+    )
+    assert live["spec"]["hard"] == _HARD  # no limit lifted or left behind
+    asked = recount_asked_at(live)
+    assert asked is not None
+    created = dt.datetime.fromisoformat(
+        live["metadata"]["creationTimestamp"].replace("Z", "+00:00")
+    )
+    assert asked >= created
 
 
 def test_a_recount_the_controller_never_does_is_reported(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 from sandbox.kube.apply import apply, delete, get, list_objects
-from sandbox.kube.quota import QuotaNotSettledError, counts_at_least, recount, usage_known
+from sandbox.kube.quota import (
+    counts_at_least,
+    recount_asked_at,
+    request_recount,
+    usage_known,
+)
 from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
@@ -19,6 +25,10 @@ __all__ = ["correct_drift"]
 
 _GUARDED_KINDS = ("NetworkPolicy", "Role", "RoleBinding")
 """Kinds whose extra objects in a sandbox namespace would weaken isolation."""
+
+RECOUNT_PATIENCE = dt.timedelta(seconds=10)
+"""How long after asking for a recount a quota still short of the claim is reported
+(``QuotaNotRecounted``): the controller takes milliseconds, seconds in a burst."""
 
 
 def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
@@ -109,14 +119,23 @@ def _recount(
     seen: Mapping[str, Mapping[str, Any] | None],
     corrected: list[str],
 ) -> str | None:
-    """Recount a quota that missed the workspace claim; why not, if it cannot yet."""
-    if not _claim_uncounted(seen):
+    """Ask for a recount of a quota that missed the workspace claim (without waiting for
+    the controller: the next check reads the quota again, and asks again if need be);
+    a warning if an earlier request has not been acted on."""
+    live = seen.get("ResourceQuota")
+    if live is None or not _claim_uncounted(seen):
         return None
-    try:
-        recount(platform.api, next(o for o in desired if o["kind"] == "ResourceQuota"))
-    except QuotaNotSettledError as exc:  # tried again at the next check
-        return str(exc)
+    asked = recount_asked_at(live)
+    quota = next(o for o in desired if o["kind"] == "ResourceQuota")
+    request_recount(platform.api, quota)
     corrected.append("ResourceQuota/sandbox recounted: it counted no workspace claim")
+    if asked is not None and dt.datetime.now(dt.UTC) - asked > RECOUNT_PATIENCE:
+        meta = quota["metadata"]
+        return (
+            f"ResourceQuota {meta['namespace']}/{meta['name']} still counts no workspace "
+            f"claim {RECOUNT_PATIENCE.seconds}s after a recount was asked; is "
+            "kube-controller-manager's resourcequota controller running?"
+        )
     return None
 
 
