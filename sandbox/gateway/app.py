@@ -45,6 +45,7 @@ from sandbox import __version__
 from sandbox.gateway.auth import ReviewUnavailable, Unauthenticated
 from sandbox.gateway.gateway import Gateway, to_thread
 from sandbox.gateway.metrics import instrument
+from sandbox.gateway.preconditions import Preconditions
 from sandbox.gateway.reads import get_object, head_object, list_objects
 from sandbox.gateway.records import RequestRecord
 from sandbox.gateway.requestids import RequestIds
@@ -161,7 +162,14 @@ def create_app(gateway: Gateway, s3: S3Surface | None = None) -> FastAPI:
     ) -> Response:
         """Size, ETag and Last-Modified of an object, with no body."""
         record = RequestRecord("dataset.read", "HEAD", dataset, key=key)
-        return await head_object(gateway, record, _raw_path(request), _credentials(token), key)
+        return await head_object(
+            gateway,
+            record,
+            _raw_path(request),
+            _credentials(token),
+            key,
+            conditions=Preconditions.from_headers(request.headers),
+        )
 
     @app.get(
         _OBJECT_PATH,
@@ -183,7 +191,13 @@ def create_app(gateway: Gateway, s3: S3Surface | None = None) -> FastAPI:
         """The object's bytes; logged with byte count and SHA-256 before the response completes."""
         record = RequestRecord("dataset.read", "GET", dataset, key=key, byte_range=range_)
         return await get_object(
-            gateway, record, _raw_path(request), _credentials(token), key, range_
+            gateway,
+            record,
+            _raw_path(request),
+            _credentials(token),
+            key,
+            range_,
+            conditions=Preconditions.from_headers(request.headers),
         )
 
     @app.put(

@@ -3,11 +3,19 @@
 HEAD, listings and reads that fit in one chunk are logged in one record written before
 any byte is sent; a larger read writes a ``started`` record and is then streamed by
 :class:`~sandbox.gateway.streaming.AuditedStream`, which writes the ``completed`` one.
+
+A conditional HEAD or GET (:mod:`sandbox.gateway.preconditions`) whose condition is
+false sends no byte of the object and is logged like the other reads that send none (a
+missing object, a range outside it): a ``refused`` record with outcome ``failure``,
+``allow: true``, the status (412 or 304), the reason (``PreconditionFailed`` or
+``NotModified``) and the ETag the condition was evaluated against.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from email.utils import format_datetime
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
@@ -20,13 +28,14 @@ from sandbox.gateway.objectkeys import (
     validate_key,
     validate_listing_prefix,
 )
+from sandbox.gateway.preconditions import NotModified, PreconditionFailed, Preconditions
 from sandbox.gateway.records import RequestRecord
 from sandbox.gateway.refusals import REFUSALS, response_headers
 from sandbox.gateway.s3 import ByteRange, ObjectStream, StorageUnavailable, parse_range
 from sandbox.gateway.streaming import AuditedStream, object_headers
 from sandbox.gateway.wire import ObjectEntry, ObjectList
 
-__all__ = ["get_object", "head_object", "list_objects"]
+__all__ = ["condition_false", "get_object", "head_object", "list_objects"]
 
 _OCTETS = "application/octet-stream"
 
@@ -99,13 +108,22 @@ def _page(
 
 
 async def head_object(
-    gw: Gateway, record: RequestRecord, raw_path: bytes, credentials: str | None, key: str
+    gw: Gateway,
+    record: RequestRecord,
+    raw_path: bytes,
+    credentials: str | None,
+    key: str,
+    *,
+    conditions: Preconditions | None = None,
 ) -> Response:
-    """Size, ETag and Last-Modified of an object, with no body."""
+    """Size, ETag and Last-Modified of an object, with no body (304 or 412 when one of
+    ``conditions`` is false)."""
     try:
         grant = await gw.admit_read(record, raw_path, credentials)
         full = storage_key(grant.location.prefix, key)
-        info = await to_thread(gw.storage.head, grant.location, full)
+        info = await to_thread(gw.storage.head, grant.location, full, conditions)
+    except (PreconditionFailed, NotModified) as exc:
+        return await condition_false(gw, record, exc)
     except REFUSALS as exc:
         return await gw.refuse(record, exc)
     headers = {
@@ -125,13 +143,22 @@ async def get_object(
     credentials: str | None,
     key: str,
     range_header: str | None,
+    *,
+    conditions: Preconditions | None = None,
 ) -> Response:
-    """The object's bytes (or one range); logged with count and SHA-256 before completing."""
+    """The object's bytes (or one range); logged with count and SHA-256 before completing.
+
+    With ``conditions``, only a version that satisfies them is sent (304 or 412 else).
+    """
     try:
         grant = await gw.admit_read(record, raw_path, credentials)
         full = storage_key(grant.location.prefix, key)
         byte_range = parse_range(range_header)
-        stream, small = await to_thread(_open_object, gw, grant.location, full, byte_range)
+        stream, small = await to_thread(
+            _open_object, gw, grant.location, full, byte_range, conditions
+        )
+    except (PreconditionFailed, NotModified) as exc:
+        return await condition_false(gw, record, exc)
     except REFUSALS as exc:
         return await gw.refuse(record, exc)
     status = 206 if stream.content_range else 200
@@ -159,15 +186,41 @@ async def get_object(
     )
 
 
+async def condition_false(
+    gw: Gateway, record: RequestRecord, exc: PreconditionFailed | NotModified
+) -> Response:
+    """Log a read whose condition is false as refused, then answer 412 or a bodiless
+    304 carrying the version's ETag and Last-Modified (RFC 9110 §15.4.5)."""
+    extra: dict[str, Any] = {"bytes": 0}
+    if exc.etag:
+        extra["etag"] = exc.etag
+    answer = await gw.refuse(record, exc, **extra)
+    if answer.status_code != 304:
+        return answer  # 412, or 503 if the refusal could not be logged
+    headers = {
+        k: v for k, v in answer.headers.items() if k.lower() in ("x-request-id", "cache-control")
+    }
+    if exc.etag:
+        headers["ETag"] = exc.etag
+    if exc.last_modified is not None and exc.last_modified.tzinfo is not None:
+        when = exc.last_modified.astimezone(dt.UTC)
+        headers["Last-Modified"] = format_datetime(when, usegmt=True)
+    return Response(status_code=304, headers=headers)
+
+
 def _open_object(
-    gw: Gateway, location: DatasetLocation, full: str, byte_range: ByteRange | None
+    gw: Gateway,
+    location: DatasetLocation,
+    full: str,
+    byte_range: ByteRange | None,
+    conditions: Preconditions | None,
 ) -> tuple[ObjectStream, bytes | StorageUnavailable | None]:
     """Open the object; one that fits in a chunk is read (and closed) at once.
 
     Returns the stream and, for a small object, its bytes or the read's failure
     (``None`` for an object to be streamed), so a small read is one thread hop.
     """
-    stream = gw.storage.open(location, full, byte_range)
+    stream = gw.storage.open(location, full, byte_range, conditions)
     if stream.length > gw.chunk_bytes:
         return stream, None
     try:

@@ -23,6 +23,7 @@ from sandbox.gateway.outbox import (
     OutboxNotConfigured,
     TooManyWrites,
 )
+from sandbox.gateway.preconditions import NotModified, PreconditionFailed
 from sandbox.gateway.records import RequestRecord
 from sandbox.gateway.s3 import (
     EndpointNotAllowed,
@@ -78,6 +79,8 @@ _TABLE: tuple[tuple[type[Exception], int, Outcome, str, bool | None], ...] = (
     (EndpointNotAllowed, 403, "denied", "EndpointNotAllowed", True),
     (ObjectNotFound, 404, "failure", _REASON_OF_EXCEPTION, True),  # or NoSuchUpload
     (RangeNotSatisfiable, 416, "failure", "RangeNotSatisfiable", True),
+    (PreconditionFailed, 412, "failure", "PreconditionFailed", True),  # nothing sent
+    (NotModified, 304, "failure", "NotModified", True),  # no body (reads.condition_false)
     (StorageUnavailable, 502, "failure", "StorageUnavailable", True),
     (ReviewUnavailable, 503, "failure", "KubernetesUnavailable", None),
     (LookupUnavailable, 503, "failure", "KubernetesUnavailable", None),

@@ -25,6 +25,12 @@ from pydantic import SecretStr
 from sandbox.api.dataset import DatasetLocation
 from sandbox.api.meta import provider_region
 from sandbox.errors import SandboxError
+from sandbox.gateway.preconditions import (
+    NotModified,
+    PreconditionFailed,
+    Preconditions,
+    parse_http_date,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -160,6 +166,24 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _raise_condition(exc: ClientError, conditions: Preconditions | None) -> None:
+    """Raise the condition the store found false (it was sent one by
+    :meth:`Preconditions.upstream`); return for any other error."""
+    if conditions is None:
+        return
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = _code(exc)
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    etag = str(headers.get("etag", ""))
+    when = parse_http_date(headers.get("last-modified"))
+    if status == 412 or code == "PreconditionFailed":
+        raise PreconditionFailed(
+            "If-Match names no current version of the object", etag, when
+        ) from None
+    if status == 304 or code == "304":
+        raise NotModified("If-None-Match names the object's version", etag, when) from None
+
+
 class Storage:
     """S3 access for the gateway."""
 
@@ -219,40 +243,77 @@ class Storage:
                 self._clients[key] = found
             return found
 
-    def head(self, location: DatasetLocation, key: str) -> ObjectInfo:
-        """Metadata of object ``key`` (a full S3 key)."""
+    def head(
+        self, location: DatasetLocation, key: str, conditions: Preconditions | None = None
+    ) -> ObjectInfo:
+        """Metadata of object ``key`` (a full S3 key).
+
+        Raises:
+            PreconditionFailed, NotModified: a condition is false for the object.
+        """
+        kwargs: dict[str, Any] = {"Bucket": location.bucket, "Key": key}
+        if conditions is not None:
+            kwargs.update(conditions.upstream())
         try:
-            r = self.client(location).head_object(Bucket=location.bucket, Key=key)
+            r = self.client(location).head_object(**kwargs)
         except ClientError as exc:
+            _raise_condition(exc, conditions)
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise ObjectNotFound("no such object") from None
             raise StorageUnavailable(f"S3 HEAD failed: {_code(exc) or 'error'}") from None
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 HEAD failed: {type(exc).__name__}") from None
-        return ObjectInfo(int(r["ContentLength"]), r.get("ETag", ""), r.get("LastModified"))
+        info = ObjectInfo(int(r["ContentLength"]), r.get("ETag", ""), r.get("LastModified"))
+        if conditions is not None:
+            conditions.check(info.etag, info.last_modified)
+        return info
 
     def open(
-        self, location: DatasetLocation, key: str, byte_range: ByteRange | None
+        self,
+        location: DatasetLocation,
+        key: str,
+        byte_range: ByteRange | None,
+        conditions: Preconditions | None = None,
     ) -> ObjectStream:
-        """Start reading object ``key`` (a full S3 key), or one range of it."""
+        """Start reading object ``key`` (a full S3 key), or one range of it.
+
+        ``conditions`` are evaluated against the ETag and Last-Modified of the answer
+        whose body is returned (and ``If-Match`` is also sent to the store), so the
+        stream is always of a version that satisfies them, even if the object is
+        overwritten meanwhile. Conditions are decided before the range (RFC 9110
+        §13.2.2): a false one wins over a range outside the object.
+
+        Raises:
+            PreconditionFailed, NotModified: a condition is false (nothing is read).
+        """
         kwargs: dict[str, Any] = {"Bucket": location.bucket, "Key": key}
         if byte_range is not None:
             kwargs["Range"] = byte_range.header()
+        if conditions is not None:
+            kwargs.update(conditions.upstream())
         try:
             response = self.client(location).get_object(**kwargs)
         except ClientError as exc:
+            _raise_condition(exc, conditions)
             code = _code(exc)
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise ObjectNotFound("no such object") from None
             if code == "InvalidRange":
                 size = None
-                with contextlib.suppress(SandboxError):
-                    size = self.head(location, key).size
+                with contextlib.suppress(ObjectNotFound, StorageUnavailable):
+                    size = self.head(location, key, conditions).size
                 raise RangeNotSatisfiable("range outside the object", size) from None
             raise StorageUnavailable(f"S3 GET failed: {code or 'error'}") from None
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 GET failed: {type(exc).__name__}") from None
-        return ObjectStream(dict(response))
+        stream = ObjectStream(dict(response))
+        if conditions is not None:
+            try:
+                conditions.check(stream.etag, stream.last_modified)
+            except (PreconditionFailed, NotModified):
+                stream.close()
+                raise
+        return stream
 
     def list(
         self, location: DatasetLocation, prefix: str, after: str | None, max_keys: int

@@ -59,7 +59,8 @@ from sandbox.gateway.objectkeys import (
     storage_key,
     validate_listing_prefix,
 )
-from sandbox.gateway.reads import get_object, head_object
+from sandbox.gateway.preconditions import NotModified, PreconditionFailed, Preconditions
+from sandbox.gateway.reads import condition_false, get_object, head_object
 from sandbox.gateway.records import Action, RequestRecord
 from sandbox.gateway.refusals import REFUSALS, response_headers
 from sandbox.gateway.s3 import (
@@ -246,26 +247,38 @@ class S3Surface:
             # RFC 9110 14.2: a range unit the server does not know is ignored; S3 serves
             # no multi-range requests. S3 and MinIO then send the whole object (200).
             byte_range = record.byte_range = None
+        conditions = Preconditions.from_headers(request.headers)
         if head and byte_range is not None:
-            answer = await self._head_range(record, raw, token, key, byte_range)
+            answer = await self._head_range(record, raw, token, key, byte_range, conditions)
         elif head:
-            answer = await head_object(self.gateway, record, raw, token, key)
+            answer = await head_object(self.gateway, record, raw, token, key, conditions=conditions)
         else:
-            answer = await get_object(self.gateway, record, raw, token, key, byte_range)
+            answer = await get_object(
+                self.gateway, record, raw, token, key, byte_range, conditions=conditions
+            )
         return self._as_s3(answer, _resource(record.name, key), head=head)
 
     async def _head_range(
-        self, record: RequestRecord, raw: bytes, token: str, key: str, byte_range: str
+        self,
+        record: RequestRecord,
+        raw: bytes,
+        token: str,
+        key: str,
+        byte_range: str,
+        conditions: Preconditions | None,
     ) -> Response:
         """HeadObject with a Range: 206 with the range's Content-Length and
-        Content-Range, or 416 InvalidRange, as S3 answers (no byte is sent)."""
+        Content-Range, or 416 InvalidRange, as S3 answers (no byte is sent); a false
+        condition first (304 or 412)."""
         gw = self.gateway
         try:
             grant = await gw.admit_read(record, raw, token)
             full = storage_key(grant.location.prefix, key)
             wanted = parse_range(byte_range)
-            info = await to_thread(gw.storage.head, grant.location, full)
+            info = await to_thread(gw.storage.head, grant.location, full, conditions)
             first, last = _span(wanted, info.size)
+        except (PreconditionFailed, NotModified) as exc:
+            return await condition_false(gw, record, exc)
         except REFUSALS as exc:
             return await gw.refuse(record, exc)
         headers = {
