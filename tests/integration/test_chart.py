@@ -273,6 +273,33 @@ def test_template_takes_the_local_kek_from_a_volume_outside_the_cluster(repo_roo
     assert "fileName" in _refusal(chart, "operator.localKek.fileName=../kek")
 
 
+def test_template_reads_the_previous_local_kek_from_the_same_volume(repo_root: Path) -> None:
+    """During a KEK rotation with the KEK in files, the previous KEK is a second file in
+    the mounted KEK volume (docs/key-custody.md, "Rotating keys")."""
+    chart = repo_root / "charts/regsandbox"
+    volume = "operator.localKek.volume.secret.secretName=regsandbox-kek-files"
+    assert "REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE" not in _operator_env(_template(chart))
+    docs = _template(chart, volume, "operator.localKek.previousFileName=kek-2026-11")
+    env = _operator_env(docs)
+    assert env["REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE"] == "/var/run/regsandbox/kek/kek-2026-11"
+    [operator] = [c for c in _pod(docs, "operator")["containers"] if c["name"] == "operator"]
+    [mount] = [m for m in operator["volumeMounts"] if m["name"] == "local-kek"]
+    previous = Path(env["REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE"])
+    assert previous.parent == Path(mount["mountPath"])  # inside the mounted KEK volume
+    settings = _operator_settings(env)
+    assert settings.local_previous_kek_file == previous
+    assert settings.local_kek_file == Path("/var/run/regsandbox/kek/kek")
+    # The chart's default names the file; an empty name turns it off.
+    default = _operator_env(_template(chart, volume))
+    assert default["REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE"] == "/var/run/regsandbox/kek/previous-kek"
+    off = _operator_env(_template(chart, volume, "operator.localKek.previousFileName="))
+    assert "REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE" not in off
+    assert "REGSANDBOX_LOCAL_KEK_FILE" in off
+    assert "previousFileName" in _refusal(
+        chart, volume, "operator.localKek.previousFileName=../../pkcs11/pin"
+    )
+
+
 def test_template_with_an_opa_server_of_ones_own(repo_root: Path) -> None:
     chart = repo_root / "charts/regsandbox"
     docs = _template(chart, "operator.policyEngine=opa", "operator.opaUrl=http://opa.opa:8181")
