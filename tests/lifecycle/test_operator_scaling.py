@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,3 +198,52 @@ def test_members_get_access_last_and_the_quota_precedes_the_claim() -> None:
         "allow-dataset-gateway",
         "allow-egress-allowlist",
     ]
+
+
+_IMPORTS = """
+import base64, os, sys
+from pathlib import Path
+from kubernetes import client
+kek = Path(sys.argv[1])
+kek.write_text(base64.b64encode(os.urandom(32)).decode())
+os.environ.update(
+    REGSANDBOX_CLUSTER_REGION="onprem:lu-national-1",
+    REGSANDBOX_CLUSTER_JURISDICTION="LU",
+    REGSANDBOX_KEY_PROVIDER=sys.argv[2],
+)
+if sys.argv[2] == "local":
+    os.environ["REGSANDBOX_LOCAL_KEK_FILE"] = str(kek)
+else:
+    os.environ["REGSANDBOX_STORAGE_PROFILE"] = '{"kind": "aws-ebs"}'
+import operators.main
+from operators import runtime
+from operators.settings import OperatorSettings
+settings = OperatorSettings()
+runtime.configure(settings)
+import operators.handlers
+from operators.wiring import key_provider
+provider = key_provider(settings, client.ApiClient())
+print(type(provider).__name__, *sorted(m for m in ("boto3", "botocore") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        ("local", "LocalKeyProvider"),
+        ("aws-kms", "AwsKmsKeyProvider boto3 botocore"),  # the control: it is imported then
+    ],
+)
+def test_an_operator_on_the_local_provider_never_loads_boto3(
+    tmp_path: Path, provider: str, expected: str
+) -> None:
+    """boto3 and botocore cost ~9 MB of the operator's memory; only aws-kms needs them."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _IMPORTS, str(tmp_path / "kek"), provider],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split("\n")[-2] == expected
