@@ -284,7 +284,16 @@ def _own_routes(
     registry: CollectorRegistry,
     writer_status: Callable[[], tuple[int, bytes]] | None,
 ) -> None:
-    """The read server's health, status and metrics."""
+    """The read server's health, status and metrics; and no appends."""
+
+    @app.post("/v1/entries")
+    async def no_appends() -> Response:
+        """Nothing appends here."""
+        return JSONResponse(
+            {"detail": "the read server serves reads only; writers append on the append port"},
+            status_code=405,
+            headers={"Allow": "GET"},
+        )
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -334,7 +343,6 @@ class ReadServerProcess:
         probe_failures: int = 3,
         probe_timeout: float = 2.0,
         startup_timeout: float = 60.0,
-        env: dict[str, str] | None = None,
     ) -> None:
         self.command = list(command)
         """The child's command line."""
@@ -344,7 +352,6 @@ class ReadServerProcess:
         self._probe_failures = probe_failures
         self._startup_timeout = startup_timeout
         self._probe_timeout = probe_timeout
-        self._env = env
         self._stop = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
         self._serving = False
@@ -460,7 +467,7 @@ class ReadServerProcess:
 
     def _serve_once(self) -> str:
         """Run one child until it exits or hangs; return why it stopped."""
-        self._child = subprocess.Popen(self.command, env=self._env)
+        self._child = subprocess.Popen(self.command)
         began = time.monotonic()
         failures = 0
         while not self._stop.wait(self._probe_interval if self._serving else 0.2):

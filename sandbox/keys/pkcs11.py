@@ -170,6 +170,7 @@ class _Connection:
         self._process: subprocess.Popen[bytes] | None = None
         self._starts: collections.deque[float] = collections.deque()
         self._answered = False
+        self._calls = 0
 
     @property
     def logged_in(self) -> bool:
@@ -206,11 +207,21 @@ class _Connection:
 
     def _exchange(self, where: str, request: dict[str, Any]) -> dict[str, Any]:
         process = self._process
+        recycle = process is not None and self._calls >= _CALLS_PER_WORKER
+        if recycle:
+            self._stop()  # planned: SoftHSM2 keeps ~200 B per unwrap until C_Finalize
+            process = None
         if process is None or process.poll() is not None:
-            process = self._start(where)
+            process = self._start(where, planned=recycle)
         try:
-            assert process.stdin is not None
-            write_all(process.stdin.fileno(), encode_frame(request))
+            try:
+                self._send(process, request)
+            except BrokenPipeError:
+                # The worker died while idle (not yet reaped): nothing of this request
+                # reached it, so it is safe to send it once to a new worker.
+                self._stop("exited while idle")
+                process = self._start(where)
+                self._send(process, request)
             reply = self._receive(process, self._settings.call_timeout)
         except (OSError, ProtocolError, ValueError) as error:
             self._stop(type(error).__name__)
@@ -225,7 +236,12 @@ class _Connection:
                 "— retry (a new worker is started)"
             ) from None
         self._answered = self._answered or "ok" in reply
+        self._calls += 1
         return reply
+
+    def _send(self, process: subprocess.Popen[bytes], request: dict[str, Any]) -> None:
+        assert process.stdin is not None
+        write_all(process.stdin.fileno(), encode_frame(request))
 
     def _receive(self, process: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
         assert process.stdout is not None
@@ -251,11 +267,12 @@ class _Connection:
             count -= len(chunk)
         return b"".join(chunks)
 
-    def _start(self, where: str) -> subprocess.Popen[bytes]:
+    def _start(self, where: str, *, planned: bool = False) -> subprocess.Popen[bytes]:
+        """Start a worker; unless ``planned`` (a recycle), within the restart limit."""
         now = time.monotonic()
         while self._starts and now - self._starts[0] > _START_WINDOW:
             self._starts.popleft()
-        if len(self._starts) >= _MAX_STARTS:
+        if not planned and len(self._starts) >= _MAX_STARTS:
             wait = _START_WINDOW - (now - self._starts[0])
             raise KeyProviderUnavailable(
                 f"{where}: the PKCS#11 worker process was started {len(self._starts)} times "
@@ -263,7 +280,9 @@ class _Connection:
                 "HSM module (it may crash the worker)"
             )
         self._stop()
-        self._starts.append(now)
+        if not planned:
+            self._starts.append(now)
+        self._calls = 0
         try:
             process = subprocess.Popen(
                 [sys.executable, "-I", str(_WORKER_SCRIPT)],
@@ -338,6 +357,9 @@ _WORKER_SCRIPT = Path(__file__).with_name("pkcs11_worker.py")
 _MAX_STARTS = 5
 """At most this many worker starts per :data:`_START_WINDOW` (a crashing module)."""
 _START_WINDOW = 60.0
+_CALLS_PER_WORKER = 20_000
+"""A worker is replaced (between calls) after this many: some modules keep memory per
+call until ``C_Finalize`` (SoftHSM2: ~200 B per unwrap), which only a new process ends."""
 _START_TIMEOUT = 30.0
 """Seconds a new worker may take to start (an interpreter start on a loaded node)."""
 

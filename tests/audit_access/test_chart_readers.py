@@ -129,7 +129,45 @@ def test_readers_reach_the_service_only_from_the_peers_the_values_name(repo_root
             "from": [
                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
             ],
-            "ports": [{"protocol": "TCP", "port": 8080}],
+            # the read server's port: readers never reach the writers' 8080
+            "ports": [{"protocol": "TCP", "port": 8081}],
         }
     ]
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "audit"
+    single = render_chart(
+        repo_root,
+        "audit.kubernetesReaders.enabled=true",
+        f"audit.kubernetesReaders.from={peer}",
+        "audit.readServer.enabled=false",
+        set_flag="--set-json",
+    )
+    policy = _find(single, "NetworkPolicy", "rs-audit-readers")
+    assert policy is not None
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_the_chart_serves_reads_from_the_read_server_by_default(repo_root: Path) -> None:
+    docs = render_chart(repo_root)
+    service = _find(docs, "Service", "rs-audit")
+    assert service is not None
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports == {"http": 8080, "read": 8081}
+    audit = _find(docs, "StatefulSet", "rs-audit")
+    assert audit is not None
+    [container] = audit["spec"]["template"]["spec"]["containers"]
+    assert {"name": "read", "containerPort": 8081} in container["ports"]
+    args = container["args"]
+    assert "--read-listen=0.0.0.0:8081" in args
+    assert "--read-nice=10" in args
+    assert "--read-rate=50000" in args
+    # readiness stays on the writer: a read server down never takes appends away
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
+    off = render_chart(repo_root, "audit.readServer.enabled=false")
+    service = _find(off, "Service", "rs-audit")
+    assert service is not None
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    audit = _find(off, "StatefulSet", "rs-audit")
+    assert audit is not None
+    assert not any(
+        a.startswith("--read-") for a in audit["spec"]["template"]["spec"]["containers"][0]["args"]
+    )

@@ -155,8 +155,9 @@ def served(
         log.publish_checkpoint()
     writers = base / "writers"
     writers.write_text("")
-    port, tls_port = free_port(), free_port()
+    port, tls_port, read_port = free_port(), free_port(), free_port()
     output = base / "serve.log"
+    # As the chart runs it: the read server (its own process) terminates TLS for readers.
     command = [
         sys.executable, "-m", "sandbox.cli", "audit", "serve",
         "--log", str(base / "log"), "--key", str(key), "--writers", str(writers),
@@ -164,11 +165,13 @@ def served(
         "--kubeconfig", str(setup.service_kubeconfig), "--access-cache-seconds", "0",
         "--tls-listen", f"127.0.0.1:{tls_port}", "--tls-cert", str(tls_cert),
         "--tls-key", str(tls_key), "--client-ca-file", str(control_plane.pki_dir / "ca.crt"),
+        "--read-listen", f"127.0.0.1:{read_port}",
     ]  # fmt: skip
     with output.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_healthy(proc, f"http://127.0.0.1:{port}/healthz", output)
+        wait_healthy(proc, f"http://127.0.0.1:{read_port}/healthz", output)
         yield Served(
             f"https://127.0.0.1:{tls_port}",
             base / "serving" / "ca.crt",
@@ -209,8 +212,10 @@ def test_a_verified_certificate_reads_its_tenant_as_its_user_or_group(
             assert http.get(f"{served.url}/v1/tenants/{a}/entries/1").status_code == 403
             assert http.get(f"{served.url}/v1/checkpoint").status_code == 403
             assert http.get(f"{served.url}/tlog/checkpoint").status_code == 403
+            # the TLS listener is the read server's, which appends nothing for anyone
             appended = http.post(f"{served.url}/v1/entries", json={"events": []})
-            assert appended.status_code == 403, appended.text
+            assert appended.status_code == 405, appended.text
+            assert "reads only" in appended.text
     assert _get(served, "unbound", f"/v1/tenants/{a}/entries") == 403
 
 

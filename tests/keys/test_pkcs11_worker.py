@@ -52,17 +52,20 @@ def _worker_pid(provider: Pkcs11KeyProvider) -> int:
     return pid
 
 
-def _wait_until_gone(pid: int) -> None:
-    """Bounded wait until ``pid`` has exited (a zombie counts: it runs no more)."""
-    for _ in range(1000):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return
-        if state in ("Z", "X"):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} is still running")
+def _kill_and_wait(provider: Pkcs11KeyProvider, sig: int = signal.SIGKILL) -> int:
+    """Send ``sig`` to the provider's worker; with SIGKILL, wait (bounded) until it has
+    exited entirely — all its threads — as the provider sees it. Returns its pid."""
+    process = provider._connection()._process
+    assert process is not None
+    os.kill(process.pid, sig)
+    if sig == signal.SIGKILL:
+        for _ in range(1000):
+            if process.poll() is not None:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"worker {process.pid} is still running")
+    return process.pid
 
 
 def _token_ids(softhsm: SoftHsm, sandbox_id: str) -> list[str]:
@@ -153,9 +156,7 @@ def test_a_worker_killed_while_idle_is_replaced_by_the_next_call(
 ) -> None:
     ref = fresh.create(sid, REGION, TAGS)
     key = fresh.data_key(sid)
-    old = _worker_pid(fresh)
-    os.kill(old, signal.SIGKILL)
-    _wait_until_gone(old)
+    old = _kill_and_wait(fresh)
     assert fresh.data_key(sid) == key
     assert fresh.get(sid) == ref
     assert _worker_pid(fresh) != old
@@ -173,11 +174,10 @@ def test_a_hung_worker_is_killed_and_the_call_fails_closed(
     try:
         provider.create(sid, REGION, TAGS)
         key = provider.data_key(sid)
-        stuck = _worker_pid(provider)
-        os.kill(stuck, signal.SIGSTOP)
+        stuck = _kill_and_wait(provider, signal.SIGSTOP)
         with pytest.raises(KeyProviderUnavailable, match="did not answer within 3 s"):
             provider.data_key(sid)
-        _wait_until_gone(stuck)
+        assert not Path(f"/proc/{stuck}").exists()  # killed and reaped
         assert provider.data_key(sid) == key
         assert _worker_pid(provider) != stuck
     finally:
@@ -191,11 +191,25 @@ def test_a_worker_that_keeps_dying_is_restarted_at_a_bounded_rate(
     fork loop: after five starts within a minute the provider refuses (fail closed)."""
     for _ in range(provider_module._MAX_STARTS):
         assert fresh.get(sid) is None
-        pid = _worker_pid(fresh)
-        os.kill(pid, signal.SIGKILL)
-        _wait_until_gone(pid)
+        _kill_and_wait(fresh)
     with pytest.raises(KeyProviderUnavailable, match="started 5 times"):
         fresh.get(sid)
+
+
+def test_a_worker_is_replaced_between_calls_after_its_call_budget(
+    fresh: Pkcs11KeyProvider, monkeypatch: pytest.MonkeyPatch, sid: str
+) -> None:
+    """SoftHSM2 keeps ~200 B per unwrap until C_Finalize, so a long-lived worker grows
+    slowly; after ``_CALLS_PER_WORKER`` calls it is replaced between two calls — no call
+    fails, and planned replacements do not count against the restart limit."""
+    monkeypatch.setattr(provider_module, "_CALLS_PER_WORKER", 3)
+    fresh.create(sid, REGION, TAGS)
+    key = fresh.data_key(sid)
+    pids = set()
+    for _ in range(4 * provider_module._MAX_STARTS):
+        assert fresh.data_key(sid) == key
+        pids.add(_worker_pid(fresh))
+    assert len(pids) > provider_module._MAX_STARTS
 
 
 def test_a_process_still_logged_in_from_a_lost_session_keeps_working(
