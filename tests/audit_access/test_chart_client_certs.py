@@ -27,7 +27,7 @@ def test_by_default_there_is_no_tls_listener(repo_root: Path) -> None:
     pod, service = _audit(render_chart(repo_root))
     args = pod["containers"][0]["args"]
     assert not [a for a in args if a.startswith(("--tls", "--client-ca"))]
-    assert [p["port"] for p in service["spec"]["ports"]] == [8080]
+    assert [p["port"] for p in service["spec"]["ports"]] == [8080, 8081]  # writers, readers
 
 
 def test_the_client_ca_is_mounted_and_given_to_the_tls_listener(repo_root: Path) -> None:
@@ -53,7 +53,11 @@ def test_the_client_ca_is_mounted_and_given_to_the_tls_listener(repo_root: Path)
     assert volumes["client-ca"]["configMap"]["name"] == "cluster-client-ca"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tls", "/client-ca"} <= mounts
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "https": 8443}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "http": 8080,
+        "read": 8081,
+        "https": 8443,  # served by the read server's process
+    }
 
 
 def _refused(repo_root: Path, *assignments: str) -> str:
