@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +48,7 @@ from audit.proof import TlogProof, verify_tlog_proof
 from audit.signing import write_vkey_file
 from audit.wal import MAGIC, encode_record
 
-__all__ = ["PAGE", "RemoteLog"]
+__all__ = ["PAGE", "RATE_WAIT", "RemoteLog"]
 
 PAGE = 1_000
 """Entries asked for per request."""
@@ -87,13 +88,22 @@ class RemoteLog:
         return f"RemoteLog({str(self._http.base_url)!r}, tenant={self.tenant!r})"  # no token
 
     def _get(self, path: str, *, scoped: bool = True, **params: Any) -> httpx.Response:
+        """GET ``path``; a 429 (past this reader's rate on the read server) is waited out
+        as its ``Retry-After`` says, for at most :data:`RATE_WAIT` seconds in all."""
         url = (self._prefix if scoped else "/v1") + path
-        try:
-            response = self._http.get(url, params=params)
-        except httpx.HTTPError as exc:
-            raise AuditUnavailable(
-                f"audit service at {self._http.base_url} unreachable: {type(exc).__name__}"
-            ) from exc
+        waited = 0.0
+        while True:
+            try:
+                response = self._http.get(url, params=params)
+            except httpx.HTTPError as exc:
+                raise AuditUnavailable(
+                    f"audit service at {self._http.base_url} unreachable: {type(exc).__name__}"
+                ) from exc
+            pause = _retry_after(response)
+            if pause is None or waited + pause > RATE_WAIT:
+                break
+            time.sleep(pause)
+            waited += pause
         if response.status_code != 200:
             detail = response.text[:300].strip()
             error = AuditRejected if 400 <= response.status_code < 500 else AuditUnavailable
@@ -254,6 +264,18 @@ class RemoteLog:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+RATE_WAIT = 300.0
+"""Most seconds one read waits out 429 answers before it fails."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds a 429 asks to wait (1 if it does not say); ``None`` for any other answer."""
+    if response.status_code != 429:
+        return None
+    value = response.headers.get("retry-after", "1")
+    return float(min(60, max(1, int(value)))) if value.isdigit() else 1.0
 
 
 def _hashes(body: Any) -> list[bytes]:

@@ -35,6 +35,7 @@ from audit.log import AuditLog
 from audit.note import Signer
 from audit.proof import TlogProof, verify_tlog_proof
 from audit.read_server import PublishedLog, ReaderRates, ReadServerProcess, create_read_app
+from audit.remote import RemoteLog
 from audit.service import AccessPolicy, create_app, token_digest
 from audit.signing import generate_key_file
 from sandbox.devenv.processes import free_port
@@ -331,3 +332,22 @@ def test_audit_serve_with_a_read_port_restarts_a_killed_read_server(
         stop_process(server)
         out.close()
     assert READER not in (tmp_path / "server.log").read_text()
+
+
+def test_the_remote_reader_waits_out_its_rate_and_reads_the_whole_log(
+    filled: AuditLog, serve: Serve, signer: Signer
+) -> None:
+    published = PublishedLog(filled.path)
+    rates = ReaderRates(rate=1000, burst=1000)
+    try:
+        with serve(create_read_app(published, _policy(), rates=rates)) as reader:
+            with RemoteLog(reader, READER, [signer.verifier]) as remote:
+                assert len(list(remote.entries())) == 600  # 1 + 600 of a 1,000 burst
+                # the bucket is nearly empty now: the next full read waits, then passes
+                again = [index for index, _ in remote.entries()]
+            assert again == list(range(600))
+            metrics = httpx.get(f"{reader}/metrics").text
+            assert "regsandbox_audit_read_rate_limited_total 0.0" not in metrics
+    finally:
+        published.close()
+        filled.close()
