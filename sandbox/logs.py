@@ -13,14 +13,19 @@ renderer, so a kopf line is as parseable as ours. Values under keys that name se
 replaced by ``[redacted]`` whatever logged them; the Kubernetes client and urllib3,
 whose debug lines echo request and response bodies (a TokenReview's carries the token),
 never log below WARNING.
+
+Request ids: a line logged while a gateway request or an operator reconcile runs carries
+its ``request_id``, the id the audit entries it causes carry too (:func:`bind_request_id`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import IO, Literal
 
 import structlog
@@ -29,6 +34,7 @@ __all__ = [
     "LOG_FORMATS",
     "REDACTED",
     "LogFormat",
+    "bind_request_id",
     "configure_logging",
     "log_handler",
     "redact_secrets",
@@ -80,6 +86,29 @@ def redact_secrets(
     for key in list(event_dict):
         event_dict[key] = _redacted(key, event_dict[key])
     return event_dict
+
+
+def bind_request_id(request_id: str) -> Callable[[], None]:
+    """Put ``request_id`` on every log line of the current context from now on.
+
+    The context is the thread or asyncio task (kopf runs each synchronous handler in a
+    copy of its own, so a binding there ends with the handler). Returns the function
+    that takes the binding off again, restoring what was bound before; calling it a
+    second time, or from another context, does nothing.
+    """
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    done = False
+
+    def unbind() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        # From another context the token does not apply: that context ends on its own.
+        with contextlib.suppress(ValueError):
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    return unbind
 
 
 def _redacted(key: object, value: object) -> object:

@@ -32,6 +32,7 @@ from sandbox.api.meta import Condition, ConditionStatus, WireModel
 from sandbox.lifecycle.decisions import audit_decision
 from sandbox.lifecycle.platform import Platform
 from sandbox.lifecycle.result import StepResult
+from sandbox.logs import bind_request_id
 from sandbox.policy.model import Decision
 
 __all__ = ["AUDIT_DOWN", "AUDIT_RETRY_SECONDS", "Outcome", "Step", "read_status"]
@@ -111,7 +112,9 @@ class Step(Generic[StatusT]):
         self._touched: set[str] = set()
         self._failed = False
         self.reconcile_id = uuid.uuid4().hex
-        """This reconcile's id: the ``request_id`` of the entries it logs (unless set)."""
+        """This reconcile's id: the ``request_id`` of the entries it logs (unless set),
+        and of every process log line from here to :meth:`finish`."""
+        self._unbind_logs = bind_request_id(self.reconcile_id)
 
     # -- building --------------------------------------------------------------------
 
@@ -238,4 +241,5 @@ class Step(Generic[StatusT]):
                 Condition.model_validate(c) for c in self.conds
             ]
         self.result.status = self.status.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        self._unbind_logs()
         return self.result
