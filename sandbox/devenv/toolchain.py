@@ -174,8 +174,8 @@ TOOLS: dict[str, Tool] = {
             "github.com/prometheus/prometheus",
             "v0.316.0",
             ("-X github.com/prometheus/common/version.Version=v0.316.0",),
-            # Checks and unit-tests the chart's alerting rules. Without Prometheus's
-            # service-discovery plugins (cloud SDKs), which halves a cold build.
+            # Checks and unit-tests the chart's alerting rules. Built without Prometheus's
+            # service-discovery plugins (cloud SDKs): 1,117 packages instead of 1,364.
             tags=("remove_all_sd",),
         ),
     )
