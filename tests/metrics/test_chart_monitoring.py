@@ -82,7 +82,8 @@ def test_every_object_passes_the_dry_run_with_monitoring_on(
 def test_a_mistyped_alert_is_refused_by_the_dry_run(
     admin_api: client.ApiClient, repo_root: Path
 ) -> None:
-    """The monitoring CRDs here do refuse what the real ones refuse (the check has teeth)."""
+    """prometheus-operator's CRDs refuse a malformed duration and an unknown rule field
+    (the dry run has teeth)."""
     install_crds(admin_api, Path(__file__).parent / "crds")
     apply(admin_api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     rule = _named(_docs(repo_root, *ON), "PrometheusRule")["rs"]
