@@ -9,7 +9,9 @@ the gateway's own CamelCase codes.
 
 - ``regsandbox_gateway_http_*``: requests by route, method and code, their duration, body
   bytes sent and received (:class:`audit.metrics.HttpMetrics`);
-- ``regsandbox_gateway_refusals_total{reason,code}``: refused requests;
+- ``regsandbox_gateway_refusals_total{reason,code}``: refused requests, including
+  conditional reads whose condition is false (``NotModified`` 304,
+  ``PreconditionFailed`` 412), which send no data and are logged as refused;
 - ``regsandbox_gateway_audit_unavailable_total``: 503s answered because the audit log
   refused the request's record (nothing was sent or stored);
 - ``regsandbox_gateway_audit_append_seconds`` and
@@ -44,7 +46,8 @@ __all__ = [
 
 REFUSALS = Counter(
     "regsandbox_gateway_refusals",
-    "Requests refused (and logged as refused), by reason code and HTTP status.",
+    "Requests refused (and logged as refused), by reason code and HTTP status; "
+    "conditional reads answered 304 NotModified or 412 PreconditionFailed included.",
     ["reason", "code"],
 )
 AUDIT_UNAVAILABLE = Counter(

@@ -94,13 +94,13 @@ class SpyStorage(Storage):
         super().__init__(*args, **kwargs)
         self.keys: list[str] = []
 
-    def head(self, location: Any, key: str) -> Any:
+    def head(self, location: Any, key: str, conditions: Any = None) -> Any:
         self.keys.append(key)
-        return super().head(location, key)
+        return super().head(location, key, conditions)
 
-    def open(self, location: Any, key: str, byte_range: Any) -> Any:
+    def open(self, location: Any, key: str, byte_range: Any, conditions: Any = None) -> Any:
         self.keys.append(key)
-        return super().open(location, key, byte_range)
+        return super().open(location, key, byte_range, conditions)
 
     def list(self, location: Any, prefix: str, after: str | None, max_keys: int) -> Any:
         self.keys.append(prefix)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client import REGISTRY
 
 from sandbox.devenv.minio import MinioServer
 from sandbox.gateway.preconditions import (
@@ -336,7 +338,7 @@ def test_a_false_condition_is_logged_as_refused_with_no_bytes(
 ) -> None:
     """No data flows on a 412 or 304, and the log says so: a ``refused`` record per
     request (outcome ``failure``, allowed, with the reason, status and the ETag
-    compared), and no ``read`` record."""
+    compared), and no ``read`` record; the refusal counter counts it by reason."""
     etag = sides.etag
     call = getattr(sides.gateway, operation)
     for params, status, reason in (
@@ -344,8 +346,13 @@ def test_a_false_condition_is_logged_as_refused_with_no_bytes(
         ({"IfNoneMatch": etag}, 304, "NotModified"),
     ):
         start = audit_sink.size
+        labels = {"reason": reason, "code": str(status)}
+        counted = REGISTRY.get_sample_value("regsandbox_gateway_refusals_total", labels) or 0
         with pytest.raises(ClientError):
             call(Bucket=sides.dataset, Key=KEY, **params)
+        assert REGISTRY.get_sample_value("regsandbox_gateway_refusals_total", labels) == (
+            counted + 1
+        )
         rows = [
             e
             for e in audit_sink.entries_since(start)
@@ -425,3 +432,24 @@ def test_if_match_never_yields_another_version_under_concurrent_overwrites(
         thread.join(timeout=30)
         sides.minio.delete_object(Bucket=BUCKET, Key=full)
     assert seen.get(200, 0) + seen.get(412, 0) >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_the_rest_api_takes_the_same_conditions(sides: Sides, s3_url: str, world: World) -> None:
+    """``GET``/``HEAD /v1/datasets/{d}/objects/{key}`` evaluate the same headers: 412
+    with the JSON error body, a bodiless 304 with the ETag, 200 when they hold."""
+    etag = sides.etag
+    url = f"{s3_url}/v1/datasets/{sides.dataset}/objects/{KEY}"
+    auth = {"Authorization": f"Bearer {world.token('alpha')}"}
+    failed = httpx.get(url, headers={**auth, "If-Match": OTHER}, timeout=30)
+    assert failed.status_code == 412
+    assert failed.json()["reason"] == "PreconditionFailed"
+    for method in ("GET", "HEAD"):
+        same = httpx.request(method, url, headers={**auth, "If-None-Match": etag}, timeout=30)
+        assert same.status_code == 304
+        assert same.content == b""
+        assert same.headers["etag"] == etag
+    fresh = httpx.get(url, headers={**auth, "If-Match": etag}, timeout=30)
+    assert fresh.status_code == 200
+    assert fresh.content == BODY
