@@ -1,4 +1,4 @@
-"""Conditional reads: If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since.
+"""Conditional reads: If-Match, If-None-Match, If-(Un)Modified-Since and If-Range.
 
 The conditions are parsed once per request (:meth:`Preconditions.from_headers`) and
 evaluated against the ETag and Last-Modified of the very object version whose bytes the
@@ -14,6 +14,7 @@ Evaluation follows RFC 9110 §13.2.2, which is also what S3 documents:
 3. ``If-None-Match`` false: 304 (reads only). When it is present ``If-Modified-Since`` is
    ignored (S3: ``If-None-Match`` false and ``If-Modified-Since`` true is 304).
 4. otherwise ``If-Modified-Since`` false: 304.
+5. a GET's ``Range`` with ``If-Range`` false is ignored: the whole object is sent (200).
 
 ``If-Match`` compares strongly and ``If-None-Match`` weakly (RFC 9110 §8.8.3.2). An
 unquoted tag is read as the quoted one, as S3 and MinIO do. A date that is not an
@@ -174,6 +175,8 @@ class Preconditions:
     none_match_any: bool = False
     if_modified_since: dt.datetime | None = None
     if_unmodified_since: dt.datetime | None = None
+    if_range: str | None = None
+    """``If-Range`` as sent (an entity-tag or an HTTP-date); see :meth:`range_applies`."""
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Preconditions | None:
@@ -182,7 +185,8 @@ class Preconditions:
         none_match = headers.get("if-none-match")
         modified = parse_http_date(headers.get("if-modified-since"))
         unmodified = parse_http_date(headers.get("if-unmodified-since"))
-        if match is None and none_match is None and modified is None and unmodified is None:
+        if_range = headers.get("if-range")
+        if all(h is None for h in (match, none_match, modified, unmodified, if_range)):
             return None
         if_match = parse_entity_tags(match) if match is not None else None
         if_none_match = parse_entity_tags(none_match) if none_match is not None else None
@@ -193,6 +197,7 @@ class Preconditions:
             none_match_any=none_match is not None and if_none_match is None,
             if_modified_since=None if none_match is not None else modified,
             if_unmodified_since=None if match is not None else unmodified,
+            if_range=if_range,
         )
 
     @property
@@ -238,6 +243,24 @@ class Preconditions:
             raise NotModified(
                 "the object was not modified since If-Modified-Since", etag, last_modified
             )
+
+    def range_applies(self, etag: str, last_modified: dt.datetime | None) -> bool:
+        """Whether a Range of a GET is served for this version (RFC 9110 §13.1.5).
+
+        True without ``If-Range``. An entity-tag must match strongly (a weak one never
+        does); a date must equal the Last-Modified exactly. Anything else is false: the
+        whole current object is sent (200) rather than a part of another version.
+        """
+        if self.if_range is None:
+            return True
+        value = self.if_range.strip()
+        if value.startswith(('"', "W/")):
+            tags = parse_entity_tags(value)
+            if tags is None or len(tags) != 1:
+                return False
+            return tags[0].strong_match(_object_tag(etag))
+        when = parse_http_date(value)
+        return when is not None and last_modified is not None and _seconds(last_modified) == when
 
     def upstream(self) -> dict[str, str]:
         """The one condition the store can evaluate itself, as boto3 parameters.

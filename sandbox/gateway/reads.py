@@ -166,7 +166,7 @@ async def get_object(
         **response_headers(record, status),
         **object_headers(stream, stream.etag, stream.last_modified),
     }
-    whole = byte_range is None
+    whole = stream.content_range is None  # also a Range ignored for a false If-Range
     if small is None:
         return await _streamed(gw, record, stream, headers, status, whole)
     if isinstance(small, StorageUnavailable):

@@ -281,7 +281,9 @@ class Storage:
         whose body is returned (and ``If-Match`` is also sent to the store), so the
         stream is always of a version that satisfies them, even if the object is
         overwritten meanwhile. Conditions are decided before the range (RFC 9110
-        §13.2.2): a false one wins over a range outside the object.
+        §13.2.2): a false one wins over a range outside the object. With an
+        ``If-Range`` that does not name the version read, the range is ignored and the
+        whole object is returned (RFC 9110 §13.1.5).
 
         Raises:
             PreconditionFailed, NotModified: a condition is false (nothing is read).
@@ -299,21 +301,37 @@ class Storage:
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise ObjectNotFound("no such object") from None
             if code == "InvalidRange":
-                size = None
-                with contextlib.suppress(ObjectNotFound, StorageUnavailable):
-                    size = self.head(location, key, conditions).size
-                raise RangeNotSatisfiable("range outside the object", size) from None
+                return self._unsatisfiable(location, key, conditions)
             raise StorageUnavailable(f"S3 GET failed: {code or 'error'}") from None
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 GET failed: {type(exc).__name__}") from None
         stream = ObjectStream(dict(response))
-        if conditions is not None:
-            try:
-                conditions.check(stream.etag, stream.last_modified)
-            except (PreconditionFailed, NotModified):
-                stream.close()
-                raise
+        if conditions is None:
+            return stream
+        try:
+            conditions.check(stream.etag, stream.last_modified)
+        except (PreconditionFailed, NotModified):
+            stream.close()
+            raise
+        if byte_range is not None and not conditions.range_applies(
+            stream.etag, stream.last_modified
+        ):
+            stream.close()  # If-Range names another version: send the whole object
+            return self.open(location, key, None, conditions)
         return stream
+
+    def _unsatisfiable(
+        self, location: DatasetLocation, key: str, conditions: Preconditions | None
+    ) -> ObjectStream:
+        """After the store's InvalidRange: a false condition (raised), the whole object
+        if ``If-Range`` names another version, else RangeNotSatisfiable with the size."""
+        try:
+            info = self.head(location, key, conditions)
+        except (ObjectNotFound, StorageUnavailable):
+            raise RangeNotSatisfiable("range outside the object") from None
+        if conditions is not None and not conditions.range_applies(info.etag, info.last_modified):
+            return self.open(location, key, None, conditions)
+        raise RangeNotSatisfiable("range outside the object", info.size)
 
     def list(
         self, location: DatasetLocation, prefix: str, after: str | None, max_keys: int

@@ -1,4 +1,4 @@
-"""Conditional GetObject / HeadObject: If-Match, If-None-Match, If-(Un)Modified-Since.
+"""Conditional GetObject / HeadObject: If-Match, If-None-Match, If-(Un)Modified-Since, If-Range.
 
 Expected answers come from RFC 9110 §13 and the S3 API reference (GetObject, HeadObject):
 a false ``If-Match`` / ``If-Unmodified-Since`` is 412 PreconditionFailed, a false
@@ -12,6 +12,7 @@ dates) are sent as raw headers, signed, and checked against the RFC.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
 import secrets
 import threading
@@ -127,6 +128,23 @@ def test_only_one_condition_the_store_agrees_on_is_sent_upstream() -> None:
     date = "Mon, 01 Jan 2001 00:00:00 GMT"
     assert sent({"If-None-Match": '"a"', "If-Unmodified-Since": date}) == {}
     assert sent({"If-Modified-Since": date}) == {}
+
+
+def test_if_range_is_true_only_for_the_version_it_names() -> None:
+    etag, changed = '"abc"', dt.datetime(2020, 1, 1, 12, 0, 0, 500_000, tzinfo=dt.UTC)
+
+    def applies(value: str) -> bool:
+        conditions = Preconditions.from_headers({"if-range": value})
+        assert conditions is not None
+        return conditions.range_applies(etag, changed)
+
+    assert applies(etag)
+    assert applies("Wed, 01 Jan 2020 12:00:00 GMT")
+    assert not applies('W/"abc"')
+    assert not applies('"other"')
+    assert not applies('"abc", "abc"')
+    assert not applies("Wed, 01 Jan 2020 12:00:01 GMT")
+    assert not applies("not a date")
 
 
 def _ci(headers: dict[str, str]) -> dict[str, str]:
@@ -316,6 +334,39 @@ def test_conditional_edge_cases_as_rfc_9110_says(
         assert got[1] == len(BODY)
 
 
+IF_RANGE_CASES: list[tuple[str, str, str, int]] = [
+    ("If-Range-its-ETag-206", ETAG, "bytes=0-9", 206),
+    ("If-Range-other-ETag-whole-object-200", OTHER, "bytes=0-9", 200),
+    ("If-Range-weak-ETag-never-matches-200", "W/" + ETAG, "bytes=0-9", 200),
+    ("If-Range-its-Last-Modified-206", "<date>", "bytes=0-9", 206),
+    ("If-Range-another-date-200", "Mon, 01 Jan 2001 00:00:00 GMT", "bytes=0-9", 200),
+    ("If-Range-malformed-200", "sometime", "bytes=0-9", 200),
+    ("If-Range-other-ETag-unsatisfiable-Range-200", OTHER, "bytes=99999-", 200),
+    ("If-Range-its-ETag-unsatisfiable-Range-416", ETAG, "bytes=99999-", 416),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "if_range", "byte_range", "status"), IF_RANGE_CASES, ids=[c[0] for c in IF_RANGE_CASES]
+)
+@pytest.mark.integration
+@pytest.mark.s3
+def test_if_range_sends_the_range_only_of_the_version_it_names(
+    sides: Sides, case: str, if_range: str, byte_range: str, status: int
+) -> None:
+    """RFC 9110 §13.1.5: a GET's Range with a false If-Range is ignored and the whole
+    object sent (200), so a resumed download never mixes two versions."""
+    head = sides.minio.head_object(Bucket=BUCKET, Key=sides.base + KEY)
+    date = email.utils.format_datetime(head["LastModified"].astimezone(dt.UTC), usegmt=True)
+    _raw(sides.gateway, {"If-Range": if_range.replace(ETAG, head["ETag"]).replace("<date>", date)})
+    got = _answer(lambda: sides.gateway.get_object(Bucket=sides.dataset, Key=KEY, Range=byte_range))
+    assert got[0] == status, case
+    if status == 200:
+        assert got[1] == len(BODY)
+    if status == 206:
+        assert got[1] == 10
+
+
 @pytest.mark.integration
 @pytest.mark.s3
 def test_304_carries_the_etag_and_no_body(sides: Sides, s3_url: str) -> None:
@@ -385,6 +436,10 @@ def test_if_match_of_a_version_overwritten_after_head_is_412(sides: Sides) -> No
             sides.gateway.get_object(Bucket=sides.dataset, Key=key, IfMatch=old)
         assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
         assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
+        _raw(sides.gateway, {"If-Range": old})  # resuming the old version's download
+        rest = sides.gateway.get_object(Bucket=sides.dataset, Key=key, Range="bytes=5-")
+        assert rest["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert rest["Body"].read() == b"new version!"
     finally:
         sides.minio.delete_object(Bucket=BUCKET, Key=full)
 
