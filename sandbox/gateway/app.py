@@ -79,6 +79,8 @@ _GET_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": BINARY, "description": "The object."},
     206: {"content": BINARY, "description": "The requested range."},
     404: {"model": ErrorBody, "description": "No such object."},
+    304: {"description": "If-None-Match or If-Modified-Since is false; no body."},
+    412: {"model": ErrorBody, "description": "If-Match or If-Unmodified-Since is false."},
     416: {"model": ErrorBody, "description": "Range not satisfiable, or more than one range."},
     **ERRORS,
 }
