@@ -114,7 +114,10 @@ def build_platform(settings: OperatorSettings) -> Platform:
     """Connect to the API server, load policies, open the audit sink, set up keys."""
     api = api_client(settings)
     engine, policies = _engine(settings)
-    versions = VersionIndex(api).start()
+    # Secrets are listed at most three times per drift interval (10 s at most apart): an
+    # edited Secret is put back within one interval and that much.
+    list_fresh_for = max(1.0, min(10.0, settings.resync_seconds / 3))
+    versions = VersionIndex(api, list_fresh_for=list_fresh_for).start()
     platform = Platform(
         api=api,
         engine=engine,

@@ -19,10 +19,21 @@ from kubernetes import client
 
 from sandbox.kube.apply import get
 
-__all__ = ["DEFAULT_TTL", "WatchedObjects"]
+__all__ = ["DEFAULT_TTL", "WatchedObjects", "strip_managed_fields"]
 
 DEFAULT_TTL = 10.0
 """Seconds an entry is used without an event or a read refreshing it."""
+
+
+def strip_managed_fields(obj: Any) -> None:
+    """Remove ``metadata.managedFields`` from an object kept in memory, in place.
+
+    The field managers' bookkeeping is close to half of a typical object's size and
+    nothing the operator keeps an object for reads it.
+    """
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
 
 
 class WatchedObjects:
