@@ -62,6 +62,10 @@ salted by each entry's random nonce.
 An append answers only after the log reports the batch durable; if the log fails, the
 answer is 503 and the client must treat the events as not logged.
 
+Reads can be served by a process of their own instead (:mod:`audit.read_server`, ``audit
+serve --read-listen``): the read routes are the same code (:func:`add_read_routes`), and
+this listener then serves writers only (:attr:`AccessPolicy.reads_at`).
+
 A log that is not consistent with its checkpoint anchor (:mod:`audit.anchor`) is never
 opened for writing: :func:`create_refusing_app` then answers every ``/v1`` request with
 503, ``/healthz`` and ``/v1/status`` with the reason, and the metric
