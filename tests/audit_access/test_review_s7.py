@@ -1,0 +1,168 @@
+"""Attacker-minded review of the audit read server (session 7), as failing tests.
+
+Each test states what an attacker (or an accident) does and what the read server must
+do; those marked ``xfail(strict=True)`` fail today and describe the finding — the fix is
+in the review report (``/work/helpers/reports/s7/review.md``). Real servers: uvicorn on
+loopback over a real log directory, as the read server runs in ``audit serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from audit.durable import replace_file
+from audit.entry import Actor, Event, Resource
+from audit.log import CHECKPOINT_FILE, ENTRIES_FILE, AuditLog
+from audit.note import Signer
+from audit.read_server import PublishedLog, ReaderRates, create_read_app
+from audit.service import AccessPolicy, token_digest
+from tests.servers import serve_app
+
+ORIGIN = "audit.regsandbox.test/review"
+READER = "review-reader-token"
+OTHER = "review-other-reader-token"
+
+
+def _policy() -> AccessPolicy:
+    return AccessPolicy(
+        writers={}, readers={token_digest(READER): "auditor", token_digest(OTHER): "other"}
+    )
+
+
+def _auth(token: str = READER) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _event(n: int) -> Event:
+    return Event(
+        actor=Actor(service_account="sbx-acme-a/w"),
+        action="dataset.read",
+        resource=Resource(kind="Dataset", name=f"d-{n}", tenant="acme"),
+        outcome="success",
+        details={"n": n},
+    )
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[AuditLog]:
+    """A log checkpointing only on demand (so the test decides what is published)."""
+    opened = AuditLog.create(
+        tmp_path / "log", ORIGIN, Signer.generate(ORIGIN), checkpoint_interval=3600
+    )
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _size(note: bytes) -> int:
+    return int(note.split(b"\n")[1])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review s7 finding: PublishedLog reloads any checkpoint file, so a checkpoint "
+    "replaced by an older one (smaller tree) is served as the log without complaint",
+)
+def test_a_checkpoint_file_rolled_back_to_an_older_tree_is_not_served(log: AuditLog) -> None:
+    """Someone with write access to the volume (or a careless restore of one file)
+    puts back an older signed checkpoint: readers would be shown a log that shrank —
+    the newest entries (the ones an insider most wants hidden) vanish from every read,
+    the console and the tiles. The read server has seen the larger tree; it must refuse
+    to serve the smaller one (503, and /healthz says so) rather than go back."""
+    log.append_batch([_event(n) for n in range(10)])
+    old = log.publish_checkpoint()
+    log.append_batch([_event(n) for n in range(10, 20)])
+    log.publish_checkpoint()
+    published = PublishedLog(log.path)
+    try:
+        with serve_app(create_read_app(published, _policy())) as url:
+            first = httpx.get(f"{url}/v1/checkpoint", headers=_auth())
+            assert _size(first.content) == 20
+            replace_file(log.path / CHECKPOINT_FILE, old)  # atomically, as the writer does
+            after = httpx.get(f"{url}/v1/checkpoint", headers=_auth())
+            entry = httpx.get(f"{url}/v1/entries/15", headers=_auth())
+            health = httpx.get(f"{url}/healthz")
+            assert after.status_code == 503, after.text  # today: 200, the size-10 note
+            assert entry.status_code == 503, entry.text  # today: 404 ("no entry 15")
+            assert health.status_code == 503
+    finally:
+        published.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review s7 finding: a console search page is charged 1 entry to the reader's "
+    "rate bucket although it reads up to 5,000 entries, so the console evades the bound",
+)
+def test_console_searches_are_charged_for_the_entries_they_read(log: AuditLog) -> None:
+    """A reader whose API reads are bounded to ``burst`` entries pages through the log
+    via the console instead: a search with a filter that matches nothing reads every
+    entry of the log (up to the console's 5,000-entry budget) per page. Five such pages
+    read 15,000 entries with a bucket of 1,000 and (nearly) no refill: at least one
+    must be refused with 429, as the same reads through /v1/entries are."""
+    log.append_batch([_event(n) for n in range(3000)])
+    log.publish_checkpoint()
+    published = PublishedLog(log.path)
+    rates = ReaderRates(rate=0.001, burst=1000)
+    try:
+        with serve_app(create_read_app(published, _policy(), rates=rates)) as url:
+            api = [
+                httpx.get(f"{url}/v1/entries?start={s}&end={s + 1000}", headers=_auth())
+                for s in (0, 1000)
+            ]
+            assert [a.status_code for a in api] == [200, 429]  # the API read is bounded
+            pages = [  # another reader, with a full bucket
+                httpx.get(
+                    f"{url}/console/log/entries?actor=nobody-at-all",
+                    headers=_auth(OTHER),
+                    timeout=60,
+                )
+                for _ in range(5)
+            ]
+            codes = [p.status_code for p in pages]
+            assert 429 in codes, codes  # today: five 200s, 15,000 entries read
+    finally:
+        published.close()
+
+
+def test_the_read_server_never_serves_past_the_published_checkpoint(log: AuditLog) -> None:
+    """Entries that are durable but not yet in a checkpoint (the writer appends between
+    its checkpoints) are invisible on every read route, tiles and tenant routes included;
+    and an entry file torn past the checkpoint does not break reads of what it covers."""
+    log.append_batch([_event(n) for n in range(300)])
+    log.publish_checkpoint()
+    log.append_batch([_event(n) for n in range(300, 600)])  # durable, not published
+    with (log.path / ENTRIES_FILE).open("ab") as entries:
+        entries.write(b"\x00\x00\x01\x00torn")  # a crashed writer's partial record
+    published = PublishedLog(log.path)
+    try:
+        with serve_app(create_read_app(published, _policy())) as url:
+            for path in (
+                "/v1/entries/300",
+                "/v1/entries?start=299&end=301",
+                "/v1/receipt/300",
+                "/v1/proof/inclusion?index=300",
+                "/v1/proof/consistency?old=1&new=301",
+                "/v1/tenants/acme/entries/300",
+                "/v1/tenants/acme/receipt/300",
+                "/tlog/tile/entries/001",
+                "/tlog/tile/0/001",
+                "/tlog/tile/entries/001.p/45",
+            ):
+                answer = httpx.get(url + path, headers=_auth())
+                assert answer.status_code == 404, (path, answer.status_code)
+            listed = httpx.get(
+                f"{url}/v1/tenants/acme/entries?start=250&limit=100", headers=_auth()
+            )
+            assert listed.status_code == 200
+            assert max(e["index"] for e in listed.json()["entries"]) == 299
+            console = httpx.get(f"{url}/console/log/entries/300", headers=_auth())
+            assert console.status_code == 404
+            assert httpx.get(f"{url}/v1/entries/299", headers=_auth()).status_code == 200
+    finally:
+        published.close()
