@@ -51,19 +51,14 @@ from urllib.parse import urlsplit
 
 from kubernetes import client
 
-from sandbox.devenv.chart import install_chart, uninstall_chart, wait_release_ready
-from sandbox.devenv.controlplane import ControlPlane
+from sandbox.devenv.chartstack import ChartStack, running_chart_stack
 from sandbox.devenv.dataplane import unavailable_reason
-from sandbox.devenv.images import image_ref
-from sandbox.devenv.minio import MinioServer, running_minio
+from sandbox.devenv.stack import StackSettings
+from sandbox.devenv.tenancy import add_tenant_with_dataset, dataset_manifest, grant_sandbox
 from sandbox.devenv.toolchain import find_tools_dir, tool_path
 from sandbox.devenv.workload import TOKEN_DIR, workload_pod
 from sandbox.kube.apply import apply, get
-from sandbox.provision.names import sandbox_namespace
-from sandbox.testing import api_client, sandbox_manifest
 
-SYSTEM_NS = "regsandbox-system"
-RELEASE = "regsandbox"
 BUCKET = "bench-datasets"
 SMALL_KEY, BIG_KEY = "reads/small-4k.bin", "reads/big.bin"
 POD = "reader"
@@ -192,91 +187,23 @@ class Reader:
         return True
 
 
-def _tenant_and_dataset(api: client.ApiClient, storage: MinioServer, tag: str) -> tuple[str, str]:
-    dataset, tenant = f"reads-{tag}", f"bench-{tag}"
-    apply(
-        api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": dataset},
-            "spec": {
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "location": {
-                    "bucket": BUCKET,
-                    "prefix": "reads/",
-                    "region": "onprem:lu-national-1",
-                    "endpoint": storage.endpoint,
-                },
-                "personalData": "pseudonymised",
-                "allowedPurposes": ["fraud-detection"],
-                "ictThirdParty": {"registerReference": "ROI-BENCH", "dataLocations": ["LU"]},
-            },
-        },
-    )
-    apply(
-        api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": tenant},
-            "spec": {
-                "organisation": "Bench",
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "members": [],
-                "attestations": {"supervisoryAuthority": "CSSF"},
-            },
-        },
-    )
-    _wait(lambda: get(api, "Namespace", f"tenant-{tenant}"), 120, "the tenant's home namespace")
-    return tenant, dataset
-
-
-def _granted(api: client.ApiClient, tenant: str, sandbox: str, dataset: str) -> bool:
-    obj = get(api, "Sandbox", sandbox, f"tenant-{tenant}") or {}
-    datasets = (obj.get("status") or {}).get("datasets") or []
-    return any(d["name"] == dataset and d["granted"] for d in datasets)
-
-
 def measure(args: argparse.Namespace, base: Path, load: LoadWatch) -> dict[str, Any]:
     """Set everything up, run the rounds, return the raw timings."""
-    plane = ControlPlane(base / "cp", data_plane=True)
-    print("starting a control plane with a node", flush=True)
-    plane.up(timeout=300)
-    try:
-        state = plane.load_state()
-        assert state is not None
-        api = api_client(plane.admin_kubeconfig)
-        with running_minio(base / "minio", host=state.bind_address) as storage:
-            release = install_chart(
-                plane,
-                repo=find_tools_dir().parent,
-                storage=storage,
-                directory=base / "release",
-                release=RELEASE,
-                namespace=SYSTEM_NS,
-                # Drift correction would remove the test-only exception: resync hourly.
-                values={"operator": {"resyncSeconds": 3600}},
-                progress=lambda m: print(m, flush=True),
-            )
-            try:
-                wait_release_ready(api, release, timeout=300)
-                return _run(args, plane, api, storage, load)
-            finally:
-                uninstall_chart(release)
-    finally:
-        plane.down()
+    print("starting a control plane with a node and installing the chart", flush=True)
+    settings = StackSettings(
+        directory=base,
+        repo=find_tools_dir().parent,
+        examples=(),
+        # Drift correction would remove the test-only exception: resync hourly.
+        resync_seconds=3600,
+        progress=lambda m: print(m, flush=True),
+    )
+    with running_chart_stack(settings) as stack:
+        return _run(args, stack, load)
 
 
-def _run(
-    args: argparse.Namespace,
-    plane: ControlPlane,
-    api: client.ApiClient,
-    storage: MinioServer,
-    load: LoadWatch,
-) -> dict[str, Any]:
+def _run(args: argparse.Namespace, stack: ChartStack, load: LoadWatch) -> dict[str, Any]:
+    api, storage = stack.admin, stack.minio
     small, big = secrets.token_bytes(4096), secrets.token_bytes(args.big_mib << 20)
     digests = {
         SMALL_KEY: hashlib.sha256(small).hexdigest(),
@@ -288,22 +215,26 @@ def _run(
     s3.put_object(Bucket=BUCKET, Key=BIG_KEY, Body=big)
     del big
     tag = secrets.token_hex(3)
-    tenant, dataset = _tenant_and_dataset(api, storage, tag)
-    sandbox = f"reads-{tag}"
-    apply(
+    dataset, tenant, sandbox = f"reads-{tag}", f"bench-{tag}", f"reads-{tag}"
+    add_tenant_with_dataset(
         api,
-        sandbox_manifest(
-            sandbox,
-            tenant,
-            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
-            datasets=[{"name": dataset, "purpose": "fraud-detection"}],
+        _wait,
+        tenant=tenant,
+        dataset=dataset_manifest(
+            dataset,
+            bucket=BUCKET,
+            prefix="reads/",
+            endpoint=storage.endpoint,
+            register_reference="ROI-BENCH",
         ),
+        organisation="Bench",
+        timeout=120,
+        what="the tenant's home namespace",
     )
-    _wait(lambda: _granted(api, tenant, sandbox, dataset), 180, "the dataset grant")
-    namespace = sandbox_namespace(tenant, sandbox)
-    client.CoreV1Api(api).create_namespaced_pod(
-        namespace, _reader_pod(namespace, image_ref("regsandbox"))
+    namespace = grant_sandbox(
+        api, _wait, tenant=tenant, sandbox=sandbox, dataset=dataset, timeout=180
     )
+    client.CoreV1Api(api).create_namespaced_pod(namespace, _reader_pod(namespace, stack.image))
 
     def ready() -> bool:
         pod = client.CoreV1Api(api).read_namespaced_pod(POD, namespace)
@@ -311,7 +242,7 @@ def _run(
 
     _wait(ready, 180, "the reader pod Ready")
     apply(api, direct_exception(namespace, storage.endpoint))
-    gateway = f"http://{RELEASE}-gateway.{SYSTEM_NS}.svc.cluster.local:8443/v1/datasets/{dataset}"
+    gateway = f"{stack.gateway_url}/v1/datasets/{dataset}"
     urls = {
         "gateway": {k: f"{gateway}/objects/{k.removeprefix('reads/')}" for k in digests},
         "direct": {
@@ -321,7 +252,7 @@ def _run(
             for k in digests
         },
     }
-    reader = Reader(plane.admin_kubeconfig, namespace)
+    reader = Reader(stack.plane.admin_kubeconfig, namespace)
     # Warm up both paths (DNS, the first TokenReview and grant lookup, the policy in force).
     _wait(lambda: reader.succeeds(urls["direct"][SMALL_KEY], False), 120, "the exception")
     _wait(lambda: reader.succeeds(urls["gateway"][SMALL_KEY], True), 120, "the gateway")

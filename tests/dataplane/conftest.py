@@ -20,7 +20,6 @@ from kubernetes import client
 from audit.log import AuditLog
 from audit.signing import generate_key_file
 from sandbox.devenv.controlplane import ControlPlane
-from sandbox.devenv.dataplane import unavailable_reason
 from sandbox.devenv.minio import MinioServer, running_minio
 from sandbox.devenv.operator_process import (
     OperatorProcess,
@@ -32,12 +31,9 @@ from sandbox.storage.admission import apply_claim_policies
 from sandbox.testing import api_client, install_crds
 
 from .pods import SYSTEM_NS, Kubectl
+from .stacks import require_data_plane
 
 ORIGIN = "audit.regsandbox.test/dataplane"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +42,7 @@ def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlan
 
     Set ``REGSANDBOX_TEST_DP_DIR`` to keep its logs (``DIR/logs``, ``DIR/node/logs``).
     """
-    reason = unavailable_reason()
-    if reason is not None:
-        if _in_ci():
-            pytest.fail(f"CI must run the data-plane tests, but: {reason}", pytrace=False)
-        pytest.skip(f"no data plane on this machine: {reason}")
+    require_data_plane()
     directory = Path(os.environ.get("REGSANDBOX_TEST_DP_DIR") or tmp_path_factory.mktemp("dp"))
     plane = ControlPlane(directory, data_plane=True)
     try:

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +26,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from audit.log import LogReader
 from sandbox.devenv.chart import APP_UID, ChartRelease, wait_release_ready
-from sandbox.devenv.chartstack import ChartStack, running_chart_stack
-from sandbox.devenv.dataplane import unavailable_reason
+from sandbox.devenv.chartstack import ChartStack
 from sandbox.devenv.demo import DemoStepError, run_tour
 from sandbox.devenv.minio import MinioServer
-from sandbox.devenv.stack import StackSettings
 from sandbox.devenv.toolchain import tool_path
 from sandbox.errors import ControlPlaneError
-from sandbox.kube.apply import apply, get
-from sandbox.provision.names import sandbox_namespace
-from sandbox.testing import sandbox_manifest
 
 from .pods import Kubectl, unique, wait_for, wait_running
+from .stacks import audit_entries, chart_stack, granted_sandbox, require_data_plane
 from .test_gateway_reads import READ, TOKEN_DIR, _workload
 
 pytestmark = pytest.mark.dataplane
@@ -59,10 +51,6 @@ class Installed:
     storage: MinioServer
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="module")
 def installed(repo_root: Path) -> Iterator[Installed]:
     """What ``make up`` runs on a node: the chart from local images, MinIO, the examples.
@@ -70,26 +58,15 @@ def installed(repo_root: Path) -> Iterator[Installed]:
     A control plane with a node for this module alone, so the chart's cluster-scoped RBAC
     and its operator do not meet the session's operator process.
     """
-    reason = unavailable_reason()
-    if reason is not None:
-        if _in_ci():
-            pytest.fail(f"CI must run the data-plane tests, but: {reason}", pytrace=False)
-        pytest.skip(f"no data plane on this machine: {reason}")
-    # Outside pytest's base temp: with several sessions at once, pytest renames the
-    # directories of older sessions away while they run, and down() must find its own.
-    directory = Path(tempfile.mkdtemp(prefix="regsandbox-chart-dp-"))
-    settings = StackSettings(directory=directory, repo=repo_root, resync_seconds=1.0)
-    try:
-        with running_chart_stack(settings) as stack:
-            yield Installed(
-                stack,
-                stack.release,
-                stack.admin,
-                Kubectl(tool_path("kubectl"), stack.plane.admin_kubeconfig),
-                stack.minio,
-            )
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    require_data_plane()
+    with chart_stack(repo_root, "regsandbox-chart-dp-") as stack:
+        yield Installed(
+            stack,
+            stack.release,
+            stack.admin,
+            Kubectl(tool_path("kubectl"), stack.plane.admin_kubeconfig),
+            stack.minio,
+        )
 
 
 def _wait_ready(installed: Installed) -> None:
@@ -174,7 +151,7 @@ def test_the_tour_of_make_demo_runs_against_the_chart_with_real_workload_pods(
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    entries = _entries(log)
+    entries = audit_entries(log)
     provisioned = [e for e in entries if e["action"] == "sandbox.provisioned"]
     assert provisioned, [e["action"] for e in entries]
     # Recorded as the operator's ServiceAccount: the identity whose token the chart issued.
@@ -197,14 +174,6 @@ def test_the_tour_of_make_demo_runs_against_the_chart_with_real_workload_pods(
     assert [e for e in entries if e["action"] == "key.destroyed"], entries[-5:]
 
 
-def _entries(log: Path) -> list[dict[str, Any]]:
-    reader = LogReader(log)
-    try:
-        return [reader.entry(i).model_dump(mode="json") for i in range(reader.size)]
-    finally:
-        reader.close()
-
-
 def test_a_workload_pod_reads_through_the_charts_gateway_and_the_audit_service_names_it(
     installed: Installed,
 ) -> None:
@@ -216,62 +185,9 @@ def test_a_workload_pod_reads_through_the_charts_gateway_and_the_audit_service_n
     s3.create_bucket(Bucket="chart-datasets")
     s3.put_object(Bucket="chart-datasets", Key="claims/part-0001.bin", Body=data)
     dataset, tenant, sandbox = unique("claims"), unique("tc"), unique("sbx")
-    apply(
-        api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": dataset},
-            "spec": {
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "location": {
-                    "bucket": "chart-datasets",
-                    "prefix": "claims/",
-                    "region": "onprem:lu-national-1",
-                    "endpoint": installed.storage.endpoint,
-                },
-                "personalData": "pseudonymised",
-                "allowedPurposes": ["fraud-detection"],
-                "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
-            },
-        },
+    namespace = granted_sandbox(
+        installed.stack, bucket="chart-datasets", dataset=dataset, tenant=tenant, sandbox=sandbox
     )
-    apply(
-        api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": tenant},
-            "spec": {
-                "organisation": f"Org {tenant}",
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "members": [],
-                "attestations": {"supervisoryAuthority": "CSSF"},
-            },
-        },
-    )
-    wait_for(lambda: get(api, "Namespace", f"tenant-{tenant}"), 60, "the tenant's home")
-    apply(
-        api,
-        sandbox_manifest(
-            sandbox,
-            tenant,
-            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
-            datasets=[{"name": dataset, "purpose": "fraud-detection"}],
-        ),
-    )
-
-    def granted() -> bool:
-        obj = get(api, "Sandbox", sandbox, f"tenant-{tenant}") or {}
-        return any(
-            d["name"] == dataset and d["granted"]
-            for d in (obj.get("status") or {}).get("datasets") or []
-        )
-
-    wait_for(granted, 120, "the dataset grant")
-    namespace = sandbox_namespace(tenant, sandbox)
     image = next(i for i in installed.release.images if "/regsandbox:" in i)
     client.CoreV1Api(api).create_namespaced_pod(namespace, _workload(namespace, image))
     wait_running(api, namespace, "trainer", timeout=120)
@@ -292,7 +208,7 @@ def test_a_workload_pod_reads_through_the_charts_gateway_and_the_audit_service_n
     def reads() -> list[dict[str, Any]]:
         return [
             e
-            for e in _entries(log)
+            for e in audit_entries(log)
             if e["action"] == "dataset.read" and e["actor"].get("pod", "").startswith(namespace)
         ]
 

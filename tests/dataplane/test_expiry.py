@@ -29,12 +29,18 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from audit.log import AuditLog, LogReader
+from audit.log import AuditLog
 from audit.signing import generate_key_file
 from sandbox.devenv.controlplane import ControlPlane
 from sandbox.devenv.images import image_ref, import_images
 from sandbox.devenv.minio import MinioServer
 from sandbox.devenv.operator_process import OperatorProcess
+from sandbox.devenv.tenancy import (
+    add_tenant_with_dataset,
+    dataset_granted,
+    dataset_manifest,
+    grant_sandbox,
+)
 from sandbox.gateway.rbac import GATEWAY_NAME
 from sandbox.kube.apply import apply, delete, get
 from sandbox.provision.names import sandbox_namespace
@@ -42,6 +48,7 @@ from sandbox.provision.sandbox_plan import IsolationSettings
 from sandbox.testing import sandbox_manifest
 
 from .pods import SYSTEM_NS, Kubectl, unique, wait_for, wait_running
+from .stacks import audit_entries
 from .test_gateway_reads import GATEWAY_UID, TOKEN_DIR, _gateway_objects, _workload
 
 pytestmark = [pytest.mark.dataplane, pytest.mark.integration]
@@ -132,44 +139,14 @@ def world(
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key=f"claims/{OBJECT}", Body=data)
     dataset, tenant = unique("claims"), unique("te")
-    apply(
+    add_tenant_with_dataset(
         dp_api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": dataset},
-            "spec": {
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "location": {
-                    "bucket": BUCKET,
-                    "prefix": "claims/",
-                    "region": "onprem:lu-national-1",
-                    "endpoint": dp_storage.endpoint,
-                },
-                "personalData": "pseudonymised",
-                "allowedPurposes": ["fraud-detection"],
-                "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
-            },
-        },
-    )
-    apply(
-        dp_api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": tenant},
-            "spec": {
-                "organisation": f"Org {tenant}",
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "members": [],
-                "attestations": {"supervisoryAuthority": "CSSF"},
-            },
-        },
-    )
-    dp_operator.wait_until(
-        lambda: get(dp_api, "Namespace", f"tenant-{tenant}"), 60, "tenant home namespace"
+        dp_operator.wait_until,
+        tenant=tenant,
+        dataset=dataset_manifest(
+            dataset, bucket=BUCKET, prefix="claims/", endpoint=dp_storage.endpoint
+        ),
+        what="tenant home namespace",
     )
     try:
         yield ExpiryWorld(
@@ -201,31 +178,21 @@ class Ending:
     containers: list[str]
 
 
-def _granted(api: client.ApiClient, tenant: str, sandbox: str, dataset: str) -> bool:
-    obj = get(api, "Sandbox", sandbox, f"tenant-{tenant}") or {}
-    datasets = (obj.get("status") or {}).get("datasets") or []
-    return any(d["name"] == dataset and d["granted"] for d in datasets)
-
-
 def _ending_sandbox(
     api: client.ApiClient, operator: OperatorProcess, world: ExpiryWorld, on_expiry: str
 ) -> Ending:
     sandbox = unique("sbx")
     ends = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=LIFETIME_SECONDS)
-    apply(
+    namespace = grant_sandbox(
         api,
-        sandbox_manifest(
-            sandbox,
-            world.tenant,
-            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
-            datasets=[{"name": world.dataset, "purpose": "fraud-detection"}],
-            lifetime={"expiresAt": ends.isoformat().replace("+00:00", "Z"), "onExpiry": on_expiry},
-        ),
+        operator.wait_until,
+        tenant=world.tenant,
+        sandbox=sandbox,
+        dataset=world.dataset,
+        timeout=90,
+        what="the grant",
+        lifetime={"expiresAt": ends.isoformat().replace("+00:00", "Z"), "onExpiry": on_expiry},
     )
-    operator.wait_until(
-        lambda: _granted(api, world.tenant, sandbox, world.dataset), 90, "the grant"
-    )
-    namespace = sandbox_namespace(world.tenant, sandbox)
     client.CoreV1Api(api).create_namespaced_pod(namespace, _workload(namespace, world.image))
     pod = wait_running(api, namespace, "trainer", timeout=120)
     left = (ends - dt.datetime.now(dt.UTC)).total_seconds()
@@ -234,25 +201,30 @@ def _ending_sandbox(
     return Ending(sandbox, namespace, ends, ids)
 
 
+def _loop_command(kubectl: Kubectl, world: ExpiryWorld, ending: Ending, until: float) -> list[str]:
+    """``kubectl exec`` of the read loop in the pod, reading until ``until`` (epoch seconds)."""
+    return [
+        str(kubectl.binary),
+        f"--kubeconfig={kubectl.kubeconfig}",
+        "exec",
+        "-n",
+        ending.namespace,
+        "trainer",
+        "--",
+        "python3",
+        "-c",
+        LOOP,
+        world.url,
+        f"{TOKEN_DIR}/token",
+        str(until),
+    ]
+
+
 def _start_reading(kubectl: Kubectl, world: ExpiryWorld, ending: Ending, after: float) -> Any:
     """The read loop in the pod, until ``after`` seconds past the end (or the pod dies)."""
     until = ending.ends.timestamp() + after
     return subprocess.Popen(
-        [
-            str(kubectl.binary),
-            f"--kubeconfig={kubectl.kubeconfig}",
-            "exec",
-            "-n",
-            ending.namespace,
-            "trainer",
-            "--",
-            "python3",
-            "-c",
-            LOOP,
-            world.url,
-            f"{TOKEN_DIR}/token",
-            str(until),
-        ],
+        _loop_command(kubectl, world, ending, until),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -286,18 +258,12 @@ def _check_reads(rows: list[dict[str, Any]], world: ExpiryWorld, ends: dt.dateti
 
 def _one_read(kubectl: Kubectl, world: ExpiryWorld, ending: Ending) -> dict[str, Any]:
     """One read from the pod (the loop, told to stop after its first read)."""
-    result = kubectl.run(
-        "exec",
-        "-n",
-        ending.namespace,
-        "trainer",
-        "--",
-        "python3",
-        "-c",
-        LOOP,
-        world.url,
-        f"{TOKEN_DIR}/token",
-        "0",
+    result = subprocess.run(
+        _loop_command(kubectl, world, ending, 0),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     row: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -305,18 +271,10 @@ def _one_read(kubectl: Kubectl, world: ExpiryWorld, ending: Ending) -> dict[str,
     return row
 
 
-def _entries(log: Path) -> list[dict[str, Any]]:
-    reader = LogReader(log)
-    try:
-        return [reader.entry(i).model_dump(mode="json") for i in range(reader.size)]
-    finally:
-        reader.close()
-
-
 def _refusals_named(world: ExpiryWorld, ending: Ending) -> list[dict[str, Any]]:
     return [
         e
-        for e in _entries(world.gateway_audit)
+        for e in audit_entries(world.gateway_audit)
         if e["action"] == "dataset.read"
         and e["actor"].get("pod") == f"{ending.namespace}/trainer"
         and e["outcome"] == "denied"
@@ -383,7 +341,7 @@ def test_expiry_with_delete_stops_reads_at_the_end_and_takes_the_pods_with_the_n
     ended = wait_for(
         lambda: [
             e
-            for e in _entries(log)
+            for e in audit_entries(log)
             if e["resource"].get("name") == ending.sandbox
             and e["action"] in ("sandbox.expired", "key.destroyed")
         ],
@@ -478,7 +436,7 @@ def test_a_retained_expiry_is_in_the_operators_audit_log(
     namespace = sandbox_namespace(world.tenant, sandbox)
     try:
         dp_operator.wait_until(
-            lambda: _granted(dp_api, world.tenant, sandbox, world.dataset), 90, "the grant"
+            lambda: dataset_granted(dp_api, world.tenant, sandbox, world.dataset), 90, "the grant"
         )
         if dt.datetime.now(dt.UTC) >= ends:
             pytest.fail("provisioned only after its end: too slow to test")
@@ -492,7 +450,7 @@ def test_a_retained_expiry_is_in_the_operators_audit_log(
             wait_for(
                 lambda: [
                     e
-                    for e in _entries(log)
+                    for e in audit_entries(log)
                     if e["resource"].get("name") == sandbox
                     and e["action"] in ("sandbox.expired", "sandbox.quarantined")
                 ],

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,20 +22,19 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from audit.log import LogReader
 from sandbox.devenv.chart import APP_UID
-from sandbox.devenv.chartstack import ChartStack, running_chart_stack
+from sandbox.devenv.chartstack import ChartStack
 from sandbox.devenv.dataplane import unavailable_reason
 from sandbox.devenv.images import WORKLOAD_PYTHON
-from sandbox.devenv.stack import OUTBOX_BUCKET, StackSettings
+from sandbox.devenv.stack import OUTBOX_BUCKET
 from sandbox.devenv.toolchain import tool_path
 from sandbox.devenv.workload import workload_pod
-from sandbox.kube.apply import apply, get
-from sandbox.provision.names import sandbox_id, sandbox_namespace
+from sandbox.kube.apply import get
+from sandbox.provision.names import sandbox_id
 from sandbox.provision.s3_client_env import S3_CLIENT_CONFIGMAP
-from sandbox.testing import sandbox_manifest
 
 from .pods import Kubectl, unique, wait_for, wait_running
+from .stacks import audit_entries, chart_stack, granted_sandbox
 
 pytestmark = pytest.mark.dataplane
 
@@ -80,82 +77,16 @@ def stack(repo_root: Path) -> Iterator[ChartStack]:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"no data plane on this machine: {reason}")
-    directory = Path(tempfile.mkdtemp(prefix="regsandbox-s3-dp-"))
-    settings = StackSettings(directory=directory, repo=repo_root, resync_seconds=1.0)
-    try:
-        with running_chart_stack(settings) as running:
-            yield running
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _entries(log: Path) -> list[dict[str, Any]]:
-    reader = LogReader(log)
-    try:
-        return [reader.entry(i).model_dump(mode="json") for i in range(reader.size)]
-    finally:
-        reader.close()
+    with chart_stack(repo_root, "regsandbox-s3-dp-") as running:
+        yield running
 
 
 def _granted_sandbox(stack: ChartStack, dataset: str) -> tuple[str, str, str]:
-    api = stack.admin
     tenant, sandbox = unique("ts3"), unique("sbx")
-    apply(
-        api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": dataset},
-            "spec": {
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "location": {
-                    "bucket": "s3-pod-datasets",
-                    "prefix": "claims/",
-                    "region": "onprem:lu-national-1",
-                    "endpoint": stack.minio.endpoint,
-                },
-                "personalData": "pseudonymised",
-                "allowedPurposes": ["fraud-detection"],
-                "ictThirdParty": {"registerReference": "ROI-1", "dataLocations": ["LU"]},
-            },
-        },
+    namespace = granted_sandbox(
+        stack, bucket="s3-pod-datasets", dataset=dataset, tenant=tenant, sandbox=sandbox
     )
-    apply(
-        api,
-        {
-            "apiVersion": "regsandbox.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": tenant},
-            "spec": {
-                "organisation": f"Org {tenant}",
-                "sector": "finance",
-                "jurisdiction": "LU",
-                "members": [],
-                "attestations": {"supervisoryAuthority": "CSSF"},
-            },
-        },
-    )
-    wait_for(lambda: get(api, "Namespace", f"tenant-{tenant}"), 60, "the tenant's home")
-    apply(
-        api,
-        sandbox_manifest(
-            sandbox,
-            tenant,
-            resources={"cpu": "2", "memory": "2Gi", "storage": "1Gi"},
-            datasets=[{"name": dataset, "purpose": "fraud-detection"}],
-        ),
-    )
-
-    def granted() -> bool:
-        obj = get(api, "Sandbox", sandbox, f"tenant-{tenant}") or {}
-        return any(
-            d["name"] == dataset and d["granted"]
-            for d in (obj.get("status") or {}).get("datasets") or []
-        )
-
-    wait_for(granted, 120, "the dataset grant")
-    return tenant, sandbox, sandbox_namespace(tenant, sandbox)
+    return tenant, sandbox, namespace
 
 
 def test_a_pod_with_only_the_configmap_and_its_token_reads_and_writes_over_s3(
@@ -223,7 +154,7 @@ def test_a_pod_with_only_the_configmap_and_its_token_reads_and_writes_over_s3(
     log = stack.audit_log
 
     def mine() -> list[dict[str, Any]]:
-        entries = [e for e in _entries(log) if e["actor"].get("pod") == pod]
+        entries = [e for e in audit_entries(log) if e["actor"].get("pod") == pod]
         written = [e for e in entries if e["action"] == "model.artifact.written"]
         return entries if len(written) >= 2 else []
 
