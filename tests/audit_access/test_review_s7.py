@@ -13,13 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from audit.durable import replace_file
 from audit.entry import Actor, Event, Resource
 from audit.log import CHECKPOINT_FILE, ENTRIES_FILE, AuditLog
 from audit.note import Signer
 from audit.read_server import PublishedLog, ReaderRates, create_read_app
-from audit.service import AccessPolicy, token_digest
+from audit.service import AccessPolicy, ServiceMetrics, create_app, token_digest
 from tests.servers import serve_app
 
 ORIGIN = "audit.regsandbox.test/review"
@@ -164,5 +165,40 @@ def test_the_read_server_never_serves_past_the_published_checkpoint(log: AuditLo
             console = httpx.get(f"{url}/console/log/entries/300", headers=_auth())
             assert console.status_code == 404
             assert httpx.get(f"{url}/v1/entries/299", headers=_auth()).status_code == 200
+    finally:
+        published.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review s7 finding: every unauthenticated /v1/status on the read port is one "
+    "request to the writer's listener, so readers load the writer through the read port",
+)
+def test_status_on_the_read_port_does_not_pass_each_request_to_the_writer(log: AuditLog) -> None:
+    """The NetworkPolicy lets readers reach the read port only, and the read server
+    exists so that readers never slow appends. ``/v1/status`` needs no token; on the
+    read port it is answered by asking the writer. A client (no credential at all)
+    polling it 40 times must not cause 40 requests on the writer's listener: the read
+    server answers from a recent copy (at most about one writer request a second)."""
+    registry = CollectorRegistry()
+    writer_app = create_app(log, _policy(), metrics=ServiceMetrics(registry))
+    published = PublishedLog(log.path)
+    try:
+        with serve_app(writer_app) as writer:
+
+            def writer_status() -> tuple[int, bytes]:  # what `audit serve-reads` does
+                answer = httpx.get(f"{writer}/v1/status", timeout=2.0)
+                return answer.status_code, answer.content
+
+            app = create_read_app(published, _policy(), writer_status=writer_status)
+            with serve_app(app) as reads, httpx.Client(base_url=reads) as client:
+                for _ in range(40):
+                    assert client.get("/v1/status").status_code == 200
+            asked = registry.get_sample_value(
+                "regsandbox_audit_http_requests_total",
+                {"route": "/v1/status", "method": "GET", "code": "200"},
+            )
+            assert asked is not None
+            assert asked <= 5, f"the writer answered {asked:.0f} of 40"
     finally:
         published.close()

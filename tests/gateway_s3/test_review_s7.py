@@ -1,0 +1,69 @@
+"""Attacker-minded review of conditional reads (session 7), as tests.
+
+A tenant's workload controls every header of its requests. A condition header that is
+no valid entity-tag must be decided by the gateway (it matches nothing: If-Match is
+false, 412) and logged as such — never forwarded to the store so that the store's
+"400 Bad Request" is reported, logged and counted as the *storage* failing (502
+StorageUnavailable), which a tenant could then trigger at will to page the platform's
+on-call or hide a real outage among false ones.
+
+Real servers: the control plane, MinIO and the gateway of :mod:`tests.gateway_s3`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.gateway.conftest import SwitchableSink
+from tests.gateway_s3.test_conditional import (
+    KEY,
+    Sides,
+    _answer,
+    _raw,
+    conditional_dataset,
+    sides,
+)
+
+__all__ = ["conditional_dataset", "sides"]  # the fixtures this module borrows
+
+LONG_TAG = '"' + "a" * 9000 + '"'
+"""Longer than any ETag a store gives (S3: 32 hex digits, and "-N" for a multipart
+object); it fits in one request header of the gateway's HTTP server, so it reaches the
+gateway, which sends it on to the store, whose header limit refuses it."""
+
+# header, the RFC 9110 answer: the tag matches no version of the object
+CASES = [("If-Match", 412, "PreconditionFailed"), ("If-None-Match", 200, None)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review s7 finding: an entity-tag longer than any ETag is sent to the store, "
+    "whose 400/MetadataTooLarge the gateway reports and logs as StorageUnavailable (502)",
+)
+@pytest.mark.parametrize("operation", ["get_object", "head_object"])
+@pytest.mark.parametrize(("header", "status", "reason"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.integration
+@pytest.mark.s3
+def test_an_overlong_entity_tag_is_decided_by_the_gateway_not_the_store(
+    sides: Sides,
+    audit_sink: SwitchableSink,
+    operation: str,
+    header: str,
+    status: int,
+    reason: str | None,
+) -> None:
+    labels = {"reason": "StorageUnavailable", "code": "502"}
+    storage_failures = REGISTRY.get_sample_value("regsandbox_gateway_refusals_total", labels) or 0
+    start = audit_sink.size
+    _raw(sides.gateway, {header: LONG_TAG})
+    got = _answer(lambda: getattr(sides.gateway, operation)(Bucket=sides.dataset, Key=KEY))
+    rows = [
+        e
+        for e in audit_sink.entries_since(start)
+        if e.action == "dataset.read" and e.details.get("key") == KEY
+    ]
+    assert got[0] == status, header  # today: 502 (the client's SDK retries it, 3 times)
+    assert [r.details.get("reason") for r in rows] == [reason], header
+    after = REGISTRY.get_sample_value("regsandbox_gateway_refusals_total", labels) or 0
+    assert after == storage_failures, header
