@@ -67,3 +67,33 @@ def test_an_overlong_entity_tag_is_decided_by_the_gateway_not_the_store(
     assert [r.details.get("reason") for r in rows] == [reason], header
     after = REGISTRY.get_sample_value("regsandbox_gateway_refusals_total", labels) or 0
     assert after == storage_failures, header
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review s7 finding: a Range ignored for a false If-Range stays in the log entry "
+    "as the range read, next to the whole object's byte count",
+)
+@pytest.mark.integration
+@pytest.mark.s3
+def test_a_range_ignored_for_a_false_if_range_is_not_logged_as_the_range_read(
+    sides: Sides, audit_sink: SwitchableSink
+) -> None:
+    """The log must say what was sent: with If-Range naming another version the whole
+    object is sent (200), so its entry must not carry ``range: bytes=0-9`` as if ten
+    bytes were read — the S3 surface already drops a Range it ignores (an unknown unit)
+    from the entry, and a supervisor reading "range 0-9" beside 1,200 bytes cannot tell
+    which is true."""
+    start = audit_sink.size
+    _raw(sides.gateway, {"If-Range": '"' + "0" * 32 + '"'})
+    answer = sides.gateway.get_object(Bucket=sides.dataset, Key=KEY, Range="bytes=0-9")
+    body = answer["Body"].read()
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    [row] = [
+        e
+        for e in audit_sink.entries_since(start)
+        if e.action == "dataset.read" and e.details.get("key") == KEY
+    ]
+    assert row.details["bytes"] == len(body)
+    assert row.details["whole_object"] is True
+    assert "range" not in row.details, row.details  # today: "bytes=0-9"
