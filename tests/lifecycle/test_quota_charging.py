@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 import sandbox.kube.quota as quota_module
+import sandbox.lifecycle.sandboxes.drift as drift_module
 from sandbox.kube.apply import create, create_or_apply, get
 from sandbox.kube.quota import (
     RECOUNT_KEY,
@@ -222,3 +224,52 @@ def test_only_a_pending_quota_is_retried() -> None:
     with pytest.raises(ApiException, match="Forbidden"):
         write_admitted(exceeded, None, {})  # type: ignore[arg-type]
     assert len(calls) == 1  # any other refusal is the caller's at once
+
+
+def _short_quota(ns: str, applied: dt.datetime | None) -> dict[str, Any]:
+    """A live quota whose usage is known and counts no claim, last applied at ``applied``."""
+    fields = []
+    if applied is not None:
+        stamp = applied.strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields = [{"manager": "regsandbox", "operation": "Apply", "time": stamp}]
+    return {
+        **_quota(ns),
+        "metadata": {"name": "sandbox", "namespace": ns, "managedFields": fields},
+        "status": {"hard": dict(_HARD), "used": dict.fromkeys(_HARD, "0")},
+    }
+
+
+@pytest.mark.parametrize(
+    ("applied_ago", "asks", "warns"),
+    [
+        (None, True, False),  # never recounted: ask at once
+        (dt.timedelta(seconds=5), False, False),  # asked 5 s ago: let the controller work
+        (dt.timedelta(seconds=90), True, True),  # asked 90 s ago and still short: again, loudly
+        (dt.timedelta(seconds=-600), True, False),  # a server clock ahead: never held back
+    ],
+)
+def test_a_short_quota_is_asked_to_recount_at_most_once_per_patience(
+    monkeypatch: pytest.MonkeyPatch,
+    applied_ago: dt.timedelta | None,
+    asks: bool,
+    warns: bool,
+) -> None:
+    """In a burst the controller's queue is long; asking again at every drift check only
+    made it longer (1.75 recounts per sandbox at 1,000 sandboxes)."""
+    asked: list[dict[str, Any]] = []
+    monkeypatch.setattr(drift_module, "request_recount", lambda api, quota: asked.append(quota))
+    now = dt.datetime.now(dt.UTC)
+    live = _short_quota("sbx-t-a", None if applied_ago is None else now - applied_ago)
+    claim = workspace_pvc("t", "sbx-t-a", "5Gi", "encrypted")
+    corrected: list[str] = []
+    warning = drift_module._recount(
+        cast(Any, SimpleNamespace(api=None)),
+        [_quota("sbx-t-a")],
+        {"ResourceQuota": live, "PersistentVolumeClaim": claim},
+        corrected,
+    )
+    assert bool(asked) is asks
+    assert bool(corrected) is asks
+    assert (warning is not None) is warns
+    if warns:
+        assert "resourcequota controller" in str(warning)
