@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from sandbox.errors import SandboxError
 
 __all__ = [
+    "MAX_TAG_CHARS",
     "EntityTag",
     "NotModified",
     "PreconditionFailed",
@@ -82,6 +83,12 @@ class EntityTag:
 _NEVER = EntityTag("\x00malformed\x00", weak=True)
 """Stands for a list member that is no entity-tag: it matches no object's tag."""
 
+MAX_TAG_CHARS = 256
+"""Longest opaque tag read as one: no store's ETag comes near it (S3's are 32 hex digits,
+and ``-N`` for a multipart object), so a longer one matches nothing. It is never sent to
+the store either, whose header limit would refuse it as a bad request — which the
+gateway would then report as the storage failing (502)."""
+
 
 def parse_entity_tags(value: str) -> tuple[EntityTag, ...] | None:
     """The members of an ``If-Match`` / ``If-None-Match`` value; None for ``*``.
@@ -105,7 +112,8 @@ def parse_entity_tags(value: str) -> tuple[EntityTag, ...] | None:
             if end < 0:
                 tags.append(_NEVER)
                 break
-            tags.append(EntityTag(value[start + 1 : end], weak))
+            opaque = value[start + 1 : end]
+            tags.append(EntityTag(opaque, weak) if len(opaque) <= MAX_TAG_CHARS else _NEVER)
             i = end + 1
             while i < n and value[i] in " \t":
                 i += 1
@@ -115,7 +123,12 @@ def parse_entity_tags(value: str) -> tuple[EntityTag, ...] | None:
             continue
         end = _next_comma(value, i)
         bare = value[i:end].strip()
-        ok = bare and not weak and all(0x21 <= ord(c) <= 0x7E and c != '"' for c in bare)
+        ok = (
+            bare
+            and not weak
+            and len(bare) <= MAX_TAG_CHARS
+            and all(0x21 <= ord(c) <= 0x7E and c != '"' for c in bare)
+        )
         tags.append(EntityTag(bare) if ok else _NEVER)
         i = end
     return tuple(tags)

@@ -167,6 +167,11 @@ async def get_object(
         **object_headers(stream, stream.etag, stream.last_modified),
     }
     whole = stream.content_range is None  # also a Range ignored for a false If-Range
+    if whole and byte_range is not None:
+        # The Range was ignored (If-Range names another version): the entry records
+        # what is sent, the whole object, not the range asked for — as the S3 surface
+        # does for a Range of an unknown unit.
+        record.byte_range = None
     if small is None:
         return await _streamed(gw, record, stream, headers, status, whole)
     if isinstance(small, StorageUnavailable):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
+from sandbox.gateway.preconditions import MAX_TAG_CHARS, PreconditionFailed, Preconditions
 from tests.gateway.conftest import SwitchableSink
 from tests.gateway_s3.test_conditional import (
     KEY,
@@ -36,11 +37,6 @@ gateway, which sends it on to the store, whose header limit refuses it."""
 CASES = [("If-Match", 412, "PreconditionFailed"), ("If-None-Match", 200, None)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: an entity-tag longer than any ETag is sent to the store, "
-    "whose 400/MetadataTooLarge the gateway reports and logs as StorageUnavailable (502)",
-)
 @pytest.mark.parametrize("operation", ["get_object", "head_object"])
 @pytest.mark.parametrize(("header", "status", "reason"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.integration
@@ -63,17 +59,12 @@ def test_an_overlong_entity_tag_is_decided_by_the_gateway_not_the_store(
         for e in audit_sink.entries_since(start)
         if e.action == "dataset.read" and e.details.get("key") == KEY
     ]
-    assert got[0] == status, header  # today: 502 (the client's SDK retries it, 3 times)
+    assert got[0] == status, header  # before the fix: 502, retried 3 times by the SDK
     assert [r.details.get("reason") for r in rows] == [reason], header
     after = REGISTRY.get_sample_value("regsandbox_gateway_refusals_total", labels) or 0
     assert after == storage_failures, header
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: a Range ignored for a false If-Range stays in the log entry "
-    "as the range read, next to the whole object's byte count",
-)
 @pytest.mark.integration
 @pytest.mark.s3
 def test_a_range_ignored_for_a_false_if_range_is_not_logged_as_the_range_read(
@@ -96,4 +87,18 @@ def test_a_range_ignored_for_a_false_if_range_is_not_logged_as_the_range_read(
     ]
     assert row.details["bytes"] == len(body)
     assert row.details["whole_object"] is True
-    assert "range" not in row.details, row.details  # today: "bytes=0-9"
+    assert "range" not in row.details, row.details  # before the fix: "bytes=0-9"
+
+
+def test_a_tag_longer_than_any_etag_matches_nothing_and_is_not_sent_upstream() -> None:
+    longest = "a" * MAX_TAG_CHARS
+    for value in (f'"{longest}a"', f'W/"{longest}a"', f"{longest}a"):
+        conditions = Preconditions.from_headers({"if-match": value})
+        assert conditions is not None
+        assert conditions.upstream() == {}, value
+        with pytest.raises(PreconditionFailed):
+            conditions.check(f'"{longest}a"', None)
+    kept = Preconditions.from_headers({"if-match": f'"{longest}"'})
+    assert kept is not None
+    assert kept.upstream() == {"IfMatch": f'"{longest}"'}
+    kept.check(f'"{longest}"', None)
