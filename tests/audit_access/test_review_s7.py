@@ -1,13 +1,16 @@
 """Attacker-minded review of the audit read server (session 7), as failing tests.
 
 Each test states what an attacker (or an accident) does and what the read server must
-do; those marked ``xfail(strict=True)`` fail today and describe the finding — the fix is
-in the review report (``/work/helpers/reports/s7/review.md``). Real servers: uvicorn on
+do; the findings (``/work/helpers/reports/s7/review.md``) are fixed and these tests
+guard them. Real servers: uvicorn on
 loopback over a real log directory, as the read server runs in ``audit serve``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,10 @@ from audit.log import CHECKPOINT_FILE, ENTRIES_FILE, AuditLog
 from audit.note import Signer
 from audit.read_server import PublishedLog, ReaderRates, create_read_app
 from audit.service import AccessPolicy, ServiceMetrics, create_app, token_digest
-from tests.servers import serve_app
+from audit.signing import generate_key_file
+from sandbox.devenv.processes import free_port
+from tests.audit_service.conftest import wait_for
+from tests.servers import serve_app, stop_process
 
 ORIGIN = "audit.regsandbox.test/review"
 READER = "review-reader-token"
@@ -64,11 +70,6 @@ def _size(note: bytes) -> int:
     return int(note.split(b"\n")[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: PublishedLog reloads any checkpoint file, so a checkpoint "
-    "replaced by an older one (smaller tree) is served as the log without complaint",
-)
 def test_a_checkpoint_file_rolled_back_to_an_older_tree_is_not_served(log: AuditLog) -> None:
     """Someone with write access to the volume (or a careless restore of one file)
     puts back an older signed checkpoint: readers would be shown a log that shrank —
@@ -95,11 +96,6 @@ def test_a_checkpoint_file_rolled_back_to_an_older_tree_is_not_served(log: Audit
         published.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: a console search page is charged 1 entry to the reader's "
-    "rate bucket although it reads up to 5,000 entries, so the console evades the bound",
-)
 def test_console_searches_are_charged_for_the_entries_they_read(log: AuditLog) -> None:
     """A reader whose API reads are bounded to ``burst`` entries pages through the log
     via the console instead: a search with a filter that matches nothing reads every
@@ -169,11 +165,6 @@ def test_the_read_server_never_serves_past_the_published_checkpoint(log: AuditLo
         published.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: every unauthenticated /v1/status on the read port is one "
-    "request to the writer's listener, so readers load the writer through the read port",
-)
 def test_status_on_the_read_port_does_not_pass_each_request_to_the_writer(log: AuditLog) -> None:
     """The NetworkPolicy lets readers reach the read port only, and the read server
     exists so that readers never slow appends. ``/v1/status`` needs no token; on the
@@ -202,3 +193,53 @@ def test_status_on_the_read_port_does_not_pass_each_request_to_the_writer(log: A
             assert asked <= 5, f"the writer answered {asked:.0f} of 40"
     finally:
         published.close()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review s7 finding: the read server inherits the writer's whole environment, "
+    "the archive's S3 credentials included",
+)
+def test_the_read_server_does_not_hold_the_archives_credentials(tmp_path: Path) -> None:
+    """The chart gives the audit container the archive bucket's S3 credentials in its
+    environment (``audit.archive.credentialsSecret``): the writer needs them to archive.
+    The read server — the process that parses every reader's requests, the console's
+    forms and TLS — needs none of them, so it must not hold them: a flaw there would
+    otherwise hand out write access to the evidence archive."""
+    key = tmp_path / "log.key"
+    signer = generate_key_file(key, ORIGIN)
+    AuditLog.create(tmp_path / "log", ORIGIN, signer).close()
+    (tmp_path / "readers").write_text(f"{token_digest(READER)} auditor\n")
+    (tmp_path / "writers").write_text(f"{token_digest('review-writer')} operator\n")
+    port, read_port = free_port(), free_port()
+    secret = "review-s7-archive-secret-" + os.urandom(8).hex()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "review-s7", "AWS_SECRET_ACCESS_KEY": secret}
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "sandbox.cli", "audit", "serve"),
+            *("--log", str(tmp_path / "log"), "--key", str(key)),
+            *("--writers", str(tmp_path / "writers"), "--readers", str(tmp_path / "readers")),
+            *("--listen", f"127.0.0.1:{port}", "--read-listen", f"127.0.0.1:{read_port}"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{read_port}/healthz").status_code == 200,
+            "the read server",
+        )
+        [child] = _children(server.pid)
+        environ = Path(f"/proc/{child}/environ").read_bytes()
+        assert secret.encode() not in environ
+        assert b"AWS_SECRET_ACCESS_KEY=" not in environ
+    finally:
+        stop_process(server)
