@@ -23,13 +23,16 @@ decides that appends come first:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import math
+import os
 import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +52,10 @@ from starlette.concurrency import run_in_threadpool
 from audit.access import Reader, Scope, Verb
 from audit.checkpoint import Checkpoint
 from audit.console import CheckpointHistory, ConsoleSettings
-from audit.errors import StorageError
+from audit.errors import AuditError, StorageError
 from audit.log import CHECKPOINT_FILE, LogReader
+from audit.merkle import verify_consistency
 from audit.metrics import HttpMetrics
-from audit.note import Note
 from audit.service import AccessPolicy, add_read_routes, authorize_read
 from audit.witnessing import COSIGNED_FILE
 
@@ -60,11 +63,13 @@ __all__ = [
     "DEFAULT_READ_BURST",
     "DEFAULT_READ_NICE",
     "DEFAULT_READ_RATE",
+    "STATUS_SECONDS",
     "PublishedLog",
     "ReadServerMetrics",
     "ReadServerProcess",
     "ReaderRates",
     "create_read_app",
+    "read_server_environment",
 ]
 
 DEFAULT_READ_NICE = 10
@@ -75,6 +80,9 @@ DEFAULT_READ_RATE = 50_000.0
 
 DEFAULT_READ_BURST = 20_000.0
 """Entries one reader may read at once before the rate applies (at least one range)."""
+
+STATUS_SECONDS = 1.0
+"""How long the read server reuses the writer's ``/v1/status``."""
 
 _log = structlog.get_logger("audit.read_server")
 
@@ -93,13 +101,22 @@ class PublishedLog:
         self._reader = LogReader(self.path)
         self._lock = threading.Lock()
         self._seen = self._stamp()
+        self._note = self._reader.checkpoint_note
+        self._checkpoint = self._reader.checkpoint
+        self._refused: StorageError | None = None
 
     def _stamp(self) -> tuple[int, int, int]:
         st = (self.path / CHECKPOINT_FILE).stat()
         return st.st_ino, st.st_mtime_ns, st.st_size
 
     def current(self) -> tuple[bytes, Checkpoint]:
-        """The latest published checkpoint note and checkpoint, reloaded if replaced."""
+        """The latest published checkpoint note and checkpoint, reloaded if replaced.
+
+        Raises :class:`~audit.errors.StorageError` (503 to readers, and ``/healthz``)
+        while the checkpoint file holds one that does not extend the largest served so
+        far — a smaller tree, another root, a tree the files do not prove consistent:
+        a restored or tampered file is never served as the log.
+        """
         try:
             stamp = self._stamp()
         except OSError as exc:
@@ -107,10 +124,34 @@ class PublishedLog:
         if stamp != self._seen:
             with self._lock:
                 if stamp != self._seen:
-                    self._reader.refresh()
+                    self._reload()
                     self._seen = stamp
-        note = self._reader.checkpoint_note
-        return note, Checkpoint.from_text(Note.parse(note).text)
+        if self._refused is not None:
+            raise self._refused
+        return self._note, self._checkpoint
+
+    def _reload(self) -> None:
+        """Load the checkpoint file; accept it only if it extends the one served."""
+        self._reader.refresh()
+        note, new = self._reader.checkpoint_note, self._reader.checkpoint
+        old = self._checkpoint
+        why = None
+        if new.size < old.size:
+            why = f"its tree of {new.size} is smaller than the {old.size} already served"
+        elif new.size == old.size and new.root != old.root:
+            why = f"its root differs from the served checkpoint's of the same size {old.size}"
+        elif old.size > 0 and new.size > old.size:
+            try:
+                proof = self._reader.consistency_proof(old.size, new.size)
+                verify_consistency(old.size, new.size, proof, old.root, new.root)
+            except (AuditError, IndexError) as exc:
+                why = f"the log files do not prove it extends the served one: {exc}"
+        if why is not None:
+            if self._refused is None:
+                _log.error("refusing a checkpoint that does not extend the served one", why=why)
+            self._refused = StorageError(f"{self.path / CHECKPOINT_FILE} was replaced: {why}")
+            return
+        self._note, self._checkpoint, self._refused = note, new, None
 
     def cosigned(self) -> bytes | None:
         """The latest witness-cosigned checkpoint the writer stored, or ``None``."""
@@ -121,13 +162,13 @@ class PublishedLog:
 
     @property
     def size(self) -> int:
-        """Entries in the loaded checkpoint."""
-        return self._reader.size
+        """Entries in the served checkpoint."""
+        return self._checkpoint.size
 
     @property
     def checkpoint_note(self) -> bytes:
-        """The loaded checkpoint note."""
-        return self._reader.checkpoint_note
+        """The served checkpoint note."""
+        return self._note
 
     def entry_bytes(self, index: int) -> bytes:
         """The exact bytes of entry ``index``."""
@@ -177,6 +218,17 @@ class ReaderRates:
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def spend(self, reader: str, cost: float) -> None:
+        """Charge ``cost`` entries already read (a console search reads before it knows
+        how many): the bucket may go below empty, and the reader then waits it out."""
+        if self.rate == 0:
+            return
+        now = self._clock()
+        with self._lock:
+            level, then = self._buckets.pop(reader, (self.burst, now))
+            level = min(self.burst, level + (now - then) * self.rate) - cost
+            self._buckets[reader] = (max(level, -10 * self.burst), now)
 
     def take(self, reader: str, cost: float) -> float:
         """Take ``cost`` entries from ``reader``'s bucket: 0 if taken, else the seconds
@@ -273,6 +325,7 @@ def create_read_app(
         cosigned=log.cosigned,
         history=CheckpointHistory(),
         console=console or ConsoleSettings(),
+        spent=rates.spend,
     )
     _own_routes(app, current, registry, writer_status)
     return app
@@ -304,16 +357,27 @@ def _own_routes(
             return JSONResponse({"ok": False, "detail": str(exc)}, status_code=503)
         return Response("ok\n", media_type="text/plain")
 
+    cached: list[tuple[float, int, bytes]] = []
+    asking = asyncio.Lock()
+
     @app.get("/v1/status")
     async def status() -> Response:
-        """The writer's conditions (no token needed; they hold no log content)."""
+        """The writer's conditions (no token needed; they hold no log content), as the
+        writer gave them at most :data:`STATUS_SECONDS` ago: readers polling here never
+        load the writer's listener with more than one request per that time."""
         if writer_status is None:
             return JSONResponse({"ok": True, "conditions": []})
-        try:
-            code, body = await run_in_threadpool(writer_status)
-        except httpx.HTTPError as exc:
-            detail = f"the writer did not answer: {type(exc).__name__}"
-            return JSONResponse({"ok": False, "detail": detail}, status_code=503)
+        async with asking:
+            if not cached or time.monotonic() - cached[0][0] > STATUS_SECONDS:
+                try:
+                    code, body = await run_in_threadpool(writer_status)
+                except httpx.HTTPError as exc:
+                    body = json.dumps(
+                        {"ok": False, "detail": f"the writer did not answer: {type(exc).__name__}"}
+                    ).encode()
+                    code = 503
+                cached[:] = [(time.monotonic(), code, body)]
+            _, code, body = cached[0]
         return Response(body, status_code=code, media_type="application/json")
 
     @app.get("/metrics")
@@ -322,14 +386,44 @@ def _own_routes(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+_KEPT_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "KUBECONFIG",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+_KEPT_PREFIXES = ("LC_", "PYTHON", "KUBERNETES_SERVICE_", "REGSANDBOX_LOG")
+
+
+def read_server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the read server inherits of ``environ`` (default: this process's): what a
+    Python process, its logs and an in-cluster Kubernetes client need, and nothing else
+    — not the archive's S3 credentials nor any other secret the writer is given."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in _KEPT_ENVIRONMENT or name.startswith(_KEPT_PREFIXES)
+    }
+
+
 class ReadServerProcess:
     """Runs the read server as a child process and keeps it running.
 
-    A thread starts ``command``, then asks ``health_url`` every ``probe_interval``
-    seconds; a child that exits, or fails ``probe_failures`` probes in a row (hung), is
-    killed and started again after a back-off (1 s doubling to 30 s; reset once it has
-    served for a minute). While it is not answering, :meth:`condition` says so
-    (``ReadsServed`` False: reads are down, appends are not), the
+    A thread starts ``command`` (in :func:`read_server_environment`), then asks
+    ``health_url`` every ``probe_interval`` seconds. A child that exits, or does not
+    answer ``probe_failures`` probes in a row (hung), is killed and started again after
+    a back-off (1 s doubling to 30 s; reset once it has served for a minute); one that
+    answers unhealthy (e.g. it refuses a checkpoint file) is left running, since a
+    restart would forget what it refused. While it is not serving, :meth:`condition`
+    says so (``ReadsServed`` False: reads are down, appends are not), the
     ``regsandbox_audit_read_server_up`` gauge is 0 and every restart is counted.
     """
 
@@ -401,12 +495,12 @@ class ReadServerProcess:
                 "reason": "ReadServerUp",
                 "message": "the read server answers",
             }
-        return {
-            "type": "ReadsServed",
-            "status": "False",
-            "reason": "ReadServerDown",
-            "message": f"the read server is not answering ({self._why}); it is restarted",
-        }
+        if self._why.startswith("its health check answered"):
+            reason, message = "ReadServerUnhealthy", f"the read server is up but {self._why}"
+        else:
+            reason = "ReadServerDown"
+            message = f"the read server is not answering ({self._why}); it is restarted"
+        return {"type": "ReadsServed", "status": "False", "reason": reason, "message": message}
 
     def scrape(self) -> bytes:
         """The child's ``/metrics`` text, or nothing if it does not answer."""
@@ -424,11 +518,15 @@ class ReadServerProcess:
         self._why = why
         self.up.set(1 if serving else 0)
 
-    def _probe(self) -> bool:
+    def _probe(self) -> str | None:
+        """``None`` if the child answers healthy; else why not ("" if it did not answer)."""
         try:
-            return httpx.get(self.health_url, timeout=self._probe_timeout).status_code == 200
+            answer = httpx.get(self.health_url, timeout=self._probe_timeout)
         except httpx.HTTPError:
-            return False
+            return ""
+        if answer.status_code == 200:
+            return None
+        return f"its health check answered {answer.status_code}: {answer.text[:200]}"
 
     def _kill(self) -> None:
         if self._child is not None:
@@ -467,7 +565,7 @@ class ReadServerProcess:
 
     def _serve_once(self) -> str:
         """Run one child until it exits or hangs; return why it stopped."""
-        self._child = subprocess.Popen(self.command)
+        self._child = subprocess.Popen(self.command, env=read_server_environment())
         began = time.monotonic()
         failures = 0
         while not self._stop.wait(self._probe_interval if self._serving else 0.2):
@@ -477,12 +575,21 @@ class ReadServerProcess:
             if not self._serving and time.monotonic() - began > self._startup_timeout:
                 self._kill()
                 return f"it did not answer within {self._startup_timeout:.0f} s of starting"
-            if self._probe():
+            unwell = self._probe()
+            if unwell is None:
                 failures = 0
                 if not self._serving:
                     _log.info("read server serving", pid=self._child.pid)
                     self._set(True)
-            elif self._serving:
+            elif unwell:
+                # It answers, unhealthy (e.g. a checkpoint file it refuses): a restart
+                # would not help, and would forget what it refused. Show it.
+                failures = 0
+                if self._serving or self._why != unwell:
+                    _log.error("read server unhealthy", reason=unwell)
+                self._set(False, unwell)
+                began = time.monotonic()
+            elif self._serving or self._why.startswith("its health check answered"):
                 failures += 1
                 if failures >= self._probe_failures:
                     self._kill()

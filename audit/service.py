@@ -870,6 +870,7 @@ def add_read_routes(  # noqa: PLR0913 - what differs between the two listeners
     publish: Callable[[], bytes] | None = None,
     history: CheckpointHistory | None = None,
     console: ConsoleSettings | None = None,
+    spent: Callable[[str, int], None] | None = None,
 ) -> None:
     """Add every read route to ``app``: entries, proofs, receipts, the tenant routes,
     tlog-tiles, the checkpoints and (with ``console``) the web console.
@@ -879,7 +880,8 @@ def add_read_routes(  # noqa: PLR0913 - what differs between the two listeners
     its own ``gate`` (who may read, and how fast) and ``current`` (the checkpoint: the
     writer's own, or the one it last published). ``cosigned`` gives the latest
     witness-cosigned checkpoint, if any; ``publish``, where the writer serves, signs a
-    checkpoint now for a receipt of an entry that is durable but not yet covered.
+    checkpoint now for a receipt of an entry that is durable but not yet covered;
+    ``spent`` is told the entries each console listing page read (reader, count).
     """
     history = history or CheckpointHistory()
 
@@ -982,7 +984,7 @@ def add_read_routes(  # noqa: PLR0913 - what differs between the two listeners
     _tenant_routes(app, log, gate, current, tenants)
     _tile_routes(app, log, gate, current)
     if console is not None:
-        mount_console(app, ConsoleSource(log, current, tenants, history), gate, console)
+        mount_console(app, ConsoleSource(log, current, tenants, history, spent), gate, console)
 
 
 def _tenant_scope(tenant: str) -> Scope:

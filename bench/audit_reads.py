@@ -23,15 +23,20 @@ result less; ``--service-nice 0`` measures without either.
 
 ``--layout split`` (the default, as the chart runs it) starts the service with
 ``--read-listen``: reads go to the read server, a process of its own ``--read-nice``
-steps below the writer (10 by default), and the reader pages through the read port.
+steps below the writer (10 by default) and, with ``--read-sched idle`` (the default, as
+the service's default ``--read-idle``), in Linux's SCHED_IDLE class; the reader pages
+through the read port.
 ``--layout single`` is the earlier design, kept for the before/after row: one process
 serves appends and reads, and the reader pages through the append port.
 
 The reader client is the part of this bench that would not share the service's cores
 in a cluster (an auditor's laptop, a SIEM, a mirror). Here it shares the two cores, so
-in the split layout it runs at the read server's nice value (``--reader-nice``, by
-default the read server's): the same priority as the reads it asks for, below the
-writer and the appender. In the single layout it runs at the bench's own priority, as
+in the split layout it runs at the read server's priority (``--reader-nice``, by
+default the read server's nice value, and SCHED_IDLE with ``--read-sched idle``): the
+same priority as the reads it asks for, below the writer and the appender. This favours
+the appends over the reader more than a reader on another machine would be: a loaded
+machine then starves the reader (its entries/s drop), which the result line shows.
+In the single layout it runs at the bench's own priority, as
 before. ``--read-rate`` is the read server's per-reader bound (entries/s; its default
 when not given, 0 for none); the reader's achieved entries/s is printed with the result.
 """
@@ -76,9 +81,12 @@ def _reader(
     counter: Any,
     cpu: Any,
     nice: int | None,
+    idle: bool,
 ) -> None:
     if nice is not None:
         _renice(nice)
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     reads = 0
     while time.monotonic() < stop:
@@ -182,7 +190,10 @@ def _round(
         stop = time.monotonic() + args.seconds
         proc = multiprocessing.Process(
             target=_reader,
-            args=(url, token, args.reader, stop, counter, reader_cpu, args.reader_nice),
+            args=(
+                *(url, token, args.reader, stop, counter, reader_cpu),
+                *(args.reader_nice, args.layout == "split" and args.read_sched == "idle"),
+            ),
         )
         proc.start()
     rate = appender.run_for(args.seconds)
@@ -205,6 +216,7 @@ def _read_server(args: argparse.Namespace, url: str) -> tuple[str, list[str]]:
     if args.layout != "split":
         return url, []
     options = ["--read-listen", f"127.0.0.1:{args.port + 1}", "--read-nice", str(args.read_nice)]
+    options.append("--read-idle" if args.read_sched == "idle" else "--no-read-idle")
     if args.read_rate is not None:
         options += ["--read-rate", str(args.read_rate)]
     return f"http://127.0.0.1:{args.port + 1}", options
@@ -253,6 +265,12 @@ def main() -> None:
     )
     parser.add_argument("--read-nice", type=int, default=10, help="read server's nice steps")
     parser.add_argument("--read-rate", type=float, default=None, help="per-reader entries/s")
+    parser.add_argument(
+        "--read-sched",
+        choices=["idle", "nice"],
+        default="idle",
+        help="read server (and reader client) in SCHED_IDLE, or at --read-nice only",
+    )
     parser.add_argument(
         "--reader-nice",
         type=int,
@@ -340,7 +358,9 @@ def main() -> None:
         f"layout: {args.layout}; service nice value: {service_nice} (appender: "
         f"{os.getpriority(os.PRIO_PROCESS, 0)}; reader client: "
         f"{'as the appender' if args.reader_nice is None else args.reader_nice}; read server: "
-        f"{read_nice if args.layout == 'split' else 'none'}; read rate: "
+        f"{read_nice if args.layout == 'split' else 'none'}"
+        f"{', SCHED_IDLE (both)' if args.layout == 'split' and args.read_sched == 'idle' else ''}"
+        "; read rate: "
         f"{'default' if args.read_rate is None else args.read_rate})"
     )
     for reader_on, name in ((False, "without reader"), (True, "with reader")):

@@ -11,6 +11,7 @@ elsewhere: server-rendered HTML, one stylesheet and one small script, all served
 from audit.console.history import CheckpointHistory, SeenCheckpoint
 from audit.console.pages import (
     CONTENT_SECURITY_POLICY,
+    SCAN_BUDGET,
     ConsoleLog,
     ConsoleSettings,
     ConsoleSource,
@@ -23,6 +24,7 @@ from audit.console.sessions import DEFAULT_SESSION_SECONDS, Session, SessionStor
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "DEFAULT_SESSION_SECONDS",
+    "SCAN_BUDGET",
     "CheckpointHistory",
     "ConsoleLog",
     "ConsoleSettings",

@@ -43,6 +43,7 @@ from audit.tenants import TenantIndex
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
+    "SCAN_BUDGET",
     "ConsoleLog",
     "ConsoleSettings",
     "ConsoleSource",
@@ -54,7 +55,8 @@ SESSION_COOKIE = "regsandbox_console"
 LOGIN_COOKIE = "regsandbox_console_login"
 _PREFIX = "/console"
 _PAGE = 50
-_BUDGET = 5_000
+SCAN_BUDGET = 5_000
+"""Most entries one listing page (search, timeline) reads."""
 _MAX_FORM = 64 * 1024
 _MAX_TOKEN = 16 * 1024
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -107,6 +109,9 @@ class ConsoleSource:
     """The index behind ``/v1/tenants/{t}/…``."""
     history: CheckpointHistory = field(default_factory=CheckpointHistory)
     """Checkpoints served so far."""
+    spent: Callable[[str, int], None] | None = None
+    """Told the reader's name and how many entries a listing page read (up to
+    :data:`SCAN_BUDGET`): a read server charges them to the reader's rate."""
 
 
 class _Refused(Exception):  # noqa: N818 - a refusal to show, not a fault
@@ -362,12 +367,15 @@ class _Console:
                 self.source.tenants,
                 ctx.tenant,
                 filters,
-                Paging(start, limit, _BUDGET, filters.newest_first),
+                Paging(start, limit, SCAN_BUDGET, filters.newest_first),
                 cp.size,
             )
             return found, note
 
-        return await run_in_threadpool(run)
+        found, note = await run_in_threadpool(run)
+        if self.source.spent is not None:
+            self.source.spent(ctx.reader.name, found.scanned)
+        return found, note
 
     async def own(self, ctx: _Ctx, index: int, size: int) -> None:
         """404 past the checkpoint; 403 for an entry outside a tenant's scope."""

@@ -239,6 +239,15 @@ def serve(
             max=39,
         ),
     ] = DEFAULT_READ_NICE,
+    read_idle: Annotated[
+        bool,
+        typer.Option(
+            "--read-idle/--no-read-idle",
+            help="Run the read server in Linux's SCHED_IDLE class: it gets the CPU only "
+            "when the writer does not want it (in a container, within the container's CPU "
+            "share). --no-read-idle leaves it at --read-nice only.",
+        ),
+    ] = True,
     read_rate: Annotated[
         float,
         typer.Option(
@@ -327,6 +336,7 @@ def serve(
                     listen=read_listen,
                     writer_status=f"{_loopback_url(listen)}/v1/status",
                     nice=read_nice,
+                    idle=read_idle,
                     rate=read_rate,
                     burst=read_burst,
                     writers=None if writers is None else str(writers),
@@ -396,6 +406,7 @@ class ReadServerConfig:
     listen: str
     writer_status: str
     nice: int
+    idle: bool
     rate: float
     burst: float
     writers: str | None
@@ -428,6 +439,10 @@ def serve_reads(
     configure_process_logging()
     settings = ReadServerConfig.from_arg(config)
     os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + settings.nice))
+    if settings.idle:
+        # Linux SCHED_IDLE: the CPU only when no other task of the container (the
+        # writer) wants it; a waking writer preempts it at once.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     _exit_with_parent()
     tls = None
     if settings.tls is not None:

@@ -159,6 +159,7 @@ def test_the_chart_serves_reads_from_the_read_server_by_default(repo_root: Path)
     args = container["args"]
     assert "--read-listen=0.0.0.0:8081" in args
     assert "--read-nice=10" in args
+    assert "--read-idle" in args
     assert "--read-rate=50000" in args
     # readiness stays on the writer: a read server down never takes appends away
     assert container["readinessProbe"]["httpGet"]["port"] == "http"

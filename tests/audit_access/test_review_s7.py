@@ -202,11 +202,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: the read server inherits the writer's whole environment, "
-    "the archive's S3 credentials included",
-)
 def test_the_read_server_does_not_hold_the_archives_credentials(tmp_path: Path) -> None:
     """The chart gives the audit container the archive bucket's S3 credentials in its
     environment (``audit.archive.credentialsSecret``): the writer needs them to archive.

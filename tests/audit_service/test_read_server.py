@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,6 +212,8 @@ def test_reader_rates_refill_at_the_rate_and_never_hold_more_than_the_burst() ->
     assert rates.take("a", 2000) == 0
     assert rates.take("a", 1) > 0
     assert ReaderRates(rate=0, burst=1).take("a", 10**9) == 0  # no bound
+    rates.spend("c", 5000)  # read already (a console search): the bucket goes below empty
+    assert rates.take("c", 1) == pytest.approx(3.001)  # 3,000 to refill, then 1
 
 
 _HEALTHY = """
@@ -294,6 +297,7 @@ def test_audit_serve_with_a_read_port_restarts_a_killed_read_server(
     try:
         wait_for(lambda: _reads_served(url), "the read server to be up")
         [child] = _children(server.pid)
+        assert os.sched_getscheduler(child) == os.SCHED_IDLE  # --read-idle, the default
         assert os.getpriority(os.PRIO_PROCESS, child) >= os.getpriority(
             os.PRIO_PROCESS, server.pid
         ) + min(10, 19 - os.getpriority(os.PRIO_PROCESS, server.pid))
@@ -338,7 +342,7 @@ def test_the_remote_reader_waits_out_its_rate_and_reads_the_whole_log(
     filled: AuditLog, serve: Serve, signer: Signer
 ) -> None:
     published = PublishedLog(filled.path)
-    rates = ReaderRates(rate=1000, burst=1000)
+    rates = ReaderRates(rate=200, burst=1000)
     try:
         with serve(create_read_app(published, _policy(), rates=rates)) as reader:
             with RemoteLog(reader, READER, [signer.verifier]) as remote:
@@ -351,3 +355,37 @@ def test_the_remote_reader_waits_out_its_rate_and_reads_the_whole_log(
     finally:
         published.close()
         filled.close()
+
+
+_UNHEALTHY = _HEALTHY.replace("send_response(200)", "send_response(503)")
+
+
+def test_a_read_server_that_answers_unhealthy_is_shown_not_restarted() -> None:
+    """Unhealthy but answering (e.g. it refuses a rolled-back checkpoint file): a restart
+    would forget what it refused, so it is left running and shown as unhealthy."""
+    port = free_port()
+    registry = CollectorRegistry()
+    process = ReadServerProcess(
+        [sys.executable, "-c", _UNHEALTHY, str(port)],
+        f"http://127.0.0.1:{port}/healthz",
+        registry,
+        probe_interval=0.05,
+        probe_timeout=0.5,
+        startup_timeout=2.0,
+    )
+    process.start()
+    try:
+        wait_for(
+            lambda: process.condition()["reason"] == "ReadServerUnhealthy",
+            "the unhealthy answer to show",
+        )
+        first = process.pid
+        assert "503" in process.condition()["message"]
+        wait_for(lambda: registry.get_sample_value("regsandbox_audit_read_server_up") == 0, "0")
+        deadline = time.monotonic() + 2.5  # past the startup timeout: still the same child
+        while time.monotonic() < deadline:
+            assert process.pid == first
+            time.sleep(0.05)
+        assert registry.get_sample_value("regsandbox_audit_read_server_restarts_total") == 0
+    finally:
+        process.stop()
