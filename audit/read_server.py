@@ -273,6 +273,14 @@ class ReadServerMetrics:
         """Size of the served checkpoint."""
 
 
+def _rate_key(reader: Reader, request: Request) -> str:
+    """Whose bucket a read is charged to: the identity; anonymous readers (open reads)
+    each by their address, so one of them cannot take every public mirror's share."""
+    if reader.name != "anonymous" or request.client is None:
+        return reader.name
+    return f"anonymous@{request.client.host}"
+
+
 def create_read_app(
     log: PublishedLog,
     policy: AccessPolicy,
@@ -301,7 +309,7 @@ def create_read_app(
 
     async def gate(request: Request, scope: Scope, verb: Verb, cost: int = 1) -> Reader:
         reader = await authorize_read(policy, request, scope, verb)
-        wait = rates.take(reader.name, cost)
+        wait = rates.take(_rate_key(reader, request), cost)
         if wait > 0:
             metrics.limited.inc()
             raise HTTPException(

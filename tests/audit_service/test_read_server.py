@@ -393,3 +393,21 @@ def test_a_read_server_that_answers_unhealthy_is_shown_not_restarted() -> None:
         assert registry.get_sample_value("regsandbox_audit_read_server_restarts_total") == 0
     finally:
         process.stop()
+
+
+def test_anonymous_readers_each_have_a_bucket_of_their_own(filled: AuditLog, serve: Serve) -> None:
+    """With open reads, every client is "anonymous": one of them paging at full speed
+    must not use up the rate of every other public mirror or witness."""
+    published = PublishedLog(filled.path)
+    rates = ReaderRates(rate=1, burst=1000)
+    try:
+        with serve(create_read_app(published, _policy(open_reads=True), rates=rates)) as url:
+            path = f"{url}/v1/entries?start=0&end=600"
+            assert httpx.get(path).status_code == 200
+            assert httpx.get(path).status_code == 429
+            other = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(transport=other) as elsewhere:
+                assert elsewhere.get(path).status_code == 200
+    finally:
+        published.close()
+        filled.close()
