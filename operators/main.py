@@ -50,6 +50,9 @@ def run(
     ] = "auto",
 ) -> None:
     """Run the operator until interrupted; settings come from REGSANDBOX_* variables."""
+    from operators.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any handler or watch thread starts
     import kopf
 
     settings = OperatorSettings(kubeconfig=kubeconfig)
