@@ -83,35 +83,47 @@ def _reader(
     nice: int | None,
     idle: bool,
 ) -> None:
-    if nice is not None:
-        _renice(nice)
-    if idle:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    _lower(nice, idle)
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     reads = 0
+
+    def get(path: str, **params: Any) -> httpx.Response | None:
+        """200 answer, or None once ``stop`` is reached; a 429 is waited out (Retry-After)
+        as a well-behaved reader does, and only what was served is counted."""
+        while time.monotonic() < stop:
+            answer = http.get(path, params=params)
+            if answer.status_code != 429:
+                answer.raise_for_status()
+                return answer
+            pause = float(answer.headers.get("retry-after", "1"))
+            time.sleep(max(0.0, min(pause, stop - time.monotonic())))
+        return None
+
     while time.monotonic() < stop:
-        size = int(http.get("/v1/checkpoint").text.splitlines()[1])
+        note = get("/v1/checkpoint")
+        if note is None:
+            break
+        size = int(note.text.splitlines()[1])
         if mode == "entries":
             for start in range(0, size, 1000):
-                if time.monotonic() >= stop:
+                end = min(size, start + 1000)
+                if get("/v1/entries", start=start, end=end) is None:
                     break
-                http.get("/v1/entries", params={"start": start, "end": min(size, start + 1000)})
-                reads += min(size, start + 1000) - start
+                reads += end - start
         elif mode == "tenant":
             after: int | None = 0
-            while after is not None and time.monotonic() < stop:
-                page = http.get(
-                    "/v1/tenants/bank-a/entries", params={"start": after, "limit": 1000}
-                )
+            while after is not None:
+                page = get("/v1/tenants/bank-a/entries", start=after, limit=1000)
+                if page is None:
+                    break
                 body = page.json()
                 reads += len(body["entries"])
                 after = body["next"]
         else:
             for n in range(size // 256):
-                if time.monotonic() >= stop:
+                bundle = get(f"/tlog/tile/entries/{_tile_index(n)}")
+                if bundle is None or get(f"/tlog/tile/0/{_tile_index(n)}") is None:
                     break
-                http.get(f"/tlog/tile/entries/{_tile_index(n)}")
-                http.get(f"/tlog/tile/0/{_tile_index(n)}")
                 reads += 256
     counter.value = reads
     cpu.value = time.process_time()
@@ -229,6 +241,14 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(c) for c in (task / "children").read_text().split()]
     return found
+
+
+def _lower(nice: int | None, idle: bool) -> None:
+    """The reader client's priority: the read server's nice value, and its SCHED_IDLE."""
+    if nice is not None:
+        _renice(nice)
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _renice(value: int) -> None:
