@@ -193,11 +193,12 @@ class _Connection:
         where = f"PKCS#11 {what} on token {self._settings.token_label!r}"
         with self._lock:
             reply = self._exchange(where, {"op": op, "what": what, **fields})
-        if "ok" in reply:
-            return reply["ok"]
-        kind, message = reply.get("error"), reply.get("message")
-        if kind not in ERROR_KINDS or not isinstance(message, str):
-            raise KeyProviderUnavailable(f"{where}: the PKCS#11 worker sent a malformed reply")
+            if "ok" in reply:
+                return reply["ok"]
+            kind, message = reply.get("error"), reply.get("message")
+            if kind not in ERROR_KINDS or not isinstance(message, str):
+                self._stop("malformed reply")  # a worker that sends this is not trusted on
+                raise KeyProviderUnavailable(f"{where}: the PKCS#11 worker sent a malformed reply")
         raise _ReplyError(str(kind), message)
 
     def close(self) -> None:
@@ -223,7 +224,8 @@ class _Connection:
                 process = self._start(where)
                 self._send(process, request)
             reply = self._receive(process, self._settings.call_timeout)
-        except (OSError, ProtocolError, ValueError) as error:
+        except (OSError, ProtocolError, ValueError, RecursionError) as error:
+            # RecursionError: a reply nested too deep for the JSON parser.
             self._stop(type(error).__name__)
             raise KeyProviderUnavailable(
                 f"{where}: the PKCS#11 worker process failed during the call "
@@ -309,7 +311,7 @@ class _Connection:
             reply = self._receive(process, max(self._settings.call_timeout, _START_TIMEOUT))
             if not isinstance(reply.get("ok"), dict):
                 raise ProtocolError("unexpected answer to hello")
-        except (OSError, ProtocolError, ValueError, _WorkerGoneError) as error:
+        except (OSError, ProtocolError, ValueError, RecursionError, _WorkerGoneError) as error:
             self._stop(f"start: {type(error).__name__}")
             raise KeyProviderUnavailable(
                 f"{where}: the PKCS#11 worker process did not start ({type(error).__name__}); "

@@ -60,14 +60,35 @@ def misbehaving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pkc
             provider_module._CONNECTIONS.pop((str(settings.module), settings.token_label), None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: a deeply nested JSON reply raises RecursionError out of the "
-    "provider (not KeyProviderUnavailable) and the worker that sent it is kept",
-)
 def test_a_reply_nested_too_deep_to_parse_fails_the_call_closed(
     misbehaving: Pkcs11KeyProvider,
 ) -> None:
     with pytest.raises(KeyProviderUnavailable):
         misbehaving.get("sbx-review")
     assert misbehaving._connection().worker_pid is None  # the worker was not kept
+
+
+_UNKNOWN_REPLY = _NESTED_REPLY.replace(
+    'reply(b\'{"ok": \' + b"[" * depth + b"]" * depth + b"}")', "reply(b'{\"neither\": 1}')"
+)
+
+
+def test_a_worker_that_sends_a_reply_of_no_known_kind_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "unknown.py"
+    script.write_text(_UNKNOWN_REPLY)
+    assert "neither" in script.read_text()
+    monkeypatch.setattr(provider_module, "_WORKER_SCRIPT", script)
+    settings = Pkcs11Settings(
+        module=tmp_path / "no-module.so", token_label="review-s7-b", pin=SecretStr("1234-5678")
+    )
+    provider = Pkcs11KeyProvider(settings, FileWrappedKeyStore(tmp_path / "wrapped"))
+    try:
+        with pytest.raises(KeyProviderUnavailable, match="malformed reply"):
+            provider.get("sbx-review")
+        assert provider._connection().worker_pid is None
+    finally:
+        provider._connection().close()
+        with provider_module._CONNECTIONS_LOCK:
+            provider_module._CONNECTIONS.pop((str(settings.module), settings.token_label), None)
