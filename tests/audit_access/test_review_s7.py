@@ -1,9 +1,9 @@
 """Attacker-minded review of the audit read server (session 7), as tests.
 
 Each test states what an attacker (or an accident) does and what the read server must
-do. The findings are in ``/work/helpers/reports/s7/review.md``; those fixed are guarded
-here, one still open is marked ``xfail(strict=True)``. Real servers: uvicorn on loopback
-over a real log directory, and ``audit serve --read-listen`` as a process.
+do; each failed on the read server as first committed and guards its fix (findings:
+``/work/helpers/reports/s7/review.md``). Real servers: uvicorn on loopback over a real
+log directory, and ``audit serve --read-listen`` as a process.
 """
 
 from __future__ import annotations
