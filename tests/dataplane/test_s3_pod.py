@@ -24,7 +24,6 @@ from kubernetes import client
 
 from sandbox.devenv.chart import APP_UID
 from sandbox.devenv.chartstack import ChartStack
-from sandbox.devenv.dataplane import unavailable_reason
 from sandbox.devenv.images import WORKLOAD_PYTHON
 from sandbox.devenv.stack import OUTBOX_BUCKET
 from sandbox.devenv.toolchain import tool_path
@@ -34,7 +33,7 @@ from sandbox.provision.names import sandbox_id
 from sandbox.provision.s3_client_env import S3_CLIENT_CONFIGMAP
 
 from .pods import Kubectl, unique, wait_for, wait_running
-from .stacks import audit_entries, chart_stack, granted_sandbox
+from .stacks import audit_entries, chart_stack, granted_sandbox, require_data_plane
 
 pytestmark = pytest.mark.dataplane
 
@@ -74,9 +73,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def stack(repo_root: Path) -> Iterator[ChartStack]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"no data plane on this machine: {reason}")
+    require_data_plane()
     with chart_stack(repo_root, "regsandbox-s3-dp-") as running:
         yield running
 
