@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -275,10 +276,21 @@ class ReadServerMetrics:
 
 def _rate_key(reader: Reader, request: Request) -> str:
     """Whose bucket a read is charged to: the identity; anonymous readers (open reads)
-    each by their address, so one of them cannot take every public mirror's share."""
+    each by their address (an IPv6 client by its /64), so one of them cannot take every
+    public mirror's share."""
     if reader.name != "anonymous" or request.client is None:
         return reader.name
-    return f"anonymous@{request.client.host}"
+    host = request.client.host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"anonymous@{host}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"anonymous@{address.ipv4_mapped}"
+        # a host is routed a whole /64 and may use any address of it
+        return f"anonymous@{ipaddress.ip_network(f'{address}/64', strict=False)}"
+    return f"anonymous@{address}"
 
 
 def create_read_app(
@@ -406,6 +418,13 @@ _KEPT_ENVIRONMENT = (
     "KUBECONFIG",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    # the Kubernetes client's way to the API server (TokenReview, SubjectAccessReview)
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
 )
 _KEPT_PREFIXES = ("LC_", "PYTHON", "KUBERNETES_SERVICE_", "REGSANDBOX_LOG")
 

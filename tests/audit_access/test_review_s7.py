@@ -248,11 +248,6 @@ def test_the_read_server_does_not_hold_the_archives_credentials(tmp_path: Path) 
         stop_process(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: anonymous readers are charged per IPv6 address, and one "
-    "client holds a whole /64 of them, so it gets a fresh bucket per request",
-)
 def test_an_anonymous_reader_cannot_renew_its_bucket_by_changing_its_ipv6_address(
     log: AuditLog,
 ) -> None:
@@ -284,11 +279,6 @@ def test_an_anonymous_reader_cannot_renew_its_bucket_by_changing_its_ipv6_addres
         published.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review s7 finding: the read server's environment allowlist drops the proxy "
-    "settings the Kubernetes client reads (HTTPS_PROXY), so reviews fail behind a proxy",
-)
 def test_the_read_server_keeps_the_proxy_settings_its_kubernetes_client_reads() -> None:
     """The Kubernetes client the read server authorises readers with takes the API
     server's proxy from ``HTTPS_PROXY`` / ``https_proxy`` (kubernetes.client.Configuration).
