@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import structlog
 import typer
 import uvicorn
 from starlette.applications import Starlette
@@ -438,11 +439,7 @@ def serve_reads(
     """The read server that `audit serve --read-listen` starts (not for direct use)."""
     configure_process_logging()
     settings = ReadServerConfig.from_arg(config)
-    os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + settings.nice))
-    if settings.idle:
-        # Linux SCHED_IDLE: the CPU only when no other task of the container (the
-        # writer) wants it; a waking writer preempts it at once.
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    _lower_priority(settings.nice, settings.idle)
     _exit_with_parent()
     tls = None
     if settings.tls is not None:
@@ -491,6 +488,22 @@ def serve_reads(
             _run(app, settings.listen)
     finally:
         log.close()
+
+
+def _lower_priority(steps: int, idle: bool) -> None:
+    """Take ``steps`` nice steps down and, with ``idle``, Linux's SCHED_IDLE class: the
+    CPU only when no other task of the container (the writer) wants it, a waking writer
+    preempting it at once. Lowering one's own priority needs no privilege; where a
+    sandbox (seccomp) refuses it anyway, say so and serve at the priority we have."""
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, now + steps))
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:
+        structlog.get_logger("audit.read_server").warning(
+            "read server priority not lowered", error=str(exc)
+        )
 
 
 def _exit_with_parent() -> None:
