@@ -281,8 +281,12 @@ def serve(
     is down) and the --listen port answers readers with 403 naming the read port.
     """
     _listen(listen)
-    if read_listen is not None:
-        _listen(read_listen)
+    if read_listen is not None and _listen(read_listen)[1] in {
+        _listen(other)[1] for other in (listen, tls_listen) if other
+    }:
+        fail(
+            "--read-listen needs a port of its own (not --listen's nor --tls-listen's)", EXIT_USAGE
+        )
     configure_process_logging()
     if kube_readers and open_reads:
         fail("--open-reads would let anyone read what --kube-readers restricts", EXIT_USAGE)

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from audit.client import AuditClient
 from audit.entry import Actor, Event, Resource
@@ -40,6 +42,7 @@ from audit.read_server import PublishedLog, ReaderRates, ReadServerProcess, crea
 from audit.remote import RemoteLog
 from audit.service import AccessPolicy, create_app, token_digest
 from audit.signing import generate_key_file
+from sandbox.cli.audit_serve import register
 from sandbox.devenv.processes import free_port
 from tests.audit_service.conftest import ORIGIN, Serve, wait_for
 from tests.servers import stop_process
@@ -411,3 +414,12 @@ def test_anonymous_readers_each_have_a_bucket_of_their_own(filled: AuditLog, ser
     finally:
         published.close()
         filled.close()
+
+
+def test_a_read_port_that_is_another_listeners_is_a_usage_error(tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    base = ["serve", "--log", str(tmp_path), "--writers", "w", "--listen", "127.0.0.1:8080"]
+    same = CliRunner().invoke(app, [*base, "--read-listen", "0.0.0.0:8080"])
+    assert same.exit_code == 2
+    assert "port of its own" in same.output
