@@ -1,11 +1,10 @@
 """Attacker-minded review of the audit read server (session 7), as tests.
 
 Each test states what an attacker (or an accident) does and what the read server must
-do; each failed on the read server as first committed (findings:
-``/work/helpers/reports/s7/review.md``). Fixed ones guard their fix; those marked
-``xfail(strict=True)`` are still open. Real servers: uvicorn on loopback over a real log
-directory (in-process ASGI only to send from other client addresses), and
-``audit serve --read-listen`` as a process.
+do. Each failed on the read server as first committed (findings:
+``/work/helpers/reports/s7/review.md``); all are fixed and these tests guard the fixes.
+Real servers: uvicorn on loopback over a real log directory (in-process ASGI only to send
+from other client addresses), and ``audit serve --read-listen`` as a process.
 """
 
 from __future__ import annotations
