@@ -13,14 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from kubernetes import client
 
-from sandbox.api.meta import API_GROUP, API_VERSION
 from sandbox.devenv.controlplane import ControlPlane
+from sandbox.devenv.tenancy import sandbox_manifest
 from sandbox.kube.clients import install_crds, kube_client
-from sandbox.provision.names import tenant_namespace
 
 __all__ = ["api_client", "install_crds", "running_control_plane", "sandbox_manifest"]
 
@@ -39,19 +37,3 @@ def running_control_plane(directory: Path, timeout: float = 120.0) -> Iterator[C
 def api_client(kubeconfig: Path) -> client.ApiClient:
     """A kubernetes ApiClient authenticated by the kubeconfig's client certificate."""
     return kube_client(kubeconfig)
-
-
-def sandbox_manifest(name: str, tenant: str, **spec: Any) -> dict[str, Any]:
-    """A Sandbox in ``tenant``'s home namespace: fraud detection on the Luxembourg
-    national cluster for seven days; ``spec`` fields are added or replace those."""
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": "Sandbox",
-        "metadata": {"name": name, "namespace": tenant_namespace(tenant)},
-        "spec": {
-            "purpose": "fraud-detection",
-            "region": "onprem:lu-national-1",
-            "lifetime": {"ttl": "7d"},
-            **spec,
-        },
-    }

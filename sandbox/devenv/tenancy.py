@@ -19,7 +19,6 @@ from kubernetes import client
 from sandbox.api.meta import API_GROUP, API_VERSION
 from sandbox.kube.apply import apply, get
 from sandbox.provision.names import sandbox_namespace, tenant_namespace
-from sandbox.testing import sandbox_manifest
 
 __all__ = [
     "SANDBOX_RESOURCES",
@@ -28,6 +27,7 @@ __all__ = [
     "dataset_granted",
     "dataset_manifest",
     "grant_sandbox",
+    "sandbox_manifest",
     "tenant_home",
     "tenant_manifest",
 ]
@@ -37,6 +37,23 @@ Wait = Callable[[Callable[[], Any], float, str], Any]
 
 SANDBOX_RESOURCES = {"cpu": "2", "memory": "2Gi", "storage": "1Gi"}
 """The sandbox quota the data-plane tests and benches ask for (room for one workload pod)."""
+
+
+def sandbox_manifest(name: str, tenant: str, **spec: Any) -> dict[str, Any]:
+    """A Sandbox in ``tenant``'s home namespace: fraud detection on the Luxembourg
+    national cluster for seven days; ``spec`` fields are added or replace those."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "Sandbox",
+        "metadata": {"name": name, "namespace": tenant_namespace(tenant)},
+        "spec": {
+            "purpose": "fraud-detection",
+            "region": "onprem:lu-national-1",
+            "lifetime": {"ttl": "7d"},
+            **spec,
+        },
+    }
+
 
 _REGION = "onprem:lu-national-1"
 
