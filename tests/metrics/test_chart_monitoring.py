@@ -25,6 +25,7 @@ from kubernetes import client
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from audit.metrics import HttpMetrics, LogMetrics
+from audit.read_server import ReadServerProcess
 from audit.service import ServiceMetrics
 from audit.witnessing import WitnessingMetrics
 from sandbox.kube.apply import apply
@@ -145,6 +146,7 @@ def _exported() -> set[str]:
     HttpMetrics(audit.registry, "regsandbox_audit")
     LogMetrics(audit.registry, lambda: 1, lambda: 1, cosignatures=lambda: {"w": 0.0})
     WitnessingMetrics(audit.registry)
+    ReadServerProcess(["true"], "http://127.0.0.1:1/healthz", audit.registry)  # not started
     names: set[str] = set()
     registry: CollectorRegistry
     for registry in (REGISTRY, audit.registry):
