@@ -261,15 +261,14 @@ def test_a_short_quota_is_asked_to_recount_at_most_once_per_patience(
     now = dt.datetime.now(dt.UTC)
     live = _short_quota("sbx-t-a", None if applied_ago is None else now - applied_ago)
     claim = workspace_pvc("t", "sbx-t-a", "5Gi", "encrypted")
-    corrected: list[str] = []
-    warning = drift_module._recount(
+    result = drift_module._recount(
         cast(Any, SimpleNamespace(api=None)),
         [_quota("sbx-t-a")],
         {"ResourceQuota": live, "PersistentVolumeClaim": claim},
-        corrected,
     )
     assert bool(asked) is asks
-    assert bool(corrected) is asks
+    assert (result is not None) is asks
+    warning = None if result is None else result[1]
     assert (warning is not None) is warns
     if warns:
         assert "resourcequota controller" in str(warning)

@@ -17,6 +17,7 @@ from sandbox.devenv.operator_process import OperatorProcess
 from sandbox.kube.apply import apply, delete, get, list_objects
 from sandbox.kube.quota import RECOUNT_KEY
 from sandbox.lifecycle.sandboxes.drift import RECOUNT_PATIENCE
+from sandbox.provision.names import tenant_namespace
 
 from .helpers import SYSTEM_NS, condition, ready_sandbox, sandbox_body, stray_sandbox, unique
 
@@ -94,7 +95,7 @@ def test_a_quota_that_misses_the_workspace_claim_is_recounted_and_audited(
         return quota().get("status", {}).get("used", {}).get("persistentvolumeclaims")
 
     operator.wait_until(lambda: used_claims() == "1", 30, "the claim to be counted")
-    recounted = _audit_has(audit_actions, name, "sandbox.drift.corrected")
+    recounted = _audit_has(audit_actions, name, "sandbox.quota.recounted")
     # Under-count, as a quota computed from a cache that missed the claim would. The quota
     # controller may still recount once by itself (the claim's PVC-protection finalizer is
     # an update it reacts to); then the operator never saw the miss: write it again.
@@ -107,9 +108,13 @@ def test_a_quota_that_misses_the_workspace_claim_is_recounted_and_audited(
                 "sandbox",
                 ns,
                 {
+                    # A status write replaces the labels too: keep them, so that the
+                    # under-count is the only change (and no drift is corrected).
                     "metadata": {
                         "name": "sandbox",
                         "resourceVersion": current["metadata"]["resourceVersion"],
+                        "labels": current["metadata"].get("labels"),
+                        "annotations": current["metadata"].get("annotations"),
                     },
                     "spec": current["spec"],
                     "status": {"hard": current["status"]["hard"], "used": used},
@@ -129,8 +134,15 @@ def test_a_quota_that_misses_the_workspace_claim_is_recounted_and_audited(
         recounted, 15 + RECOUNT_PATIENCE.total_seconds(), "the drift audit entry"
     )
     operator.wait_until(lambda: used_claims() == "1", 30, "the quota to be recounted")
-    corrections = " ".join(c for e in entries for c in e["details"]["corrections"])
-    assert "ResourceQuota/sandbox recounted" in corrections
+    assert any("ResourceQuota/sandbox recounted" in e["details"]["recount"] for e in entries)
+    # Nobody edited anything: a recount is not drift (no DriftCorrected warning, which
+    # feeds the RegsandboxDriftCorrected alert, nor a drift.corrected entry).
+    drifted = _audit_has(audit_actions, name, "sandbox.drift.corrected")()
+    assert not drifted, [e["details"] for e in drifted]
+    events = client.CoreV1Api(admin_api).list_namespaced_event(
+        tenant_namespace(tenant), field_selector=f"involvedObject.name={name}"
+    )
+    assert "DriftCorrected" not in {e.reason for e in events.items}
     # No limit lifted. The inert recount limit is left out: the snapshot may have been taken
     # while an earlier recount (of the claim's first count) still held it.
     assert _limits(quota()) == _limits(live)

@@ -47,13 +47,19 @@ def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
         return step.finish()
     desired = desired_objects(platform, body, sandbox.tenant, sandbox.tenant_spec, sandbox.spec)
     corrected, seen = _restore(platform, desired)
-    not_recounted = _recount(platform, desired, seen, corrected)
+    recount = _recount(platform, desired, seen)
     _remove_foreign(platform, sandbox, desired, corrected)
     refresh_grants_in(step, sandbox.tenant_obj, sandbox.spec)
-    if not_recounted:
-        step.note("Warning", "QuotaNotRecounted", not_recounted)
+    ns = sandbox_namespace(sandbox.tenant, sandbox.name)
+    if recount is not None:
+        # Not drift: nobody edited anything; the quota controller counted from a cache
+        # that missed the claim. Audited (the quota's accounting was mended), but no
+        # DriftCorrected warning, which says someone changed what the operator owns.
+        asked, not_recounted = recount
+        step.log("sandbox.quota.recounted", "success", namespace=ns, recount=asked)
+        if not_recounted:
+            step.note("Warning", "QuotaNotRecounted", not_recounted)
     if corrected:
-        ns = sandbox_namespace(sandbox.tenant, sandbox.name)
         step.log("sandbox.drift.corrected", "success", namespace=ns, corrections=corrected)
         step.note("Warning", "DriftCorrected", "; ".join(corrected))
     return step.finish()
@@ -118,11 +124,13 @@ def _recount(
     platform: Platform,
     desired: list[dict[str, Any]],
     seen: Mapping[str, Mapping[str, Any] | None],
-    corrected: list[str],
-) -> str | None:
+) -> tuple[str, str | None] | None:
     """Ask for a recount of a quota that missed the workspace claim (without waiting for
-    the controller: the next check reads the quota again, and asks again if need be);
-    a warning if an earlier request has not been acted on."""
+    the controller: the next check reads the quota again, and asks again if need be).
+
+    ``None`` if none was asked; else what was asked, and a warning if an earlier request
+    has not been acted on.
+    """
     live = seen.get("ResourceQuota")
     if live is None or not _claim_uncounted(seen):
         return None
@@ -134,15 +142,15 @@ def _recount(
         return None  # asked recently: the controller has not got to it yet
     quota = next(o for o in desired if o["kind"] == "ResourceQuota")
     request_recount(platform.api, quota)
-    corrected.append("ResourceQuota/sandbox recounted: it counted no workspace claim")
+    meta = quota["metadata"]
+    what = f"ResourceQuota/{meta['name']} recounted: it counted no workspace claim"
     if waited is not None and waited >= RECOUNT_PATIENCE:
-        meta = quota["metadata"]
-        return (
+        return what, (
             f"ResourceQuota {meta['namespace']}/{meta['name']} still counted no workspace "
             f"claim {RECOUNT_PATIENCE.seconds}s after a recount was asked (asked again); is "
             "kube-controller-manager's resourcequota controller running?"
         )
-    return None
+    return what, None
 
 
 def _remove_foreign(
