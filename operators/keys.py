@@ -25,7 +25,6 @@ from operators.settings import OperatorSettings
 from sandbox.keys.base import KeyProviderError, validate_sandbox_id
 from sandbox.keys.kek_ring import SecretKekRing
 from sandbox.keys.local import LocalKeyProvider, RewrappedKey
-from sandbox.keys.pkcs11 import Pkcs11KeyProvider
 
 __all__ = ["app"]
 
@@ -142,6 +141,8 @@ def rotate_kek(
     from files: rewrap every data key under REGSANDBOX_LOCAL_KEK_FILE; then empty
     REGSANDBOX_LOCAL_PREVIOUS_KEK_FILE. pkcs11: give every sandbox a new token KEK.
     """
+    from sandbox.keys.pkcs11 import Pkcs11KeyProvider  # only with pkcs11: loads its binding
+
     with _session(kubeconfig, "rotate-kek") as session:
         keys = session.keys
         if isinstance(keys, LocalKeyProvider):
@@ -233,6 +234,8 @@ def rotate_data_key(
             "volumes made after the rotation (docs/key-custody.md), then pass --yes",
             2,
         )
+    from sandbox.keys.pkcs11 import Pkcs11KeyProvider  # only with pkcs11: loads its binding
+
     with _session(kubeconfig, "rotate-data-key") as session:
         keys = session.keys
         if not isinstance(keys, LocalKeyProvider | Pkcs11KeyProvider):
