@@ -13,8 +13,13 @@ if sys.argv[1] == "limited":
     from operators.memory import limit_malloc_arenas
     assert limit_malloc_arenas()
 kept = []
+# All 8 threads alive at once: glibc hands an exited thread's arena to the next new one,
+# so threads that ran one after another (a busy machine) would share one arena anyway.
+started, done = threading.Barrier(8), threading.Barrier(8)
 def allocate():
+    started.wait()
     kept.append([bytes(10_000) for _ in range(50)])  # above pymalloc's 512 bytes
+    done.wait()
 threads = [threading.Thread(target=allocate) for _ in range(8)]
 for t in threads:
     t.start()

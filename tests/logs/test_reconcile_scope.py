@@ -36,6 +36,9 @@ def out() -> Iterator[io.StringIO]:
     handlers, level = root.handlers[:], root.level
     stream = io.StringIO()
     configure_logging("INFO", "json", stream=stream)
+    # Steps run outside a handler's copied context by other tests (tests/lifecycle/
+    # test_step.py) may leave an id bound in this thread's context: start from none.
+    structlog.contextvars.clear_contextvars()
     yield stream
     root.handlers[:] = handlers
     root.setLevel(level)
