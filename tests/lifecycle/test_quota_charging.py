@@ -23,6 +23,7 @@ from sandbox.kube.quota import (
     recount,
     recount_asked_at,
     request_recount,
+    seed_usage,
     usage_known,
     write_admitted,
 )
@@ -272,3 +273,61 @@ def test_a_short_quota_is_asked_to_recount_at_most_once_per_patience(
     assert (warning is not None) is warns
     if warns:
         assert "resourcequota controller" in str(warning)
+
+
+def _seeded(api: client.ApiClient) -> tuple[str, dict[str, Any]]:
+    """A new namespace and quota whose usage the operator seeded (not the controller).
+
+    The controller may sync a new quota before the seed's PUT lands: the seed then
+    leaves it alone (409), and a fresh namespace is tried."""
+    for _ in range(5):
+        ns = _namespace(api)
+        if seed_usage(api, create(api, _quota(ns))):
+            return ns, _live(api, ns)
+        assert usage_known(_live(api, ns)), "the seed was refused but nobody computed usage"
+    pytest.fail("the quota controller computed every quota before the seed could")
+
+
+def test_a_seeded_quota_charges_the_claim_written_right_after_it(
+    admin_api: client.ApiClient,
+) -> None:
+    """The burst case: a claim written before the controller got round to the quota was
+    let in uncharged. With the usage seeded, admission charges it in the create."""
+    ns, seeded = _seeded(admin_api)
+    assert seeded["status"] == {
+        "hard": _HARD,
+        "used": {"persistentvolumeclaims": "0", "requests.storage": "0"},
+    }
+    # The API server's admission reads quotas from its own watch cache: give it the
+    # moment it needs to see the seeded status (the operator writes Secrets and a
+    # ConfigMap in between).
+    time.sleep(0.2)
+    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    live = _live(admin_api, ns)  # no waiting: admission charged it in the create
+    assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
+    second = workspace_pvc("t", ns, "1Gi", "plain")
+    second["metadata"]["name"] = "second"
+    with pytest.raises(ApiException) as exceeded:
+        create(admin_api, second)
+    assert "exceeded quota" in str(exceeded.value.body)
+
+
+def test_a_seed_never_overwrites_a_usage_written_since_the_create(
+    admin_api: client.ApiClient,
+) -> None:
+    ns = _namespace(admin_api)
+    created = create(admin_api, _quota(ns))
+    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    # The controller computes the quota's usage (the claim included) after the create.
+    counted = _until(
+        lambda: (
+            (q := _live(admin_api, ns)) and counts_at_least(q, "persistentvolumeclaims", 1) and q
+        ),
+        "the controller to count the claim",
+    )
+    assert seed_usage(admin_api, created) is False  # stale version: refused, not forced
+    assert seed_usage(admin_api, counted) is False  # usage known: nothing sent
+    assert _live(admin_api, ns)["status"]["used"] == {
+        "persistentvolumeclaims": "1",
+        "requests.storage": "5Gi",
+    }

@@ -15,7 +15,7 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
-from sandbox.kube.quota import recount, write_admitted
+from sandbox.kube.quota import recount, seed_usage, write_admitted
 from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
@@ -50,10 +50,11 @@ The members' RoleBinding comes last, so nobody can act in the namespace before i
 isolation, limits and quota are in place. The ResourceQuota comes before the workspace
 claim: a claim written first is never charged by quota admission, only counted later
 from the quota controller's cache, which can miss it and leave the namespace's one
-permitted claim (and its storage) free for minutes. The NetworkPolicies and Secrets
-between the two give the quota controller time to compute the quota's usage, so that
-admission charges the claim; the drift check recounts a quota that still missed it
-(see :mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
+permitted claim (and its storage) free for minutes. A quota the operator has just created gets its
+usage from the operator (nothing used yet), not from the quota controller, which in a
+burst often computes it only after the claim is in: admission then charges the claim
+as it is created; the drift check recounts a quota that still missed it (see
+:mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
 claim finds it without a live lookup.
 """
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
@@ -117,6 +118,9 @@ def write_all(
             if not first:
                 raise
             raise WriteRefusedError(obj, exc) from exc
+        if first and obj["kind"] == "ResourceQuota" and isinstance(written, dict):
+            # Its usage, at once: quota admission then charges the workspace claim.
+            seed_usage(api, written)
         # Not the quota: its usage is not computed yet (the drift check reads it until
         # it counts the claim).
         if (
