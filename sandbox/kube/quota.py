@@ -130,7 +130,7 @@ def seed_usage(api: client.ApiClient, created: Mapping[str, Any]) -> bool:
     if not hard:
         return False
     seeded = copy.deepcopy(dict(created))
-    seeded["status"] = {"hard": hard, "used": {resource: "0" for resource in hard}}
+    seeded["status"] = {"hard": hard, "used": dict.fromkeys(hard, "0")}
     try:
         replace_status(api, seeded)
     except ApiException as exc:
