@@ -171,7 +171,10 @@ class LogMetrics(Collector):
     """The audit log's metrics: appends (observed by the service) and state (read on scrape).
 
     ``size`` and ``checkpoint_size`` read the log; ``cosignatures`` gives, for each
-    witness, the POSIX time of its latest cosignature (``None`` before the first). The
+    witness, the POSIX time of its latest cosignature (``None`` before the first). A
+    witness that has not cosigned since this service started is as old as the service
+    (``wall_clock`` at construction), so a witness that never answers ages like one
+    that stopped answering and the same alert fires. The
     checkpoint's age is counted from when this service first saw it (for a log it
     recovered, from its start): a log signs a new checkpoint only once entries are
     waiting, so an idle log's checkpoint rightly grows old. What signals a stuck log is
@@ -188,8 +191,11 @@ class LogMetrics(Collector):
         checkpoint_size: Callable[[], int],
         cosignatures: Callable[[], Mapping[str, float | None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Register the append metrics and this collector in ``registry``."""
+        self._wall_clock = wall_clock
+        self._started = wall_clock()
         self._size = size
         self._checkpoint_size = checkpoint_size
         self._cosignatures = cosignatures
@@ -260,7 +266,8 @@ class LogMetrics(Collector):
         )
         cosigned = GaugeMetricFamily(
             "regsandbox_audit_witness_cosignature_age_seconds",
-            "Seconds since each witness's latest cosignature (absent before its first).",
+            "Seconds since each witness's latest cosignature, or since this service "
+            "started for a witness that has not cosigned since.",
             labels=["witness"],
         )
         if not describe:
@@ -269,10 +276,10 @@ class LogMetrics(Collector):
             tree.add_metric([], checkpoint_size)
             age.add_metric([], self.checkpoint_age(checkpoint_size))
             pending.add_metric([], self.pending_seconds(checkpoint_size))
-            now = time.time()
+            now = self._wall_clock()
             for witness, at in (self._cosignatures() if self._cosignatures else {}).items():
-                if at is not None:
-                    cosigned.add_metric([witness], max(0.0, now - at))
+                since = self._started if at is None else at
+                cosigned.add_metric([witness], max(0.0, now - since))
         yield from (entries, tree, age, pending)
         if self._cosignatures is not None:
             yield cosigned

@@ -246,6 +246,17 @@ def test_appends_do_not_wait_for_an_unreachable_witness(
                 ),
                 "the witness lag to show the 5 entries it never cosigned",
             )
+            # A witness that never cosigned still has an age (since the service started),
+            # so the stale-cosignature alert fires for it as for one that stopped.
+            ages = [
+                float(line.rsplit(" ", 1)[1])
+                for line in httpx.get(f"{url}/metrics").text.splitlines()
+                if line.startswith(
+                    'regsandbox_audit_witness_cosignature_age_seconds{witness="w.x/1"}'
+                )
+            ]
+            assert len(ages) == 1
+            assert ages[0] > 0
             assert httpx.get(f"{url}/healthz").status_code == 200
             body = httpx.get(f"{url}/v1/status").json()
             [witnessed] = [c for c in body["conditions"] if c["type"] == "Witnessed"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -23,10 +24,11 @@ from sandbox.kube.quota import (
     recount,
     recount_asked_at,
     request_recount,
-    seed_usage,
     usage_known,
     write_admitted,
 )
+from sandbox.kube.versions import VersionIndex
+from sandbox.lifecycle.sandboxes.desired import write_all
 from sandbox.storage.profiles import workspace_pvc
 
 from .helpers import unique
@@ -275,59 +277,71 @@ def test_a_short_quota_is_asked_to_recount_at_most_once_per_patience(
         assert "resourcequota controller" in str(warning)
 
 
-def _seeded(api: client.ApiClient) -> tuple[str, dict[str, Any]]:
-    """A new namespace and quota whose usage the operator seeded (not the controller).
-
-    The controller may sync a new quota before the seed's PUT lands: the seed then
-    leaves it alone (409), and a fresh namespace is tried."""
-    for _ in range(5):
-        ns = _namespace(api)
-        if seed_usage(api, create(api, _quota(ns))):
-            return ns, _live(api, ns)
-        assert usage_known(_live(api, ns)), "the seed was refused but nobody computed usage"
-    pytest.fail("the quota controller computed every quota before the seed could")
+@pytest.fixture
+def index(admin_api: client.ApiClient) -> Iterator[VersionIndex]:
+    versions = VersionIndex(admin_api, ("ResourceQuota", "NetworkPolicy")).start()
+    assert versions.wait_synced(20), versions
+    yield versions
+    versions.stop()
 
 
-def test_a_seeded_quota_charges_the_claim_written_right_after_it(
-    admin_api: client.ApiClient,
+def _managed(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "regsandbox"}
+    return obj
+
+
+def test_the_index_tells_when_the_controller_first_counted_a_new_quota(
+    admin_api: client.ApiClient, index: VersionIndex
 ) -> None:
-    """The burst case: a claim written before the controller got round to the quota was
-    let in uncharged. With the usage seeded, admission charges it in the create."""
-    ns, seeded = _seeded(admin_api)
-    assert seeded["status"] == {
-        "hard": _HARD,
-        "used": {"persistentvolumeclaims": "0", "requests.storage": "0"},
-    }
-    # The API server's admission reads quotas from its own watch cache: give it the
-    # moment it needs to see the seeded status (the operator writes Secrets and a
-    # ConfigMap in between).
-    time.sleep(0.2)
-    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
-    live = _live(admin_api, ns)  # no waiting: admission charged it in the create
-    assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
-    second = workspace_pvc("t", ns, "1Gi", "plain")
+    ns = _namespace(admin_api)
+    created = create(admin_api, _managed(_quota(ns)))
+    version = created["metadata"]["resourceVersion"]
+    assert index.wait_changed("ResourceQuota", ns, "sandbox", version, 20)
+    assert usage_known(_live(admin_api, ns))  # what changed it was the controller's count
+    # Nobody writes a NetworkPolicy after its creator: the wait ends empty-handed.
+    policy = _managed(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "deny", "namespace": ns},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
+    )
+    written = create(admin_api, policy)
+    started = time.monotonic()
+    assert not index.wait_changed(
+        "NetworkPolicy", ns, "deny", written["metadata"]["resourceVersion"], 0.5
+    )
+    assert time.monotonic() - started >= 0.5
+    # Kinds it does not watch (Secrets are only listed): no answer, and no wait.
+    started = time.monotonic()
+    assert not index.wait_changed("Secret", ns, "x", "1", 5)
+    assert not index.wait_changed("Namespace", "", ns, "1", 5)
+    assert time.monotonic() - started < 1
+
+
+def test_a_first_provisioning_has_the_claim_charged_by_admission(
+    admin_api: client.ApiClient, index: VersionIndex
+) -> None:
+    """The burst case: the controller's first count of a new quota came after the claim
+    and counted it out again (its cache lagged). Now the claim waits for that count, so
+    admission charges it in the create itself: counted when ``write_all`` returns."""
+
+    def provision(ns: str) -> dict[str, str]:
+        claim = _managed(workspace_pvc("t", ns, "5Gi", "encrypted"))
+        write_all(admin_api, [_managed(_quota(ns)), claim], first=True, versions=index)
+        # No waiting: charged in the claim's create.
+        return dict((_live(admin_api, ns).get("status") or {}).get("used") or {})
+
+    # A small burst, as sandboxes applied at once make: without the wait most of these
+    # claims were not yet counted when their provisioning ended.
+    namespaces = [_namespace(admin_api) for _ in range(60)]
+    with ThreadPoolExecutor(12) as pool:
+        used = list(pool.map(provision, namespaces))
+    counted = {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
+    assert [u for u in used if u != counted] == []
+    second = workspace_pvc("t", namespaces[0], "1Gi", "plain")
     second["metadata"]["name"] = "second"
     with pytest.raises(ApiException) as exceeded:
         create(admin_api, second)
     assert "exceeded quota" in str(exceeded.value.body)
-
-
-def test_a_seed_never_overwrites_a_usage_written_since_the_create(
-    admin_api: client.ApiClient,
-) -> None:
-    ns = _namespace(admin_api)
-    created = create(admin_api, _quota(ns))
-    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
-    # The controller computes the quota's usage (the claim included) after the create.
-    counted = _until(
-        lambda: (
-            (q := _live(admin_api, ns)) and counts_at_least(q, "persistentvolumeclaims", 1) and q
-        ),
-        "the controller to count the claim",
-    )
-    assert seed_usage(admin_api, created) is False  # stale version: refused, not forced
-    assert seed_usage(admin_api, counted) is False  # usage known: nothing sent
-    assert _live(admin_api, ns)["status"]["used"] == {
-        "persistentvolumeclaims": "1",
-        "requests.storage": "5Gi",
-    }

@@ -187,3 +187,22 @@ def test_the_guide_documents_every_series_and_alert(repo_root: Path) -> None:
     for group in rule["spec"]["groups"]:
         for alert in group["rules"]:
             assert f"`{alert['alert']}`" in guide, alert["alert"]
+
+
+def test_a_witness_that_never_cosigned_ages_from_the_service_start() -> None:
+    """Else a witness that never answers would have no age series, and the
+    RegsandboxWitnessCosignatureStale alert could never fire for it."""
+    now = [1_000.0]
+    registry = CollectorRegistry()
+    cosigned: dict[str, float | None] = {"never": None, "once": 1_500.0}
+    LogMetrics(
+        registry, lambda: 1, lambda: 1, cosignatures=lambda: cosigned, wall_clock=lambda: now[0]
+    )
+    now[0] = 4_700.0
+    ages = {
+        s.labels["witness"]: s.value
+        for family in registry.collect()
+        if family.name == "regsandbox_audit_witness_cosignature_age_seconds"
+        for s in family.samples
+    }
+    assert ages == {"never": 3_700.0, "once": 3_200.0}

@@ -15,7 +15,7 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
-from sandbox.kube.quota import recount, seed_usage, write_admitted
+from sandbox.kube.quota import Write, recount, usage_known, write_admitted
 from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
@@ -38,8 +38,8 @@ _APPLY_ORDER = {
             "ResourceQuota",
             "Secret",
             "ConfigMap",
-            "PersistentVolumeClaim",
             "ServiceAccount",
+            "PersistentVolumeClaim",
             "RoleBinding",
         )
     )
@@ -50,11 +50,11 @@ The members' RoleBinding comes last, so nobody can act in the namespace before i
 isolation, limits and quota are in place. The ResourceQuota comes before the workspace
 claim: a claim written first is never charged by quota admission, only counted later
 from the quota controller's cache, which can miss it and leave the namespace's one
-permitted claim (and its storage) free for minutes. A quota the operator has just created gets its
-usage from the operator (nothing used yet), not from the quota controller, which in a
-burst often computes it only after the claim is in: admission then charges the claim
-as it is created; the drift check recounts a quota that still missed it (see
-:mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
+permitted claim (and its storage) free for minutes. The claim comes as late as it can
+(before the RoleBinding), and waits for the quota controller's first count of the new
+quota (:func:`_await_first_count`): the objects in between give the controller time,
+so the wait is short or none; the drift check recounts a quota that still missed it
+(see :mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
 claim finds it without a live lookup.
 """
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
@@ -97,39 +97,79 @@ def write_all(
     """
     write = create_or_apply if first else apply
     quota: dict[str, Any] | None = None
+    uncounted: dict[str, Any] | None = None  # a quota just created, not counted yet
     for obj in objects:
         if first and _HALT_BEFORE:
             _halt_here(obj["kind"])
+        if obj["kind"] == "PersistentVolumeClaim" and uncounted is not None:
+            _await_first_count(versions, uncounted)
         if obj["kind"] == "ResourceQuota":
             quota = obj
-        try:
-            try:
-                written = write_admitted(write, api, obj)
-            except ApiException as exc:
-                if not (first and quota is not None and _overcharged(exc)):
-                    raise
-                # A create the quota was charged for never landed: an operator killed
-                # while its request was in flight (the API server charges the quota in
-                # admission, then drops the write with the cancelled request). The
-                # controller only recounts on its full resync; have it count now.
-                recount(api, quota)
-                written = write_admitted(write, api, obj)
-        except ApiException as exc:
-            if not first:
-                raise
-            raise WriteRefusedError(obj, exc) from exc
-        if first and obj["kind"] == "ResourceQuota" and isinstance(written, dict):
-            # Its usage, at once: quota admission then charges the workspace claim.
-            seed_usage(api, written)
-        # Not the quota: its usage is not computed yet (the drift check reads it until
-        # it counts the claim).
-        if (
-            versions is not None
-            and obj["kind"] != "ResourceQuota"
-            and isinstance(written, dict)
-            and holds(obj, written)
-        ):
+        written = _write_one(write, api, obj, first=first, quota=quota)
+        if obj["kind"] == "ResourceQuota":
+            # Not vouched for: its usage is not computed yet (the drift check reads it
+            # until it counts the claim).
+            if first and isinstance(written, dict) and not usage_known(written):
+                uncounted = written
+        elif versions is not None and isinstance(written, dict) and holds(obj, written):
             versions.vouch(obj, written)
+
+
+def _write_one(
+    write: Write,
+    api: ApiClient,
+    obj: dict[str, Any],
+    *,
+    first: bool,
+    quota: dict[str, Any] | None,
+) -> Any:
+    """Write one object (see :func:`write_all`); what the API server answered."""
+    try:
+        try:
+            return write_admitted(write, api, obj)
+        except ApiException as exc:
+            if not (first and quota is not None and _overcharged(exc)):
+                raise
+            # A create the quota was charged for never landed: an operator killed
+            # while its request was in flight (the API server charges the quota in
+            # admission, then drops the write with the cancelled request). The
+            # controller only recounts on its full resync; have it count now.
+            recount(api, quota)
+            return write_admitted(write, api, obj)
+    except ApiException as exc:
+        if not first:
+            raise
+        raise WriteRefusedError(obj, exc) from exc
+
+
+QUOTA_FIRST_COUNT_WAIT = 5.0
+"""Longest a first provisioning waits, before writing the workspace claim, for the quota
+controller's first count of the quota it has just created (a few milliseconds when
+idle, up to a second or so in a burst). Past it the claim is written anyway, and a
+miss is put right by the drift check's recount."""
+
+
+def _await_first_count(versions: VersionIndex | None, created: Mapping[str, Any]) -> None:
+    """Wait for the quota controller to write ``created``'s usage (a quota the operator
+    has just created), as the version index's watch sees it: no request is sent.
+
+    Written before that first count, the claim would be let in uncharged (no usage
+    known yet), or charged and then counted out again by the first count if the
+    controller's own cache did not have the claim yet (see :mod:`sandbox.kube.quota`).
+    Written after it, admission charges the claim, and the controller does not count
+    that quota again until something in it changes. Without an index (or one out of
+    touch) it does not wait.
+    """
+    if versions is None:
+        return
+    meta = created["metadata"]
+    versions.wait_changed(
+        "ResourceQuota",
+        str(meta["namespace"]),
+        str(meta["name"]),
+        str(meta.get("resourceVersion") or ""),
+        QUOTA_FIRST_COUNT_WAIT,
+    )
 
 
 def _overcharged(exc: ApiException) -> bool:
