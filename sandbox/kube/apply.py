@@ -34,6 +34,7 @@ __all__ = [
     "list_objects",
     "object_path",
     "replace",
+    "replace_status",
 ]
 
 FIELD_MANAGER = "regsandbox"
@@ -237,6 +238,15 @@ def replace(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     """Replace ``obj`` wholesale (PUT); ApiException 404 if it does not exist."""
     meta = obj["metadata"]
     path = object_path(obj["kind"], meta["name"], meta.get("namespace"))
+    return _call(api, "PUT", path, body=obj, query=[("fieldManager", FIELD_MANAGER)])
+
+
+def replace_status(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``obj``'s status (PUT to its ``/status``), guarded by the
+    ``metadata.resourceVersion`` it carries: ApiException 409 if the object changed
+    since, 404 if it is gone."""
+    meta = obj["metadata"]
+    path = object_path(obj["kind"], meta["name"], meta.get("namespace")) + "/status"
     return _call(api, "PUT", path, body=obj, query=[("fieldManager", FIELD_MANAGER)])
 
 

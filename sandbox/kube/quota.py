@@ -14,19 +14,22 @@ the other:
 So an object written just before its quota, or before the API server has seen the
 quota's usage computed, can stay uncounted until something makes the controller count
 again: the namespace then holds more than its quota allows. The operator writes the
-quota before the objects it counts, and, before the one it must count (the workspace
-claim), waits for the controller's first count of a quota it has just created, so that
-admission charges the claim and no later count by the controller can miss it (see
-:mod:`sandbox.lifecycle.sandboxes.desired`). :func:`write_admitted` retries the refusals
-of a quota whose usage is being computed, and the periodic drift check asks for a
-:func:`recount` when a quota still counts fewer objects than exist.
+quota before the objects it counts, gives a quota it has just created its usage itself
+(:func:`seed_usage`: nothing used yet) instead of waiting for the controller, and writes
+the one object it must count (the workspace claim) once the API server has seen that
+usage (see :mod:`sandbox.lifecycle.sandboxes.desired`), so that admission charges the
+claim. :func:`write_admitted` retries the refusals of a quota whose usage is being
+computed, and the periodic drift check asks for a :func:`recount` when a quota still
+counts fewer objects than exist.
 
-Why the first count must come before the claim: the controller's first count of a new
-quota reads the quota as it is then — possibly already charged for the claim by
-admission — but counts the claims in its own watch cache, which may not have the claim
-yet (admission charges the quota before the claim is stored). It then writes the
-quota back without the claim, and nothing makes it count again until its full resync.
-In a burst of new sandboxes about one quota in seven was left that way.
+Why not wait for the controller instead: it writes each quota's status through a client
+limited to 20 requests a second by default (``--kube-api-qps``), so in a burst of new
+sandboxes its first counts fall seconds behind. A claim written before the first count
+is let in uncharged, and one charged just before it can be counted out again (the
+controller reads the quota as charged, but counts the claims in a watch cache that may
+not have this one yet). With the usage seeded, admission charges the claim at once,
+and the controller's first count, when it comes, finds nothing to change and writes
+nothing: fewer requests for a controller that is the bottleneck in a burst.
 
 A recount changes ``spec.hard`` twice — adding :data:`RECOUNT_KEY`, then removing it —
 because a spec change is what makes the controller count afresh. That key limits
@@ -49,7 +52,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sandbox.kube.apply import FIELD_MANAGER, apply, get
+from sandbox.kube.apply import FIELD_MANAGER, apply, get, replace_status
 
 __all__ = [
     "RECOUNT_KEY",
@@ -59,6 +62,7 @@ __all__ = [
     "recount",
     "recount_asked_at",
     "request_recount",
+    "seed_usage",
     "usage_known",
     "write_admitted",
 ]
@@ -109,6 +113,42 @@ def counts_at_least(quota: Mapping[str, Any], resource: str, minimum: int) -> bo
     """Whether the quota's usage of an object-count ``resource`` is at least ``minimum``."""
     used = ((quota.get("status") or {}).get("used") or {}).get(resource)
     return used is not None and used.isdigit() and int(used) >= minimum
+
+
+def seed_usage(api: client.ApiClient, created: Mapping[str, Any]) -> bool:
+    """Give a quota the operator has just created its usage: nothing used yet.
+
+    ``created`` is the API server's answer to the create, in a namespace the operator
+    has just made (nothing in it that the quota counts). Until a quota's
+    ``status.hard`` is set, quota admission lets objects in uncharged, and the
+    controller sets it from its caches at its own pace — in a burst, often after the
+    operator has written the workspace claim, which then goes uncounted until a
+    recount. Setting ``status`` here (``hard`` as the spec, every ``used`` ``0``) has
+    admission charge the claim as it is created.
+
+    The write is a PUT of the status with the create's ``resourceVersion``, so it
+    never overwrites anything: if the controller (or anyone) wrote the quota since, the
+    API server refuses it with 409 and the quota is left as it is. The controller still
+    syncs the quota after this write (a sync that read the quota before it fails on the
+    version and is retried), so a ``0`` that is wrong — a namespace that was not empty
+    — is put right by the controller as it would have been without this. Returns
+    whether the usage was written; False too when the operator may not write quota
+    status (an older ClusterRole), as then nothing is lost but speed.
+    """
+    if usage_known(created):
+        return False
+    hard = dict((created.get("spec") or {}).get("hard") or {})
+    if not hard:
+        return False
+    seeded = copy.deepcopy(dict(created))
+    seeded["status"] = {"hard": hard, "used": dict.fromkeys(hard, "0")}
+    try:
+        replace_status(api, seeded)
+    except ApiException as exc:
+        if exc.status in (403, 404, 409):
+            return False
+        raise
+    return True
 
 
 def write_admitted(

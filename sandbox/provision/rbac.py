@@ -137,6 +137,9 @@ def operator_rules() -> list[dict[str, Any]]:
             ],
             ["get", "list", "create", "patch", "delete"],
         ),
+        # A quota it has just created gets its usage at once (sandbox.kube.quota's
+        # seed_usage), guarded by the create's resourceVersion.
+        _rule([""], ["resourcequotas/status"], ["update"]),
         # Watched for names and versions only (sandbox.kube.versions); never Secrets,
         # whose watch from an old revision would replay deleted wrapped keys.
         _rule(

@@ -24,6 +24,7 @@ from sandbox.kube.quota import (
     recount,
     recount_asked_at,
     request_recount,
+    seed_usage,
     usage_known,
     write_admitted,
 )
@@ -323,9 +324,11 @@ def test_the_index_tells_when_the_controller_first_counted_a_new_quota(
 def test_a_first_provisioning_has_the_claim_charged_by_admission(
     admin_api: client.ApiClient, index: VersionIndex
 ) -> None:
-    """The burst case: the controller's first count of a new quota came after the claim
-    and counted it out again (its cache lagged). Now the claim waits for that count, so
-    admission charges it in the create itself: counted when ``write_all`` returns."""
+    """The burst case: the quota controller's first count of a new quota came after the
+    claim, which admission had let in uncharged (or it counted the claim out again from
+    a lagging cache). Now the operator gives the new quota its usage and writes the claim
+    once the API server has seen it, so admission charges the claim in the create
+    itself: counted when ``write_all`` returns."""
 
     def provision(ns: str) -> dict[str, str]:
         claim = _managed(workspace_pvc("t", ns, "5Gi", "encrypted"))
@@ -333,8 +336,8 @@ def test_a_first_provisioning_has_the_claim_charged_by_admission(
         # No waiting: charged in the claim's create.
         return dict((_live(admin_api, ns).get("status") or {}).get("used") or {})
 
-    # A small burst, as sandboxes applied at once make: without the wait most of these
-    # claims were not yet counted when their provisioning ended.
+    # A small burst, as sandboxes applied at once make: without the seed and the wait
+    # most of these claims were not yet counted when their provisioning ended.
     namespaces = [_namespace(admin_api) for _ in range(60)]
     with ThreadPoolExecutor(12) as pool:
         used = list(pool.map(provision, namespaces))
@@ -345,3 +348,24 @@ def test_a_first_provisioning_has_the_claim_charged_by_admission(
     with pytest.raises(ApiException) as exceeded:
         create(admin_api, second)
     assert "exceeded quota" in str(exceeded.value.body)
+
+
+def test_a_seed_never_overwrites_a_usage_written_since_the_create(
+    admin_api: client.ApiClient,
+) -> None:
+    ns = _namespace(admin_api)
+    created = create(admin_api, _quota(ns))
+    create(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    # The controller computes the quota's usage (the claim included) after the create.
+    counted = _until(
+        lambda: (
+            (q := _live(admin_api, ns)) and counts_at_least(q, "persistentvolumeclaims", 1) and q
+        ),
+        "the controller to count the claim",
+    )
+    assert seed_usage(admin_api, created) is False  # stale version: refused, not forced
+    assert seed_usage(admin_api, counted) is False  # usage known: nothing sent
+    assert _live(admin_api, ns)["status"]["used"] == {
+        "persistentvolumeclaims": "1",
+        "requests.storage": "5Gi",
+    }

@@ -15,7 +15,7 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
-from sandbox.kube.quota import Write, recount, usage_known, write_admitted
+from sandbox.kube.quota import Write, recount, seed_usage, usage_known, write_admitted
 from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
@@ -51,11 +51,11 @@ isolation, limits and quota are in place. The ResourceQuota comes before the wor
 claim: a claim written first is never charged by quota admission, only counted later
 from the quota controller's cache, which can miss it and leave the namespace's one
 permitted claim (and its storage) free for minutes. The claim comes as late as it can
-(before the RoleBinding), and waits for the quota controller's first count of the new
-quota (:func:`_await_first_count`): the objects in between give the controller time,
-so the wait is short or none; the drift check recounts a quota that still missed it
-(see :mod:`sandbox.kube.quota`). The LimitRange comes early so that admission of the
-claim finds it without a live lookup.
+(before the RoleBinding). A quota the operator has just created gets its usage from the
+operator (nothing used yet), and the claim waits until the API server's watch shows it
+(:func:`_await_usage_seen`; the objects in between make that wait short or none):
+admission then charges the claim as it is created; the drift check recounts a quota
+that still missed it (see :mod:`sandbox.kube.quota`).
 """
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
 
@@ -102,7 +102,7 @@ def write_all(
         if first and _HALT_BEFORE:
             _halt_here(obj["kind"])
         if obj["kind"] == "PersistentVolumeClaim" and uncounted is not None:
-            _await_first_count(versions, uncounted)
+            _await_usage_seen(versions, uncounted)
         if obj["kind"] == "ResourceQuota":
             quota = obj
         written = _write_one(write, api, obj, first=first, quota=quota)
@@ -110,6 +110,7 @@ def write_all(
             # Not vouched for: its usage is not computed yet (the drift check reads it
             # until it counts the claim).
             if first and isinstance(written, dict) and not usage_known(written):
+                seed_usage(api, written)
                 uncounted = written
         elif versions is not None and isinstance(written, dict) and holds(obj, written):
             versions.vouch(obj, written)
@@ -142,23 +143,22 @@ def _write_one(
         raise WriteRefusedError(obj, exc) from exc
 
 
-QUOTA_FIRST_COUNT_WAIT = 5.0
-"""Longest a first provisioning waits, before writing the workspace claim, for the quota
-controller's first count of the quota it has just created (a few milliseconds when
-idle, up to a second or so in a burst). Past it the claim is written anyway, and a
-miss is put right by the drift check's recount."""
+QUOTA_SEEN_WAIT = 2.0
+"""Longest a first provisioning waits, before writing the workspace claim, for the
+API server's watch to show the usage it gave the new quota (milliseconds; a second or
+so on a saturated API server). Past it the claim is written anyway, and a miss is put
+right by the drift check's recount."""
 
 
-def _await_first_count(versions: VersionIndex | None, created: Mapping[str, Any]) -> None:
-    """Wait for the quota controller to write ``created``'s usage (a quota the operator
-    has just created), as the version index's watch sees it: no request is sent.
+def _await_usage_seen(versions: VersionIndex | None, created: Mapping[str, Any]) -> None:
+    """Wait until the version index's watch shows ``created`` (a quota the operator has
+    just created) changed since its create: its seeded usage, or the controller's first
+    count. No request is sent.
 
-    Written before that first count, the claim would be let in uncharged (no usage
-    known yet), or charged and then counted out again by the first count if the
-    controller's own cache did not have the claim yet (see :mod:`sandbox.kube.quota`).
-    Written after it, admission charges the claim, and the controller does not count
-    that quota again until something in it changes. Without an index (or one out of
-    touch) it does not wait.
+    Quota admission reads quotas from the API server's own watch cache, the source of
+    the index's watch too: a claim written before that cache has the quota's usage
+    would be let in uncharged (see :mod:`sandbox.kube.quota`). Without an index (or one
+    out of touch) it does not wait.
     """
     if versions is None:
         return
@@ -168,7 +168,7 @@ def _await_first_count(versions: VersionIndex | None, created: Mapping[str, Any]
         str(meta["namespace"]),
         str(meta["name"]),
         str(meta.get("resourceVersion") or ""),
-        QUOTA_FIRST_COUNT_WAIT,
+        QUOTA_SEEN_WAIT,
     )
 
 
