@@ -14,22 +14,26 @@ the other:
 So an object written just before its quota, or before the API server has seen the
 quota's usage computed, can stay uncounted until something makes the controller count
 again: the namespace then holds more than its quota allows. The operator writes the
-quota before the objects it counts, gives a quota it has just created its usage itself
-(:func:`seed_usage`: nothing used yet) instead of waiting for the controller, and writes
-the one object it must count (the workspace claim) once the API server has seen that
-usage (see :mod:`sandbox.lifecycle.sandboxes.desired`), so that admission charges the
-claim. :func:`write_admitted` retries the refusals of a quota whose usage is being
-computed, and the periodic drift check asks for a :func:`recount` when a quota still
-counts fewer objects than exist.
+quota after the workspace claim (the one object of its own it counts) and gives it its
+usage at once (:func:`seed_usage`: the claim, nothing else), so the quota is right from
+its creation, whatever the controller's caches say. :func:`write_admitted` retries the
+refusals of a quota whose usage is being computed, and the periodic drift check asks
+for a :func:`recount` when a quota still counts fewer objects than exist.
 
-Why not wait for the controller instead: it writes each quota's status through a client
-limited to 20 requests a second by default (``--kube-api-qps``), so in a burst of new
-sandboxes its first counts fall seconds behind. A claim written before the first count
-is let in uncharged, and one charged just before it can be counted out again (the
-controller reads the quota as charged, but counts the claims in a watch cache that may
-not have this one yet). With the usage seeded, admission charges the claim at once,
-and the controller's first count, when it comes, finds nothing to change and writes
-nothing: fewer requests for a controller that is the bottleneck in a burst.
+Why not leave the count to the controller and admission: the controller writes each
+quota's status through a client limited to 20 requests a second by default
+(``--kube-api-qps``), so in a burst of new sandboxes its first counts fall seconds
+behind. A claim written after its quota but before that first count is let in
+uncharged; one charged by admission can be counted out again by a count in flight
+(the controller reads the quota as charged, but counts the claims in a watch cache
+that may not have this one yet, because admission charges the quota before the claim
+is stored). Either way the claim stayed uncounted — free to be taken twice — until a
+recount: about one quota in six in a burst of 2,000. Written before its quota and
+seeded into it, the claim is counted from the start, and the controller's first
+count, finding the same, writes nothing — fewer requests for a controller that is the
+bottleneck in a burst. Only a controller whose claim cache lags behind its quota cache
+by more than the quota's whole life so far can still count the claim out; the drift
+check's recount is for that.
 
 A recount changes ``spec.hard`` twice — adding :data:`RECOUNT_KEY`, then removing it —
 because a spec change is what makes the controller count afresh. That key limits
@@ -45,8 +49,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
@@ -57,6 +62,7 @@ from sandbox.kube.apply import FIELD_MANAGER, apply, get, replace_status
 __all__ = [
     "RECOUNT_KEY",
     "QuotaNotSettledError",
+    "claims_usage",
     "counts_at_least",
     "quota_pending",
     "recount",
@@ -66,6 +72,8 @@ __all__ = [
     "usage_known",
     "write_admitted",
 ]
+
+_log = logging.getLogger(__name__)
 
 RECOUNT_KEY = "count/recounts.regsandbox.io"
 """The inert limit a :func:`recount` adds for a moment (no such resource exists)."""
@@ -115,25 +123,42 @@ def counts_at_least(quota: Mapping[str, Any], resource: str, minimum: int) -> bo
     return used is not None and used.isdigit() and int(used) >= minimum
 
 
-def seed_usage(api: client.ApiClient, created: Mapping[str, Any]) -> bool:
-    """Give a quota the operator has just created its usage: nothing used yet.
+def claims_usage(claims: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
+    """What ``claims`` (PersistentVolumeClaims as written) count against a quota:
+    ``persistentvolumeclaims`` and ``requests.storage``; None unless there is exactly one
+    (the workspace claim: its size needs no quantity arithmetic)."""
+    if len(claims) != 1:
+        return None
+    size = (((claims[0].get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
+        "storage"
+    )
+    if not size:
+        return None
+    return {"persistentvolumeclaims": "1", "requests.storage": str(size)}
+
+
+def seed_usage(
+    api: client.ApiClient, created: Mapping[str, Any], used: Mapping[str, str] | None = None
+) -> bool:
+    """Give a quota the operator has just created its usage: ``used`` (what the operator
+    wrote in the namespace before it), ``0`` for everything else.
 
     ``created`` is the API server's answer to the create, in a namespace the operator
-    has just made (nothing in it that the quota counts). Until a quota's
-    ``status.hard`` is set, quota admission lets objects in uncharged, and the
-    controller sets it from its caches at its own pace — in a burst, often after the
-    operator has written the workspace claim, which then goes uncounted until a
-    recount. Setting ``status`` here (``hard`` as the spec, every ``used`` ``0``) has
-    admission charge the claim as it is created.
+    has just made and is the only one to write in (nobody else holds a RoleBinding
+    there yet). The quota controller computes a new quota's usage at its own pace —
+    seconds late in a burst, its writes being limited to 20 a second by default — and
+    from watch caches that may lag; until then admission charges nothing against the
+    quota. Seeded, the quota is right from the start, and the controller's first count,
+    finding the same, writes nothing.
 
     The write is a PUT of the status with the create's ``resourceVersion``, so it
     never overwrites anything: if the controller (or anyone) wrote the quota since, the
     API server refuses it with 409 and the quota is left as it is. The controller still
-    syncs the quota after this write (a sync that read the quota before it fails on the
-    version and is retried), so a ``0`` that is wrong — a namespace that was not empty
-    — is put right by the controller as it would have been without this. Returns
-    whether the usage was written; False too when the operator may not write quota
-    status (an older ClusterRole), as then nothing is lost but speed.
+    counts the quota after this write (a count that read the quota before it fails on
+    the version and is retried), so a seed that is wrong — a namespace holding more
+    than the operator knew of — is put right by the controller as it would have been
+    without it. Returns whether the usage was written; False too when the operator may
+    not write quota status (an older ClusterRole), as then nothing is lost but speed.
     """
     if usage_known(created):
         return False
@@ -141,10 +166,18 @@ def seed_usage(api: client.ApiClient, created: Mapping[str, Any]) -> bool:
     if not hard:
         return False
     seeded = copy.deepcopy(dict(created))
-    seeded["status"] = {"hard": hard, "used": dict.fromkeys(hard, "0")}
+    counted = dict.fromkeys(hard, "0")
+    counted.update({k: v for k, v in (used or {}).items() if k in hard})
+    seeded["status"] = {"hard": hard, "used": counted}
     try:
         replace_status(api, seeded)
     except ApiException as exc:
+        if exc.status == 403:
+            _log.warning(
+                "may not update resourcequotas/status (a ClusterRole older than the "
+                "operator?): new quotas are counted by the quota controller alone, and one "
+                "that misses the workspace claim is recounted by the drift check"
+            )
         if exc.status in (403, 404, 409):
             return False
         raise

@@ -149,8 +149,6 @@ class VersionIndex:
         self._kinds = {kind: _Kind(kind) for kind in kinds}
         self._kinds.update({kind: _Kind(kind, listed=True) for kind in listed})
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        """Notified whenever a watch sees an object change (see :meth:`wait_changed`)."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -214,29 +212,6 @@ class VersionIndex:
             if state is None:
                 return None
             return {name for ns, name in state.versions if ns == namespace}
-
-    def wait_changed(
-        self, kind: str, namespace: str, name: str, version: str, timeout: float
-    ) -> bool:
-        """Wait until a watched object is seen at a version other than ``version`` (a
-        write by someone else since the operator's own, e.g. a controller's status);
-        whether it was within ``timeout``. False at once when the index cannot tell
-        (kind not watched, not listed yet, or out of touch), and when the object is gone.
-        """
-        key = (namespace, name)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                state = self._kinds.get(kind)
-                if state is None or state.listed or self._current(kind) is None:
-                    return False
-                seen = state.versions.get(key)
-                if seen is not None and seen != version:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
-                    return False
-                self._changed.wait(min(left, 1.0))
 
     # -- listing and watching --------------------------------------------------------
 
@@ -398,7 +373,6 @@ class VersionIndex:
                         state.vouched.pop(_key(obj), None)
                     elif kind_of_event in ("ADDED", "MODIFIED"):
                         state.versions[_key(obj)] = version
-                        self._changed.notify_all()
                 if self._stop.is_set():
                     break
         finally:

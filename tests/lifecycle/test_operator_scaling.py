@@ -159,7 +159,7 @@ def test_a_read_racing_an_event_does_not_overwrite_it(monkeypatch: pytest.Monkey
     assert watched.read(None, "bank") is None
 
 
-def test_members_get_access_last_and_the_quota_precedes_the_claim() -> None:
+def test_members_get_access_last_and_the_quota_is_written_with_the_claim_in_it() -> None:
     keys = _keys(MemoryWrappedKeyStore(), stripes=1)
     platform = Platform(
         api=None,  # type: ignore[arg-type]  # desired_objects makes no request
@@ -186,7 +186,10 @@ def test_members_get_access_last_and_the_quota_precedes_the_claim() -> None:
     assert kinds[-1] == "RoleBinding"
     assert kinds.index("LimitRange") < kinds.index("PersistentVolumeClaim")
     assert kinds.index("Secret") < kinds.index("PersistentVolumeClaim")
-    assert kinds.index("ResourceQuota") < kinds.index("PersistentVolumeClaim")
+    # The quota right after the claim, seeded with it (sandbox.kube.quota), and before
+    # anyone may act in the namespace.
+    assert kinds.index("PersistentVolumeClaim") + 1 == kinds.index("ResourceQuota")
+    assert kinds.index("ResourceQuota") < kinds.index("RoleBinding")
     names = [
         o["metadata"]["name"]
         for o in desired_objects(platform, body, "bank", tenant, spec, key)

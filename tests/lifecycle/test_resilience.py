@@ -239,16 +239,16 @@ def test_sigkill_mid_provisioning_converges_without_duplicates(
     tenant = tenant_factory(members=[{"user": "eve", "role": "owner"}])
     home = f"tenant-{tenant}"
     operator.wait_until(lambda: get(admin_api, "Namespace", home), 30, "the home namespace")
-    # An operator that stops for good just before the workspace claim: the namespace,
-    # isolation, quota, key and StorageClass exist; the claim and member access do not.
+    # An operator that stops for good just before the quota: the namespace, isolation,
+    # key, StorageClass and workspace claim exist; the quota and member access do not.
     halted = tmp_path / "halted"
-    doomed = swap_operator(REGSANDBOX_TEST_HALT_BEFORE=f"PersistentVolumeClaim:{halted}")
+    doomed = swap_operator(REGSANDBOX_TEST_HALT_BEFORE=f"ResourceQuota:{halted}")
     name = unique("crash")
     ns = f"sbx-{tenant}-{name}"
     apply(admin_api, sandbox_body(name, tenant))
-    doomed.wait_until(halted.exists, 60, "provisioning to reach the claim")
-    assert get(admin_api, "ResourceQuota", "sandbox", ns) is not None
-    assert get(admin_api, "PersistentVolumeClaim", "workspace", ns) is None
+    doomed.wait_until(halted.exists, 60, "provisioning to reach the quota")
+    assert get(admin_api, "PersistentVolumeClaim", "workspace", ns) is not None
+    assert get(admin_api, "ResourceQuota", "sandbox", ns) is None
     assert list_objects(admin_api, "RoleBinding", ns) == []
     ready = condition(get(admin_api, "Sandbox", name, home), "Ready")
     assert ready is None or ready["status"] != "True"
@@ -277,6 +277,9 @@ def test_sigkill_mid_provisioning_converges_without_duplicates(
         "regsandbox-workloads"
     ]
     assert get(admin_api, "PersistentVolumeClaim", "workspace", ns) is not None
+    # The quota made after the crash counts the claim made before it.
+    used = get(admin_api, "ResourceQuota", "sandbox", ns)["status"]["used"]  # type: ignore[index]
+    assert used["persistentvolumeclaims"] == "1"
     provisioned = operator.wait_until(
         _audit_has(audit_actions, name, "sandbox.provisioned"), 15, "the provisioned entry"
     )

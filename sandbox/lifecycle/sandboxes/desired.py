@@ -15,7 +15,14 @@ from sandbox.api.sandbox import SandboxSpec
 from sandbox.api.tenant import TenantSpec
 from sandbox.keys.base import KeyProviderError, KeyRef
 from sandbox.kube.apply import api_message, apply, create_or_apply
-from sandbox.kube.quota import Write, recount, seed_usage, usage_known, write_admitted
+from sandbox.kube.quota import (
+    Write,
+    claims_usage,
+    recount,
+    seed_usage,
+    usage_known,
+    write_admitted,
+)
 from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.drift import holds
 from sandbox.lifecycle.platform import Platform
@@ -35,11 +42,11 @@ _APPLY_ORDER = {
             "StorageClass",
             "LimitRange",
             "NetworkPolicy",
-            "ResourceQuota",
             "Secret",
             "ConfigMap",
             "ServiceAccount",
             "PersistentVolumeClaim",
+            "ResourceQuota",
             "RoleBinding",
         )
     )
@@ -47,15 +54,14 @@ _APPLY_ORDER = {
 """The order a sandbox's objects are written in.
 
 The members' RoleBinding comes last, so nobody can act in the namespace before its
-isolation, limits and quota are in place. The ResourceQuota comes before the workspace
-claim: a claim written first is never charged by quota admission, only counted later
-from the quota controller's cache, which can miss it and leave the namespace's one
-permitted claim (and its storage) free for minutes. The claim comes as late as it can
-(before the RoleBinding). A quota the operator has just created gets its usage from the
-operator (nothing used yet), and the claim waits until the API server's watch shows it
-(:func:`_await_usage_seen`; the objects in between make that wait short or none):
-admission then charges the claim as it is created; the drift check recounts a quota
-that still missed it (see :mod:`sandbox.kube.quota`).
+isolation, limits and quota are in place. The ResourceQuota comes right after the
+workspace claim, and a quota the operator has just created gets its usage from the
+operator — the claim, nothing else — instead of waiting for the quota controller, whose
+first count comes seconds late in a burst and can count a claim out from a lagging
+cache (see :mod:`sandbox.kube.quota`). The claim needs no charge at admission: it is
+sized to the quota, and nobody else can write in the namespace yet. The drift check
+recounts a quota that still misses it. The LimitRange comes early so that admission of
+the claim finds it without a live lookup.
 """
 _APPLY_LATE = _APPLY_ORDER["ServiceAccount"]
 
@@ -96,22 +102,20 @@ def write_all(
     for in ``versions``, so the next drift check need not read it back.
     """
     write = create_or_apply if first else apply
-    quota: dict[str, Any] | None = None
-    uncounted: dict[str, Any] | None = None  # a quota just created, not counted yet
+    # The desired quota, for the recount of an overcharged create (it may exist already).
+    quota = next((obj for obj in objects if obj["kind"] == "ResourceQuota"), None)
+    claims: list[dict[str, Any]] = []
     for obj in objects:
         if first and _HALT_BEFORE:
             _halt_here(obj["kind"])
-        if obj["kind"] == "PersistentVolumeClaim" and uncounted is not None:
-            _await_usage_seen(versions, uncounted)
-        if obj["kind"] == "ResourceQuota":
-            quota = obj
         written = _write_one(write, api, obj, first=first, quota=quota)
+        if obj["kind"] == "PersistentVolumeClaim":
+            claims.append(obj)
         if obj["kind"] == "ResourceQuota":
-            # Not vouched for: its usage is not computed yet (the drift check reads it
-            # until it counts the claim).
+            # Just created (no usage yet): it counts the claim from now on. Not vouched
+            # for: the drift check reads it until the API server shows it counting.
             if first and isinstance(written, dict) and not usage_known(written):
-                seed_usage(api, written)
-                uncounted = written
+                seed_usage(api, written, claims_usage(claims))
         elif versions is not None and isinstance(written, dict) and holds(obj, written):
             versions.vouch(obj, written)
 
@@ -141,35 +145,6 @@ def _write_one(
         if not first:
             raise
         raise WriteRefusedError(obj, exc) from exc
-
-
-QUOTA_SEEN_WAIT = 2.0
-"""Longest a first provisioning waits, before writing the workspace claim, for the
-API server's watch to show the usage it gave the new quota (milliseconds; a second or
-so on a saturated API server). Past it the claim is written anyway, and a miss is put
-right by the drift check's recount."""
-
-
-def _await_usage_seen(versions: VersionIndex | None, created: Mapping[str, Any]) -> None:
-    """Wait until the version index's watch shows ``created`` (a quota the operator has
-    just created) changed since its create: its seeded usage, or the controller's first
-    count. No request is sent.
-
-    Quota admission reads quotas from the API server's own watch cache, the source of
-    the index's watch too: a claim written before that cache has the quota's usage
-    would be let in uncharged (see :mod:`sandbox.kube.quota`). Without an index (or one
-    out of touch) it does not wait.
-    """
-    if versions is None:
-        return
-    meta = created["metadata"]
-    versions.wait_changed(
-        "ResourceQuota",
-        str(meta["namespace"]),
-        str(meta["name"]),
-        str(meta.get("resourceVersion") or ""),
-        QUOTA_SEEN_WAIT,
-    )
 
 
 def _overcharged(exc: ApiException) -> bool:
