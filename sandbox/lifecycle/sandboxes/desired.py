@@ -20,7 +20,6 @@ from sandbox.kube.quota import (
     claims_usage,
     recount,
     seed_usage,
-    usage_known,
     write_admitted,
 )
 from sandbox.kube.versions import VersionIndex
@@ -112,9 +111,10 @@ def write_all(
         if obj["kind"] == "PersistentVolumeClaim":
             claims.append(obj)
         if obj["kind"] == "ResourceQuota":
-            # Just created (no usage yet): it counts the claim from now on. Not vouched
-            # for: the drift check reads it until the API server shows it counting.
-            if first and isinstance(written, dict) and not usage_known(written):
+            # Just created (no usage yet, else seed_usage leaves it): it counts the claim
+            # from now on. Not vouched for: the drift check reads it until the API server
+            # shows it counting.
+            if first and isinstance(written, dict):
                 seed_usage(api, written, claims_usage(claims))
         elif versions is not None and isinstance(written, dict) and holds(obj, written):
             versions.vouch(obj, written)
