@@ -18,6 +18,7 @@ from audit.client import AuditRejected, AuditUnavailable
 from audit.errors import LogLockedError
 from operators import runtime
 from operators.metrics import EVENTS, RECONCILE_FAILURES, RECONCILES, bounded_reason, serve
+from operators.persistence import ProgressAnnotations, StatusDiffBase
 from operators.wiring import build_platform
 from sandbox.api.conditions import find_condition, is_true
 from sandbox.api.meta import API_GROUP, API_VERSION
@@ -52,10 +53,8 @@ _FINALIZER = "regsandbox.io/finalizer"
 @kopf.on.startup()
 def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     settings.persistence.finalizer = _FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="regsandbox.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="regsandbox.io", key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = ProgressAnnotations()
+    settings.persistence.diffbase_storage = StatusDiffBase()
     # Our own Events are posted explicitly; kopf's per-handler chatter is not.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120

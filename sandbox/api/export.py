@@ -15,7 +15,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator
 from pydantic.config import JsonDict
 
-from sandbox.api.meta import Condition, WireModel
+from sandbox.api.meta import Condition, HandledStatus, WireModel
 from sandbox.api.sandbox import Violation
 
 __all__ = [
@@ -234,7 +234,7 @@ class ModelExportStatus(WireModel):
     """Generation last reconciled."""
 
 
-class ExportReviewStatus(WireModel):
+class ExportReviewStatus(HandledStatus):
     """Observed state of an ExportReview."""
 
     conditions: list[Condition] = Field(default_factory=list)

@@ -20,6 +20,7 @@ __all__ = [
     "ConditionStatus",
     "Duration",
     "DurationTooLong",
+    "HandledStatus",
     "Quantity",
     "WireModel",
     "duration_seconds",
@@ -50,6 +51,20 @@ class WireModel(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as it goes to the API server: camelCase, no unset optionals."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class HandledStatus(WireModel):
+    """Base of the status of a kind whose changes the operator handles.
+
+    ``lastHandledConfiguration`` is the object as the operator last handled it: what
+    a change is compared with to tell a creation, an update and a restart apart. It
+    lives in the status, not in an annotation, so that recording it goes in the same
+    write as the rest of the status: one request fewer per object handled.
+    """
+
+    last_handled_configuration: str | None = Field(default=None, exclude=True)
+    """The object's spec, labels and annotations when the operator last handled it
+    (JSON). Written by the operator's framework beside the status, never by hand."""
 
 
 _NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from sandbox.api.accelerators import AcceleratorCounts, gpu_once_rule, with_gpu
-from sandbox.api.meta import Condition, Duration, Quantity, WireModel
+from sandbox.api.meta import Condition, Duration, HandledStatus, Quantity, WireModel
 from sandbox.api.transfers import Transfer
 
 __all__ = [
@@ -189,7 +189,7 @@ class DatasetGrant(WireModel):
     """The Dataset's ``metadata.generation`` the decision was made on."""
 
 
-class SandboxStatus(WireModel):
+class SandboxStatus(HandledStatus):
     """Observed state of a Sandbox."""
 
     namespace: str | None = None

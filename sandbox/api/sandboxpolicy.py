@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from sandbox.api.meta import Condition, WireModel
+from sandbox.api.meta import Condition, HandledStatus, WireModel
 from sandbox.api.tenant import Sector
 
 __all__ = ["AcceptedPolicy", "Enforcement", "SandboxPolicySpec", "SandboxPolicyStatus"]
@@ -45,7 +45,7 @@ class AcceptedPolicy(WireModel):
     """The accepted spec: it stays in force while later edits are refused."""
 
 
-class SandboxPolicyStatus(WireModel):
+class SandboxPolicyStatus(HandledStatus):
     """Observed state of a SandboxPolicy."""
 
     accepted: AcceptedPolicy | None = None

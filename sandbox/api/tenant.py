@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from sandbox.api.accelerators import AcceleratorCounts, gpu_once_rule, with_gpu
-from sandbox.api.meta import Condition, Duration, Quantity, WireModel
+from sandbox.api.meta import Condition, Duration, HandledStatus, Quantity, WireModel
 from sandbox.api.transfers import AttestedTransfer
 
 __all__ = [
@@ -230,7 +230,7 @@ class TenantSpec(WireModel):
     """Platform-verified facts used by policy."""
 
 
-class TenantStatus(WireModel):
+class TenantStatus(HandledStatus):
     """Observed state of a Tenant."""
 
     namespace: str | None = None
