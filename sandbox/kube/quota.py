@@ -52,10 +52,11 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 
 from sandbox.kube.apply import FIELD_MANAGER, apply, get, replace_status
 
@@ -64,6 +65,7 @@ __all__ = [
     "QuotaNotSettledError",
     "claims_usage",
     "counts_at_least",
+    "mend_usage",
     "quota_pending",
     "recount",
     "recount_asked_at",
@@ -237,6 +239,51 @@ def _marked(quota: dict[str, Any]) -> dict[str, Any]:
     marked = copy.deepcopy(quota)
     marked["spec"]["hard"][RECOUNT_KEY] = "0"
     return marked
+
+
+MendOutcome = Literal["mended", "counted", "raced", "forbidden"]
+"""What :func:`mend_usage` did: wrote the usage; found it counted already; lost to a
+newer write; may not write quota status."""
+
+
+def mend_usage(
+    api: client.ApiClient, live: Mapping[str, Any], used: Mapping[str, str]
+) -> MendOutcome:
+    """Raise the usage of a quota the controller counted from a lagging cache to at
+    least ``used`` (what the operator's own objects there count, e.g. the workspace
+    claim), and only raise it.
+
+    This is the drift check's remedy for a quota that misses the claim: one write,
+    where a :func:`request_recount` took two, and the controller's writes after them
+    (limited to 20 a second, the bottleneck in a burst). A usage raised too high can
+    only refuse an object, never let one in; the controller's next count (its resync,
+    or any counted object deleted) puts the exact figure back.
+
+    ``live`` is the quota as read; the write is a PUT of its status guarded by that
+    read's ``resourceVersion``, so a charge admission made since is never lost: the API
+    server refuses the write (``"raced"``) and the next check reads the quota again.
+    """
+    status = dict(live.get("status") or {})
+    hard = status.get("hard") or {}
+    counted = dict(status.get("used") or {})
+    raised = {
+        k: v
+        for k, v in used.items()
+        if k in hard and parse_quantity(counted.get(k, "0")) < parse_quantity(v)
+    }
+    if not raised:
+        return "counted"
+    mended = copy.deepcopy(dict(live))
+    mended["status"] = {**status, "used": {**counted, **raised}}
+    try:
+        replace_status(api, mended)
+    except ApiException as exc:
+        if exc.status == 403:
+            return "forbidden"
+        if exc.status in (404, 409):
+            return "raced"
+        raise
+    return "mended"
 
 
 def request_recount(api: client.ApiClient, quota: dict[str, Any]) -> None:

@@ -25,7 +25,9 @@ from sandbox.keys.secret_store import SecretWrappedKeyStore
 from sandbox.kube.apply import _pool, apply, delete, get
 from sandbox.kube.versions import VersionIndex
 from sandbox.lifecycle.platform import Platform
+from sandbox.lifecycle.sandboxes.claim import claim_namespace
 from sandbox.lifecycle.sandboxes.drift import _restore
+from sandbox.provision.names import managed_labels
 
 from .conftest import METRICS_PORT
 from .helpers import ready_sandbox, unique
@@ -97,6 +99,31 @@ def test_an_object_seen_holding_is_unchanged_until_anyone_touches_it(
     _poll(lambda: index.unchanged(desired), "the re-applied version")
     delete(admin_api, "NetworkPolicy", "allow-dns", namespace, propagation="Background")
     _poll(lambda: not index.unchanged(desired), "the deletion to be seen")
+
+
+def test_a_namespace_the_claim_created_is_not_read_back_until_someone_edits_it(
+    admin_api: client.ApiClient, index: VersionIndex
+) -> None:
+    """The first drift check of a new sandbox does not read back the namespace the
+    provisioning just made; a label edited by hand is still seen (and read)."""
+    name = unique("sbx-claim")
+    wanted = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": managed_labels(tenant="t", sandbox="s")},
+    }
+    try:
+        assert claim_namespace(admin_api, wanted, "t", "s", index) == (None, True)
+        _poll(lambda: index.unchanged(wanted), "the created version to be vouched for")
+        # Claimed again (it exists): nothing new is vouched for, the old vouch stands.
+        assert claim_namespace(admin_api, wanted, "t", "s", index) == (None, False)
+        assert index.unchanged(wanted)
+        client.CoreV1Api(admin_api).patch_namespace(
+            name, {"metadata": {"labels": {"regsandbox.io/sandbox": "other"}}}
+        )
+        _poll(lambda: not index.unchanged(wanted), "the edit to be seen")
+    finally:
+        delete(admin_api, "Namespace", name, propagation="Background")
 
 
 def test_objects_nobody_vouched_for_are_never_unchanged(

@@ -21,6 +21,7 @@ from sandbox.kube.quota import (
     QuotaNotSettledError,
     claims_usage,
     counts_at_least,
+    mend_usage,
     quota_pending,
     recount,
     recount_asked_at,
@@ -127,6 +128,45 @@ def _under_count(api: client.ApiClient, ns: str) -> None:
         if not counts_at_least(_live(api, ns), "persistentvolumeclaims", 1):
             return
     pytest.fail("the quota kept being recounted by itself")
+
+
+def test_a_quota_that_counted_the_claim_out_gets_it_back_in_one_guarded_write(
+    admin_api: client.ApiClient,
+) -> None:
+    """What the drift check does on a quota the controller counted from a lagging cache:
+    the claim goes back into the usage, which stops a second claim at once."""
+    ns = _namespace(admin_api)
+    create(admin_api, _quota(ns))
+    _until(lambda: usage_known(_live(admin_api, ns)), "the quota's usage")
+    write_admitted(create, admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
+    _under_count(admin_api, ns)
+    stale = _live(admin_api, ns)
+    claim = claims_usage([workspace_pvc("t", ns, "5Gi", "encrypted")])
+    assert claim is not None
+
+    # A read that is no longer current never overwrites what was written since (here a
+    # hand edit; in life a charge by admission or the controller's count).
+    edited = {**stale, "metadata": {**stale["metadata"], "annotations": {"seen": "later"}}}
+    edited["metadata"] = {k: v for k, v in edited["metadata"].items() if k != "managedFields"}
+    client.CoreV1Api(admin_api).replace_namespaced_resource_quota("sandbox", ns, cast(Any, edited))
+    assert mend_usage(admin_api, stale, claim) == "raced"
+    assert not counts_at_least(_live(admin_api, ns), "persistentvolumeclaims", 1)
+
+    assert mend_usage(admin_api, _live(admin_api, ns), claim) == "mended"
+    live = _live(admin_api, ns)
+    assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
+    assert live["status"]["hard"] == _HARD  # no limit moved
+    second = workspace_pvc("t", ns, "1Gi", "plain")
+    second["metadata"]["name"] = "second"
+    with pytest.raises(ApiException) as exceeded:
+        create(admin_api, second)
+    assert exceeded.value.status == 403
+    assert "exceeded quota" in str(exceeded.value.body)
+    # Counted already: nothing to write (and a usage is never lowered).
+    assert mend_usage(admin_api, live, {"requests.storage": "1Gi"}) == "counted"
+    assert (
+        _live(admin_api, ns)["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]
+    )
 
 
 def test_a_quota_that_missed_the_claim_is_recounted_without_lifting_a_limit(
@@ -262,6 +302,8 @@ def test_a_short_quota_is_asked_to_recount_at_most_once_per_patience(
     made it longer (1.75 recounts per sandbox at 1,000 sandboxes)."""
     asked: list[dict[str, Any]] = []
     monkeypatch.setattr(drift_module, "request_recount", lambda api, quota: asked.append(quota))
+    # An operator whose ClusterRole predates quota status writes: the controller recounts.
+    monkeypatch.setattr(drift_module, "mend_usage", lambda api, live, used: "forbidden")
     now = dt.datetime.now(dt.UTC)
     live = _short_quota("sbx-t-a", None if applied_ago is None else now - applied_ago)
     claim = workspace_pvc("t", "sbx-t-a", "5Gi", "encrypted")
@@ -276,6 +318,36 @@ def test_a_short_quota_is_asked_to_recount_at_most_once_per_patience(
     assert (warning is not None) is warns
     if warns:
         assert "resourcequota controller" in str(warning)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reported"), [("mended", True), ("raced", False), ("counted", False)]
+)
+def test_a_short_quota_is_mended_by_the_operator_before_the_controller_is_asked(
+    monkeypatch: pytest.MonkeyPatch, outcome: str, reported: bool
+) -> None:
+    asked: list[dict[str, Any]] = []
+    mends: list[tuple[dict[str, Any], dict[str, str]]] = []
+    monkeypatch.setattr(drift_module, "request_recount", lambda api, quota: asked.append(quota))
+
+    def mend(api: Any, live: dict[str, Any], used: dict[str, str]) -> str:
+        mends.append((live, used))
+        return outcome
+
+    monkeypatch.setattr(drift_module, "mend_usage", mend)
+    live = _short_quota("sbx-t-a", None)
+    claim = workspace_pvc("t", "sbx-t-a", "5Gi", "encrypted")
+    result = drift_module._recount(
+        cast(Any, SimpleNamespace(api=None)),
+        [_quota("sbx-t-a"), claim],
+        {"ResourceQuota": live, "PersistentVolumeClaim": claim},
+    )
+    assert mends == [(live, {"persistentvolumeclaims": "1", "requests.storage": "5Gi"})]
+    assert asked == [], "the controller is not asked when the operator could write"
+    assert (result is not None) is reported
+    if result is not None:
+        assert result[1] is None
+        assert "ResourceQuota/sandbox recounted" in result[0]
 
 
 def _managed(obj: dict[str, Any]) -> dict[str, Any]:

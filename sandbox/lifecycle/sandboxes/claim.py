@@ -20,6 +20,8 @@ from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
 from sandbox.kube.apply import create, get
+from sandbox.kube.versions import VersionIndex
+from sandbox.lifecycle.drift import holds
 from sandbox.provision.names import LABEL_SANDBOX, LABEL_TENANT, sandbox_id, tenant_namespace
 
 __all__ = ["claim_namespace", "namespace_owner", "other_owner", "owned_namespace"]
@@ -52,15 +54,25 @@ def owned_namespace(
 
 
 def claim_namespace(
-    api: ApiClient, namespace: dict[str, Any], tenant: str, sandbox: str
+    api: ApiClient,
+    namespace: dict[str, Any],
+    tenant: str,
+    sandbox: str,
+    versions: VersionIndex | None = None,
 ) -> tuple[str | None, bool]:
-    """Create the sandbox's namespace unless it exists: (who else holds it, created)."""
+    """Create the sandbox's namespace unless it exists: (who else holds it, created).
+
+    A namespace created here is vouched for in ``versions`` as the API server made it,
+    so the first drift check does not read it back.
+    """
     try:
-        create(api, namespace)
+        created = create(api, namespace)
     except ApiException as exc:
         if exc.status != 409:
             raise
     else:
+        if versions is not None and holds(namespace, created):
+            versions.vouch(namespace, created)
         return None, True
     live, other = owned_namespace(api, namespace["metadata"]["name"], tenant, sandbox)
     if live is None and other is None:  # deleted in between: the next attempt claims it

@@ -8,7 +8,9 @@ from typing import Any
 
 from sandbox.kube.apply import apply, delete, get, list_objects
 from sandbox.kube.quota import (
+    claims_usage,
     counts_at_least,
+    mend_usage,
     recount_asked_at,
     request_recount,
     usage_known,
@@ -27,9 +29,10 @@ _GUARDED_KINDS = ("NetworkPolicy", "Role", "RoleBinding")
 """Kinds whose extra objects in a sandbox namespace would weaken isolation."""
 
 RECOUNT_PATIENCE = dt.timedelta(seconds=60)
-"""How long a recount is given before it is asked again (and ``QuotaNotRecounted``
-reported). The controller takes milliseconds, but in a burst of new sandboxes its queue
-is tens of seconds long, and asking again at every check only lengthened it."""
+"""How long a recount asked of the controller is given before it is asked again (and
+``QuotaNotRecounted`` reported); only when the operator may not mend the usage itself.
+The controller takes milliseconds, but in a burst of new sandboxes its queue is tens of
+seconds long, and asking again at every check only lengthened it."""
 
 
 def correct_drift(platform: Platform, body: Mapping[str, Any]) -> StepResult:
@@ -125,25 +128,42 @@ def _recount(
     desired: list[dict[str, Any]],
     seen: Mapping[str, Mapping[str, Any] | None],
 ) -> tuple[str, str | None] | None:
-    """Ask for a recount of a quota that missed the workspace claim (without waiting for
-    the controller: the next check reads the quota again, and asks again if need be).
+    """Put the workspace claim back into a quota that counted it out.
 
-    ``None`` if none was asked; else what was asked, and a warning if an earlier request
-    has not been acted on.
+    The operator raises the quota's usage by the claim itself (:func:`mend_usage`: one
+    write, guarded by the version it read; a lost race is left to the next check). An
+    operator that may not write quota status (an older ClusterRole) asks the controller
+    for a recount instead, without waiting for it: the next check reads the quota again,
+    and asks again if need be.
+
+    ``None`` if nothing was done; else what was done, and a warning if an earlier
+    request has not been acted on.
     """
     live = seen.get("ResourceQuota")
     if live is None or not _claim_uncounted(seen):
         return None
+    quota = next(o for o in desired if o["kind"] == "ResourceQuota")
+    name = quota["metadata"]["name"]
+    used = claims_usage([o for o in desired if o["kind"] == "PersistentVolumeClaim"])
+    if used is not None:
+        outcome = mend_usage(platform.api, live, used)
+        if outcome == "mended":
+            return (
+                f"ResourceQuota/{name} recounted: it counted no workspace claim, which the "
+                "operator added to its usage",
+                None,
+            )
+        if outcome != "forbidden":
+            return None  # written meanwhile: the next check reads it again
     asked = recount_asked_at(live)
     # The API server's clock stamps ``asked``: one that looks in the future (skew) is
     # not trusted to hold the recount back.
     waited = None if asked is None else dt.datetime.now(dt.UTC) - asked
     if waited is not None and dt.timedelta(0) <= waited < RECOUNT_PATIENCE:
         return None  # asked recently: the controller has not got to it yet
-    quota = next(o for o in desired if o["kind"] == "ResourceQuota")
     request_recount(platform.api, quota)
     meta = quota["metadata"]
-    what = f"ResourceQuota/{meta['name']} recounted: it counted no workspace claim"
+    what = f"ResourceQuota/{name} recounted: it counted no workspace claim"
     if waited is not None and waited >= RECOUNT_PATIENCE:
         return what, (
             f"ResourceQuota {meta['namespace']}/{meta['name']} still counted no workspace "

@@ -218,7 +218,9 @@ def _provision(step: SandboxStep, sandbox: LoadedSandbox, was_ready: bool) -> Ke
     if not was_ready:
         # Before the key: the id may be another sandbox's, and so would its key be.
         namespace = namespace_object(sandbox.name, sandbox.tenant, sandbox.tenant_spec)
-        holder, claimed = claim_namespace(platform.api, namespace, sandbox.tenant, sandbox.name)
+        holder, claimed = claim_namespace(
+            platform.api, namespace, sandbox.tenant, sandbox.name, platform.versions
+        )
         if holder is not None:
             step.fail(
                 "NameTaken",
