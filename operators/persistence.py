@@ -31,14 +31,14 @@ import json
 
 import kopf
 
-PREFIX = "regsandbox.io"
+_PREFIX = "regsandbox.io"
 
 __all__ = ["LEGACY_ANNOTATION", "STATUS_FIELD", "ProgressAnnotations", "StatusDiffBase"]
 
 STATUS_FIELD = "lastHandledConfiguration"
 """The status field holding the diff base (declared by ``HandledStatus``)."""
 
-LEGACY_ANNOTATION = f"{PREFIX}/last-handled-configuration"
+LEGACY_ANNOTATION = f"{_PREFIX}/last-handled-configuration"
 """Where operators before this one kept the diff base."""
 
 
@@ -72,7 +72,7 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 
     def __init__(self) -> None:
         """Keep handler progress in ``regsandbox.io/<handler id>`` annotations."""
-        super().__init__(prefix=PREFIX)
+        super().__init__(prefix=_PREFIX)
 
     def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
         """Add nothing: the marker would cost a write of every new object (see above)."""

@@ -74,6 +74,16 @@ def _live(api: client.ApiClient, ns: str) -> dict[str, Any]:
     return get(api, "ResourceQuota", "sandbox", ns) or {}
 
 
+def _assert_second_claim_refused(api: client.ApiClient, ns: str) -> None:
+    """A second claim does not fit: the quota counts the first."""
+    second = workspace_pvc("t", ns, "1Gi", "plain")
+    second["metadata"]["name"] = "second"
+    with pytest.raises(ApiException) as exceeded:
+        create(api, second)
+    assert exceeded.value.status == 403
+    assert "exceeded quota" in str(exceeded.value.body)
+
+
 def test_a_claim_written_after_its_quota_is_charged_and_a_resumed_create_applies(
     admin_api: client.ApiClient,
 ) -> None:
@@ -90,12 +100,7 @@ def test_a_claim_written_after_its_quota_is_charged_and_a_resumed_create_applies
         "the claim to be counted",
     )
     assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
-    second = workspace_pvc("t", ns, "1Gi", "plain")
-    second["metadata"]["name"] = "second"
-    with pytest.raises(ApiException) as exceeded:
-        create(admin_api, second)
-    assert exceeded.value.status == 403
-    assert "exceeded quota" in str(exceeded.value.body)
+    _assert_second_claim_refused(admin_api, ns)
     # A resumed provisioning creates the claim again: the full quota refuses that create
     # before the store would call it a duplicate, and create_or_apply still applies it.
     create_or_apply(admin_api, workspace_pvc("t", ns, "5Gi", "encrypted"))
@@ -156,12 +161,7 @@ def test_a_quota_that_counted_the_claim_out_gets_it_back_in_one_guarded_write(
     live = _live(admin_api, ns)
     assert live["status"]["used"] == {"persistentvolumeclaims": "1", "requests.storage": "5Gi"}
     assert live["status"]["hard"] == _HARD  # no limit moved
-    second = workspace_pvc("t", ns, "1Gi", "plain")
-    second["metadata"]["name"] = "second"
-    with pytest.raises(ApiException) as exceeded:
-        create(admin_api, second)
-    assert exceeded.value.status == 403
-    assert "exceeded quota" in str(exceeded.value.body)
+    _assert_second_claim_refused(admin_api, ns)
     # Counted already: nothing to write (and a usage is never lowered).
     assert mend_usage(admin_api, live, {"requests.storage": "1Gi"}) == "counted"
     assert (
