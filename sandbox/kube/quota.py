@@ -170,23 +170,35 @@ def seed_usage(
     hard = dict((created.get("spec") or {}).get("hard") or {})
     if not hard:
         return False
-    seeded = copy.deepcopy(dict(created))
     counted = dict.fromkeys(hard, "0")
     counted.update({k: v for k, v in (used or {}).items() if k in hard})
-    seeded["status"] = {"hard": hard, "used": counted}
+    outcome = _write_status(api, created, {"hard": hard, "used": counted})
+    if outcome == "forbidden":
+        _log.warning(
+            "may not update resourcequotas/status (a ClusterRole older than the "
+            "operator?): new quotas are counted by the quota controller alone, and one "
+            "that misses the workspace claim is recounted by the drift check"
+        )
+    return outcome == "written"
+
+
+def _write_status(
+    api: client.ApiClient, read: Mapping[str, Any], status: dict[str, Any]
+) -> Literal["written", "raced", "forbidden"]:
+    """PUT ``status`` on the quota as ``read``, guarded by that read's
+    ``resourceVersion``: ``raced`` if anyone wrote it since (or deleted it), and
+    ``forbidden`` if the operator may not write quota status."""
+    changed = copy.deepcopy(dict(read))
+    changed["status"] = status
     try:
-        replace_status(api, seeded)
+        replace_status(api, changed)
     except ApiException as exc:
         if exc.status == 403:
-            _log.warning(
-                "may not update resourcequotas/status (a ClusterRole older than the "
-                "operator?): new quotas are counted by the quota controller alone, and one "
-                "that misses the workspace claim is recounted by the drift check"
-            )
-        if exc.status in (403, 404, 409):
-            return False
+            return "forbidden"
+        if exc.status in (404, 409):
+            return "raced"
         raise
-    return True
+    return "written"
 
 
 def write_admitted(
@@ -276,17 +288,8 @@ def mend_usage(
     }
     if not raised:
         return "counted"
-    mended = copy.deepcopy(dict(live))
-    mended["status"] = {**status, "used": {**counted, **raised}}
-    try:
-        replace_status(api, mended)
-    except ApiException as exc:
-        if exc.status == 403:
-            return "forbidden"
-        if exc.status in (404, 409):
-            return "raced"
-        raise
-    return "mended"
+    outcome = _write_status(api, live, {**status, "used": {**counted, **raised}})
+    return "mended" if outcome == "written" else outcome
 
 
 def request_recount(api: client.ApiClient, quota: dict[str, Any]) -> None:
